@@ -1,0 +1,378 @@
+//! librdmacm connection management: event channels, identifiers and the events
+//! they report. Addresses are plain IP socket addresses, as for TCP.
+
+use std::ffi::CStr;
+use std::mem;
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::ptr::{self, NonNull};
+
+use rdma_sys::*;
+
+use crate::error::{check, Error, Result};
+use crate::sys::{self, Deadline};
+
+/// An rdma_cm event channel. Its fd is non-blocking and becomes readable when an
+/// event for one of its identifiers is pending.
+pub(crate) struct EventChannel(NonNull<rdma_event_channel>);
+
+// SAFETY: librdmacm event channels are plain fds; the engine uses each from one
+// thread at a time.
+unsafe impl Send for EventChannel {}
+
+impl EventChannel {
+    pub(crate) fn new() -> Result<Self> {
+        // SAFETY: no arguments; a null result sets errno.
+        let channel = NonNull::new(unsafe { rdma_create_event_channel() })
+            .map(EventChannel)
+            .ok_or_else(|| Error::last_os("rdma_create_event_channel"))?;
+        sys::set_nonblocking("fcntl(rdma_cm channel)", channel.fd())?;
+        Ok(channel)
+    }
+
+    pub(crate) fn as_ptr(&self) -> *mut rdma_event_channel {
+        self.0.as_ptr()
+    }
+
+    pub(crate) fn fd(&self) -> RawFd {
+        // SAFETY: the channel is live while self is.
+        unsafe { (*self.0.as_ptr()).fd }
+    }
+
+    /// The next pending event, without waiting.
+    pub(crate) fn try_next(&self) -> Result<Option<CmEvent>> {
+        let mut event = ptr::null_mut();
+        // SAFETY: the channel is live and non-blocking; event is a valid out-pointer.
+        if unsafe { rdma_get_cm_event(self.0.as_ptr(), &mut event) } == 0 {
+            return Ok(NonNull::new(event).map(CmEvent));
+        }
+        match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::EAGAIN) => Ok(None),
+            _ => Err(Error::last_os("rdma_get_cm_event")),
+        }
+    }
+
+    /// Waits for the next event; `op` names the step for a timeout error.
+    pub(crate) fn next(&self, op: &'static str, deadline: Deadline) -> Result<CmEvent> {
+        loop {
+            if let Some(event) = self.try_next()? {
+                return Ok(event);
+            }
+            sys::wait_readable(op, [self.fd()], deadline)?;
+        }
+    }
+}
+
+impl Drop for EventChannel {
+    fn drop(&mut self) {
+        // SAFETY: every identifier on the channel was destroyed before it.
+        unsafe { rdma_destroy_event_channel(self.0.as_ptr()) }
+    }
+}
+
+/// An event from the connection manager; acknowledged when dropped. An
+/// identifier cannot be destroyed or migrated while its events are unacknowledged.
+pub(crate) struct CmEvent(NonNull<rdma_cm_event>);
+
+impl CmEvent {
+    pub(crate) fn kind(&self) -> rdma_cm_event_type::Type {
+        // SAFETY: the event is live until acknowledged in drop.
+        unsafe { (*self.0.as_ptr()).event }
+    }
+
+    /// Zero, a negative errno, or a reject reason, depending on the event.
+    pub(crate) fn status(&self) -> i32 {
+        // SAFETY: as above.
+        unsafe { (*self.0.as_ptr()).status }
+    }
+
+    /// The identifier the event is about (for a connect request: the new one).
+    pub(crate) fn id(&self) -> *mut rdma_cm_id {
+        // SAFETY: as above.
+        unsafe { (*self.0.as_ptr()).id }
+    }
+
+    pub(crate) fn name(&self) -> &'static str {
+        event_name(self.kind())
+    }
+
+    /// The error that this event means for the step `op` that did not expect it.
+    pub(crate) fn unexpected(&self, op: &'static str) -> Error {
+        Error::UnexpectedEvent {
+            op,
+            event: self.name(),
+            status: self.status(),
+        }
+    }
+}
+
+impl Drop for CmEvent {
+    fn drop(&mut self) {
+        // SAFETY: the event came from rdma_get_cm_event and is acknowledged once.
+        unsafe { rdma_ack_cm_event(self.0.as_ptr()) };
+    }
+}
+
+/// The name librdmacm gives an event type, e.g. "RDMA_CM_EVENT_ESTABLISHED".
+pub(crate) fn event_name(kind: rdma_cm_event_type::Type) -> &'static str {
+    // SAFETY: rdma_event_str returns a static string for any value.
+    unsafe { CStr::from_ptr(rdma_event_str(kind)) }
+        .to_str()
+        .unwrap_or("RDMA_CM_EVENT_?")
+}
+
+/// An rdma_cm identifier: the connection-manager side of a listener or a
+/// connection, with the queue pair once one is created on it.
+pub(crate) struct CmId(NonNull<rdma_cm_id>);
+
+// SAFETY: see EventChannel.
+unsafe impl Send for CmId {}
+
+impl CmId {
+    /// A reliable-connected (TCP port space) identifier reporting to `channel`.
+    pub(crate) fn new(channel: &EventChannel) -> Result<Self> {
+        let mut id = ptr::null_mut();
+        // SAFETY: channel is live; id is a valid out-pointer.
+        check("rdma_create_id", unsafe {
+            rdma_create_id(
+                channel.as_ptr(),
+                &mut id,
+                ptr::null_mut(),
+                rdma_port_space::RDMA_PS_TCP,
+            )
+        })?;
+        Ok(CmId(
+            NonNull::new(id).expect("rdma_create_id succeeded without an id"),
+        ))
+    }
+
+    /// Takes ownership of an identifier that librdmacm created for a connect request.
+    ///
+    /// # Safety
+    /// `id` must come from an acknowledged connect-request event and have no other owner.
+    pub(crate) unsafe fn from_request(id: *mut rdma_cm_id) -> Self {
+        CmId(NonNull::new(id).expect("connect request without an id"))
+    }
+
+    /// The device context the identifier is bound to (null before address resolution).
+    pub(crate) fn verbs(&self) -> *mut ibv_context {
+        // SAFETY: the identifier is live.
+        unsafe { (*self.0.as_ptr()).verbs }
+    }
+
+    /// The queue pair created on the identifier (null before `rdma_create_qp`).
+    pub(crate) fn qp(&self) -> *mut ibv_qp {
+        // SAFETY: the identifier is live.
+        unsafe { (*self.0.as_ptr()).qp }
+    }
+
+    /// The bound local address (with the port the kernel chose for port 0).
+    pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
+        // SAFETY: the identifier is live; the union holds a sockaddr_storage.
+        socket_addr(unsafe { &(*self.0.as_ptr()).route.addr.src_addr_union.src_storage })
+    }
+
+    /// The peer's address, once resolved or requested.
+    pub(crate) fn peer_addr(&self) -> Option<SocketAddr> {
+        // SAFETY: as above.
+        socket_addr(unsafe { &(*self.0.as_ptr()).route.addr.dst_addr_union.dst_storage })
+    }
+
+    pub(crate) fn bind(&self, addr: SocketAddr) -> Result<()> {
+        let mut storage = SockAddr::from(addr);
+        // SAFETY: storage holds a valid sockaddr of the family it names.
+        check("rdma_bind_addr", unsafe {
+            rdma_bind_addr(self.0.as_ptr(), storage.as_mut_ptr())
+        })
+    }
+
+    pub(crate) fn listen(&self, backlog: i32) -> Result<()> {
+        // SAFETY: the identifier is live and bound.
+        check("rdma_listen", unsafe {
+            rdma_listen(self.0.as_ptr(), backlog)
+        })
+    }
+
+    pub(crate) fn resolve_addr(&self, addr: SocketAddr, timeout_ms: i32) -> Result<()> {
+        let mut storage = SockAddr::from(addr);
+        // SAFETY: as in bind; a null source lets the route pick the local address.
+        check("rdma_resolve_addr", unsafe {
+            rdma_resolve_addr(
+                self.0.as_ptr(),
+                ptr::null_mut(),
+                storage.as_mut_ptr(),
+                timeout_ms,
+            )
+        })
+    }
+
+    pub(crate) fn resolve_route(&self, timeout_ms: i32) -> Result<()> {
+        // SAFETY: the identifier is live and its address resolved.
+        check("rdma_resolve_route", unsafe {
+            rdma_resolve_route(self.0.as_ptr(), timeout_ms)
+        })
+    }
+
+    /// Creates the identifier's queue pair in `pd` (destroyed by `destroy_qp`).
+    pub(crate) fn create_qp(&self, pd: *mut ibv_pd, attr: &mut ibv_qp_init_attr) -> Result<()> {
+        // SAFETY: the identifier and pd are live; attr is a valid in/out struct.
+        check("rdma_create_qp", unsafe {
+            rdma_create_qp(self.0.as_ptr(), pd, attr)
+        })
+    }
+
+    /// Destroys the queue pair, if one was created.
+    pub(crate) fn destroy_qp(&self) {
+        if !self.qp().is_null() {
+            // SAFETY: the QP was created on this identifier and is destroyed once.
+            unsafe { rdma_destroy_qp(self.0.as_ptr()) };
+        }
+    }
+
+    pub(crate) fn connect(&self, param: &mut rdma_conn_param) -> Result<()> {
+        // SAFETY: the identifier has a resolved route and a QP; param is valid.
+        check("rdma_connect", unsafe {
+            rdma_connect(self.0.as_ptr(), param)
+        })
+    }
+
+    pub(crate) fn accept(&self, param: &mut rdma_conn_param) -> Result<()> {
+        // SAFETY: the identifier came from a connect request and has a QP.
+        check("rdma_accept", unsafe {
+            rdma_accept(self.0.as_ptr(), param)
+        })
+    }
+
+    /// Starts an orderly disconnect and moves the QP to the error state, which
+    /// flushes its outstanding work requests.
+    pub(crate) fn disconnect(&self) {
+        // SAFETY: the identifier is live. Failing on an id that never connected is harmless.
+        unsafe { rdma_disconnect(self.0.as_ptr()) };
+    }
+
+    /// Moves the identifier's future events to `channel`. All its events so far
+    /// must be acknowledged.
+    pub(crate) fn migrate(&self, channel: &EventChannel) -> Result<()> {
+        // SAFETY: both are live.
+        check("rdma_migrate_id", unsafe {
+            rdma_migrate_id(self.0.as_ptr(), channel.as_ptr())
+        })
+    }
+}
+
+impl Drop for CmId {
+    fn drop(&mut self) {
+        // SAFETY: the identifier's QP was destroyed and its events acknowledged.
+        if unsafe { rdma_destroy_id(self.0.as_ptr()) } != 0 {
+            log::error!("rdma_destroy_id: {}", std::io::Error::last_os_error());
+        }
+    }
+}
+
+/// Reads a C socket address; `None` for an unset (or non-IP) one.
+fn socket_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    let raw = storage as *const libc::sockaddr_storage;
+    match storage.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in.
+            let sin = unsafe { &*(raw as *const libc::sockaddr_in) };
+            let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            Some(SocketAddr::from((ip, u16::from_be(sin.sin_port))))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6.
+            let sin6 = unsafe { &*(raw as *const libc::sockaddr_in6) };
+            let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            let port = u16::from_be(sin6.sin6_port);
+            Some(
+                std::net::SocketAddrV6::new(ip, port, sin6.sin6_flowinfo, sin6.sin6_scope_id)
+                    .into(),
+            )
+        }
+        _ => None,
+    }
+}
+
+/// A socket address in the C layout that librdmacm takes.
+struct SockAddr(libc::sockaddr_storage);
+
+impl SockAddr {
+    fn as_mut_ptr(&mut self) -> *mut libc::sockaddr {
+        (&mut self.0 as *mut libc::sockaddr_storage).cast()
+    }
+}
+
+impl From<SocketAddr> for SockAddr {
+    fn from(addr: SocketAddr) -> Self {
+        // SAFETY: all-zero is a valid sockaddr_storage.
+        let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
+        match addr {
+            SocketAddr::V4(v4) => {
+                // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in.
+                let sin = unsafe { &mut *(&mut storage as *mut _ as *mut libc::sockaddr_in) };
+                sin.sin_family = libc::AF_INET as libc::sa_family_t;
+                sin.sin_port = v4.port().to_be();
+                sin.sin_addr.s_addr = u32::from(*v4.ip()).to_be();
+            }
+            SocketAddr::V6(v6) => {
+                // SAFETY: as above, for sockaddr_in6.
+                let sin6 = unsafe { &mut *(&mut storage as *mut _ as *mut libc::sockaddr_in6) };
+                sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                sin6.sin6_port = v6.port().to_be();
+                sin6.sin6_addr.s6_addr = v6.ip().octets();
+                sin6.sin6_flowinfo = v6.flowinfo();
+                sin6.sin6_scope_id = v6.scope_id();
+            }
+        }
+        SockAddr(storage)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv4_addresses_are_laid_out_in_network_order() {
+        let mut addr = SockAddr::from("192.0.2.1:18515".parse::<SocketAddr>().unwrap());
+        // SAFETY: the storage was filled as a sockaddr_in.
+        let sin = unsafe { &*(addr.as_mut_ptr() as *const libc::sockaddr_in) };
+        assert_eq!(sin.sin_family, libc::AF_INET as libc::sa_family_t);
+        assert_eq!(sin.sin_port.to_ne_bytes(), 18515u16.to_be_bytes());
+        assert_eq!(sin.sin_addr.s_addr.to_ne_bytes(), [192, 0, 2, 1]);
+    }
+
+    #[test]
+    fn socket_addresses_survive_the_round_trip_through_c() {
+        for text in ["192.0.2.1:18515", "[2001:db8::7]:1", "[fe80::1%3]:7000"] {
+            let addr: SocketAddr = text.parse().unwrap();
+            assert_eq!(socket_addr(&SockAddr::from(addr).0), Some(addr), "{text}");
+        }
+        // SAFETY: all-zero is a valid (AF_UNSPEC) sockaddr_storage.
+        assert_eq!(socket_addr(&unsafe { mem::zeroed() }), None);
+    }
+
+    #[test]
+    fn ipv6_addresses_keep_scope_and_port() {
+        let mut addr = SockAddr::from("[fe80::1%3]:7000".parse::<SocketAddr>().unwrap());
+        // SAFETY: the storage was filled as a sockaddr_in6.
+        let sin6 = unsafe { &*(addr.as_mut_ptr() as *const libc::sockaddr_in6) };
+        assert_eq!(sin6.sin6_family, libc::AF_INET6 as libc::sa_family_t);
+        assert_eq!(sin6.sin6_port.to_ne_bytes(), 7000u16.to_be_bytes());
+        assert_eq!(sin6.sin6_scope_id, 3);
+        assert_eq!(sin6.sin6_addr.s6_addr[0..2], [0xfe, 0x80]);
+        assert_eq!(sin6.sin6_addr.s6_addr[15], 1);
+    }
+
+    #[test]
+    fn event_names_come_from_librdmacm() {
+        assert_eq!(
+            event_name(rdma_cm_event_type::RDMA_CM_EVENT_ESTABLISHED),
+            "RDMA_CM_EVENT_ESTABLISHED"
+        );
+        assert_eq!(
+            event_name(rdma_cm_event_type::RDMA_CM_EVENT_REJECTED),
+            "RDMA_CM_EVENT_REJECTED"
+        );
+    }
+}

@@ -1,0 +1,179 @@
+//! The one error type of the engine. Every verbs, rdma_cm and syscall failure
+//! becomes a variant that names the operation; the JNI and C layers each map it
+//! in exactly one place (`jvm::throw`, `ffi::Status::of`).
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Result of every fallible engine operation.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An engine failure, with the operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The host has no usable RDMA device (or no kernel RDMA support at all).
+    #[error("no RDMA device: {0}")]
+    NoDevice(String),
+
+    /// A verbs, rdma_cm or system call failed with an errno.
+    #[error("{op} failed: {source}")]
+    Os {
+        /// The call that failed, e.g. `ibv_create_cq`.
+        op: &'static str,
+        /// The errno it reported.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A blocking operation did not complete in time.
+    #[error("{op} timed out after {timeout:?}")]
+    TimedOut {
+        /// What was being waited for.
+        op: &'static str,
+        /// The time allowed.
+        timeout: Duration,
+    },
+
+    /// Nothing listens at the address (the connection request was rejected).
+    #[error("connection to {0} refused")]
+    ConnectionRefused(SocketAddr),
+
+    /// No RDMA route reaches the address.
+    #[error("{addr} is unreachable over RDMA ({event})")]
+    Unreachable {
+        /// The destination.
+        addr: SocketAddr,
+        /// The connection manager event that reported it.
+        event: &'static str,
+    },
+
+    /// The connection manager reported an event that the current step cannot accept.
+    #[error("{op}: unexpected connection event {event} (status {status})")]
+    UnexpectedEvent {
+        /// The step that was waiting.
+        op: &'static str,
+        /// The event that came instead.
+        event: &'static str,
+        /// The event's status field (a negative errno or a reject reason).
+        status: i32,
+    },
+
+    /// A work request completed with an error status.
+    #[error("{op} completed with {status} (vendor error {vendor_err:#x})")]
+    Completion {
+        /// The kind of work request.
+        op: &'static str,
+        /// The work completion status, as `ibv_wc_status_str` names it.
+        status: String,
+        /// The device-specific error code.
+        vendor_err: u32,
+    },
+
+    /// A message larger than one receive buffer.
+    #[error("message of {len} bytes exceeds the maximum message size of {max} bytes")]
+    MessageTooLarge {
+        /// The message length.
+        len: usize,
+        /// The largest message a connection carries.
+        max: usize,
+    },
+
+    /// A caller passed an argument the engine cannot use.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
+    /// The peer closed the connection; nothing more can be sent.
+    #[error("connection closed by the peer")]
+    Disconnected,
+}
+
+impl Error {
+    /// The calling thread's last errno, attributed to `op`.
+    pub(crate) fn last_os(op: &'static str) -> Self {
+        Error::Os {
+            op,
+            source: io::Error::last_os_error(),
+        }
+    }
+
+    /// An errno returned directly (as `ibv_post_send` and friends do).
+    pub(crate) fn from_errno(op: &'static str, errno: i32) -> Self {
+        Error::Os {
+            op,
+            source: io::Error::from_raw_os_error(errno),
+        }
+    }
+
+    /// The errno behind this error, where there is one.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            Error::Os { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+}
+
+/// Turns the `-1`-and-errno convention of librdmacm and libc into a `Result`.
+pub(crate) fn check(op: &'static str, ret: libc::c_int) -> Result<()> {
+    if ret == -1 {
+        Err(Error::last_os(op))
+    } else {
+        Ok(())
+    }
+}
+
+/// Turns the return-the-errno convention of libibverbs into a `Result`.
+pub(crate) fn check_errno(op: &'static str, ret: libc::c_int) -> Result<()> {
+    match ret {
+        0 => Ok(()),
+        // Some providers return -1 and set errno instead of returning it.
+        -1 => Err(Error::last_os(op)),
+        errno => Err(Error::from_errno(op, errno.abs())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn os_errors_name_the_operation_and_the_errno() {
+        let err = Error::from_errno("ibv_post_send", libc::ENOMEM);
+        assert_eq!(err.errno(), Some(libc::ENOMEM));
+        let text = err.to_string();
+        assert!(text.starts_with("ibv_post_send failed: "), "{text}");
+        assert!(text.contains("os error 12"), "{text}");
+    }
+
+    #[test]
+    fn errno_conventions_are_both_understood() {
+        assert!(check("rdma_listen", 0).is_ok());
+        assert!(check_errno("ibv_req_notify_cq", 0).is_ok());
+        assert_eq!(
+            check_errno("ibv_post_recv", libc::EINVAL)
+                .unwrap_err()
+                .errno(),
+            Some(libc::EINVAL)
+        );
+        assert_eq!(
+            check_errno("ibv_post_recv", -libc::EAGAIN)
+                .unwrap_err()
+                .errno(),
+            Some(libc::EAGAIN)
+        );
+    }
+
+    #[test]
+    fn errors_without_errno_say_so() {
+        assert_eq!(Error::Disconnected.errno(), None);
+        assert_eq!(
+            Error::MessageTooLarge {
+                len: 5000,
+                max: 4096
+            }
+            .to_string(),
+            "message of 5000 bytes exceeds the maximum message size of 4096 bytes"
+        );
+    }
+}

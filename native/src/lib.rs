@@ -1,0 +1,25 @@
+//! The native engine of rdma-nio: RDMA connections for the JVM.
+//!
+//! The engine owns every RDMA resource (device context through librdmacm,
+//! protection domains, registered memory, queue pairs, completion queues) and
+//! exposes it three ways that share one core:
+//! - the Rust API below (`Listener`, `Connection`), used by the Rust tests;
+//! - the C ABI in [`ffi`], whose header cbindgen writes to `target/include/rdmanio.h`;
+//! - the JNI exports behind the Java class `rdmanio.Native` (module `jvm`).
+//!
+//! Layout: `verbs` (PD, CQ, MR wrappers), `cm` (rdma_cm channels, identifiers,
+//! events), `connection` (listen/accept/connect and the data path), `sys`
+//! (fds and waiting), `error` (the one error type).
+#![warn(missing_docs)]
+
+mod cm;
+mod connection;
+mod error;
+pub mod ffi;
+mod jvm;
+mod sys;
+mod verbs;
+
+pub use connection::{Connection, Listener, MAX_MESSAGE_SIZE};
+pub use error::{Error, Result};
+pub use verbs::device_names;

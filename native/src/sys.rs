@@ -1,0 +1,128 @@
+//! The few plain syscalls the engine needs around verbs: non-blocking event fds
+//! and a bounded wait for them to become readable.
+
+use std::os::fd::RawFd;
+use std::time::{Duration, Instant};
+
+use crate::error::{check, Error, Result};
+
+/// Makes `fd` non-blocking, so draining an event channel never sleeps.
+pub(crate) fn set_nonblocking(op: &'static str, fd: RawFd) -> Result<()> {
+    // SAFETY: fcntl on an fd the caller owns; no memory is passed.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    check(op, flags)?;
+    // SAFETY: as above.
+    check(op, unsafe {
+        libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK)
+    })
+}
+
+/// When a blocking operation must give up.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Deadline {
+    at: Option<Instant>,
+    timeout: Duration,
+}
+
+impl Deadline {
+    /// `None` waits forever.
+    pub(crate) fn after(timeout: Option<Duration>) -> Self {
+        match timeout {
+            Some(t) => Deadline {
+                at: Instant::now().checked_add(t),
+                timeout: t,
+            },
+            None => Deadline {
+                at: None,
+                timeout: Duration::MAX,
+            },
+        }
+    }
+
+    /// The poll(2) timeout that is left: -1 for forever, 0 once expired.
+    fn poll_millis(&self) -> libc::c_int {
+        match self.at {
+            None => -1,
+            Some(at) => {
+                let left = at.saturating_duration_since(Instant::now());
+                // Round up so a sub-millisecond remainder still waits.
+                left.as_micros()
+                    .div_ceil(1000)
+                    .min(libc::c_int::MAX as u128) as libc::c_int
+            }
+        }
+    }
+
+    pub(crate) fn timed_out(&self, op: &'static str) -> Error {
+        Error::TimedOut {
+            op,
+            timeout: self.timeout,
+        }
+    }
+}
+
+/// Waits until at least one of `fds` is readable; returns which are.
+/// Fails with `TimedOut` (naming `op`) once the deadline passes.
+pub(crate) fn wait_readable<const N: usize>(
+    op: &'static str,
+    fds: [RawFd; N],
+    deadline: Deadline,
+) -> Result<[bool; N]> {
+    let mut pollfds = fds.map(|fd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    });
+    loop {
+        let millis = deadline.poll_millis();
+        // SAFETY: pollfds is a live array of N pollfd structs.
+        let n = unsafe { libc::poll(pollfds.as_mut_ptr(), N as libc::nfds_t, millis) };
+        match n {
+            -1 if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) => continue,
+            -1 => return Err(Error::last_os("poll")),
+            0 if millis == 0 => return Err(deadline.timed_out(op)),
+            0 => continue, // rounding: the deadline is not quite there yet
+            _ => return Ok(pollfds.map(|p| p.revents != 0)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_readable_times_out_on_a_silent_fd() {
+        let mut fds = [0; 2];
+        // SAFETY: fds has room for the two ends of the pipe.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        let started = Instant::now();
+        let err = wait_readable(
+            "test wait",
+            [fds[0]],
+            Deadline::after(Some(Duration::from_millis(30))),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::TimedOut {
+                    op: "test wait",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(started.elapsed() >= Duration::from_millis(30));
+
+        // SAFETY: writing one byte from a live buffer to the pipe's write end.
+        assert_eq!(unsafe { libc::write(fds[1], b"x".as_ptr().cast(), 1) }, 1);
+        let ready = wait_readable("test wait", [fds[1], fds[0]], Deadline::after(None)).unwrap();
+        assert_eq!(ready, [false, true]);
+        // SAFETY: closing the pipe this test opened.
+        unsafe {
+            libc::close(fds[0]);
+            libc::close(fds[1])
+        };
+    }
+}
