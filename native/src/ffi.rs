@@ -251,6 +251,19 @@ pub unsafe extern "C" fn rnio_recv(
     })
 }
 
+/// Sets how long a blocked send or receive polls the completion queue before
+/// it sleeps (0: sleep at once, the default).
+///
+/// # Safety
+/// `conn` is an open connection.
+#[no_mangle]
+pub unsafe extern "C" fn rnio_set_busy_poll(conn: *mut Connection, micros: u32) -> RnioStatus {
+    guarded(|| {
+        unsafe { handle(conn, "connection")? }.set_busy_poll(Duration::from_micros(micros.into()));
+        Ok(RnioStatus::Ok)
+    })
+}
+
 /// The connection's local queue pair number (0 for a null connection).
 ///
 /// # Safety

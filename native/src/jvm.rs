@@ -281,6 +281,23 @@ extern "system" fn Java_rdmanio_Native_receive<'local>(
 }
 
 #[no_mangle]
+extern "system" fn Java_rdmanio_Native_setBusyPoll<'local>(
+    mut env: EnvUnowned<'local>,
+    _class: JClass<'local>,
+    connection: jlong,
+    micros: jlong,
+) {
+    env.with_env(|_| -> JniResult<_> {
+        let micros = u64::try_from(micros)
+            .map_err(|_| Error::InvalidArgument(format!("negative busy-poll time {micros} us")))?;
+        // SAFETY: as above.
+        unsafe { borrow::<Connection>(connection)? }.set_busy_poll(Duration::from_micros(micros));
+        Ok(())
+    })
+    .resolve::<ThrowJavaException>()
+}
+
+#[no_mangle]
 extern "system" fn Java_rdmanio_Native_queuePairNumber<'local>(
     mut env: EnvUnowned<'local>,
     _class: JClass<'local>,

@@ -76,11 +76,21 @@ fn the_device_list_matches_the_environment() {
 
 #[test]
 fn messages_are_echoed_intact_over_rdma() {
+    echo_round_trips(Duration::ZERO);
+}
+
+#[test]
+fn messages_are_echoed_intact_with_busy_polling() {
+    echo_round_trips(Duration::from_micros(200));
+}
+
+fn echo_round_trips(busy_poll: Duration) {
     let Some((device, ip)) = test_device() else {
         return assert_no_device(Listener::bind(SocketAddr::from(([127, 0, 0, 1], 0)), 8));
     };
     let (addr, server) = echo_server(ip, device.clone());
     let mut client = Connection::connect(addr, TIMEOUT).expect("connect");
+    client.set_busy_poll(busy_poll);
     assert_eq!(client.device_name(), device);
     assert_eq!(client.peer_addr(), addr);
     println!(

@@ -109,6 +109,8 @@ static int test_ping_pong_over_rdma(void) {
 
     uint8_t message[RNIO_MAX_MESSAGE_SIZE], reply[RNIO_MAX_MESSAGE_SIZE];
     for (int round = 0; round < ROUNDS; round++) {
+        if (round == ROUNDS / 2) /* the second half polls before it sleeps */
+            CHECK(rnio_set_busy_poll(conn, 200) == RNIO_STATUS_OK, "busy poll: %s", last_error());
         size_t size = (size_t)(round * 397) % (RNIO_MAX_MESSAGE_SIZE + 1);
         for (size_t i = 0; i < size; i++) message[i] = (uint8_t)(i * 31 + round);
         CHECK(rnio_send(conn, message, size, TIMEOUT_MS) == RNIO_STATUS_OK, "send: %s", last_error());

@@ -43,6 +43,9 @@ final class Native {
     static native int receive(long connection, ByteBuffer direct, int position, int length, int timeoutMillis)
             throws IOException;
 
+    /** How long a blocked send or receive polls for completions before it sleeps. */
+    static native void setBusyPoll(long connection, long micros);
+
     static native int queuePairNumber(long connection);
 
     static native String deviceName(long connection);

@@ -88,6 +88,9 @@ public class RdmaConnectionTest {
                 System.out.println("JUnit ping-pong client on " + client.deviceName()
                         + ", queue pair " + client.queuePairNumber());
                 for (int round = 0; round < rounds; round++) {
+                    if (round == rounds / 2) {
+                        client.setBusyPoll(200); // the second half polls before it sleeps
+                    }
                     // Alternate heap and direct buffers, with sizes up to the maximum.
                     boolean direct = round % 2 == 0;
                     int size = (round * 397) % (RdmaConnection.MAX_MESSAGE_SIZE + 1);
@@ -183,6 +186,21 @@ public class RdmaConnectionTest {
                     assertTrue(e.getMessage(), e.getMessage().contains("exceeds the maximum message size"));
                     assertEquals("nothing was consumed", tooBig, message.remaining());
                 }
+            }
+            assertEquals(0, (int) server.get(TIMEOUT_MILLIS, TimeUnit.MILLISECONDS));
+        }
+    }
+
+    @Test
+    public void aNegativeBusyPollTimeIsRefused() throws Exception {
+        if (checkedNoDevice(() -> RdmaListener.bind(anyPort(), 1))) {
+            return;
+        }
+        try (RdmaListener listener = RdmaListener.bind(anyPort(), 1)) {
+            CompletableFuture<Integer> server = echoServer(listener);
+            try (RdmaConnection client = RdmaConnection.connect(listener.localAddress(), TIMEOUT_MILLIS)) {
+                IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> client.setBusyPoll(-1));
+                assertTrue(e.getMessage(), e.getMessage().contains("negative busy-poll time -1 us"));
             }
             assertEquals(0, (int) server.get(TIMEOUT_MILLIS, TimeUnit.MILLISECONDS));
         }

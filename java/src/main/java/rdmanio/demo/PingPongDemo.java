@@ -27,6 +27,8 @@ import rdmanio.RdmaListener;
 public final class PingPongDemo {
     private static final int TIMEOUT_MILLIS = 20_000;
     private static final int BLOCKS = 8;
+    /** Long enough to cover a round trip under emulation; on hardware a few microseconds do. */
+    private static final int BUSY_POLL_MICROS = 500;
 
     /** One ping-pong transport: a client connected to an echo server thread. */
     private interface PingPong extends Closeable {
@@ -44,19 +46,22 @@ public final class PingPongDemo {
 
         System.out.printf("ping-pong to %s: %d-byte messages, %d round trips per transport in %d alternating blocks%n",
                 address.getHostAddress(), size, rounds, BLOCKS);
-        try (PingPong rdma = new RdmaPingPong(address); PingPong tcp = new TcpPingPong(address)) {
-            System.out.println("rdma-nio: " + rdma.describe());
-            System.out.println("nio tcp:  " + tcp.describe());
-            PingPong[] transports = {rdma, tcp};
-            long[][] nanos = measure(transports, rounds, size);
-            System.out.printf("%-10s %9s %9s %9s%n", "transport", "p50 us", "p99 us", "mean us");
-            String[] names = {"rdma-nio", "nio tcp"};
+        String[] names = {"rdma-nio, blocking", "rdma-nio, busy-poll " + BUSY_POLL_MICROS + " us", "stock nio tcp"};
+        try (PingPong blocking = new RdmaPingPong(address, 0);
+                PingPong polling = new RdmaPingPong(address, BUSY_POLL_MICROS);
+                PingPong tcp = new TcpPingPong(address)) {
+            PingPong[] transports = {blocking, polling, tcp};
             for (int t = 0; t < transports.length; t++) {
-                System.out.printf(Locale.ROOT, "%-10s %9.1f %9.1f %9.1f%n", names[t],
-                        percentile(nanos[t], 50) / 1e3, percentile(nanos[t], 99) / 1e3, mean(nanos[t]) / 1e3);
+                System.out.printf("%-28s %s%n", names[t] + ":", transports[t].describe());
             }
-            System.out.printf(Locale.ROOT, "p50 ratio rdma-nio / nio tcp: %.2f%n",
-                    (double) percentile(nanos[0], 50) / percentile(nanos[1], 50));
+            long[][] nanos = measure(transports, rounds, size);
+            System.out.printf("%-28s %9s %9s %9s %14s%n", "transport", "p50 us", "p99 us", "mean us", "p50 / tcp p50");
+            long tcpMedian = percentile(nanos[transports.length - 1], 50);
+            for (int t = 0; t < transports.length; t++) {
+                System.out.printf(Locale.ROOT, "%-28s %9.1f %9.1f %9.1f %14.2f%n", names[t],
+                        percentile(nanos[t], 50) / 1e3, percentile(nanos[t], 99) / 1e3, mean(nanos[t]) / 1e3,
+                        (double) percentile(nanos[t], 50) / tcpMedian);
+            }
         }
     }
 
@@ -111,10 +116,11 @@ public final class PingPongDemo {
         private final RdmaListener listener;
         private final RdmaConnection client;
 
-        RdmaPingPong(InetAddress address) throws IOException {
+        RdmaPingPong(InetAddress address, int busyPollMicros) throws IOException {
             listener = RdmaListener.bind(new InetSocketAddress(address, 0), 1);
             daemon("rdma echo", () -> {
                 try (RdmaConnection server = listener.accept(TIMEOUT_MILLIS)) {
+                    server.setBusyPoll(busyPollMicros);
                     ByteBuffer buffer = ByteBuffer.allocateDirect(RdmaConnection.MAX_MESSAGE_SIZE);
                     while (server.receive(buffer.clear(), TIMEOUT_MILLIS) >= 0) {
                         server.send(buffer.flip(), TIMEOUT_MILLIS);
@@ -124,6 +130,7 @@ public final class PingPongDemo {
                 }
             });
             client = RdmaConnection.connect(listener.localAddress(), TIMEOUT_MILLIS);
+            client.setBusyPoll(busyPollMicros);
         }
 
         @Override
