@@ -8,8 +8,9 @@
 //! - the JNI exports behind the Java class `rdmanio.Native` (module `jvm`).
 //!
 //! Layout: `verbs` (PD, CQ, MR wrappers), `cm` (rdma_cm channels, identifiers,
-//! events), `connection` (listen/accept/connect and the data path), `sys`
-//! (fds and waiting), `error` (the one error type).
+//! events), `connection` (listen/accept/connect and the data path), `ring`
+//! (one-sided ring buffers: framing, credits and checks, whatever the medium),
+//! `sys` (fds and waiting), `error` (the one error type).
 #![warn(missing_docs)]
 
 mod cm;
@@ -17,6 +18,7 @@ mod connection;
 mod error;
 pub mod ffi;
 mod jvm;
+pub mod ring;
 mod sys;
 mod verbs;
 

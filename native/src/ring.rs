@@ -1,0 +1,1046 @@
+//! One-sided ring buffers, the half that knows nothing of the medium.
+//!
+//! A ring lives in the receiver's memory and only its peer writes into it: with
+//! RDMA WRITE (the rdma medium) or with plain stores into a shared mapping (the
+//! shm medium). The writer frames each message into a record; the reader checks
+//! every record before any of its bytes leave the ring, and tells the writer how
+//! far it has read (credit), so the writer never overwrites unread bytes and the
+//! receiver never needs a receive buffer that is not there.
+//!
+//! Positions are `u64` byte counts that only grow; a position's place in the
+//! ring is `position % capacity`. A medium carries three things:
+//! - each [`Frame`] the writer returns: its header and payload to `frame.offset`
+//!   (and a padding header first, when the frame has one);
+//! - the writer's tail to the reader ([`RingReader::publish`]), after the bytes;
+//! - the reader's head back to the writer as credit ([`RingWriter::credit`]).
+//!
+//! Media that carry only 31 bits of a position (RDMA immediate data) recover the
+//! whole position with [`extend_position`].
+//!
+//! Record layout (little-endian, 8-byte aligned, never wrapping):
+//!
+//! | offset | field   | meaning                                                        |
+//! |--------|---------|----------------------------------------------------------------|
+//! | 0      | `len`   | payload bytes                                                  |
+//! | 4      | `seq`   | record number; the reader demands each one in turn             |
+//! | 8      | `kind`  | 1: data; 2: padding that fills the ring up to its end          |
+//! | 12     | `ack`   | carried for the connection (credit of the reverse direction)   |
+//! | 16     | `check` | CRC32C of the ring's seed, the fields above and the payload    |
+//! | 20     | zero    |                                                                |
+//! | 24     | payload, zero-padded to a multiple of 8                                  |
+//!
+//! A record that does not fit before the end of the ring starts at offset 0
+//! instead. The writer marks the skipped bytes with a padding record when they
+//! can hold a header; fewer bytes than a header the reader skips by itself.
+//!
+//! Against a writer that breaks the rules (a Byzantine peer): the reader copies
+//! a record out of the ring before it checks it, so the writer cannot change
+//! bytes between the check and their delivery; it reads each header field once;
+//! it bounds the length by the record limit, by the end of the ring and by the
+//! published tail; it demands the next sequence number and a matching check; and
+//! it accepts a tail or a credit only if it moves forward within the ring's
+//! capacity. A violation is an error that ends the connection. What the writer
+//! can still do is send bytes of its own stream, which it may anyway.
+
+use std::fmt;
+
+/// Bytes of a record header.
+pub const HEADER_LEN: usize = 24;
+/// Records start at multiples of this.
+pub const ALIGN: usize = 8;
+/// The largest ring: positions must stay recoverable from 31 bits.
+pub const MAX_CAPACITY: usize = 1 << 30;
+
+const KIND_DATA: u32 = 1;
+const KIND_PADDING: u32 = 2;
+
+/// A broken rule of the ring protocol, found in what the peer wrote.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Violation {
+    /// The published tail moved backwards.
+    #[error("tail {tail} is behind the previous tail {previous}")]
+    TailBackwards {
+        /// The new tail.
+        tail: u64,
+        /// The tail before it.
+        previous: u64,
+    },
+    /// The published tail is more than one ring ahead of the reader.
+    #[error("tail {tail} is more than the ring's {capacity} bytes ahead of head {head}")]
+    TailBeyondCapacity {
+        /// The new tail.
+        tail: u64,
+        /// The reader's head.
+        head: u64,
+        /// The ring's capacity.
+        capacity: usize,
+    },
+    /// The published tail ends inside a record or header.
+    #[error("tail {tail} ends inside the record at {position}")]
+    TailInsideRecord {
+        /// The published tail.
+        tail: u64,
+        /// Where the record starts.
+        position: u64,
+    },
+    /// A record is longer than the limit or than the rest of the ring.
+    #[error("record at {position}: length {len} exceeds the limit of {max} bytes")]
+    TooLong {
+        /// Where the record starts.
+        position: u64,
+        /// Its claimed payload length.
+        len: u32,
+        /// The largest payload allowed there.
+        max: usize,
+    },
+    /// A record's sequence number is not the next one (replayed or skipped).
+    #[error("record at {position}: sequence number {seq}, expected {expected}")]
+    Sequence {
+        /// Where the record starts.
+        position: u64,
+        /// Its sequence number.
+        seq: u32,
+        /// The one expected.
+        expected: u32,
+    },
+    /// A record of no known kind.
+    #[error("record at {position}: unknown kind {kind}")]
+    Kind {
+        /// Where the record starts.
+        position: u64,
+        /// The kind found.
+        kind: u32,
+    },
+    /// A padding record that does not fill the ring exactly up to its end.
+    #[error("padding at {position} covers {len} bytes, not the {expected} bytes up to the end of the ring")]
+    Padding {
+        /// Where the padding starts.
+        position: u64,
+        /// The payload length it claims.
+        len: u32,
+        /// The payload length up to the end of the ring.
+        expected: usize,
+    },
+    /// A record's check does not match its contents.
+    #[error("record at {position}: check {found:#010x}, but the contents give {computed:#010x}")]
+    Check {
+        /// Where the record starts.
+        position: u64,
+        /// The check in the header.
+        found: u32,
+        /// The check of what was read.
+        computed: u32,
+    },
+    /// A credit that moves backwards or beyond what was written.
+    #[error("credit {head} is outside [{previous}, {tail}]")]
+    Credit {
+        /// The credited head.
+        head: u64,
+        /// The previous credit.
+        previous: u64,
+        /// The writer's tail.
+        tail: u64,
+    },
+}
+
+/// The shape of a ring, agreed by both ends when the connection is set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RingConfig {
+    capacity: usize,
+    max_payload: usize,
+    seed: u32,
+}
+
+impl RingConfig {
+    /// A ring of `capacity` bytes (a power of two from 64 to [`MAX_CAPACITY`])
+    /// carrying records of up to `max_payload` bytes; `seed` makes its checks
+    /// specific to one connection.
+    ///
+    /// # Errors
+    /// A description of the rule the arguments break. A record of
+    /// `max_payload` bytes must fit in half the ring, so that one always fits
+    /// after padding once the ring is empty.
+    pub fn new(capacity: usize, max_payload: usize, seed: u32) -> Result<Self, String> {
+        if !capacity.is_power_of_two() || !(64..=MAX_CAPACITY).contains(&capacity) {
+            return Err(format!(
+                "ring capacity {capacity} is not a power of two from 64 to {MAX_CAPACITY}"
+            ));
+        }
+        if record_len(max_payload) > capacity / 2 {
+            return Err(format!(
+                "records of {max_payload} bytes do not fit in half of a {capacity}-byte ring"
+            ));
+        }
+        Ok(RingConfig {
+            capacity,
+            max_payload,
+            seed,
+        })
+    }
+
+    /// The ring's size in bytes.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The largest payload of one record.
+    pub fn max_payload(&self) -> usize {
+        self.max_payload
+    }
+
+    fn index(&self, position: u64) -> usize {
+        (position % self.capacity as u64) as usize
+    }
+}
+
+/// Bytes a record with `payload` bytes takes in the ring.
+pub fn record_len(payload: usize) -> usize {
+    (HEADER_LEN + payload).next_multiple_of(ALIGN)
+}
+
+/// Recovers a position from its low 31 bits, given a position `known` that it
+/// is at most 2^30 ahead of (the ring capacity bounds every step).
+pub fn extend_position(known: u64, low31: u32) -> u64 {
+    let step = low31.wrapping_sub(known as u32) & 0x7fff_ffff;
+    known + u64::from(step)
+}
+
+/// The parsed fields of a record header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Header {
+    len: u32,
+    seq: u32,
+    kind: u32,
+    ack: u32,
+    check: u32,
+}
+
+impl Header {
+    fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut bytes = [0u8; HEADER_LEN];
+        for (i, field) in [self.len, self.seq, self.kind, self.ack, self.check]
+            .iter()
+            .enumerate()
+        {
+            bytes[i * 4..i * 4 + 4].copy_from_slice(&field.to_le_bytes());
+        }
+        bytes
+    }
+
+    fn decode(bytes: &[u8; HEADER_LEN]) -> Header {
+        let field = |i: usize| u32::from_le_bytes(bytes[i * 4..i * 4 + 4].try_into().unwrap());
+        Header {
+            len: field(0),
+            seq: field(1),
+            kind: field(2),
+            ack: field(3),
+            check: field(4),
+        }
+    }
+
+    /// The check of these fields (but `check`) and `payload`, under `seed`.
+    fn compute_check(&self, seed: u32, payload: &[u8]) -> u32 {
+        let mut fields = [0u8; 20];
+        for (i, field) in [seed, self.len, self.seq, self.kind, self.ack]
+            .iter()
+            .enumerate()
+        {
+            fields[i * 4..i * 4 + 4].copy_from_slice(&field.to_le_bytes());
+        }
+        crc32c::crc32c_append(crc32c::crc32c(&fields), payload)
+    }
+}
+
+/// Where and what the writer puts in the ring for one record.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Frame {
+    /// A padding header to write first, and where: it marks the bytes from
+    /// there to the end of the ring as skipped.
+    pub padding: Option<(usize, [u8; HEADER_LEN])>,
+    /// Where the record starts in the ring.
+    pub offset: usize,
+    /// The record's header; the payload follows it directly.
+    pub header: [u8; HEADER_LEN],
+    /// The writer's tail after this record: publish it once the bytes are in place.
+    pub tail: u64,
+}
+
+impl fmt::Debug for Frame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Frame")
+            .field("padding_at", &self.padding.map(|(at, _)| at))
+            .field("offset", &self.offset)
+            .field("header", &Header::decode(&self.header))
+            .field("tail", &self.tail)
+            .finish()
+    }
+}
+
+/// The writer's side of a ring in the peer's memory.
+#[derive(Debug)]
+pub struct RingWriter {
+    config: RingConfig,
+    /// The next position to write.
+    tail: u64,
+    /// How far the reader has read, as last credited.
+    head: u64,
+    seq: u32,
+}
+
+impl RingWriter {
+    /// A writer for an empty ring.
+    pub fn new(config: RingConfig) -> Self {
+        RingWriter {
+            config,
+            tail: 0,
+            head: 0,
+            seq: 0,
+        }
+    }
+
+    /// The position after the last record framed.
+    pub fn tail(&self) -> u64 {
+        self.tail
+    }
+
+    /// Where a record of `len` payload bytes would start, and where it would end.
+    fn place(&self, len: usize) -> (u64, u64) {
+        let to_end = (self.config.capacity - self.config.index(self.tail)) as u64;
+        let record = record_len(len) as u64;
+        let start = if record <= to_end {
+            self.tail
+        } else {
+            self.tail + to_end
+        };
+        (start, start + record)
+    }
+
+    /// Whether a record of `len` payload bytes fits now, without more credit.
+    pub fn fits(&self, len: usize) -> bool {
+        len <= self.config.max_payload
+            && self.place(len).1 - self.head <= self.config.capacity as u64
+    }
+
+    /// Frames `payload` as the next record, or returns `None` when the ring has
+    /// no room for it until more credit comes.
+    ///
+    /// # Panics
+    /// When `payload` exceeds the ring's `max_payload`: callers split first.
+    pub fn frame(&mut self, payload: &[u8], ack: u32) -> Option<Frame> {
+        assert!(
+            payload.len() <= self.config.max_payload,
+            "payload exceeds the ring's record limit"
+        );
+        if !self.fits(payload.len()) {
+            return None;
+        }
+        let (start, end) = self.place(payload.len());
+        let skipped = (start - self.tail) as usize;
+        let padding = (skipped >= HEADER_LEN).then(|| {
+            let mut pad = Header {
+                len: (skipped - HEADER_LEN) as u32,
+                seq: self.seq,
+                kind: KIND_PADDING,
+                ack,
+                check: 0,
+            };
+            pad.check = pad.compute_check(self.config.seed, &[]);
+            self.seq = self.seq.wrapping_add(1);
+            (self.config.index(self.tail), pad.encode())
+        });
+        let mut header = Header {
+            len: payload.len() as u32,
+            seq: self.seq,
+            kind: KIND_DATA,
+            ack,
+            check: 0,
+        };
+        header.check = header.compute_check(self.config.seed, payload);
+        self.seq = self.seq.wrapping_add(1);
+        self.tail = end;
+        Some(Frame {
+            padding,
+            offset: self.config.index(start),
+            header: header.encode(),
+            tail: end,
+        })
+    }
+
+    /// Takes the reader's head as credit.
+    ///
+    /// # Errors
+    /// `Violation::Credit` when the head moves backwards or past the tail.
+    pub fn credit(&mut self, head: u64) -> Result<(), Violation> {
+        if head < self.head || head > self.tail {
+            return Err(Violation::Credit {
+                head,
+                previous: self.head,
+                tail: self.tail,
+            });
+        }
+        self.head = head;
+        Ok(())
+    }
+
+    /// Recovers a credit from its low 31 bits (see [`extend_position`]).
+    pub fn credit_low31(&mut self, low31: u32) -> Result<(), Violation> {
+        self.credit(extend_position(self.head, low31))
+    }
+}
+
+/// The ring's bytes as the reader sees them: local memory that the peer writes.
+pub trait RingMemory {
+    /// Copies `dst.len()` bytes from `offset` (which the ring layout keeps in bounds).
+    fn copy_out(&self, offset: usize, dst: &mut [u8]);
+}
+
+impl RingMemory for [u8] {
+    fn copy_out(&self, offset: usize, dst: &mut [u8]) {
+        dst.copy_from_slice(&self[offset..offset + dst.len()]);
+    }
+}
+
+/// The reader's side of a ring in local memory.
+#[derive(Debug)]
+pub struct RingReader {
+    config: RingConfig,
+    /// The next position to read from the ring.
+    head: u64,
+    /// How far the writer has published.
+    tail: u64,
+    /// The head as last handed out for credit.
+    credited: u64,
+    seq: u32,
+    /// A record copied out of the ring and checked, not yet fully delivered.
+    staged: Vec<u8>,
+    staged_read: usize,
+    /// The `ack` field of the last record read, until taken.
+    ack: Option<u32>,
+}
+
+impl RingReader {
+    /// A reader of an empty ring.
+    pub fn new(config: RingConfig) -> Self {
+        RingReader {
+            config,
+            head: 0,
+            tail: 0,
+            credited: 0,
+            seq: 0,
+            staged: Vec::with_capacity(config.max_payload),
+            staged_read: 0,
+            ack: None,
+        }
+    }
+
+    /// The position after the last record taken out of the ring.
+    pub fn head(&self) -> u64 {
+        self.head
+    }
+
+    /// Takes the writer's new tail: the bytes before it are in place.
+    ///
+    /// # Errors
+    /// When the tail moves backwards or more than a ring ahead of the head.
+    pub fn publish(&mut self, tail: u64) -> Result<(), Violation> {
+        if tail < self.tail {
+            return Err(Violation::TailBackwards {
+                tail,
+                previous: self.tail,
+            });
+        }
+        if tail - self.head > self.config.capacity as u64 {
+            return Err(Violation::TailBeyondCapacity {
+                tail,
+                head: self.head,
+                capacity: self.config.capacity,
+            });
+        }
+        self.tail = tail;
+        Ok(())
+    }
+
+    /// Takes a tail from its low 31 bits (see [`extend_position`]).
+    pub fn publish_low31(&mut self, low31: u32) -> Result<(), Violation> {
+        self.publish(extend_position(self.tail, low31))
+    }
+
+    /// Whether published records or a staged one remain to be read. (They may
+    /// turn out to be only padding, so a read can still return 0.)
+    pub fn has_data(&self) -> bool {
+        self.staged_read < self.staged.len() || self.head < self.tail
+    }
+
+    /// The `ack` of the last record read since the previous call.
+    pub fn take_ack(&mut self) -> Option<u32> {
+        self.ack.take()
+    }
+
+    /// Reads stream bytes into `out`, across records, as far as published;
+    /// returns how many (0 when nothing is there).
+    ///
+    /// # Errors
+    /// The first [`Violation`] found; the reader must not be used after one.
+    pub fn read(
+        &mut self,
+        ring: &(impl RingMemory + ?Sized),
+        out: &mut [u8],
+    ) -> Result<usize, Violation> {
+        let mut done = self.read_staged(out);
+        while done < out.len() {
+            let Some((header, position)) = self.next_record(ring)? else {
+                break;
+            };
+            let len = header.len as usize;
+            let payload_at = self.config.index(position) + HEADER_LEN;
+            let room = out.len() - done;
+            // Copy the payload out of the ring before checking it: the writer
+            // cannot change what was checked.
+            let copy = if len <= room {
+                let dst = &mut out[done..done + len];
+                ring.copy_out(payload_at, dst);
+                &dst[..]
+            } else {
+                self.staged.resize(len, 0);
+                ring.copy_out(payload_at, &mut self.staged);
+                &self.staged[..]
+            };
+            let computed = header.compute_check(self.config.seed, copy);
+            if computed != header.check {
+                self.staged.clear();
+                return Err(Violation::Check {
+                    position,
+                    found: header.check,
+                    computed,
+                });
+            }
+            self.seq = self.seq.wrapping_add(1);
+            self.head = position + record_len(len) as u64;
+            self.ack = Some(header.ack);
+            if len <= room {
+                done += len;
+            } else {
+                self.staged_read = 0;
+                done += self.read_staged(&mut out[done..]);
+            }
+        }
+        Ok(done)
+    }
+
+    fn read_staged(&mut self, out: &mut [u8]) -> usize {
+        let n = (self.staged.len() - self.staged_read).min(out.len());
+        out[..n].copy_from_slice(&self.staged[self.staged_read..self.staged_read + n]);
+        self.staged_read += n;
+        if self.staged_read == self.staged.len() {
+            self.staged.clear();
+            self.staged_read = 0;
+        }
+        n
+    }
+
+    /// Finds the next data record at the head, skipping padding, and checks its
+    /// header; returns it with its position, or `None` when none is published.
+    fn next_record(
+        &mut self,
+        ring: &(impl RingMemory + ?Sized),
+    ) -> Result<Option<(Header, u64)>, Violation> {
+        loop {
+            if self.head == self.tail {
+                return Ok(None);
+            }
+            let position = self.head;
+            let to_end = self.config.capacity - self.config.index(position);
+            let published = (self.tail - position) as usize;
+            if to_end < HEADER_LEN {
+                // Too little room for a header: the writer skipped it unmarked.
+                if published < to_end {
+                    return Err(Violation::TailInsideRecord {
+                        tail: self.tail,
+                        position,
+                    });
+                }
+                self.head += to_end as u64;
+                continue;
+            }
+            if published < HEADER_LEN {
+                return Err(Violation::TailInsideRecord {
+                    tail: self.tail,
+                    position,
+                });
+            }
+            let mut bytes = [0u8; HEADER_LEN];
+            ring.copy_out(self.config.index(position), &mut bytes);
+            let header = Header::decode(&bytes);
+            if header.seq != self.seq {
+                return Err(Violation::Sequence {
+                    position,
+                    seq: header.seq,
+                    expected: self.seq,
+                });
+            }
+            match header.kind {
+                KIND_PADDING => {
+                    if header.len as usize != to_end - HEADER_LEN {
+                        return Err(Violation::Padding {
+                            position,
+                            len: header.len,
+                            expected: to_end - HEADER_LEN,
+                        });
+                    }
+                    let computed = header.compute_check(self.config.seed, &[]);
+                    if computed != header.check {
+                        return Err(Violation::Check {
+                            position,
+                            found: header.check,
+                            computed,
+                        });
+                    }
+                    if published < to_end {
+                        return Err(Violation::TailInsideRecord {
+                            tail: self.tail,
+                            position,
+                        });
+                    }
+                    self.seq = self.seq.wrapping_add(1);
+                    self.head += to_end as u64;
+                    self.ack = Some(header.ack);
+                }
+                KIND_DATA => {
+                    let max = self.config.max_payload.min(to_end - HEADER_LEN);
+                    if header.len as usize > max {
+                        return Err(Violation::TooLong {
+                            position,
+                            len: header.len,
+                            max,
+                        });
+                    }
+                    if record_len(header.len as usize) > published {
+                        return Err(Violation::TailInsideRecord {
+                            tail: self.tail,
+                            position,
+                        });
+                    }
+                    return Ok(Some((header, position)));
+                }
+                kind => return Err(Violation::Kind { position, kind }),
+            }
+        }
+    }
+
+    /// The head to send to the writer as credit, when it is worth a message:
+    /// a quarter of the ring read since the last credit, or everything
+    /// published read (the writer may be waiting for exactly that room).
+    pub fn credit_due(&mut self) -> Option<u64> {
+        let read = self.head - self.credited;
+        let due = read > 0 && (read >= self.config.capacity as u64 / 4 || self.head == self.tail);
+        due.then(|| {
+            self.credited = self.head;
+            self.head
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const SEED: u32 = 0x5eed;
+
+    /// A writer and a reader joined by a plain byte array: the "medium".
+    struct Pair {
+        ring: Vec<u8>,
+        writer: RingWriter,
+        reader: RingReader,
+    }
+
+    impl Pair {
+        fn new(capacity: usize, max_payload: usize) -> Pair {
+            let config = RingConfig::new(capacity, max_payload, SEED).unwrap();
+            Pair {
+                ring: vec![0; capacity],
+                writer: RingWriter::new(config),
+                reader: RingReader::new(config),
+            }
+        }
+
+        /// Frames and places one record without publishing it; false when it does not fit.
+        fn write(&mut self, payload: &[u8], ack: u32) -> bool {
+            let Some(frame) = self.writer.frame(payload, ack) else {
+                return false;
+            };
+            self.place(&frame, payload);
+            true
+        }
+
+        fn place(&mut self, frame: &Frame, payload: &[u8]) {
+            if let Some((at, pad)) = frame.padding {
+                self.ring[at..at + HEADER_LEN].copy_from_slice(&pad);
+            }
+            let at = frame.offset;
+            self.ring[at..at + HEADER_LEN].copy_from_slice(&frame.header);
+            self.ring[at + HEADER_LEN..at + HEADER_LEN + payload.len()].copy_from_slice(payload);
+        }
+
+        fn send(&mut self, payload: &[u8]) {
+            assert!(
+                self.write(payload, 0),
+                "no room for {} bytes",
+                payload.len()
+            );
+            self.reader.publish(self.writer.tail()).unwrap();
+        }
+
+        fn read_all(&mut self) -> Result<Vec<u8>, Violation> {
+            let mut out = vec![0; self.ring.len()];
+            let n = self.reader.read(&self.ring[..], &mut out)?;
+            out.truncate(n);
+            Ok(out)
+        }
+
+        fn return_credit(&mut self) {
+            if let Some(head) = self.reader.credit_due() {
+                self.writer.credit(head).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn configurations_that_cannot_work_are_refused() {
+        assert!(RingConfig::new(1000, 16, SEED)
+            .unwrap_err()
+            .contains("power of two"));
+        assert!(RingConfig::new(32, 0, SEED).is_err());
+        assert!(RingConfig::new(MAX_CAPACITY * 2, 16, SEED).is_err());
+        assert!(RingConfig::new(256, 128, SEED)
+            .unwrap_err()
+            .contains("half"));
+        assert!(RingConfig::new(256, 104, SEED).is_ok()); // 24 + 104 = 128: exactly half
+    }
+
+    #[test]
+    fn records_are_aligned_and_the_header_is_counted() {
+        assert_eq!(record_len(0), 24);
+        assert_eq!(record_len(1), 32);
+        assert_eq!(record_len(8), 32);
+        assert_eq!(record_len(9), 40);
+    }
+
+    #[test]
+    fn positions_are_recovered_from_31_bits() {
+        assert_eq!(extend_position(0, 5), 5);
+        assert_eq!(extend_position(0x7fff_fff0, 0x10), 0x8000_0010);
+        assert_eq!(
+            extend_position(0x1_2345_6789, 0x2345_6789 + 100),
+            0x1_2345_6789 + 100
+        );
+        assert_eq!(extend_position(41, 41), 41);
+    }
+
+    #[test]
+    fn a_message_round_trips_with_its_ack() {
+        let mut pair = Pair::new(256, 64);
+        assert!(pair.write(b"hello", 77));
+        assert!(
+            !pair.reader.has_data(),
+            "nothing is readable before the tail is published"
+        );
+        pair.reader.publish(pair.writer.tail()).unwrap();
+        assert!(pair.reader.has_data());
+        assert_eq!(pair.read_all().unwrap(), b"hello");
+        assert_eq!(pair.reader.take_ack(), Some(77));
+        assert_eq!(pair.reader.take_ack(), None);
+        assert_eq!(pair.reader.head(), 32);
+    }
+
+    #[test]
+    fn partial_reads_deliver_a_record_piece_by_piece() {
+        let mut pair = Pair::new(256, 64);
+        pair.send(b"abcdefghij");
+        pair.send(b"KLM");
+        let mut out = [0u8; 4];
+        let mut got = Vec::new();
+        loop {
+            let n = pair.reader.read(&pair.ring[..], &mut out).unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&out[..n]);
+        }
+        assert_eq!(got, b"abcdefghijKLM");
+        assert!(!pair.reader.has_data());
+    }
+
+    #[test]
+    fn a_full_ring_blocks_the_writer_until_credit_returns() {
+        let mut pair = Pair::new(128, 40); // records of 64 bytes: two fill the ring
+        pair.send(&[1; 40]);
+        pair.send(&[2; 40]);
+        assert!(!pair.writer.fits(0));
+        assert!(
+            pair.writer.frame(&[3; 40], 0).is_none(),
+            "a third record would overwrite unread bytes"
+        );
+        assert_eq!(pair.read_all().unwrap().len(), 80);
+        pair.return_credit();
+        pair.send(&[3; 40]);
+        assert_eq!(pair.read_all().unwrap(), vec![3; 40]);
+    }
+
+    #[test]
+    fn wrapping_pads_to_the_end_of_the_ring() {
+        let mut pair = Pair::new(128, 40);
+        pair.send(&[1; 8]); // 32 bytes at 0
+        pair.send(&[2; 40]); // 64 bytes at 32; tail 96
+        assert_eq!(pair.read_all().unwrap().len(), 48);
+        pair.return_credit();
+        // 32 bytes left before the end, a 64-byte record does not fit: padding, then offset 0.
+        let frame = pair.writer.frame(&[3; 40], 0).unwrap();
+        assert_eq!(frame.padding.map(|(at, _)| at), Some(96));
+        assert_eq!(frame.offset, 0);
+        assert_eq!(frame.tail, 128 + 64);
+        pair.place(&frame, &[3; 40]);
+        pair.reader.publish(frame.tail).unwrap();
+        assert_eq!(pair.read_all().unwrap(), vec![3; 40]);
+    }
+
+    #[test]
+    fn fewer_bytes_than_a_header_are_skipped_without_padding() {
+        let mut pair = Pair::new(128, 40);
+        pair.send(&[1; 40]); // 64
+        pair.send(&[2; 24]); // 48: tail 112, 16 bytes to the end
+        pair.read_all().unwrap();
+        pair.return_credit();
+        let frame = pair.writer.frame(&[3; 4], 0).unwrap();
+        assert_eq!(frame.padding, None);
+        assert_eq!(frame.offset, 0);
+        pair.place(&frame, &[3; 4]);
+        pair.reader.publish(frame.tail).unwrap();
+        assert_eq!(pair.read_all().unwrap(), vec![3; 4]);
+    }
+
+    #[test]
+    fn credit_is_due_after_a_quarter_or_when_drained() {
+        let mut pair = Pair::new(1024, 64);
+        pair.send(&[0; 8]);
+        pair.send(&[0; 8]);
+        let mut out = [0u8; 8];
+        pair.reader.read(&pair.ring[..], &mut out).unwrap();
+        assert_eq!(
+            pair.reader.credit_due(),
+            None,
+            "32 of 1024 bytes read, more is published"
+        );
+        pair.reader.read(&pair.ring[..], &mut out).unwrap();
+        assert_eq!(
+            pair.reader.credit_due(),
+            Some(64),
+            "everything published was read"
+        );
+        assert_eq!(pair.reader.credit_due(), None, "credit goes out once");
+    }
+
+    #[test]
+    fn credits_outside_what_was_written_are_violations() {
+        let mut pair = Pair::new(256, 64);
+        pair.send(b"x");
+        assert_eq!(
+            pair.writer.credit(64),
+            Err(Violation::Credit {
+                head: 64,
+                previous: 0,
+                tail: 32
+            })
+        );
+        pair.writer.credit(32).unwrap();
+        assert_eq!(
+            pair.writer.credit(0),
+            Err(Violation::Credit {
+                head: 0,
+                previous: 32,
+                tail: 32
+            })
+        );
+    }
+
+    #[test]
+    fn tails_that_move_backwards_or_too_far_are_violations() {
+        let mut pair = Pair::new(256, 64);
+        pair.send(b"x");
+        assert_eq!(
+            pair.reader.publish(0),
+            Err(Violation::TailBackwards {
+                tail: 0,
+                previous: 32
+            })
+        );
+        assert!(matches!(
+            pair.reader.publish(257),
+            Err(Violation::TailBeyondCapacity { .. })
+        ));
+    }
+
+    /// Writes a hand-made header at `offset` of the ring.
+    fn forge(pair: &mut Pair, offset: usize, header: Header, payload: &[u8]) {
+        let at = offset;
+        pair.ring[at..at + HEADER_LEN].copy_from_slice(&header.encode());
+        pair.ring[at + HEADER_LEN..at + HEADER_LEN + payload.len()].copy_from_slice(payload);
+    }
+
+    fn valid(len: u32, seq: u32, payload: &[u8]) -> Header {
+        let mut header = Header {
+            len,
+            seq,
+            kind: KIND_DATA,
+            ack: 0,
+            check: 0,
+        };
+        header.check = header.compute_check(SEED, payload);
+        header
+    }
+
+    #[test]
+    fn forged_records_are_caught() {
+        let cases: Vec<(&str, Header, u64, fn(&Violation) -> bool)> = vec![
+            ("length beyond the limit", valid(65, 0, &[0; 65]), 96, |v| {
+                matches!(v, Violation::TooLong { len: 65, .. })
+            }),
+            ("length beyond the tail", valid(40, 0, &[0; 40]), 32, |v| {
+                matches!(v, Violation::TailInsideRecord { .. })
+            }),
+            ("skipped sequence number", valid(4, 1, b"abcd"), 32, |v| {
+                matches!(
+                    v,
+                    Violation::Sequence {
+                        seq: 1,
+                        expected: 0,
+                        ..
+                    }
+                )
+            }),
+            (
+                "bad check",
+                Header {
+                    check: 1,
+                    ..valid(4, 0, b"abcd")
+                },
+                32,
+                |v| matches!(v, Violation::Check { found: 1, .. }),
+            ),
+            (
+                "unknown kind",
+                Header {
+                    kind: 9,
+                    ..valid(4, 0, b"abcd")
+                },
+                32,
+                |v| matches!(v, Violation::Kind { kind: 9, .. }),
+            ),
+            ("tail inside the header", valid(4, 0, b"abcd"), 16, |v| {
+                matches!(v, Violation::TailInsideRecord { .. })
+            }),
+        ];
+        for (what, header, tail, expected) in cases {
+            let mut pair = Pair::new(256, 64);
+            forge(&mut pair, 0, header, b"abcd");
+            pair.reader.publish(tail).unwrap();
+            let err = pair.read_all().expect_err(what);
+            assert!(expected(&err), "{what}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_replayed_record_is_caught() {
+        let mut pair = Pair::new(256, 64);
+        pair.send(b"once");
+        assert_eq!(pair.read_all().unwrap(), b"once");
+        // The same bytes again at the next position: a valid record, but record 0 again.
+        let copy: Vec<u8> = pair.ring[0..32].to_vec();
+        pair.ring[32..64].copy_from_slice(&copy);
+        pair.reader.publish(64).unwrap();
+        assert!(matches!(
+            pair.read_all(),
+            Err(Violation::Sequence {
+                seq: 0,
+                expected: 1,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_check_uses_the_connection_seed() {
+        let mut pair = Pair::new(256, 64);
+        let other = RingConfig::new(256, 64, SEED + 1).unwrap();
+        let mut foreign = RingWriter::new(other);
+        let frame = foreign.frame(b"from another connection", 0).unwrap();
+        pair.place(&frame, b"from another connection");
+        pair.reader.publish(frame.tail).unwrap();
+        assert!(matches!(pair.read_all(), Err(Violation::Check { .. })));
+    }
+
+    #[test]
+    fn padding_must_reach_exactly_the_end() {
+        let mut pair = Pair::new(128, 40);
+        let mut pad = Header {
+            len: 8,
+            seq: 0,
+            kind: KIND_PADDING,
+            ack: 0,
+            check: 0,
+        };
+        pad.check = pad.compute_check(SEED, &[]);
+        forge(&mut pair, 0, pad, &[]);
+        pair.reader.publish(32).unwrap();
+        assert!(matches!(
+            pair.read_all(),
+            Err(Violation::Padding {
+                len: 8,
+                expected: 104,
+                ..
+            })
+        ));
+    }
+
+    proptest! {
+        /// Any sequence of messages, read with any buffer sizes and with credit
+        /// returned whenever due, arrives as the same byte stream.
+        #[test]
+        fn the_stream_arrives_intact(
+            capacity_log in 7u32..12,
+            messages in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..100), 1..60),
+            read_sizes in prop::collection::vec(1usize..300, 1..20),
+        ) {
+            let capacity = 1usize << capacity_log;
+            let max_payload = (capacity / 2 - HEADER_LEN).min(100);
+            let mut pair = Pair::new(capacity, max_payload);
+            let messages: Vec<&[u8]> = messages.iter().map(|m| &m[..m.len().min(max_payload)]).collect();
+            let expected = messages.concat();
+            let mut received = Vec::new();
+            let mut pending = messages.iter().peekable();
+            let mut reads = read_sizes.iter().cycle();
+            let mut idle_rounds = 0;
+            while received.len() < expected.len() {
+                // Write whatever fits, then publish once for the batch.
+                let mut wrote = false;
+                while let Some(message) = pending.peek() {
+                    if !pair.write(message, 0) {
+                        break;
+                    }
+                    pending.next();
+                    wrote = true;
+                }
+                if wrote {
+                    pair.reader.publish(pair.writer.tail()).unwrap();
+                }
+                let mut out = vec![0; *reads.next().unwrap()];
+                let n = pair.reader.read(&pair.ring[..], &mut out).unwrap();
+                received.extend_from_slice(&out[..n]);
+                pair.return_credit();
+                idle_rounds = if n == 0 && !wrote { idle_rounds + 1 } else { 0 };
+                prop_assert!(idle_rounds < 3, "no progress: deadlock between writer and reader");
+            }
+            prop_assert_eq!(received, expected);
+        }
+    }
+}
