@@ -86,6 +86,10 @@ pub enum Error {
     /// The peer closed the connection; nothing more can be sent.
     #[error("connection closed by the peer")]
     Disconnected,
+
+    /// The peer broke the ring protocol (a corrupt or forged record, credit or tail).
+    #[error("protocol violation by the peer: {0}")]
+    Violation(#[from] crate::ring::Violation),
 }
 
 impl Error {

@@ -55,9 +55,10 @@ impl RnioStatus {
             Error::Unreachable { .. } => RnioStatus::Unreachable,
             Error::MessageTooLarge { .. } => RnioStatus::MessageTooLarge,
             Error::Disconnected => RnioStatus::Disconnected,
-            Error::Os { .. } | Error::UnexpectedEvent { .. } | Error::Completion { .. } => {
-                RnioStatus::Failed
-            }
+            Error::Os { .. }
+            | Error::UnexpectedEvent { .. }
+            | Error::Completion { .. }
+            | Error::Violation(_) => RnioStatus::Failed,
         }
     }
 }

@@ -50,7 +50,8 @@ fn exception_class(err: &Error) -> &'static str {
         Error::Disconnected
         | Error::Os { .. }
         | Error::UnexpectedEvent { .. }
-        | Error::Completion { .. } => "rdmanio/RdmaException",
+        | Error::Completion { .. }
+        | Error::Violation(_) => "rdmanio/RdmaException",
     }
 }
 

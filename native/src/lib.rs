@@ -10,7 +10,8 @@
 //! Layout: `verbs` (PD, CQ, MR wrappers), `cm` (rdma_cm channels, identifiers,
 //! events), `connection` (listen/accept/connect and the data path), `ring`
 //! (one-sided ring buffers: framing, credits and checks, whatever the medium),
-//! `sys` (fds and waiting), `error` (the one error type).
+//! `shm` (the ring as a stream between processes over shared memory), `sys`
+//! (fds and waiting), `error` (the one error type).
 #![warn(missing_docs)]
 
 mod cm;
@@ -19,6 +20,7 @@ mod error;
 pub mod ffi;
 mod jvm;
 pub mod ring;
+pub mod shm;
 mod sys;
 mod verbs;
 

@@ -188,6 +188,11 @@ impl RingConfig {
         self.max_payload
     }
 
+    /// The seed of the records' checks.
+    pub fn seed(&self) -> u32 {
+        self.seed
+    }
+
     fn index(&self, position: u64) -> usize {
         (position % self.capacity as u64) as usize
     }
@@ -301,6 +306,11 @@ impl RingWriter {
     /// The position after the last record framed.
     pub fn tail(&self) -> u64 {
         self.tail
+    }
+
+    /// The ring's shape.
+    pub fn config(&self) -> &RingConfig {
+        &self.config
     }
 
     /// Where a record of `len` payload bytes would start, and where it would end.
@@ -436,6 +446,11 @@ impl RingReader {
     /// The position after the last record taken out of the ring.
     pub fn head(&self) -> u64 {
         self.head
+    }
+
+    /// How far the writer has published.
+    pub fn tail(&self) -> u64 {
+        self.tail
     }
 
     /// Takes the writer's new tail: the bytes before it are in place.

@@ -1,0 +1,627 @@
+//! The shared-memory medium: a byte stream between two processes on one host
+//! over the same rings as RDMA (see `ring`), in a memfd both map.
+//!
+//! Region layout (each control word on its own cache line):
+//!
+//! | offset            | what                                                   |
+//! |-------------------|--------------------------------------------------------|
+//! | 0                 | magic, version, ring capacity, record limit, seed      |
+//! | 64 + 256 * side   | side's `tail` of the ring it writes                    |
+//! | 128 + 256 * side  | side's `head` of the ring it reads (credit)            |
+//! | 192 + 256 * side  | side's `sleeping` flag                                 |
+//! | 256 + 256 * side  | side's `closed` flag                                   |
+//! | 4096 + cap * side | the ring that `side` writes and the other side reads   |
+//!
+//! Each side has a doorbell eventfd that the other side rings after it moves a
+//! tail, a head or its closed flag, but only while the owner says it sleeps, so
+//! the data path makes no syscall while both sides are busy. A waiter announces
+//! sleep, looks once more, and only then waits on its doorbell; the peer
+//! publishes, then looks at the flag. With sequentially consistent order on both
+//! sides, either the waiter sees the new value or the peer sees the flag: no
+//! wakeup is lost. The doorbell fd fits an epoll set next to any other fd.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::error::{check, Error, Result};
+use crate::ring::{RingConfig, RingMemory, RingReader, RingWriter, HEADER_LEN};
+use crate::sys::{self, Deadline};
+
+const MAGIC: u32 = u32::from_le_bytes(*b"rnsh");
+const VERSION: u32 = 1;
+const CONTROL_LEN: usize = 4096;
+const SIDE_STRIDE: usize = 256;
+const TAIL: usize = 64;
+const HEAD: usize = 128;
+const SLEEPING: usize = 192;
+const CLOSED: usize = 256;
+
+/// A mapping of a memfd, unmapped on drop.
+struct Mapping {
+    base: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain shared memory; all cross-thread access to it goes
+// through atomics or through the ring protocol.
+unsafe impl Send for Mapping {}
+
+impl Mapping {
+    fn new(fd: RawFd, len: usize) -> Result<Mapping> {
+        // SAFETY: a fresh shared mapping of an fd we hold; the kernel picks the address.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(Error::last_os("mmap(shm region)"));
+        }
+        Ok(Mapping {
+            base: NonNull::new(base.cast()).expect("mmap returned null"),
+            len,
+        })
+    }
+
+    fn word32(&self, offset: usize) -> &AtomicU32 {
+        debug_assert!(offset + 4 <= CONTROL_LEN);
+        // SAFETY: in bounds, 4-aligned (page-aligned base), and only ever accessed atomically.
+        unsafe { &*self.base.as_ptr().add(offset).cast::<AtomicU32>() }
+    }
+
+    fn word64(&self, offset: usize) -> &AtomicU64 {
+        debug_assert!(offset + 8 <= CONTROL_LEN);
+        // SAFETY: as above, 8-aligned.
+        unsafe { &*self.base.as_ptr().add(offset).cast::<AtomicU64>() }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: the mapping came from mmap with this length and is unmapped once.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+    }
+}
+
+/// One ring inside the mapping, as raw memory: the other process writes it
+/// while we read, so it is never borrowed as a Rust slice.
+struct RingArea {
+    base: *mut u8,
+    len: usize,
+}
+
+impl RingMemory for RingArea {
+    fn copy_out(&self, offset: usize, dst: &mut [u8]) {
+        assert!(offset + dst.len() <= self.len);
+        // SAFETY: in bounds of the ring. The peer may be writing these bytes at
+        // the same time only if it breaks the protocol; the reader checks every
+        // record it copies, so such bytes are rejected, never trusted.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.base.add(offset), dst.as_mut_ptr(), dst.len())
+        };
+    }
+}
+
+impl RingArea {
+    fn copy_in(&self, offset: usize, src: &[u8]) {
+        assert!(offset + src.len() <= self.len);
+        // SAFETY: in bounds; the ring protocol gives these bytes to the writer.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.base.add(offset), src.len()) };
+    }
+}
+
+fn eventfd() -> Result<OwnedFd> {
+    // SAFETY: no pointers; a new fd or -1.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    check("eventfd", fd)?;
+    // SAFETY: fd is new and ours.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The fds that make one shm stream, for handing to the peer process (over a
+/// Unix socket with SCM_RIGHTS, or by inheritance).
+#[derive(Debug)]
+pub struct ShmFds {
+    /// The memfd of the region.
+    pub region: OwnedFd,
+    /// The doorbells of side 0 and side 1.
+    pub doorbells: [OwnedFd; 2],
+}
+
+impl ShmFds {
+    /// Duplicates the fds (for the other side in the same process).
+    pub fn try_clone(&self) -> Result<ShmFds> {
+        let dup = |fd: &OwnedFd| {
+            fd.try_clone()
+                .map_err(|source| Error::Os { op: "dup", source })
+        };
+        Ok(ShmFds {
+            region: dup(&self.region)?,
+            doorbells: [dup(&self.doorbells[0])?, dup(&self.doorbells[1])?],
+        })
+    }
+}
+
+/// What a non-blocking read found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// This many bytes were read (never 0).
+    Data(usize),
+    /// Nothing to read now.
+    WouldBlock,
+    /// The peer closed and everything it wrote was read.
+    EndOfStream,
+}
+
+/// One end of a shared-memory byte stream.
+pub struct ShmStream {
+    side: usize,
+    map: Mapping,
+    region: OwnedFd,
+    /// Rung by the peer for us.
+    doorbell: OwnedFd,
+    /// Rung by us for the peer.
+    peer_doorbell: OwnedFd,
+    reader: RingReader,
+    writer: RingWriter,
+    incoming: RingArea,
+    outgoing: RingArea,
+}
+
+// SAFETY: the raw ring pointers point into `map`, which the stream owns.
+unsafe impl Send for ShmStream {}
+
+impl ShmStream {
+    /// Creates a region with two rings of `capacity` bytes and returns side 0
+    /// of the stream, with the fds the peer needs for side 1.
+    pub fn create(config: RingConfig) -> Result<(ShmStream, ShmFds)> {
+        // SAFETY: a static NUL-terminated name; a new fd or -1.
+        let fd = unsafe { libc::memfd_create(c"rdma-nio-shm".as_ptr(), libc::MFD_CLOEXEC) };
+        check("memfd_create", fd)?;
+        // SAFETY: fd is new and ours.
+        let region = unsafe { OwnedFd::from_raw_fd(fd) };
+        let len = CONTROL_LEN + 2 * config.capacity();
+        // SAFETY: sizing the memfd we own.
+        check("ftruncate(shm region)", unsafe {
+            libc::ftruncate(fd, len as libc::off_t)
+        })?;
+        let map = Mapping::new(fd, len)?;
+        map.word32(4).store(VERSION, Ordering::Relaxed);
+        map.word32(8)
+            .store(config.capacity() as u32, Ordering::Relaxed);
+        map.word32(12)
+            .store(config.max_payload() as u32, Ordering::Relaxed);
+        map.word32(16).store(config.seed(), Ordering::Relaxed);
+        map.word32(0).store(MAGIC, Ordering::Release); // last: the header is complete
+        drop(map);
+        let fds = ShmFds {
+            region,
+            doorbells: [eventfd()?, eventfd()?],
+        };
+        let peer = fds.try_clone()?;
+        Ok((ShmStream::open(fds, 0)?, peer))
+    }
+
+    /// Opens `side` (0 or 1) of the stream whose fds these are.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a region that is not an rdma-nio shm region or
+    /// does not match its size.
+    pub fn open(fds: ShmFds, side: usize) -> Result<ShmStream> {
+        if side > 1 {
+            return Err(Error::InvalidArgument(format!(
+                "shm side {side} is not 0 or 1"
+            )));
+        }
+        let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: stat is a valid out-struct.
+        check("fstat(shm region)", unsafe {
+            libc::fstat(fds.region.as_raw_fd(), &mut stat)
+        })?;
+        let len = stat.st_size as usize;
+        if len < CONTROL_LEN {
+            return Err(Error::InvalidArgument(format!(
+                "shm region of {len} bytes is too small"
+            )));
+        }
+        let map = Mapping::new(fds.region.as_raw_fd(), len)?;
+        if map.word32(0).load(Ordering::Acquire) != MAGIC
+            || map.word32(4).load(Ordering::Relaxed) != VERSION
+        {
+            return Err(Error::InvalidArgument(
+                "not an rdma-nio shm region of this version".into(),
+            ));
+        }
+        let capacity = map.word32(8).load(Ordering::Relaxed) as usize;
+        let config = RingConfig::new(
+            capacity,
+            map.word32(12).load(Ordering::Relaxed) as usize,
+            map.word32(16).load(Ordering::Relaxed),
+        )
+        .map_err(Error::InvalidArgument)?;
+        if len != CONTROL_LEN + 2 * capacity {
+            return Err(Error::InvalidArgument(format!(
+                "shm region of {len} bytes does not hold two {capacity}-byte rings"
+            )));
+        }
+        let ring = |writer: usize| RingArea {
+            // SAFETY: in bounds: CONTROL_LEN + 2 * capacity == len.
+            base: unsafe { map.base.as_ptr().add(CONTROL_LEN + writer * capacity) },
+            len: capacity,
+        };
+        let (outgoing, incoming) = (ring(side), ring(1 - side));
+        let [first, second] = fds.doorbells;
+        let (doorbell, peer_doorbell) = if side == 0 {
+            (first, second)
+        } else {
+            (second, first)
+        };
+        Ok(ShmStream {
+            side,
+            map,
+            region: fds.region,
+            doorbell,
+            peer_doorbell,
+            reader: RingReader::new(config),
+            writer: RingWriter::new(config),
+            incoming,
+            outgoing,
+        })
+    }
+
+    fn own(&self, word: usize) -> usize {
+        word + SIDE_STRIDE * self.side
+    }
+
+    fn peer(&self, word: usize) -> usize {
+        word + SIDE_STRIDE * (1 - self.side)
+    }
+
+    /// The fd that becomes readable when the peer moved something while we
+    /// slept (see `arm`).
+    pub fn doorbell_fd(&self) -> RawFd {
+        self.doorbell.as_raw_fd()
+    }
+
+    /// The region's memfd.
+    pub fn region_fd(&self) -> RawFd {
+        self.region.as_raw_fd()
+    }
+
+    /// Rings the peer's doorbell if it sleeps; called after every store it may wait for.
+    fn notify_peer(&self) -> Result<()> {
+        if self.map.word32(self.peer(SLEEPING)).load(Ordering::SeqCst) != 0 {
+            let one = 1u64.to_ne_bytes();
+            // SAFETY: writing 8 bytes from a live buffer to our eventfd.
+            let n = unsafe { libc::write(self.peer_doorbell.as_raw_fd(), one.as_ptr().cast(), 8) };
+            // EAGAIN: the counter is saturated, so the peer will wake anyway.
+            if n != 8 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EAGAIN) {
+                return Err(Error::last_os("write(shm doorbell)"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes as much of `data` as the ring has room for; returns how much
+    /// (0: would block until the reader returns credit).
+    ///
+    /// # Errors
+    /// `Disconnected` once the peer has closed; a protocol violation when the
+    /// peer's credit is impossible.
+    pub fn try_write(&mut self, data: &[u8]) -> Result<usize> {
+        if self.map.word32(self.peer(CLOSED)).load(Ordering::Acquire) != 0 {
+            return Err(Error::Disconnected);
+        }
+        let credit = self.map.word64(self.peer(HEAD)).load(Ordering::Acquire);
+        self.writer.credit(credit)?;
+        let max = self.writer.config().max_payload();
+        let mut written = 0;
+        while written < data.len() {
+            let chunk = &data[written..data.len().min(written + max)];
+            let Some(frame) = self.writer.frame(chunk, 0) else {
+                break;
+            };
+            if let Some((at, padding)) = frame.padding {
+                self.outgoing.copy_in(at, &padding);
+            }
+            self.outgoing.copy_in(frame.offset, &frame.header);
+            self.outgoing.copy_in(frame.offset + HEADER_LEN, chunk);
+            written += chunk.len();
+        }
+        if written > 0 {
+            // Release: the records are visible before the tail that covers them.
+            self.map
+                .word64(self.own(TAIL))
+                .store(self.writer.tail(), Ordering::SeqCst);
+            self.notify_peer()?;
+        }
+        Ok(written)
+    }
+
+    /// Reads what the peer has published, up to `out.len()` bytes.
+    ///
+    /// # Errors
+    /// A protocol violation when the peer wrote something the ring rules forbid.
+    pub fn try_read(&mut self, out: &mut [u8]) -> Result<ReadOutcome> {
+        // Read the closed flag before the tail: a peer closes after its last write.
+        let closed = self.map.word32(self.peer(CLOSED)).load(Ordering::Acquire) != 0;
+        let tail = self.map.word64(self.peer(TAIL)).load(Ordering::Acquire);
+        self.reader.publish(tail)?;
+        let n = self.reader.read(&self.incoming, out)?;
+        if let Some(head) = self.reader.credit_due() {
+            self.map
+                .word64(self.own(HEAD))
+                .store(head, Ordering::SeqCst);
+            self.notify_peer()?;
+        }
+        Ok(match n {
+            0 if closed && !self.reader.has_data() => ReadOutcome::EndOfStream,
+            0 => ReadOutcome::WouldBlock,
+            n => ReadOutcome::Data(n),
+        })
+    }
+
+    /// Announces that we are about to sleep on the doorbell. Check the stream
+    /// once more after arming, and sleep only if nothing changed.
+    pub fn arm(&self) {
+        self.map
+            .word32(self.own(SLEEPING))
+            .store(1, Ordering::SeqCst);
+    }
+
+    /// Ends the sleep announced by `arm` and clears the doorbell.
+    pub fn disarm(&self) -> Result<()> {
+        self.map
+            .word32(self.own(SLEEPING))
+            .store(0, Ordering::SeqCst);
+        let mut count = [0u8; 8];
+        // SAFETY: reading 8 bytes into a live buffer from our non-blocking eventfd.
+        let n = unsafe { libc::read(self.doorbell.as_raw_fd(), count.as_mut_ptr().cast(), 8) };
+        if n != 8 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EAGAIN) {
+            return Err(Error::last_os("read(shm doorbell)"));
+        }
+        Ok(())
+    }
+
+    /// Writes all of `data`, sleeping on the doorbell while the ring is full.
+    pub fn write_all(&mut self, mut data: &[u8], timeout: Option<Duration>) -> Result<()> {
+        let deadline = Deadline::after(timeout);
+        while !data.is_empty() {
+            let n = self.try_write(data)?;
+            data = &data[n..];
+            if n == 0 {
+                self.sleep_until("shm write", deadline, |s| {
+                    s.writer.fits(0) || s.peer_closed_now()
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads at least one byte, sleeping on the doorbell while there is none;
+    /// `Ok(0)` is end of stream.
+    pub fn read(&mut self, out: &mut [u8], timeout: Option<Duration>) -> Result<usize> {
+        let deadline = Deadline::after(timeout);
+        loop {
+            match self.try_read(out)? {
+                ReadOutcome::Data(n) => return Ok(n),
+                ReadOutcome::EndOfStream => return Ok(0),
+                ReadOutcome::WouldBlock => {
+                    self.sleep_until("shm read", deadline, |s| s.incoming_moved())?
+                }
+            }
+        }
+    }
+
+    fn peer_closed_now(&self) -> bool {
+        self.map.word32(self.peer(CLOSED)).load(Ordering::SeqCst) != 0
+    }
+
+    fn incoming_moved(&self) -> bool {
+        self.peer_closed_now()
+            || self.map.word64(self.peer(TAIL)).load(Ordering::SeqCst) != self.reader.tail()
+    }
+
+    /// Sleeps on the doorbell until `ready` holds, with the arm/re-check/sleep order.
+    fn sleep_until(
+        &mut self,
+        op: &'static str,
+        deadline: Deadline,
+        ready: impl Fn(&mut Self) -> bool,
+    ) -> Result<()> {
+        // A credit the peer stored since the last write is taken here, so `fits` sees it.
+        let refresh = |s: &mut Self| -> Result<bool> {
+            let credit = s.map.word64(s.peer(HEAD)).load(Ordering::SeqCst);
+            s.writer.credit(credit)?;
+            Ok(ready(s))
+        };
+        self.arm();
+        let result = (|| loop {
+            if refresh(self)? {
+                return Ok(());
+            }
+            sys::wait_readable(op, [self.doorbell_fd()], deadline)?;
+            self.disarm()?;
+            self.arm();
+        })();
+        self.disarm()?;
+        result
+    }
+}
+
+impl Drop for ShmStream {
+    fn drop(&mut self) {
+        self.map.word32(self.own(CLOSED)).store(1, Ordering::SeqCst);
+        if let Err(err) = self.notify_peer() {
+            log::warn!("shm close: cannot ring the peer's doorbell: {err}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+    use crate::ring::Violation;
+    use std::thread;
+
+    const TIMEOUT: Option<Duration> = Some(Duration::from_secs(20));
+
+    fn config() -> RingConfig {
+        RingConfig::new(64 * 1024, 16 * 1024, 0xfeed).unwrap()
+    }
+
+    /// Deterministic test bytes: a xorshift stream.
+    fn pattern(len: usize, mut state: u64) -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect()
+    }
+
+    fn read_exact(stream: &mut ShmStream, len: usize) -> Vec<u8> {
+        let mut got = vec![0u8; len];
+        let mut done = 0;
+        while done < len {
+            let n = stream.read(&mut got[done..], TIMEOUT).expect("read");
+            assert_ne!(n, 0, "end of stream after {done} of {len} bytes");
+            done += n;
+        }
+        got
+    }
+
+    #[test]
+    fn a_mebibyte_crosses_in_both_directions_at_once() {
+        let (mut side0, fds) = ShmStream::create(config()).unwrap();
+        let mib = 1 << 20;
+        let to_side1 = pattern(mib, 1);
+        let to_side0 = pattern(mib, 2);
+        let expected_at_1 = to_side1.clone();
+        let expected_at_0 = to_side0.clone();
+        let peer = thread::spawn(move || {
+            let mut side1 = ShmStream::open(fds, 1).unwrap();
+            let data = to_side0;
+            // Interleave non-blocking writes and reads until both directions are done.
+            let mut sent = 0;
+            let mut got = Vec::with_capacity(mib);
+            let mut buf = vec![0u8; 50_000];
+            while sent < mib || got.len() < mib {
+                if sent < mib {
+                    sent += side1.try_write(&data[sent..]).unwrap();
+                }
+                if let ReadOutcome::Data(n) = side1.try_read(&mut buf).unwrap() {
+                    got.extend_from_slice(&buf[..n]);
+                }
+            }
+            got
+        });
+        let mut sent = 0;
+        let mut got = Vec::with_capacity(mib);
+        let mut buf = vec![0u8; 30_000];
+        while sent < mib || got.len() < mib {
+            if sent < mib {
+                sent += side0.try_write(&to_side1[sent..]).unwrap();
+            }
+            if let ReadOutcome::Data(n) = side0.try_read(&mut buf).unwrap() {
+                got.extend_from_slice(&buf[..n]);
+            }
+        }
+        assert!(got == expected_at_0, "side 0 received different bytes");
+        assert!(
+            peer.join().unwrap() == expected_at_1,
+            "side 1 received different bytes"
+        );
+    }
+
+    #[test]
+    fn blocking_reads_and_writes_wake_each_other() {
+        let (mut side0, fds) = ShmStream::create(RingConfig::new(4096, 1000, 7).unwrap()).unwrap();
+        let data = pattern(300_000, 3); // many times the ring: the writer must sleep for credit
+        let expected = data.clone();
+        let reader = thread::spawn(move || {
+            let mut side1 = ShmStream::open(fds, 1).unwrap();
+            let got = read_exact(&mut side1, expected.len());
+            assert!(got == expected, "the stream differs");
+            let mut rest = [0u8; 16];
+            assert_eq!(
+                side1.read(&mut rest, TIMEOUT).unwrap(),
+                0,
+                "end of stream after the writer closed"
+            );
+        });
+        side0.write_all(&data, TIMEOUT).unwrap();
+        drop(side0);
+        reader.join().unwrap();
+    }
+
+    #[test]
+    fn a_silent_peer_makes_read_time_out() {
+        let (mut side0, fds) = ShmStream::create(config()).unwrap();
+        let _side1 = ShmStream::open(fds, 1).unwrap();
+        let mut buf = [0u8; 8];
+        let err = side0
+            .read(&mut buf, Some(Duration::from_millis(50)))
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::TimedOut { op: "shm read", .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn writing_to_a_closed_peer_fails() {
+        let (mut side0, fds) = ShmStream::create(config()).unwrap();
+        drop(ShmStream::open(fds, 1).unwrap());
+        assert!(matches!(side0.try_write(b"x"), Err(Error::Disconnected)));
+        let mut buf = [0u8; 8];
+        assert_eq!(side0.try_read(&mut buf).unwrap(), ReadOutcome::EndOfStream);
+    }
+
+    #[test]
+    fn a_tail_beyond_the_ring_is_a_violation() {
+        let (mut side0, fds) = ShmStream::create(config()).unwrap();
+        let side1 = ShmStream::open(fds, 1).unwrap();
+        // Side 1 misbehaves: claims more data than its ring holds.
+        side1
+            .map
+            .word64(side1.own(TAIL))
+            .store(1 << 40, Ordering::SeqCst);
+        let mut buf = [0u8; 8];
+        match side0.try_read(&mut buf) {
+            Err(Error::Violation(Violation::TailBeyondCapacity { .. })) => {}
+            other => panic!("expected a violation, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn foreign_regions_are_refused() {
+        // SAFETY: a new memfd; a fresh fd or -1.
+        let fd = unsafe { libc::memfd_create(c"not-ours".as_ptr(), libc::MFD_CLOEXEC) };
+        assert!(fd >= 0);
+        // SAFETY: sizing our own memfd.
+        assert_eq!(unsafe { libc::ftruncate(fd, 8192) }, 0);
+        let fds = ShmFds {
+            // SAFETY: fd is ours.
+            region: unsafe { OwnedFd::from_raw_fd(fd) },
+            doorbells: [eventfd().unwrap(), eventfd().unwrap()],
+        };
+        let err = ShmStream::open(fds, 1)
+            .err()
+            .expect("a foreign region opened");
+        assert!(
+            err.to_string().contains("not an rdma-nio shm region"),
+            "{err}"
+        );
+    }
+}

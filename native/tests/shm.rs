@@ -1,0 +1,65 @@
+//! The shared-memory medium between two processes: this test and `shm-echo`.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdmanio::ring::RingConfig;
+use rdmanio::shm::{ReadOutcome, ShmStream};
+
+/// Makes `fd` survive exec, so the child inherits it.
+fn inheritable(fd: &OwnedFd) {
+    // SAFETY: clearing FD_CLOEXEC on an fd we own.
+    assert_eq!(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, 0) }, 0);
+}
+
+#[test]
+fn another_process_echoes_a_mebibyte_intact() {
+    let config = RingConfig::new(256 * 1024, 32 * 1024, 0x5eed).unwrap();
+    let (mut stream, peer) = ShmStream::create(config).unwrap();
+    for fd in [&peer.region, &peer.doorbells[0], &peer.doorbells[1]] {
+        inheritable(fd);
+    }
+    let child = Command::new(env!("CARGO_BIN_EXE_shm-echo"))
+        .args(
+            [&peer.region, &peer.doorbells[0], &peer.doorbells[1]]
+                .map(|fd| fd.as_raw_fd().to_string()),
+        )
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn shm-echo");
+    drop(peer); // the child has its copies
+
+    let data: Vec<u8> = (0..1u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let mut echoed = Vec::with_capacity(data.len());
+    let mut sent = 0;
+    let mut buf = vec![0u8; 100_000];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while echoed.len() < data.len() {
+        assert!(
+            Instant::now() < deadline,
+            "stalled: {sent} sent, {} echoed",
+            echoed.len()
+        );
+        if sent < data.len() {
+            sent += stream.try_write(&data[sent..]).unwrap();
+        }
+        match stream.try_read(&mut buf).unwrap() {
+            ReadOutcome::Data(n) => echoed.extend_from_slice(&buf[..n]),
+            ReadOutcome::WouldBlock => std::hint::spin_loop(),
+            ReadOutcome::EndOfStream => panic!("the echo process closed early"),
+        }
+    }
+    assert!(echoed == data, "the echo differs from what was sent");
+    drop(stream); // end of stream for the child
+
+    let output = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "shm-echo failed: {log}");
+    assert!(
+        log.contains(&format!("echoed {} bytes", data.len())),
+        "{log}"
+    );
+}
