@@ -21,9 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .split(',')
         .map(str::parse)
         .collect::<Result<_, _>>()?;
-    let ip = std::env::var("RDMANIO_TEST_ADDR")
-        .unwrap_or_else(|_| "192.0.2.1".into())
-        .parse()?;
+    let ip = std::env::var("RDMANIO_TEST_ADDR").unwrap_or_else(|_| "192.0.2.1".into()).parse()?;
 
     let mut clients = Vec::new();
     for &spin in &spins {
@@ -63,15 +61,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
-    println!(
-        "{size}-byte ping-pong, {rounds} round trips per setting, {BLOCKS} alternating blocks"
-    );
+    println!("{size}-byte ping-pong, {rounds} round trips per setting, {BLOCKS} alternating blocks");
     println!("{:>14} {:>9} {:>9}", "busy-poll us", "p50 us", "p99 us");
     for (spin, mut samples) in spins.iter().zip(samples) {
         samples.sort();
-        let at = |p: usize| {
-            samples[(samples.len() * p / 100).min(samples.len() - 1)].as_secs_f64() * 1e6
-        };
+        let at = |p: usize| samples[(samples.len() * p / 100).min(samples.len() - 1)].as_secs_f64() * 1e6;
         println!("{spin:>14} {:>9.1} {:>9.1}", at(50), at(99));
     }
     Ok(())

@@ -96,13 +96,23 @@ impl CmEvent {
         event_name(self.kind())
     }
 
+    /// The private data of a connect request or of an established connection
+    /// (the peer's hello); valid until the event is acknowledged.
+    pub(crate) fn private_data(&self) -> &[u8] {
+        // SAFETY: for connection events `param.conn` is the active member, and its
+        // data lives until rdma_ack_cm_event, which runs when self drops.
+        unsafe {
+            let conn = &(*self.0.as_ptr()).param.conn;
+            if conn.private_data.is_null() {
+                return &[];
+            }
+            std::slice::from_raw_parts(conn.private_data.cast(), conn.private_data_len.into())
+        }
+    }
+
     /// The error that this event means for the step `op` that did not expect it.
     pub(crate) fn unexpected(&self, op: &'static str) -> Error {
-        Error::UnexpectedEvent {
-            op,
-            event: self.name(),
-            status: self.status(),
-        }
+        Error::UnexpectedEvent { op, event: self.name(), status: self.status() }
     }
 }
 
@@ -116,9 +126,7 @@ impl Drop for CmEvent {
 /// The name librdmacm gives an event type, e.g. "RDMA_CM_EVENT_ESTABLISHED".
 pub(crate) fn event_name(kind: rdma_cm_event_type::Type) -> &'static str {
     // SAFETY: rdma_event_str returns a static string for any value.
-    unsafe { CStr::from_ptr(rdma_event_str(kind)) }
-        .to_str()
-        .unwrap_or("RDMA_CM_EVENT_?")
+    unsafe { CStr::from_ptr(rdma_event_str(kind)) }.to_str().unwrap_or("RDMA_CM_EVENT_?")
 }
 
 /// An rdma_cm identifier: the connection-manager side of a listener or a
@@ -134,16 +142,9 @@ impl CmId {
         let mut id = ptr::null_mut();
         // SAFETY: channel is live; id is a valid out-pointer.
         check("rdma_create_id", unsafe {
-            rdma_create_id(
-                channel.as_ptr(),
-                &mut id,
-                ptr::null_mut(),
-                rdma_port_space::RDMA_PS_TCP,
-            )
+            rdma_create_id(channel.as_ptr(), &mut id, ptr::null_mut(), rdma_port_space::RDMA_PS_TCP)
         })?;
-        Ok(CmId(
-            NonNull::new(id).expect("rdma_create_id succeeded without an id"),
-        ))
+        Ok(CmId(NonNull::new(id).expect("rdma_create_id succeeded without an id")))
     }
 
     /// Takes ownership of an identifier that librdmacm created for a connect request.
@@ -181,44 +182,31 @@ impl CmId {
     pub(crate) fn bind(&self, addr: SocketAddr) -> Result<()> {
         let mut storage = SockAddr::from(addr);
         // SAFETY: storage holds a valid sockaddr of the family it names.
-        check("rdma_bind_addr", unsafe {
-            rdma_bind_addr(self.0.as_ptr(), storage.as_mut_ptr())
-        })
+        check("rdma_bind_addr", unsafe { rdma_bind_addr(self.0.as_ptr(), storage.as_mut_ptr()) })
     }
 
     pub(crate) fn listen(&self, backlog: i32) -> Result<()> {
         // SAFETY: the identifier is live and bound.
-        check("rdma_listen", unsafe {
-            rdma_listen(self.0.as_ptr(), backlog)
-        })
+        check("rdma_listen", unsafe { rdma_listen(self.0.as_ptr(), backlog) })
     }
 
     pub(crate) fn resolve_addr(&self, addr: SocketAddr, timeout_ms: i32) -> Result<()> {
         let mut storage = SockAddr::from(addr);
         // SAFETY: as in bind; a null source lets the route pick the local address.
         check("rdma_resolve_addr", unsafe {
-            rdma_resolve_addr(
-                self.0.as_ptr(),
-                ptr::null_mut(),
-                storage.as_mut_ptr(),
-                timeout_ms,
-            )
+            rdma_resolve_addr(self.0.as_ptr(), ptr::null_mut(), storage.as_mut_ptr(), timeout_ms)
         })
     }
 
     pub(crate) fn resolve_route(&self, timeout_ms: i32) -> Result<()> {
         // SAFETY: the identifier is live and its address resolved.
-        check("rdma_resolve_route", unsafe {
-            rdma_resolve_route(self.0.as_ptr(), timeout_ms)
-        })
+        check("rdma_resolve_route", unsafe { rdma_resolve_route(self.0.as_ptr(), timeout_ms) })
     }
 
     /// Creates the identifier's queue pair in `pd` (destroyed by `destroy_qp`).
     pub(crate) fn create_qp(&self, pd: *mut ibv_pd, attr: &mut ibv_qp_init_attr) -> Result<()> {
         // SAFETY: the identifier and pd are live; attr is a valid in/out struct.
-        check("rdma_create_qp", unsafe {
-            rdma_create_qp(self.0.as_ptr(), pd, attr)
-        })
+        check("rdma_create_qp", unsafe { rdma_create_qp(self.0.as_ptr(), pd, attr) })
     }
 
     /// Destroys the queue pair, if one was created.
@@ -231,16 +219,12 @@ impl CmId {
 
     pub(crate) fn connect(&self, param: &mut rdma_conn_param) -> Result<()> {
         // SAFETY: the identifier has a resolved route and a QP; param is valid.
-        check("rdma_connect", unsafe {
-            rdma_connect(self.0.as_ptr(), param)
-        })
+        check("rdma_connect", unsafe { rdma_connect(self.0.as_ptr(), param) })
     }
 
     pub(crate) fn accept(&self, param: &mut rdma_conn_param) -> Result<()> {
         // SAFETY: the identifier came from a connect request and has a QP.
-        check("rdma_accept", unsafe {
-            rdma_accept(self.0.as_ptr(), param)
-        })
+        check("rdma_accept", unsafe { rdma_accept(self.0.as_ptr(), param) })
     }
 
     /// Starts an orderly disconnect and moves the QP to the error state, which
@@ -254,9 +238,7 @@ impl CmId {
     /// must be acknowledged.
     pub(crate) fn migrate(&self, channel: &EventChannel) -> Result<()> {
         // SAFETY: both are live.
-        check("rdma_migrate_id", unsafe {
-            rdma_migrate_id(self.0.as_ptr(), channel.as_ptr())
-        })
+        check("rdma_migrate_id", unsafe { rdma_migrate_id(self.0.as_ptr(), channel.as_ptr()) })
     }
 }
 
@@ -284,10 +266,7 @@ fn socket_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
             let sin6 = unsafe { &*(raw as *const libc::sockaddr_in6) };
             let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
             let port = u16::from_be(sin6.sin6_port);
-            Some(
-                std::net::SocketAddrV6::new(ip, port, sin6.sin6_flowinfo, sin6.sin6_scope_id)
-                    .into(),
-            )
+            Some(std::net::SocketAddrV6::new(ip, port, sin6.sin6_flowinfo, sin6.sin6_scope_id).into())
         }
         _ => None,
     }
@@ -366,13 +345,7 @@ mod tests {
 
     #[test]
     fn event_names_come_from_librdmacm() {
-        assert_eq!(
-            event_name(rdma_cm_event_type::RDMA_CM_EVENT_ESTABLISHED),
-            "RDMA_CM_EVENT_ESTABLISHED"
-        );
-        assert_eq!(
-            event_name(rdma_cm_event_type::RDMA_CM_EVENT_REJECTED),
-            "RDMA_CM_EVENT_REJECTED"
-        );
+        assert_eq!(event_name(rdma_cm_event_type::RDMA_CM_EVENT_ESTABLISHED), "RDMA_CM_EVENT_ESTABLISHED");
+        assert_eq!(event_name(rdma_cm_event_type::RDMA_CM_EVENT_REJECTED), "RDMA_CM_EVENT_REJECTED");
     }
 }

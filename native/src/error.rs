@@ -95,18 +95,12 @@ pub enum Error {
 impl Error {
     /// The calling thread's last errno, attributed to `op`.
     pub(crate) fn last_os(op: &'static str) -> Self {
-        Error::Os {
-            op,
-            source: io::Error::last_os_error(),
-        }
+        Error::Os { op, source: io::Error::last_os_error() }
     }
 
     /// An errno returned directly (as `ibv_post_send` and friends do).
     pub(crate) fn from_errno(op: &'static str, errno: i32) -> Self {
-        Error::Os {
-            op,
-            source: io::Error::from_raw_os_error(errno),
-        }
+        Error::Os { op, source: io::Error::from_raw_os_error(errno) }
     }
 
     /// The errno behind this error, where there is one.
@@ -154,29 +148,15 @@ mod tests {
     fn errno_conventions_are_both_understood() {
         assert!(check("rdma_listen", 0).is_ok());
         assert!(check_errno("ibv_req_notify_cq", 0).is_ok());
-        assert_eq!(
-            check_errno("ibv_post_recv", libc::EINVAL)
-                .unwrap_err()
-                .errno(),
-            Some(libc::EINVAL)
-        );
-        assert_eq!(
-            check_errno("ibv_post_recv", -libc::EAGAIN)
-                .unwrap_err()
-                .errno(),
-            Some(libc::EAGAIN)
-        );
+        assert_eq!(check_errno("ibv_post_recv", libc::EINVAL).unwrap_err().errno(), Some(libc::EINVAL));
+        assert_eq!(check_errno("ibv_post_recv", -libc::EAGAIN).unwrap_err().errno(), Some(libc::EAGAIN));
     }
 
     #[test]
     fn errors_without_errno_say_so() {
         assert_eq!(Error::Disconnected.errno(), None);
         assert_eq!(
-            Error::MessageTooLarge {
-                len: 5000,
-                max: 4096
-            }
-            .to_string(),
+            Error::MessageTooLarge { len: 5000, max: 4096 }.to_string(),
             "message of 5000 bytes exceeds the maximum message size of 4096 bytes"
         );
     }

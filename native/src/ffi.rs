@@ -72,10 +72,7 @@ fn guarded(call: impl FnOnce() -> Result<RnioStatus>) -> RnioStatus {
     let (status, text) = match catch_unwind(AssertUnwindSafe(call)) {
         Ok(Ok(status)) => return status,
         Ok(Err(err)) => (RnioStatus::of(&err), err.to_string()),
-        Err(panic) => (
-            RnioStatus::Failed,
-            format!("internal error: {}", panic_text(&panic)),
-        ),
+        Err(panic) => (RnioStatus::Failed, format!("internal error: {}", panic_text(&panic))),
     };
     LAST_ERROR.with(|last| *last.borrow_mut() = text);
     status
@@ -100,9 +97,8 @@ unsafe fn socket_addr(ip: *const c_char, port: u16) -> Result<SocketAddr> {
         return Err(Error::InvalidArgument("null IP address".into()));
     }
     let text = unsafe { CStr::from_ptr(ip) }.to_string_lossy();
-    let ip: IpAddr = text
-        .parse()
-        .map_err(|_| Error::InvalidArgument(format!("'{text}' is not an IP address")))?;
+    let ip: IpAddr =
+        text.parse().map_err(|_| Error::InvalidArgument(format!("'{text}' is not an IP address")))?;
     Ok(SocketAddr::new(ip, port))
 }
 
@@ -284,11 +280,7 @@ pub unsafe extern "C" fn rnio_device_name(
     buf: *mut c_char,
     capacity: usize,
 ) -> usize {
-    let name = catch_unwind(|| {
-        unsafe { conn.as_ref() }
-            .map(Connection::device_name)
-            .unwrap_or_default()
-    });
+    let name = catch_unwind(|| unsafe { conn.as_ref() }.map(Connection::device_name).unwrap_or_default());
     unsafe { copy_c_string(&name.unwrap_or_default(), buf, capacity) }
 }
 
@@ -319,9 +311,7 @@ pub unsafe extern "C" fn rnio_connection_close(conn: *mut Connection) {
 #[no_mangle]
 pub unsafe extern "C" fn rnio_listener_close(listener: *mut Listener) {
     if !listener.is_null() {
-        let _ = catch_unwind(AssertUnwindSafe(|| {
-            drop(unsafe { Box::from_raw(listener) })
-        }));
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(listener) })));
     }
 }
 
@@ -334,9 +324,7 @@ mod tests {
     fn last_error() -> String {
         let mut buf = [0 as c_char; 256];
         let len = unsafe { rnio_last_error(buf.as_mut_ptr(), buf.len()) };
-        let text = unsafe { CStr::from_ptr(buf.as_ptr()) }
-            .to_string_lossy()
-            .into_owned();
+        let text = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned();
         assert_eq!(len, text.len());
         text
     }
@@ -345,24 +333,12 @@ mod tests {
     fn bad_arguments_are_reported_not_crashed_on() {
         let mut conn = ptr::null_mut();
         let ip = CString::new("not-an-ip").unwrap();
-        assert_eq!(
-            unsafe { rnio_connect(ip.as_ptr(), 1, 0, &mut conn) },
-            RnioStatus::InvalidArgument
-        );
-        assert_eq!(
-            last_error(),
-            "invalid argument: 'not-an-ip' is not an IP address"
-        );
+        assert_eq!(unsafe { rnio_connect(ip.as_ptr(), 1, 0, &mut conn) }, RnioStatus::InvalidArgument);
+        assert_eq!(last_error(), "invalid argument: 'not-an-ip' is not an IP address");
         assert!(conn.is_null());
 
-        assert_eq!(
-            unsafe { rnio_connect(ptr::null(), 1, 0, &mut conn) },
-            RnioStatus::InvalidArgument
-        );
-        assert_eq!(
-            unsafe { rnio_send(ptr::null_mut(), ptr::null(), 0, 0) },
-            RnioStatus::InvalidArgument
-        );
+        assert_eq!(unsafe { rnio_connect(ptr::null(), 1, 0, &mut conn) }, RnioStatus::InvalidArgument);
+        assert_eq!(unsafe { rnio_send(ptr::null_mut(), ptr::null(), 0, 0) }, RnioStatus::InvalidArgument);
         assert_eq!(last_error(), "invalid argument: null connection");
         let mut len = 0;
         assert_eq!(
@@ -378,14 +354,8 @@ mod tests {
     #[test]
     fn long_texts_are_truncated_with_their_full_length_returned() {
         let mut buf = [1 as c_char; 4];
-        assert_eq!(
-            unsafe { copy_c_string("rxe0-long", buf.as_mut_ptr(), buf.len()) },
-            9
-        );
-        assert_eq!(
-            unsafe { CStr::from_ptr(buf.as_ptr()) }.to_str().unwrap(),
-            "rxe"
-        );
+        assert_eq!(unsafe { copy_c_string("rxe0-long", buf.as_mut_ptr(), buf.len()) }, 9);
+        assert_eq!(unsafe { CStr::from_ptr(buf.as_ptr()) }.to_str().unwrap(), "rxe");
         assert_eq!(unsafe { copy_c_string("x", ptr::null_mut(), 0) }, 1);
     }
 

@@ -44,9 +44,7 @@ fn exception_class(err: &Error) -> &'static str {
         Error::TimedOut { .. } => "java/net/SocketTimeoutException",
         Error::ConnectionRefused(_) => "java/net/ConnectException",
         Error::Unreachable { .. } => "java/net/NoRouteToHostException",
-        Error::InvalidArgument(_) | Error::MessageTooLarge { .. } => {
-            "java/lang/IllegalArgumentException"
-        }
+        Error::InvalidArgument(_) | Error::MessageTooLarge { .. } => "java/lang/IllegalArgumentException",
         Error::Disconnected
         | Error::Os { .. }
         | Error::UnexpectedEvent { .. }
@@ -77,11 +75,7 @@ impl<T: Default> ErrorPolicy<T, JniError> for ThrowJavaException {
     ) -> jni::errors::Result<T> {
         match err {
             JniError::Jni(jni::errors::Error::JavaException) => {} // already pending
-            JniError::Jni(err) => throw(
-                env,
-                "rdmanio/RdmaException",
-                &format!("JNI call failed: {err}"),
-            ),
+            JniError::Jni(err) => throw(env, "rdmanio/RdmaException", &format!("JNI call failed: {err}")),
             JniError::Engine(err) => throw(env, exception_class(&err), &err.to_string()),
         }
         Ok(T::default())
@@ -100,11 +94,10 @@ impl<T: Default> ErrorPolicy<T, JniError> for ThrowJavaException {
 
 fn socket_addr(env: &Env<'_>, ip: &JString<'_>, port: jint) -> JniResult<SocketAddr> {
     let text = ip.try_to_string(env)?;
-    let ip: IpAddr = text
-        .parse()
-        .map_err(|_| Error::InvalidArgument(format!("'{text}' is not an IP address")))?;
-    let port = u16::try_from(port)
-        .map_err(|_| Error::InvalidArgument(format!("port {port} out of range")))?;
+    let ip: IpAddr =
+        text.parse().map_err(|_| Error::InvalidArgument(format!("'{text}' is not an IP address")))?;
+    let port =
+        u16::try_from(port).map_err(|_| Error::InvalidArgument(format!("port {port} out of range")))?;
     Ok(SocketAddr::new(ip, port))
 }
 
@@ -134,15 +127,9 @@ fn direct_bytes<'b>(
     let address = env.get_direct_buffer_address(buffer)?;
     let capacity = env.get_direct_buffer_capacity(buffer)?;
     let (Ok(position), Ok(length)) = (usize::try_from(position), usize::try_from(length)) else {
-        return Err(Error::InvalidArgument(format!(
-            "negative position {position} or length {length}"
-        ))
-        .into());
+        return Err(Error::InvalidArgument(format!("negative position {position} or length {length}")).into());
     };
-    if position
-        .checked_add(length)
-        .is_none_or(|end| end > capacity)
-    {
+    if position.checked_add(length).is_none_or(|end| end > capacity) {
         return Err(Error::InvalidArgument(format!(
             "range {position}+{length} exceeds the buffer's capacity {capacity}"
         ))
@@ -180,10 +167,7 @@ extern "system" fn Java_rdmanio_Native_listen<'local>(
     backlog: jint,
 ) -> jlong {
     env.with_env(|env| -> JniResult<_> {
-        Ok(into_handle(Listener::bind(
-            socket_addr(env, &ip, port)?,
-            backlog,
-        )?))
+        Ok(into_handle(Listener::bind(socket_addr(env, &ip, port)?, backlog)?))
     })
     .resolve::<ThrowJavaException>()
 }
@@ -196,9 +180,7 @@ extern "system" fn Java_rdmanio_Native_listenerPort<'local>(
 ) -> jint {
     env.with_env(|_| -> JniResult<_> {
         // SAFETY: the Java side passes a live listener handle.
-        Ok(jint::from(
-            unsafe { borrow::<Listener>(listener)? }.local_addr().port(),
-        ))
+        Ok(jint::from(unsafe { borrow::<Listener>(listener)? }.local_addr().port()))
     })
     .resolve::<ThrowJavaException>()
 }
@@ -227,10 +209,7 @@ extern "system" fn Java_rdmanio_Native_connect<'local>(
     timeout_millis: jint,
 ) -> jlong {
     env.with_env(|env| -> JniResult<_> {
-        Ok(into_handle(Connection::connect(
-            socket_addr(env, &ip, port)?,
-            timeout(timeout_millis),
-        )?))
+        Ok(into_handle(Connection::connect(socket_addr(env, &ip, port)?, timeout(timeout_millis))?))
     })
     .resolve::<ThrowJavaException>()
 }
@@ -248,10 +227,7 @@ extern "system" fn Java_rdmanio_Native_send<'local>(
     env.with_env(|env| -> JniResult<_> {
         // SAFETY: the Java side passes a live connection handle.
         let connection = unsafe { borrow::<Connection>(connection)? };
-        connection.send(
-            direct_bytes(env, &buffer, position, length)?,
-            timeout(timeout_millis),
-        )?;
+        connection.send(direct_bytes(env, &buffer, position, length)?, timeout(timeout_millis))?;
         Ok(())
     })
     .resolve::<ThrowJavaException>()
@@ -271,10 +247,8 @@ extern "system" fn Java_rdmanio_Native_receive<'local>(
     env.with_env(|env| -> JniResult<_> {
         // SAFETY: as above.
         let connection = unsafe { borrow::<Connection>(connection)? };
-        let received = connection.recv(
-            direct_bytes(env, &buffer, position, length)?,
-            timeout(timeout_millis),
-        )?;
+        let received =
+            connection.recv(direct_bytes(env, &buffer, position, length)?, timeout(timeout_millis))?;
         // A message is at most MAX_MESSAGE_SIZE bytes, so it fits a jint.
         Ok(received.map_or(-1, |len| len as jint))
     })

@@ -8,7 +8,8 @@
 //! - the JNI exports behind the Java class `rdmanio.Native` (module `jvm`).
 //!
 //! Layout: `verbs` (PD, CQ, MR wrappers), `cm` (rdma_cm channels, identifiers,
-//! events), `connection` (listen/accept/connect and the data path), `ring`
+//! events), `endpoint` (listen/accept/connect of an RC queue pair, the hello,
+//! waiting), `connection` (the two-sided message path), `ring`
 //! (one-sided ring buffers: framing, credits and checks, whatever the medium),
 //! `shm` (the ring as a stream between processes over shared memory), `sys`
 //! (fds and waiting), `error` (the one error type).
@@ -16,6 +17,7 @@
 
 mod cm;
 mod connection;
+mod endpoint;
 mod error;
 pub mod ffi;
 mod jvm;
@@ -24,6 +26,7 @@ pub mod shm;
 mod sys;
 mod verbs;
 
-pub use connection::{Connection, Listener, MAX_MESSAGE_SIZE};
+pub use connection::{Connection, MAX_MESSAGE_SIZE};
+pub use endpoint::Listener;
 pub use error::{Error, Result};
 pub use verbs::device_names;

@@ -162,20 +162,14 @@ impl RingConfig {
     /// after padding once the ring is empty.
     pub fn new(capacity: usize, max_payload: usize, seed: u32) -> Result<Self, String> {
         if !capacity.is_power_of_two() || !(64..=MAX_CAPACITY).contains(&capacity) {
-            return Err(format!(
-                "ring capacity {capacity} is not a power of two from 64 to {MAX_CAPACITY}"
-            ));
+            return Err(format!("ring capacity {capacity} is not a power of two from 64 to {MAX_CAPACITY}"));
         }
         if record_len(max_payload) > capacity / 2 {
             return Err(format!(
                 "records of {max_payload} bytes do not fit in half of a {capacity}-byte ring"
             ));
         }
-        Ok(RingConfig {
-            capacity,
-            max_payload,
-            seed,
-        })
+        Ok(RingConfig { capacity, max_payload, seed })
     }
 
     /// The ring's size in bytes.
@@ -223,10 +217,7 @@ struct Header {
 impl Header {
     fn encode(&self) -> [u8; HEADER_LEN] {
         let mut bytes = [0u8; HEADER_LEN];
-        for (i, field) in [self.len, self.seq, self.kind, self.ack, self.check]
-            .iter()
-            .enumerate()
-        {
+        for (i, field) in [self.len, self.seq, self.kind, self.ack, self.check].iter().enumerate() {
             bytes[i * 4..i * 4 + 4].copy_from_slice(&field.to_le_bytes());
         }
         bytes
@@ -234,22 +225,13 @@ impl Header {
 
     fn decode(bytes: &[u8; HEADER_LEN]) -> Header {
         let field = |i: usize| u32::from_le_bytes(bytes[i * 4..i * 4 + 4].try_into().unwrap());
-        Header {
-            len: field(0),
-            seq: field(1),
-            kind: field(2),
-            ack: field(3),
-            check: field(4),
-        }
+        Header { len: field(0), seq: field(1), kind: field(2), ack: field(3), check: field(4) }
     }
 
     /// The check of these fields (but `check`) and `payload`, under `seed`.
     fn compute_check(&self, seed: u32, payload: &[u8]) -> u32 {
         let mut fields = [0u8; 20];
-        for (i, field) in [seed, self.len, self.seq, self.kind, self.ack]
-            .iter()
-            .enumerate()
-        {
+        for (i, field) in [seed, self.len, self.seq, self.kind, self.ack].iter().enumerate() {
             fields[i * 4..i * 4 + 4].copy_from_slice(&field.to_le_bytes());
         }
         crc32c::crc32c_append(crc32c::crc32c(&fields), payload)
@@ -295,12 +277,7 @@ pub struct RingWriter {
 impl RingWriter {
     /// A writer for an empty ring.
     pub fn new(config: RingConfig) -> Self {
-        RingWriter {
-            config,
-            tail: 0,
-            head: 0,
-            seq: 0,
-        }
+        RingWriter { config, tail: 0, head: 0, seq: 0 }
     }
 
     /// The position after the last record framed.
@@ -317,18 +294,13 @@ impl RingWriter {
     fn place(&self, len: usize) -> (u64, u64) {
         let to_end = (self.config.capacity - self.config.index(self.tail)) as u64;
         let record = record_len(len) as u64;
-        let start = if record <= to_end {
-            self.tail
-        } else {
-            self.tail + to_end
-        };
+        let start = if record <= to_end { self.tail } else { self.tail + to_end };
         (start, start + record)
     }
 
     /// Whether a record of `len` payload bytes fits now, without more credit.
     pub fn fits(&self, len: usize) -> bool {
-        len <= self.config.max_payload
-            && self.place(len).1 - self.head <= self.config.capacity as u64
+        len <= self.config.max_payload && self.place(len).1 - self.head <= self.config.capacity as u64
     }
 
     /// Frames `payload` as the next record, or returns `None` when the ring has
@@ -337,10 +309,7 @@ impl RingWriter {
     /// # Panics
     /// When `payload` exceeds the ring's `max_payload`: callers split first.
     pub fn frame(&mut self, payload: &[u8], ack: u32) -> Option<Frame> {
-        assert!(
-            payload.len() <= self.config.max_payload,
-            "payload exceeds the ring's record limit"
-        );
+        assert!(payload.len() <= self.config.max_payload, "payload exceeds the ring's record limit");
         if !self.fits(payload.len()) {
             return None;
         }
@@ -358,22 +327,11 @@ impl RingWriter {
             self.seq = self.seq.wrapping_add(1);
             (self.config.index(self.tail), pad.encode())
         });
-        let mut header = Header {
-            len: payload.len() as u32,
-            seq: self.seq,
-            kind: KIND_DATA,
-            ack,
-            check: 0,
-        };
+        let mut header = Header { len: payload.len() as u32, seq: self.seq, kind: KIND_DATA, ack, check: 0 };
         header.check = header.compute_check(self.config.seed, payload);
         self.seq = self.seq.wrapping_add(1);
         self.tail = end;
-        Some(Frame {
-            padding,
-            offset: self.config.index(start),
-            header: header.encode(),
-            tail: end,
-        })
+        Some(Frame { padding, offset: self.config.index(start), header: header.encode(), tail: end })
     }
 
     /// Takes the reader's head as credit.
@@ -382,11 +340,7 @@ impl RingWriter {
     /// `Violation::Credit` when the head moves backwards or past the tail.
     pub fn credit(&mut self, head: u64) -> Result<(), Violation> {
         if head < self.head || head > self.tail {
-            return Err(Violation::Credit {
-                head,
-                previous: self.head,
-                tail: self.tail,
-            });
+            return Err(Violation::Credit { head, previous: self.head, tail: self.tail });
         }
         self.head = head;
         Ok(())
@@ -459,10 +413,7 @@ impl RingReader {
     /// When the tail moves backwards or more than a ring ahead of the head.
     pub fn publish(&mut self, tail: u64) -> Result<(), Violation> {
         if tail < self.tail {
-            return Err(Violation::TailBackwards {
-                tail,
-                previous: self.tail,
-            });
+            return Err(Violation::TailBackwards { tail, previous: self.tail });
         }
         if tail - self.head > self.config.capacity as u64 {
             return Err(Violation::TailBeyondCapacity {
@@ -496,11 +447,7 @@ impl RingReader {
     ///
     /// # Errors
     /// The first [`Violation`] found; the reader must not be used after one.
-    pub fn read(
-        &mut self,
-        ring: &(impl RingMemory + ?Sized),
-        out: &mut [u8],
-    ) -> Result<usize, Violation> {
+    pub fn read(&mut self, ring: &(impl RingMemory + ?Sized), out: &mut [u8]) -> Result<usize, Violation> {
         let mut done = self.read_staged(out);
         while done < out.len() {
             let Some((header, position)) = self.next_record(ring)? else {
@@ -523,11 +470,7 @@ impl RingReader {
             let computed = header.compute_check(self.config.seed, copy);
             if computed != header.check {
                 self.staged.clear();
-                return Err(Violation::Check {
-                    position,
-                    found: header.check,
-                    computed,
-                });
+                return Err(Violation::Check { position, found: header.check, computed });
             }
             self.seq = self.seq.wrapping_add(1);
             self.head = position + record_len(len) as u64;
@@ -555,10 +498,7 @@ impl RingReader {
 
     /// Finds the next data record at the head, skipping padding, and checks its
     /// header; returns it with its position, or `None` when none is published.
-    fn next_record(
-        &mut self,
-        ring: &(impl RingMemory + ?Sized),
-    ) -> Result<Option<(Header, u64)>, Violation> {
+    fn next_record(&mut self, ring: &(impl RingMemory + ?Sized)) -> Result<Option<(Header, u64)>, Violation> {
         loop {
             if self.head == self.tail {
                 return Ok(None);
@@ -569,29 +509,19 @@ impl RingReader {
             if to_end < HEADER_LEN {
                 // Too little room for a header: the writer skipped it unmarked.
                 if published < to_end {
-                    return Err(Violation::TailInsideRecord {
-                        tail: self.tail,
-                        position,
-                    });
+                    return Err(Violation::TailInsideRecord { tail: self.tail, position });
                 }
                 self.head += to_end as u64;
                 continue;
             }
             if published < HEADER_LEN {
-                return Err(Violation::TailInsideRecord {
-                    tail: self.tail,
-                    position,
-                });
+                return Err(Violation::TailInsideRecord { tail: self.tail, position });
             }
             let mut bytes = [0u8; HEADER_LEN];
             ring.copy_out(self.config.index(position), &mut bytes);
             let header = Header::decode(&bytes);
             if header.seq != self.seq {
-                return Err(Violation::Sequence {
-                    position,
-                    seq: header.seq,
-                    expected: self.seq,
-                });
+                return Err(Violation::Sequence { position, seq: header.seq, expected: self.seq });
             }
             match header.kind {
                 KIND_PADDING => {
@@ -604,17 +534,10 @@ impl RingReader {
                     }
                     let computed = header.compute_check(self.config.seed, &[]);
                     if computed != header.check {
-                        return Err(Violation::Check {
-                            position,
-                            found: header.check,
-                            computed,
-                        });
+                        return Err(Violation::Check { position, found: header.check, computed });
                     }
                     if published < to_end {
-                        return Err(Violation::TailInsideRecord {
-                            tail: self.tail,
-                            position,
-                        });
+                        return Err(Violation::TailInsideRecord { tail: self.tail, position });
                     }
                     self.seq = self.seq.wrapping_add(1);
                     self.head += to_end as u64;
@@ -623,17 +546,10 @@ impl RingReader {
                 KIND_DATA => {
                     let max = self.config.max_payload.min(to_end - HEADER_LEN);
                     if header.len as usize > max {
-                        return Err(Violation::TooLong {
-                            position,
-                            len: header.len,
-                            max,
-                        });
+                        return Err(Violation::TooLong { position, len: header.len, max });
                     }
                     if record_len(header.len as usize) > published {
-                        return Err(Violation::TailInsideRecord {
-                            tail: self.tail,
-                            position,
-                        });
+                        return Err(Violation::TailInsideRecord { tail: self.tail, position });
                     }
                     return Ok(Some((header, position)));
                 }
@@ -672,11 +588,7 @@ mod tests {
     impl Pair {
         fn new(capacity: usize, max_payload: usize) -> Pair {
             let config = RingConfig::new(capacity, max_payload, SEED).unwrap();
-            Pair {
-                ring: vec![0; capacity],
-                writer: RingWriter::new(config),
-                reader: RingReader::new(config),
-            }
+            Pair { ring: vec![0; capacity], writer: RingWriter::new(config), reader: RingReader::new(config) }
         }
 
         /// Frames and places one record without publishing it; false when it does not fit.
@@ -698,11 +610,7 @@ mod tests {
         }
 
         fn send(&mut self, payload: &[u8]) {
-            assert!(
-                self.write(payload, 0),
-                "no room for {} bytes",
-                payload.len()
-            );
+            assert!(self.write(payload, 0), "no room for {} bytes", payload.len());
             self.reader.publish(self.writer.tail()).unwrap();
         }
 
@@ -722,14 +630,10 @@ mod tests {
 
     #[test]
     fn configurations_that_cannot_work_are_refused() {
-        assert!(RingConfig::new(1000, 16, SEED)
-            .unwrap_err()
-            .contains("power of two"));
+        assert!(RingConfig::new(1000, 16, SEED).unwrap_err().contains("power of two"));
         assert!(RingConfig::new(32, 0, SEED).is_err());
         assert!(RingConfig::new(MAX_CAPACITY * 2, 16, SEED).is_err());
-        assert!(RingConfig::new(256, 128, SEED)
-            .unwrap_err()
-            .contains("half"));
+        assert!(RingConfig::new(256, 128, SEED).unwrap_err().contains("half"));
         assert!(RingConfig::new(256, 104, SEED).is_ok()); // 24 + 104 = 128: exactly half
     }
 
@@ -745,10 +649,7 @@ mod tests {
     fn positions_are_recovered_from_31_bits() {
         assert_eq!(extend_position(0, 5), 5);
         assert_eq!(extend_position(0x7fff_fff0, 0x10), 0x8000_0010);
-        assert_eq!(
-            extend_position(0x1_2345_6789, 0x2345_6789 + 100),
-            0x1_2345_6789 + 100
-        );
+        assert_eq!(extend_position(0x1_2345_6789, 0x2345_6789 + 100), 0x1_2345_6789 + 100);
         assert_eq!(extend_position(41, 41), 41);
     }
 
@@ -756,10 +657,7 @@ mod tests {
     fn a_message_round_trips_with_its_ack() {
         let mut pair = Pair::new(256, 64);
         assert!(pair.write(b"hello", 77));
-        assert!(
-            !pair.reader.has_data(),
-            "nothing is readable before the tail is published"
-        );
+        assert!(!pair.reader.has_data(), "nothing is readable before the tail is published");
         pair.reader.publish(pair.writer.tail()).unwrap();
         assert!(pair.reader.has_data());
         assert_eq!(pair.read_all().unwrap(), b"hello");
@@ -792,10 +690,7 @@ mod tests {
         pair.send(&[1; 40]);
         pair.send(&[2; 40]);
         assert!(!pair.writer.fits(0));
-        assert!(
-            pair.writer.frame(&[3; 40], 0).is_none(),
-            "a third record would overwrite unread bytes"
-        );
+        assert!(pair.writer.frame(&[3; 40], 0).is_none(), "a third record would overwrite unread bytes");
         assert_eq!(pair.read_all().unwrap().len(), 80);
         pair.return_credit();
         pair.send(&[3; 40]);
@@ -841,17 +736,9 @@ mod tests {
         pair.send(&[0; 8]);
         let mut out = [0u8; 8];
         pair.reader.read(&pair.ring[..], &mut out).unwrap();
-        assert_eq!(
-            pair.reader.credit_due(),
-            None,
-            "32 of 1024 bytes read, more is published"
-        );
+        assert_eq!(pair.reader.credit_due(), None, "32 of 1024 bytes read, more is published");
         pair.reader.read(&pair.ring[..], &mut out).unwrap();
-        assert_eq!(
-            pair.reader.credit_due(),
-            Some(64),
-            "everything published was read"
-        );
+        assert_eq!(pair.reader.credit_due(), Some(64), "everything published was read");
         assert_eq!(pair.reader.credit_due(), None, "credit goes out once");
     }
 
@@ -859,40 +746,17 @@ mod tests {
     fn credits_outside_what_was_written_are_violations() {
         let mut pair = Pair::new(256, 64);
         pair.send(b"x");
-        assert_eq!(
-            pair.writer.credit(64),
-            Err(Violation::Credit {
-                head: 64,
-                previous: 0,
-                tail: 32
-            })
-        );
+        assert_eq!(pair.writer.credit(64), Err(Violation::Credit { head: 64, previous: 0, tail: 32 }));
         pair.writer.credit(32).unwrap();
-        assert_eq!(
-            pair.writer.credit(0),
-            Err(Violation::Credit {
-                head: 0,
-                previous: 32,
-                tail: 32
-            })
-        );
+        assert_eq!(pair.writer.credit(0), Err(Violation::Credit { head: 0, previous: 32, tail: 32 }));
     }
 
     #[test]
     fn tails_that_move_backwards_or_too_far_are_violations() {
         let mut pair = Pair::new(256, 64);
         pair.send(b"x");
-        assert_eq!(
-            pair.reader.publish(0),
-            Err(Violation::TailBackwards {
-                tail: 0,
-                previous: 32
-            })
-        );
-        assert!(matches!(
-            pair.reader.publish(257),
-            Err(Violation::TailBeyondCapacity { .. })
-        ));
+        assert_eq!(pair.reader.publish(0), Err(Violation::TailBackwards { tail: 0, previous: 32 }));
+        assert!(matches!(pair.reader.publish(257), Err(Violation::TailBeyondCapacity { .. })));
     }
 
     /// Writes a hand-made header at `offset` of the ring.
@@ -903,13 +767,7 @@ mod tests {
     }
 
     fn valid(len: u32, seq: u32, payload: &[u8]) -> Header {
-        let mut header = Header {
-            len,
-            seq,
-            kind: KIND_DATA,
-            ack: 0,
-            check: 0,
-        };
+        let mut header = Header { len, seq, kind: KIND_DATA, ack: 0, check: 0 };
         header.check = header.compute_check(SEED, payload);
         header
     }
@@ -924,33 +782,14 @@ mod tests {
                 matches!(v, Violation::TailInsideRecord { .. })
             }),
             ("skipped sequence number", valid(4, 1, b"abcd"), 32, |v| {
-                matches!(
-                    v,
-                    Violation::Sequence {
-                        seq: 1,
-                        expected: 0,
-                        ..
-                    }
-                )
+                matches!(v, Violation::Sequence { seq: 1, expected: 0, .. })
             }),
-            (
-                "bad check",
-                Header {
-                    check: 1,
-                    ..valid(4, 0, b"abcd")
-                },
-                32,
-                |v| matches!(v, Violation::Check { found: 1, .. }),
-            ),
-            (
-                "unknown kind",
-                Header {
-                    kind: 9,
-                    ..valid(4, 0, b"abcd")
-                },
-                32,
-                |v| matches!(v, Violation::Kind { kind: 9, .. }),
-            ),
+            ("bad check", Header { check: 1, ..valid(4, 0, b"abcd") }, 32, |v| {
+                matches!(v, Violation::Check { found: 1, .. })
+            }),
+            ("unknown kind", Header { kind: 9, ..valid(4, 0, b"abcd") }, 32, |v| {
+                matches!(v, Violation::Kind { kind: 9, .. })
+            }),
             ("tail inside the header", valid(4, 0, b"abcd"), 16, |v| {
                 matches!(v, Violation::TailInsideRecord { .. })
             }),
@@ -973,14 +812,7 @@ mod tests {
         let copy: Vec<u8> = pair.ring[0..32].to_vec();
         pair.ring[32..64].copy_from_slice(&copy);
         pair.reader.publish(64).unwrap();
-        assert!(matches!(
-            pair.read_all(),
-            Err(Violation::Sequence {
-                seq: 0,
-                expected: 1,
-                ..
-            })
-        ));
+        assert!(matches!(pair.read_all(), Err(Violation::Sequence { seq: 0, expected: 1, .. })));
     }
 
     #[test]
@@ -997,24 +829,11 @@ mod tests {
     #[test]
     fn padding_must_reach_exactly_the_end() {
         let mut pair = Pair::new(128, 40);
-        let mut pad = Header {
-            len: 8,
-            seq: 0,
-            kind: KIND_PADDING,
-            ack: 0,
-            check: 0,
-        };
+        let mut pad = Header { len: 8, seq: 0, kind: KIND_PADDING, ack: 0, check: 0 };
         pad.check = pad.compute_check(SEED, &[]);
         forge(&mut pair, 0, pad, &[]);
         pair.reader.publish(32).unwrap();
-        assert!(matches!(
-            pair.read_all(),
-            Err(Violation::Padding {
-                len: 8,
-                expected: 104,
-                ..
-            })
-        ));
+        assert!(matches!(pair.read_all(), Err(Violation::Padding { len: 8, expected: 104, .. })));
     }
 
     proptest! {

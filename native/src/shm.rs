@@ -52,22 +52,12 @@ impl Mapping {
     fn new(fd: RawFd, len: usize) -> Result<Mapping> {
         // SAFETY: a fresh shared mapping of an fd we hold; the kernel picks the address.
         let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            )
+            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0)
         };
         if base == libc::MAP_FAILED {
             return Err(Error::last_os("mmap(shm region)"));
         }
-        Ok(Mapping {
-            base: NonNull::new(base.cast()).expect("mmap returned null"),
-            len,
-        })
+        Ok(Mapping { base: NonNull::new(base.cast()).expect("mmap returned null"), len })
     }
 
     fn word32(&self, offset: usize) -> &AtomicU32 {
@@ -103,9 +93,7 @@ impl RingMemory for RingArea {
         // SAFETY: in bounds of the ring. The peer may be writing these bytes at
         // the same time only if it breaks the protocol; the reader checks every
         // record it copies, so such bytes are rejected, never trusted.
-        unsafe {
-            std::ptr::copy_nonoverlapping(self.base.add(offset), dst.as_mut_ptr(), dst.len())
-        };
+        unsafe { std::ptr::copy_nonoverlapping(self.base.add(offset), dst.as_mut_ptr(), dst.len()) };
     }
 }
 
@@ -138,10 +126,7 @@ pub struct ShmFds {
 impl ShmFds {
     /// Duplicates the fds (for the other side in the same process).
     pub fn try_clone(&self) -> Result<ShmFds> {
-        let dup = |fd: &OwnedFd| {
-            fd.try_clone()
-                .map_err(|source| Error::Os { op: "dup", source })
-        };
+        let dup = |fd: &OwnedFd| fd.try_clone().map_err(|source| Error::Os { op: "dup", source });
         Ok(ShmFds {
             region: dup(&self.region)?,
             doorbells: [dup(&self.doorbells[0])?, dup(&self.doorbells[1])?],
@@ -189,22 +174,15 @@ impl ShmStream {
         let region = unsafe { OwnedFd::from_raw_fd(fd) };
         let len = CONTROL_LEN + 2 * config.capacity();
         // SAFETY: sizing the memfd we own.
-        check("ftruncate(shm region)", unsafe {
-            libc::ftruncate(fd, len as libc::off_t)
-        })?;
+        check("ftruncate(shm region)", unsafe { libc::ftruncate(fd, len as libc::off_t) })?;
         let map = Mapping::new(fd, len)?;
         map.word32(4).store(VERSION, Ordering::Relaxed);
-        map.word32(8)
-            .store(config.capacity() as u32, Ordering::Relaxed);
-        map.word32(12)
-            .store(config.max_payload() as u32, Ordering::Relaxed);
+        map.word32(8).store(config.capacity() as u32, Ordering::Relaxed);
+        map.word32(12).store(config.max_payload() as u32, Ordering::Relaxed);
         map.word32(16).store(config.seed(), Ordering::Relaxed);
         map.word32(0).store(MAGIC, Ordering::Release); // last: the header is complete
         drop(map);
-        let fds = ShmFds {
-            region,
-            doorbells: [eventfd()?, eventfd()?],
-        };
+        let fds = ShmFds { region, doorbells: [eventfd()?, eventfd()?] };
         let peer = fds.try_clone()?;
         Ok((ShmStream::open(fds, 0)?, peer))
     }
@@ -216,28 +194,19 @@ impl ShmStream {
     /// does not match its size.
     pub fn open(fds: ShmFds, side: usize) -> Result<ShmStream> {
         if side > 1 {
-            return Err(Error::InvalidArgument(format!(
-                "shm side {side} is not 0 or 1"
-            )));
+            return Err(Error::InvalidArgument(format!("shm side {side} is not 0 or 1")));
         }
         let mut stat: libc::stat = unsafe { std::mem::zeroed() };
         // SAFETY: stat is a valid out-struct.
-        check("fstat(shm region)", unsafe {
-            libc::fstat(fds.region.as_raw_fd(), &mut stat)
-        })?;
+        check("fstat(shm region)", unsafe { libc::fstat(fds.region.as_raw_fd(), &mut stat) })?;
         let len = stat.st_size as usize;
         if len < CONTROL_LEN {
-            return Err(Error::InvalidArgument(format!(
-                "shm region of {len} bytes is too small"
-            )));
+            return Err(Error::InvalidArgument(format!("shm region of {len} bytes is too small")));
         }
         let map = Mapping::new(fds.region.as_raw_fd(), len)?;
-        if map.word32(0).load(Ordering::Acquire) != MAGIC
-            || map.word32(4).load(Ordering::Relaxed) != VERSION
+        if map.word32(0).load(Ordering::Acquire) != MAGIC || map.word32(4).load(Ordering::Relaxed) != VERSION
         {
-            return Err(Error::InvalidArgument(
-                "not an rdma-nio shm region of this version".into(),
-            ));
+            return Err(Error::InvalidArgument("not an rdma-nio shm region of this version".into()));
         }
         let capacity = map.word32(8).load(Ordering::Relaxed) as usize;
         let config = RingConfig::new(
@@ -258,11 +227,7 @@ impl ShmStream {
         };
         let (outgoing, incoming) = (ring(side), ring(1 - side));
         let [first, second] = fds.doorbells;
-        let (doorbell, peer_doorbell) = if side == 0 {
-            (first, second)
-        } else {
-            (second, first)
-        };
+        let (doorbell, peer_doorbell) = if side == 0 { (first, second) } else { (second, first) };
         Ok(ShmStream {
             side,
             map,
@@ -337,9 +302,7 @@ impl ShmStream {
         }
         if written > 0 {
             // Release: the records are visible before the tail that covers them.
-            self.map
-                .word64(self.own(TAIL))
-                .store(self.writer.tail(), Ordering::SeqCst);
+            self.map.word64(self.own(TAIL)).store(self.writer.tail(), Ordering::SeqCst);
             self.notify_peer()?;
         }
         Ok(written)
@@ -356,9 +319,7 @@ impl ShmStream {
         self.reader.publish(tail)?;
         let n = self.reader.read(&self.incoming, out)?;
         if let Some(head) = self.reader.credit_due() {
-            self.map
-                .word64(self.own(HEAD))
-                .store(head, Ordering::SeqCst);
+            self.map.word64(self.own(HEAD)).store(head, Ordering::SeqCst);
             self.notify_peer()?;
         }
         Ok(match n {
@@ -371,16 +332,12 @@ impl ShmStream {
     /// Announces that we are about to sleep on the doorbell. Check the stream
     /// once more after arming, and sleep only if nothing changed.
     pub fn arm(&self) {
-        self.map
-            .word32(self.own(SLEEPING))
-            .store(1, Ordering::SeqCst);
+        self.map.word32(self.own(SLEEPING)).store(1, Ordering::SeqCst);
     }
 
     /// Ends the sleep announced by `arm` and clears the doorbell.
     pub fn disarm(&self) -> Result<()> {
-        self.map
-            .word32(self.own(SLEEPING))
-            .store(0, Ordering::SeqCst);
+        self.map.word32(self.own(SLEEPING)).store(0, Ordering::SeqCst);
         let mut count = [0u8; 8];
         // SAFETY: reading 8 bytes into a live buffer from our non-blocking eventfd.
         let n = unsafe { libc::read(self.doorbell.as_raw_fd(), count.as_mut_ptr().cast(), 8) };
@@ -397,9 +354,7 @@ impl ShmStream {
             let n = self.try_write(data)?;
             data = &data[n..];
             if n == 0 {
-                self.sleep_until("shm write", deadline, |s| {
-                    s.writer.fits(0) || s.peer_closed_now()
-                })?;
+                self.sleep_until("shm write", deadline, |s| s.writer.fits(0) || s.peer_closed_now())?;
             }
         }
         Ok(())
@@ -413,9 +368,7 @@ impl ShmStream {
             match self.try_read(out)? {
                 ReadOutcome::Data(n) => return Ok(n),
                 ReadOutcome::EndOfStream => return Ok(0),
-                ReadOutcome::WouldBlock => {
-                    self.sleep_until("shm read", deadline, |s| s.incoming_moved())?
-                }
+                ReadOutcome::WouldBlock => self.sleep_until("shm read", deadline, |s| s.incoming_moved())?,
             }
         }
     }
@@ -538,10 +491,7 @@ mod tests {
             }
         }
         assert!(got == expected_at_0, "side 0 received different bytes");
-        assert!(
-            peer.join().unwrap() == expected_at_1,
-            "side 1 received different bytes"
-        );
+        assert!(peer.join().unwrap() == expected_at_1, "side 1 received different bytes");
     }
 
     #[test]
@@ -554,11 +504,7 @@ mod tests {
             let got = read_exact(&mut side1, expected.len());
             assert!(got == expected, "the stream differs");
             let mut rest = [0u8; 16];
-            assert_eq!(
-                side1.read(&mut rest, TIMEOUT).unwrap(),
-                0,
-                "end of stream after the writer closed"
-            );
+            assert_eq!(side1.read(&mut rest, TIMEOUT).unwrap(), 0, "end of stream after the writer closed");
         });
         side0.write_all(&data, TIMEOUT).unwrap();
         drop(side0);
@@ -570,13 +516,8 @@ mod tests {
         let (mut side0, fds) = ShmStream::create(config()).unwrap();
         let _side1 = ShmStream::open(fds, 1).unwrap();
         let mut buf = [0u8; 8];
-        let err = side0
-            .read(&mut buf, Some(Duration::from_millis(50)))
-            .unwrap_err();
-        assert!(
-            matches!(err, Error::TimedOut { op: "shm read", .. }),
-            "{err}"
-        );
+        let err = side0.read(&mut buf, Some(Duration::from_millis(50))).unwrap_err();
+        assert!(matches!(err, Error::TimedOut { op: "shm read", .. }), "{err}");
     }
 
     #[test]
@@ -593,10 +534,7 @@ mod tests {
         let (mut side0, fds) = ShmStream::create(config()).unwrap();
         let side1 = ShmStream::open(fds, 1).unwrap();
         // Side 1 misbehaves: claims more data than its ring holds.
-        side1
-            .map
-            .word64(side1.own(TAIL))
-            .store(1 << 40, Ordering::SeqCst);
+        side1.map.word64(side1.own(TAIL)).store(1 << 40, Ordering::SeqCst);
         let mut buf = [0u8; 8];
         match side0.try_read(&mut buf) {
             Err(Error::Violation(Violation::TailBeyondCapacity { .. })) => {}
@@ -616,12 +554,7 @@ mod tests {
             region: unsafe { OwnedFd::from_raw_fd(fd) },
             doorbells: [eventfd().unwrap(), eventfd().unwrap()],
         };
-        let err = ShmStream::open(fds, 1)
-            .err()
-            .expect("a foreign region opened");
-        assert!(
-            err.to_string().contains("not an rdma-nio shm region"),
-            "{err}"
-        );
+        let err = ShmStream::open(fds, 1).err().expect("a foreign region opened");
+        assert!(err.to_string().contains("not an rdma-nio shm region"), "{err}");
     }
 }

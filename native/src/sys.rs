@@ -12,9 +12,7 @@ pub(crate) fn set_nonblocking(op: &'static str, fd: RawFd) -> Result<()> {
     let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
     check(op, flags)?;
     // SAFETY: as above.
-    check(op, unsafe {
-        libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK)
-    })
+    check(op, unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) })
 }
 
 /// When a blocking operation must give up.
@@ -28,14 +26,8 @@ impl Deadline {
     /// `None` waits forever.
     pub(crate) fn after(timeout: Option<Duration>) -> Self {
         match timeout {
-            Some(t) => Deadline {
-                at: Instant::now().checked_add(t),
-                timeout: t,
-            },
-            None => Deadline {
-                at: None,
-                timeout: Duration::MAX,
-            },
+            Some(t) => Deadline { at: Instant::now().checked_add(t), timeout: t },
+            None => Deadline { at: None, timeout: Duration::MAX },
         }
     }
 
@@ -46,18 +38,13 @@ impl Deadline {
             Some(at) => {
                 let left = at.saturating_duration_since(Instant::now());
                 // Round up so a sub-millisecond remainder still waits.
-                left.as_micros()
-                    .div_ceil(1000)
-                    .min(libc::c_int::MAX as u128) as libc::c_int
+                left.as_micros().div_ceil(1000).min(libc::c_int::MAX as u128) as libc::c_int
             }
         }
     }
 
     pub(crate) fn timed_out(&self, op: &'static str) -> Error {
-        Error::TimedOut {
-            op,
-            timeout: self.timeout,
-        }
+        Error::TimedOut { op, timeout: self.timeout }
     }
 }
 
@@ -68,11 +55,7 @@ pub(crate) fn wait_readable<const N: usize>(
     fds: [RawFd; N],
     deadline: Deadline,
 ) -> Result<[bool; N]> {
-    let mut pollfds = fds.map(|fd| libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    });
+    let mut pollfds = fds.map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
     loop {
         let millis = deadline.poll_millis();
         // SAFETY: pollfds is a live array of N pollfd structs.
@@ -97,22 +80,9 @@ mod tests {
         // SAFETY: fds has room for the two ends of the pipe.
         assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
         let started = Instant::now();
-        let err = wait_readable(
-            "test wait",
-            [fds[0]],
-            Deadline::after(Some(Duration::from_millis(30))),
-        )
-        .unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::TimedOut {
-                    op: "test wait",
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        let err = wait_readable("test wait", [fds[0]], Deadline::after(Some(Duration::from_millis(30))))
+            .unwrap_err();
+        assert!(matches!(err, Error::TimedOut { op: "test wait", .. }), "{err}");
         assert!(started.elapsed() >= Duration::from_millis(30));
 
         // SAFETY: writing one byte from a live buffer to the pipe's write end.

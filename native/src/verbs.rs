@@ -29,16 +29,12 @@ pub fn device_names() -> Result<Vec<String>> {
     }
     // SAFETY: list holds `count` valid device pointers until ibv_free_device_list.
     let names = unsafe {
-        let names = (0..count as usize)
-            .map(|i| device_name(*list.add(i)))
-            .collect::<Vec<_>>();
+        let names = (0..count as usize).map(|i| device_name(*list.add(i))).collect::<Vec<_>>();
         ibv_free_device_list(list);
         names
     };
     if names.is_empty() {
-        return Err(Error::NoDevice(
-            "no RDMA device is configured on this host".into(),
-        ));
+        return Err(Error::NoDevice("no RDMA device is configured on this host".into()));
     }
     Ok(names)
 }
@@ -57,6 +53,12 @@ pub(crate) unsafe fn device_name(device: *mut ibv_device) -> String {
 
 /// A protection domain (`ibv_alloc_pd`).
 pub(crate) struct ProtectionDomain(NonNull<ibv_pd>);
+
+// SAFETY (for the three wrappers here): each owns its verbs object exclusively,
+// and libibverbs objects may be used from any thread, one call at a time.
+unsafe impl Send for ProtectionDomain {}
+unsafe impl Send for CompletionQueue {}
+unsafe impl Send for MemoryRegion {}
 
 impl ProtectionDomain {
     /// # Safety
@@ -131,9 +133,7 @@ impl CompletionQueue {
     /// that arrived before arming raises no event: poll again after arming.
     pub(crate) fn arm(&self) -> Result<()> {
         // SAFETY: the queue is live.
-        check_errno("ibv_req_notify_cq", unsafe {
-            ibv_req_notify_cq(self.cq.as_ptr(), 0)
-        })
+        check_errno("ibv_req_notify_cq", unsafe { ibv_req_notify_cq(self.cq.as_ptr(), 0) })
     }
 
     /// Takes and acknowledges one pending channel event, if there is one.
@@ -145,10 +145,7 @@ impl CompletionQueue {
             let err = std::io::Error::last_os_error();
             return match err.raw_os_error() {
                 Some(libc::EAGAIN) => Ok(false),
-                _ => Err(Error::Os {
-                    op: "ibv_get_cq_event",
-                    source: err,
-                }),
+                _ => Err(Error::Os { op: "ibv_get_cq_event", source: err }),
             };
         }
         // Acknowledged at once: ibv_destroy_cq waits for every event to be acknowledged.
@@ -189,9 +186,7 @@ impl MemoryRegion {
         let mut buf = vec![0u8; len].into_boxed_slice();
         // SAFETY: buf is live for the life of the registration (see field order).
         let mr = unsafe { ibv_reg_mr(pd.as_ptr(), buf.as_mut_ptr().cast(), len, access.0 as i32) };
-        NonNull::new(mr)
-            .map(|mr| MemoryRegion { mr, buf })
-            .ok_or_else(|| Error::last_os("ibv_reg_mr"))
+        NonNull::new(mr).map(|mr| MemoryRegion { mr, buf }).ok_or_else(|| Error::last_os("ibv_reg_mr"))
     }
 
     pub(crate) fn lkey(&self) -> u32 {
@@ -202,11 +197,7 @@ impl MemoryRegion {
     /// A scatter/gather entry for `len` bytes at `offset`.
     pub(crate) fn sge(&mut self, offset: usize, len: usize) -> ibv_sge {
         debug_assert!(offset + len <= self.buf.len());
-        ibv_sge {
-            addr: self.buf[offset..].as_mut_ptr() as u64,
-            length: len as u32,
-            lkey: self.lkey(),
-        }
+        ibv_sge { addr: self.buf[offset..].as_mut_ptr() as u64, length: len as u32, lkey: self.lkey() }
     }
 
     pub(crate) fn bytes(&self) -> &[u8] {
@@ -233,9 +224,7 @@ impl Drop for MemoryRegion {
 /// The text libibverbs gives a completion status, e.g. "remote access error".
 pub(crate) fn wc_status_text(status: ibv_wc_status::Type) -> String {
     // SAFETY: ibv_wc_status_str returns a static string for any value.
-    unsafe { CStr::from_ptr(ibv_wc_status_str(status)) }
-        .to_string_lossy()
-        .into_owned()
+    unsafe { CStr::from_ptr(ibv_wc_status_str(status)) }.to_string_lossy().into_owned()
 }
 
 #[cfg(test)]
@@ -245,9 +234,6 @@ mod tests {
     #[test]
     fn completion_statuses_have_readable_names() {
         assert_eq!(wc_status_text(ibv_wc_status::IBV_WC_SUCCESS), "success");
-        assert_eq!(
-            wc_status_text(ibv_wc_status::IBV_WC_WR_FLUSH_ERR),
-            "Work Request Flushed Error"
-        );
+        assert_eq!(wc_status_text(ibv_wc_status::IBV_WC_WR_FLUSH_ERR), "Work Request Flushed Error");
     }
 }

@@ -15,13 +15,9 @@ const TIMEOUT: Option<Duration> = Some(Duration::from_secs(20));
 /// The device and address the harness configured, if any.
 fn test_device() -> Option<(String, IpAddr)> {
     let device = std::env::var("RDMANIO_TEST_DEVICE").ok()?;
-    let addr = std::env::var("RDMANIO_TEST_ADDR")
-        .expect("RDMANIO_TEST_DEVICE is set without RDMANIO_TEST_ADDR");
-    Some((
-        device,
-        addr.parse()
-            .expect("RDMANIO_TEST_ADDR is not an IP address"),
-    ))
+    let addr =
+        std::env::var("RDMANIO_TEST_ADDR").expect("RDMANIO_TEST_DEVICE is set without RDMANIO_TEST_ADDR");
+    Some((device, addr.parse().expect("RDMANIO_TEST_ADDR is not an IP address")))
 }
 
 fn assert_no_device<T>(result: Result<T, Error>) {
@@ -31,9 +27,7 @@ fn assert_no_device<T>(result: Result<T, Error>) {
             eprintln!("host without RDMA, as expected: {err}");
         }
         Err(err) => panic!("expected a no-device error, got: {err}"),
-        Ok(_) => panic!(
-            "an RDMA device exists: set RDMANIO_TEST_DEVICE and RDMANIO_TEST_ADDR to test on it"
-        ),
+        Ok(_) => panic!("an RDMA device exists: set RDMANIO_TEST_DEVICE and RDMANIO_TEST_ADDR to test on it"),
     }
 }
 
@@ -46,12 +40,7 @@ fn echo_server(ip: IpAddr, expected_device: String) -> (SocketAddr, thread::Join
     let server = thread::spawn(move || {
         let mut conn = listener.accept(TIMEOUT).expect("accept");
         assert_eq!(conn.device_name(), expected_device);
-        println!(
-            "server: device {}, qp {}, peer {}",
-            conn.device_name(),
-            conn.qp_num(),
-            conn.peer_addr()
-        );
+        println!("server: device {}, qp {}, peer {}", conn.device_name(), conn.qp_num(), conn.peer_addr());
         let mut buf = vec![0u8; MAX_MESSAGE_SIZE];
         let mut echoed = 0;
         while let Some(len) = conn.recv(&mut buf, TIMEOUT).expect("server receive") {
@@ -101,27 +90,15 @@ fn echo_round_trips(busy_poll: Duration) {
     );
 
     // Every size class: empty, inline-sized, one byte short of and exactly the maximum.
-    let sizes = [
-        0,
-        1,
-        7,
-        63,
-        64,
-        65,
-        1000,
-        MAX_MESSAGE_SIZE - 1,
-        MAX_MESSAGE_SIZE,
-    ];
+    let sizes = [0, 1, 7, 63, 64, 65, 1000, MAX_MESSAGE_SIZE - 1, MAX_MESSAGE_SIZE];
     let mut reply = vec![0u8; MAX_MESSAGE_SIZE];
     let rounds = 200;
     for round in 0..rounds {
         let len = sizes[round % sizes.len()];
         let message: Vec<u8> = (0..len).map(|i| (i * 31 + round * 7) as u8).collect();
         client.send(&message, TIMEOUT).expect("client send");
-        let got = client
-            .recv(&mut reply, TIMEOUT)
-            .expect("client receive")
-            .expect("a reply, not end of stream");
+        let got =
+            client.recv(&mut reply, TIMEOUT).expect("client receive").expect("a reply, not end of stream");
         assert_eq!(&reply[..got], &message[..], "round {round}, {len} bytes");
     }
     drop(client); // the server sees end of stream
@@ -131,16 +108,10 @@ fn echo_round_trips(busy_poll: Duration) {
 #[test]
 fn connecting_where_nothing_listens_is_refused() {
     let Some((_, ip)) = test_device() else {
-        return assert_no_device(Connection::connect(
-            SocketAddr::from(([127, 0, 0, 1], 9)),
-            TIMEOUT,
-        ));
+        return assert_no_device(Connection::connect(SocketAddr::from(([127, 0, 0, 1], 9)), TIMEOUT));
     };
     // A port that was just free: bind, learn it, close.
-    let port = Listener::bind(SocketAddr::new(ip, 0), 1)
-        .expect("bind")
-        .local_addr()
-        .port();
+    let port = Listener::bind(SocketAddr::new(ip, 0), 1).expect("bind").local_addr().port();
     match Connection::connect(SocketAddr::new(ip, port), TIMEOUT) {
         Err(Error::ConnectionRefused(addr)) => assert_eq!(addr, SocketAddr::new(ip, port)),
         Err(err) => panic!("expected a refusal, got: {err}"),
@@ -171,11 +142,7 @@ fn oversized_messages_are_refused_and_nothing_is_lost() {
         other => panic!("expected MessageTooLarge for a 5-byte buffer, got {other:?}"),
     }
     let mut enough = [0u8; 12];
-    assert_eq!(
-        client.recv(&mut enough, TIMEOUT).expect("receive"),
-        Some(12),
-        "the message stayed queued"
-    );
+    assert_eq!(client.recv(&mut enough, TIMEOUT).expect("receive"), Some(12), "the message stayed queued");
     assert_eq!(&enough, b"twelve bytes");
 
     drop(client);
@@ -185,10 +152,7 @@ fn oversized_messages_are_refused_and_nothing_is_lost() {
 #[test]
 fn a_silent_peer_makes_receive_time_out() {
     let Some((_, ip)) = test_device() else {
-        return assert_no_device(Connection::connect(
-            SocketAddr::from(([127, 0, 0, 1], 9)),
-            TIMEOUT,
-        ));
+        return assert_no_device(Connection::connect(SocketAddr::from(([127, 0, 0, 1], 9)), TIMEOUT));
     };
     let listener = Listener::bind(SocketAddr::new(ip, 0), 1).expect("bind");
     let addr = listener.local_addr();
@@ -198,10 +162,7 @@ fn a_silent_peer_makes_receive_time_out() {
 
     let mut buf = [0u8; 16];
     match client.recv(&mut buf, Some(Duration::from_millis(100))) {
-        Err(Error::TimedOut {
-            op: "receive",
-            timeout,
-        }) => assert_eq!(timeout, Duration::from_millis(100)),
+        Err(Error::TimedOut { op: "receive", timeout }) => assert_eq!(timeout, Duration::from_millis(100)),
         other => panic!("expected a receive timeout, got {other:?}"),
     }
 }

@@ -21,28 +21,19 @@ fn another_process_echoes_a_mebibyte_intact() {
         inheritable(fd);
     }
     let child = Command::new(env!("CARGO_BIN_EXE_shm-echo"))
-        .args(
-            [&peer.region, &peer.doorbells[0], &peer.doorbells[1]]
-                .map(|fd| fd.as_raw_fd().to_string()),
-        )
+        .args([&peer.region, &peer.doorbells[0], &peer.doorbells[1]].map(|fd| fd.as_raw_fd().to_string()))
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn shm-echo");
     drop(peer); // the child has its copies
 
-    let data: Vec<u8> = (0..1u32 << 20)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect();
+    let data: Vec<u8> = (0..1u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
     let mut echoed = Vec::with_capacity(data.len());
     let mut sent = 0;
     let mut buf = vec![0u8; 100_000];
     let deadline = Instant::now() + Duration::from_secs(60);
     while echoed.len() < data.len() {
-        assert!(
-            Instant::now() < deadline,
-            "stalled: {sent} sent, {} echoed",
-            echoed.len()
-        );
+        assert!(Instant::now() < deadline, "stalled: {sent} sent, {} echoed", echoed.len());
         if sent < data.len() {
             sent += stream.try_write(&data[sent..]).unwrap();
         }
@@ -58,8 +49,5 @@ fn another_process_echoes_a_mebibyte_intact() {
     let output = child.wait_with_output().unwrap();
     let log = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "shm-echo failed: {log}");
-    assert!(
-        log.contains(&format!("echoed {} bytes", data.len())),
-        "{log}"
-    );
+    assert!(log.contains(&format!("echoed {} bytes", data.len())), "{log}");
 }

@@ -10,10 +10,7 @@ use std::time::Duration;
 use rdmanio::shm::{ShmFds, ShmStream};
 
 fn main() -> ExitCode {
-    let fds: Vec<RawFd> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
+    let fds: Vec<RawFd> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let [region, doorbell0, doorbell1] = fds[..] else {
         eprintln!("usage: shm-echo REGION_FD DOORBELL0_FD DOORBELL1_FD");
         return ExitCode::from(2);
@@ -22,10 +19,7 @@ fn main() -> ExitCode {
     let fds = unsafe {
         ShmFds {
             region: OwnedFd::from_raw_fd(region),
-            doorbells: [
-                OwnedFd::from_raw_fd(doorbell0),
-                OwnedFd::from_raw_fd(doorbell1),
-            ],
+            doorbells: [OwnedFd::from_raw_fd(doorbell0), OwnedFd::from_raw_fd(doorbell1)],
         }
     };
     match echo(fds) {

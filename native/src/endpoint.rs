@@ -1,0 +1,470 @@
+//! The part of every RDMA connection that does not depend on its data path: an
+//! RC queue pair with its CQ and PD, set up through librdmacm the way TCP sockets
+//! are (a `Listener` binds an IP address and port and accepts; a client connects
+//! to that address), with a small hello exchanged in the connect request and
+//! reply, and the completion/connection-event waiting both data paths share.
+//!
+//! A data path (`connection`: two-sided messages; `rdma_stream`: one-sided rings)
+//! registers its memory with the endpoint's PD and posts its receives before it
+//! completes the connection, and owns the endpoint, declared after its memory
+//! regions so that they are deregistered before the PD goes.
+
+use std::mem;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rdma_sys::*;
+
+use crate::cm::{CmEvent, CmId, EventChannel};
+use crate::error::{Error, Result};
+use crate::sys::{self, Deadline};
+use crate::verbs::{self, CompletionQueue, ProtectionDomain};
+
+/// Address and route resolution are local in practice; this bounds a lost reply.
+const RESOLVE_TIMEOUT_MS: i32 = 2000;
+/// Completions taken per `ibv_poll_cq` call.
+const POLL_BATCH: usize = 16;
+
+/// What a connection's data path is, announced in its hello.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PathKind {
+    /// Two-sided SEND/RECV of whole messages (`Connection`).
+    Messages = 1,
+    /// One-sided RDMA WRITE into rings (`RdmaStream`).
+    Rings = 2,
+}
+
+/// Where a peer may write: the ring (and credit slot) it was granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct RingGrant {
+    pub addr: u64,
+    pub rkey: u32,
+    pub capacity: u32,
+    pub max_payload: u32,
+    pub seed: u32,
+    /// Receives posted for immediate-data notifications.
+    pub recv_depth: u32,
+}
+
+/// The private data of connect requests and replies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Hello {
+    pub kind: PathKind,
+    pub grant: RingGrant,
+}
+
+impl Hello {
+    const MAGIC: u32 = u32::from_le_bytes(*b"rnio");
+    const VERSION: u8 = 1;
+    /// Fits the 56 bytes a connect request carries over IB and RoCE.
+    pub(crate) const LEN: usize = 36;
+
+    pub(crate) fn encode(&self) -> [u8; Self::LEN] {
+        let mut bytes = [0u8; Self::LEN];
+        bytes[0..4].copy_from_slice(&Self::MAGIC.to_le_bytes());
+        bytes[4] = Self::VERSION;
+        bytes[5] = self.kind as u8;
+        let g = &self.grant;
+        bytes[8..16].copy_from_slice(&g.addr.to_le_bytes());
+        for (i, field) in [g.rkey, g.capacity, g.max_payload, g.seed, g.recv_depth].iter().enumerate() {
+            bytes[16 + i * 4..20 + i * 4].copy_from_slice(&field.to_le_bytes());
+        }
+        bytes
+    }
+
+    /// Parses a peer's hello; the connection manager may pad it with zeros.
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Hello> {
+        let invalid = |why: &str| Error::InvalidArgument(format!("peer's hello: {why}"));
+        if bytes.len() < Self::LEN {
+            return Err(invalid(&format!("{} bytes, expected {}", bytes.len(), Self::LEN)));
+        }
+        let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+        if u32_at(0) != Self::MAGIC || bytes[4] != Self::VERSION {
+            return Err(invalid("not an rdma-nio peer of this version"));
+        }
+        let kind = match bytes[5] {
+            1 => PathKind::Messages,
+            2 => PathKind::Rings,
+            other => return Err(invalid(&format!("unknown data path {other}"))),
+        };
+        let grant = RingGrant {
+            addr: u64::from_le_bytes(bytes[8..16].try_into().unwrap()),
+            rkey: u32_at(16),
+            capacity: u32_at(20),
+            max_payload: u32_at(24),
+            seed: u32_at(28),
+            recv_depth: u32_at(32),
+        };
+        Ok(Hello { kind, grant })
+    }
+}
+
+/// The queue pair a data path asks for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct QpShape {
+    pub send_depth: u32,
+    pub recv_depth: u32,
+    pub max_inline: u32,
+}
+
+/// A listening rdma_cm identifier bound to an IP address and port.
+pub struct Listener {
+    // Declared before `events`: the identifier must go before its channel.
+    #[allow(dead_code)] // owned for its Drop: the listening identifier
+    id: CmId,
+    events: EventChannel,
+    local_addr: SocketAddr,
+}
+
+/// A connect request taken from a listener, not yet accepted. Dropping it
+/// destroys its identifier, which makes the connection manager refuse it.
+pub(crate) struct Request {
+    id: CmId,
+    pub hello: Hello,
+    deadline: Deadline,
+}
+
+impl Listener {
+    /// Binds `addr` (port 0 picks a free port) and listens with `backlog`.
+    ///
+    /// # Errors
+    /// `NoDevice` on a host without RDMA; `Os` naming `rdma_bind_addr` when no
+    /// RDMA device has the address or the port is taken.
+    pub fn bind(addr: SocketAddr, backlog: i32) -> Result<Listener> {
+        verbs::device_names()?; // "no device" is reported as such, not as a cm failure
+        let events = EventChannel::new()?;
+        let id = CmId::new(&events)?;
+        id.bind(addr)?;
+        id.listen(backlog)?;
+        let local_addr = id.local_addr().unwrap_or(addr);
+        log::debug!("listening on {local_addr}");
+        Ok(Listener { id, events, local_addr })
+    }
+
+    /// The bound address, with the actual port.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Waits for a connect request for the data path `kind`; requests for
+    /// another path, or with an unreadable hello, are refused.
+    pub(crate) fn next_request(&self, kind: PathKind, deadline: Deadline) -> Result<Request> {
+        loop {
+            let event = self.events.next("accept", deadline)?;
+            if event.kind() != rdma_cm_event_type::RDMA_CM_EVENT_CONNECT_REQUEST {
+                log::warn!("listener on {}: ignoring {}", self.local_addr, event.name());
+                continue;
+            }
+            // The private data lives only until the event is acknowledged.
+            let hello = Hello::decode(event.private_data());
+            // SAFETY: the request's identifier is new and ours; its event is
+            // acknowledged (dropped) before the identifier is used.
+            let id = unsafe { CmId::from_request(event.id()) };
+            drop(event);
+            match hello {
+                Ok(hello) if hello.kind == kind => return Ok(Request { id, hello, deadline }),
+                Ok(hello) => log::warn!("refusing a {:?} connection on a {kind:?} accept", hello.kind),
+                Err(err) => log::warn!("refusing a connection: {err}"),
+            }
+        }
+    }
+}
+
+/// An RC queue pair connected (or being connected) through rdma_cm.
+pub(crate) struct Endpoint {
+    // Fields drop in declaration order: the CQ before the PD, the identifier
+    // before its channel. The owner destroys the QP first (`shutdown`).
+    pub cq: CompletionQueue,
+    pub pd: ProtectionDomain,
+    pub id: CmId,
+    pub events: EventChannel,
+    /// The peer disconnected (or the QP was flushed).
+    pub peer_closed: bool,
+    /// The inline size the device granted.
+    pub max_inline: u32,
+    deadline: Deadline,
+    peer: SocketAddr,
+}
+
+impl Endpoint {
+    /// Client side: resolves `addr` and creates the queue pair, ready for
+    /// `connect` once the data path has registered and posted its memory.
+    pub(crate) fn resolve(addr: SocketAddr, shape: QpShape, timeout: Option<Duration>) -> Result<Endpoint> {
+        verbs::device_names()?;
+        let deadline = Deadline::after(timeout);
+        let events = EventChannel::new()?;
+        let id = CmId::new(&events)?;
+        id.resolve_addr(addr, RESOLVE_TIMEOUT_MS)?;
+        await_event(
+            &events,
+            "rdma_resolve_addr",
+            deadline,
+            rdma_cm_event_type::RDMA_CM_EVENT_ADDR_RESOLVED,
+            addr,
+        )?;
+        id.resolve_route(RESOLVE_TIMEOUT_MS)?;
+        await_event(
+            &events,
+            "rdma_resolve_route",
+            deadline,
+            rdma_cm_event_type::RDMA_CM_EVENT_ROUTE_RESOLVED,
+            addr,
+        )?;
+        Endpoint::open(events, id, shape, deadline, addr)
+    }
+
+    /// Server side: takes over a request's identifier, on a channel of its own
+    /// (so its events never reach the listener), and creates the queue pair.
+    pub(crate) fn from_request(request: Request, shape: QpShape) -> Result<(Endpoint, Hello)> {
+        let Request { id, hello, deadline } = request;
+        let events = EventChannel::new()?;
+        id.migrate(&events)?;
+        let peer = id.peer_addr().unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        Ok((Endpoint::open(events, id, shape, deadline, peer)?, hello))
+    }
+
+    /// (Parameters drop in reverse order on failure: `id` before its channel.)
+    fn open(
+        events: EventChannel,
+        id: CmId,
+        shape: QpShape,
+        deadline: Deadline,
+        peer: SocketAddr,
+    ) -> Result<Endpoint> {
+        let context = id.verbs();
+        // SAFETY: context is the identifier's live device context, which librdmacm
+        // keeps open for at least as long as the identifier.
+        let (pd, cq) = unsafe {
+            let pd = ProtectionDomain::new(context)?;
+            let cq = CompletionQueue::new(context, (shape.send_depth + shape.recv_depth) as i32)?;
+            (pd, cq)
+        };
+        // SAFETY: all-zero is a valid ibv_qp_init_attr (null pointers, no flags).
+        let mut attr: ibv_qp_init_attr = unsafe { mem::zeroed() };
+        attr.send_cq = cq.as_ptr();
+        attr.recv_cq = cq.as_ptr();
+        attr.qp_type = ibv_qp_type::IBV_QPT_RC;
+        attr.cap = ibv_qp_cap {
+            max_send_wr: shape.send_depth,
+            max_recv_wr: shape.recv_depth,
+            max_send_sge: 1,
+            max_recv_sge: 1,
+            max_inline_data: shape.max_inline,
+        };
+        id.create_qp(pd.as_ptr(), &mut attr)?;
+        let max_inline = attr.cap.max_inline_data;
+        Ok(Endpoint { cq, pd, id, events, peer_closed: false, max_inline, deadline, peer })
+    }
+
+    /// Client side: connects with `hello`; returns the peer's.
+    pub(crate) fn connect(&mut self, hello: &Hello) -> Result<Hello> {
+        let bytes = hello.encode();
+        self.id.connect(&mut conn_param(&bytes))?;
+        let event = await_event(
+            &self.events,
+            "rdma_connect",
+            self.deadline,
+            rdma_cm_event_type::RDMA_CM_EVENT_ESTABLISHED,
+            self.peer,
+        )?;
+        let reply = Hello::decode(event.private_data());
+        drop(event);
+        reply
+    }
+
+    /// Server side: accepts with `hello`.
+    pub(crate) fn accept(&mut self, hello: &Hello) -> Result<()> {
+        let bytes = hello.encode();
+        self.id.accept(&mut conn_param(&bytes))?;
+        await_event(
+            &self.events,
+            "rdma_accept",
+            self.deadline,
+            rdma_cm_event_type::RDMA_CM_EVENT_ESTABLISHED,
+            self.peer,
+        )?;
+        Ok(())
+    }
+
+    pub(crate) fn qp(&self) -> *mut ibv_qp {
+        self.id.qp()
+    }
+
+    /// The RDMA device that carries the connection, e.g. "rxe0".
+    pub(crate) fn device_name(&self) -> String {
+        // SAFETY: a connected identifier has a live device context.
+        unsafe { verbs::device_name((*self.id.verbs()).device) }
+    }
+
+    /// The local queue pair number.
+    pub(crate) fn qp_num(&self) -> u32 {
+        // SAFETY: the QP lives as long as the endpoint.
+        unsafe { (*self.id.qp()).qp_num }
+    }
+
+    /// Sleeps until a completion or a connection event may be there. The
+    /// caller arms the CQ and drains it once more before calling this: a
+    /// completion that lands before the arming raises no channel event.
+    pub(crate) fn sleep(&mut self, op: &'static str, deadline: Deadline) -> Result<()> {
+        let [completion, cm_event] =
+            sys::wait_readable(op, [self.cq.event_fd(), self.events.fd()], deadline)?;
+        if completion {
+            while self.cq.consume_event()? {}
+        }
+        if cm_event {
+            while let Some(event) = self.events.try_next()? {
+                if event.kind() == rdma_cm_event_type::RDMA_CM_EVENT_DISCONNECTED {
+                    log::debug!("peer {} disconnected", self.peer);
+                    self.peer_closed = true;
+                    drop(event);
+                    // Completes our side and moves the QP to the error state, so
+                    // work requests in flight flush instead of hanging.
+                    self.id.disconnect();
+                } else {
+                    log::debug!("connection event {} ignored", event.name());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Disconnects (the peer sees end of stream) and destroys the queue pair:
+    /// the owner calls this in its `Drop`, before its memory regions go.
+    pub(crate) fn shutdown(&mut self) {
+        if !self.peer_closed {
+            self.id.disconnect();
+        }
+        self.id.destroy_qp();
+    }
+}
+
+/// A data path that sits on an endpoint: what the shared wait loop needs of it.
+pub(crate) trait DataPath {
+    fn endpoint(&mut self) -> &mut Endpoint;
+
+    /// How long a wait polls before it arms the CQ and sleeps.
+    fn busy_poll(&self) -> Duration;
+
+    /// Handles one work completion.
+    fn complete(&mut self, wc: &ibv_wc) -> Result<()>;
+
+    /// Handles every completion there is, a batch per `ibv_poll_cq`.
+    fn drain_completions(&mut self) -> Result<()> {
+        // SAFETY: all-zero is a valid ibv_wc.
+        let mut wcs: [ibv_wc; POLL_BATCH] = unsafe { mem::zeroed() };
+        loop {
+            let n = self.endpoint().cq.poll(&mut wcs)?;
+            for wc in &wcs[..n] {
+                self.complete(wc)?;
+            }
+            if n < POLL_BATCH {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Everything a wait does between looks at its condition (by default,
+    /// handling completions).
+    fn progress(&mut self) -> Result<()> {
+        self.drain_completions()
+    }
+
+    /// Makes progress until `done` holds: polls, spins for `busy_poll`, then
+    /// arms the CQ, polls once more (a completion that landed before the arming
+    /// raises no event) and sleeps on the completion and connection channels.
+    fn wait_until(&mut self, op: &'static str, deadline: Deadline, done: impl Fn(&Self) -> bool) -> Result<()>
+    where
+        Self: Sized,
+    {
+        self.progress()?;
+        if done(self) {
+            return Ok(());
+        }
+        let spin_until = Instant::now() + self.busy_poll();
+        while Instant::now() < spin_until {
+            std::hint::spin_loop();
+            self.progress()?;
+            if done(self) {
+                return Ok(());
+            }
+        }
+        loop {
+            self.endpoint().cq.arm()?;
+            self.progress()?;
+            if done(self) {
+                return Ok(());
+            }
+            self.endpoint().sleep(op, deadline)?;
+            self.progress()?;
+            if done(self) {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Connection parameters: no RDMA READ or atomics from the peer, transport
+/// retries as for a LAN, RNR retries that never give up (the message path has
+/// no credits yet; the ring path never causes RNR), and the hello.
+fn conn_param(hello: &[u8; Hello::LEN]) -> rdma_conn_param {
+    // SAFETY: all-zero is a valid rdma_conn_param.
+    let mut param: rdma_conn_param = unsafe { mem::zeroed() };
+    param.retry_count = 7;
+    param.rnr_retry_count = 7; // 7 = retry forever
+    param.private_data = hello.as_ptr().cast();
+    param.private_data_len = Hello::LEN as u8;
+    param
+}
+
+/// Waits for `want` on `events`, turning the failure events into the errors a
+/// socket user expects; returns the event (for its private data).
+fn await_event(
+    events: &EventChannel,
+    op: &'static str,
+    deadline: Deadline,
+    want: rdma_cm_event_type::Type,
+    peer: SocketAddr,
+) -> Result<CmEvent> {
+    let event: CmEvent = events.next(op, deadline)?;
+    use rdma_cm_event_type::*;
+    match event.kind() {
+        kind if kind == want && event.status() == 0 => Ok(event),
+        RDMA_CM_EVENT_REJECTED => Err(Error::ConnectionRefused(peer)),
+        RDMA_CM_EVENT_ADDR_ERROR | RDMA_CM_EVENT_ROUTE_ERROR | RDMA_CM_EVENT_UNREACHABLE => {
+            Err(Error::Unreachable { addr: peer, event: event.name() })
+        }
+        _ => Err(event.unexpected(op)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hellos_round_trip_and_tolerate_padding() {
+        let hello = Hello {
+            kind: PathKind::Rings,
+            grant: RingGrant {
+                addr: 0x7f00_dead_beef,
+                rkey: 0x1234,
+                capacity: 1 << 20,
+                max_payload: 65536,
+                seed: 9,
+                recv_depth: 64,
+            },
+        };
+        let mut padded = hello.encode().to_vec();
+        padded.resize(56, 0);
+        assert_eq!(Hello::decode(&padded).unwrap(), hello);
+    }
+
+    #[test]
+    fn foreign_or_short_hellos_are_refused() {
+        assert!(Hello::decode(&[0; 10]).unwrap_err().to_string().contains("10 bytes"));
+        assert!(Hello::decode(&[0; 56]).unwrap_err().to_string().contains("not an rdma-nio peer"));
+        let mut bytes = Hello { kind: PathKind::Messages, grant: RingGrant::default() }.encode();
+        bytes[5] = 9;
+        assert!(Hello::decode(&bytes).unwrap_err().to_string().contains("unknown data path 9"));
+    }
+}
