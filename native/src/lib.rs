@@ -9,7 +9,8 @@
 //!
 //! Layout: `verbs` (PD, CQ, MR wrappers), `cm` (rdma_cm channels, identifiers,
 //! events), `endpoint` (listen/accept/connect of an RC queue pair, the hello,
-//! waiting), `connection` (the two-sided message path), `ring`
+//! waiting), `connection` (the two-sided message path), `rdma_stream` (a byte
+//! stream by RDMA WRITE into the peer's ring), `ring`
 //! (one-sided ring buffers: framing, credits and checks, whatever the medium),
 //! `shm` (the ring as a stream between processes over shared memory), `sys`
 //! (fds and waiting), `error` (the one error type).
@@ -21,6 +22,7 @@ mod endpoint;
 mod error;
 pub mod ffi;
 mod jvm;
+mod rdma_stream;
 pub mod ring;
 pub mod shm;
 mod sys;
@@ -29,4 +31,5 @@ mod verbs;
 pub use connection::{Connection, MAX_MESSAGE_SIZE};
 pub use endpoint::Listener;
 pub use error::{Error, Result};
+pub use rdma_stream::{RdmaStream, StreamOptions};
 pub use verbs::device_names;

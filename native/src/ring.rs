@@ -131,6 +131,17 @@ pub enum Violation {
         /// The check of what was read.
         computed: u32,
     },
+    /// A count of reposted receives that moves backwards or beyond the
+    /// notifications sent (RDMA medium).
+    #[error("receive credit {reposted} is outside [{previous}, {sent}]")]
+    ReceiveCredit {
+        /// The reposted count claimed.
+        reposted: u64,
+        /// The previous count.
+        previous: u64,
+        /// The notifications sent so far.
+        sent: u64,
+    },
     /// A credit that moves backwards or beyond what was written.
     #[error("credit {head} is outside [{previous}, {tail}]")]
     Credit {

@@ -189,6 +189,17 @@ impl MemoryRegion {
         NonNull::new(mr).map(|mr| MemoryRegion { mr, buf }).ok_or_else(|| Error::last_os("ibv_reg_mr"))
     }
 
+    /// The key under which a peer granted this region writes to it.
+    pub(crate) fn rkey(&self) -> u32 {
+        // SAFETY: the registration is live.
+        unsafe { (*self.mr.as_ptr()).rkey }
+    }
+
+    /// The address of the region's first byte, as the device sees it.
+    pub(crate) fn addr(&self) -> u64 {
+        self.buf.as_ptr() as u64
+    }
+
     pub(crate) fn lkey(&self) -> u32 {
         // SAFETY: the registration is live.
         unsafe { (*self.mr.as_ptr()).lkey }

@@ -1,0 +1,564 @@
+//! The one-sided RDMA medium: a byte stream whose bytes travel by RDMA WRITE
+//! into a ring in the peer's memory (the ring logic is `ring`'s).
+//!
+//! Each side grants its peer one memory region, and nothing else: its incoming
+//! ring followed by a credit slot (`[ring: capacity][slot: 64 bytes]`), with
+//! remote write access only, under an rkey made for this connection. The grant
+//! travels in the connection's hello.
+//!
+//! - Data: the writer frames records into a local shadow of the peer's ring and
+//!   writes the new bytes to the same offsets of the real one. The last write of
+//!   a batch carries immediate data (the new tail's low 31 bits); its arrival
+//!   consumes a receive on the peer and tells it the bytes are in place.
+//! - Credit: the reader writes `{head, reposted receives}` into the writer's
+//!   slot with a plain RDMA WRITE, which consumes no receive on the writer.
+//! - Receives: immediate data needs a posted receive at the peer. The writer
+//!   keeps its unacknowledged immediate writes below the peer's receive depth
+//!   (the peer reports its reposts in the credit slot), keeping the last
+//!   place for a wake-up request: a sender never causes a receiver-not-ready retry.
+//! - Wake-up: a writer that finds no room sends a zero-length write with a
+//!   REQUEST immediate; the reader's next credit write then carries a WAKE
+//!   immediate, which completes on the sleeping writer's CQ.
+//!
+//! Sends are signaled every `SIGNAL_EVERY` work requests (and credit writes
+//! always, since their source slot is reused), completions are drained in batches.
+
+use std::mem;
+use std::net::SocketAddr;
+use std::ptr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rdma_sys::*;
+
+use crate::endpoint::{DataPath, Endpoint, Hello, Listener, PathKind, QpShape, Request, RingGrant};
+use crate::error::{check_errno, Error, Result};
+use crate::ring::{RingConfig, RingReader, RingWriter, Violation, HEADER_LEN};
+use crate::shm::ReadOutcome;
+use crate::sys::Deadline;
+use crate::verbs::{self, MemoryRegion};
+
+/// Receives posted for immediate-data notifications (zero-length: no buffers).
+const RECV_DEPTH: u32 = 64;
+const SEND_DEPTH: u32 = 64;
+/// Every this many work requests one is signaled, so the send queue drains.
+const SIGNAL_EVERY: u32 = 16;
+/// Bytes of the credit slot that follows each ring.
+const SLOT_LEN: usize = 64;
+/// How long a closing stream waits for its last writes to land.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Immediate data: the top bit marks control; data carries the tail's low 31 bits.
+const IMM_CONTROL: u32 = 1 << 31;
+const IMM_REQUEST: u32 = IMM_CONTROL | 1;
+const IMM_WAKE: u32 = IMM_CONTROL | 2;
+
+/// Work request ids: the kind in the low byte, and for signaled sends the
+/// number of send work requests their completion retires.
+const WR_RECV: u64 = 0;
+const WR_DATA: u64 = 1;
+const WR_CREDIT: u64 = 2;
+const WR_CONTROL: u64 = 3;
+
+/// The shape of the ring a side offers its peer.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamOptions {
+    /// Bytes of the incoming ring (a power of two).
+    pub ring_capacity: usize,
+    /// The largest record the peer may write into it.
+    pub max_record: usize,
+}
+
+impl Default for StreamOptions {
+    fn default() -> Self {
+        StreamOptions { ring_capacity: 256 * 1024, max_record: 32 * 1024 }
+    }
+}
+
+impl Listener {
+    /// Waits for a ring stream connection and completes it.
+    pub fn accept_stream(&self, options: StreamOptions, timeout: Option<Duration>) -> Result<RdmaStream> {
+        RdmaStream::accept(self.next_request(PathKind::Rings, Deadline::after(timeout))?, options)
+    }
+}
+
+/// A byte stream to one peer over RDMA WRITE into rings.
+pub struct RdmaStream {
+    // Memory regions before the endpoint: deregistered before its PD goes.
+    /// Our incoming ring and credit slot, which the peer writes.
+    incoming: MemoryRegion,
+    /// A shadow of the peer's ring and the staging of our outgoing credit slot.
+    outgoing: MemoryRegion,
+    endpoint: Endpoint,
+    reader: RingReader,
+    writer: RingWriter,
+    peer: RingGrant,
+    /// Immediate writes sent to the peer, and how many receives it reposted for them.
+    imm_sent: u64,
+    peer_reposted: u64,
+    /// Receives we reposted, and the count last reported to the peer.
+    reposted: u64,
+    reported_reposted: u64,
+    reported_head: u64,
+    /// Send work requests not yet retired by a signaled completion.
+    sq_outstanding: u32,
+    unsignaled: u32,
+    credit_in_flight: bool,
+    /// The peer asked to be woken by our next credit.
+    peer_wants_credit: bool,
+    /// We asked the peer for a wake-up and wait for it.
+    credit_requested: bool,
+    /// The last write found no room: until one succeeds, every wake-up that
+    /// brings too little credit is followed by a new request (see `progress`).
+    write_blocked: bool,
+    busy_poll: Duration,
+}
+
+impl RdmaStream {
+    /// Connects to a listener at `addr` that accepts streams.
+    pub fn connect(
+        addr: SocketAddr,
+        options: StreamOptions,
+        timeout: Option<Duration>,
+    ) -> Result<RdmaStream> {
+        let mut endpoint = Endpoint::resolve(addr, shape(), timeout)?;
+        let (incoming, grant) = grant_memory(&endpoint, options)?;
+        post_receives(&endpoint, RECV_DEPTH)?;
+        let reply = endpoint.connect(&Hello { kind: PathKind::Rings, grant })?;
+        if reply.kind != PathKind::Rings {
+            return Err(Error::InvalidArgument(format!(
+                "{addr} answered with a {:?} connection",
+                reply.kind
+            )));
+        }
+        RdmaStream::build(endpoint, incoming, grant, reply.grant)
+    }
+
+    /// Checks the client's grant before accepting, so a bad one is refused.
+    fn accept(request: Request, options: StreamOptions) -> Result<RdmaStream> {
+        let (endpoint, hello) = Endpoint::from_request(request, shape())?;
+        let (incoming, grant) = grant_memory(&endpoint, options)?;
+        post_receives(&endpoint, RECV_DEPTH)?;
+        let mut stream = RdmaStream::build(endpoint, incoming, grant, hello.grant)?;
+        stream.endpoint.accept(&Hello { kind: PathKind::Rings, grant })?;
+        Ok(stream)
+    }
+
+    /// Checks the peer's grant and sets up both rings' state.
+    fn build(
+        endpoint: Endpoint,
+        incoming: MemoryRegion,
+        own: RingGrant,
+        peer: RingGrant,
+    ) -> Result<RdmaStream> {
+        let invalid = |why: String| Error::InvalidArgument(format!("peer's ring grant: {why}"));
+        let peer_ring =
+            RingConfig::new(peer.capacity as usize, peer.max_payload as usize, peer.seed).map_err(invalid)?;
+        if !(2..=4096).contains(&peer.recv_depth) {
+            return Err(invalid(format!("receive depth {} outside 2..=4096", peer.recv_depth)));
+        }
+        let own_ring = RingConfig::new(own.capacity as usize, own.max_payload as usize, own.seed)
+            .map_err(Error::InvalidArgument)?;
+        // The shadow is only read by our own device for the writes: no access rights.
+        let outgoing =
+            MemoryRegion::new(&endpoint.pd, peer.capacity as usize + SLOT_LEN, ibv_access_flags(0))?;
+        Ok(RdmaStream {
+            incoming,
+            outgoing,
+            endpoint,
+            reader: RingReader::new(own_ring),
+            writer: RingWriter::new(peer_ring),
+            peer,
+            imm_sent: 0,
+            peer_reposted: 0,
+            reposted: 0,
+            reported_reposted: 0,
+            reported_head: 0,
+            sq_outstanding: 0,
+            unsignaled: 0,
+            credit_in_flight: false,
+            peer_wants_credit: false,
+            credit_requested: false,
+            write_blocked: false,
+            busy_poll: Duration::ZERO,
+        })
+    }
+
+    /// The RDMA device that carries the stream, e.g. "rxe0".
+    pub fn device_name(&self) -> String {
+        self.endpoint.device_name()
+    }
+
+    /// The local queue pair number.
+    pub fn qp_num(&self) -> u32 {
+        self.endpoint.qp_num()
+    }
+
+    /// See `Connection::set_busy_poll`.
+    pub fn set_busy_poll(&mut self, busy_poll: Duration) {
+        self.busy_poll = busy_poll;
+    }
+
+    /// Writes as much of `data` as the peer's ring has room for; returns how
+    /// much (0: would block until credit comes).
+    ///
+    /// # Errors
+    /// `Disconnected` once the peer has closed; a protocol violation when its
+    /// credit is impossible; a failed work completion.
+    pub fn try_write(&mut self, data: &[u8]) -> Result<usize> {
+        self.progress()?;
+        if self.endpoint.peer_closed {
+            return Err(Error::Disconnected);
+        }
+        if !self.can_send_data() {
+            self.write_blocked = true;
+            self.request_credit()?;
+            return Ok(0);
+        }
+        let start = self.writer.tail();
+        let capacity = self.peer.capacity as usize;
+        let max = self.writer.config().max_payload();
+        let mut written = 0;
+        while written < data.len() {
+            let chunk = &data[written..data.len().min(written + max)];
+            let Some(frame) = self.writer.frame(chunk, 0) else { break };
+            let shadow = self.outgoing.bytes_mut();
+            if let Some((at, padding)) = frame.padding {
+                shadow[at..at + HEADER_LEN].copy_from_slice(&padding);
+            }
+            shadow[frame.offset..frame.offset + HEADER_LEN].copy_from_slice(&frame.header);
+            shadow[frame.offset + HEADER_LEN..frame.offset + HEADER_LEN + chunk.len()].copy_from_slice(chunk);
+            written += chunk.len();
+        }
+        if written == 0 {
+            self.write_blocked = true;
+            self.request_credit()?;
+            return Ok(0);
+        }
+        self.write_blocked = false;
+        // The new bytes are [start, tail) of the ring: one write, or two when
+        // they run past its end. The last one notifies.
+        let tail = self.writer.tail();
+        let from = (start % capacity as u64) as usize;
+        let to = (tail % capacity as u64) as usize;
+        let imm = (tail as u32) & !IMM_CONTROL;
+        if from < to {
+            self.post_write(from, to - from, Some(imm))?;
+        } else {
+            self.post_write(from, capacity - from, if to == 0 { Some(imm) } else { None })?;
+            if to > 0 {
+                self.post_write(0, to, Some(imm))?;
+            }
+        }
+        Ok(written)
+    }
+
+    /// Reads what has arrived, up to `out.len()` bytes.
+    ///
+    /// # Errors
+    /// A protocol violation when the peer wrote what the ring rules forbid.
+    pub fn try_read(&mut self, out: &mut [u8]) -> Result<ReadOutcome> {
+        self.progress()?;
+        let capacity = self.reader_capacity();
+        let n = self.reader.read(&self.incoming.bytes()[..capacity], out)?;
+        if n > 0 {
+            self.send_credit_if_due()?;
+        }
+        Ok(match n {
+            0 if self.endpoint.peer_closed && !self.reader.has_data() => ReadOutcome::EndOfStream,
+            0 => ReadOutcome::WouldBlock,
+            n => ReadOutcome::Data(n),
+        })
+    }
+
+    /// Writes all of `data`, waiting for credit as needed.
+    pub fn write_all(&mut self, mut data: &[u8], timeout: Option<Duration>) -> Result<()> {
+        let deadline = Deadline::after(timeout);
+        while !data.is_empty() {
+            let n = self.try_write(data)?;
+            data = &data[n..];
+            if n == 0 {
+                self.wait_until("rdma stream write", deadline, |s| s.writable() || s.endpoint.peer_closed)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads at least one byte, waiting while there is none; `Ok(0)` is end of stream.
+    pub fn read(&mut self, out: &mut [u8], timeout: Option<Duration>) -> Result<usize> {
+        let deadline = Deadline::after(timeout);
+        loop {
+            match self.try_read(out)? {
+                ReadOutcome::Data(n) => return Ok(n),
+                ReadOutcome::EndOfStream => return Ok(0),
+                ReadOutcome::WouldBlock => self.wait_until("rdma stream read", deadline, |s| {
+                    s.reader.has_data() || s.endpoint.peer_closed
+                })?,
+            }
+        }
+    }
+
+    fn reader_capacity(&self) -> usize {
+        self.incoming.bytes().len() - SLOT_LEN
+    }
+
+    /// Immediate writes not yet known to have a reposted receive at the peer.
+    fn imm_outstanding(&self) -> u64 {
+        self.imm_sent - self.peer_reposted
+    }
+
+    /// Room for a data batch: send queue, a notification (keeping the last one
+    /// for a wake-up request), and ring space for the smallest record.
+    fn can_send_data(&self) -> bool {
+        self.sq_outstanding + 2 <= SEND_DEPTH && self.imm_outstanding() + 2 <= u64::from(self.peer.recv_depth)
+    }
+
+    fn writable(&self) -> bool {
+        self.can_send_data() && self.writer.fits(0)
+    }
+
+    /// Asks the peer for a wake-up with its next credit, once per wait.
+    fn request_credit(&mut self) -> Result<()> {
+        if self.credit_requested
+            || self.sq_outstanding + 1 > SEND_DEPTH
+            || self.imm_outstanding() + 1 > u64::from(self.peer.recv_depth)
+        {
+            return Ok(());
+        }
+        self.post(WR_CONTROL, 0, 0, 0, Some(IMM_REQUEST), true)?;
+        self.credit_requested = true;
+        Ok(())
+    }
+
+    /// Writes `len` bytes of the shadow at `offset` to the same offset of the peer's ring.
+    fn post_write(&mut self, offset: usize, len: usize, imm: Option<u32>) -> Result<()> {
+        self.post(WR_DATA, offset, offset, len, imm, false)
+    }
+
+    /// Posts one RDMA WRITE (with immediate data if `imm`) from `local` in the
+    /// outgoing region to `remote` in the peer's grant. It is signaled when
+    /// `signaled` asks, or when it is the `SIGNAL_EVERY`th unsignaled one.
+    fn post(
+        &mut self,
+        kind: u64,
+        local: usize,
+        remote: usize,
+        len: usize,
+        imm: Option<u32>,
+        signaled: bool,
+    ) -> Result<()> {
+        let mut sge = self.outgoing.sge(local, len);
+        // SAFETY: all-zero is a valid ibv_send_wr.
+        let mut wr: ibv_send_wr = unsafe { mem::zeroed() };
+        self.unsignaled += 1;
+        let signaled = signaled || self.unsignaled >= SIGNAL_EVERY;
+        let retires = if signaled { mem::take(&mut self.unsignaled) } else { 0 };
+        wr.wr_id = kind | u64::from(retires) << 8;
+        wr.sg_list = &mut sge;
+        wr.num_sge = if len == 0 { 0 } else { 1 };
+        wr.opcode = match imm {
+            Some(imm) => {
+                wr.imm_data_invalidated_rkey_union.imm_data = imm.to_be();
+                ibv_wr_opcode::IBV_WR_RDMA_WRITE_WITH_IMM
+            }
+            None => ibv_wr_opcode::IBV_WR_RDMA_WRITE,
+        };
+        if signaled {
+            wr.send_flags = ibv_send_flags::IBV_SEND_SIGNALED.0;
+        }
+        wr.wr.rdma = rdma_t { remote_addr: self.peer.addr + remote as u64, rkey: self.peer.rkey };
+        let mut bad = ptr::null_mut();
+        // SAFETY: the QP is live; wr and sge are valid for the call; the shadow
+        // bytes stay untouched until the peer credits them (data) or the
+        // signaled completion comes (credit).
+        check_errno("ibv_post_send", unsafe { ibv_post_send(self.endpoint.qp(), &mut wr, &mut bad) })?;
+        self.sq_outstanding += 1;
+        if imm.is_some() {
+            self.imm_sent += 1;
+        }
+        Ok(())
+    }
+
+    /// Takes the credit the peer wrote into our slot.
+    fn take_credit(&mut self) -> Result<()> {
+        let capacity = self.reader_capacity();
+        let slot = self.incoming.bytes()[capacity..].as_ptr();
+        // SAFETY: the slot is 8-aligned (capacity is a power of two ≥ 64 at the
+        // page-aligned start of the region) and the peer's device writes it:
+        // atomic loads read whole words.
+        let (head, reposted) = unsafe {
+            let words = slot.cast::<AtomicU64>();
+            (
+                u64::from_le((*words).load(Ordering::Acquire)),
+                u64::from_le((*words.add(1)).load(Ordering::Acquire)),
+            )
+        };
+        self.writer.credit(head)?;
+        if reposted < self.peer_reposted || reposted > self.imm_sent {
+            return Err(Violation::ReceiveCredit {
+                reposted,
+                previous: self.peer_reposted,
+                sent: self.imm_sent,
+            }
+            .into());
+        }
+        self.peer_reposted = reposted;
+        Ok(())
+    }
+
+    /// Writes our head and reposted count into the peer's slot when it is worth
+    /// it, or when the peer waits for a wake-up; one credit write at a time.
+    fn send_credit_if_due(&mut self) -> Result<()> {
+        if self.credit_in_flight || self.sq_outstanding + 1 > SEND_DEPTH {
+            return Ok(());
+        }
+        let head = self.reader.head();
+        let news = head > self.reported_head || self.reposted > self.reported_reposted;
+        let due = self.reader.credit_due().is_some()
+            || self.reposted - self.reported_reposted >= u64::from(RECV_DEPTH / 4)
+            || (self.peer_wants_credit && news);
+        if !due || !news {
+            return Ok(());
+        }
+        // The wake-up consumes a receive at the peer: within its budget (the
+        // peer keeps the last place for exactly this).
+        let wake = self.peer_wants_credit && self.imm_outstanding() < u64::from(self.peer.recv_depth);
+        let at = self.peer.capacity as usize;
+        let slot = &mut self.outgoing.bytes_mut()[at..at + 16];
+        slot[..8].copy_from_slice(&head.to_le_bytes());
+        slot[8..].copy_from_slice(&self.reposted.to_le_bytes());
+        self.post(WR_CREDIT, at, at, 16, wake.then_some(IMM_WAKE), true)?;
+        self.credit_in_flight = true;
+        self.reported_head = head;
+        self.reported_reposted = self.reposted;
+        if wake {
+            self.peer_wants_credit = false;
+        }
+        Ok(())
+    }
+}
+
+impl DataPath for RdmaStream {
+    fn endpoint(&mut self) -> &mut Endpoint {
+        &mut self.endpoint
+    }
+
+    fn busy_poll(&self) -> Duration {
+        self.busy_poll
+    }
+
+    fn complete(&mut self, wc: &ibv_wc) -> Result<()> {
+        let kind = wc.wr_id & 0xff;
+        if kind != WR_RECV {
+            self.sq_outstanding -= (wc.wr_id >> 8) as u32;
+            if kind == WR_CREDIT {
+                self.credit_in_flight = false;
+            }
+        }
+        match wc.status {
+            ibv_wc_status::IBV_WC_SUCCESS => {}
+            // The QP went to the error state (disconnect): outstanding requests flush.
+            ibv_wc_status::IBV_WC_WR_FLUSH_ERR => {
+                self.endpoint.peer_closed = true;
+                return Ok(());
+            }
+            status => {
+                return Err(Error::Completion {
+                    op: match kind {
+                        WR_RECV => "ring notification",
+                        WR_CREDIT => "credit write",
+                        _ => "ring write",
+                    },
+                    status: verbs::wc_status_text(status),
+                    vendor_err: wc.vendor_err,
+                })
+            }
+        }
+        if kind == WR_RECV {
+            post_receives(&self.endpoint, 1)?;
+            self.reposted += 1;
+            // SAFETY: a receive completion with immediate data has the immediate member.
+            let imm = u32::from_be(unsafe { wc.imm_data_invalidated_rkey_union.imm_data });
+            match imm {
+                IMM_REQUEST => self.peer_wants_credit = true,
+                IMM_WAKE => self.credit_requested = false,
+                imm if imm & IMM_CONTROL == 0 => self.reader.publish_low31(imm)?,
+                unknown => {
+                    return Err(Error::InvalidArgument(format!(
+                        "peer sent unknown notification {unknown:#x}"
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn progress(&mut self) -> Result<()> {
+        self.drain_completions()?;
+        self.take_credit()?;
+        // A wake-up answered our request but brought too little credit: ask
+        // again, or the peer's later credit would reach a writer that sleeps.
+        if self.write_blocked && !self.credit_requested && !self.writable() {
+            self.request_credit()?;
+        }
+        self.send_credit_if_due()
+    }
+}
+
+impl Drop for RdmaStream {
+    fn drop(&mut self) {
+        // Linger: writes still in flight would be flushed by the disconnect.
+        // A signaled empty write retires everything before it.
+        if !self.endpoint.peer_closed && self.sq_outstanding > 0 {
+            let flushed = self.post(WR_DATA, 0, 0, 0, None, true).and_then(|()| {
+                self.wait_until("rdma stream close", Deadline::after(Some(LINGER)), |s| {
+                    s.sq_outstanding == 0 || s.endpoint.peer_closed
+                })
+            });
+            if let Err(err) = flushed {
+                log::warn!("rdma stream close: the last writes may be lost: {err}");
+            }
+        }
+        self.endpoint.shutdown();
+    }
+}
+
+fn shape() -> QpShape {
+    QpShape { send_depth: SEND_DEPTH, recv_depth: RECV_DEPTH, max_inline: 0 }
+}
+
+/// Registers our incoming ring and credit slot for the peer to write, under a
+/// fresh rkey, and describes it in a grant with a random check seed.
+fn grant_memory(endpoint: &Endpoint, options: StreamOptions) -> Result<(MemoryRegion, RingGrant)> {
+    let mut seed = [0u8; 4];
+    // SAFETY: getrandom fills the 4-byte buffer it is given.
+    if unsafe { libc::getrandom(seed.as_mut_ptr().cast(), 4, 0) } != 4 {
+        return Err(Error::last_os("getrandom"));
+    }
+    let config = RingConfig::new(options.ring_capacity, options.max_record, u32::from_ne_bytes(seed))
+        .map_err(Error::InvalidArgument)?;
+    let access = ibv_access_flags::IBV_ACCESS_LOCAL_WRITE | ibv_access_flags::IBV_ACCESS_REMOTE_WRITE;
+    let region = MemoryRegion::new(&endpoint.pd, config.capacity() + SLOT_LEN, access)?;
+    let grant = RingGrant {
+        addr: region.addr(),
+        rkey: region.rkey(),
+        capacity: config.capacity() as u32,
+        max_payload: config.max_payload() as u32,
+        seed: config.seed(),
+        recv_depth: RECV_DEPTH,
+    };
+    Ok((region, grant))
+}
+
+/// Posts `count` zero-length receives for immediate-data notifications.
+fn post_receives(endpoint: &Endpoint, count: u32) -> Result<()> {
+    for _ in 0..count {
+        let mut wr =
+            ibv_recv_wr { wr_id: WR_RECV, next: ptr::null_mut(), sg_list: ptr::null_mut(), num_sge: 0 };
+        let mut bad = ptr::null_mut();
+        // SAFETY: the QP is live; a receive without scatter entries takes only
+        // the immediate data of the write that consumes it.
+        check_errno("ibv_post_recv", unsafe { ibv_post_recv(endpoint.qp(), &mut wr, &mut bad) })?;
+    }
+    Ok(())
+}
