@@ -12,7 +12,8 @@
 //! waiting), `connection` (the two-sided message path), `rdma_stream` (a byte
 //! stream by RDMA WRITE into the peer's ring), `ring`
 //! (one-sided ring buffers: framing, credits and checks, whatever the medium),
-//! `shm` (the ring as a stream between processes over shared memory), `sys`
+//! `shm` (the ring as a stream between processes over shared memory), `stream`
+//! (the byte-stream face of every medium), `sys`
 //! (fds and waiting), `error` (the one error type).
 #![warn(missing_docs)]
 
@@ -25,6 +26,7 @@ mod jvm;
 mod rdma_stream;
 pub mod ring;
 pub mod shm;
+pub mod stream;
 mod sys;
 mod verbs;
 
@@ -32,4 +34,5 @@ pub use connection::{Connection, MAX_MESSAGE_SIZE};
 pub use endpoint::Listener;
 pub use error::{Error, Result};
 pub use rdma_stream::{RdmaStream, StreamOptions};
+pub use stream::{ByteStream, Interest, ReadOutcome};
 pub use verbs::device_names;

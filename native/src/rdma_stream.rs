@@ -34,7 +34,7 @@ use rdma_sys::*;
 use crate::endpoint::{DataPath, Endpoint, Hello, Listener, PathKind, QpShape, Request, RingGrant};
 use crate::error::{check_errno, Error, Result};
 use crate::ring::{RingConfig, RingReader, RingWriter, Violation, HEADER_LEN};
-use crate::shm::ReadOutcome;
+use crate::stream::{ByteStream, Interest, ReadOutcome};
 use crate::sys::Deadline;
 use crate::verbs::{self, MemoryRegion};
 
@@ -199,105 +199,6 @@ impl RdmaStream {
         self.busy_poll = busy_poll;
     }
 
-    /// Writes as much of `data` as the peer's ring has room for; returns how
-    /// much (0: would block until credit comes).
-    ///
-    /// # Errors
-    /// `Disconnected` once the peer has closed; a protocol violation when its
-    /// credit is impossible; a failed work completion.
-    pub fn try_write(&mut self, data: &[u8]) -> Result<usize> {
-        self.progress()?;
-        if self.endpoint.peer_closed {
-            return Err(Error::Disconnected);
-        }
-        if !self.can_send_data() {
-            self.write_blocked = true;
-            self.request_credit()?;
-            return Ok(0);
-        }
-        let start = self.writer.tail();
-        let capacity = self.peer.capacity as usize;
-        let max = self.writer.config().max_payload();
-        let mut written = 0;
-        while written < data.len() {
-            let chunk = &data[written..data.len().min(written + max)];
-            let Some(frame) = self.writer.frame(chunk, 0) else { break };
-            let shadow = self.outgoing.bytes_mut();
-            if let Some((at, padding)) = frame.padding {
-                shadow[at..at + HEADER_LEN].copy_from_slice(&padding);
-            }
-            shadow[frame.offset..frame.offset + HEADER_LEN].copy_from_slice(&frame.header);
-            shadow[frame.offset + HEADER_LEN..frame.offset + HEADER_LEN + chunk.len()].copy_from_slice(chunk);
-            written += chunk.len();
-        }
-        if written == 0 {
-            self.write_blocked = true;
-            self.request_credit()?;
-            return Ok(0);
-        }
-        self.write_blocked = false;
-        // The new bytes are [start, tail) of the ring: one write, or two when
-        // they run past its end. The last one notifies.
-        let tail = self.writer.tail();
-        let from = (start % capacity as u64) as usize;
-        let to = (tail % capacity as u64) as usize;
-        let imm = (tail as u32) & !IMM_CONTROL;
-        if from < to {
-            self.post_write(from, to - from, Some(imm))?;
-        } else {
-            self.post_write(from, capacity - from, if to == 0 { Some(imm) } else { None })?;
-            if to > 0 {
-                self.post_write(0, to, Some(imm))?;
-            }
-        }
-        Ok(written)
-    }
-
-    /// Reads what has arrived, up to `out.len()` bytes.
-    ///
-    /// # Errors
-    /// A protocol violation when the peer wrote what the ring rules forbid.
-    pub fn try_read(&mut self, out: &mut [u8]) -> Result<ReadOutcome> {
-        self.progress()?;
-        let capacity = self.reader_capacity();
-        let n = self.reader.read(&self.incoming.bytes()[..capacity], out)?;
-        if n > 0 {
-            self.send_credit_if_due()?;
-        }
-        Ok(match n {
-            0 if self.endpoint.peer_closed && !self.reader.has_data() => ReadOutcome::EndOfStream,
-            0 => ReadOutcome::WouldBlock,
-            n => ReadOutcome::Data(n),
-        })
-    }
-
-    /// Writes all of `data`, waiting for credit as needed.
-    pub fn write_all(&mut self, mut data: &[u8], timeout: Option<Duration>) -> Result<()> {
-        let deadline = Deadline::after(timeout);
-        while !data.is_empty() {
-            let n = self.try_write(data)?;
-            data = &data[n..];
-            if n == 0 {
-                self.wait_until("rdma stream write", deadline, |s| s.writable() || s.endpoint.peer_closed)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Reads at least one byte, waiting while there is none; `Ok(0)` is end of stream.
-    pub fn read(&mut self, out: &mut [u8], timeout: Option<Duration>) -> Result<usize> {
-        let deadline = Deadline::after(timeout);
-        loop {
-            match self.try_read(out)? {
-                ReadOutcome::Data(n) => return Ok(n),
-                ReadOutcome::EndOfStream => return Ok(0),
-                ReadOutcome::WouldBlock => self.wait_until("rdma stream read", deadline, |s| {
-                    s.reader.has_data() || s.endpoint.peer_closed
-                })?,
-            }
-        }
-    }
-
     fn reader_capacity(&self) -> usize {
         self.incoming.bytes().len() - SLOT_LEN
     }
@@ -435,6 +336,90 @@ impl RdmaStream {
             self.peer_wants_credit = false;
         }
         Ok(())
+    }
+}
+
+impl ByteStream for RdmaStream {
+    /// Writes as much of `data` as the peer's ring has room for; returns how
+    /// much (0: would block until credit comes).
+    ///
+    /// # Errors
+    /// `Disconnected` once the peer has closed; a protocol violation when its
+    /// credit is impossible; a failed work completion.
+    fn try_write(&mut self, data: &[u8]) -> Result<usize> {
+        self.progress()?;
+        if self.endpoint.peer_closed {
+            return Err(Error::Disconnected);
+        }
+        if !self.can_send_data() {
+            self.write_blocked = true;
+            self.request_credit()?;
+            return Ok(0);
+        }
+        let start = self.writer.tail();
+        let capacity = self.peer.capacity as usize;
+        let max = self.writer.config().max_payload();
+        let mut written = 0;
+        while written < data.len() {
+            let chunk = &data[written..data.len().min(written + max)];
+            let Some(frame) = self.writer.frame(chunk, 0) else { break };
+            let shadow = self.outgoing.bytes_mut();
+            if let Some((at, padding)) = frame.padding {
+                shadow[at..at + HEADER_LEN].copy_from_slice(&padding);
+            }
+            shadow[frame.offset..frame.offset + HEADER_LEN].copy_from_slice(&frame.header);
+            shadow[frame.offset + HEADER_LEN..frame.offset + HEADER_LEN + chunk.len()].copy_from_slice(chunk);
+            written += chunk.len();
+        }
+        if written == 0 {
+            self.write_blocked = true;
+            self.request_credit()?;
+            return Ok(0);
+        }
+        self.write_blocked = false;
+        // The new bytes are [start, tail) of the ring: one write, or two when
+        // they run past its end. The last one notifies.
+        let tail = self.writer.tail();
+        let from = (start % capacity as u64) as usize;
+        let to = (tail % capacity as u64) as usize;
+        let imm = (tail as u32) & !IMM_CONTROL;
+        if from < to {
+            self.post_write(from, to - from, Some(imm))?;
+        } else {
+            self.post_write(from, capacity - from, if to == 0 { Some(imm) } else { None })?;
+            if to > 0 {
+                self.post_write(0, to, Some(imm))?;
+            }
+        }
+        Ok(written)
+    }
+
+    /// Reads what has arrived, up to `out.len()` bytes.
+    ///
+    /// # Errors
+    /// A protocol violation when the peer wrote what the ring rules forbid.
+    fn try_read(&mut self, out: &mut [u8]) -> Result<ReadOutcome> {
+        self.progress()?;
+        let capacity = self.reader_capacity();
+        let n = self.reader.read(&self.incoming.bytes()[..capacity], out)?;
+        if n > 0 {
+            self.send_credit_if_due()?;
+        }
+        Ok(match n {
+            0 if self.endpoint.peer_closed && !self.reader.has_data() => ReadOutcome::EndOfStream,
+            0 => ReadOutcome::WouldBlock,
+            n => ReadOutcome::Data(n),
+        })
+    }
+
+    fn wait(&mut self, interest: Interest, deadline: Deadline) -> Result<()> {
+        match interest {
+            Interest::Write => {
+                self.wait_until("rdma stream write", deadline, |s| s.writable() || s.endpoint.peer_closed)
+            }
+            Interest::Read => self
+                .wait_until("rdma stream read", deadline, |s| s.reader.has_data() || s.endpoint.peer_closed),
+        }
     }
 }
 

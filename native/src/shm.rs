@@ -23,10 +23,10 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::Duration;
 
 use crate::error::{check, Error, Result};
 use crate::ring::{RingConfig, RingMemory, RingReader, RingWriter, HEADER_LEN};
+use crate::stream::{ByteStream, Interest, ReadOutcome};
 use crate::sys::{self, Deadline};
 
 const MAGIC: u32 = u32::from_le_bytes(*b"rnsh");
@@ -132,17 +132,6 @@ impl ShmFds {
             doorbells: [dup(&self.doorbells[0])?, dup(&self.doorbells[1])?],
         })
     }
-}
-
-/// What a non-blocking read found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReadOutcome {
-    /// This many bytes were read (never 0).
-    Data(usize),
-    /// Nothing to read now.
-    WouldBlock,
-    /// The peer closed and everything it wrote was read.
-    EndOfStream,
 }
 
 /// One end of a shared-memory byte stream.
@@ -274,61 +263,6 @@ impl ShmStream {
         Ok(())
     }
 
-    /// Writes as much of `data` as the ring has room for; returns how much
-    /// (0: would block until the reader returns credit).
-    ///
-    /// # Errors
-    /// `Disconnected` once the peer has closed; a protocol violation when the
-    /// peer's credit is impossible.
-    pub fn try_write(&mut self, data: &[u8]) -> Result<usize> {
-        if self.map.word32(self.peer(CLOSED)).load(Ordering::Acquire) != 0 {
-            return Err(Error::Disconnected);
-        }
-        let credit = self.map.word64(self.peer(HEAD)).load(Ordering::Acquire);
-        self.writer.credit(credit)?;
-        let max = self.writer.config().max_payload();
-        let mut written = 0;
-        while written < data.len() {
-            let chunk = &data[written..data.len().min(written + max)];
-            let Some(frame) = self.writer.frame(chunk, 0) else {
-                break;
-            };
-            if let Some((at, padding)) = frame.padding {
-                self.outgoing.copy_in(at, &padding);
-            }
-            self.outgoing.copy_in(frame.offset, &frame.header);
-            self.outgoing.copy_in(frame.offset + HEADER_LEN, chunk);
-            written += chunk.len();
-        }
-        if written > 0 {
-            // Release: the records are visible before the tail that covers them.
-            self.map.word64(self.own(TAIL)).store(self.writer.tail(), Ordering::SeqCst);
-            self.notify_peer()?;
-        }
-        Ok(written)
-    }
-
-    /// Reads what the peer has published, up to `out.len()` bytes.
-    ///
-    /// # Errors
-    /// A protocol violation when the peer wrote something the ring rules forbid.
-    pub fn try_read(&mut self, out: &mut [u8]) -> Result<ReadOutcome> {
-        // Read the closed flag before the tail: a peer closes after its last write.
-        let closed = self.map.word32(self.peer(CLOSED)).load(Ordering::Acquire) != 0;
-        let tail = self.map.word64(self.peer(TAIL)).load(Ordering::Acquire);
-        self.reader.publish(tail)?;
-        let n = self.reader.read(&self.incoming, out)?;
-        if let Some(head) = self.reader.credit_due() {
-            self.map.word64(self.own(HEAD)).store(head, Ordering::SeqCst);
-            self.notify_peer()?;
-        }
-        Ok(match n {
-            0 if closed && !self.reader.has_data() => ReadOutcome::EndOfStream,
-            0 => ReadOutcome::WouldBlock,
-            n => ReadOutcome::Data(n),
-        })
-    }
-
     /// Announces that we are about to sleep on the doorbell. Check the stream
     /// once more after arming, and sleep only if nothing changed.
     pub fn arm(&self) {
@@ -345,32 +279,6 @@ impl ShmStream {
             return Err(Error::last_os("read(shm doorbell)"));
         }
         Ok(())
-    }
-
-    /// Writes all of `data`, sleeping on the doorbell while the ring is full.
-    pub fn write_all(&mut self, mut data: &[u8], timeout: Option<Duration>) -> Result<()> {
-        let deadline = Deadline::after(timeout);
-        while !data.is_empty() {
-            let n = self.try_write(data)?;
-            data = &data[n..];
-            if n == 0 {
-                self.sleep_until("shm write", deadline, |s| s.writer.fits(0) || s.peer_closed_now())?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Reads at least one byte, sleeping on the doorbell while there is none;
-    /// `Ok(0)` is end of stream.
-    pub fn read(&mut self, out: &mut [u8], timeout: Option<Duration>) -> Result<usize> {
-        let deadline = Deadline::after(timeout);
-        loop {
-            match self.try_read(out)? {
-                ReadOutcome::Data(n) => return Ok(n),
-                ReadOutcome::EndOfStream => return Ok(0),
-                ReadOutcome::WouldBlock => self.sleep_until("shm read", deadline, |s| s.incoming_moved())?,
-            }
-        }
     }
 
     fn peer_closed_now(&self) -> bool {
@@ -409,6 +317,72 @@ impl ShmStream {
     }
 }
 
+impl ByteStream for ShmStream {
+    /// Writes as much of `data` as the ring has room for; returns how much
+    /// (0: would block until the reader returns credit).
+    ///
+    /// # Errors
+    /// `Disconnected` once the peer has closed; a protocol violation when the
+    /// peer's credit is impossible.
+    fn try_write(&mut self, data: &[u8]) -> Result<usize> {
+        if self.map.word32(self.peer(CLOSED)).load(Ordering::Acquire) != 0 {
+            return Err(Error::Disconnected);
+        }
+        let credit = self.map.word64(self.peer(HEAD)).load(Ordering::Acquire);
+        self.writer.credit(credit)?;
+        let max = self.writer.config().max_payload();
+        let mut written = 0;
+        while written < data.len() {
+            let chunk = &data[written..data.len().min(written + max)];
+            let Some(frame) = self.writer.frame(chunk, 0) else {
+                break;
+            };
+            if let Some((at, padding)) = frame.padding {
+                self.outgoing.copy_in(at, &padding);
+            }
+            self.outgoing.copy_in(frame.offset, &frame.header);
+            self.outgoing.copy_in(frame.offset + HEADER_LEN, chunk);
+            written += chunk.len();
+        }
+        if written > 0 {
+            // Release: the records are visible before the tail that covers them.
+            self.map.word64(self.own(TAIL)).store(self.writer.tail(), Ordering::SeqCst);
+            self.notify_peer()?;
+        }
+        Ok(written)
+    }
+
+    /// Reads what the peer has published, up to `out.len()` bytes.
+    ///
+    /// # Errors
+    /// A protocol violation when the peer wrote something the ring rules forbid.
+    fn try_read(&mut self, out: &mut [u8]) -> Result<ReadOutcome> {
+        // Read the closed flag before the tail: a peer closes after its last write.
+        let closed = self.map.word32(self.peer(CLOSED)).load(Ordering::Acquire) != 0;
+        let tail = self.map.word64(self.peer(TAIL)).load(Ordering::Acquire);
+        self.reader.publish(tail)?;
+        let n = self.reader.read(&self.incoming, out)?;
+        if let Some(head) = self.reader.credit_due() {
+            self.map.word64(self.own(HEAD)).store(head, Ordering::SeqCst);
+            self.notify_peer()?;
+        }
+        Ok(match n {
+            0 if closed && !self.reader.has_data() => ReadOutcome::EndOfStream,
+            0 => ReadOutcome::WouldBlock,
+            n => ReadOutcome::Data(n),
+        })
+    }
+
+    fn wait(&mut self, interest: Interest, deadline: Deadline) -> Result<()> {
+        match interest {
+            Interest::Write => {
+                self.sleep_until("shm write", deadline, |s| s.writer.fits(0) || s.peer_closed_now())
+            }
+            Interest::Read => self.sleep_until("shm read", deadline, |s| s.incoming_moved()),
+        }
+    }
+}
+
 impl Drop for ShmStream {
     fn drop(&mut self) {
         self.map.word32(self.own(CLOSED)).store(1, Ordering::SeqCst);
@@ -424,6 +398,7 @@ mod tests {
     use crate::error::Error;
     use crate::ring::Violation;
     use std::thread;
+    use std::time::Duration;
 
     const TIMEOUT: Option<Duration> = Some(Duration::from_secs(20));
 

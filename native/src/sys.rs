@@ -17,7 +17,7 @@ pub(crate) fn set_nonblocking(op: &'static str, fd: RawFd) -> Result<()> {
 
 /// When a blocking operation must give up.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Deadline {
+pub struct Deadline {
     at: Option<Instant>,
     timeout: Duration,
 }

@@ -6,8 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::thread;
 use std::time::Duration;
 
-use rdmanio::shm::ReadOutcome;
-use rdmanio::{Error, Listener, RdmaStream, StreamOptions};
+use rdmanio::{ByteStream, Error, Listener, RdmaStream, ReadOutcome, StreamOptions};
 
 const TIMEOUT: Option<Duration> = Some(Duration::from_secs(30));
 /// A small ring, so that a mebibyte wraps it many times and credit flows constantly.

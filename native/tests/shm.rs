@@ -5,7 +5,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rdmanio::ring::RingConfig;
-use rdmanio::shm::{ReadOutcome, ShmStream};
+use rdmanio::shm::ShmStream;
+use rdmanio::{ByteStream, ReadOutcome};
 
 /// Makes `fd` survive exec, so the child inherits it.
 fn inheritable(fd: &OwnedFd) {

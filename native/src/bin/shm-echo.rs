@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use rdmanio::shm::{ShmFds, ShmStream};
+use rdmanio::ByteStream;
 
 fn main() -> ExitCode {
     let fds: Vec<RawFd> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
