@@ -13,7 +13,8 @@
 //! stream by RDMA WRITE into the peer's ring), `ring`
 //! (one-sided ring buffers: framing, credits and checks, whatever the medium),
 //! `shm` (the ring as a stream between processes over shared memory), `stream`
-//! (the byte-stream face of every medium), `sys`
+//! (the byte-stream face of every medium), `tcp` (the same face on a kernel
+//! socket), `sys`
 //! (fds and waiting), `error` (the one error type).
 #![warn(missing_docs)]
 
@@ -28,6 +29,7 @@ pub mod ring;
 pub mod shm;
 pub mod stream;
 mod sys;
+pub mod tcp;
 mod verbs;
 
 pub use connection::{Connection, MAX_MESSAGE_SIZE};

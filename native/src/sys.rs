@@ -55,7 +55,17 @@ pub(crate) fn wait_readable<const N: usize>(
     fds: [RawFd; N],
     deadline: Deadline,
 ) -> Result<[bool; N]> {
-    let mut pollfds = fds.map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
+    wait_for(op, fds.map(|fd| (fd, libc::POLLIN)), deadline)
+}
+
+/// Waits until at least one of `fds` has one of its poll(2) `events` (or an
+/// error or hang-up); returns which do.
+pub(crate) fn wait_for<const N: usize>(
+    op: &'static str,
+    fds: [(RawFd, libc::c_short); N],
+    deadline: Deadline,
+) -> Result<[bool; N]> {
+    let mut pollfds = fds.map(|(fd, events)| libc::pollfd { fd, events, revents: 0 });
     loop {
         let millis = deadline.poll_millis();
         // SAFETY: pollfds is a live array of N pollfd structs.

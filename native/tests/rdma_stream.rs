@@ -145,3 +145,161 @@ fn a_message_connection_is_not_a_stream() {
     }
     assert!(matches!(server.join().unwrap(), Err(Error::TimedOut { .. })));
 }
+
+#[test]
+fn sixty_four_streams_carry_data_at_once() {
+    if no_device_here() {
+        return;
+    }
+    const STREAMS: usize = 64;
+    const BYTES: usize = 32 * 1024;
+    let listener = Listener::bind(SocketAddr::new(test_addr().unwrap(), 0), STREAMS as i32).expect("bind");
+    let addr = listener.local_addr();
+    let server = thread::spawn(move || {
+        let mut accepted: Vec<RdmaStream> =
+            (0..STREAMS).map(|_| listener.accept_stream(SMALL, TIMEOUT).expect("accept")).collect();
+        // Every stream receives its own pattern; then every one sends it back
+        // (in phases, as the client writes all before it reads any).
+        for (i, stream) in accepted.iter_mut().enumerate() {
+            assert!(
+                read_exactly(stream, BYTES) == pattern(BYTES, i as u32),
+                "stream {i} received different bytes"
+            );
+        }
+        for (i, stream) in accepted.iter_mut().enumerate() {
+            stream.write_all(&pattern(BYTES, i as u32), TIMEOUT).expect("echo");
+        }
+        accepted
+    });
+    let mut clients: Vec<RdmaStream> =
+        (0..STREAMS).map(|_| RdmaStream::connect(addr, SMALL, TIMEOUT).expect("connect")).collect();
+    for (i, client) in clients.iter_mut().enumerate() {
+        client.write_all(&pattern(BYTES, i as u32), TIMEOUT).expect("write");
+    }
+    for (i, client) in clients.iter_mut().enumerate() {
+        assert!(read_exactly(client, BYTES) == pattern(BYTES, i as u32), "stream {i} echoed different bytes");
+    }
+    let qps: std::collections::HashSet<u32> = clients.iter().map(RdmaStream::qp_num).collect();
+    assert_eq!(qps.len(), STREAMS, "every stream has its own queue pair");
+    drop(server.join().expect("server thread"));
+}
+
+fn read_exactly(stream: &mut RdmaStream, len: usize) -> Vec<u8> {
+    let mut got = vec![0u8; len];
+    let mut done = 0;
+    while done < len {
+        let n = stream.read(&mut got[done..], TIMEOUT).expect("read");
+        assert_ne!(n, 0, "end of stream after {done} of {len} bytes");
+        done += n;
+    }
+    got
+}
+
+#[test]
+fn a_killed_writer_process_ends_the_stream() {
+    if no_device_here() {
+        return;
+    }
+    use std::io::BufRead;
+    let ip = test_addr().unwrap();
+    let listener = Listener::bind(SocketAddr::new(ip, 0), 1).expect("bind");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_test-peer"))
+        .args(["rdma-flood", &ip.to_string(), &listener.local_addr().port().to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn test-peer");
+    let mut server = listener.accept_stream(StreamOptions::default(), TIMEOUT).expect("accept");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "flooding");
+
+    let mut buf = vec![0u8; 65536];
+    let mut received = 0;
+    while received < 1 << 20 {
+        received += server.read(&mut buf, TIMEOUT).expect("read while the peer floods");
+    }
+    child.kill().expect("kill"); // SIGKILL, mid-transfer
+    child.wait().unwrap();
+    // The kernel tears the dead process's connection down: what it had sent is
+    // delivered, then the stream ends (or fails); it never hangs.
+    let ended = loop {
+        match server.read(&mut buf, TIMEOUT) {
+            Ok(0) => break "end of stream".to_string(),
+            Ok(n) => received += n,
+            Err(Error::TimedOut { .. }) => panic!("the stream hangs after its peer was killed"),
+            Err(err) => break format!("error: {err}"),
+        }
+    };
+    println!("after {received} bytes the killed peer's stream ended with {ended}");
+}
+
+#[test]
+fn a_reader_that_leaves_fails_a_blocked_writer() {
+    if no_device_here() {
+        return;
+    }
+    let (mut client, mut server) = pair(SMALL, SMALL);
+    let writer = thread::spawn(move || client.write_all(&vec![1u8; 4 << 20], TIMEOUT));
+    let mut buf = vec![0u8; 4096];
+    server.read(&mut buf, TIMEOUT).expect("read");
+    drop(server); // leaves while the writer waits for credit
+    match writer.join().expect("writer thread") {
+        Err(Error::Disconnected) => {}
+        other => panic!("expected Disconnected, got {other:?}"),
+    }
+}
+
+/// Open file descriptors and resident memory of this process.
+fn footprint() -> (usize, u64) {
+    let fds = std::fs::read_dir("/proc/self/fd").unwrap().count();
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let rss_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+        .unwrap();
+    (fds, rss_kib)
+}
+
+#[test]
+fn ten_thousand_cycles_leak_nothing() {
+    if no_device_here() {
+        return;
+    }
+    let cycles: usize = std::env::var("RDMANIO_LEAK_CYCLES").map_or(10_000, |v| v.parse().unwrap());
+    let listener = Listener::bind(SocketAddr::new(test_addr().unwrap(), 0), 16).expect("bind");
+    let addr = listener.local_addr();
+    let warmup = 20;
+    let server = thread::spawn(move || {
+        for _ in 0..warmup + cycles {
+            let mut stream = listener.accept_stream(SMALL, TIMEOUT).expect("accept");
+            let mut buf = [0u8; 100];
+            let n = stream.read(&mut buf, TIMEOUT).expect("read");
+            stream.write_all(&buf[..n], TIMEOUT).expect("echo");
+            assert_eq!(stream.read(&mut buf, TIMEOUT).expect("end"), 0);
+        }
+        listener // kept open until the footprint is taken again
+    });
+    let cycle = |i: usize| {
+        let mut stream = RdmaStream::connect(addr, SMALL, TIMEOUT).expect("connect");
+        let message = pattern(100, i as u32);
+        stream.write_all(&message, TIMEOUT).expect("write");
+        assert!(read_exactly(&mut stream, 100) == message);
+    };
+    (0..warmup).for_each(cycle);
+    let before = footprint();
+    let started = std::time::Instant::now();
+    (warmup..warmup + cycles).for_each(cycle);
+    let _listener = server.join().expect("server thread");
+    let after = footprint();
+    println!(
+        "{cycles} open/transfer/close cycles in {:.1} s: fds {} -> {}, RSS {} -> {} KiB",
+        started.elapsed().as_secs_f64(),
+        before.0,
+        after.0,
+        before.1,
+        after.1
+    );
+    assert_eq!(after.0, before.0, "file descriptors leaked");
+    assert!(after.1 < before.1 + 16 * 1024, "resident memory grew by {} KiB", after.1 - before.1);
+}

@@ -1,4 +1,4 @@
-//! The shared-memory medium between two processes: this test and `shm-echo`.
+//! The shared-memory medium between two processes: this test and `test-peer shm-echo`.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::{Command, Stdio};
@@ -21,11 +21,12 @@ fn another_process_echoes_a_mebibyte_intact() {
     for fd in [&peer.region, &peer.doorbells[0], &peer.doorbells[1]] {
         inheritable(fd);
     }
-    let child = Command::new(env!("CARGO_BIN_EXE_shm-echo"))
+    let child = Command::new(env!("CARGO_BIN_EXE_test-peer"))
+        .arg("shm-echo")
         .args([&peer.region, &peer.doorbells[0], &peer.doorbells[1]].map(|fd| fd.as_raw_fd().to_string()))
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn shm-echo");
+        .expect("spawn test-peer");
     drop(peer); // the child has its copies
 
     let data: Vec<u8> = (0..1u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
@@ -49,6 +50,6 @@ fn another_process_echoes_a_mebibyte_intact() {
 
     let output = child.wait_with_output().unwrap();
     let log = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "shm-echo failed: {log}");
+    assert!(output.status.success(), "test-peer shm-echo failed: {log}");
     assert!(log.contains(&format!("echoed {} bytes", data.len())), "{log}");
 }

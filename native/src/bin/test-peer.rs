@@ -1,0 +1,68 @@
+//! The far side of the cross-process tests and benchmarks, in a process of its own:
+//!
+//!   test-peer shm-echo REGION_FD DOORBELL0_FD DOORBELL1_FD
+//!       opens side 1 of a shared-memory stream from inherited fds and echoes
+//!       every byte back until end of stream;
+//!   test-peer rdma-flood IP PORT
+//!       connects an RDMA stream and writes without end (until killed), after
+//!       printing "flooding" once connected.
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use rdmanio::shm::{ShmFds, ShmStream};
+use rdmanio::{ByteStream, RdmaStream, StreamOptions};
+
+const TIMEOUT: Option<Duration> = Some(Duration::from_secs(60));
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["shm-echo", region, doorbell0, doorbell1] => shm_echo(region, doorbell0, doorbell1),
+        ["rdma-flood", ip, port] => rdma_flood(ip, port),
+        _ => {
+            eprintln!("usage: test-peer shm-echo REGION_FD DOORBELL0_FD DOORBELL1_FD | rdma-flood IP PORT");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("test-peer: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn fd(arg: &str) -> Result<OwnedFd, Box<dyn std::error::Error>> {
+    let fd: RawFd = arg.parse()?;
+    // SAFETY: the parent handed this fd to this process for it to own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn shm_echo(region: &str, doorbell0: &str, doorbell1: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let fds = ShmFds { region: fd(region)?, doorbells: [fd(doorbell0)?, fd(doorbell1)?] };
+    let mut stream = ShmStream::open(fds, 1)?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0;
+    loop {
+        let n = stream.read(&mut buf, TIMEOUT)?;
+        if n == 0 {
+            eprintln!("shm-echo: echoed {total} bytes");
+            return Ok(());
+        }
+        stream.write_all(&buf[..n], TIMEOUT)?;
+        total += n;
+    }
+}
+
+fn rdma_flood(ip: &str, port: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let addr = SocketAddr::new(ip.parse()?, port.parse()?);
+    let mut stream = RdmaStream::connect(addr, StreamOptions::default(), TIMEOUT)?;
+    println!("flooding");
+    let chunk = vec![0x5au8; 64 * 1024];
+    loop {
+        stream.write_all(&chunk, TIMEOUT)?;
+    }
+}
