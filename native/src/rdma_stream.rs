@@ -10,8 +10,11 @@
 //!   writes the new bytes to the same offsets of the real one. The last write of
 //!   a batch carries immediate data (the new tail's low 31 bits); its arrival
 //!   consumes a receive on the peer and tells it the bytes are in place.
-//! - Credit: the reader writes `{head, reposted receives}` into the writer's
-//!   slot with a plain RDMA WRITE, which consumes no receive on the writer.
+//! - Credit: every record carries the writer's own read position of the reverse
+//!   direction in its `ack` (free credit on two-way traffic); besides, the
+//!   reader writes `{head, reposted receives}` into the writer's slot with a
+//!   plain RDMA WRITE, which consumes no receive on the writer, once a quarter
+//!   of the ring was read or when the writer asked for a wake-up.
 //! - Receives: immediate data needs a posted receive at the peer. The writer
 //!   keeps its unacknowledged immediate writes below the peer's receive depth
 //!   (the peer reports its reposts in the credit slot), keeping the last
@@ -284,9 +287,10 @@ impl RdmaStream {
     fn take_credit(&mut self) -> Result<()> {
         let capacity = self.reader_capacity();
         let slot = self.incoming.bytes()[capacity..].as_ptr();
-        // SAFETY: the slot is 8-aligned (capacity is a power of two ≥ 64 at the
-        // page-aligned start of the region) and the peer's device writes it:
-        // atomic loads read whole words.
+        // SAFETY: the slot is 8-aligned (the region is a heap allocation, at
+        // least 16-aligned, and the capacity before it a power of two ≥ 64), in
+        // bounds, and written only by the peer's device: atomic loads read
+        // whole words, never a torn one.
         let (head, reposted) = unsafe {
             let words = slot.cast::<AtomicU64>();
             (
@@ -315,7 +319,9 @@ impl RdmaStream {
         }
         let head = self.reader.head();
         let news = head > self.reported_head || self.reposted > self.reported_reposted;
-        let due = self.reader.credit_due().is_some()
+        // No credit write for a drained ring, unlike shm: a writer that needs
+        // room asks for it, and two-way traffic carries credit in its acks.
+        let due = head - self.reported_head >= self.reader_capacity() as u64 / 4
             || self.reposted - self.reported_reposted >= u64::from(RECV_DEPTH / 4)
             || (self.peer_wants_credit && news);
         if !due || !news {
@@ -362,7 +368,8 @@ impl ByteStream for RdmaStream {
         let mut written = 0;
         while written < data.len() {
             let chunk = &data[written..data.len().min(written + max)];
-            let Some(frame) = self.writer.frame(chunk, 0) else { break };
+            let ack = (self.reader.head() as u32) & !IMM_CONTROL;
+            let Some(frame) = self.writer.frame(chunk, ack) else { break };
             let shadow = self.outgoing.bytes_mut();
             if let Some((at, padding)) = frame.padding {
                 shadow[at..at + HEADER_LEN].copy_from_slice(&padding);
@@ -402,6 +409,9 @@ impl ByteStream for RdmaStream {
         self.progress()?;
         let capacity = self.reader_capacity();
         let n = self.reader.read(&self.incoming.bytes()[..capacity], out)?;
+        if let Some(ack) = self.reader.take_ack() {
+            self.writer.credit_low31(ack)?;
+        }
         if n > 0 {
             self.send_credit_if_due()?;
         }

@@ -301,6 +301,11 @@ impl RingWriter {
         &self.config
     }
 
+    /// How far the reader has read, as last credited.
+    pub fn head(&self) -> u64 {
+        self.head
+    }
+
     /// Where a record of `len` payload bytes would start, and where it would end.
     fn place(&self, len: usize) -> (u64, u64) {
         let to_end = (self.config.capacity - self.config.index(self.tail)) as u64;
@@ -345,21 +350,37 @@ impl RingWriter {
         Some(Frame { padding, offset: self.config.index(start), header: header.encode(), tail: end })
     }
 
-    /// Takes the reader's head as credit.
+    /// Takes the reader's head as credit. A head behind the credit already
+    /// taken is old news (credit travels by more than one path) and is ignored.
     ///
     /// # Errors
-    /// `Violation::Credit` when the head moves backwards or past the tail.
+    /// `Violation::Credit` when the head is past the tail: the reader cannot
+    /// have read what was never written.
     pub fn credit(&mut self, head: u64) -> Result<(), Violation> {
-        if head < self.head || head > self.tail {
+        if head > self.tail {
             return Err(Violation::Credit { head, previous: self.head, tail: self.tail });
         }
-        self.head = head;
+        self.head = self.head.max(head);
         Ok(())
     }
 
-    /// Recovers a credit from its low 31 bits (see [`extend_position`]).
+    /// Takes a credit known by its low 31 bits, such as a record's `ack`: it
+    /// lies ahead of the credit taken (up to the tail) or, when it is old news,
+    /// up to a ring's capacity behind it.
     pub fn credit_low31(&mut self, low31: u32) -> Result<(), Violation> {
-        self.credit(extend_position(self.head, low31))
+        let ahead = low31.wrapping_sub(self.head as u32) & 0x7fff_ffff;
+        if u64::from(ahead) <= self.tail - self.head {
+            return self.credit(self.head + u64::from(ahead));
+        }
+        let behind = (self.head as u32).wrapping_sub(low31) & 0x7fff_ffff;
+        if behind as usize <= MAX_CAPACITY {
+            return Ok(());
+        }
+        Err(Violation::Credit {
+            head: extend_position(self.head, low31),
+            previous: self.head,
+            tail: self.tail,
+        })
     }
 }
 
@@ -754,12 +775,17 @@ mod tests {
     }
 
     #[test]
-    fn credits_outside_what_was_written_are_violations() {
+    fn credit_beyond_what_was_written_is_a_violation_and_old_credit_is_ignored() {
         let mut pair = Pair::new(256, 64);
         pair.send(b"x");
         assert_eq!(pair.writer.credit(64), Err(Violation::Credit { head: 64, previous: 0, tail: 32 }));
         pair.writer.credit(32).unwrap();
-        assert_eq!(pair.writer.credit(0), Err(Violation::Credit { head: 0, previous: 32, tail: 32 }));
+        pair.writer.credit(0).unwrap(); // a late message
+        assert_eq!(pair.writer.head(), 32, "the newer credit stands");
+        pair.writer.credit_low31(0).unwrap();
+        pair.writer.credit_low31(32).unwrap();
+        assert!(matches!(pair.writer.credit_low31(33), Err(Violation::Credit { .. })));
+        assert!(matches!(pair.writer.credit_low31(5000), Err(Violation::Credit { .. })));
     }
 
     #[test]
