@@ -418,17 +418,6 @@ mod tests {
             .collect()
     }
 
-    fn read_exact(stream: &mut ShmStream, len: usize) -> Vec<u8> {
-        let mut got = vec![0u8; len];
-        let mut done = 0;
-        while done < len {
-            let n = stream.read(&mut got[done..], TIMEOUT).expect("read");
-            assert_ne!(n, 0, "end of stream after {done} of {len} bytes");
-            done += n;
-        }
-        got
-    }
-
     #[test]
     fn a_mebibyte_crosses_in_both_directions_at_once() {
         let (mut side0, fds) = ShmStream::create(config()).unwrap();
@@ -476,7 +465,8 @@ mod tests {
         let expected = data.clone();
         let reader = thread::spawn(move || {
             let mut side1 = ShmStream::open(fds, 1).unwrap();
-            let got = read_exact(&mut side1, expected.len());
+            let mut got = vec![0u8; expected.len()];
+            side1.read_exact(&mut got, TIMEOUT).unwrap();
             assert!(got == expected, "the stream differs");
             let mut rest = [0u8; 16];
             assert_eq!(side1.read(&mut rest, TIMEOUT).unwrap(), 0, "end of stream after the writer closed");

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::sys::Deadline;
 
 /// What a non-blocking read found.
@@ -55,6 +55,22 @@ pub trait ByteStream {
             data = &data[n..];
             if n == 0 {
                 self.wait(Interest::Write, deadline)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Fills `out` completely, waiting as needed.
+    ///
+    /// # Errors
+    /// `Disconnected` when the stream ends first.
+    fn read_exact(&mut self, mut out: &mut [u8], timeout: Option<Duration>) -> Result<()> {
+        let deadline = Deadline::after(timeout);
+        while !out.is_empty() {
+            match self.try_read(out)? {
+                ReadOutcome::Data(n) => out = &mut out[n..],
+                ReadOutcome::EndOfStream => return Err(Error::Disconnected),
+                ReadOutcome::WouldBlock => self.wait(Interest::Read, deadline)?,
             }
         }
         Ok(())
