@@ -28,6 +28,8 @@ const HELLO: Hello = Hello {
 };
 /// The work request id of sends; receives use their slot index.
 const SEND_WR_ID: u64 = u64::MAX;
+/// How long a closing connection waits for its last send to land.
+const LINGER: Duration = Duration::from_secs(2);
 
 impl Listener {
     /// Waits for a message connection and completes it.
@@ -240,6 +242,15 @@ impl DataPath for Connection {
 
 impl Drop for Connection {
     fn drop(&mut self) {
+        // Linger: the disconnect would flush a send still in flight.
+        if self.sends_in_flight > 0 && !self.endpoint.peer_closed {
+            let landed = self.wait_until("close", Deadline::after(Some(LINGER)), |c| {
+                c.sends_in_flight == 0 || c.endpoint.peer_closed
+            });
+            if let Err(err) = landed {
+                log::warn!("connection close: the last message may be lost: {err}");
+            }
+        }
         self.endpoint.shutdown();
     }
 }

@@ -3,8 +3,8 @@
 //!
 //! Each side grants its peer one memory region, and nothing else: its incoming
 //! ring followed by a credit slot (`[ring: capacity][slot: 64 bytes]`), with
-//! remote write access only, under an rkey made for this connection. The grant
-//! travels in the connection's hello.
+//! remote write and no other remote right (no read, no atomics), under an rkey
+//! registered for this connection alone. The grant travels in the hello.
 //!
 //! - Data: the writer frames records into a local shadow of the peer's ring and
 //!   writes the new bytes to the same offsets of the real one. The last write of

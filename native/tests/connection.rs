@@ -150,6 +150,27 @@ fn oversized_messages_are_refused_and_nothing_is_lost() {
 }
 
 #[test]
+fn a_message_sent_just_before_close_arrives() {
+    let Some((_, ip)) = test_device() else {
+        return assert_no_device(Listener::bind(SocketAddr::from(([127, 0, 0, 1], 0)), 8));
+    };
+    let listener = Listener::bind(SocketAddr::new(ip, 0), 1).expect("bind");
+    let addr = listener.local_addr();
+    let server = thread::spawn(move || {
+        let mut conn = listener.accept(TIMEOUT).expect("accept");
+        let mut buf = [0u8; 64];
+        let len =
+            conn.recv(&mut buf, TIMEOUT).expect("receive").expect("the last message, not end of stream");
+        assert_eq!(&buf[..len], b"last words");
+        assert_eq!(conn.recv(&mut buf, TIMEOUT).expect("end"), None, "then end of stream");
+    });
+    let mut client = Connection::connect(addr, TIMEOUT).expect("connect");
+    client.send(b"last words", TIMEOUT).expect("send");
+    drop(client); // at once: the send may still be in flight
+    server.join().expect("server thread");
+}
+
+#[test]
 fn a_silent_peer_makes_receive_time_out() {
     let Some((_, ip)) = test_device() else {
         return assert_no_device(Connection::connect(SocketAddr::from(([127, 0, 0, 1], 9)), TIMEOUT));
