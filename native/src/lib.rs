@@ -12,7 +12,8 @@
 //! waiting), `connection` (the two-sided message path), `rdma_stream` (a byte
 //! stream by RDMA WRITE into the peer's ring), `ring`
 //! (one-sided ring buffers: framing, credits and checks, whatever the medium),
-//! `shm` (the ring as a stream between processes over shared memory), `stream`
+//! `shm` (the ring as a stream between processes over shared memory) and
+//! `shm_listener` (finding one by address), `stream`
 //! (the byte-stream face of every medium), `tcp` (the same face on a kernel
 //! socket), `sys`
 //! (fds and waiting), `error` (the one error type).
@@ -27,6 +28,7 @@ mod jvm;
 mod rdma_stream;
 pub mod ring;
 pub mod shm;
+mod shm_listener;
 pub mod stream;
 mod sys;
 pub mod tcp;
@@ -36,5 +38,6 @@ pub use connection::{Connection, MAX_MESSAGE_SIZE};
 pub use endpoint::Listener;
 pub use error::{Error, Result};
 pub use rdma_stream::{RdmaStream, StreamOptions};
+pub use shm_listener::ShmListener;
 pub use stream::{ByteStream, Interest, ReadOutcome};
 pub use verbs::device_names;

@@ -1,0 +1,235 @@
+//! Rendezvous for the shm medium by address, as TCP and RDMA have it: a
+//! listener on IP:port is an abstract Unix socket named after that address (in
+//! the network namespace, so nothing on disk), and accepting a client means
+//! creating a fresh region with its doorbells and handing the client its fds
+//! with SCM_RIGHTS. The listener chooses the rings' shape.
+
+use std::io::IoSlice;
+use std::mem;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{self, UnixListener, UnixStream};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::ring::RingConfig;
+use crate::shm::{ShmFds, ShmStream};
+use crate::sys::{self, Deadline};
+
+/// The first byte of a handover: the rendezvous protocol's version.
+const HANDOVER_VERSION: u8 = 1;
+
+/// The abstract socket name of the shm listener on `addr`.
+fn socket_name(addr: SocketAddr) -> Result<net::SocketAddr> {
+    let name = format!("rdma-nio/shm/{addr}");
+    net::SocketAddr::from_abstract_name(name.as_bytes())
+        .map_err(|source| Error::Os { op: "shm socket name", source })
+}
+
+/// Hands out shared-memory streams to local clients that connect to an address.
+pub struct ShmListener {
+    socket: UnixListener,
+    addr: SocketAddr,
+    config: RingConfig,
+}
+
+impl ShmListener {
+    /// Listens for shm clients of `addr`, giving each a region of two rings shaped by `config`.
+    ///
+    /// # Errors
+    /// `Os` naming `bind(shm listener)` when another listener has the address.
+    pub fn bind(addr: SocketAddr, config: RingConfig) -> Result<ShmListener> {
+        let socket = UnixListener::bind_addr(&socket_name(addr)?)
+            .map_err(|source| Error::Os { op: "bind(shm listener)", source })?;
+        socket.set_nonblocking(true).map_err(|source| Error::Os { op: "fcntl(shm listener)", source })?;
+        Ok(ShmListener { socket, addr, config })
+    }
+
+    /// The address clients connect to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Waits for a client, creates its region and hands it over.
+    pub fn accept(&self, timeout: Option<Duration>) -> Result<ShmStream> {
+        let deadline = Deadline::after(timeout);
+        let client = loop {
+            match self.socket.accept() {
+                Ok((client, _)) => break client,
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                    sys::wait_readable("shm accept", [self.socket.as_raw_fd()], deadline)?;
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(source) => return Err(Error::Os { op: "accept(shm listener)", source }),
+            }
+        };
+        let (stream, peer) = ShmStream::create(self.config)?;
+        send_fds(
+            &client,
+            &[peer.region.as_raw_fd(), peer.doorbells[0].as_raw_fd(), peer.doorbells[1].as_raw_fd()],
+        )?;
+        Ok(stream) // the client has its own copies now; ours close with `peer`
+    }
+}
+
+impl ShmStream {
+    /// Connects to the shm listener on `addr` (a process on this host).
+    ///
+    /// # Errors
+    /// `ConnectionRefused` when no shm listener has the address.
+    pub fn connect(addr: SocketAddr, timeout: Option<Duration>) -> Result<ShmStream> {
+        let socket = UnixStream::connect_addr(&socket_name(addr)?).map_err(|source| match source.kind() {
+            std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound => {
+                Error::ConnectionRefused(addr)
+            }
+            _ => Error::Os { op: "connect(shm listener)", source },
+        })?;
+        socket
+            .set_read_timeout(timeout)
+            .map_err(|source| Error::Os { op: "shm handover timeout", source })?;
+        let [region, doorbell0, doorbell1] = receive_fds(&socket, timeout)?;
+        ShmStream::open(ShmFds { region, doorbells: [doorbell0, doorbell1] }, 1)
+    }
+}
+
+/// Sends the version byte with `fds` attached.
+fn send_fds(socket: &UnixStream, fds: &[RawFd; 3]) -> Result<()> {
+    let payload = [HANDOVER_VERSION];
+    let iov = [IoSlice::new(&payload)];
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let space = unsafe { libc::CMSG_SPACE(mem::size_of_val(fds) as u32) } as usize;
+    let mut control = vec![0u8; space];
+    // SAFETY: all-zero is a valid msghdr; the pointers set below outlive the call.
+    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+    msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space;
+    // SAFETY: the control buffer has room for one header with three fds.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(mem::size_of_val(fds) as u32) as usize;
+        std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(cmsg).cast::<RawFd>(), fds.len());
+    }
+    // SAFETY: msg describes live buffers.
+    if unsafe { libc::sendmsg(socket.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) } != 1 {
+        return Err(Error::last_os("sendmsg(shm handover)"));
+    }
+    Ok(())
+}
+
+/// Receives the version byte and exactly three fds.
+fn receive_fds(socket: &UnixStream, timeout: Option<Duration>) -> Result<[OwnedFd; 3]> {
+    let invalid = |why: &str| Error::InvalidArgument(format!("shm handover: {why}"));
+    let mut payload = [0u8; 1];
+    let mut iov = [libc::iovec { iov_base: payload.as_mut_ptr().cast(), iov_len: 1 }];
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let space = unsafe { libc::CMSG_SPACE(3 * mem::size_of::<RawFd>() as u32) } as usize;
+    let mut control = vec![0u8; space];
+    // SAFETY: all-zero is a valid msghdr; the pointers set below outlive the call.
+    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space;
+    // SAFETY: msg describes live buffers; received fds are close-on-exec.
+    let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    if n < 0 {
+        let source = std::io::Error::last_os_error();
+        if source.kind() == std::io::ErrorKind::WouldBlock {
+            return Err(Error::TimedOut { op: "shm handover", timeout: timeout.unwrap_or_default() });
+        }
+        return Err(Error::Os { op: "recvmsg(shm handover)", source });
+    }
+    // Take ownership of whatever fds arrived before judging the message, so
+    // that none leaks on a refusal.
+    let mut fds = Vec::new();
+    // SAFETY: walking the control messages the kernel filled in.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let count = ((*cmsg).cmsg_len - libc::CMSG_LEN(0) as usize) / mem::size_of::<RawFd>();
+                let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
+                fds.extend((0..count).map(|i| OwnedFd::from_raw_fd(data.add(i).read_unaligned())));
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    if n != 1 || payload[0] != HANDOVER_VERSION {
+        return Err(invalid("not an rdma-nio shm listener of this version"));
+    }
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        return Err(invalid("more fds than expected"));
+    }
+    fds.try_into().map_err(|fds: Vec<OwnedFd>| invalid(&format!("{} fds, expected 3", fds.len())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream::ByteStream;
+    use std::thread;
+
+    const TIMEOUT: Option<Duration> = Some(Duration::from_secs(20));
+
+    /// An address no other test uses (the names are per network namespace).
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn a_client_finds_the_listener_by_address_and_they_talk() {
+        let listener = ShmListener::bind(addr(40001), RingConfig::new(64 * 1024, 8192, 3).unwrap()).unwrap();
+        let server = thread::spawn(move || {
+            let mut stream = listener.accept(TIMEOUT).unwrap();
+            let mut request = [0u8; 5];
+            stream.read_exact(&mut request, TIMEOUT).unwrap();
+            assert_eq!(&request, b"hello");
+            stream.write_all(&vec![7u8; 300_000], TIMEOUT).unwrap();
+        });
+        let mut client = ShmStream::connect(addr(40001), TIMEOUT).unwrap();
+        client.write_all(b"hello", TIMEOUT).unwrap();
+        let mut reply = vec![0u8; 300_000];
+        client.read_exact(&mut reply, TIMEOUT).unwrap();
+        assert!(reply.iter().all(|&b| b == 7));
+        server.join().unwrap();
+        let mut rest = [0u8; 1];
+        assert_eq!(client.read(&mut rest, TIMEOUT).unwrap(), 0, "end of stream after the server closed");
+    }
+
+    #[test]
+    fn nothing_listening_is_a_refusal() {
+        match ShmStream::connect(addr(40002), TIMEOUT) {
+            Err(Error::ConnectionRefused(refused)) => assert_eq!(refused, addr(40002)),
+            other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+        }
+    }
+
+    #[test]
+    fn an_address_has_one_listener_and_accept_times_out() {
+        let config = RingConfig::new(4096, 1024, 1).unwrap();
+        let listener = ShmListener::bind(addr(40003), config).unwrap();
+        let err = ShmListener::bind(addr(40003), config).err().expect("a second listener bound");
+        assert!(err.to_string().starts_with("bind(shm listener) failed"), "{err}");
+        let err = listener.accept(Some(Duration::from_millis(30))).err().expect("accepted nobody");
+        assert!(matches!(err, Error::TimedOut { op: "shm accept", .. }), "{err}");
+    }
+
+    #[test]
+    fn a_foreign_peer_is_refused() {
+        let name = socket_name(addr(40004)).unwrap();
+        let foreign = UnixListener::bind_addr(&name).unwrap();
+        let server = thread::spawn(move || {
+            let (client, _) = foreign.accept().unwrap();
+            use std::io::Write;
+            (&client).write_all(b"?").unwrap(); // a byte, no fds
+        });
+        let err = ShmStream::connect(addr(40004), TIMEOUT).err().expect("connected to a foreign listener");
+        assert!(err.to_string().contains("not an rdma-nio shm listener"), "{err}");
+        server.join().unwrap();
+    }
+}
