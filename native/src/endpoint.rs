@@ -150,7 +150,23 @@ impl Listener {
     /// another path, or with an unreadable hello, are refused.
     pub(crate) fn next_request(&self, kind: PathKind, deadline: Deadline) -> Result<Request> {
         loop {
-            let event = self.events.next("accept", deadline)?;
+            if let Some(request) = self.try_request(kind, deadline)? {
+                return Ok(request);
+            }
+            sys::wait_readable("accept", [self.events.fd()], deadline)?;
+        }
+    }
+
+    /// The fd that becomes readable when a connect request may be pending.
+    pub(crate) fn event_fd(&self) -> std::os::fd::RawFd {
+        self.events.fd()
+    }
+
+    /// Takes a pending connect request for `kind`, without waiting; the
+    /// connection is then completed by `deadline`.
+    pub(crate) fn try_request(&self, kind: PathKind, deadline: Deadline) -> Result<Option<Request>> {
+        loop {
+            let Some(event) = self.events.try_next()? else { return Ok(None) };
             if event.kind() != rdma_cm_event_type::RDMA_CM_EVENT_CONNECT_REQUEST {
                 log::warn!("listener on {}: ignoring {}", self.local_addr, event.name());
                 continue;
@@ -162,7 +178,7 @@ impl Listener {
             let id = unsafe { CmId::from_request(event.id()) };
             drop(event);
             match hello {
-                Ok(hello) if hello.kind == kind => return Ok(Request { id, hello, deadline }),
+                Ok(hello) if hello.kind == kind => return Ok(Some(Request { id, hello, deadline })),
                 Ok(hello) => log::warn!("refusing a {:?} connection on a {kind:?} accept", hello.kind),
                 Err(err) => log::warn!("refusing a connection: {err}"),
             }

@@ -15,7 +15,7 @@
 //! `shm` (the ring as a stream between processes over shared memory) and
 //! `shm_listener` (finding one by address), `stream`
 //! (the byte-stream face of every medium), `tcp` (the same face on a kernel
-//! socket), `sys`
+//! socket), `transport` (choosing the medium: rdma, shm, tcp or auto), `sys`
 //! (fds and waiting), `error` (the one error type).
 #![warn(missing_docs)]
 
@@ -32,6 +32,7 @@ mod shm_listener;
 pub mod stream;
 mod sys;
 pub mod tcp;
+mod transport;
 mod verbs;
 
 pub use connection::{Connection, MAX_MESSAGE_SIZE};
@@ -40,4 +41,5 @@ pub use error::{Error, Result};
 pub use rdma_stream::{RdmaStream, StreamOptions};
 pub use shm_listener::ShmListener;
 pub use stream::{ByteStream, Interest, ReadOutcome};
+pub use transport::{connect, is_local, Medium, Stream, StreamListener, Transport, TransportOptions};
 pub use verbs::device_names;

@@ -138,7 +138,7 @@ impl RdmaStream {
     }
 
     /// Checks the client's grant before accepting, so a bad one is refused.
-    fn accept(request: Request, options: StreamOptions) -> Result<RdmaStream> {
+    pub(crate) fn accept(request: Request, options: StreamOptions) -> Result<RdmaStream> {
         let (endpoint, hello) = Endpoint::from_request(request, shape())?;
         let (incoming, grant) = grant_memory(&endpoint, options)?;
         post_receives(&endpoint, RECV_DEPTH)?;

@@ -54,12 +54,25 @@ impl ShmListener {
     /// Waits for a client, creates its region and hands it over.
     pub fn accept(&self, timeout: Option<Duration>) -> Result<ShmStream> {
         let deadline = Deadline::after(timeout);
+        loop {
+            if let Some(stream) = self.try_accept()? {
+                return Ok(stream);
+            }
+            sys::wait_readable("shm accept", [self.socket.as_raw_fd()], deadline)?;
+        }
+    }
+
+    /// The fd that becomes readable when a client is waiting.
+    pub(crate) fn socket_fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+
+    /// Serves a waiting client, if there is one, without waiting.
+    pub(crate) fn try_accept(&self) -> Result<Option<ShmStream>> {
         let client = loop {
             match self.socket.accept() {
                 Ok((client, _)) => break client,
-                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
-                    sys::wait_readable("shm accept", [self.socket.as_raw_fd()], deadline)?;
-                }
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
                 Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(source) => return Err(Error::Os { op: "accept(shm listener)", source }),
             }
@@ -69,7 +82,7 @@ impl ShmListener {
             &client,
             &[peer.region.as_raw_fd(), peer.doorbells[0].as_raw_fd(), peer.doorbells[1].as_raw_fd()],
         )?;
-        Ok(stream) // the client has its own copies now; ours close with `peer`
+        Ok(Some(stream)) // the client has its own copies now; ours close with `peer`
     }
 }
 

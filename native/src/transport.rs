@@ -1,0 +1,254 @@
+//! Choosing the medium of each connection from configuration: `rdma`, `shm` (a
+//! peer on this host), `tcp` (no RDMA path), or `auto`: shared memory for a
+//! peer on this host, RDMA when a device reaches the peer, TCP otherwise. The
+//! same IP address and port name the peer whatever the medium, as in a TCP
+//! deployment.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::endpoint::{Listener, PathKind};
+use crate::error::{Error, Result};
+use crate::rdma_stream::{RdmaStream, StreamOptions};
+use crate::ring::RingConfig;
+use crate::shm::ShmStream;
+use crate::shm_listener::ShmListener;
+use crate::stream::ByteStream;
+use crate::sys::{self, Deadline};
+use crate::tcp::TcpByteStream;
+
+/// Which medium a connection may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// RDMA WRITE into rings, through an RDMA device.
+    Rdma,
+    /// Shared memory with a process on this host.
+    Shm,
+    /// A kernel TCP socket.
+    Tcp,
+    /// Shared memory for a peer on this host, else RDMA, else TCP.
+    Auto,
+}
+
+impl FromStr for Transport {
+    type Err = Error;
+
+    fn from_str(name: &str) -> Result<Transport> {
+        match name {
+            "rdma" => Ok(Transport::Rdma),
+            "shm" => Ok(Transport::Shm),
+            "tcp" => Ok(Transport::Tcp),
+            "auto" => Ok(Transport::Auto),
+            other => Err(Error::InvalidArgument(format!(
+                "unknown transport '{other}': use rdma, shm, tcp or auto"
+            ))),
+        }
+    }
+}
+
+/// The medium a connection ended up on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Medium {
+    /// `RdmaStream`.
+    Rdma,
+    /// `ShmStream`.
+    Shm,
+    /// `TcpByteStream`.
+    Tcp,
+}
+
+impl fmt::Display for Medium {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Medium::Rdma => "rdma",
+            Medium::Shm => "shm",
+            Medium::Tcp => "tcp",
+        })
+    }
+}
+
+/// A connection on whichever medium was chosen.
+pub type Stream = Box<dyn ByteStream + Send>;
+
+/// The shape of each medium's rings.
+#[derive(Debug, Clone, Copy)]
+pub struct TransportOptions {
+    /// The ring an RDMA peer writes into.
+    pub rdma: StreamOptions,
+    /// The rings of a shared-memory region (set by the listener's side).
+    pub shm: RingConfig,
+}
+
+impl Default for TransportOptions {
+    fn default() -> Self {
+        TransportOptions {
+            rdma: StreamOptions::default(),
+            shm: RingConfig::new(256 * 1024, 32 * 1024, 0).expect("a valid ring shape"),
+        }
+    }
+}
+
+/// Whether `ip` belongs to this host: binding a socket to it succeeds.
+pub fn is_local(ip: IpAddr) -> bool {
+    ip.is_loopback() || UdpSocket::bind((ip, 0)).is_ok()
+}
+
+/// Connects to `addr` over `transport`; says which medium it took.
+///
+/// # Errors
+/// The medium's own errors; under `auto`, the error of the last medium tried
+/// (TCP), after shm and RDMA refused or could not reach the peer.
+pub fn connect(
+    addr: SocketAddr,
+    transport: Transport,
+    options: &TransportOptions,
+    timeout: Option<Duration>,
+) -> Result<(Medium, Stream)> {
+    match transport {
+        Transport::Rdma => Ok((Medium::Rdma, Box::new(RdmaStream::connect(addr, options.rdma, timeout)?))),
+        Transport::Shm => {
+            if !is_local(addr.ip()) {
+                return Err(Error::InvalidArgument(format!(
+                    "shm reaches processes on this host only, not {addr}"
+                )));
+            }
+            Ok((Medium::Shm, Box::new(ShmStream::connect(addr, timeout)?)))
+        }
+        Transport::Tcp => {
+            let socket = match timeout {
+                Some(timeout) => TcpStream::connect_timeout(&addr, timeout),
+                None => TcpStream::connect(addr),
+            }
+            .map_err(|source| match source.kind() {
+                std::io::ErrorKind::ConnectionRefused => Error::ConnectionRefused(addr),
+                std::io::ErrorKind::TimedOut => {
+                    Error::TimedOut { op: "tcp connect", timeout: timeout.unwrap_or_default() }
+                }
+                _ => Error::Os { op: "connect(tcp)", source },
+            })?;
+            Ok((Medium::Tcp, Box::new(TcpByteStream::new(socket)?)))
+        }
+        Transport::Auto => {
+            if is_local(addr.ip()) {
+                match connect(addr, Transport::Shm, options, timeout) {
+                    Err(Error::ConnectionRefused(_)) => {} // no rdma-nio listener here: maybe plain TCP
+                    done => return done,
+                }
+            }
+            match connect(addr, Transport::Rdma, options, timeout) {
+                Err(err @ (Error::NoDevice(_) | Error::Unreachable { .. } | Error::ConnectionRefused(_))) => {
+                    log::debug!("auto transport to {addr}: no RDMA ({err}), using TCP");
+                }
+                done => return done,
+            }
+            connect(addr, Transport::Tcp, options, timeout)
+        }
+    }
+}
+
+/// Listens on one address over every medium that `transport` allows, and
+/// accepts connections from whichever medium they come.
+pub struct StreamListener {
+    addr: SocketAddr,
+    tcp: Option<TcpListener>,
+    shm: Option<ShmListener>,
+    rdma: Option<Listener>,
+    options: TransportOptions,
+}
+
+impl StreamListener {
+    /// Binds `addr` for `transport`. Under `auto`, TCP and shm always, and
+    /// RDMA when a device has the address; port 0 takes the port TCP picks.
+    ///
+    /// # Errors
+    /// Whatever binding a medium reports; `InvalidArgument` for shm alone on
+    /// port 0 (shm has no port of its own to pick).
+    pub fn bind(addr: SocketAddr, transport: Transport, options: TransportOptions) -> Result<StreamListener> {
+        let mut listener = StreamListener { addr, tcp: None, shm: None, rdma: None, options };
+        if matches!(transport, Transport::Tcp | Transport::Auto) {
+            let tcp = TcpListener::bind(addr).map_err(|source| Error::Os { op: "bind(tcp)", source })?;
+            tcp.set_nonblocking(true).map_err(|source| Error::Os { op: "fcntl(tcp listener)", source })?;
+            listener.addr = tcp.local_addr().map_err(|source| Error::Os { op: "getsockname", source })?;
+            listener.tcp = Some(tcp);
+        }
+        if matches!(transport, Transport::Rdma | Transport::Auto) {
+            match Listener::bind(listener.addr, 128) {
+                Ok(rdma) => {
+                    listener.addr = rdma.local_addr();
+                    listener.rdma = Some(rdma);
+                }
+                Err(err) if transport == Transport::Auto => {
+                    log::debug!("auto listener on {addr}: no RDMA ({err})")
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        if matches!(transport, Transport::Shm | Transport::Auto) {
+            if listener.addr.port() == 0 {
+                return Err(Error::InvalidArgument(
+                    "a shm listener needs a port: shm cannot pick one".into(),
+                ));
+            }
+            listener.shm = Some(ShmListener::bind(listener.addr, options.shm)?);
+        }
+        Ok(listener)
+    }
+
+    /// The bound address (with the port picked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The media this listener accepts on.
+    pub fn media(&self) -> Vec<Medium> {
+        [
+            (self.rdma.is_some(), Medium::Rdma),
+            (self.shm.is_some(), Medium::Shm),
+            (self.tcp.is_some(), Medium::Tcp),
+        ]
+        .into_iter()
+        .filter_map(|(on, medium)| on.then_some(medium))
+        .collect()
+    }
+
+    /// Waits for a connection on any medium; says which.
+    pub fn accept(&self, timeout: Option<Duration>) -> Result<(Medium, Stream)> {
+        let deadline = Deadline::after(timeout);
+        loop {
+            if let Some(accepted) = self.try_accept(deadline)? {
+                return Ok(accepted);
+            }
+            let fds = [
+                self.rdma.as_ref().map(Listener::event_fd),
+                self.shm.as_ref().map(ShmListener::socket_fd),
+                self.tcp.as_ref().map(|tcp| tcp.as_raw_fd()),
+            ];
+            // poll(2) ignores negative fds: a medium that is off costs nothing.
+            sys::wait_readable("accept", fds.map(|fd| fd.unwrap_or(-1)), deadline)?;
+        }
+    }
+
+    fn try_accept(&self, deadline: Deadline) -> Result<Option<(Medium, Stream)>> {
+        if let Some(rdma) = &self.rdma {
+            if let Some(request) = rdma.try_request(PathKind::Rings, deadline)? {
+                return Ok(Some((Medium::Rdma, Box::new(RdmaStream::accept(request, self.options.rdma)?))));
+            }
+        }
+        if let Some(shm) = &self.shm {
+            if let Some(stream) = shm.try_accept()? {
+                return Ok(Some((Medium::Shm, Box::new(stream))));
+            }
+        }
+        if let Some(tcp) = &self.tcp {
+            match tcp.accept() {
+                Ok((socket, _)) => return Ok(Some((Medium::Tcp, Box::new(TcpByteStream::new(socket)?)))),
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(source) => return Err(Error::Os { op: "accept(tcp)", source }),
+            }
+        }
+        Ok(None)
+    }
+}
