@@ -396,12 +396,14 @@ pub(crate) trait DataPath {
         if done(self) {
             return Ok(());
         }
-        let spin_until = Instant::now() + self.busy_poll();
-        while Instant::now() < spin_until {
-            std::hint::spin_loop();
-            self.progress()?;
-            if done(self) {
-                return Ok(());
+        if !self.busy_poll().is_zero() {
+            let spin_until = Instant::now() + self.busy_poll();
+            while Instant::now() < spin_until {
+                std::hint::spin_loop();
+                self.progress()?;
+                if done(self) {
+                    return Ok(());
+                }
             }
         }
         loop {

@@ -299,6 +299,17 @@ extern "system" fn Java_rdmanio_Native_deviceName<'local>(
     .resolve::<ThrowJavaException>()
 }
 
+/// Frees a handle from `into_handle`; 0 (already closed on the Java side) is ignored.
+///
+/// # Safety
+/// `handle` is 0 or a live handle of type `T`, closed exactly once.
+unsafe fn close_handle<T>(handle: jlong) {
+    if handle != 0 {
+        // SAFETY: per the contract above.
+        drop(unsafe { Box::from_raw(handle as *mut T) });
+    }
+}
+
 #[no_mangle]
 extern "system" fn Java_rdmanio_Native_closeConnection<'local>(
     mut env: EnvUnowned<'local>,
@@ -306,10 +317,8 @@ extern "system" fn Java_rdmanio_Native_closeConnection<'local>(
     connection: jlong,
 ) {
     env.with_env(|_| -> JniResult<_> {
-        if connection != 0 {
-            // SAFETY: the Java side closes each handle exactly once.
-            drop(unsafe { Box::from_raw(connection as *mut Connection) });
-        }
+        // SAFETY: the Java side closes each handle exactly once.
+        unsafe { close_handle::<Connection>(connection) };
         Ok(())
     })
     .resolve::<ThrowJavaException>()
@@ -322,10 +331,8 @@ extern "system" fn Java_rdmanio_Native_closeListener<'local>(
     listener: jlong,
 ) {
     env.with_env(|_| -> JniResult<_> {
-        if listener != 0 {
-            // SAFETY: as above.
-            drop(unsafe { Box::from_raw(listener as *mut Listener) });
-        }
+        // SAFETY: as above.
+        unsafe { close_handle::<Listener>(listener) };
         Ok(())
     })
     .resolve::<ThrowJavaException>()

@@ -36,7 +36,7 @@ use rdma_sys::*;
 
 use crate::endpoint::{DataPath, Endpoint, Hello, Listener, PathKind, QpShape, Request, RingGrant};
 use crate::error::{check_errno, Error, Result};
-use crate::ring::{RingConfig, RingReader, RingWriter, Violation, HEADER_LEN};
+use crate::ring::{RingConfig, RingReader, RingWriter, Violation};
 use crate::stream::{ByteStream, Interest, ReadOutcome};
 use crate::sys::Deadline;
 use crate::verbs::{self, MemoryRegion};
@@ -48,6 +48,8 @@ const SEND_DEPTH: u32 = 64;
 const SIGNAL_EVERY: u32 = 16;
 /// Bytes of the credit slot that follows each ring.
 const SLOT_LEN: usize = 64;
+/// The queue pair of a stream: no inline data (writes come from the registered shadow).
+const SHAPE: QpShape = QpShape { send_depth: SEND_DEPTH, recv_depth: RECV_DEPTH, max_inline: 0 };
 /// How long a closing stream waits for its last writes to land.
 const LINGER: Duration = Duration::from_secs(2);
 
@@ -124,7 +126,7 @@ impl RdmaStream {
         options: StreamOptions,
         timeout: Option<Duration>,
     ) -> Result<RdmaStream> {
-        let mut endpoint = Endpoint::resolve(addr, shape(), timeout)?;
+        let mut endpoint = Endpoint::resolve(addr, SHAPE, timeout)?;
         let (incoming, grant) = grant_memory(&endpoint, options)?;
         post_receives(&endpoint, RECV_DEPTH)?;
         let reply = endpoint.connect(&Hello { kind: PathKind::Rings, grant })?;
@@ -139,7 +141,7 @@ impl RdmaStream {
 
     /// Checks the client's grant before accepting, so a bad one is refused.
     pub(crate) fn accept(request: Request, options: StreamOptions) -> Result<RdmaStream> {
-        let (endpoint, hello) = Endpoint::from_request(request, shape())?;
+        let (endpoint, hello) = Endpoint::from_request(request, SHAPE)?;
         let (incoming, grant) = grant_memory(&endpoint, options)?;
         post_receives(&endpoint, RECV_DEPTH)?;
         let mut stream = RdmaStream::build(endpoint, incoming, grant, hello.grant)?;
@@ -364,20 +366,10 @@ impl ByteStream for RdmaStream {
         }
         let start = self.writer.tail();
         let capacity = self.peer.capacity as usize;
-        let max = self.writer.config().max_payload();
-        let mut written = 0;
-        while written < data.len() {
-            let chunk = &data[written..data.len().min(written + max)];
-            let ack = (self.reader.head() as u32) & !IMM_CONTROL;
-            let Some(frame) = self.writer.frame(chunk, ack) else { break };
-            let shadow = self.outgoing.bytes_mut();
-            if let Some((at, padding)) = frame.padding {
-                shadow[at..at + HEADER_LEN].copy_from_slice(&padding);
-            }
-            shadow[frame.offset..frame.offset + HEADER_LEN].copy_from_slice(&frame.header);
-            shadow[frame.offset + HEADER_LEN..frame.offset + HEADER_LEN + chunk.len()].copy_from_slice(chunk);
-            written += chunk.len();
-        }
+        let ack = (self.reader.head() as u32) & !IMM_CONTROL;
+        let shadow = self.outgoing.bytes_mut();
+        let written =
+            self.writer.write(data, ack, |at, bytes| shadow[at..at + bytes.len()].copy_from_slice(bytes));
         if written == 0 {
             self.write_blocked = true;
             self.request_credit()?;
@@ -516,10 +508,6 @@ impl Drop for RdmaStream {
         }
         self.endpoint.shutdown();
     }
-}
-
-fn shape() -> QpShape {
-    QpShape { send_depth: SEND_DEPTH, recv_depth: RECV_DEPTH, max_inline: 0 }
 }
 
 /// Registers our incoming ring and credit slot for the peer to write, under a

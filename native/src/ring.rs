@@ -350,6 +350,25 @@ impl RingWriter {
         Some(Frame { padding, offset: self.config.index(start), header: header.encode(), tail: end })
     }
 
+    /// Frames as much of the stream bytes `data` as there is room for, in
+    /// records of at most `max_payload` bytes, and hands each piece to
+    /// `copy_in(offset, bytes)` for the medium to place in the ring (padding
+    /// header, record header, payload). Returns how many bytes of `data` went in.
+    pub fn write(&mut self, data: &[u8], ack: u32, mut copy_in: impl FnMut(usize, &[u8])) -> usize {
+        let mut written = 0;
+        while written < data.len() {
+            let chunk = &data[written..data.len().min(written + self.config.max_payload)];
+            let Some(frame) = self.frame(chunk, ack) else { break };
+            if let Some((at, padding)) = frame.padding {
+                copy_in(at, &padding);
+            }
+            copy_in(frame.offset, &frame.header);
+            copy_in(frame.offset + HEADER_LEN, chunk);
+            written += chunk.len();
+        }
+        written
+    }
+
     /// Takes the reader's head as credit. A head behind the credit already
     /// taken is old news (credit travels by more than one path) and is ignored.
     ///

@@ -25,7 +25,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::error::{check, Error, Result};
-use crate::ring::{RingConfig, RingMemory, RingReader, RingWriter, HEADER_LEN};
+use crate::ring::{RingConfig, RingMemory, RingReader, RingWriter};
 use crate::stream::{ByteStream, Interest, ReadOutcome};
 use crate::sys::{self, Deadline};
 
@@ -138,7 +138,6 @@ impl ShmFds {
 pub struct ShmStream {
     side: usize,
     map: Mapping,
-    region: OwnedFd,
     /// Rung by the peer for us.
     doorbell: OwnedFd,
     /// Rung by us for the peer.
@@ -153,7 +152,7 @@ pub struct ShmStream {
 unsafe impl Send for ShmStream {}
 
 impl ShmStream {
-    /// Creates a region with two rings of `capacity` bytes and returns side 0
+    /// Creates a region with two rings shaped by `config` and returns side 0
     /// of the stream, with the fds the peer needs for side 1.
     pub fn create(config: RingConfig) -> Result<(ShmStream, ShmFds)> {
         // SAFETY: a static NUL-terminated name; a new fd or -1.
@@ -219,8 +218,7 @@ impl ShmStream {
         let (doorbell, peer_doorbell) = if side == 0 { (first, second) } else { (second, first) };
         Ok(ShmStream {
             side,
-            map,
-            region: fds.region,
+            map, // the mapping outlives the memfd, which closes here
             doorbell,
             peer_doorbell,
             reader: RingReader::new(config),
@@ -244,11 +242,6 @@ impl ShmStream {
         self.doorbell.as_raw_fd()
     }
 
-    /// The region's memfd.
-    pub fn region_fd(&self) -> RawFd {
-        self.region.as_raw_fd()
-    }
-
     /// Rings the peer's doorbell if it sleeps; called after every store it may wait for.
     fn notify_peer(&self) -> Result<()> {
         if self.map.word32(self.peer(SLEEPING)).load(Ordering::SeqCst) != 0 {
@@ -265,12 +258,12 @@ impl ShmStream {
 
     /// Announces that we are about to sleep on the doorbell. Check the stream
     /// once more after arming, and sleep only if nothing changed.
-    pub fn arm(&self) {
+    fn arm(&self) {
         self.map.word32(self.own(SLEEPING)).store(1, Ordering::SeqCst);
     }
 
     /// Ends the sleep announced by `arm` and clears the doorbell.
-    pub fn disarm(&self) -> Result<()> {
+    fn disarm(&self) -> Result<()> {
         self.map.word32(self.own(SLEEPING)).store(0, Ordering::SeqCst);
         let mut count = [0u8; 8];
         // SAFETY: reading 8 bytes into a live buffer from our non-blocking eventfd.
@@ -330,20 +323,8 @@ impl ByteStream for ShmStream {
         }
         let credit = self.map.word64(self.peer(HEAD)).load(Ordering::Acquire);
         self.writer.credit(credit)?;
-        let max = self.writer.config().max_payload();
-        let mut written = 0;
-        while written < data.len() {
-            let chunk = &data[written..data.len().min(written + max)];
-            let Some(frame) = self.writer.frame(chunk, 0) else {
-                break;
-            };
-            if let Some((at, padding)) = frame.padding {
-                self.outgoing.copy_in(at, &padding);
-            }
-            self.outgoing.copy_in(frame.offset, &frame.header);
-            self.outgoing.copy_in(frame.offset + HEADER_LEN, chunk);
-            written += chunk.len();
-        }
+        let outgoing = &self.outgoing;
+        let written = self.writer.write(data, 0, |at, bytes| outgoing.copy_in(at, bytes));
         if written > 0 {
             // Release: the records are visible before the tail that covers them.
             self.map.word64(self.own(TAIL)).store(self.writer.tail(), Ordering::SeqCst);
