@@ -17,6 +17,7 @@ use rdma_sys::*;
 
 use crate::cm::{CmEvent, CmId, EventChannel};
 use crate::error::{Error, Result};
+use crate::stream::WaitSource;
 use crate::sys::{self, Deadline};
 use crate::verbs::{self, CompletionQueue, ProtectionDomain};
 
@@ -318,38 +319,53 @@ impl Endpoint {
         unsafe { (*self.id.qp()).qp_num }
     }
 
+    /// The fds that signal a completion (once the CQ is armed) or a connection event.
+    pub(crate) fn sources(&self) -> [WaitSource; 2] {
+        [(self.cq.event_fd(), libc::POLLIN), (self.events.fd(), libc::POLLIN)]
+    }
+
     /// Sleeps until a completion or a connection event may be there. The
     /// caller arms the CQ and drains it once more before calling this: a
     /// completion that lands before the arming raises no channel event.
     pub(crate) fn sleep(&mut self, op: &'static str, deadline: Deadline) -> Result<()> {
-        let [completion, cm_event] =
-            sys::wait_readable(op, [self.cq.event_fd(), self.events.fd()], deadline)?;
-        if completion {
-            while self.cq.consume_event()? {}
-        }
-        if cm_event {
-            while let Some(event) = self.events.try_next()? {
-                if event.kind() == rdma_cm_event_type::RDMA_CM_EVENT_DISCONNECTED {
-                    log::debug!("peer {} disconnected", self.peer);
-                    self.peer_closed = true;
-                    drop(event);
-                    // Completes our side and moves the QP to the error state, so
-                    // work requests in flight flush instead of hanging.
-                    self.id.disconnect();
-                } else {
-                    log::debug!("connection event {} ignored", event.name());
-                }
+        let [(completion, _), (cm_event, _)] = self.sources();
+        sys::wait_readable(op, [completion, cm_event], deadline)?;
+        self.consume_signals()
+    }
+
+    /// Consumes the completion events that woke a sleeper (the completions
+    /// themselves stay in the CQ for polling) and handles connection events:
+    /// a disconnect marks the peer closed.
+    pub(crate) fn consume_signals(&mut self) -> Result<()> {
+        while self.cq.consume_event()? {}
+        while let Some(event) = self.events.try_next()? {
+            if event.kind() == rdma_cm_event_type::RDMA_CM_EVENT_DISCONNECTED {
+                log::debug!("peer {} disconnected", self.peer);
+                self.peer_closed = true;
+                drop(event);
+                // Completes our side and moves the QP to the error state, so
+                // work requests in flight flush instead of hanging.
+                self.id.disconnect();
+            } else {
+                log::debug!("connection event {} ignored", event.name());
             }
         }
         Ok(())
     }
 
-    /// Disconnects (the peer sees end of stream) and destroys the queue pair:
-    /// the owner calls this in its `Drop`, before its memory regions go.
-    pub(crate) fn shutdown(&mut self) {
+    /// Disconnects: the peer sees end of stream, and so do we from now on
+    /// (the QP moves to the error state; work in flight flushes).
+    pub(crate) fn disconnect(&mut self) {
         if !self.peer_closed {
             self.id.disconnect();
+            self.peer_closed = true;
         }
+    }
+
+    /// Disconnects and destroys the queue pair: the owner calls this in its
+    /// `Drop`, before its memory regions go.
+    pub(crate) fn shutdown(&mut self) {
+        self.disconnect();
         self.id.destroy_qp();
     }
 }

@@ -70,6 +70,14 @@ pub enum Error {
         vendor_err: u32,
     },
 
+    /// The socket was closed by another thread while this one used it.
+    #[error("closed while {0} was in progress")]
+    Closed(&'static str),
+
+    /// The connection failed before (the first error was reported then).
+    #[error("connection failed earlier: {0}")]
+    Failed(String),
+
     /// A message larger than one receive buffer.
     #[error("message of {len} bytes exceeds the maximum message size of {max} bytes")]
     MessageTooLarge {

@@ -58,7 +58,9 @@ impl RnioStatus {
             Error::Os { .. }
             | Error::UnexpectedEvent { .. }
             | Error::Completion { .. }
-            | Error::Violation(_) => RnioStatus::Failed,
+            | Error::Violation(_)
+            | Error::Closed(_)
+            | Error::Failed(_) => RnioStatus::Failed,
         }
     }
 }

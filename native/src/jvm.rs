@@ -18,7 +18,7 @@ use crate::ffi::panic_text;
 use crate::{device_names, Connection, Error, Listener};
 
 /// What can fail inside an export: the engine, or JNI itself.
-enum JniError {
+pub(crate) enum JniError {
     Engine(Error),
     Jni(jni::errors::Error),
 }
@@ -35,7 +35,7 @@ impl From<jni::errors::Error> for JniError {
     }
 }
 
-type JniResult<T> = std::result::Result<T, JniError>;
+pub(crate) type JniResult<T> = std::result::Result<T, JniError>;
 
 /// The Java exception class for an engine error (the one mapping to Java).
 fn exception_class(err: &Error) -> &'static str {
@@ -45,7 +45,16 @@ fn exception_class(err: &Error) -> &'static str {
         Error::ConnectionRefused(_) => "java/net/ConnectException",
         Error::Unreachable { .. } => "java/net/NoRouteToHostException",
         Error::InvalidArgument(_) | Error::MessageTooLarge { .. } => "java/lang/IllegalArgumentException",
+        // A Java channel closed under a blocked operation turns this into
+        // AsynchronousCloseException or ClosedByInterruptException itself (in `end`).
+        Error::Closed(_) => "java/io/IOException",
+        Error::Os { source, .. }
+            if matches!(source.raw_os_error(), Some(libc::EADDRINUSE | libc::EADDRNOTAVAIL)) =>
+        {
+            "java/net/BindException"
+        }
         Error::Disconnected
+        | Error::Failed(_)
         | Error::Os { .. }
         | Error::UnexpectedEvent { .. }
         | Error::Completion { .. }
@@ -63,7 +72,7 @@ fn throw(env: &mut Env<'_>, class: &str, message: &str) {
 }
 
 /// Throws the Java exception for an error or a panic and returns a default value.
-struct ThrowJavaException;
+pub(crate) struct ThrowJavaException;
 
 impl<T: Default> ErrorPolicy<T, JniError> for ThrowJavaException {
     type Captures<'unowned_env_local: 'native_method, 'native_method> = ();
@@ -92,7 +101,7 @@ impl<T: Default> ErrorPolicy<T, JniError> for ThrowJavaException {
     }
 }
 
-fn socket_addr(env: &Env<'_>, ip: &JString<'_>, port: jint) -> JniResult<SocketAddr> {
+pub(crate) fn socket_addr(env: &Env<'_>, ip: &JString<'_>, port: jint) -> JniResult<SocketAddr> {
     let text = ip.try_to_string(env)?;
     let ip: IpAddr =
         text.parse().map_err(|_| Error::InvalidArgument(format!("'{text}' is not an IP address")))?;
@@ -101,7 +110,7 @@ fn socket_addr(env: &Env<'_>, ip: &JString<'_>, port: jint) -> JniResult<SocketA
     Ok(SocketAddr::new(ip, port))
 }
 
-fn timeout(millis: jint) -> Option<Duration> {
+pub(crate) fn timeout(millis: jint) -> Option<Duration> {
     u64::try_from(millis).ok().map(Duration::from_millis)
 }
 
@@ -118,7 +127,7 @@ fn into_handle<T>(value: T) -> jlong {
 }
 
 /// The `length` bytes at `position` of a direct buffer, bounds-checked.
-fn direct_bytes<'b>(
+pub(crate) fn direct_bytes<'b>(
     env: &Env<'_>,
     buffer: &JByteBuffer<'_>,
     position: jint,

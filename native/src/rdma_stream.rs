@@ -37,7 +37,7 @@ use rdma_sys::*;
 use crate::endpoint::{DataPath, Endpoint, Hello, Listener, PathKind, QpShape, Request, RingGrant};
 use crate::error::{check_errno, Error, Result};
 use crate::ring::{RingConfig, RingReader, RingWriter, Violation};
-use crate::stream::{ByteStream, Interest, ReadOutcome};
+use crate::stream::{ops, ByteStream, Interest, ReadOutcome, WaitSource};
 use crate::sys::Deadline;
 use crate::verbs::{self, MemoryRegion};
 
@@ -116,6 +116,9 @@ pub struct RdmaStream {
     /// The last write found no room: until one succeeds, every wake-up that
     /// brings too little credit is followed by a new request (see `progress`).
     write_blocked: bool,
+    /// `shutdown_output` was called; the end record may still wait for room.
+    output_shut: bool,
+    end_pending: bool,
     busy_poll: Duration,
 }
 
@@ -185,6 +188,8 @@ impl RdmaStream {
             peer_wants_credit: false,
             credit_requested: false,
             write_blocked: false,
+            output_shut: false,
+            end_pending: false,
             busy_poll: Duration::ZERO,
         })
     }
@@ -220,7 +225,7 @@ impl RdmaStream {
     }
 
     fn writable(&self) -> bool {
-        self.can_send_data() && self.writer.fits(0)
+        self.can_send_data() && self.writer.fits(1)
     }
 
     /// Asks the peer for a wake-up with its next credit, once per wait.
@@ -283,6 +288,48 @@ impl RdmaStream {
             self.imm_sent += 1;
         }
         Ok(())
+    }
+
+    /// Writes the shadow's bytes from `start` up to the writer's tail to the
+    /// peer's ring: one write, or two when they run past its end. The last
+    /// one notifies with the new tail.
+    fn post_new_bytes(&mut self, start: u64) -> Result<()> {
+        let capacity = self.peer.capacity as usize;
+        let tail = self.writer.tail();
+        let from = (start % capacity as u64) as usize;
+        let to = (tail % capacity as u64) as usize;
+        let imm = (tail as u32) & !IMM_CONTROL;
+        if from < to {
+            self.post_write(from, to - from, Some(imm))
+        } else {
+            self.post_write(from, capacity - from, if to == 0 { Some(imm) } else { None })?;
+            if to > 0 {
+                self.post_write(0, to, Some(imm))?;
+            }
+            Ok(())
+        }
+    }
+
+    /// Writes the end record once there is room for it (see `shutdown_output`).
+    fn flush_end(&mut self) -> Result<()> {
+        if !self.end_pending || self.endpoint.peer_closed {
+            return Ok(());
+        }
+        if !self.can_send_data() {
+            return self.request_credit();
+        }
+        let start = self.writer.tail();
+        let ack = (self.reader.head() as u32) & !IMM_CONTROL;
+        let Some(frame) = self.writer.frame_end(ack) else {
+            return self.request_credit();
+        };
+        let shadow = self.outgoing.bytes_mut();
+        if let Some((at, padding)) = frame.padding {
+            shadow[at..at + padding.len()].copy_from_slice(&padding);
+        }
+        shadow[frame.offset..frame.offset + frame.header.len()].copy_from_slice(&frame.header);
+        self.end_pending = false;
+        self.post_new_bytes(start)
     }
 
     /// Takes the credit the peer wrote into our slot.
@@ -355,6 +402,9 @@ impl ByteStream for RdmaStream {
     /// `Disconnected` once the peer has closed; a protocol violation when its
     /// credit is impossible; a failed work completion.
     fn try_write(&mut self, data: &[u8]) -> Result<usize> {
+        if self.output_shut {
+            return Err(Error::InvalidArgument("write after shutdown_output".into()));
+        }
         self.progress()?;
         if self.endpoint.peer_closed {
             return Err(Error::Disconnected);
@@ -365,7 +415,6 @@ impl ByteStream for RdmaStream {
             return Ok(0);
         }
         let start = self.writer.tail();
-        let capacity = self.peer.capacity as usize;
         let ack = (self.reader.head() as u32) & !IMM_CONTROL;
         let shadow = self.outgoing.bytes_mut();
         let written =
@@ -376,20 +425,7 @@ impl ByteStream for RdmaStream {
             return Ok(0);
         }
         self.write_blocked = false;
-        // The new bytes are [start, tail) of the ring: one write, or two when
-        // they run past its end. The last one notifies.
-        let tail = self.writer.tail();
-        let from = (start % capacity as u64) as usize;
-        let to = (tail % capacity as u64) as usize;
-        let imm = (tail as u32) & !IMM_CONTROL;
-        if from < to {
-            self.post_write(from, to - from, Some(imm))?;
-        } else {
-            self.post_write(from, capacity - from, if to == 0 { Some(imm) } else { None })?;
-            if to > 0 {
-                self.post_write(0, to, Some(imm))?;
-            }
-        }
+        self.post_new_bytes(start)?;
         Ok(written)
     }
 
@@ -408,7 +444,9 @@ impl ByteStream for RdmaStream {
             self.send_credit_if_due()?;
         }
         Ok(match n {
-            0 if self.endpoint.peer_closed && !self.reader.has_data() => ReadOutcome::EndOfStream,
+            0 if self.reader.ended() || (self.endpoint.peer_closed && !self.reader.has_data()) => {
+                ReadOutcome::EndOfStream
+            }
             0 => ReadOutcome::WouldBlock,
             n => ReadOutcome::Data(n),
         })
@@ -419,9 +457,74 @@ impl ByteStream for RdmaStream {
             Interest::Write => {
                 self.wait_until("rdma stream write", deadline, |s| s.writable() || s.endpoint.peer_closed)
             }
-            Interest::Read => self
-                .wait_until("rdma stream read", deadline, |s| s.reader.has_data() || s.endpoint.peer_closed),
+            Interest::Read => self.wait_until("rdma stream read", deadline, |s| {
+                s.reader.has_data() || s.reader.ended() || s.endpoint.peer_closed
+            }),
         }
+    }
+
+    fn shutdown_output(&mut self) -> Result<()> {
+        if !self.output_shut {
+            self.output_shut = true;
+            self.end_pending = true;
+        }
+        self.flush_end()
+    }
+
+    fn close(&mut self) {
+        if self.endpoint.peer_closed {
+            return;
+        }
+        // Linger: writes still in flight would be flushed by the disconnect.
+        // A signaled empty write retires everything before it.
+        if self.sq_outstanding > 0 {
+            let flushed = self.post(WR_DATA, 0, 0, 0, None, true).and_then(|()| {
+                self.wait_until("rdma stream close", Deadline::after(Some(LINGER)), |s| {
+                    s.sq_outstanding == 0 || s.endpoint.peer_closed
+                })
+            });
+            if let Err(err) = flushed {
+                log::warn!("rdma stream close: the last writes may be lost: {err}");
+            }
+        }
+        self.endpoint.disconnect();
+    }
+
+    fn local_addr(&self) -> Option<SocketAddr> {
+        self.endpoint.id.local_addr()
+    }
+
+    fn peer_addr(&self) -> Option<SocketAddr> {
+        self.endpoint.id.peer_addr()
+    }
+
+    fn ready(&mut self, interest: u32) -> Result<u32> {
+        self.progress()?;
+        let closed = self.endpoint.peer_closed;
+        let mut ready = 0;
+        if self.reader.has_data() || self.reader.ended() || closed {
+            ready |= ops::READ;
+        }
+        if self.writable() || self.output_shut || closed {
+            ready |= ops::WRITE;
+        } else if interest & ops::WRITE != 0 {
+            // Someone waits for room: make sure the peer's next credit wakes us.
+            self.write_blocked = true;
+            self.request_credit()?;
+        }
+        Ok(ready & interest)
+    }
+
+    fn arm(&mut self, _interest: u32) -> Result<()> {
+        self.endpoint.cq.arm()
+    }
+
+    fn disarm(&mut self) -> Result<()> {
+        self.endpoint.consume_signals()
+    }
+
+    fn sources(&self, _interest: u32) -> [WaitSource; 2] {
+        self.endpoint.sources()
     }
 }
 
@@ -488,24 +591,14 @@ impl DataPath for RdmaStream {
         if self.write_blocked && !self.credit_requested && !self.writable() {
             self.request_credit()?;
         }
+        self.flush_end()?;
         self.send_credit_if_due()
     }
 }
 
 impl Drop for RdmaStream {
     fn drop(&mut self) {
-        // Linger: writes still in flight would be flushed by the disconnect.
-        // A signaled empty write retires everything before it.
-        if !self.endpoint.peer_closed && self.sq_outstanding > 0 {
-            let flushed = self.post(WR_DATA, 0, 0, 0, None, true).and_then(|()| {
-                self.wait_until("rdma stream close", Deadline::after(Some(LINGER)), |s| {
-                    s.sq_outstanding == 0 || s.endpoint.peer_closed
-                })
-            });
-            if let Err(err) = flushed {
-                log::warn!("rdma stream close: the last writes may be lost: {err}");
-            }
-        }
+        self.close();
         self.endpoint.shutdown();
     }
 }

@@ -23,7 +23,7 @@
 //! |--------|---------|----------------------------------------------------------------|
 //! | 0      | `len`   | payload bytes                                                  |
 //! | 4      | `seq`   | record number; the reader demands each one in turn             |
-//! | 8      | `kind`  | 1: data; 2: padding that fills the ring up to its end          |
+//! | 8      | `kind`  | 1: data; 2: padding up to the ring's end; 3: end of the stream |
 //! | 12     | `ack`   | carried for the connection (credit of the reverse direction)   |
 //! | 16     | `check` | CRC32C of the ring's seed, the fields above and the payload    |
 //! | 20     | zero    |                                                                |
@@ -53,6 +53,8 @@ pub const MAX_CAPACITY: usize = 1 << 30;
 
 const KIND_DATA: u32 = 1;
 const KIND_PADDING: u32 = 2;
+/// The writer's last record (a half close): empty; nothing may follow it.
+const KIND_END: u32 = 3;
 
 /// A broken rule of the ring protocol, found in what the peer wrote.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -120,6 +122,14 @@ pub enum Violation {
         len: u32,
         /// The payload length up to the end of the ring.
         expected: usize,
+    },
+    /// An end-of-stream record with a payload, or a record after one.
+    #[error("record at {position}: {what}")]
+    End {
+        /// Where the record starts.
+        position: u64,
+        /// What was wrong.
+        what: &'static str,
     },
     /// A record's check does not match its contents.
     #[error("record at {position}: check {found:#010x}, but the contents give {computed:#010x}")]
@@ -319,12 +329,40 @@ impl RingWriter {
         len <= self.config.max_payload && self.place(len).1 - self.head <= self.config.capacity as u64
     }
 
+    /// The largest payload, up to `want` (and the record limit), that fits
+    /// now: a writer that has room for one byte never writes nothing.
+    pub fn fitting(&self, want: usize) -> usize {
+        let want = want.min(self.config.max_payload);
+        if self.fits(want) {
+            return want;
+        }
+        let free = self.config.capacity - (self.tail - self.head) as usize;
+        let to_end = self.config.capacity - self.config.index(self.tail);
+        // In place before the end of the ring, or wrapped to its start.
+        let payload = |room: usize| (room / ALIGN * ALIGN).saturating_sub(HEADER_LEN);
+        let mut len = payload(free.min(to_end)).max(payload(free.saturating_sub(to_end))).min(want);
+        while len > 0 && !self.fits(len) {
+            len -= 1;
+        }
+        len
+    }
+
     /// Frames `payload` as the next record, or returns `None` when the ring has
     /// no room for it until more credit comes.
     ///
     /// # Panics
     /// When `payload` exceeds the ring's `max_payload`: callers split first.
     pub fn frame(&mut self, payload: &[u8], ack: u32) -> Option<Frame> {
+        self.frame_kind(payload, ack, KIND_DATA)
+    }
+
+    /// Frames the end-of-stream record (the stream's half close), or returns
+    /// `None` when there is no room for it yet. The caller writes nothing after it.
+    pub fn frame_end(&mut self, ack: u32) -> Option<Frame> {
+        self.frame_kind(&[], ack, KIND_END)
+    }
+
+    fn frame_kind(&mut self, payload: &[u8], ack: u32, kind: u32) -> Option<Frame> {
         assert!(payload.len() <= self.config.max_payload, "payload exceeds the ring's record limit");
         if !self.fits(payload.len()) {
             return None;
@@ -343,7 +381,7 @@ impl RingWriter {
             self.seq = self.seq.wrapping_add(1);
             (self.config.index(self.tail), pad.encode())
         });
-        let mut header = Header { len: payload.len() as u32, seq: self.seq, kind: KIND_DATA, ack, check: 0 };
+        let mut header = Header { len: payload.len() as u32, seq: self.seq, kind, ack, check: 0 };
         header.check = header.compute_check(self.config.seed, payload);
         self.seq = self.seq.wrapping_add(1);
         self.tail = end;
@@ -357,7 +395,11 @@ impl RingWriter {
     pub fn write(&mut self, data: &[u8], ack: u32, mut copy_in: impl FnMut(usize, &[u8])) -> usize {
         let mut written = 0;
         while written < data.len() {
-            let chunk = &data[written..data.len().min(written + self.config.max_payload)];
+            let len = self.fitting(data.len() - written);
+            if len == 0 {
+                break;
+            }
+            let chunk = &data[written..written + len];
             let Some(frame) = self.frame(chunk, ack) else { break };
             if let Some((at, padding)) = frame.padding {
                 copy_in(at, &padding);
@@ -431,6 +473,8 @@ pub struct RingReader {
     staged_read: usize,
     /// The `ack` field of the last record read, until taken.
     ack: Option<u32>,
+    /// The end-of-stream record was read.
+    ended: bool,
 }
 
 impl RingReader {
@@ -445,6 +489,7 @@ impl RingReader {
             staged: Vec::with_capacity(config.max_payload),
             staged_read: 0,
             ack: None,
+            ended: false,
         }
     }
 
@@ -486,6 +531,11 @@ impl RingReader {
     /// turn out to be only padding, so a read can still return 0.)
     pub fn has_data(&self) -> bool {
         self.staged_read < self.staged.len() || self.head < self.tail
+    }
+
+    /// Whether the writer ended the stream and every byte before the end was read.
+    pub fn ended(&self) -> bool {
+        self.ended && self.staged_read == self.staged.len()
     }
 
     /// The `ack` of the last record read since the previous call.
@@ -555,6 +605,9 @@ impl RingReader {
                 return Ok(None);
             }
             let position = self.head;
+            if self.ended {
+                return Err(Violation::End { position, what: "written after the end of the stream" });
+            }
             let to_end = self.config.capacity - self.config.index(position);
             let published = (self.tail - position) as usize;
             if to_end < HEADER_LEN {
@@ -603,6 +656,19 @@ impl RingReader {
                         return Err(Violation::TailInsideRecord { tail: self.tail, position });
                     }
                     return Ok(Some((header, position)));
+                }
+                KIND_END => {
+                    if header.len != 0 {
+                        return Err(Violation::End { position, what: "end of stream with a payload" });
+                    }
+                    let computed = header.compute_check(self.config.seed, &[]);
+                    if computed != header.check {
+                        return Err(Violation::Check { position, found: header.check, computed });
+                    }
+                    self.seq = self.seq.wrapping_add(1);
+                    self.head = position + HEADER_LEN as u64;
+                    self.ack = Some(header.ack);
+                    self.ended = true;
                 }
                 kind => return Err(Violation::Kind { position, kind }),
             }
@@ -890,6 +956,60 @@ mod tests {
         forge(&mut pair, 0, pad, &[]);
         pair.reader.publish(32).unwrap();
         assert!(matches!(pair.read_all(), Err(Violation::Padding { len: 8, expected: 104, .. })));
+    }
+
+    #[test]
+    fn a_write_takes_what_fits_even_when_a_whole_record_does_not() {
+        let mut pair = Pair::new(256, 100);
+        let data = [5u8; 1000];
+        let mut placed = Vec::new();
+        let mut copy_in = |at: usize, bytes: &[u8]| placed.push((at, bytes.to_vec()));
+        // Records of 100 and 50 bytes take 128 + 80 of the 256 bytes; the 48
+        // left hold a record of 24, less than the 100 a whole one would carry.
+        assert_eq!(pair.writer.write(&data[..150], 0, &mut copy_in), 150);
+        assert_eq!(pair.writer.write(&data, 0, &mut copy_in), 24);
+        for (at, bytes) in placed {
+            pair.ring[at..at + bytes.len()].copy_from_slice(&bytes);
+        }
+        let written = 174;
+        assert!(!pair.writer.fits(1), "the ring is full");
+        assert_eq!(pair.writer.fitting(1000), 0);
+        pair.reader.publish(pair.writer.tail()).unwrap();
+        assert_eq!(pair.read_all().unwrap(), vec![5u8; written]);
+        pair.return_credit();
+        assert_eq!(pair.writer.fitting(1000), 100, "a whole record again after credit");
+    }
+
+    #[test]
+    fn the_end_record_ends_the_stream_after_its_bytes() {
+        let mut pair = Pair::new(256, 64);
+        pair.send(b"last words");
+        let end = pair.writer.frame_end(0).unwrap();
+        pair.place(&end, &[]);
+        pair.reader.publish(pair.writer.tail()).unwrap();
+        let mut out = [0u8; 4];
+        assert_eq!(pair.reader.read(&pair.ring[..], &mut out), Ok(4));
+        assert!(!pair.reader.ended(), "bytes before the end are still staged");
+        let mut rest = [0u8; 64];
+        assert_eq!(pair.reader.read(&pair.ring[..], &mut rest), Ok(6));
+        assert!(pair.reader.ended());
+        assert_eq!(pair.reader.head(), pair.writer.tail(), "the end record is consumed (and credited)");
+    }
+
+    #[test]
+    fn nothing_may_follow_the_end_and_it_carries_nothing() {
+        let mut pair = Pair::new(256, 64);
+        let end = pair.writer.frame_end(0).unwrap();
+        pair.place(&end, &[]);
+        pair.send(b"more");
+        assert!(matches!(pair.read_all(), Err(Violation::End { position: 24, .. })));
+
+        let mut pair = Pair::new(256, 64);
+        let mut end = Header { len: 4, seq: 0, kind: KIND_END, ack: 0, check: 0 };
+        end.check = end.compute_check(SEED, b"abcd");
+        forge(&mut pair, 0, end, b"abcd");
+        pair.reader.publish(32).unwrap();
+        assert!(matches!(pair.read_all(), Err(Violation::End { position: 0, .. })));
     }
 
     proptest! {

@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::error::{check, Error, Result};
 use crate::ring::{RingConfig, RingMemory, RingReader, RingWriter};
-use crate::stream::{ByteStream, Interest, ReadOutcome};
+use crate::stream::{ops, ByteStream, Interest, ReadOutcome, WaitSource};
 use crate::sys::{self, Deadline};
 
 const MAGIC: u32 = u32::from_le_bytes(*b"rnsh");
@@ -105,14 +105,6 @@ impl RingArea {
     }
 }
 
-fn eventfd() -> Result<OwnedFd> {
-    // SAFETY: no pointers; a new fd or -1.
-    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-    check("eventfd", fd)?;
-    // SAFETY: fd is new and ours.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
 /// The fds that make one shm stream, for handing to the peer process (over a
 /// Unix socket with SCM_RIGHTS, or by inheritance).
 #[derive(Debug)]
@@ -146,6 +138,9 @@ pub struct ShmStream {
     writer: RingWriter,
     incoming: RingArea,
     outgoing: RingArea,
+    /// `shutdown_output` was called; the end record may still wait for room.
+    output_shut: bool,
+    end_pending: bool,
 }
 
 // SAFETY: the raw ring pointers point into `map`, which the stream owns.
@@ -170,7 +165,7 @@ impl ShmStream {
         map.word32(16).store(config.seed(), Ordering::Relaxed);
         map.word32(0).store(MAGIC, Ordering::Release); // last: the header is complete
         drop(map);
-        let fds = ShmFds { region, doorbells: [eventfd()?, eventfd()?] };
+        let fds = ShmFds { region, doorbells: [sys::eventfd()?, sys::eventfd()?] };
         let peer = fds.try_clone()?;
         Ok((ShmStream::open(fds, 0)?, peer))
     }
@@ -225,6 +220,8 @@ impl ShmStream {
             writer: RingWriter::new(config),
             incoming,
             outgoing,
+            output_shut: false,
+            end_pending: false,
         })
     }
 
@@ -245,33 +242,45 @@ impl ShmStream {
     /// Rings the peer's doorbell if it sleeps; called after every store it may wait for.
     fn notify_peer(&self) -> Result<()> {
         if self.map.word32(self.peer(SLEEPING)).load(Ordering::SeqCst) != 0 {
-            let one = 1u64.to_ne_bytes();
-            // SAFETY: writing 8 bytes from a live buffer to our eventfd.
-            let n = unsafe { libc::write(self.peer_doorbell.as_raw_fd(), one.as_ptr().cast(), 8) };
-            // EAGAIN: the counter is saturated, so the peer will wake anyway.
-            if n != 8 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EAGAIN) {
-                return Err(Error::last_os("write(shm doorbell)"));
-            }
+            sys::signal_eventfd(&self.peer_doorbell)?;
         }
         Ok(())
+    }
+
+    /// Takes the credit the peer stored since we last looked.
+    fn take_credit(&mut self) -> Result<()> {
+        let credit = self.map.word64(self.peer(HEAD)).load(Ordering::Acquire);
+        Ok(self.writer.credit(credit)?)
+    }
+
+    /// Publishes the end record once it fits (see `shutdown_output`).
+    fn flush_end(&mut self) -> Result<()> {
+        if !self.end_pending {
+            return Ok(());
+        }
+        self.take_credit()?;
+        let Some(frame) = self.writer.frame_end(0) else {
+            return Ok(()); // no room yet: the next look tries again
+        };
+        if let Some((at, padding)) = frame.padding {
+            self.outgoing.copy_in(at, &padding);
+        }
+        self.outgoing.copy_in(frame.offset, &frame.header);
+        self.end_pending = false;
+        self.map.word64(self.own(TAIL)).store(self.writer.tail(), Ordering::SeqCst);
+        self.notify_peer()
     }
 
     /// Announces that we are about to sleep on the doorbell. Check the stream
     /// once more after arming, and sleep only if nothing changed.
-    fn arm(&self) {
+    fn announce_sleep(&self) {
         self.map.word32(self.own(SLEEPING)).store(1, Ordering::SeqCst);
     }
 
-    /// Ends the sleep announced by `arm` and clears the doorbell.
-    fn disarm(&self) -> Result<()> {
+    /// Ends the sleep announced by `announce_sleep` and clears the doorbell.
+    fn end_sleep(&self) -> Result<()> {
         self.map.word32(self.own(SLEEPING)).store(0, Ordering::SeqCst);
-        let mut count = [0u8; 8];
-        // SAFETY: reading 8 bytes into a live buffer from our non-blocking eventfd.
-        let n = unsafe { libc::read(self.doorbell.as_raw_fd(), count.as_mut_ptr().cast(), 8) };
-        if n != 8 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EAGAIN) {
-            return Err(Error::last_os("read(shm doorbell)"));
-        }
-        Ok(())
+        sys::drain_eventfd(&self.doorbell)
     }
 
     fn peer_closed_now(&self) -> bool {
@@ -296,16 +305,16 @@ impl ShmStream {
             s.writer.credit(credit)?;
             Ok(ready(s))
         };
-        self.arm();
+        self.announce_sleep();
         let result = (|| loop {
             if refresh(self)? {
                 return Ok(());
             }
             sys::wait_readable(op, [self.doorbell_fd()], deadline)?;
-            self.disarm()?;
-            self.arm();
+            self.end_sleep()?;
+            self.announce_sleep();
         })();
-        self.disarm()?;
+        self.end_sleep()?;
         result
     }
 }
@@ -318,11 +327,13 @@ impl ByteStream for ShmStream {
     /// `Disconnected` once the peer has closed; a protocol violation when the
     /// peer's credit is impossible.
     fn try_write(&mut self, data: &[u8]) -> Result<usize> {
+        if self.output_shut {
+            return Err(Error::InvalidArgument("write after shutdown_output".into()));
+        }
         if self.map.word32(self.peer(CLOSED)).load(Ordering::Acquire) != 0 {
             return Err(Error::Disconnected);
         }
-        let credit = self.map.word64(self.peer(HEAD)).load(Ordering::Acquire);
-        self.writer.credit(credit)?;
+        self.take_credit()?;
         let outgoing = &self.outgoing;
         let written = self.writer.write(data, 0, |at, bytes| outgoing.copy_in(at, bytes));
         if written > 0 {
@@ -347,8 +358,9 @@ impl ByteStream for ShmStream {
             self.map.word64(self.own(HEAD)).store(head, Ordering::SeqCst);
             self.notify_peer()?;
         }
+        self.flush_end()?;
         Ok(match n {
-            0 if closed && !self.reader.has_data() => ReadOutcome::EndOfStream,
+            0 if self.reader.ended() || (closed && !self.reader.has_data()) => ReadOutcome::EndOfStream,
             0 => ReadOutcome::WouldBlock,
             n => ReadOutcome::Data(n),
         })
@@ -357,19 +369,60 @@ impl ByteStream for ShmStream {
     fn wait(&mut self, interest: Interest, deadline: Deadline) -> Result<()> {
         match interest {
             Interest::Write => {
-                self.sleep_until("shm write", deadline, |s| s.writer.fits(0) || s.peer_closed_now())
+                self.sleep_until("shm write", deadline, |s| s.writer.fits(1) || s.peer_closed_now())
             }
-            Interest::Read => self.sleep_until("shm read", deadline, |s| s.incoming_moved()),
+            Interest::Read => {
+                self.sleep_until("shm read", deadline, |s| s.incoming_moved() || s.reader.ended())
+            }
         }
+    }
+
+    fn shutdown_output(&mut self) -> Result<()> {
+        if !self.output_shut {
+            self.output_shut = true;
+            self.end_pending = true;
+        }
+        self.flush_end()
+    }
+
+    fn close(&mut self) {
+        if self.map.word32(self.own(CLOSED)).swap(1, Ordering::SeqCst) == 0 {
+            if let Err(err) = self.notify_peer() {
+                log::warn!("shm close: cannot ring the peer's doorbell: {err}");
+            }
+        }
+    }
+
+    fn ready(&mut self, interest: u32) -> Result<u32> {
+        self.flush_end()?;
+        self.take_credit()?;
+        let mut ready = 0;
+        if self.incoming_moved() || self.reader.has_data() || self.reader.ended() {
+            ready |= ops::READ;
+        }
+        if self.writer.fits(1) || self.output_shut || self.peer_closed_now() {
+            ready |= ops::WRITE;
+        }
+        Ok(ready & interest)
+    }
+
+    fn arm(&mut self, _interest: u32) -> Result<()> {
+        self.announce_sleep();
+        Ok(())
+    }
+
+    fn disarm(&mut self) -> Result<()> {
+        self.end_sleep()
+    }
+
+    fn sources(&self, _interest: u32) -> [WaitSource; 2] {
+        [(self.doorbell_fd(), libc::POLLIN), (-1, 0)]
     }
 }
 
 impl Drop for ShmStream {
     fn drop(&mut self) {
-        self.map.word32(self.own(CLOSED)).store(1, Ordering::SeqCst);
-        if let Err(err) = self.notify_peer() {
-            log::warn!("shm close: cannot ring the peer's doorbell: {err}");
-        }
+        self.close();
     }
 }
 
@@ -498,7 +551,7 @@ mod tests {
         let fds = ShmFds {
             // SAFETY: fd is ours.
             region: unsafe { OwnedFd::from_raw_fd(fd) },
-            doorbells: [eventfd().unwrap(), eventfd().unwrap()],
+            doorbells: [sys::eventfd().unwrap(), sys::eventfd().unwrap()],
         };
         let err = ShmStream::open(fds, 1).err().expect("a foreign region opened");
         assert!(err.to_string().contains("not an rdma-nio shm region"), "{err}");

@@ -1,6 +1,9 @@
 //! Rendezvous for the shm medium by address, as TCP and RDMA have it: a
-//! listener on IP:port is an abstract Unix socket named after that address (in
-//! the network namespace, so nothing on disk), and accepting a client means
+//! listener on IP:port is an abstract Unix socket named after the port (in the
+//! network namespace, so nothing on disk). The port alone, because every local
+//! address reaches a listener bound to the wildcard address, as with TCP; two
+//! listeners on one port and different local addresses cannot both offer shm.
+//! Accepting a client means
 //! creating a fresh region with its doorbells and handing the client its fds
 //! with SCM_RIGHTS. The listener chooses the rings' shape.
 
@@ -17,12 +20,15 @@ use crate::ring::RingConfig;
 use crate::shm::{ShmFds, ShmStream};
 use crate::sys::{self, Deadline};
 
+/// How many ports the ephemeral range (49152 up) has, for shm listeners on port 0.
+const EPHEMERAL_PORTS: u16 = 16384;
+
 /// The first byte of a handover: the rendezvous protocol's version.
 const HANDOVER_VERSION: u8 = 1;
 
 /// The abstract socket name of the shm listener on `addr`.
 fn socket_name(addr: SocketAddr) -> Result<net::SocketAddr> {
-    let name = format!("rdma-nio/shm/{addr}");
+    let name = format!("rdma-nio/shm/port/{}", addr.port());
     net::SocketAddr::from_abstract_name(name.as_bytes())
         .map_err(|source| Error::Os { op: "shm socket name", source })
 }
@@ -35,13 +41,38 @@ pub struct ShmListener {
 }
 
 impl ShmListener {
-    /// Listens for shm clients of `addr`, giving each a region of two rings shaped by `config`.
+    /// Listens for shm clients of `addr`, giving each a region of two rings
+    /// shaped by `config`. Port 0 picks a free port from the ephemeral range
+    /// (shm ports are names of their own: no TCP port is taken).
     ///
     /// # Errors
     /// `Os` naming `bind(shm listener)` when another listener has the address.
-    pub fn bind(addr: SocketAddr, config: RingConfig) -> Result<ShmListener> {
-        let socket = UnixListener::bind_addr(&socket_name(addr)?)
-            .map_err(|source| Error::Os { op: "bind(shm listener)", source })?;
+    pub fn bind(mut addr: SocketAddr, config: RingConfig) -> Result<ShmListener> {
+        let bind = |addr: SocketAddr| {
+            UnixListener::bind_addr(&socket_name(addr)?)
+                .map_err(|source| Error::Os { op: "bind(shm listener)", source })
+        };
+        let socket = if addr.port() != 0 {
+            bind(addr)?
+        } else {
+            let mut seed = [0u8; 2];
+            // SAFETY: getrandom fills the 2-byte buffer it is given.
+            unsafe { libc::getrandom(seed.as_mut_ptr().cast(), 2, 0) };
+            let start = u16::from_ne_bytes(seed) % EPHEMERAL_PORTS;
+            let mut tries = (0..EPHEMERAL_PORTS).map(|i| 49152 + (start + i) % EPHEMERAL_PORTS);
+            loop {
+                let Some(port) = tries.next() else {
+                    return Err(Error::InvalidArgument("no free shm port left".into()));
+                };
+                addr.set_port(port);
+                match bind(addr) {
+                    Err(Error::Os { source, .. }) if source.kind() == std::io::ErrorKind::AddrInUse => {
+                        continue
+                    }
+                    bound => break bound?,
+                }
+            }
+        };
         socket.set_nonblocking(true).map_err(|source| Error::Os { op: "fcntl(shm listener)", source })?;
         Ok(ShmListener { socket, addr, config })
     }

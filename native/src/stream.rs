@@ -3,6 +3,8 @@
 //! partial reads and writes. Non-blocking calls report "would block"; the
 //! blocking ones are built once here from them and the medium's own wait.
 
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -28,7 +30,28 @@ pub enum Interest {
     Write,
 }
 
+/// Readiness bits, numbered as `java.nio.channels.SelectionKey`'s operations
+/// so that they cross to Java unchanged.
+pub mod ops {
+    /// A read would return data, end of stream or an error.
+    pub const READ: u32 = 1;
+    /// A write would take bytes or report an error.
+    pub const WRITE: u32 = 4;
+    /// A pending connect has finished, one way or the other.
+    pub const CONNECT: u32 = 8;
+    /// An accept would return a connection.
+    pub const ACCEPT: u32 = 16;
+}
+
+/// An fd to sleep on and its `poll(2)` events; an fd of -1 is no source.
+pub type WaitSource = (RawFd, libc::c_short);
+
 /// A byte stream to one peer.
+///
+/// Besides reads and writes, a stream can be waited for from outside, many at
+/// a time (the selector): `ready` says what it can do now, `arm` prepares the
+/// `sources` to signal any change, and `disarm` consumes the signals. A waiter
+/// arms, asks `ready` once more, and sleeps only if still nothing is ready.
 pub trait ByteStream {
     /// Writes as much of `data` as there is room for; 0 means it would block.
     ///
@@ -46,6 +69,39 @@ pub trait ByteStream {
     /// Sleeps until `interest` can make progress (it may wake early: callers
     /// retry), or fails with `TimedOut` at the deadline.
     fn wait(&mut self, interest: Interest, deadline: Deadline) -> Result<()>;
+
+    /// Ends our direction (a half close): the peer reads end of stream after
+    /// the last byte written; reading goes on. Writing after it is an error.
+    fn shutdown_output(&mut self) -> Result<()>;
+
+    /// Closes both directions now: the peer reads end of stream after what was
+    /// written (a short linger lets writes in flight land). The resources stay
+    /// until the stream drops, so its fds remain valid for whoever watches them.
+    fn close(&mut self);
+
+    /// The local address, when the medium has one.
+    fn local_addr(&self) -> Option<SocketAddr> {
+        None
+    }
+
+    /// The peer's address, when the medium knows it.
+    fn peer_addr(&self) -> Option<SocketAddr> {
+        None
+    }
+
+    /// Makes progress without blocking and returns which of the `interest`
+    /// operations (`ops::READ`, `ops::WRITE`) would not block now. An error
+    /// here is the stream's failure, which the next read or write reports.
+    fn ready(&mut self, interest: u32) -> Result<u32>;
+
+    /// Asks the sources to signal the next change that may matter to `interest`.
+    fn arm(&mut self, interest: u32) -> Result<()>;
+
+    /// Ends a sleep prepared by `arm`: consumes what the sources signalled.
+    fn disarm(&mut self) -> Result<()>;
+
+    /// The fds that signal a change while armed, with the events to watch for `interest`.
+    fn sources(&self, interest: u32) -> [WaitSource; 2];
 
     /// Writes all of `data`, waiting for room as needed.
     fn write_all(&mut self, mut data: &[u8], timeout: Option<Duration>) -> Result<()> {

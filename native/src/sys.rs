@@ -1,7 +1,7 @@
 //! The few plain syscalls the engine needs around verbs: non-blocking event fds
 //! and a bounded wait for them to become readable.
 
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use crate::error::{check, Error, Result};
@@ -13,6 +13,38 @@ pub(crate) fn set_nonblocking(op: &'static str, fd: RawFd) -> Result<()> {
     check(op, flags)?;
     // SAFETY: as above.
     check(op, unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) })
+}
+
+/// A new non-blocking eventfd (a doorbell, a wake-up or a completion signal).
+pub(crate) fn eventfd() -> Result<OwnedFd> {
+    // SAFETY: no pointers; a new fd or -1.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    check("eventfd", fd)?;
+    // SAFETY: fd is new and ours.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Makes an eventfd readable.
+pub(crate) fn signal_eventfd(fd: &OwnedFd) -> Result<()> {
+    let one = 1u64.to_ne_bytes();
+    // SAFETY: writing 8 bytes from a live buffer to an eventfd.
+    let n = unsafe { libc::write(fd.as_raw_fd(), one.as_ptr().cast(), 8) };
+    // EAGAIN: the counter is saturated, so it is readable anyway.
+    if n != 8 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EAGAIN) {
+        return Err(Error::last_os("write(eventfd)"));
+    }
+    Ok(())
+}
+
+/// Makes a non-blocking eventfd unreadable again.
+pub(crate) fn drain_eventfd(fd: &OwnedFd) -> Result<()> {
+    let mut count = [0u8; 8];
+    // SAFETY: reading 8 bytes into a live buffer from a non-blocking eventfd.
+    let n = unsafe { libc::read(fd.as_raw_fd(), count.as_mut_ptr().cast(), 8) };
+    if n != 8 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EAGAIN) {
+        return Err(Error::last_os("read(eventfd)"));
+    }
+    Ok(())
 }
 
 /// When a blocking operation must give up.
@@ -31,8 +63,13 @@ impl Deadline {
         }
     }
 
+    /// Whether it has passed.
+    pub(crate) fn expired(&self) -> bool {
+        self.at.is_some_and(|at| Instant::now() >= at)
+    }
+
     /// The poll(2) timeout that is left: -1 for forever, 0 once expired.
-    fn poll_millis(&self) -> libc::c_int {
+    pub(crate) fn poll_millis(&self) -> libc::c_int {
         match self.at {
             None => -1,
             Some(at) => {
@@ -41,6 +78,11 @@ impl Deadline {
                 left.as_micros().div_ceil(1000).min(libc::c_int::MAX as u128) as libc::c_int
             }
         }
+    }
+
+    /// The instant it expires, or `None` for never.
+    pub(crate) fn instant(&self) -> Option<Instant> {
+        self.at
     }
 
     pub(crate) fn timed_out(&self, op: &'static str) -> Error {

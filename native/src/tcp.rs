@@ -6,7 +6,7 @@ use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 
 use crate::error::{Error, Result};
-use crate::stream::{ByteStream, Interest, ReadOutcome};
+use crate::stream::{ops, ByteStream, Interest, ReadOutcome, WaitSource};
 use crate::sys::{self, Deadline};
 
 /// A connected TCP socket as a non-blocking byte stream.
@@ -71,6 +71,63 @@ impl ByteStream for TcpByteStream {
         };
         sys::wait_for(op, [(self.socket.as_raw_fd(), events)], deadline)?;
         Ok(())
+    }
+
+    fn shutdown_output(&mut self) -> Result<()> {
+        match self.socket.shutdown(std::net::Shutdown::Write) {
+            Err(err) if err.kind() != io::ErrorKind::NotConnected => Err(io_error("shutdown(SHUT_WR)", err)),
+            _ => Ok(()),
+        }
+    }
+
+    fn close(&mut self) {
+        // Not connected any more: the peer went first, nothing to tell it.
+        let _ = self.socket.shutdown(std::net::Shutdown::Both);
+    }
+
+    fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.socket.local_addr().ok()
+    }
+
+    fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        self.socket.peer_addr().ok()
+    }
+
+    fn ready(&mut self, interest: u32) -> Result<u32> {
+        let [(fd, events), _] = self.sources(interest);
+        let mut poll_fd = libc::pollfd { fd, events, revents: 0 };
+        // SAFETY: one valid pollfd; a zero timeout never blocks.
+        if unsafe { libc::poll(&mut poll_fd, 1, 0) } < 0 {
+            return Err(Error::last_os("poll(tcp)"));
+        }
+        let failed = libc::POLLERR | libc::POLLHUP;
+        let mut ready = 0;
+        if poll_fd.revents & (libc::POLLIN | libc::POLLRDHUP | failed) != 0 || self.peer_closed {
+            ready |= ops::READ;
+        }
+        if poll_fd.revents & (libc::POLLOUT | failed) != 0 {
+            ready |= ops::WRITE;
+        }
+        Ok(ready & interest)
+    }
+
+    fn arm(&mut self, _interest: u32) -> Result<()> {
+        Ok(()) // the kernel socket signals by itself
+    }
+
+    fn disarm(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    fn sources(&self, interest: u32) -> [WaitSource; 2] {
+        let mut events = 0;
+        if interest & ops::READ != 0 {
+            events |= libc::POLLIN | libc::POLLRDHUP;
+        }
+        if interest & ops::WRITE != 0 {
+            events |= libc::POLLOUT;
+        }
+        [(self.socket.as_raw_fd(), events), (-1, 0)]
     }
 }
 

@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use crate::rdma_stream::{RdmaStream, StreamOptions};
 use crate::ring::RingConfig;
 use crate::shm::ShmStream;
 use crate::shm_listener::ShmListener;
-use crate::stream::ByteStream;
+use crate::stream::{ByteStream, WaitSource};
 use crate::sys::{self, Deadline};
 use crate::tcp::TcpByteStream;
 
@@ -164,8 +164,7 @@ impl StreamListener {
     /// RDMA when a device has the address; port 0 takes the port TCP picks.
     ///
     /// # Errors
-    /// Whatever binding a medium reports; `InvalidArgument` for shm alone on
-    /// port 0 (shm has no port of its own to pick).
+    /// Whatever binding a medium reports.
     pub fn bind(addr: SocketAddr, transport: Transport, options: TransportOptions) -> Result<StreamListener> {
         let mut listener = StreamListener { addr, tcp: None, shm: None, rdma: None, options };
         if matches!(transport, Transport::Tcp | Transport::Auto) {
@@ -187,12 +186,9 @@ impl StreamListener {
             }
         }
         if matches!(transport, Transport::Shm | Transport::Auto) {
-            if listener.addr.port() == 0 {
-                return Err(Error::InvalidArgument(
-                    "a shm listener needs a port: shm cannot pick one".into(),
-                ));
-            }
-            listener.shm = Some(ShmListener::bind(listener.addr, options.shm)?);
+            let shm = ShmListener::bind(listener.addr, options.shm)?;
+            listener.addr = shm.local_addr(); // the port it picked, when shm is alone on port 0
+            listener.shm = Some(shm);
         }
         Ok(listener)
     }
@@ -221,17 +217,24 @@ impl StreamListener {
             if let Some(accepted) = self.try_accept(deadline)? {
                 return Ok(accepted);
             }
-            let fds = [
-                self.rdma.as_ref().map(Listener::event_fd),
-                self.shm.as_ref().map(ShmListener::socket_fd),
-                self.tcp.as_ref().map(|tcp| tcp.as_raw_fd()),
-            ];
             // poll(2) ignores negative fds: a medium that is off costs nothing.
-            sys::wait_readable("accept", fds.map(|fd| fd.unwrap_or(-1)), deadline)?;
+            sys::wait_for("accept", self.sources(), deadline)?;
         }
     }
 
-    fn try_accept(&self, deadline: Deadline) -> Result<Option<(Medium, Stream)>> {
+    /// The fds that become readable when a connection may be waiting.
+    pub(crate) fn sources(&self) -> [WaitSource; 3] {
+        let fd = |fd: Option<RawFd>| (fd.unwrap_or(-1), libc::POLLIN);
+        [
+            fd(self.rdma.as_ref().map(Listener::event_fd)),
+            fd(self.shm.as_ref().map(ShmListener::socket_fd)),
+            fd(self.tcp.as_ref().map(|tcp| tcp.as_raw_fd())),
+        ]
+    }
+
+    /// Accepts a connection that is waiting, if one is; an RDMA one completes
+    /// its handshake by `deadline`.
+    pub(crate) fn try_accept(&self, deadline: Deadline) -> Result<Option<(Medium, Stream)>> {
         if let Some(rdma) = &self.rdma {
             if let Some(request) = rdma.try_request(PathKind::Rings, deadline)? {
                 return Ok(Some((Medium::Rdma, Box::new(RdmaStream::accept(request, self.options.rdma)?))));

@@ -1,0 +1,73 @@
+package rdmanio.nio;
+
+import java.util.Locale;
+
+/**
+ * The provider's settings, read once from system properties and validated:
+ *
+ * <ul>
+ *   <li>{@code rdmanio.transport}: {@code auto} (default: shared memory for a peer
+ *       on this host, RDMA when a device reaches the peer, else TCP), {@code rdma},
+ *       {@code shm} or {@code tcp}.
+ *   <li>{@code rdmanio.poll}: how a selector waits when nothing is ready:
+ *       {@code adaptive} (default: spin, then sleep), {@code busy} (never sleeps:
+ *       lowest latency, one core per selecting thread) or {@code blocking}.
+ *   <li>{@code rdmanio.spinMicros}: how long {@code adaptive} spins (default 50).
+ *   <li>{@code rdmanio.connectTimeoutMillis}: how long a connect may take before it
+ *       fails (default 30000).
+ * </ul>
+ */
+final class Config {
+    final String transport;
+    final String pollMode;
+    final long spinMicros;
+    final int connectTimeoutMillis;
+
+    private Config(String transport, String pollMode, long spinMicros, int connectTimeoutMillis) {
+        this.transport = transport;
+        this.pollMode = pollMode;
+        this.spinMicros = spinMicros;
+        this.connectTimeoutMillis = connectTimeoutMillis;
+    }
+
+    static Config fromSystemProperties() {
+        return new Config(
+                choice("rdmanio.transport", "auto", "auto", "rdma", "shm", "tcp"),
+                choice("rdmanio.poll", "adaptive", "adaptive", "busy", "blocking"),
+                number("rdmanio.spinMicros", 50, 0, 1_000_000),
+                (int) number("rdmanio.connectTimeoutMillis", 30_000, 1, Integer.MAX_VALUE));
+    }
+
+    private static String choice(String property, String fallback, String... allowed) {
+        String value = System.getProperty(property, fallback).trim().toLowerCase(Locale.ROOT);
+        for (String option : allowed) {
+            if (option.equals(value)) {
+                return value;
+            }
+        }
+        throw new IllegalArgumentException("-D" + property + "=" + value + " is not one of "
+                + String.join(", ", allowed));
+    }
+
+    private static long number(String property, long fallback, long min, long max) {
+        String text = System.getProperty(property);
+        if (text == null) {
+            return fallback;
+        }
+        try {
+            long value = Long.parseLong(text.trim());
+            if (value >= min && value <= max) {
+                return value;
+            }
+        } catch (NumberFormatException ignored) {
+            // reported below
+        }
+        throw new IllegalArgumentException("-D" + property + "=" + text + " is not a number in [" + min + ", "
+                + max + "]");
+    }
+
+    /** The same settings with another transport (tests run each provider on each transport). */
+    Config withTransport(String transport) {
+        return new Config(transport, pollMode, spinMicros, connectTimeoutMillis);
+    }
+}

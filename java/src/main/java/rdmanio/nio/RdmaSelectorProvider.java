@@ -1,0 +1,116 @@
+package rdmanio.nio;
+
+import java.io.IOException;
+import java.net.ProtocolFamily;
+import java.net.StandardProtocolFamily;
+import java.nio.channels.DatagramChannel;
+import java.nio.channels.Pipe;
+import java.nio.channels.ServerSocketChannel;
+import java.nio.channels.SocketChannel;
+import java.nio.channels.spi.AbstractSelector;
+import java.nio.channels.spi.SelectorProvider;
+import java.util.Objects;
+
+/**
+ * The rdma-nio provider: selectors, socket channels and server socket channels
+ * over RDMA, shared memory or TCP (see {@link Config} for the system
+ * properties that choose). Existing code uses it unchanged when the JVM starts
+ * with {@code -Djava.nio.channels.spi.SelectorProvider=rdmanio.nio.RdmaSelectorProvider},
+ * or by opening channels from an instance explicitly
+ * ({@code new RdmaSelectorProvider().openSocketChannel()}).
+ *
+ * <p>Datagram channels and pipes are the JDK's own: they come from the platform
+ * provider, and cannot be registered with an rdma-nio selector. When this class
+ * is the JVM-wide provider, reaching the platform provider needs
+ * {@code --add-exports java.base/sun.nio.ch=ALL-UNNAMED}.
+ */
+public class RdmaSelectorProvider extends SelectorProvider {
+    private final Config config;
+
+    /** A provider configured by system properties. */
+    public RdmaSelectorProvider() {
+        this(Config.fromSystemProperties());
+    }
+
+    private RdmaSelectorProvider(Config config) {
+        this.config = config;
+    }
+
+    /** A provider that uses {@code transport} ("auto", "rdma", "shm" or "tcp") for its connections. */
+    public static RdmaSelectorProvider withTransport(String transport) {
+        Objects.requireNonNull(transport, "transport");
+        Config defaults = Config.fromSystemProperties();
+        return new RdmaSelectorProvider(defaults.withTransport(transport));
+    }
+
+    Config config() {
+        return config;
+    }
+
+    /** The transport this provider's connections use. */
+    public String transport() {
+        return config.transport;
+    }
+
+    @Override
+    public AbstractSelector openSelector() throws IOException {
+        return new RdmaSelector(this);
+    }
+
+    @Override
+    public SocketChannel openSocketChannel() throws IOException {
+        return new RdmaSocketChannel(this);
+    }
+
+    @Override
+    public ServerSocketChannel openServerSocketChannel() throws IOException {
+        return new RdmaServerSocketChannel(this);
+    }
+
+    /** Unix domain sockets are the JDK's own (they cannot join an rdma-nio selector). */
+    @Override
+    public SocketChannel openSocketChannel(ProtocolFamily family) throws IOException {
+        return isInet(family) ? openSocketChannel() : platform().openSocketChannel(family);
+    }
+
+    @Override
+    public ServerSocketChannel openServerSocketChannel(ProtocolFamily family) throws IOException {
+        return isInet(family) ? openServerSocketChannel() : platform().openServerSocketChannel(family);
+    }
+
+    private static boolean isInet(ProtocolFamily family) {
+        Objects.requireNonNull(family, "family");
+        return family == StandardProtocolFamily.INET || family == StandardProtocolFamily.INET6;
+    }
+
+    @Override
+    public DatagramChannel openDatagramChannel() throws IOException {
+        return platform().openDatagramChannel();
+    }
+
+    @Override
+    public DatagramChannel openDatagramChannel(ProtocolFamily family) throws IOException {
+        return platform().openDatagramChannel(family);
+    }
+
+    @Override
+    public Pipe openPipe() throws IOException {
+        return platform().openPipe();
+    }
+
+    /** The JDK's own provider, for what rdma-nio does not implement. */
+    static SelectorProvider platform() {
+        SelectorProvider systemWide = SelectorProvider.provider();
+        if (!(systemWide instanceof RdmaSelectorProvider)) {
+            return systemWide;
+        }
+        try {
+            Class<?> defaults = Class.forName("sun.nio.ch.DefaultSelectorProvider");
+            return (SelectorProvider) defaults.getMethod("get").invoke(null);
+        } catch (ReflectiveOperationException | RuntimeException e) {
+            throw new UnsupportedOperationException("datagram channels and pipes come from the JDK's own provider,"
+                    + " which needs --add-exports java.base/sun.nio.ch=ALL-UNNAMED while rdma-nio is the"
+                    + " system-wide provider", e);
+        }
+    }
+}

@@ -1,0 +1,207 @@
+package rdmanio.nio;
+
+import java.io.IOException;
+import java.net.InetSocketAddress;
+import java.net.ServerSocket;
+import java.net.SocketAddress;
+import java.net.SocketOption;
+import java.net.StandardSocketOptions;
+import java.nio.channels.AlreadyBoundException;
+import java.nio.channels.ClosedChannelException;
+import java.nio.channels.NotYetBoundException;
+import java.nio.channels.ServerSocketChannel;
+import java.nio.channels.SocketChannel;
+import java.util.Objects;
+import java.util.Set;
+import java.util.concurrent.locks.ReentrantLock;
+
+/**
+ * A server socket channel that listens on every medium its provider's
+ * transport allows, at one address. The native side completes handshakes into
+ * the backlog as a kernel does, so clients may connect before {@code accept}.
+ *
+ * <p>Locks: {@code acceptLock} (held by accepts), then {@code stateLock}.
+ */
+final class RdmaServerSocketChannel extends ServerSocketChannel implements RdmaChannel {
+    private static final int DEFAULT_BACKLOG = 50;
+    private static final Set<SocketOption<?>> OPTIONS =
+            Set.of(StandardSocketOptions.SO_RCVBUF, StandardSocketOptions.SO_REUSEADDR);
+
+    private final RdmaSelectorProvider provider;
+    private final long handle;
+    private final ReentrantLock acceptLock = new ReentrantLock();
+    private final Object stateLock = new Object();
+
+    // -- guarded by stateLock
+    private boolean closing;
+    private InetSocketAddress localAddress;
+    private int receiveBufferSize;
+    private boolean reuseAddress = true;
+    private ServerSocketAdaptor socket;
+    // --
+
+    RdmaServerSocketChannel(RdmaSelectorProvider provider) throws IOException {
+        super(provider);
+        this.provider = provider;
+        this.handle = SocketNative.open();
+    }
+
+    private void ensureOpen() throws ClosedChannelException {
+        if (!isOpen()) {
+            throw new ClosedChannelException();
+        }
+    }
+
+    @Override
+    public ServerSocketChannel bind(SocketAddress local, int backlog) throws IOException {
+        InetSocketAddress address = local == null ? new InetSocketAddress(0) : Addresses.check(local);
+        synchronized (stateLock) {
+            ensureOpen();
+            if (localAddress != null) {
+                throw new AlreadyBoundException();
+            }
+            SocketNative.listen(handle, Addresses.ip(address), address.getPort(), provider.config().transport,
+                    receiveBufferSize, backlog < 1 ? DEFAULT_BACKLOG : backlog);
+            localAddress = Addresses.parse(SocketNative.address(handle, false));
+        }
+        return this;
+    }
+
+    @Override
+    public SocketChannel accept() throws IOException {
+        acceptLock.lock();
+        try {
+            synchronized (stateLock) {
+                ensureOpen();
+                if (localAddress == null) {
+                    throw new NotYetBoundException();
+                }
+            }
+            boolean blocking = isBlocking();
+            long accepted = 0;
+            try {
+                if (blocking) {
+                    begin();
+                }
+                accepted = SocketNative.accept(handle, blocking);
+            } finally {
+                if (blocking) {
+                    end(accepted != 0);
+                }
+            }
+            return accepted == 0 ? null : new RdmaSocketChannel(provider, accepted);
+        } finally {
+            acceptLock.unlock();
+        }
+    }
+
+    @Override
+    public SocketAddress getLocalAddress() throws IOException {
+        synchronized (stateLock) {
+            ensureOpen();
+            return localAddress;
+        }
+    }
+
+    InetSocketAddress localAddressOrNull() {
+        synchronized (stateLock) {
+            return localAddress;
+        }
+    }
+
+    @Override
+    public Set<SocketOption<?>> supportedOptions() {
+        return OPTIONS;
+    }
+
+    @Override
+    public <T> ServerSocketChannel setOption(SocketOption<T> name, T value) throws IOException {
+        Objects.requireNonNull(name, "name");
+        if (!OPTIONS.contains(name)) {
+            throw new UnsupportedOperationException("'" + name + "' not supported");
+        }
+        if (!name.type().isInstance(value)) {
+            throw new IllegalArgumentException("invalid value '" + value + "' for " + name);
+        }
+        synchronized (stateLock) {
+            ensureOpen();
+            if (name == StandardSocketOptions.SO_RCVBUF) {
+                int size = (Integer) value;
+                if (size <= 0) {
+                    throw new IllegalArgumentException("invalid buffer size " + size);
+                }
+                receiveBufferSize = size; // shapes the rings of connections accepted after bind
+            } else {
+                reuseAddress = (Boolean) value;
+            }
+        }
+        return this;
+    }
+
+    @Override
+    @SuppressWarnings("unchecked")
+    public <T> T getOption(SocketOption<T> name) throws IOException {
+        Objects.requireNonNull(name, "name");
+        if (!OPTIONS.contains(name)) {
+            throw new UnsupportedOperationException("'" + name + "' not supported");
+        }
+        synchronized (stateLock) {
+            ensureOpen();
+            if (name == StandardSocketOptions.SO_RCVBUF) {
+                return (T) (Integer) (receiveBufferSize > 0 ? receiveBufferSize
+                        : RdmaSocketChannel.DEFAULT_BUFFER_SIZE);
+            }
+            return (T) (Boolean) reuseAddress;
+        }
+    }
+
+    @Override
+    public ServerSocket socket() {
+        synchronized (stateLock) {
+            if (socket == null) {
+                try {
+                    socket = new ServerSocketAdaptor(this);
+                } catch (IOException e) {
+                    throw new IllegalStateException("cannot create the server socket adaptor", e);
+                }
+            }
+            return socket;
+        }
+    }
+
+    @Override
+    protected void implCloseSelectableChannel() throws IOException {
+        synchronized (stateLock) {
+            closing = true;
+        }
+        SocketNative.close(handle); // a blocked accept wakes and fails; the port is free again
+        acceptLock.lock();
+        acceptLock.unlock();
+        synchronized (stateLock) {
+            SocketNative.release(handle);
+        }
+    }
+
+    @Override
+    protected void implConfigureBlocking(boolean block) {
+        // Each native call says whether it may block.
+    }
+
+    @Override
+    public boolean registerNative(long poller, int slot) throws IOException {
+        synchronized (stateLock) {
+            if (closing) {
+                return false;
+            }
+            SocketNative.pollerRegister(poller, handle, slot);
+            return true;
+        }
+    }
+
+    @Override
+    public String toString() {
+        InetSocketAddress address = localAddressOrNull();
+        return getClass().getSimpleName() + "[" + (!isOpen() ? "closed" : address == null ? "unbound" : address)
+                + "]";
+    }
+}

@@ -1,0 +1,590 @@
+package rdmanio.nio;
+
+import java.io.IOException;
+import java.net.InetAddress;
+import java.net.InetSocketAddress;
+import java.net.Socket;
+import java.net.SocketAddress;
+import java.net.SocketOption;
+import java.net.StandardSocketOptions;
+import java.nio.ByteBuffer;
+import java.nio.channels.AlreadyBoundException;
+import java.nio.channels.AlreadyConnectedException;
+import java.nio.channels.ClosedChannelException;
+import java.nio.channels.ConnectionPendingException;
+import java.nio.channels.NoConnectionPendingException;
+import java.nio.channels.NotYetConnectedException;
+import java.nio.channels.SocketChannel;
+import java.util.Objects;
+import java.util.Set;
+import java.util.concurrent.locks.ReentrantLock;
+
+/**
+ * A socket channel over the native engine's stream of one medium (rdma, shm or
+ * tcp, as the provider's transport decides).
+ *
+ * <p>Locks, always in this order: {@code readLock} (held by reads and
+ * connects), {@code writeLock} (writes and connects), {@code stateLock} (the
+ * fields marked below; never held while an operation blocks). A blocked
+ * operation sleeps in native code; closing the channel (also from an
+ * interrupt) wakes it there, then waits for it to leave before the native
+ * socket is released.
+ */
+final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
+    private static final int ST_UNCONNECTED = 0;
+    private static final int ST_CONNECTION_PENDING = 1;
+    private static final int ST_CONNECTED = 2;
+    private static final int ST_CLOSING = 3;
+    private static final int ST_CLOSED = 4;
+
+    /** What SO_RCVBUF and SO_SNDBUF report until set: the native default ring. */
+    static final int DEFAULT_BUFFER_SIZE = 256 * 1024;
+
+    private static final Set<SocketOption<?>> OPTIONS = Set.of(StandardSocketOptions.SO_RCVBUF,
+            StandardSocketOptions.SO_SNDBUF, StandardSocketOptions.TCP_NODELAY, StandardSocketOptions.SO_KEEPALIVE,
+            StandardSocketOptions.SO_REUSEADDR, StandardSocketOptions.SO_LINGER);
+
+    private final Config config;
+    private final long handle;
+    private final ReentrantLock readLock = new ReentrantLock();
+    private final ReentrantLock writeLock = new ReentrantLock();
+    private final Object stateLock = new Object();
+    private final Staging readStaging = new Staging();
+    private final Staging writeStaging = new Staging();
+
+    // -- the fields below are guarded by stateLock
+    private int state;
+    private InetSocketAddress localAddress;
+    private InetSocketAddress remoteAddress;
+    private volatile boolean inputClosed;
+    private volatile boolean outputClosed;
+    private int receiveBufferSize;
+    private int sendBufferSize;
+    private boolean tcpNoDelay;
+    private boolean keepAlive;
+    private boolean reuseAddress;
+    private int linger = -1;
+    private SocketAdaptor socket;
+    // -- end of fields guarded by stateLock
+
+    RdmaSocketChannel(RdmaSelectorProvider provider) throws IOException {
+        super(provider);
+        this.config = provider.config();
+        this.handle = SocketNative.open();
+    }
+
+    /** A channel for a connection a server socket channel accepted. */
+    RdmaSocketChannel(RdmaSelectorProvider provider, long accepted) throws IOException {
+        super(provider);
+        this.config = provider.config();
+        this.handle = accepted;
+        this.state = ST_CONNECTED;
+        this.localAddress = Addresses.parse(SocketNative.address(accepted, false));
+        this.remoteAddress = Addresses.parse(SocketNative.address(accepted, true));
+    }
+
+    private void ensureOpen() throws ClosedChannelException {
+        if (!isOpen()) {
+            throw new ClosedChannelException();
+        }
+    }
+
+    private void ensureOpenAndConnected() throws ClosedChannelException {
+        synchronized (stateLock) {
+            ensureOpen();
+            if (state != ST_CONNECTED) {
+                throw new NotYetConnectedException();
+            }
+        }
+    }
+
+    // ---- connecting
+
+    @Override
+    public SocketChannel bind(SocketAddress local) throws IOException {
+        InetSocketAddress address = local == null ? new InetSocketAddress(0) : Addresses.check(local);
+        synchronized (stateLock) {
+            ensureOpen();
+            if (state == ST_CONNECTION_PENDING) {
+                throw new ConnectionPendingException();
+            }
+            if (localAddress != null) {
+                throw new AlreadyBoundException();
+            }
+            // The medium picks the source address of the connection; until it
+            // is made, the channel reports the address it was bound to.
+            localAddress = address;
+        }
+        return this;
+    }
+
+    @Override
+    public boolean connect(SocketAddress remote) throws IOException {
+        InetSocketAddress address = Addresses.check(remote);
+        InetAddress target = address.getAddress().isAnyLocalAddress() ? InetAddress.getLoopbackAddress()
+                : address.getAddress();
+        readLock.lock();
+        try {
+            writeLock.lock();
+            try {
+                synchronized (stateLock) {
+                    ensureOpen();
+                    if (state == ST_CONNECTED) {
+                        throw new AlreadyConnectedException();
+                    }
+                    if (state == ST_CONNECTION_PENDING) {
+                        throw new ConnectionPendingException();
+                    }
+                    SocketNative.connect(handle, target.getHostAddress(), address.getPort(), config.transport,
+                            receiveBufferSize, config.connectTimeoutMillis);
+                    state = ST_CONNECTION_PENDING;
+                    remoteAddress = address;
+                }
+                return isBlocking() && completeConnect(true);
+            } finally {
+                writeLock.unlock();
+            }
+        } finally {
+            readLock.unlock();
+        }
+    }
+
+    @Override
+    public boolean finishConnect() throws IOException {
+        readLock.lock();
+        try {
+            writeLock.lock();
+            try {
+                synchronized (stateLock) {
+                    ensureOpen();
+                    if (state == ST_CONNECTED) {
+                        return true;
+                    }
+                    if (state != ST_CONNECTION_PENDING) {
+                        throw new NoConnectionPendingException();
+                    }
+                }
+                return completeConnect(isBlocking());
+            } finally {
+                writeLock.unlock();
+            }
+        } finally {
+            readLock.unlock();
+        }
+    }
+
+    /** Completes a pending connect (waiting when {@code block}); a failure closes the channel. */
+    private boolean completeConnect(boolean block) throws IOException {
+        boolean connected = false;
+        try {
+            try {
+                if (block) {
+                    begin();
+                }
+                connected = SocketNative.finishConnect(handle, block);
+            } finally {
+                if (block) {
+                    end(connected);
+                }
+            }
+        } catch (IOException e) {
+            close();
+            throw e;
+        }
+        if (connected) {
+            synchronized (stateLock) {
+                if (state == ST_CONNECTION_PENDING) {
+                    state = ST_CONNECTED;
+                    localAddress = Addresses.parse(SocketNative.address(handle, false));
+                }
+            }
+        }
+        return connected;
+    }
+
+    @Override
+    public boolean isConnected() {
+        synchronized (stateLock) {
+            return state == ST_CONNECTED;
+        }
+    }
+
+    @Override
+    public boolean isConnectionPending() {
+        synchronized (stateLock) {
+            return state == ST_CONNECTION_PENDING;
+        }
+    }
+
+    // ---- reading
+
+    @Override
+    public int read(ByteBuffer dst) throws IOException {
+        Objects.requireNonNull(dst, "dst");
+        if (dst.isReadOnly()) {
+            throw new IllegalArgumentException("read-only buffer");
+        }
+        readLock.lock();
+        try {
+            ensureOpenAndConnected();
+            if (inputClosed) {
+                return -1;
+            }
+            boolean blocking = isBlocking();
+            boolean completed = false;
+            try {
+                if (blocking) {
+                    begin();
+                }
+                int n = readInto(dst, blocking, -1);
+                completed = true;
+                return n == SocketNative.UNAVAILABLE ? 0 : n;
+            } finally {
+                if (blocking) {
+                    end(completed);
+                }
+            }
+        } finally {
+            readLock.unlock();
+        }
+    }
+
+    /** One native read into {@code dst}: a count, {@link SocketNative#EOF} or {@link SocketNative#UNAVAILABLE}. */
+    int readInto(ByteBuffer dst, boolean block, int timeoutMillis) throws IOException {
+        int position = dst.position();
+        int wanted = dst.remaining();
+        if (wanted == 0) {
+            return 0;
+        }
+        if (dst.isDirect()) {
+            int n = SocketNative.read(handle, dst, position, wanted, block, timeoutMillis);
+            if (n > 0) {
+                dst.position(position + n);
+            }
+            return n;
+        }
+        ByteBuffer staging = readStaging.get(wanted);
+        int n = SocketNative.read(handle, staging, 0, Math.min(wanted, staging.capacity()), block, timeoutMillis);
+        if (n > 0) {
+            dst.put(staging.limit(n));
+        }
+        return n;
+    }
+
+    @Override
+    public long read(ByteBuffer[] dsts, int offset, int length) throws IOException {
+        Objects.checkFromIndexSize(offset, length, dsts.length);
+        readLock.lock();
+        try {
+            long total = 0;
+            for (int i = offset; i < offset + length; i++) {
+                ByteBuffer dst = dsts[i];
+                if (!dst.hasRemaining()) {
+                    continue;
+                }
+                // The first read may block; the rest take only what is there already.
+                if (total > 0) {
+                    int n = readInto(dst, false, -1);
+                    if (n <= 0) {
+                        break;
+                    }
+                    total += n;
+                } else {
+                    int n = read(dst);
+                    if (n <= 0) {
+                        return n;
+                    }
+                    total = n;
+                }
+                if (dst.hasRemaining()) {
+                    break;
+                }
+            }
+            return total;
+        } finally {
+            readLock.unlock();
+        }
+    }
+
+    // ---- writing
+
+    @Override
+    public int write(ByteBuffer src) throws IOException {
+        Objects.requireNonNull(src, "src");
+        writeLock.lock();
+        try {
+            ensureOpenAndConnected();
+            if (outputClosed) {
+                throw new ClosedChannelException();
+            }
+            boolean blocking = isBlocking();
+            boolean completed = false;
+            try {
+                if (blocking) {
+                    begin();
+                }
+                int n = writeFrom(src, blocking);
+                completed = true;
+                return n;
+            } finally {
+                if (blocking) {
+                    end(completed);
+                }
+            }
+        } finally {
+            writeLock.unlock();
+        }
+    }
+
+    /** Writes from {@code src}: all of it when {@code block}, else what the peer has room for. */
+    int writeFrom(ByteBuffer src, boolean block) throws IOException {
+        int position = src.position();
+        int length = src.remaining();
+        if (length == 0) {
+            return 0;
+        }
+        if (src.isDirect()) {
+            int n = SocketNative.write(handle, src, position, length, block);
+            src.position(position + n);
+            return n;
+        }
+        int total = 0;
+        while (src.hasRemaining()) {
+            ByteBuffer staging = writeStaging.get(src.remaining());
+            int chunk = Math.min(src.remaining(), staging.capacity());
+            staging.put(0, src, src.position(), chunk);
+            int n = SocketNative.write(handle, staging, 0, chunk, block);
+            src.position(src.position() + n);
+            total += n;
+            if (n < chunk) {
+                break; // no more room (non-blocking)
+            }
+        }
+        return total;
+    }
+
+    @Override
+    public long write(ByteBuffer[] srcs, int offset, int length) throws IOException {
+        Objects.checkFromIndexSize(offset, length, srcs.length);
+        writeLock.lock();
+        try {
+            long total = 0;
+            for (int i = offset; i < offset + length; i++) {
+                ByteBuffer src = srcs[i];
+                if (!src.hasRemaining()) {
+                    continue;
+                }
+                total += write(src);
+                if (src.hasRemaining()) {
+                    break; // the peer has no more room
+                }
+            }
+            return total;
+        } finally {
+            writeLock.unlock();
+        }
+    }
+
+    // ---- half close, addresses, options
+
+    @Override
+    public SocketChannel shutdownInput() throws IOException {
+        synchronized (stateLock) {
+            ensureOpen();
+            if (state != ST_CONNECTED) {
+                throw new NotYetConnectedException();
+            }
+            if (!inputClosed) {
+                SocketNative.shutdownInput(handle);
+                inputClosed = true;
+            }
+        }
+        return this;
+    }
+
+    @Override
+    public SocketChannel shutdownOutput() throws IOException {
+        synchronized (stateLock) {
+            ensureOpen();
+            if (state != ST_CONNECTED) {
+                throw new NotYetConnectedException();
+            }
+            if (!outputClosed) {
+                SocketNative.shutdownOutput(handle);
+                outputClosed = true;
+            }
+        }
+        return this;
+    }
+
+    boolean isInputClosed() {
+        return inputClosed;
+    }
+
+    boolean isOutputClosed() {
+        return outputClosed;
+    }
+
+    @Override
+    public SocketAddress getLocalAddress() throws IOException {
+        synchronized (stateLock) {
+            ensureOpen();
+            return localAddress;
+        }
+    }
+
+    @Override
+    public SocketAddress getRemoteAddress() throws IOException {
+        synchronized (stateLock) {
+            ensureOpen();
+            return remoteAddress;
+        }
+    }
+
+    /** The medium the connection took: "rdma", "shm" or "tcp". */
+    String medium() throws IOException {
+        ensureOpenAndConnected();
+        return SocketNative.medium(handle);
+    }
+
+    @Override
+    public Set<SocketOption<?>> supportedOptions() {
+        return OPTIONS;
+    }
+
+    @Override
+    public <T> SocketChannel setOption(SocketOption<T> name, T value) throws IOException {
+        Objects.requireNonNull(name, "name");
+        if (!OPTIONS.contains(name)) {
+            throw new UnsupportedOperationException("'" + name + "' not supported");
+        }
+        if (!name.type().isInstance(value)) {
+            throw new IllegalArgumentException("invalid value '" + value + "' for " + name);
+        }
+        synchronized (stateLock) {
+            ensureOpen();
+            if (name == StandardSocketOptions.SO_RCVBUF || name == StandardSocketOptions.SO_SNDBUF) {
+                int size = (Integer) value;
+                if (size <= 0) {
+                    throw new IllegalArgumentException("invalid buffer size " + size);
+                }
+                // The receive size shapes the ring of connections made after it.
+                if (name == StandardSocketOptions.SO_RCVBUF) {
+                    receiveBufferSize = size;
+                } else {
+                    sendBufferSize = size;
+                }
+            } else if (name == StandardSocketOptions.TCP_NODELAY) {
+                tcpNoDelay = (Boolean) value; // every medium sends each write at once anyway
+            } else if (name == StandardSocketOptions.SO_KEEPALIVE) {
+                keepAlive = (Boolean) value;
+            } else if (name == StandardSocketOptions.SO_REUSEADDR) {
+                reuseAddress = (Boolean) value;
+            } else {
+                linger = Math.max(-1, (Integer) value);
+            }
+        }
+        return this;
+    }
+
+    @Override
+    @SuppressWarnings("unchecked")
+    public <T> T getOption(SocketOption<T> name) throws IOException {
+        Objects.requireNonNull(name, "name");
+        if (!OPTIONS.contains(name)) {
+            throw new UnsupportedOperationException("'" + name + "' not supported");
+        }
+        synchronized (stateLock) {
+            ensureOpen();
+            Object value;
+            if (name == StandardSocketOptions.SO_RCVBUF) {
+                value = receiveBufferSize > 0 ? receiveBufferSize : DEFAULT_BUFFER_SIZE;
+            } else if (name == StandardSocketOptions.SO_SNDBUF) {
+                value = sendBufferSize > 0 ? sendBufferSize : DEFAULT_BUFFER_SIZE;
+            } else if (name == StandardSocketOptions.TCP_NODELAY) {
+                value = tcpNoDelay;
+            } else if (name == StandardSocketOptions.SO_KEEPALIVE) {
+                value = keepAlive;
+            } else if (name == StandardSocketOptions.SO_REUSEADDR) {
+                value = reuseAddress;
+            } else {
+                value = linger;
+            }
+            return (T) value;
+        }
+    }
+
+    @Override
+    public Socket socket() {
+        synchronized (stateLock) {
+            if (socket == null) {
+                try {
+                    socket = new SocketAdaptor(this);
+                } catch (java.net.SocketException e) {
+                    throw new IllegalStateException("cannot create the socket adaptor", e);
+                }
+            }
+            return socket;
+        }
+    }
+
+    // ---- closing and selection
+
+    @Override
+    protected void implCloseSelectableChannel() throws IOException {
+        synchronized (stateLock) {
+            state = ST_CLOSING; // from now on no selector registers the socket
+        }
+        SocketNative.close(handle); // blocked threads wake and fail; the peer sees end of stream
+        // Wait for them to leave their operations before the socket goes.
+        readLock.lock();
+        readLock.unlock();
+        writeLock.lock();
+        writeLock.unlock();
+        synchronized (stateLock) {
+            state = ST_CLOSED;
+            SocketNative.release(handle); // selectors still holding it release theirs on deregistration
+        }
+    }
+
+    @Override
+    protected void implConfigureBlocking(boolean block) {
+        // Each native call says whether it may block.
+    }
+
+    @Override
+    public boolean registerNative(long poller, int slot) throws IOException {
+        synchronized (stateLock) {
+            if (state >= ST_CLOSING) {
+                return false;
+            }
+            SocketNative.pollerRegister(poller, handle, slot);
+            return true;
+        }
+    }
+
+    @Override
+    public String toString() {
+        StringBuilder text = new StringBuilder(getClass().getSimpleName()).append('[');
+        synchronized (stateLock) {
+            text.append(state >= ST_CLOSING ? "closed" : state == ST_CONNECTED ? "connected"
+                    : state == ST_CONNECTION_PENDING ? "connection-pending" : "unconnected");
+            if (localAddress != null) {
+                text.append(" local=").append(localAddress);
+            }
+            if (remoteAddress != null) {
+                text.append(" remote=").append(remoteAddress);
+            }
+        }
+        return text.append(']').toString();
+    }
+
+    /** The native handle, for the socket adaptor's timed reads. */
+    long handle() {
+        return handle;
+    }
+
+    ReentrantLock readLock() {
+        return readLock;
+    }
+}

@@ -1,0 +1,360 @@
+package rdmanio.nio;
+
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.OutputStream;
+import java.net.InetAddress;
+import java.net.InetSocketAddress;
+import java.net.Socket;
+import java.net.SocketAddress;
+import java.net.SocketException;
+import java.net.SocketOption;
+import java.net.SocketTimeoutException;
+import java.net.StandardSocketOptions;
+import java.nio.ByteBuffer;
+import java.nio.channels.IllegalBlockingModeException;
+import java.nio.channels.SocketChannel;
+import java.util.Objects;
+import java.util.Set;
+
+/**
+ * The {@link Socket} face of an {@link RdmaSocketChannel}, for code that asks a
+ * channel for its {@code socket()}: addresses and ports, options, streams
+ * (which need blocking mode, and honour {@link #setSoTimeout}), half close
+ * and close.
+ */
+final class SocketAdaptor extends Socket {
+    private final RdmaSocketChannel channel;
+    private volatile int timeoutMillis;
+
+    SocketAdaptor(RdmaSocketChannel channel) throws SocketException {
+        super(unusedImpl());
+        this.channel = channel;
+    }
+
+    static UnusedSocketImpl unusedImpl() {
+        return new UnusedSocketImpl();
+    }
+
+    @Override
+    public SocketChannel getChannel() {
+        return channel;
+    }
+
+    @Override
+    public void connect(SocketAddress remote) throws IOException {
+        connect(remote, 0);
+    }
+
+    @Override
+    public void connect(SocketAddress remote, int timeout) throws IOException {
+        Objects.requireNonNull(remote, "remote");
+        if (timeout < 0) {
+            throw new IllegalArgumentException("negative timeout");
+        }
+        if (!channel.isBlocking()) {
+            throw new IllegalBlockingModeException();
+        }
+        channel.connect(remote);
+    }
+
+    @Override
+    public void bind(SocketAddress local) throws IOException {
+        channel.bind(local);
+    }
+
+    private InetSocketAddress remote() {
+        try {
+            return (InetSocketAddress) channel.getRemoteAddress();
+        } catch (IOException closed) {
+            return null;
+        }
+    }
+
+    private InetSocketAddress local() {
+        try {
+            return (InetSocketAddress) channel.getLocalAddress();
+        } catch (IOException closed) {
+            return null;
+        }
+    }
+
+    @Override
+    public InetAddress getInetAddress() {
+        InetSocketAddress remote = isConnected() ? remote() : null;
+        return remote == null ? null : remote.getAddress();
+    }
+
+    @Override
+    public int getPort() {
+        InetSocketAddress remote = isConnected() ? remote() : null;
+        return remote == null ? 0 : remote.getPort();
+    }
+
+    @Override
+    public InetAddress getLocalAddress() {
+        InetSocketAddress local = local();
+        return local == null ? new InetSocketAddress(0).getAddress() : local.getAddress();
+    }
+
+    @Override
+    public int getLocalPort() {
+        InetSocketAddress local = local();
+        return local == null ? -1 : local.getPort();
+    }
+
+    @Override
+    public SocketAddress getRemoteSocketAddress() {
+        return isConnected() ? remote() : null;
+    }
+
+    @Override
+    public SocketAddress getLocalSocketAddress() {
+        return local();
+    }
+
+    @Override
+    public InputStream getInputStream() throws IOException {
+        requireStreamable();
+        return new InputStream() {
+            private final byte[] one = new byte[1];
+
+            @Override
+            public int read() throws IOException {
+                int n = read(one, 0, 1);
+                return n < 0 ? -1 : one[0] & 0xff;
+            }
+
+            @Override
+            public int read(byte[] bytes, int offset, int length) throws IOException {
+                Objects.checkFromIndexSize(offset, length, bytes.length);
+                if (length == 0) {
+                    return 0;
+                }
+                return timedRead(ByteBuffer.wrap(bytes, offset, length));
+            }
+
+            @Override
+            public void close() throws IOException {
+                SocketAdaptor.this.close();
+            }
+        };
+    }
+
+    /** A blocking read that gives up after SO_TIMEOUT, as a socket stream's does. */
+    private int timedRead(ByteBuffer dst) throws IOException {
+        int timeout = timeoutMillis;
+        if (timeout == 0) {
+            return channel.read(dst);
+        }
+        channel.readLock().lock();
+        try {
+            if (!channel.isBlocking()) {
+                throw new IllegalBlockingModeException();
+            }
+            if (channel.isInputClosed()) {
+                return -1;
+            }
+            int n = channel.readInto(dst, true, timeout);
+            return n;
+        } catch (java.net.SocketTimeoutException e) {
+            throw new SocketTimeoutException("read timed out after " + timeout + " ms");
+        } finally {
+            channel.readLock().unlock();
+        }
+    }
+
+    @Override
+    public OutputStream getOutputStream() throws IOException {
+        requireStreamable();
+        return new OutputStream() {
+            @Override
+            public void write(int b) throws IOException {
+                write(new byte[] {(byte) b}, 0, 1);
+            }
+
+            @Override
+            public void write(byte[] bytes, int offset, int length) throws IOException {
+                Objects.checkFromIndexSize(offset, length, bytes.length);
+                ByteBuffer src = ByteBuffer.wrap(bytes, offset, length);
+                while (src.hasRemaining()) {
+                    channel.write(src);
+                }
+            }
+
+            @Override
+            public void close() throws IOException {
+                SocketAdaptor.this.close();
+            }
+        };
+    }
+
+    private void requireStreamable() throws SocketException {
+        if (isClosed()) {
+            throw new SocketException("Socket is closed");
+        }
+        if (!isConnected()) {
+            throw new SocketException("Socket is not connected");
+        }
+        if (!channel.isBlocking()) {
+            throw new IllegalBlockingModeException();
+        }
+    }
+
+    private <T> void set(SocketOption<T> name, T value) throws SocketException {
+        try {
+            channel.setOption(name, value);
+        } catch (IOException e) {
+            throw new SocketException(e.getMessage());
+        }
+    }
+
+    private <T> T get(SocketOption<T> name) throws SocketException {
+        try {
+            return channel.getOption(name);
+        } catch (IOException e) {
+            throw new SocketException(e.getMessage());
+        }
+    }
+
+    @Override
+    public void setTcpNoDelay(boolean on) throws SocketException {
+        set(StandardSocketOptions.TCP_NODELAY, on);
+    }
+
+    @Override
+    public boolean getTcpNoDelay() throws SocketException {
+        return get(StandardSocketOptions.TCP_NODELAY);
+    }
+
+    @Override
+    public void setKeepAlive(boolean on) throws SocketException {
+        set(StandardSocketOptions.SO_KEEPALIVE, on);
+    }
+
+    @Override
+    public boolean getKeepAlive() throws SocketException {
+        return get(StandardSocketOptions.SO_KEEPALIVE);
+    }
+
+    @Override
+    public void setReuseAddress(boolean on) throws SocketException {
+        set(StandardSocketOptions.SO_REUSEADDR, on);
+    }
+
+    @Override
+    public boolean getReuseAddress() throws SocketException {
+        return get(StandardSocketOptions.SO_REUSEADDR);
+    }
+
+    @Override
+    public void setSendBufferSize(int size) throws SocketException {
+        set(StandardSocketOptions.SO_SNDBUF, size);
+    }
+
+    @Override
+    public int getSendBufferSize() throws SocketException {
+        return get(StandardSocketOptions.SO_SNDBUF);
+    }
+
+    @Override
+    public void setReceiveBufferSize(int size) throws SocketException {
+        set(StandardSocketOptions.SO_RCVBUF, size);
+    }
+
+    @Override
+    public int getReceiveBufferSize() throws SocketException {
+        return get(StandardSocketOptions.SO_RCVBUF);
+    }
+
+    @Override
+    public void setSoLinger(boolean on, int seconds) throws SocketException {
+        set(StandardSocketOptions.SO_LINGER, on ? Math.max(seconds, 0) : -1);
+    }
+
+    @Override
+    public int getSoLinger() throws SocketException {
+        return get(StandardSocketOptions.SO_LINGER);
+    }
+
+    @Override
+    public void setSoTimeout(int timeout) throws SocketException {
+        if (isClosed()) {
+            throw new SocketException("Socket is closed");
+        }
+        if (timeout < 0) {
+            throw new IllegalArgumentException("timeout < 0");
+        }
+        timeoutMillis = timeout;
+    }
+
+    @Override
+    public int getSoTimeout() throws SocketException {
+        if (isClosed()) {
+            throw new SocketException("Socket is closed");
+        }
+        return timeoutMillis;
+    }
+
+    @Override
+    public <T> Socket setOption(SocketOption<T> name, T value) throws IOException {
+        channel.setOption(name, value);
+        return this;
+    }
+
+    @Override
+    public <T> T getOption(SocketOption<T> name) throws IOException {
+        return channel.getOption(name);
+    }
+
+    @Override
+    public Set<SocketOption<?>> supportedOptions() {
+        return channel.supportedOptions();
+    }
+
+    @Override
+    public void shutdownInput() throws IOException {
+        channel.shutdownInput();
+    }
+
+    @Override
+    public void shutdownOutput() throws IOException {
+        channel.shutdownOutput();
+    }
+
+    @Override
+    public boolean isInputShutdown() {
+        return channel.isInputClosed();
+    }
+
+    @Override
+    public boolean isOutputShutdown() {
+        return channel.isOutputClosed();
+    }
+
+    @Override
+    public boolean isConnected() {
+        return channel.isConnected();
+    }
+
+    @Override
+    public boolean isBound() {
+        return local() != null;
+    }
+
+    @Override
+    public boolean isClosed() {
+        return !channel.isOpen();
+    }
+
+    @Override
+    public void close() throws IOException {
+        channel.close();
+    }
+
+    @Override
+    public String toString() {
+        return isConnected() ? "Socket[addr=" + getInetAddress() + ",port=" + getPort() + ",localport="
+                + getLocalPort() + "]" : "Socket[unconnected]";
+    }
+}

@@ -1,0 +1,92 @@
+package rdmanio.nio;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import rdmanio.NativeLibrary;
+
+/**
+ * Every native method behind the provider, implemented in native/src/jvm_nio.rs.
+ * Each takes primitives, direct buffers or strings and reports failure by
+ * throwing an {@link IOException} (an {@code RdmaException} naming the
+ * operation and errno, {@link java.net.ConnectException},
+ * {@link java.net.BindException}, ...) or {@link IllegalArgumentException}.
+ *
+ * <p>A socket handle is shared with the selectors it is registered with; the
+ * channel releases its own reference once, after its last use. A poller handle
+ * belongs to one selector.
+ */
+final class SocketNative {
+    static {
+        NativeLibrary.load();
+    }
+
+    /** {@link #read} found nothing and did not block. */
+    static final int UNAVAILABLE = -2;
+    /** {@link #read} reached the end of the stream. */
+    static final int EOF = -1;
+
+    private SocketNative() {}
+
+    /** A socket that neither connects nor listens yet; returns its handle. */
+    static native long open() throws IOException;
+
+    /** Starts connecting (on a helper thread). */
+    static native void connect(long socket, String ip, int port, String transport, int ringBytes,
+            int timeoutMillis) throws IOException;
+
+    /** True once connected; false while under way and {@code block} is false. */
+    static native boolean finishConnect(long socket, boolean block) throws IOException;
+
+    /** Binds and listens on every medium of {@code transport}. */
+    static native void listen(long socket, String ip, int port, String transport, int ringBytes, int backlog)
+            throws IOException;
+
+    /** An accepted connection's handle, or 0 when none waits and {@code block} is false. */
+    static native long accept(long socket, boolean block) throws IOException;
+
+    /** A byte count, {@link #EOF} or {@link #UNAVAILABLE}; a negative timeout waits forever. */
+    static native int read(long socket, ByteBuffer direct, int position, int length, boolean block,
+            int timeoutMillis) throws IOException;
+
+    /** How many bytes went out: all of them when {@code block}, else possibly 0. */
+    static native int write(long socket, ByteBuffer direct, int position, int length, boolean block)
+            throws IOException;
+
+    static native void shutdownInput(long socket) throws IOException;
+
+    static native void shutdownOutput(long socket) throws IOException;
+
+    /** "ip:port" of the local end, or of the peer when {@code peer}. */
+    static native String address(long socket, boolean peer) throws IOException;
+
+    /** "rdma", "shm" or "tcp". */
+    static native String medium(long socket) throws IOException;
+
+    /** Wakes the socket's blocked threads and shuts it down; the handle stays valid. */
+    static native void close(long socket);
+
+    /** Drops the channel's reference to the socket. */
+    static native void release(long socket);
+
+    /** {@code mode}: "busy", "blocking" or "adaptive" (spinning {@code spinMicros} before sleeping). */
+    static native long pollerOpen(String mode, long spinMicros) throws IOException;
+
+    static native void pollerRegister(long poller, long socket, int slot) throws IOException;
+
+    static native void pollerDeregister(long poller, int slot);
+
+    /**
+     * Waits for readiness of the registered sockets with the interests in
+     * {@code interests} (native-order ints by slot); writes (slot, ready ops)
+     * int pairs into {@code ready} and returns their number. A negative
+     * timeout waits forever, zero only looks.
+     */
+    static native int pollerSelect(long poller, ByteBuffer interests, int slots, ByteBuffer ready,
+            long timeoutMillis) throws IOException;
+
+    static native void pollerWakeup(long poller) throws IOException;
+
+    static native void pollerClearWakeup(long poller) throws IOException;
+
+    static native void pollerClose(long poller);
+}

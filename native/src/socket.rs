@@ -1,0 +1,676 @@
+//! A socket as the Java channels see it: connecting, connected or listening,
+//! on whichever medium the transport picked. One `Arc<Socket>` is shared by the
+//! channel's threads and by every selector it is registered with.
+//!
+//! Locking: one mutex per socket guards its state. Nothing waits while holding
+//! it, except an RDMA accept's handshake and a closing stream's linger.
+//!
+//! Blocking: a thread that must wait becomes the socket's sleeper if there is
+//! none. The sleeper sleeps in poll(2) on the socket's sources (for the
+//! interests of every waiting thread) and on the socket's kick eventfd; the
+//! others wait on `turn`, which the sleeper signals when it wakes. So a
+//! completion that one thread consumes never leaves another asleep. `close`
+//! sets `closed` and writes the kick fd, which stays readable from then on.
+//!
+//! Listening: an acceptor thread per listener completes connection handshakes
+//! into a bounded backlog, as the kernel does for TCP, because an RDMA or shm
+//! connect only completes when the listening side answers: a client may
+//! connect before the server calls `accept`.
+//!
+//! Resources: `close` shuts the stream down (the peer sees end of stream at
+//! once), but the stream and its fds live until the last `Arc` goes. A selector
+//! that still watches the fds never sees them closed and reused under it.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, TryRecvError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex, MutexGuard};
+
+use crate::error::{Error, Result};
+use crate::stream::{ops, ReadOutcome, WaitSource};
+use crate::sys::{self, Deadline};
+use crate::transport::{self, Medium, Stream, StreamListener, Transport, TransportOptions};
+
+/// Results of `read` and `write` that are not byte counts (as in the JDK's `IOStatus`).
+pub mod status {
+    /// End of stream.
+    pub const EOF: isize = -1;
+    /// Nothing now, and the caller does not block.
+    pub const UNAVAILABLE: isize = -2;
+}
+
+/// How long an RDMA accept waits for the client's side of the handshake.
+const ACCEPT_HANDSHAKE: Duration = Duration::from_secs(5);
+/// Every source a socket can have (a stream has two).
+type Sources = [WaitSource; 3];
+const NO_SOURCE: WaitSource = (-1, 0);
+
+/// A connection, a connection attempt or a listener, shared between threads.
+pub struct Socket {
+    state: Mutex<State>,
+    turn: Condvar,
+    /// Written to wake the sleeper: by `close` (for good) and by a new waiter.
+    kick: OwnedFd,
+    closed: AtomicBool,
+}
+
+struct State {
+    role: Role,
+    /// A connect attempt's completion signal, kept as long as the socket so its
+    /// fd number is never reused while a selector may still watch it.
+    connect_signal: Option<Arc<OwnedFd>>,
+    /// A thread sleeps on the sources, for these interests.
+    sleeper: Option<u32>,
+    /// How many threads wait for each interest bit (indexed by bit number).
+    waiting: [u16; 5],
+    /// A failure found while only looking (`ready`): the next operation reports it.
+    pending_failure: Option<Error>,
+    /// The connection failed: every later operation reports this.
+    failed: Option<String>,
+    /// A connect completed that `finish_connect` has not yet reported:
+    /// `CONNECT` stays ready until it does.
+    connect_untaken: bool,
+    /// `shutdown_input` was called: reads report end of stream.
+    input_shut: bool,
+}
+
+enum Role {
+    Connecting {
+        addr: SocketAddr,
+        outcome: Receiver<Result<(Medium, Stream)>>,
+    },
+    Connected(Connected),
+    Listening {
+        addr: SocketAddr,
+        backlog: Arc<Backlog>,
+        acceptor: Option<JoinHandle<()>>,
+    },
+    /// Neither connecting nor listening yet, or a connect attempt failed (its
+    /// error is then the pending failure).
+    Fresh,
+}
+
+/// Connections accepted ahead of `accept`, filled by the acceptor thread.
+struct Backlog {
+    accepted: Mutex<VecDeque<Arc<Socket>>>,
+    /// Signalled when `accepted` shrinks or the listener closes.
+    room: Condvar,
+    limit: usize,
+    /// Readable while a connection waits to be taken.
+    waiting: OwnedFd,
+    /// Written once, by `close`: the acceptor thread ends.
+    stop: OwnedFd,
+    stopped: AtomicBool,
+}
+
+impl Backlog {
+    /// The acceptor thread's loop: complete handshakes while there is room.
+    fn accept_connections(&self, listener: StreamListener) {
+        let addr = listener.local_addr();
+        while !self.stopped.load(Ordering::Acquire) {
+            {
+                let mut accepted = self.accepted.lock();
+                while accepted.len() >= self.limit && !self.stopped.load(Ordering::Acquire) {
+                    self.room.wait(&mut accepted);
+                }
+            }
+            let outcome = listener.try_accept(Deadline::after(Some(ACCEPT_HANDSHAKE))).and_then(|accepted| {
+                accepted.map(|(medium, stream)| Socket::accepted(medium, stream, addr)).transpose()
+            });
+            match outcome {
+                Ok(Some(socket)) => {
+                    let mut accepted = self.accepted.lock();
+                    accepted.push_back(socket);
+                    if let Err(err) = sys::signal_eventfd(&self.waiting) {
+                        log::error!("listener {addr}: cannot signal an accepted connection: {err}");
+                    }
+                }
+                Ok(None) => {
+                    let [a, b, c] = listener.sources();
+                    let stop = (self.stop.as_raw_fd(), libc::POLLIN);
+                    if let Err(err) = sys::wait_for("accept", [a, b, c, stop], Deadline::after(None)) {
+                        log::error!("listener {addr}: {err}");
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
+                // One client's failed handshake must not end the listener.
+                Err(err) => log::warn!("listener {addr}: a connection failed during its handshake: {err}"),
+            }
+        }
+    }
+
+    fn pop(&self) -> Result<Option<Arc<Socket>>> {
+        let mut accepted = self.accepted.lock();
+        let socket = accepted.pop_front();
+        if accepted.is_empty() {
+            sys::drain_eventfd(&self.waiting)?;
+        }
+        self.room.notify_all();
+        Ok(socket)
+    }
+}
+
+struct Connected {
+    medium: Medium,
+    stream: Stream,
+    local: SocketAddr,
+    peer: SocketAddr,
+}
+
+impl Socket {
+    fn new(role: Role, connect_signal: Option<Arc<OwnedFd>>) -> Result<Arc<Socket>> {
+        Ok(Arc::new(Socket {
+            state: Mutex::new(State {
+                role,
+                connect_signal,
+                sleeper: None,
+                waiting: [0; 5],
+                pending_failure: None,
+                failed: None,
+                connect_untaken: false,
+                input_shut: false,
+            }),
+            turn: Condvar::new(),
+            kick: sys::eventfd()?,
+            closed: AtomicBool::new(false),
+        }))
+    }
+
+    /// A socket that neither connects nor listens yet: a selector can watch it
+    /// from the start (`start_connect` and `start_listen` wake it).
+    pub fn open() -> Result<Arc<Socket>> {
+        Socket::new(Role::Fresh, None)
+    }
+
+    /// A socket connecting to `addr` (see `start_connect`).
+    pub fn connect(
+        addr: SocketAddr,
+        transport: Transport,
+        options: TransportOptions,
+        timeout: Option<Duration>,
+    ) -> Result<Arc<Socket>> {
+        let socket = Socket::open()?;
+        socket.start_connect(addr, transport, options, timeout)?;
+        Ok(socket)
+    }
+
+    /// A socket listening on `addr` (see `start_listen`).
+    pub fn listen(
+        addr: SocketAddr,
+        transport: Transport,
+        options: TransportOptions,
+        backlog: usize,
+    ) -> Result<Arc<Socket>> {
+        let socket = Socket::open()?;
+        socket.start_listen(addr, transport, options, backlog)?;
+        Ok(socket)
+    }
+
+    /// Starts connecting to `addr` on a helper thread (connection setup over
+    /// rdma_cm blocks); `finish_connect` or a selector learn when it is done.
+    pub fn start_connect(
+        &self,
+        addr: SocketAddr,
+        transport: Transport,
+        options: TransportOptions,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        let mut state = self.fresh_state()?;
+        let signal = Arc::new(sys::eventfd()?);
+        let (done, outcome) = mpsc::sync_channel(1);
+        let signal_for_thread = Arc::clone(&signal);
+        std::thread::Builder::new()
+            .name(format!("rdma-nio connect {addr}"))
+            .spawn(move || {
+                let _ = done.send(transport::connect(addr, transport, &options, timeout));
+                if let Err(err) = sys::signal_eventfd(&signal_for_thread) {
+                    log::error!("connect to {addr}: cannot signal completion: {err}");
+                }
+            })
+            .map_err(|source| Error::Os { op: "spawn(connect thread)", source })?;
+        state.role = Role::Connecting { addr, outcome };
+        state.connect_signal = Some(signal);
+        // Selectors that watch this socket look again and find its new fds.
+        sys::signal_eventfd(&self.kick)
+    }
+
+    /// Listens on `addr` on every medium `transport` allows; up to `backlog`
+    /// connections are accepted ahead of `accept` (as a kernel backlog would).
+    pub fn start_listen(
+        &self,
+        addr: SocketAddr,
+        transport: Transport,
+        options: TransportOptions,
+        backlog: usize,
+    ) -> Result<()> {
+        let mut state = self.fresh_state()?;
+        let listener = StreamListener::bind(addr, transport, options)?;
+        let addr = listener.local_addr();
+        let backlog = Arc::new(Backlog {
+            accepted: Mutex::new(VecDeque::new()),
+            room: Condvar::new(),
+            limit: backlog.max(1),
+            waiting: sys::eventfd()?,
+            stop: sys::eventfd()?,
+            stopped: AtomicBool::new(false),
+        });
+        let acceptor = {
+            let backlog = Arc::clone(&backlog);
+            std::thread::Builder::new()
+                .name(format!("rdma-nio accept {addr}"))
+                .spawn(move || backlog.accept_connections(listener))
+                .map_err(|source| Error::Os { op: "spawn(acceptor thread)", source })?
+        };
+        state.role = Role::Listening { addr, backlog, acceptor: Some(acceptor) };
+        sys::signal_eventfd(&self.kick)
+    }
+
+    fn fresh_state(&self) -> Result<MutexGuard<'_, State>> {
+        let state = self.state.lock();
+        if self.is_closed() {
+            return Err(Error::Closed("open"));
+        }
+        match state.role {
+            Role::Fresh if state.failed.is_none() && state.pending_failure.is_none() => Ok(state),
+            _ => Err(Error::InvalidArgument("the socket already connects or listens".into())),
+        }
+    }
+
+    fn accepted(medium: Medium, stream: Stream, listener_addr: SocketAddr) -> Result<Arc<Socket>> {
+        let unknown = SocketAddr::new(listener_addr.ip(), 0);
+        let local = stream.local_addr().unwrap_or(listener_addr);
+        let peer = stream.peer_addr().unwrap_or(unknown);
+        Socket::new(Role::Connected(Connected { medium, stream, local, peer }), None)
+    }
+
+    /// Whether `close` was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Completes a connect: true once connected, false while it is still
+    /// under way (and `block` is false).
+    ///
+    /// # Errors
+    /// Why the connection could not be made; `Closed` if closed meanwhile.
+    pub fn finish_connect(&self, block: bool) -> Result<bool> {
+        let mut state = self.state.lock();
+        loop {
+            state.ready(ops::CONNECT);
+            state.take_failure()?;
+            match state.role {
+                Role::Connected(_) => {
+                    state.connect_untaken = false;
+                    return Ok(true);
+                }
+                Role::Connecting { .. } if !block => return Ok(false),
+                Role::Connecting { .. } => {
+                    self.wait(&mut state, "connect", ops::CONNECT, Deadline::after(None))?
+                }
+                _ => return Err(Error::InvalidArgument("not a connecting socket".into())),
+            }
+        }
+    }
+
+    /// Takes a connection that was accepted, or accepts one: `None` when none
+    /// is waiting and `block` is false.
+    pub fn accept(&self, block: bool) -> Result<Option<Arc<Socket>>> {
+        let mut state = self.state.lock();
+        loop {
+            if self.is_closed() {
+                return Err(Error::Closed("accept"));
+            }
+            let Role::Listening { backlog, .. } = &state.role else {
+                return Err(Error::InvalidArgument("not a listening socket".into()));
+            };
+            if let Some(socket) = backlog.pop()? {
+                return Ok(Some(socket));
+            }
+            if !block {
+                return Ok(None);
+            }
+            self.wait(&mut state, "accept", ops::ACCEPT, Deadline::after(None))?;
+        }
+    }
+
+    /// Reads what has arrived into `out`: a byte count, `status::EOF`, or
+    /// `status::UNAVAILABLE` when nothing is there and `block` is false.
+    pub fn read(&self, out: &mut [u8], block: bool, timeout: Option<Duration>) -> Result<isize> {
+        let deadline = Deadline::after(timeout);
+        let mut state = self.state.lock();
+        loop {
+            if self.is_closed() {
+                return Err(Error::Closed("read"));
+            }
+            if state.input_shut {
+                return Ok(status::EOF);
+            }
+            let outcome = state.connected()?.stream.try_read(out);
+            match state.check(outcome)? {
+                ReadOutcome::Data(n) => return Ok(n as isize),
+                ReadOutcome::EndOfStream => return Ok(status::EOF),
+                ReadOutcome::WouldBlock if !block => return Ok(status::UNAVAILABLE),
+                ReadOutcome::WouldBlock => self.wait(&mut state, "read", ops::READ, deadline)?,
+            }
+        }
+    }
+
+    /// Writes `data`: all of it when `block`, else as much as there is room
+    /// for (possibly 0). Returns the byte count.
+    pub fn write(&self, data: &[u8], block: bool) -> Result<usize> {
+        let mut state = self.state.lock();
+        let mut done = 0;
+        loop {
+            if self.is_closed() {
+                return Err(Error::Closed("write"));
+            }
+            let written = state.connected()?.stream.try_write(&data[done..]);
+            done += state.check(written)?;
+            if done == data.len() || !block {
+                return Ok(done);
+            }
+            self.wait(&mut state, "write", ops::WRITE, Deadline::after(None))?;
+        }
+    }
+
+    /// Half-closes: the peer reads end of stream after the bytes written so far.
+    pub fn shutdown_output(&self) -> Result<()> {
+        let mut state = self.state.lock();
+        let shut = state.connected()?.stream.shutdown_output();
+        state.check(shut)
+    }
+
+    /// Ends reading: reads, also those blocked now, report end of stream and
+    /// whatever arrives later is dropped unread.
+    pub fn shutdown_input(&self) -> Result<()> {
+        let mut state = self.state.lock();
+        state.connected()?;
+        state.input_shut = true;
+        self.turn.notify_all();
+        sys::signal_eventfd(&self.kick)
+    }
+
+    /// The local and the peer's address of a connection; a listener's address twice.
+    pub fn addresses(&self) -> Result<(SocketAddr, SocketAddr)> {
+        let mut state = self.state.lock();
+        if let Role::Listening { addr, .. } = &state.role {
+            return Ok((*addr, *addr));
+        }
+        let connected = state.connected()?;
+        Ok((connected.local, connected.peer))
+    }
+
+    /// The medium of a connection.
+    pub fn medium(&self) -> Result<Medium> {
+        Ok(self.state.lock().connected()?.medium)
+    }
+
+    /// Closes: wakes every thread blocked on the socket (their operation fails
+    /// with `Closed`), shuts the stream down, and drops connections accepted
+    /// but not taken. Idempotent.
+    pub fn close(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Err(err) = sys::signal_eventfd(&self.kick) {
+            log::error!("socket close: cannot wake blocked threads: {err}");
+        }
+        let mut state = self.state.lock();
+        self.turn.notify_all();
+        let acceptor = match &mut state.role {
+            Role::Connected(connected) => {
+                connected.stream.close();
+                None
+            }
+            Role::Listening { backlog, acceptor, .. } => {
+                backlog.stopped.store(true, Ordering::Release);
+                if let Err(err) = sys::signal_eventfd(&backlog.stop) {
+                    log::error!("listener close: cannot stop the acceptor: {err}");
+                }
+                backlog.room.notify_all();
+                acceptor.take()
+            }
+            Role::Connecting { .. } | Role::Fresh => None,
+        };
+        drop(state);
+        // The port is free again once close returns, as with a kernel listener;
+        // connections accepted but never taken close with the backlog.
+        if let Some(acceptor) = acceptor {
+            if acceptor.join().is_err() {
+                log::error!("listener close: the acceptor thread panicked");
+            }
+            if let Role::Listening { backlog, .. } = &self.state.lock().role {
+                backlog.accepted.lock().clear();
+            }
+        }
+    }
+
+    /// Which of `interest` would not block now (see `ByteStream::ready`);
+    /// a closed socket is ready for everything, so its users learn of it.
+    pub(crate) fn ready(&self, interest: u32) -> u32 {
+        if self.is_closed() {
+            return interest;
+        }
+        self.state.lock().ready(interest)
+    }
+
+    /// Prepares the sources to signal a change for `interest`; then the caller
+    /// looks at `ready` once more before it sleeps. Returns the sources.
+    pub(crate) fn arm(&self, interest: u32) -> Sources {
+        let mut state = self.state.lock();
+        if let Err(err) = state.arm(interest) {
+            state.pending_failure.get_or_insert(err);
+        }
+        state.sources(interest)
+    }
+
+    /// Ends a sleep prepared by `arm`.
+    pub(crate) fn disarm(&self) {
+        let mut state = self.state.lock();
+        if let Err(err) = state.disarm() {
+            state.pending_failure.get_or_insert(err);
+        }
+    }
+
+    /// Every fd that can signal for this socket, for a selector's epoll set:
+    /// its sources and the kick fd (a connect or listen starting, a close).
+    pub(crate) fn all_sources(&self) -> [RawFd; 4] {
+        let [a, b, c] = self.state.lock().sources(ops::READ | ops::WRITE | ops::CONNECT | ops::ACCEPT);
+        [a.0, b.0, c.0, self.kick.as_raw_fd()]
+    }
+
+    /// Waits until something may have changed for `interest` (callers look
+    /// again), as the sleeper or behind it. See the module documentation.
+    fn wait(
+        &self,
+        state: &mut MutexGuard<'_, State>,
+        op: &'static str,
+        interest: u32,
+        deadline: Deadline,
+    ) -> Result<()> {
+        state.count_waiter(interest, true);
+        let result = self.wait_as_waiter(state, op, interest, deadline);
+        state.count_waiter(interest, false);
+        result?;
+        if self.is_closed() {
+            return Err(Error::Closed(op));
+        }
+        Ok(())
+    }
+
+    fn wait_as_waiter(
+        &self,
+        state: &mut MutexGuard<'_, State>,
+        op: &'static str,
+        interest: u32,
+        deadline: Deadline,
+    ) -> Result<()> {
+        if let Some(watched) = state.sleeper {
+            if interest & !watched != 0 {
+                // The sleeper does not watch for what we need: make it look again.
+                sys::signal_eventfd(&self.kick)?;
+            }
+            let timed_out = match deadline.instant() {
+                Some(at) => self.turn.wait_until(state, at).timed_out(),
+                None => {
+                    self.turn.wait(state);
+                    false
+                }
+            };
+            return if timed_out { Err(deadline.timed_out(op)) } else { Ok(()) };
+        }
+        let watch = state.waiting_interest();
+        state.arm(watch)?;
+        if state.ready(interest) != 0 || self.is_closed() {
+            return state.disarm();
+        }
+        let [a, b, c] = state.sources(watch);
+        state.sleeper = Some(watch);
+        let kick = self.kick.as_raw_fd();
+        let woke =
+            MutexGuard::unlocked(state, || sys::wait_for(op, [a, b, c, (kick, libc::POLLIN)], deadline));
+        state.sleeper = None;
+        self.turn.notify_all();
+        if !self.is_closed() {
+            sys::drain_eventfd(&self.kick)?;
+        }
+        state.disarm()?;
+        woke.map(drop)
+    }
+}
+
+impl State {
+    fn connected(&mut self) -> Result<&mut Connected> {
+        self.take_failure()?;
+        match &mut self.role {
+            Role::Connected(connected) => Ok(connected),
+            _ => Err(Error::InvalidArgument("not a connected socket".into())),
+        }
+    }
+
+    /// Reports a failure found earlier, once as itself and then as `Failed`.
+    fn take_failure(&mut self) -> Result<()> {
+        if let Some(err) = self.pending_failure.take() {
+            self.failed = Some(err.to_string());
+            return Err(err);
+        }
+        match &self.failed {
+            Some(text) => Err(Error::Failed(text.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Passes a stream result through, remembering a failure: a stream that
+    /// failed (a violation, a broken QP) is not used again.
+    fn check<T>(&mut self, result: Result<T>) -> Result<T> {
+        result.map_err(|err| {
+            // Writing to a closed peer or after a half close leaves the
+            // stream sound: what arrived can still be read.
+            if !matches!(err, Error::Disconnected | Error::InvalidArgument(_)) {
+                self.failed = Some(err.to_string());
+            }
+            err
+        })
+    }
+
+    fn count_waiter(&mut self, interest: u32, arrives: bool) {
+        for bit in 0..self.waiting.len() {
+            if interest & (1 << bit) != 0 {
+                if arrives {
+                    self.waiting[bit] += 1;
+                } else {
+                    self.waiting[bit] -= 1;
+                }
+            }
+        }
+    }
+
+    fn waiting_interest(&self) -> u32 {
+        (0..self.waiting.len()).filter(|&bit| self.waiting[bit] > 0).fold(0, |ops, bit| ops | 1 << bit)
+    }
+
+    fn ready(&mut self, interest: u32) -> u32 {
+        if self.pending_failure.is_some() || self.failed.is_some() {
+            return interest;
+        }
+        let ready = match &mut self.role {
+            Role::Connecting { addr, outcome } => match outcome.try_recv() {
+                Err(TryRecvError::Empty) => Ok(0),
+                Ok(Ok((medium, stream))) => {
+                    // Shared memory has no addresses of its own: the peer is on this host.
+                    let local = stream.local_addr().unwrap_or(SocketAddr::new(addr.ip(), 0));
+                    let peer = stream.peer_addr().unwrap_or(*addr);
+                    self.role = Role::Connected(Connected { medium, stream, local, peer });
+                    self.connect_untaken = true;
+                    Ok(ops::CONNECT)
+                }
+                Ok(Err(err)) => Err(err),
+                Err(TryRecvError::Disconnected) => {
+                    Err(Error::InvalidArgument("the connect thread ended without an outcome".into()))
+                }
+            },
+            Role::Connected(connected) => connected.stream.ready(interest).map(|ready| {
+                let connect = if self.connect_untaken { ops::CONNECT } else { 0 };
+                let eof = if self.input_shut { ops::READ } else { 0 };
+                ready | connect | eof
+            }),
+            Role::Listening { backlog, .. } => {
+                Ok(if backlog.accepted.lock().is_empty() { 0 } else { ops::ACCEPT })
+            }
+            Role::Fresh => Ok(0),
+        };
+        match ready {
+            Ok(ready) => ready & interest,
+            // Room or readability to report: the operation itself tells.
+            Err(Error::Disconnected) => interest,
+            Err(err) => {
+                if matches!(self.role, Role::Connecting { .. }) {
+                    self.role = Role::Fresh;
+                }
+                self.pending_failure = Some(err);
+                interest
+            }
+        }
+    }
+
+    fn arm(&mut self, interest: u32) -> Result<()> {
+        match &mut self.role {
+            Role::Connected(connected) => connected.stream.arm(interest),
+            _ => Ok(()), // eventfds and listening sockets signal by themselves
+        }
+    }
+
+    fn disarm(&mut self) -> Result<()> {
+        match &mut self.role {
+            Role::Connected(connected) => connected.stream.disarm(),
+            Role::Connecting { .. } => match &self.connect_signal {
+                Some(signal) => sys::drain_eventfd(signal),
+                None => Ok(()),
+            },
+            _ => Ok(()),
+        }
+    }
+
+    fn sources(&self, interest: u32) -> Sources {
+        match &self.role {
+            Role::Connected(connected) => {
+                let [a, b] = connected.stream.sources(interest);
+                [a, b, NO_SOURCE]
+            }
+            Role::Listening { backlog, .. } => {
+                [(backlog.waiting.as_raw_fd(), libc::POLLIN), NO_SOURCE, NO_SOURCE]
+            }
+            Role::Connecting { .. } => {
+                let fd = self.connect_signal.as_ref().map_or(-1, |signal| signal.as_raw_fd());
+                [(fd, libc::POLLIN), NO_SOURCE, NO_SOURCE]
+            }
+            Role::Fresh => [NO_SOURCE; 3],
+        }
+    }
+}

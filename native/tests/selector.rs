@@ -1,0 +1,220 @@
+//! Sockets and the poller (the native half of the Java selector and channels),
+//! on every medium this machine has: TCP and shared memory on the host, and
+//! RDMA too in the Soft-RoCE VM (RDMANIO_TEST_DEVICE set).
+
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rdmanio::poller::{PollMode, Poller};
+use rdmanio::socket::{status, Socket};
+use rdmanio::stream::ops;
+use rdmanio::{Transport, TransportOptions};
+
+const TIMEOUT: Option<Duration> = Some(Duration::from_secs(20));
+
+fn ip() -> IpAddr {
+    std::env::var("RDMANIO_TEST_ADDR").map_or(IpAddr::from([127, 0, 0, 1]), |a| a.parse().unwrap())
+}
+
+fn transports() -> Vec<Transport> {
+    let mut transports = vec![Transport::Tcp, Transport::Shm];
+    if std::env::var_os("RDMANIO_TEST_DEVICE").is_some() {
+        transports.push(Transport::Rdma);
+    }
+    transports
+}
+
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    TcpListener::bind((ip(), 0)).unwrap().local_addr().unwrap().port()
+}
+
+fn listen(transport: Transport) -> (Arc<Socket>, SocketAddr) {
+    let socket =
+        Socket::listen(SocketAddr::new(ip(), 0), transport, TransportOptions::default(), 8)
+            .expect("listen");
+    let (addr, _) = socket.addresses().unwrap();
+    (socket, addr)
+}
+
+/// Selects until `slot` reports `want` (other slots may report too); returns its ops.
+fn select_for(poller: &Poller, interests: &[i32], slot: i32, want: u32) -> u32 {
+    let mut ready = [0i32; 16];
+    let deadline = Instant::now() + TIMEOUT.unwrap();
+    while Instant::now() < deadline {
+        let n = poller.select(interests, &mut ready, Some(Duration::from_secs(1))).expect("select");
+        for pair in ready[..2 * n].chunks(2) {
+            if pair[0] == slot && pair[1] as u32 & want != 0 {
+                return pair[1] as u32;
+            }
+        }
+    }
+    panic!("slot {slot} never became ready for {want}");
+}
+
+#[test]
+fn one_selector_sees_accept_connect_read_and_write() {
+    for transport in transports() {
+        let (listener, addr) = listen(transport);
+        let poller = Poller::new(PollMode::Blocking).unwrap();
+        poller.register(0, Arc::clone(&listener)).unwrap();
+        let client = Socket::connect(addr, transport, TransportOptions::default(), TIMEOUT).unwrap();
+        poller.register(1, Arc::clone(&client)).unwrap();
+        let mut interests = [ops::ACCEPT as i32, ops::CONNECT as i32, 0];
+
+        assert_eq!(select_for(&poller, &interests, 1, ops::CONNECT), ops::CONNECT, "{transport:?}");
+        assert!(client.finish_connect(false).unwrap());
+        assert_eq!(select_for(&poller, &interests, 0, ops::ACCEPT), ops::ACCEPT);
+        let server = listener.accept(false).unwrap().expect("an accepted connection");
+        assert!(listener.accept(false).unwrap().is_none(), "one connection, one accept");
+        poller.register(2, Arc::clone(&server)).unwrap();
+
+        // The connect brought new fds: the poller must watch them from now on.
+        interests = [0, ops::READ as i32, ops::READ as i32];
+        let mut ready = [0i32; 8];
+        assert_eq!(poller.select(&interests, &mut ready, Some(Duration::ZERO)).unwrap(), 0, "{transport:?}");
+        assert_eq!(client.write(b"ping", false).unwrap(), 4);
+        assert_eq!(select_for(&poller, &interests, 2, ops::READ), ops::READ);
+        let mut buf = [0u8; 16];
+        assert_eq!(server.read(&mut buf, false, None).unwrap(), 4);
+        assert_eq!(&buf[..4], b"ping");
+        assert_eq!(server.read(&mut buf, false, None).unwrap(), status::UNAVAILABLE);
+
+        interests = [0, 0, ops::WRITE as i32];
+        assert_eq!(select_for(&poller, &interests, 2, ops::WRITE), ops::WRITE);
+
+        // Closing one end: the other reads end of stream, also through the selector.
+        client.close();
+        interests = [0, 0, ops::READ as i32];
+        select_for(&poller, &interests, 2, ops::READ);
+        assert_eq!(server.read(&mut buf, true, TIMEOUT).unwrap(), status::EOF, "{transport:?}");
+        poller.deregister(1);
+        poller.deregister(2);
+    }
+}
+
+#[test]
+fn a_writer_out_of_room_becomes_writable_when_the_reader_reads() {
+    for transport in transports() {
+        let (listener, addr) = listen(transport);
+        let client = Socket::connect(addr, transport, TransportOptions::default(), TIMEOUT).unwrap();
+        assert!(client.finish_connect(true).unwrap());
+        let server = listener.accept(true).unwrap().unwrap();
+        let poller = Poller::new(PollMode::Adaptive(Duration::from_micros(50))).unwrap();
+        poller.register(0, Arc::clone(&client)).unwrap();
+
+        let chunk = vec![7u8; 64 * 1024];
+        let mut sent = 0usize;
+        loop {
+            let n = client.write(&chunk, false).unwrap();
+            sent += n;
+            if n == 0 {
+                break;
+            }
+            assert!(sent < 64 << 20, "{transport:?}: 64 MiB went in without the reader reading");
+        }
+        let mut ready = [0i32; 4];
+        if transport != Transport::Tcp {
+            // (A kernel socket may find room again at once, as its buffers drain to the peer's.)
+            let found = poller.select(&[ops::WRITE as i32], &mut ready, Some(Duration::ZERO)).unwrap();
+            assert_eq!(found, 0, "{transport:?}: writable although a write took nothing");
+        }
+        let reader = thread::spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut received = 0;
+            while received < sent {
+                let n = server.read(&mut buf, true, TIMEOUT).unwrap();
+                assert!(n > 0);
+                received += n as usize;
+                assert!(buf[..n as usize].iter().all(|&b| b == 7));
+            }
+            server
+        });
+        assert_eq!(select_for(&poller, &[ops::WRITE as i32], 0, ops::WRITE), ops::WRITE, "{transport:?}");
+        client.close();
+        reader.join().unwrap();
+    }
+}
+
+#[test]
+fn wakeup_ends_a_select_even_before_it_starts() {
+    let poller = Arc::new(Poller::new(PollMode::Blocking).unwrap());
+    let mut ready = [0i32; 4];
+    poller.wakeup().unwrap();
+    let started = Instant::now();
+    assert_eq!(poller.select(&[], &mut ready, None).unwrap(), 0);
+    poller.clear_wakeup().unwrap();
+    assert_eq!(poller.select(&[], &mut ready, Some(Duration::from_millis(50))).unwrap(), 0);
+    assert!(started.elapsed() >= Duration::from_millis(50), "a cleared wakeup ended a select");
+
+    let waker = Arc::clone(&poller);
+    let thread = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(100));
+        waker.wakeup().unwrap();
+    });
+    let started = Instant::now();
+    assert_eq!(poller.select(&[], &mut ready, Some(Duration::from_secs(20))).unwrap(), 0);
+    assert!(started.elapsed() < Duration::from_secs(10), "wakeup did not end the select");
+    thread.join().unwrap();
+}
+
+#[test]
+fn close_wakes_blocked_readers_writers_and_acceptors() {
+    for transport in transports() {
+        let (listener, addr) = listen(transport);
+        let client = Socket::connect(addr, transport, TransportOptions::default(), TIMEOUT).unwrap();
+        assert!(client.finish_connect(true).unwrap());
+        let server = listener.accept(true).unwrap().unwrap();
+        let reader = {
+            let client = Arc::clone(&client);
+            thread::spawn(move || client.read(&mut [0u8; 8], true, None))
+        };
+        let acceptor = {
+            let listener = Arc::clone(&listener);
+            thread::spawn(move || listener.accept(true).map(|s| s.is_some()))
+        };
+        thread::sleep(Duration::from_millis(200));
+        client.close();
+        listener.close();
+        let read = reader.join().unwrap();
+        assert!(matches!(read, Err(rdmanio::Error::Closed("read"))), "{transport:?}: {read:?}");
+        let accepted = acceptor.join().unwrap();
+        assert!(matches!(accepted, Err(rdmanio::Error::Closed("accept"))), "{transport:?}: {accepted:?}");
+        drop(server);
+    }
+}
+
+#[test]
+fn a_half_close_ends_the_stream_after_its_bytes_and_reading_goes_on() {
+    for transport in transports() {
+        let (listener, addr) = listen(transport);
+        let client = Socket::connect(addr, transport, TransportOptions::default(), TIMEOUT).unwrap();
+        assert!(client.finish_connect(true).unwrap());
+        let server = listener.accept(true).unwrap().unwrap();
+        assert_eq!(client.write(b"request", true).unwrap(), 7);
+        client.shutdown_output().unwrap();
+        assert!(client.write(b"more", true).is_err(), "{transport:?}: a write after shutdown_output");
+        let mut buf = [0u8; 16];
+        assert_eq!(server.read(&mut buf, true, TIMEOUT).unwrap(), 7);
+        assert_eq!(server.read(&mut buf, true, TIMEOUT).unwrap(), status::EOF, "{transport:?}");
+        assert_eq!(server.write(b"reply", true).unwrap(), 5, "{transport:?}: the other direction is open");
+        assert_eq!(client.read(&mut buf, true, TIMEOUT).unwrap(), 5);
+        assert_eq!(&buf[..5], b"reply");
+    }
+}
+
+#[test]
+fn connecting_to_nobody_fails_through_finish_connect() {
+    for transport in transports() {
+        let addr = SocketAddr::new(ip(), free_port());
+        let client = Socket::connect(addr, transport, TransportOptions::default(), TIMEOUT).unwrap();
+        let poller = Poller::new(PollMode::Blocking).unwrap();
+        poller.register(0, Arc::clone(&client)).unwrap();
+        select_for(&poller, &[ops::CONNECT as i32], 0, ops::CONNECT);
+        let err = client.finish_connect(false).unwrap_err();
+        assert!(matches!(err, rdmanio::Error::ConnectionRefused(_)), "{transport:?}: {err}");
+        assert!(client.finish_connect(false).is_err(), "the failure stays");
+    }
+}
