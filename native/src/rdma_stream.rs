@@ -218,10 +218,17 @@ impl RdmaStream {
         self.imm_sent - self.peer_reposted
     }
 
-    /// Room for a data batch: send queue, a notification (keeping the last one
-    /// for a wake-up request), and ring space for the smallest record.
+    /// Room for a batch of `writes` work requests with one notification,
+    /// keeping `kept` writes and notifications for what must never wait: the
+    /// end record (its two writes, one notification) and a wake-up request.
+    fn can_post(&self, writes: u32, kept: u32) -> bool {
+        self.sq_outstanding + writes + kept <= SEND_DEPTH
+            && self.imm_outstanding() + 1 + u64::from(kept.min(2)) <= u64::from(self.peer.recv_depth)
+    }
+
+    /// Room for a data batch (two writes when it wraps), keeping room for the end and a request.
     fn can_send_data(&self) -> bool {
-        self.sq_outstanding + 2 <= SEND_DEPTH && self.imm_outstanding() + 2 <= u64::from(self.peer.recv_depth)
+        self.can_post(2, 3)
     }
 
     fn writable(&self) -> bool {
@@ -315,7 +322,8 @@ impl RdmaStream {
         if !self.end_pending || self.endpoint.peer_closed {
             return Ok(());
         }
-        if !self.can_send_data() {
+        // Data always leaves the room for this (see `can_send_data` and the ring's end reserve).
+        if !self.can_post(2, 1) {
             return self.request_credit();
         }
         let start = self.writer.tail();

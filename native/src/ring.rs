@@ -55,6 +55,11 @@ const KIND_DATA: u32 = 1;
 const KIND_PADDING: u32 = 2;
 /// The writer's last record (a half close): empty; nothing may follow it.
 const KIND_END: u32 = 3;
+/// Room that data records leave free, so that the end record always fits
+/// without waiting for credit (a half close never blocks, as TCP's FIN does
+/// not): its header, after at most `HEADER_LEN - ALIGN` bytes skipped at the
+/// end of the ring.
+const END_RESERVE: usize = 2 * HEADER_LEN - ALIGN;
 
 /// A broken rule of the ring protocol, found in what the peer wrote.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -173,19 +178,20 @@ pub struct RingConfig {
 }
 
 impl RingConfig {
-    /// A ring of `capacity` bytes (a power of two from 64 to [`MAX_CAPACITY`])
+    /// A ring of `capacity` bytes (a power of two from 128 to [`MAX_CAPACITY`])
     /// carrying records of up to `max_payload` bytes; `seed` makes its checks
     /// specific to one connection.
     ///
     /// # Errors
     /// A description of the rule the arguments break. A record of
-    /// `max_payload` bytes must fit in half the ring, so that one always fits
-    /// after padding once the ring is empty.
+    /// `max_payload` bytes and the room kept for the end record must fit in
+    /// half the ring, so that a record always fits after padding once the ring
+    /// is empty.
     pub fn new(capacity: usize, max_payload: usize, seed: u32) -> Result<Self, String> {
-        if !capacity.is_power_of_two() || !(64..=MAX_CAPACITY).contains(&capacity) {
-            return Err(format!("ring capacity {capacity} is not a power of two from 64 to {MAX_CAPACITY}"));
+        if !capacity.is_power_of_two() || !(128..=MAX_CAPACITY).contains(&capacity) {
+            return Err(format!("ring capacity {capacity} is not a power of two from 128 to {MAX_CAPACITY}"));
         }
-        if record_len(max_payload) > capacity / 2 {
+        if record_len(max_payload) + END_RESERVE > capacity / 2 {
             return Err(format!(
                 "records of {max_payload} bytes do not fit in half of a {capacity}-byte ring"
             ));
@@ -324,9 +330,16 @@ impl RingWriter {
         (start, start + record)
     }
 
-    /// Whether a record of `len` payload bytes fits now, without more credit.
+    /// Whether a data record of `len` payload bytes fits now, without more
+    /// credit, leaving room for the end record.
     pub fn fits(&self, len: usize) -> bool {
-        len <= self.config.max_payload && self.place(len).1 - self.head <= self.config.capacity as u64
+        len <= self.config.max_payload
+            && self.place(len).1 - self.head + END_RESERVE as u64 <= self.config.capacity as u64
+    }
+
+    /// Whether the end record fits now (it may use the room data leaves for it).
+    fn end_fits(&self) -> bool {
+        self.place(0).1 - self.head <= self.config.capacity as u64
     }
 
     /// The largest payload, up to `want` (and the record limit), that fits
@@ -336,7 +349,7 @@ impl RingWriter {
         if self.fits(want) {
             return want;
         }
-        let free = self.config.capacity - (self.tail - self.head) as usize;
+        let free = (self.config.capacity - (self.tail - self.head) as usize).saturating_sub(END_RESERVE);
         let to_end = self.config.capacity - self.config.index(self.tail);
         // In place before the end of the ring, or wrapped to its start.
         let payload = |room: usize| (room / ALIGN * ALIGN).saturating_sub(HEADER_LEN);
@@ -364,7 +377,8 @@ impl RingWriter {
 
     fn frame_kind(&mut self, payload: &[u8], ack: u32, kind: u32) -> Option<Frame> {
         assert!(payload.len() <= self.config.max_payload, "payload exceeds the ring's record limit");
-        if !self.fits(payload.len()) {
+        let fits = if kind == KIND_END { self.end_fits() } else { self.fits(payload.len()) };
+        if !fits {
             return None;
         }
         let (start, end) = self.place(payload.len());
@@ -750,8 +764,9 @@ mod tests {
         assert!(RingConfig::new(1000, 16, SEED).unwrap_err().contains("power of two"));
         assert!(RingConfig::new(32, 0, SEED).is_err());
         assert!(RingConfig::new(MAX_CAPACITY * 2, 16, SEED).is_err());
-        assert!(RingConfig::new(256, 128, SEED).unwrap_err().contains("half"));
-        assert!(RingConfig::new(256, 104, SEED).is_ok()); // 24 + 104 = 128: exactly half
+        assert!(RingConfig::new(64, 0, SEED).is_err());
+        assert!(RingConfig::new(256, 72, SEED).unwrap_err().contains("half"));
+        assert!(RingConfig::new(256, 64, SEED).is_ok()); // 24 + 64 + 40 (end reserve) = 128: exactly half
     }
 
     #[test]
@@ -803,29 +818,34 @@ mod tests {
 
     #[test]
     fn a_full_ring_blocks_the_writer_until_credit_returns() {
-        let mut pair = Pair::new(128, 40); // records of 64 bytes: two fill the ring
+        let mut pair = Pair::new(256, 40); // records of 64 bytes: three fill the ring but its end reserve
         pair.send(&[1; 40]);
         pair.send(&[2; 40]);
-        assert!(!pair.writer.fits(0));
-        assert!(pair.writer.frame(&[3; 40], 0).is_none(), "a third record would overwrite unread bytes");
-        assert_eq!(pair.read_all().unwrap().len(), 80);
-        pair.return_credit();
         pair.send(&[3; 40]);
-        assert_eq!(pair.read_all().unwrap(), vec![3; 40]);
+        assert!(!pair.writer.fits(40));
+        assert!(pair.writer.frame(&[4; 40], 0).is_none(), "a fourth record would overwrite unread bytes");
+        assert_eq!(pair.read_all().unwrap().len(), 120);
+        pair.return_credit();
+        pair.send(&[4; 40]);
+        assert_eq!(pair.read_all().unwrap(), vec![4; 40]);
     }
 
     #[test]
     fn wrapping_pads_to_the_end_of_the_ring() {
-        let mut pair = Pair::new(128, 40);
+        let mut pair = Pair::new(256, 40);
         pair.send(&[1; 8]); // 32 bytes at 0
-        pair.send(&[2; 40]); // 64 bytes at 32; tail 96
-        assert_eq!(pair.read_all().unwrap().len(), 48);
+        pair.send(&[2; 40]); // 64 bytes at 32
+        pair.send(&[2; 40]); // 64 bytes at 96
+        assert_eq!(pair.read_all().unwrap().len(), 88);
+        pair.return_credit();
+        pair.send(&[2; 40]); // 64 bytes at 160; tail 224
+        assert_eq!(pair.read_all().unwrap().len(), 40);
         pair.return_credit();
         // 32 bytes left before the end, a 64-byte record does not fit: padding, then offset 0.
         let frame = pair.writer.frame(&[3; 40], 0).unwrap();
-        assert_eq!(frame.padding.map(|(at, _)| at), Some(96));
+        assert_eq!(frame.padding.map(|(at, _)| at), Some(224));
         assert_eq!(frame.offset, 0);
-        assert_eq!(frame.tail, 128 + 64);
+        assert_eq!(frame.tail, 256 + 64);
         pair.place(&frame, &[3; 40]);
         pair.reader.publish(frame.tail).unwrap();
         assert_eq!(pair.read_all().unwrap(), vec![3; 40]);
@@ -833,9 +853,13 @@ mod tests {
 
     #[test]
     fn fewer_bytes_than_a_header_are_skipped_without_padding() {
-        let mut pair = Pair::new(128, 40);
-        pair.send(&[1; 40]); // 64
-        pair.send(&[2; 24]); // 48: tail 112, 16 bytes to the end
+        let mut pair = Pair::new(256, 40);
+        for _ in 0..3 {
+            pair.send(&[1; 40]); // 64 bytes each: tail 192
+        }
+        pair.read_all().unwrap();
+        pair.return_credit();
+        pair.send(&[2; 24]); // 48: tail 240, 16 bytes to the end
         pair.read_all().unwrap();
         pair.return_credit();
         let frame = pair.writer.frame(&[3; 4], 0).unwrap();
@@ -950,28 +974,29 @@ mod tests {
 
     #[test]
     fn padding_must_reach_exactly_the_end() {
-        let mut pair = Pair::new(128, 40);
+        let mut pair = Pair::new(256, 40);
         let mut pad = Header { len: 8, seq: 0, kind: KIND_PADDING, ack: 0, check: 0 };
         pad.check = pad.compute_check(SEED, &[]);
         forge(&mut pair, 0, pad, &[]);
         pair.reader.publish(32).unwrap();
-        assert!(matches!(pair.read_all(), Err(Violation::Padding { len: 8, expected: 104, .. })));
+        assert!(matches!(pair.read_all(), Err(Violation::Padding { len: 8, expected: 232, .. })));
     }
 
     #[test]
     fn a_write_takes_what_fits_even_when_a_whole_record_does_not() {
-        let mut pair = Pair::new(256, 100);
+        let mut pair = Pair::new(512, 100);
         let data = [5u8; 1000];
         let mut placed = Vec::new();
         let mut copy_in = |at: usize, bytes: &[u8]| placed.push((at, bytes.to_vec()));
-        // Records of 100 and 50 bytes take 128 + 80 of the 256 bytes; the 48
-        // left hold a record of 24, less than the 100 a whole one would carry.
-        assert_eq!(pair.writer.write(&data[..150], 0, &mut copy_in), 150);
-        assert_eq!(pair.writer.write(&data, 0, &mut copy_in), 24);
+        // Records of 100 and 70 bytes take 128 + 96 of the 512; one more of
+        // 100 takes 128; of the 160 left, 40 stay reserved for the end record,
+        // and the 120 hold a record of 96: less than a whole one, not nothing.
+        assert_eq!(pair.writer.write(&data[..170], 0, &mut copy_in), 170);
+        assert_eq!(pair.writer.write(&data, 0, &mut copy_in), 196);
         for (at, bytes) in placed {
             pair.ring[at..at + bytes.len()].copy_from_slice(&bytes);
         }
-        let written = 174;
+        let written = 366;
         assert!(!pair.writer.fits(1), "the ring is full");
         assert_eq!(pair.writer.fitting(1000), 0);
         pair.reader.publish(pair.writer.tail()).unwrap();
@@ -1017,12 +1042,12 @@ mod tests {
         /// returned whenever due, arrives as the same byte stream.
         #[test]
         fn the_stream_arrives_intact(
-            capacity_log in 7u32..12,
+            capacity_log in 8u32..12,
             messages in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..100), 1..60),
             read_sizes in prop::collection::vec(1usize..300, 1..20),
         ) {
             let capacity = 1usize << capacity_log;
-            let max_payload = (capacity / 2 - HEADER_LEN).min(100);
+            let max_payload = (capacity / 2 - HEADER_LEN - END_RESERVE).min(100);
             let mut pair = Pair::new(capacity, max_payload);
             let messages: Vec<&[u8]> = messages.iter().map(|m| &m[..m.len().min(max_payload)]).collect();
             let expected = messages.concat();

@@ -20,7 +20,9 @@ import java.util.concurrent.locks.ReentrantLock;
  * transport allows, at one address. The native side completes handshakes into
  * the backlog as a kernel does, so clients may connect before {@code accept}.
  *
- * <p>Locks: {@code acceptLock} (held by accepts), then {@code stateLock}.
+ * <p>Locks: {@code acceptLock} (held by accepts), then {@code stateLock}. As
+ * with socket channels, close never waits: the last accept to leave a closing
+ * channel releases the native socket.
  */
 final class RdmaServerSocketChannel extends ServerSocketChannel implements RdmaChannel {
     private static final int DEFAULT_BACKLOG = 50;
@@ -38,6 +40,8 @@ final class RdmaServerSocketChannel extends ServerSocketChannel implements RdmaC
     private int receiveBufferSize;
     private boolean reuseAddress = true;
     private ServerSocketAdaptor socket;
+    private boolean released;
+    private int activeOperations;
     // --
 
     RdmaServerSocketChannel(RdmaSelectorProvider provider) throws IOException {
@@ -76,6 +80,7 @@ final class RdmaServerSocketChannel extends ServerSocketChannel implements RdmaC
                 if (localAddress == null) {
                     throw new NotYetBoundException();
                 }
+                activeOperations++;
             }
             boolean blocking = isBlocking();
             long accepted = 0;
@@ -87,6 +92,11 @@ final class RdmaServerSocketChannel extends ServerSocketChannel implements RdmaC
             } finally {
                 if (blocking) {
                     end(accepted != 0);
+                }
+                synchronized (stateLock) {
+                    if (--activeOperations == 0 && closing) {
+                        release();
+                    }
                 }
             }
             return accepted == 0 ? null : new RdmaSocketChannel(provider, accepted);
@@ -172,12 +182,18 @@ final class RdmaServerSocketChannel extends ServerSocketChannel implements RdmaC
     @Override
     protected void implCloseSelectableChannel() throws IOException {
         synchronized (stateLock) {
-            closing = true;
+            closing = true; // from now on no selector registers the socket
+            SocketNative.close(handle); // a blocked accept wakes and fails; the port is free again
+            if (activeOperations == 0) {
+                release();
+            }
         }
-        SocketNative.close(handle); // a blocked accept wakes and fails; the port is free again
-        acceptLock.lock();
-        acceptLock.unlock();
-        synchronized (stateLock) {
+    }
+
+    /** Frees the native socket (under stateLock, once closing and unused). */
+    private void release() {
+        if (!released) {
+            released = true;
             SocketNative.release(handle);
         }
     }

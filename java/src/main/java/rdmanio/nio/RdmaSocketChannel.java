@@ -27,8 +27,9 @@ import java.util.concurrent.locks.ReentrantLock;
  * connects), {@code writeLock} (writes and connects), {@code stateLock} (the
  * fields marked below; never held while an operation blocks). A blocked
  * operation sleeps in native code; closing the channel (also from an
- * interrupt) wakes it there, then waits for it to leave before the native
- * socket is released.
+ * interrupt) wakes it there and never waits for it: the last operation to
+ * leave a closing channel releases the native socket (as the JDK's channels
+ * do, since an interrupt closes while holding the interrupted thread's lock).
  */
 final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
     private static final int ST_UNCONNECTED = 0;
@@ -65,6 +66,8 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
     private boolean reuseAddress;
     private int linger = -1;
     private SocketAdaptor socket;
+    /** Operations that use the native socket outside stateLock. */
+    private int activeOperations;
     // -- end of fields guarded by stateLock
 
     RdmaSocketChannel(RdmaSelectorProvider provider) throws IOException {
@@ -96,6 +99,28 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
                 throw new NotYetConnectedException();
             }
         }
+    }
+
+    /** Starts an operation on the connected native socket; {@link #endOperation} must follow. */
+    void beginOperation() throws ClosedChannelException {
+        synchronized (stateLock) {
+            ensureOpenAndConnected();
+            activeOperations++;
+        }
+    }
+
+    void endOperation() {
+        synchronized (stateLock) {
+            if (--activeOperations == 0 && state == ST_CLOSING) {
+                release();
+            }
+        }
+    }
+
+    /** Frees the channel's native socket: once closing and no operation uses it (under stateLock). */
+    private void release() {
+        state = ST_CLOSED;
+        SocketNative.release(handle); // selectors still holding it release theirs on deregistration
     }
 
     // ---- connecting
@@ -177,6 +202,10 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
     private boolean completeConnect(boolean block) throws IOException {
         boolean connected = false;
         try {
+            synchronized (stateLock) {
+                ensureOpen();
+                activeOperations++;
+            }
             try {
                 if (block) {
                     begin();
@@ -186,6 +215,7 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
                 if (block) {
                     end(connected);
                 }
+                endOperation();
             }
         } catch (IOException e) {
             close();
@@ -226,30 +256,37 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
         }
         readLock.lock();
         try {
-            ensureOpenAndConnected();
-            if (inputClosed) {
-                return -1;
-            }
-            boolean blocking = isBlocking();
-            boolean completed = false;
+            beginOperation();
             try {
-                if (blocking) {
-                    begin();
+                if (inputClosed) {
+                    return -1;
                 }
-                int n = readInto(dst, blocking, -1);
-                completed = true;
-                return n == SocketNative.UNAVAILABLE ? 0 : n;
+                boolean blocking = isBlocking();
+                boolean completed = false;
+                try {
+                    if (blocking) {
+                        begin();
+                    }
+                    int n = readInto(dst, blocking, -1);
+                    completed = true;
+                    return n == SocketNative.UNAVAILABLE ? 0 : n;
+                } finally {
+                    if (blocking) {
+                        end(completed);
+                    }
+                }
             } finally {
-                if (blocking) {
-                    end(completed);
-                }
+                endOperation();
             }
         } finally {
             readLock.unlock();
         }
     }
 
-    /** One native read into {@code dst}: a count, {@link SocketNative#EOF} or {@link SocketNative#UNAVAILABLE}. */
+    /**
+     * One native read into {@code dst}: a count, {@link SocketNative#EOF} or
+     * {@link SocketNative#UNAVAILABLE}. Within {@link #beginOperation}, under readLock.
+     */
     int readInto(ByteBuffer dst, boolean block, int timeoutMillis) throws IOException {
         int position = dst.position();
         int wanted = dst.remaining();
@@ -284,7 +321,13 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
                 }
                 // The first read may block; the rest take only what is there already.
                 if (total > 0) {
-                    int n = readInto(dst, false, -1);
+                    int n;
+                    beginOperation();
+                    try {
+                        n = readInto(dst, false, -1);
+                    } finally {
+                        endOperation();
+                    }
                     if (n <= 0) {
                         break;
                     }
@@ -313,30 +356,34 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
         Objects.requireNonNull(src, "src");
         writeLock.lock();
         try {
-            ensureOpenAndConnected();
-            if (outputClosed) {
-                throw new ClosedChannelException();
-            }
-            boolean blocking = isBlocking();
-            boolean completed = false;
+            beginOperation();
             try {
-                if (blocking) {
-                    begin();
+                if (outputClosed) {
+                    throw new ClosedChannelException();
                 }
-                int n = writeFrom(src, blocking);
-                completed = true;
-                return n;
+                boolean blocking = isBlocking();
+                boolean completed = false;
+                try {
+                    if (blocking) {
+                        begin();
+                    }
+                    int n = writeFrom(src, blocking);
+                    completed = true;
+                    return n;
+                } finally {
+                    if (blocking) {
+                        end(completed);
+                    }
+                }
             } finally {
-                if (blocking) {
-                    end(completed);
-                }
+                endOperation();
             }
         } finally {
             writeLock.unlock();
         }
     }
 
-    /** Writes from {@code src}: all of it when {@code block}, else what the peer has room for. */
+    /** Writes from {@code src}: all of it when {@code block}, else what the peer has room for (within an operation). */
     int writeFrom(ByteBuffer src, boolean block) throws IOException {
         int position = src.position();
         int length = src.remaining();
@@ -443,8 +490,10 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
 
     /** The medium the connection took: "rdma", "shm" or "tcp". */
     String medium() throws IOException {
-        ensureOpenAndConnected();
-        return SocketNative.medium(handle);
+        synchronized (stateLock) {
+            ensureOpenAndConnected();
+            return SocketNative.medium(handle);
+        }
     }
 
     @Override
@@ -534,16 +583,11 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
     protected void implCloseSelectableChannel() throws IOException {
         synchronized (stateLock) {
             state = ST_CLOSING; // from now on no selector registers the socket
-        }
-        SocketNative.close(handle); // blocked threads wake and fail; the peer sees end of stream
-        // Wait for them to leave their operations before the socket goes.
-        readLock.lock();
-        readLock.unlock();
-        writeLock.lock();
-        writeLock.unlock();
-        synchronized (stateLock) {
-            state = ST_CLOSED;
-            SocketNative.release(handle); // selectors still holding it release theirs on deregistration
+            // Blocked threads wake and fail; the peer sees end of stream.
+            SocketNative.close(handle);
+            if (activeOperations == 0) {
+                release();
+            }
         }
     }
 
@@ -577,11 +621,6 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
             }
         }
         return text.append(']').toString();
-    }
-
-    /** The native handle, for the socket adaptor's timed reads. */
-    long handle() {
-        return handle;
     }
 
     ReentrantLock readLock() {

@@ -9,7 +9,6 @@ import java.net.Socket;
 import java.net.SocketAddress;
 import java.net.SocketException;
 import java.net.SocketOption;
-import java.net.SocketTimeoutException;
 import java.net.StandardSocketOptions;
 import java.nio.ByteBuffer;
 import java.nio.channels.IllegalBlockingModeException;
@@ -152,13 +151,12 @@ final class SocketAdaptor extends Socket {
             if (!channel.isBlocking()) {
                 throw new IllegalBlockingModeException();
             }
-            if (channel.isInputClosed()) {
-                return -1;
+            channel.beginOperation();
+            try {
+                return channel.isInputClosed() ? -1 : channel.readInto(dst, true, timeout);
+            } finally {
+                channel.endOperation();
             }
-            int n = channel.readInto(dst, true, timeout);
-            return n;
-        } catch (java.net.SocketTimeoutException e) {
-            throw new SocketTimeoutException("read timed out after " + timeout + " ms");
         } finally {
             channel.readLock().unlock();
         }

@@ -1,0 +1,84 @@
+package rdmanio.nio;
+
+import java.io.IOException;
+import java.net.InetSocketAddress;
+import java.nio.ByteBuffer;
+import java.nio.channels.ServerSocketChannel;
+import java.nio.channels.SocketChannel;
+import java.nio.channels.spi.SelectorProvider;
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * The providers every conformance test runs against. The JDK's own provider is
+ * the reference: a test it fails checks the wrong thing. On the host: the JDK's,
+ * and rdma-nio over tcp and shm. In the Soft-RoCE VM (RDMANIO_TEST_DEVICE set):
+ * rdma-nio over rdma, on the VM's RDMA address.
+ */
+final class Providers {
+    static final boolean IN_VM = System.getenv("RDMANIO_TEST_DEVICE") != null;
+    static final String HOST = IN_VM ? System.getenv("RDMANIO_TEST_ADDR") : "127.0.0.1";
+    static final int TIMEOUT_MILLIS = 20_000;
+
+    private Providers() {}
+
+    /** JUnit parameters: {name, provider}. */
+    static List<Object[]> all() {
+        List<Object[]> providers = new ArrayList<>();
+        if (IN_VM) {
+            providers.add(new Object[] {"rdma-nio/rdma", RdmaSelectorProvider.withTransport("rdma")});
+        } else {
+            providers.add(new Object[] {"jdk", SelectorProvider.provider()});
+            providers.add(new Object[] {"rdma-nio/tcp", RdmaSelectorProvider.withTransport("tcp")});
+            providers.add(new Object[] {"rdma-nio/shm", RdmaSelectorProvider.withTransport("shm")});
+        }
+        return providers;
+    }
+
+    static InetSocketAddress anyPort() {
+        return new InetSocketAddress(HOST, 0);
+    }
+
+    /** A connected pair of blocking channels, and the listener they came from. */
+    static final class Pair implements AutoCloseable {
+        final ServerSocketChannel listener;
+        final SocketChannel client;
+        final SocketChannel server;
+
+        Pair(SelectorProvider provider) throws IOException {
+            listener = provider.openServerSocketChannel().bind(anyPort());
+            client = provider.openSocketChannel();
+            client.connect(listener.getLocalAddress());
+            server = listener.accept();
+        }
+
+        @Override
+        public void close() throws IOException {
+            client.close();
+            server.close();
+            listener.close();
+        }
+    }
+
+    /** Bytes that differ from position to position, so a loss or a swap shows. */
+    static byte[] pattern(int length, int seed) {
+        byte[] bytes = new byte[length];
+        int state = seed * 0x9e3779b9 + 1;
+        for (int i = 0; i < length; i++) {
+            state = state * 1103515245 + 12345;
+            bytes[i] = (byte) (state >>> 24);
+        }
+        return bytes;
+    }
+
+    /** Reads exactly {@code length} bytes from a blocking channel. */
+    static byte[] readFully(SocketChannel channel, int length) throws IOException {
+        ByteBuffer buffer = ByteBuffer.allocate(length);
+        while (buffer.hasRemaining()) {
+            if (channel.read(buffer) < 0) {
+                throw new IOException("end of stream after " + buffer.position() + " of " + length + " bytes");
+            }
+        }
+        return buffer.array();
+    }
+}

@@ -1,0 +1,460 @@
+package rdmanio.nio;
+
+import static org.junit.Assert.assertArrayEquals;
+import static org.junit.Assert.assertEquals;
+import static org.junit.Assert.assertFalse;
+import static org.junit.Assert.assertNotNull;
+import static org.junit.Assert.assertNull;
+import static org.junit.Assert.assertSame;
+import static org.junit.Assert.assertThrows;
+import static org.junit.Assert.assertTrue;
+
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.OutputStream;
+import java.net.ConnectException;
+import java.net.InetSocketAddress;
+import java.net.ServerSocket;
+import java.net.Socket;
+import java.net.SocketTimeoutException;
+import java.net.StandardSocketOptions;
+import java.nio.ByteBuffer;
+import java.nio.channels.AlreadyBoundException;
+import java.nio.channels.AlreadyConnectedException;
+import java.nio.channels.AsynchronousCloseException;
+import java.nio.channels.ClosedByInterruptException;
+import java.nio.channels.ClosedChannelException;
+import java.nio.channels.ConnectionPendingException;
+import java.nio.channels.NoConnectionPendingException;
+import java.nio.channels.NotYetBoundException;
+import java.nio.channels.NotYetConnectedException;
+import java.nio.channels.SelectionKey;
+import java.nio.channels.Selector;
+import java.nio.channels.ServerSocketChannel;
+import java.nio.channels.SocketChannel;
+import java.nio.channels.UnresolvedAddressException;
+import java.nio.channels.spi.SelectorProvider;
+import java.util.List;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.TimeUnit;
+import java.util.zip.CRC32C;
+
+import org.junit.Test;
+import org.junit.runner.RunWith;
+import org.junit.runners.Parameterized;
+import org.junit.runners.Parameterized.Parameter;
+import org.junit.runners.Parameterized.Parameters;
+
+/**
+ * The {@link SocketChannel} and {@link ServerSocketChannel} contracts, after
+ * what OpenJDK's own channel tests check (data integrity with every buffer
+ * kind, scatter/gather, short writes and OP_WRITE, half close, the exceptions
+ * of each state, asynchronous close and interrupt, the socket adaptors), run
+ * against every provider of {@link Providers}.
+ */
+@RunWith(Parameterized.class)
+public class SocketChannelConformanceTest {
+    @Parameter(0)
+    public String name;
+
+    @Parameter(1)
+    public SelectorProvider provider;
+
+    @Parameters(name = "{0}")
+    public static List<Object[]> providers() {
+        return Providers.all();
+    }
+
+    /** Closes a resource the test goes on checking (and try-with-resources closes again). */
+    private static void closeMidway(java.nio.channels.Channel channel) throws IOException {
+        channel.close();
+    }
+
+    private static long crc(byte[] bytes) {
+        CRC32C crc = new CRC32C();
+        crc.update(bytes);
+        return crc.getValue();
+    }
+
+    /** Writes {@code data} in pieces of varying size through heap and direct buffers. */
+    private static void writeInPieces(SocketChannel channel, byte[] data) throws IOException {
+        ByteBuffer direct = ByteBuffer.allocateDirect(70_000);
+        int offset = 0;
+        for (int round = 0; offset < data.length; round++) {
+            int length = Math.min(data.length - offset, 1 + (round * 7919) % 65_000);
+            ByteBuffer src = round % 2 == 0 ? ByteBuffer.wrap(data, offset, length)
+                    : direct.clear().put(data, offset, length).flip();
+            while (src.hasRemaining()) {
+                channel.write(src);
+            }
+            offset += length;
+        }
+    }
+
+    @Test(timeout = 60_000)
+    public void aMebibyteCrossesBothWaysIntactThroughHeapAndDirectBuffers() throws Exception {
+        try (Providers.Pair pair = new Providers.Pair(provider)) {
+            byte[] up = Providers.pattern(1 << 20, 1);
+            byte[] down = Providers.pattern(1 << 20, 2);
+            CompletableFuture<byte[]> serverSide = CompletableFuture.supplyAsync(() -> {
+                try {
+                    CompletableFuture<Void> reply = CompletableFuture.runAsync(() -> {
+                        try {
+                            writeInPieces(pair.server, down);
+                        } catch (IOException e) {
+                            throw new RuntimeException(e);
+                        }
+                    });
+                    byte[] received = Providers.readFully(pair.server, up.length);
+                    reply.get();
+                    return received;
+                } catch (Exception e) {
+                    throw new RuntimeException(e);
+                }
+            });
+            writeInPieces(pair.client, up);
+            ByteBuffer direct = ByteBuffer.allocateDirect(down.length);
+            while (direct.hasRemaining()) {
+                assertTrue(pair.client.read(direct) > 0);
+            }
+            byte[] received = new byte[down.length];
+            direct.flip().get(received);
+            assertEquals("server to client", crc(down), crc(received));
+            assertEquals("client to server", crc(up), crc(serverSide.get(50, TimeUnit.SECONDS)));
+        }
+    }
+
+    @Test(timeout = 30_000)
+    public void scatterAndGatherHonourOffsetAndLength() throws IOException {
+        try (Providers.Pair pair = new Providers.Pair(provider)) {
+            ByteBuffer[] srcs = {ByteBuffer.wrap(new byte[] {9}), ByteBuffer.wrap(new byte[] {1, 2}),
+                    ByteBuffer.allocateDirect(3).put(new byte[] {3, 4, 5}).flip(), ByteBuffer.wrap(new byte[] {9})};
+            assertEquals(5, pair.client.write(srcs, 1, 2));
+            assertEquals("outside the range: untouched", 1, srcs[0].remaining() + srcs[3].remaining() - 1);
+            ByteBuffer[] dsts = {ByteBuffer.allocate(1), ByteBuffer.allocate(2), ByteBuffer.allocateDirect(8)};
+            long total = 0;
+            while (total < 5) {
+                total += pair.server.read(dsts, 1, 2);
+            }
+            assertEquals(0, dsts[0].position());
+            assertArrayEquals(new byte[] {1, 2}, dsts[1].array());
+            dsts[2].flip();
+            byte[] rest = new byte[dsts[2].remaining()];
+            dsts[2].get(rest);
+            assertArrayEquals(new byte[] {3, 4, 5}, rest);
+            assertThrows(IndexOutOfBoundsException.class, () -> pair.client.write(srcs, 3, 2));
+        }
+    }
+
+    @Test(timeout = 60_000)
+    public void shortWritesAndWritabilityWhenThePeerDoesNotRead() throws Exception {
+        try (Providers.Pair pair = new Providers.Pair(provider); Selector selector = provider.openSelector()) {
+            pair.client.configureBlocking(false);
+            SelectionKey key = pair.client.register(selector, SelectionKey.OP_WRITE);
+            byte[] chunk = Providers.pattern(64 * 1024, 3);
+            CRC32C sent = new CRC32C();
+            long written = 0;
+            ByteBuffer src = ByteBuffer.wrap(chunk);
+            // Fill until a write takes less than offered.
+            while (true) {
+                int n = pair.client.write(src.clear());
+                sent.update(chunk, 0, n);
+                written += n;
+                if (n < chunk.length) {
+                    break;
+                }
+                assertTrue("64 MiB accepted with nobody reading", written < (64 << 20));
+            }
+            long total = written;
+            CompletableFuture<Long> reader = CompletableFuture.supplyAsync(() -> {
+                try {
+                    return crcOfStream(pair.server);
+                } catch (IOException e) {
+                    throw new RuntimeException(e);
+                }
+            });
+            // Whatever was refused goes out once OP_WRITE says so.
+            ByteBuffer more = ByteBuffer.wrap(chunk);
+            while (more.hasRemaining()) {
+                selector.select(1000);
+                if (key.isWritable()) {
+                    int at = more.position();
+                    total += pair.client.write(more);
+                    sent.update(chunk, at, more.position() - at);
+                }
+                selector.selectedKeys().clear();
+            }
+            pair.client.shutdownOutput();
+            assertEquals(sent.getValue(), (long) reader.get(50, TimeUnit.SECONDS));
+            assertTrue(total > chunk.length);
+        }
+    }
+
+    private static long crcOfStream(SocketChannel channel) throws IOException {
+        CRC32C crc = new CRC32C();
+        ByteBuffer buffer = ByteBuffer.allocate(32 * 1024);
+        while (channel.read(buffer.clear()) >= 0) {
+            crc.update(buffer.flip());
+        }
+        return crc.getValue();
+    }
+
+    @Test(timeout = 30_000)
+    public void nonBlockingReadsReturnZeroThenDataThenEndOfStream() throws Exception {
+        try (Providers.Pair pair = new Providers.Pair(provider)) {
+            pair.client.configureBlocking(false);
+            ByteBuffer buffer = ByteBuffer.allocate(8);
+            assertEquals(0, pair.client.read(buffer));
+            assertEquals(0, pair.client.read(ByteBuffer.allocate(0)));
+            pair.server.write(ByteBuffer.wrap(new byte[] {5, 6}));
+            pair.server.close();
+            int n;
+            while ((n = pair.client.read(buffer)) == 0) {
+                Thread.onSpinWait();
+            }
+            assertEquals(2, n);
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
+            while ((n = pair.client.read(buffer)) == 0 && System.nanoTime() < deadline) {
+                Thread.onSpinWait();
+            }
+            assertEquals("end of stream after the data", -1, n);
+            assertThrows(IllegalArgumentException.class, () -> pair.client.read(ByteBuffer.allocate(4).asReadOnlyBuffer()));
+        }
+    }
+
+    @Test(timeout = 30_000)
+    public void halfClosesEndOneDirectionOnly() throws IOException {
+        try (Providers.Pair pair = new Providers.Pair(provider)) {
+            pair.client.write(ByteBuffer.wrap(new byte[] {1, 2, 3}));
+            assertSame(pair.client, pair.client.shutdownOutput());
+            assertThrows(ClosedChannelException.class, () -> pair.client.write(ByteBuffer.wrap(new byte[] {4})));
+            assertArrayEquals(new byte[] {1, 2, 3}, Providers.readFully(pair.server, 3));
+            assertEquals(-1, pair.server.read(ByteBuffer.allocate(4)));
+            pair.server.write(ByteBuffer.wrap(new byte[] {7, 8}));
+            assertArrayEquals("the other direction still works", new byte[] {7, 8}, Providers.readFully(pair.client, 2));
+
+            pair.client.shutdownInput();
+            assertEquals(-1, pair.client.read(ByteBuffer.allocate(4)));
+            assertTrue(pair.client.socket().isInputShutdown());
+            assertTrue(pair.client.socket().isOutputShutdown());
+        }
+    }
+
+    @Test(timeout = 30_000)
+    public void addressesBeforeDuringAndAfterTheConnection() throws IOException {
+        try (ServerSocketChannel listener = provider.openServerSocketChannel()) {
+            assertNull(listener.getLocalAddress());
+            listener.bind(Providers.anyPort());
+            InetSocketAddress bound = (InetSocketAddress) listener.getLocalAddress();
+            assertTrue(bound.getPort() > 0);
+            assertThrows(AlreadyBoundException.class, () -> listener.bind(Providers.anyPort()));
+            SocketChannel client = provider.openSocketChannel();
+            assertNull(client.getRemoteAddress());
+            assertNull(client.getLocalAddress());
+            client.connect(bound);
+            try (SocketChannel server = listener.accept()) {
+                assertEquals(bound, client.getRemoteAddress());
+                assertNotNull(client.getLocalAddress());
+                assertEquals(bound.getPort(), client.socket().getPort());
+                assertEquals(bound.getAddress(), client.socket().getInetAddress());
+                assertNotNull(server.getRemoteAddress());
+                assertEquals(bound.getPort(), ((InetSocketAddress) server.getLocalAddress()).getPort());
+                assertTrue(client.toString().contains("connected"));
+            }
+            client.close();
+            assertThrows(ClosedChannelException.class, client::getRemoteAddress);
+            assertThrows(ClosedChannelException.class, client::getLocalAddress);
+        }
+    }
+
+    @Test(timeout = 30_000)
+    public void eachStateRefusesWhatItCannotDo() throws Exception {
+        try (ServerSocketChannel listener = provider.openServerSocketChannel().bind(Providers.anyPort());
+                SocketChannel client = provider.openSocketChannel()) {
+            assertThrows(NotYetConnectedException.class, () -> client.read(ByteBuffer.allocate(1)));
+            assertThrows(NotYetConnectedException.class, () -> client.write(ByteBuffer.allocate(1)));
+            assertThrows(NotYetConnectedException.class, client::shutdownOutput);
+            assertThrows(NoConnectionPendingException.class, client::finishConnect);
+            assertThrows(UnresolvedAddressException.class,
+                    () -> client.connect(InetSocketAddress.createUnresolved("no.such.host.invalid", 80)));
+            client.configureBlocking(false);
+            if (!client.connect(listener.getLocalAddress())) {
+                assertThrows(ConnectionPendingException.class, () -> client.connect(listener.getLocalAddress()));
+                assertThrows(ConnectionPendingException.class, () -> client.bind(null));
+                long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
+                while (!client.finishConnect()) {
+                    assertTrue(System.nanoTime() < deadline);
+                    Thread.sleep(1);
+                }
+            }
+            assertThrows(AlreadyConnectedException.class, () -> client.connect(listener.getLocalAddress()));
+            assertTrue("finishConnect on a connected channel", client.finishConnect());
+            closeMidway(client);
+            assertThrows(ClosedChannelException.class, () -> client.read(ByteBuffer.allocate(1)));
+            assertThrows(ClosedChannelException.class, () -> client.write(ByteBuffer.allocate(1)));
+            assertThrows(ClosedChannelException.class, () -> client.connect(listener.getLocalAddress()));
+            assertThrows(ClosedChannelException.class, () -> client.setOption(StandardSocketOptions.TCP_NODELAY, true));
+        }
+    }
+
+    @Test(timeout = 30_000)
+    public void connectingToAPortNobodyListensOnFailsAndClosesTheChannel() throws IOException {
+        InetSocketAddress nobody;
+        try (ServerSocketChannel listener = provider.openServerSocketChannel().bind(Providers.anyPort())) {
+            nobody = (InetSocketAddress) listener.getLocalAddress();
+        }
+        SocketChannel client = provider.openSocketChannel();
+        assertThrows(ConnectException.class, () -> client.connect(nobody));
+        assertFalse("a failed connect closes the channel", client.isOpen());
+    }
+
+    @Test(timeout = 30_000)
+    public void optionsAreKeptAndUnknownOnesRefused() throws IOException {
+        try (SocketChannel channel = provider.openSocketChannel()) {
+            channel.setOption(StandardSocketOptions.TCP_NODELAY, true);
+            assertTrue(channel.getOption(StandardSocketOptions.TCP_NODELAY));
+            channel.setOption(StandardSocketOptions.SO_RCVBUF, 128 * 1024);
+            assertTrue(channel.getOption(StandardSocketOptions.SO_RCVBUF) > 0);
+            assertTrue(channel.getOption(StandardSocketOptions.SO_SNDBUF) > 0);
+            assertTrue(channel.supportedOptions().contains(StandardSocketOptions.SO_RCVBUF));
+            assertThrows(UnsupportedOperationException.class,
+                    () -> channel.setOption(StandardSocketOptions.IP_MULTICAST_LOOP, true));
+            assertThrows(UnsupportedOperationException.class,
+                    () -> channel.getOption(StandardSocketOptions.IP_MULTICAST_LOOP));
+            Socket socket = channel.socket();
+            socket.setTcpNoDelay(false);
+            assertFalse(socket.getTcpNoDelay());
+            assertSame(channel, socket.getChannel());
+        }
+    }
+
+    @Test(timeout = 30_000)
+    public void closeFromAnotherThreadEndsABlockedRead() throws Exception {
+        try (Providers.Pair pair = new Providers.Pair(provider)) {
+            CompletableFuture<Integer> read = CompletableFuture.supplyAsync(() -> {
+                try {
+                    return pair.client.read(ByteBuffer.allocate(8));
+                } catch (IOException e) {
+                    throw new RuntimeException(e);
+                }
+            });
+            Thread.sleep(300);
+            assertFalse(read.isDone());
+            pair.client.close();
+            ExecutionException e = assertThrows(ExecutionException.class, () -> read.get(10, TimeUnit.SECONDS));
+            assertTrue(String.valueOf(e.getCause().getCause()),
+                    e.getCause().getCause() instanceof AsynchronousCloseException);
+            assertEquals("the peer sees the close", -1, pair.server.read(ByteBuffer.allocate(8)));
+        }
+    }
+
+    @Test(timeout = 30_000)
+    public void anInterruptEndsABlockedReadAndClosesTheChannel() throws Exception {
+        try (Providers.Pair pair = new Providers.Pair(provider)) {
+            Throwable[] failure = new Throwable[1];
+            Thread reader = new Thread(() -> {
+                try {
+                    pair.client.read(ByteBuffer.allocate(8));
+                } catch (Throwable t) {
+                    failure[0] = t;
+                }
+            });
+            reader.start();
+            Thread.sleep(300);
+            reader.interrupt();
+            reader.join(10_000);
+            assertFalse("the read did not end", reader.isAlive());
+            assertTrue(String.valueOf(failure[0]), failure[0] instanceof ClosedByInterruptException);
+            assertFalse(pair.client.isOpen());
+        }
+    }
+
+    @Test(timeout = 30_000)
+    public void theSocketAdaptorStreamsAndTimesOut() throws Exception {
+        try (Providers.Pair pair = new Providers.Pair(provider)) {
+            Socket client = pair.client.socket();
+            Socket server = pair.server.socket();
+            assertTrue(client.isConnected());
+            assertTrue(client.isBound());
+            OutputStream out = client.getOutputStream();
+            out.write(new byte[] {10, 20, 30});
+            out.flush();
+            InputStream in = server.getInputStream();
+            byte[] three = new byte[3];
+            int got = 0;
+            while (got < 3) {
+                got += in.read(three, got, 3 - got);
+            }
+            assertArrayEquals(new byte[] {10, 20, 30}, three);
+            server.setSoTimeout(200);
+            assertEquals(200, server.getSoTimeout());
+            assertThrows(SocketTimeoutException.class, in::read);
+            assertTrue("a timed-out read leaves the socket usable", pair.server.isOpen());
+            client.close();
+            assertTrue(client.isClosed());
+            assertFalse(pair.client.isOpen());
+        }
+    }
+
+    @Test(timeout = 30_000)
+    public void theServerSocketAdaptorAccepts() throws IOException {
+        try (ServerSocketChannel listener = provider.openServerSocketChannel()) {
+            ServerSocket socket = listener.socket();
+            assertFalse(socket.isBound());
+            socket.bind(Providers.anyPort());
+            assertTrue(socket.getLocalPort() > 0);
+            assertSame(listener, socket.getChannel());
+            try (SocketChannel client = provider.openSocketChannel();
+                    Socket accepted = connectAndAccept(client, socket)) {
+                assertTrue(accepted.isConnected());
+                assertNotNull(accepted.getChannel());
+                assertTrue(client.isConnected());
+            }
+        }
+    }
+
+    private static Socket connectAndAccept(SocketChannel client, ServerSocket socket) throws IOException {
+        client.connect(socket.getLocalSocketAddress());
+        return socket.accept();
+    }
+
+    @Test(timeout = 30_000)
+    public void serverSocketChannelsRefuseWhatTheirStateForbids() throws Exception {
+        try (ServerSocketChannel listener = provider.openServerSocketChannel()) {
+            assertThrows(NotYetBoundException.class, listener::accept);
+            listener.bind(Providers.anyPort());
+            listener.configureBlocking(false);
+            assertNull(listener.accept());
+            try (ServerSocketChannel second = provider.openServerSocketChannel()) {
+                assertThrows(java.net.BindException.class, () -> second.bind(listener.getLocalAddress()));
+            }
+            listener.configureBlocking(true);
+            CompletableFuture<SocketChannel> accept = CompletableFuture.supplyAsync(() -> {
+                try {
+                    return listener.accept();
+                } catch (IOException e) {
+                    throw new RuntimeException(e);
+                }
+            });
+            Thread.sleep(300);
+            assertFalse(accept.isDone());
+            closeMidway(listener);
+            ExecutionException e = assertThrows(ExecutionException.class, () -> accept.get(10, TimeUnit.SECONDS));
+            assertTrue(String.valueOf(e.getCause().getCause()),
+                    e.getCause().getCause() instanceof AsynchronousCloseException);
+            assertThrows(ClosedChannelException.class, listener::accept);
+        }
+    }
+
+    @Test(timeout = 30_000)
+    public void aClosedListenerFreesItsPort() throws IOException {
+        InetSocketAddress address;
+        try (ServerSocketChannel listener = provider.openServerSocketChannel().bind(Providers.anyPort())) {
+            address = (InetSocketAddress) listener.getLocalAddress();
+        }
+        try (ServerSocketChannel again = provider.openServerSocketChannel().bind(address)) {
+            assertEquals(address, again.getLocalAddress());
+        }
+    }
+}
