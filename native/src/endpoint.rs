@@ -334,10 +334,15 @@ impl Endpoint {
     }
 
     /// Consumes the completion events that woke a sleeper (the completions
-    /// themselves stay in the CQ for polling) and handles connection events:
-    /// a disconnect marks the peer closed.
+    /// themselves stay in the CQ for polling) and handles connection events.
     pub(crate) fn consume_signals(&mut self) -> Result<()> {
         while self.cq.consume_event()? {}
+        self.handle_connection_events()
+    }
+
+    /// Handles the connection events there are, without waiting (one syscall
+    /// when there are none): a disconnect marks the peer closed.
+    pub(crate) fn handle_connection_events(&mut self) -> Result<()> {
         while let Some(event) = self.events.try_next()? {
             if event.kind() == rdma_cm_event_type::RDMA_CM_EVENT_DISCONNECTED {
                 log::debug!("peer {} disconnected", self.peer);

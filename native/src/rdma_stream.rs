@@ -340,6 +340,18 @@ impl RdmaStream {
         self.post_new_bytes(start)
     }
 
+    /// Looks for a disconnect while nothing is readable (a reader that never
+    /// sleeps would not learn of it otherwise); true when the peer just went.
+    /// Completions that arrived before the disconnect still wait in the CQ:
+    /// the caller polls once more before it reports end of stream.
+    fn learn_of_disconnect(&mut self) -> Result<bool> {
+        if self.endpoint.peer_closed {
+            return Ok(false);
+        }
+        self.endpoint.handle_connection_events()?;
+        Ok(self.endpoint.peer_closed)
+    }
+
     /// Takes the credit the peer wrote into our slot.
     fn take_credit(&mut self) -> Result<()> {
         let capacity = self.reader_capacity();
@@ -450,6 +462,8 @@ impl ByteStream for RdmaStream {
         }
         if n > 0 {
             self.send_credit_if_due()?;
+        } else if self.learn_of_disconnect()? {
+            return self.try_read(out); // once more with what arrived before the disconnect
         }
         Ok(match n {
             0 if self.reader.ended() || (self.endpoint.peer_closed && !self.reader.has_data()) => {
@@ -508,6 +522,9 @@ impl ByteStream for RdmaStream {
 
     fn ready(&mut self, interest: u32) -> Result<u32> {
         self.progress()?;
+        if !self.reader.has_data() && self.learn_of_disconnect()? {
+            self.progress()?;
+        }
         let closed = self.endpoint.peer_closed;
         let mut ready = 0;
         if self.reader.has_data() || self.reader.ended() || closed {

@@ -33,8 +33,7 @@ fn free_port() -> u16 {
 
 fn listen(transport: Transport) -> (Arc<Socket>, SocketAddr) {
     let socket =
-        Socket::listen(SocketAddr::new(ip(), 0), transport, TransportOptions::default(), 8)
-            .expect("listen");
+        Socket::listen(SocketAddr::new(ip(), 0), transport, TransportOptions::default(), 8).expect("listen");
     let (addr, _) = socket.addresses().unwrap();
     (socket, addr)
 }
