@@ -217,3 +217,44 @@ fn connecting_to_nobody_fails_through_finish_connect() {
         assert!(client.finish_connect(false).is_err(), "the failure stays");
     }
 }
+
+#[test]
+fn many_clients_connect_at_once_and_each_is_accepted() {
+    const CLIENTS: usize = 8;
+    for transport in transports() {
+        let (listener, addr) = listen(transport);
+        let poller = Poller::new(PollMode::Blocking).unwrap();
+        poller.register(0, Arc::clone(&listener)).unwrap();
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|i| {
+                thread::spawn(move || {
+                    let client =
+                        Socket::connect(addr, transport, TransportOptions::default(), TIMEOUT).unwrap();
+                    assert!(client.finish_connect(true).unwrap(), "client {i}");
+                    assert_eq!(client.write(&[i as u8], true).unwrap(), 1);
+                    client
+                })
+            })
+            .collect();
+        let mut accepted = Vec::new();
+        while accepted.len() < CLIENTS {
+            select_for(&poller, &[ops::ACCEPT as i32], 0, ops::ACCEPT);
+            while let Some(server) = listener.accept(false).unwrap() {
+                accepted.push(server);
+            }
+        }
+        let mut seen: Vec<u8> = accepted
+            .iter()
+            .map(|server| {
+                let mut byte = [0u8; 1];
+                assert_eq!(server.read(&mut byte, true, TIMEOUT).unwrap(), 1);
+                byte[0]
+            })
+            .collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..CLIENTS as u8).collect::<Vec<_>>(), "{transport:?}");
+        for client in clients {
+            client.join().unwrap();
+        }
+    }
+}

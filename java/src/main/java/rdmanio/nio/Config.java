@@ -32,14 +32,19 @@ final class Config {
 
     static Config fromSystemProperties() {
         return new Config(
-                choice("rdmanio.transport", "auto", "auto", "rdma", "shm", "tcp"),
+                choice("rdmanio.transport", "auto", TRANSPORTS),
                 choice("rdmanio.poll", "adaptive", "adaptive", "busy", "blocking"),
                 number("rdmanio.spinMicros", 50, 0, 1_000_000),
                 (int) number("rdmanio.connectTimeoutMillis", 30_000, 1, Integer.MAX_VALUE));
     }
 
+    private static final String[] TRANSPORTS = {"auto", "rdma", "shm", "tcp"};
+
     private static String choice(String property, String fallback, String... allowed) {
-        String value = System.getProperty(property, fallback).trim().toLowerCase(Locale.ROOT);
+        return oneOf(property, System.getProperty(property, fallback).trim().toLowerCase(Locale.ROOT), allowed);
+    }
+
+    private static String oneOf(String property, String value, String... allowed) {
         for (String option : allowed) {
             if (option.equals(value)) {
                 return value;
@@ -68,6 +73,7 @@ final class Config {
 
     /** The same settings with another transport (tests run each provider on each transport). */
     Config withTransport(String transport) {
-        return new Config(transport, pollMode, spinMicros, connectTimeoutMillis);
+        return new Config(oneOf("rdmanio.transport", transport, TRANSPORTS), pollMode, spinMicros,
+                connectTimeoutMillis);
     }
 }

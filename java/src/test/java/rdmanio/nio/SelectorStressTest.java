@@ -124,8 +124,11 @@ public class SelectorStressTest {
                     }
                 }, threads));
             }
+            CompletableFuture<Void> allClients = CompletableFuture.allOf(clients.toArray(new CompletableFuture<?>[0]));
             try {
-                CompletableFuture.allOf(clients.toArray(new CompletableFuture<?>[0])).get(Providers.IN_VM ? 200 : 40, TimeUnit.SECONDS);
+                // The server or the chaos thread failing ends the wait too, with its cause.
+                CompletableFuture.anyOf(allClients, server, chaos).get(Providers.IN_VM ? 200 : 40, TimeUnit.SECONDS);
+                allClients.get(Providers.IN_VM ? 200 : 40, TimeUnit.SECONDS);
             } catch (java.util.concurrent.TimeoutException e) {
                 StringBuilder state = new StringBuilder("clients stuck; rounds done:");
                 for (int c = 0; c < CLIENTS; c++) {
@@ -169,15 +172,21 @@ public class SelectorStressTest {
     private static void serve(Selector selector, ServerSocketChannel listener, AtomicBoolean running,
             List<SelectionKey> live, ConcurrentLinkedQueue<SelectionKey> cancelled) throws IOException {
         List<SocketChannel> accepted = new ArrayList<>();
+        List<SelectionKey> cancelledBefore = new ArrayList<>();
         while (running.get()) {
-            selector.select(1000);
-            // A key cancelled before this select is gone now: register its channel again.
+            // Keys cancelled before a select begins are gone when it returns (not
+            // those cancelled during it): then their channels register again.
             SelectionKey old;
             while ((old = cancelled.poll()) != null) {
-                if (old.channel().isOpen()) {
-                    live.add(old.channel().register(selector, SelectionKey.OP_READ, old.attachment()));
+                cancelledBefore.add(old);
+            }
+            selector.select(1000);
+            for (SelectionKey key : cancelledBefore) {
+                if (key.channel().isOpen()) {
+                    live.add(key.channel().register(selector, SelectionKey.OP_READ, key.attachment()));
                 }
             }
+            cancelledBefore.clear();
             for (SelectionKey key : selector.selectedKeys()) {
                 if (!key.isValid()) {
                     continue;

@@ -1,0 +1,73 @@
+package rdmanio.nio;
+
+import static org.junit.Assert.assertEquals;
+import static org.junit.Assert.assertNotNull;
+import static org.junit.Assert.assertThrows;
+import static org.junit.Assert.assertTrue;
+
+import java.net.StandardProtocolFamily;
+import java.nio.channels.DatagramChannel;
+import java.nio.channels.Pipe;
+import java.nio.channels.SocketChannel;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+
+import org.junit.Test;
+
+/** The provider as a whole: the JVM-wide switch, delegation to the JDK, configuration errors. */
+public class ProviderTest {
+    /**
+     * An unchanged NIO program (NioPingPong's "system" provider: Selector.open()
+     * and friends) in a JVM started with the system property runs on rdma-nio:
+     * over rdma in the VM, over tcp on the host.
+     */
+    @Test(timeout = 300_000)
+    public void theSystemPropertySwitchesAnUnchangedNioProgram() throws Exception {
+        String transport = Providers.IN_VM ? "rdma" : "tcp";
+        List<String> command = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString(),
+                "-Djava.nio.channels.spi.SelectorProvider=" + RdmaSelectorProvider.class.getName(),
+                "-Drdmanio.transport=" + transport, "-Djava.library.path=" + System.getProperty("java.library.path"),
+                "-cp", System.getProperty("rdmanio.jar"), "rdmanio.demo.NioPingPong", Providers.HOST, "200", "64",
+                "system"));
+        Process process = new ProcessBuilder(command).redirectErrorStream(true).start();
+        assertTrue("the child JVM finished", process.waitFor(240, TimeUnit.SECONDS));
+        String output = new String(process.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+        assertEquals(output, 0, process.exitValue());
+        assertTrue(output, output.contains("rdma-nio (" + transport + "):"));
+        assertTrue(output, output.contains(RdmaSelectorProvider.class.getName()));
+    }
+
+    @Test
+    public void datagramsAndPipesComeFromTheJdk() throws Exception {
+        RdmaSelectorProvider provider = RdmaSelectorProvider.withTransport("tcp");
+        try (DatagramChannel datagrams = provider.openDatagramChannel()) {
+            assertNotNull(datagrams);
+        }
+        Pipe pipe = provider.openPipe();
+        pipe.sink().close();
+        pipe.source().close();
+        try (SocketChannel unix = provider.openSocketChannel(StandardProtocolFamily.UNIX)) {
+            assertTrue("Unix domain sockets are the JDK's", !(unix instanceof RdmaSocketChannel));
+        }
+    }
+
+    @Test
+    public void badSettingsAreRefusedWithTheirName() {
+        String old = System.getProperty("rdmanio.poll");
+        System.setProperty("rdmanio.poll", "sometimes");
+        try {
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, RdmaSelectorProvider::new);
+            assertEquals("-Drdmanio.poll=sometimes is not one of adaptive, busy, blocking", e.getMessage());
+        } finally {
+            if (old == null) {
+                System.clearProperty("rdmanio.poll");
+            } else {
+                System.setProperty("rdmanio.poll", old);
+            }
+        }
+        assertThrows(IllegalArgumentException.class, () -> RdmaSelectorProvider.withTransport("carrier-pigeon"));
+    }
+}
