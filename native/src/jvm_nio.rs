@@ -18,7 +18,7 @@ use crate::jvm::{direct_bytes, socket_addr, timeout, JniResult, ThrowJavaExcepti
 use crate::poller::{PollMode, Poller};
 use crate::rdma_stream::StreamOptions;
 use crate::ring::RingConfig;
-use crate::socket::Socket;
+use crate::socket::{Socket, Spin};
 use crate::transport::{Transport, TransportOptions};
 
 /// # Safety
@@ -58,13 +58,22 @@ fn transport(env: &Env<'_>, name: &JString<'_>) -> JniResult<Transport> {
     Ok(name.try_to_string(env)?.parse::<Transport>()?)
 }
 
-/// A socket that neither connects nor listens yet.
+/// A socket that neither connects nor listens yet. Its blocking operations
+/// poll `spin_micros` before they sleep; negative: until ready.
 #[no_mangle]
 extern "system" fn Java_rdmanio_nio_SocketNative_open<'local>(
     mut env: EnvUnowned<'local>,
     _class: JClass<'local>,
+    spin_micros: jlong,
 ) -> jlong {
-    env.with_env(|_| -> JniResult<_> { Ok(socket_handle(Socket::open()?)) }).resolve::<ThrowJavaException>()
+    env.with_env(|_| -> JniResult<_> {
+        let spin = match u64::try_from(spin_micros) {
+            Ok(micros) => Spin::For(Duration::from_micros(micros)),
+            Err(_) => Spin::Forever,
+        };
+        Ok(socket_handle(Socket::open(spin)?))
+    })
+    .resolve::<ThrowJavaException>()
 }
 
 #[no_mangle]

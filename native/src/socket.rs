@@ -58,6 +58,17 @@ pub struct Socket {
     /// Written to wake the sleeper: by `close` (for good) and by a new waiter.
     kick: OwnedFd,
     closed: AtomicBool,
+    /// How long a blocked operation polls before it sleeps.
+    spin: Spin,
+}
+
+/// How long a blocking operation polls the socket before it sleeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spin {
+    /// Polls until ready (lowest latency; the thread keeps a core busy).
+    Forever,
+    /// Polls this long, then sleeps (zero: sleeps at once).
+    For(Duration),
 }
 
 struct State {
@@ -102,6 +113,8 @@ struct Backlog {
     /// Signalled when `accepted` shrinks or the listener closes.
     room: Condvar,
     limit: usize,
+    /// The spin of the connections accepted (the listener's).
+    spin: Spin,
     /// Readable while a connection waits to be taken.
     waiting: OwnedFd,
     /// Written once, by `close`: the acceptor thread ends.
@@ -121,7 +134,7 @@ impl Backlog {
                 }
             }
             let outcome = listener.try_accept(Deadline::after(Some(ACCEPT_HANDSHAKE))).and_then(|accepted| {
-                accepted.map(|(medium, stream)| Socket::accepted(medium, stream, addr)).transpose()
+                accepted.map(|(medium, stream)| Socket::accepted(medium, stream, addr, self.spin)).transpose()
             });
             match outcome {
                 Ok(Some(socket)) => {
@@ -164,7 +177,7 @@ struct Connected {
 }
 
 impl Socket {
-    fn new(role: Role, connect_signal: Option<Arc<OwnedFd>>) -> Result<Arc<Socket>> {
+    fn new(role: Role, connect_signal: Option<Arc<OwnedFd>>, spin: Spin) -> Result<Arc<Socket>> {
         Ok(Arc::new(Socket {
             state: Mutex::new(State {
                 role,
@@ -179,13 +192,14 @@ impl Socket {
             turn: Condvar::new(),
             kick: sys::eventfd()?,
             closed: AtomicBool::new(false),
+            spin,
         }))
     }
 
     /// A socket that neither connects nor listens yet: a selector can watch it
     /// from the start (`start_connect` and `start_listen` wake it).
-    pub fn open() -> Result<Arc<Socket>> {
-        Socket::new(Role::Fresh, None)
+    pub fn open(spin: Spin) -> Result<Arc<Socket>> {
+        Socket::new(Role::Fresh, None, spin)
     }
 
     /// A socket connecting to `addr` (see `start_connect`).
@@ -195,7 +209,7 @@ impl Socket {
         options: TransportOptions,
         timeout: Option<Duration>,
     ) -> Result<Arc<Socket>> {
-        let socket = Socket::open()?;
+        let socket = Socket::open(Spin::For(Duration::ZERO))?;
         socket.start_connect(addr, transport, options, timeout)?;
         Ok(socket)
     }
@@ -207,7 +221,7 @@ impl Socket {
         options: TransportOptions,
         backlog: usize,
     ) -> Result<Arc<Socket>> {
-        let socket = Socket::open()?;
+        let socket = Socket::open(Spin::For(Duration::ZERO))?;
         socket.start_listen(addr, transport, options, backlog)?;
         Ok(socket)
     }
@@ -256,6 +270,7 @@ impl Socket {
             accepted: Mutex::new(VecDeque::new()),
             room: Condvar::new(),
             limit: backlog.max(1),
+            spin: self.spin,
             waiting: sys::eventfd()?,
             stop: sys::eventfd()?,
             stopped: AtomicBool::new(false),
@@ -282,11 +297,16 @@ impl Socket {
         }
     }
 
-    fn accepted(medium: Medium, stream: Stream, listener_addr: SocketAddr) -> Result<Arc<Socket>> {
+    fn accepted(
+        medium: Medium,
+        stream: Stream,
+        listener_addr: SocketAddr,
+        spin: Spin,
+    ) -> Result<Arc<Socket>> {
         let unknown = SocketAddr::new(listener_addr.ip(), 0);
         let local = stream.local_addr().unwrap_or(listener_addr);
         let peer = stream.peer_addr().unwrap_or(unknown);
-        Socket::new(Role::Connected(Connected { medium, stream, local, peer }), None)
+        Socket::new(Role::Connected(Connected { medium, stream, local, peer }), None, spin)
     }
 
     /// Whether `close` was called.
@@ -525,6 +545,9 @@ impl Socket {
             };
             return if timed_out { Err(deadline.timed_out(op)) } else { Ok(()) };
         }
+        if self.spin_until_ready(state, interest, deadline) {
+            return Ok(());
+        }
         let watch = state.waiting_interest();
         state.arm(watch)?;
         if state.ready(interest) != 0 || self.is_closed() {
@@ -542,6 +565,27 @@ impl Socket {
         }
         state.disarm()?;
         woke.map(drop)
+    }
+}
+
+impl Socket {
+    /// Polls for `interest` for the socket's spin time (letting other
+    /// threads in between looks); true once ready or closed.
+    fn spin_until_ready(&self, state: &mut MutexGuard<'_, State>, interest: u32, deadline: Deadline) -> bool {
+        let until = match self.spin {
+            Spin::For(spin) if spin.is_zero() => return false,
+            Spin::For(spin) => Some(std::time::Instant::now() + spin),
+            Spin::Forever => None,
+        };
+        loop {
+            if state.ready(interest) != 0 || self.is_closed() {
+                return true;
+            }
+            if until.is_some_and(|until| std::time::Instant::now() >= until) || deadline.expired() {
+                return false;
+            }
+            MutexGuard::unlocked(state, std::hint::spin_loop);
+        }
     }
 }
 

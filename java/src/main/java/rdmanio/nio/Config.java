@@ -9,9 +9,10 @@ import java.util.Locale;
  *   <li>{@code rdmanio.transport}: {@code auto} (default: shared memory for a peer
  *       on this host, RDMA when a device reaches the peer, else TCP), {@code rdma},
  *       {@code shm} or {@code tcp}.
- *   <li>{@code rdmanio.poll}: how a selector waits when nothing is ready:
- *       {@code adaptive} (default: spin, then sleep), {@code busy} (never sleeps:
- *       lowest latency, one core per selecting thread) or {@code blocking}.
+ *   <li>{@code rdmanio.poll}: how a selector, and a channel's blocking operation,
+ *       wait when nothing is ready: {@code adaptive} (default: spin, then sleep),
+ *       {@code busy} (never sleeps: lowest latency, one core per waiting thread)
+ *       or {@code blocking}.
  *   <li>{@code rdmanio.spinMicros}: how long {@code adaptive} spins (default 50).
  *   <li>{@code rdmanio.connectTimeoutMillis}: how long a connect may take before it
  *       fails (default 30000).
@@ -69,6 +70,18 @@ final class Config {
         }
         throw new IllegalArgumentException("-D" + property + "=" + text + " is not a number in [" + min + ", "
                 + max + "]");
+    }
+
+    /** How long a blocking channel operation polls before it sleeps; -1: until ready. */
+    long blockingSpinMicros() {
+        switch (pollMode) {
+            case "busy":
+                return -1;
+            case "blocking":
+                return 0;
+            default:
+                return spinMicros;
+        }
     }
 
     /** The same settings with another transport (tests run each provider on each transport). */

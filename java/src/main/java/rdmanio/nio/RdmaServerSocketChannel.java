@@ -47,7 +47,7 @@ final class RdmaServerSocketChannel extends ServerSocketChannel implements RdmaC
     RdmaServerSocketChannel(RdmaSelectorProvider provider) throws IOException {
         super(provider);
         this.provider = provider;
-        this.handle = SocketNative.open();
+        this.handle = SocketNative.open(provider.config().blockingSpinMicros());
     }
 
     private void ensureOpen() throws ClosedChannelException {

@@ -73,7 +73,7 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
     RdmaSocketChannel(RdmaSelectorProvider provider) throws IOException {
         super(provider);
         this.config = provider.config();
-        this.handle = SocketNative.open();
+        this.handle = SocketNative.open(provider.config().blockingSpinMicros());
     }
 
     /** A channel for a connection a server socket channel accepted. */

@@ -27,8 +27,12 @@ final class SocketNative {
 
     private SocketNative() {}
 
-    /** A socket that neither connects nor listens yet; returns its handle. */
-    static native long open() throws IOException;
+    /**
+     * A socket that neither connects nor listens yet; returns its handle. Its
+     * blocking operations poll {@code spinMicros} before they sleep (negative:
+     * until ready).
+     */
+    static native long open(long spinMicros) throws IOException;
 
     /** Starts connecting (on a helper thread). */
     static native void connect(long socket, String ip, int port, String transport, int ringBytes,

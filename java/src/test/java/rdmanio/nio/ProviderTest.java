@@ -5,9 +5,11 @@ import static org.junit.Assert.assertNotNull;
 import static org.junit.Assert.assertThrows;
 import static org.junit.Assert.assertTrue;
 
+import java.net.InetSocketAddress;
 import java.net.StandardProtocolFamily;
 import java.nio.channels.DatagramChannel;
 import java.nio.channels.Pipe;
+import java.nio.channels.ServerSocketChannel;
 import java.nio.channels.SocketChannel;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
@@ -16,6 +18,8 @@ import java.util.List;
 import java.util.concurrent.TimeUnit;
 
 import org.junit.Test;
+
+import rdmanio.NoRdmaDeviceException;
 
 /** The provider as a whole: the JVM-wide switch, delegation to the JDK, configuration errors. */
 public class ProviderTest {
@@ -52,6 +56,28 @@ public class ProviderTest {
         try (SocketChannel unix = provider.openSocketChannel(StandardProtocolFamily.UNIX)) {
             assertTrue("Unix domain sockets are the JDK's", !(unix instanceof RdmaSocketChannel));
         }
+    }
+
+    /** On a host without RDMA, forcing the rdma transport says so, once, clearly. */
+    @Test
+    public void theRdmaTransportWithoutADeviceSaysSo() throws Exception {
+        RdmaSelectorProvider provider = RdmaSelectorProvider.withTransport("rdma");
+        if (Providers.IN_VM) {
+            try (ServerSocketChannel listener = provider.openServerSocketChannel().bind(Providers.anyPort())) {
+                assertNotNull("the VM has a device: rdma listens", listener.getLocalAddress());
+            }
+            return;
+        }
+        try (ServerSocketChannel listener = provider.openServerSocketChannel()) {
+            NoRdmaDeviceException e =
+                    assertThrows(NoRdmaDeviceException.class, () -> listener.bind(Providers.anyPort()));
+            assertTrue(e.getMessage(), e.getMessage().startsWith("no RDMA device: "));
+        }
+        SocketChannel client = provider.openSocketChannel();
+        NoRdmaDeviceException e = assertThrows(NoRdmaDeviceException.class,
+                () -> client.connect(new InetSocketAddress(Providers.HOST, 9)));
+        assertTrue(e.getMessage(), e.getMessage().startsWith("no RDMA device: "));
+        assertTrue("a failed connect closes the channel", !client.isOpen());
     }
 
     @Test
