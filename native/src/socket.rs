@@ -531,6 +531,11 @@ impl Socket {
         interest: u32,
         deadline: Deadline,
     ) -> Result<()> {
+        // The spin lets other threads in between its looks, so whether another
+        // thread became the sleeper is known only after it.
+        if self.spin_until_ready(state, interest, deadline) {
+            return Ok(());
+        }
         if let Some(watched) = state.sleeper {
             if interest & !watched != 0 {
                 // The sleeper does not watch for what we need: make it look again.
@@ -545,15 +550,13 @@ impl Socket {
             };
             return if timed_out { Err(deadline.timed_out(op)) } else { Ok(()) };
         }
-        if self.spin_until_ready(state, interest, deadline) {
-            return Ok(());
-        }
         let watch = state.waiting_interest();
         state.arm(watch)?;
         if state.ready(interest) != 0 || self.is_closed() {
             return state.disarm();
         }
         let [a, b, c] = state.sources(watch);
+        debug_assert!(state.sleeper.is_none(), "one sleeper per socket");
         state.sleeper = Some(watch);
         let kick = self.kick.as_raw_fd();
         let woke =

@@ -8,7 +8,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use rdmanio::poller::{PollMode, Poller};
-use rdmanio::socket::{status, Socket};
+use rdmanio::socket::{status, Socket, Spin};
 use rdmanio::stream::ops;
 use rdmanio::{Transport, TransportOptions};
 
@@ -255,6 +255,52 @@ fn many_clients_connect_at_once_and_each_is_accepted() {
         assert_eq!(seen, (0..CLIENTS as u8).collect::<Vec<_>>(), "{transport:?}");
         for client in clients {
             client.join().unwrap();
+        }
+    }
+}
+
+/// A reader and a writer thread blocked on each end of one connection at once,
+/// both polling before they sleep: a mebibyte each way, no wakeup lost.
+#[test]
+fn a_reader_and_a_writer_thread_share_each_socket() {
+    const LEN: usize = 1 << 20;
+    for transport in transports() {
+        for spin in [Spin::For(Duration::ZERO), Spin::For(Duration::from_micros(50))] {
+            let listener = Socket::open(spin).unwrap();
+            listener
+                .start_listen(SocketAddr::new(ip(), 0), transport, TransportOptions::default(), 8)
+                .unwrap();
+            let (addr, _) = listener.addresses().unwrap();
+            let client = Socket::open(spin).unwrap();
+            client.start_connect(addr, transport, TransportOptions::default(), TIMEOUT).unwrap();
+            assert!(client.finish_connect(true).unwrap());
+            let server = listener.accept(true).unwrap().unwrap();
+            let up: Vec<u8> = (0..LEN).map(|i| (i % 251) as u8).collect();
+            let down: Vec<u8> = (0..LEN).map(|i| (i % 241) as u8).collect();
+            let mut threads = Vec::new();
+            for (socket, outgoing, incoming) in [(&client, &up, &down), (&server, &down, &up)] {
+                let (writer, reader) = (Arc::clone(socket), Arc::clone(socket));
+                let outgoing = outgoing.clone();
+                let expected = incoming.clone();
+                threads.push(thread::spawn(move || {
+                    for chunk in outgoing.chunks(40_000) {
+                        assert_eq!(writer.write(chunk, true).unwrap(), chunk.len());
+                    }
+                }));
+                threads.push(thread::spawn(move || {
+                    let mut received = Vec::with_capacity(LEN);
+                    let mut buf = vec![0u8; 50_000];
+                    while received.len() < LEN {
+                        let n = reader.read(&mut buf, true, TIMEOUT).unwrap();
+                        assert!(n > 0);
+                        received.extend_from_slice(&buf[..n as usize]);
+                    }
+                    assert!(received == expected, "{transport:?}, {spin:?}: the bytes differ");
+                }));
+            }
+            for thread in threads {
+                thread.join().unwrap();
+            }
         }
     }
 }
