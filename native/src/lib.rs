@@ -5,7 +5,8 @@
 //! exposes it three ways that share one core:
 //! - the Rust API below (`Listener`, `Connection`), used by the Rust tests;
 //! - the C ABI in [`ffi`], whose header cbindgen writes to `target/include/rdmanio.h`;
-//! - the JNI exports behind the Java class `rdmanio.Native` (module `jvm`).
+//! - the JNI exports behind the Java classes `rdmanio.Native` (module `jvm`)
+//!   and `rdmanio.nio.SocketNative` (module `jvm_nio`, the NIO provider's).
 //!
 //! Layout: `verbs` (PD, CQ, MR wrappers), `cm` (rdma_cm channels, identifiers,
 //! events), `endpoint` (listen/accept/connect of an RC queue pair, the hello,
@@ -15,8 +16,11 @@
 //! `shm` (the ring as a stream between processes over shared memory) and
 //! `shm_listener` (finding one by address), `stream`
 //! (the byte-stream face of every medium), `tcp` (the same face on a kernel
-//! socket), `transport` (choosing the medium: rdma, shm, tcp or auto), `sys`
-//! (fds and waiting), `error` (the one error type).
+//! socket), `transport` (choosing the medium: rdma, shm, tcp or auto),
+//! `socket` (what a Java channel holds: connecting, connected or listening,
+//! with blocking waits and close), `poller` (a selector's native half: the
+//! readiness of every socket in one call), `sys` (fds and waiting), `error`
+//! (the one error type).
 #![warn(missing_docs)]
 
 mod cm;

@@ -5,8 +5,8 @@
 //! Locking: one mutex per socket guards its state. Nothing waits while holding
 //! it, except an RDMA accept's handshake and a closing stream's linger.
 //!
-//! Blocking: a thread that must wait becomes the socket's sleeper if there is
-//! none. The sleeper sleeps in poll(2) on the socket's sources (for the
+//! Blocking: a thread that must wait first polls for the socket's `Spin`, then
+//! becomes the socket's sleeper if there is none. The sleeper sleeps in poll(2) on the socket's sources (for the
 //! interests of every waiting thread) and on the socket's kick eventfd; the
 //! others wait on `turn`, which the sleeper signals when it wakes. So a
 //! completion that one thread consumes never leaves another asleep. `close`
