@@ -1,0 +1,112 @@
+package hybster.client;
+
+import java.io.Closeable;
+import java.io.IOException;
+import java.nio.channels.spi.SelectorProvider;
+import java.util.HashMap;
+import java.util.Map;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.logging.Logger;
+
+import hybster.Cluster;
+import hybster.net.Node;
+import hybster.wire.Message;
+import hybster.wire.Message.Reply;
+import hybster.wire.Message.Request;
+
+/**
+ * A Hybster client: sends each request to every replica, accepts a result once
+ * f+1 replicas sent the same one (at least one of them is correct), and sends
+ * the request again to all when no result comes in time. One request at a time.
+ */
+public final class Client implements Closeable {
+    private static final Logger LOG = Logger.getLogger(Client.class.getName());
+
+    private final int id;
+    private final Cluster cluster;
+    private final Node node;
+    private final long retransmitMillis;
+    private final AtomicLong retransmissions = new AtomicLong();
+    private long timestamp;
+
+    // The event loop's.
+    private Request current;
+    private CompletableFuture<byte[]> result;
+    private final Map<Integer, Reply> replies = new HashMap<>();
+    private Node.Timer retransmit;
+
+    public Client(int id, Cluster cluster, SelectorProvider provider, long retransmitMillis) throws IOException {
+        if (id < Cluster.FIRST_CLIENT) {
+            throw new IllegalArgumentException("client ids start at " + Cluster.FIRST_CLIENT);
+        }
+        this.id = id;
+        this.cluster = cluster;
+        this.retransmitMillis = retransmitMillis;
+        this.node = new Node(id, null, cluster.addresses(), cluster.keys(), provider);
+        node.start(this::onMessage);
+    }
+
+    /** Requests sent again after a timeout, so far. */
+    public long retransmissions() {
+        return retransmissions.get();
+    }
+
+    /** Executes {@code operation} on the replicated service and returns the result f+1 replicas agree on. */
+    public synchronized byte[] invoke(byte[] operation, long timeoutMillis)
+            throws IOException, TimeoutException, InterruptedException {
+        Request request = new Request(id, ++timestamp, operation.clone());
+        CompletableFuture<byte[]> done = new CompletableFuture<>();
+        node.execute(() -> {
+            current = request;
+            result = done;
+            replies.clear();
+            send();
+        });
+        try {
+            return done.get(timeoutMillis, TimeUnit.MILLISECONDS);
+        } catch (ExecutionException e) {
+            throw new IOException("request " + request.timestamp() + " failed", e.getCause());
+        } finally {
+            node.execute(() -> {
+                if (retransmit != null) {
+                    retransmit.cancel();
+                }
+                current = null;
+            });
+        }
+    }
+
+    private void send() {
+        for (int replica = 0; replica < cluster.n(); replica++) {
+            node.send(replica, current);
+        }
+        retransmit = node.schedule(retransmitMillis, () -> {
+            if (current != null && !result.isDone()) {
+                retransmissions.incrementAndGet();
+                LOG.fine(() -> "client " + id + ": no result for request " + current.timestamp() + ": sending again");
+                send();
+            }
+        });
+    }
+
+    private void onMessage(Message message) {
+        if (!(message instanceof Reply reply) || current == null || reply.timestamp() != current.timestamp()
+                || reply.sender() < 0 || reply.sender() >= cluster.n()) {
+            return;
+        }
+        replies.put(reply.sender(), reply);
+        long matching = replies.values().stream().filter(reply::matches).count();
+        if (matching >= cluster.f() + 1) {
+            result.complete(reply.result());
+        }
+    }
+
+    @Override
+    public void close() {
+        node.close();
+    }
+}

@@ -1,0 +1,404 @@
+package hybster.net;
+
+import java.io.Closeable;
+import java.io.IOException;
+import java.net.InetSocketAddress;
+import java.nio.ByteBuffer;
+import java.nio.channels.CancelledKeyException;
+import java.nio.channels.SelectionKey;
+import java.nio.channels.Selector;
+import java.nio.channels.ServerSocketChannel;
+import java.nio.channels.SocketChannel;
+import java.nio.channels.spi.SelectorProvider;
+import java.util.ArrayDeque;
+import java.util.HashMap;
+import java.util.Map;
+import java.util.PriorityQueue;
+import java.util.concurrent.ConcurrentLinkedQueue;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.logging.Level;
+import java.util.logging.Logger;
+
+import hybster.wire.Keys;
+import hybster.wire.MalformedMessageException;
+import hybster.wire.Message;
+
+/**
+ * One node's network: a non-blocking event loop on one thread, written against
+ * plain {@code java.nio} (the provider it is given: the JDK's, or rdma-nio), so
+ * switching the provider switches the transport.
+ *
+ * <p>Frames are {@code [int length][message][HMAC-SHA256 of the link]}. A frame
+ * that is too long, fails its MAC or does not decode is dropped and counted;
+ * a peer that sends a bad length loses its connection. A node sends to a
+ * replica over its own outgoing connection, and to a client over the
+ * connection the client's last authenticated message came on. Everything,
+ * including the handler, runs on the loop thread; other threads hand work over
+ * with {@link #execute}.
+ */
+public final class Node implements Closeable {
+    private static final Logger LOG = Logger.getLogger(Node.class.getName());
+    private static final int MAX_FRAME = Message.MAX_PAYLOAD + 4096;
+    private static final long RECONNECT_MILLIS = 200;
+
+    /** Receives authenticated messages, on the loop thread. */
+    public interface Handler {
+        void onMessage(Message message);
+    }
+
+    private final int id;
+    private final Map<Integer, InetSocketAddress> replicas;
+    private final Keys keys;
+    private final SelectorProvider provider;
+    private final Selector selector;
+    private final ServerSocketChannel listener;
+    private final Thread loop;
+    private final ConcurrentLinkedQueue<Runnable> tasks = new ConcurrentLinkedQueue<>();
+    private final AtomicLong dropped = new AtomicLong();
+    private volatile Handler handler = message -> { };
+    private volatile boolean running = true;
+
+    // The loop thread's.
+    private final Map<Integer, Link> outgoing = new HashMap<>();
+    private final Map<Integer, Link> routes = new HashMap<>();
+    /** When a replica whose link closed may be connected to again (nanoTime). */
+    private final Map<Integer, Long> retryAfter = new HashMap<>();
+    private final PriorityQueue<Timer> timers = new PriorityQueue<>();
+    private long timerSequence;
+
+    /**
+     * A node with {@code id}; it listens on {@code listen} (null for a client)
+     * and reaches replica {@code i} at {@code replicas.get(i)}.
+     */
+    public Node(int id, InetSocketAddress listen, Map<Integer, InetSocketAddress> replicas, Keys keys,
+            SelectorProvider provider) throws IOException {
+        this.id = id;
+        this.replicas = Map.copyOf(replicas);
+        this.keys = keys;
+        this.provider = provider;
+        this.selector = provider.openSelector();
+        if (listen != null) {
+            listener = provider.openServerSocketChannel().bind(listen);
+            listener.configureBlocking(false);
+            listener.register(selector, SelectionKey.OP_ACCEPT);
+        } else {
+            listener = null;
+        }
+        loop = new Thread(this::run, "hybster node " + id);
+        loop.setDaemon(true);
+    }
+
+    public void start(Handler handler) {
+        this.handler = handler;
+        loop.start();
+    }
+
+    public int id() {
+        return id;
+    }
+
+    /** The bound address (with the port picked for port 0), or null for a client. */
+    public InetSocketAddress localAddress() throws IOException {
+        return listener == null ? null : (InetSocketAddress) listener.getLocalAddress();
+    }
+
+    /** Frames dropped so far: bad MAC, malformed, too long. */
+    public long dropped() {
+        return dropped.get();
+    }
+
+    /** Runs {@code task} on the loop thread. */
+    public void execute(Runnable task) {
+        tasks.add(task);
+        selector.wakeup();
+    }
+
+    /** Runs {@code task} on the loop thread after {@code delayMillis} (loop thread only). */
+    public Timer schedule(long delayMillis, Runnable task) {
+        Timer timer = new Timer(System.nanoTime() + delayMillis * 1_000_000, timerSequence++, task);
+        timers.add(timer);
+        return timer;
+    }
+
+    /** Sends {@code message} to node {@code to} (loop thread only); lost if there is no way there now. */
+    public void send(int to, Message message) {
+        byte[] body = Message.encode(message);
+        byte[] mac = keys.mac(id, to, body);
+        ByteBuffer frame = ByteBuffer.allocate(4 + body.length + mac.length);
+        frame.putInt(body.length + mac.length).put(body).put(mac).flip();
+        Link link = routes.get(to);
+        if (link == null && replicas.containsKey(to)) {
+            link = outgoing.get(to);
+            if (link == null && System.nanoTime() >= retryAfter.getOrDefault(to, Long.MIN_VALUE)) {
+                link = connect(to);
+            }
+        }
+        if (link == null || link.closed) {
+            LOG.fine(() -> "node " + id + ": no way to " + to + ", message dropped");
+            return;
+        }
+        link.enqueue(frame);
+    }
+
+    /** Opens the outgoing link to replica {@code to}; a failed one closes and waits before the next try. */
+    private Link connect(int to) {
+        Link link = new Link(to);
+        outgoing.put(to, link);
+        try {
+            link.channel = provider.openSocketChannel();
+            link.channel.configureBlocking(false);
+            boolean connected = link.channel.connect(replicas.get(to));
+            link.key = link.channel.register(selector, connected ? SelectionKey.OP_READ : SelectionKey.OP_CONNECT,
+                    link);
+            link.connected = connected;
+        } catch (IOException e) {
+            LOG.fine(() -> "node " + id + ": cannot connect to " + to + ": " + e);
+            link.close();
+        }
+        return link;
+    }
+
+    private void run() {
+        try {
+            while (running) {
+                Runnable task;
+                while ((task = tasks.poll()) != null) {
+                    task.run();
+                }
+                long now = System.nanoTime();
+                while (!timers.isEmpty() && timers.peek().due <= now) {
+                    Timer timer = timers.poll();
+                    if (!timer.cancelled) {
+                        timer.task.run();
+                    }
+                }
+                long wait = timers.isEmpty() ? 0 : Math.max(1, (timers.peek().due - now) / 1_000_000);
+                selector.select(wait);
+                for (SelectionKey key : selector.selectedKeys()) {
+                    handle(key);
+                }
+                selector.selectedKeys().clear();
+            }
+        } catch (IOException | RuntimeException e) {
+            if (running) {
+                LOG.log(Level.SEVERE, "node " + id + ": event loop failed", e);
+            }
+        } finally {
+            closeAll();
+        }
+    }
+
+    private void handle(SelectionKey key) {
+        try {
+            if (key.isAcceptable()) {
+                SocketChannel channel;
+                while ((channel = listener.accept()) != null) {
+                    channel.configureBlocking(false);
+                    Link link = new Link(-1);
+                    link.channel = channel;
+                    link.connected = true;
+                    link.key = channel.register(selector, SelectionKey.OP_READ, link);
+                }
+                return;
+            }
+            Link link = (Link) key.attachment();
+            if (key.isConnectable() && link.channel.finishConnect()) {
+                link.connected = true;
+                link.updateInterest();
+            }
+            if (key.isReadable()) {
+                link.read();
+            }
+            if (key.isValid() && key.isWritable()) {
+                link.flush();
+            }
+        } catch (IOException | CancelledKeyException e) {
+            Link link = (Link) key.attachment();
+            if (link != null) {
+                LOG.fine(() -> "node " + id + ": link to " + link.peer + " closed: " + e);
+                link.close();
+            }
+        }
+    }
+
+    private void deliver(Link link, byte[] frame) {
+        int bodyLength = frame.length - Keys.MAC_LENGTH;
+        if (bodyLength < 5) {
+            dropped.incrementAndGet();
+            return;
+        }
+        byte[] body = java.util.Arrays.copyOf(frame, bodyLength);
+        byte[] mac = java.util.Arrays.copyOfRange(frame, bodyLength, frame.length);
+        int sender = ByteBuffer.wrap(body, 1, 4).getInt();
+        if (!keys.verify(sender, id, body, mac)) {
+            dropped.incrementAndGet();
+            LOG.fine(() -> "node " + id + ": dropped a frame that fails its MAC (claims sender " + sender + ")");
+            return;
+        }
+        Message message;
+        try {
+            message = Message.decode(body);
+        } catch (MalformedMessageException e) {
+            dropped.incrementAndGet();
+            LOG.fine(() -> "node " + id + ": dropped a malformed message from " + sender + ": " + e.getMessage());
+            return;
+        }
+        if (!replicas.containsKey(sender)) {
+            routes.put(sender, link); // replies to a client go back the way it came
+        }
+        handler.onMessage(message);
+    }
+
+    @Override
+    public void close() {
+        running = false;
+        selector.wakeup();
+        if (Thread.currentThread() != loop && loop.isAlive()) {
+            try {
+                loop.join(5000);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+        } else if (!loop.isAlive()) {
+            closeAll();
+        }
+    }
+
+    private void closeAll() {
+        if (!selector.isOpen()) {
+            return; // closed already
+        }
+        for (SelectionKey key : selector.keys()) {
+            try {
+                key.channel().close();
+            } catch (IOException e) {
+                LOG.fine(() -> "node " + id + ": close: " + e);
+            }
+        }
+        try {
+            selector.close();
+        } catch (IOException e) {
+            LOG.fine(() -> "node " + id + ": close: " + e);
+        }
+    }
+
+    /** A scheduled task; cancel it to keep it from running. */
+    public static final class Timer implements Comparable<Timer> {
+        final long due;
+        final long sequence;
+        final Runnable task;
+        boolean cancelled;
+
+        Timer(long due, long sequence, Runnable task) {
+            this.due = due;
+            this.sequence = sequence;
+            this.task = task;
+        }
+
+        public void cancel() {
+            cancelled = true;
+        }
+
+        @Override
+        public int compareTo(Timer other) {
+            return due != other.due ? Long.compare(due, other.due) : Long.compare(sequence, other.sequence);
+        }
+    }
+
+    /** One connection: frames out (queued while the peer has no room), frames in. */
+    private final class Link {
+        final int peer;
+        SocketChannel channel;
+        SelectionKey key;
+        boolean connected;
+        boolean closed;
+        final ArrayDeque<ByteBuffer> pending = new ArrayDeque<>();
+        final ByteBuffer header = ByteBuffer.allocate(4);
+        ByteBuffer frame;
+
+        Link(int peer) {
+            this.peer = peer;
+        }
+
+        void enqueue(ByteBuffer frame) {
+            pending.add(frame);
+            if (connected) {
+                try {
+                    flush();
+                } catch (IOException e) {
+                    close();
+                }
+            }
+        }
+
+        void flush() throws IOException {
+            while (!pending.isEmpty()) {
+                ByteBuffer next = pending.peek();
+                channel.write(next);
+                if (next.hasRemaining()) {
+                    break;
+                }
+                pending.poll();
+            }
+            updateInterest();
+        }
+
+        void updateInterest() {
+            if (key != null && key.isValid()) {
+                key.interestOps(SelectionKey.OP_READ | (pending.isEmpty() ? 0 : SelectionKey.OP_WRITE));
+            }
+        }
+
+        void read() throws IOException {
+            while (true) {
+                if (frame == null) {
+                    if (channel.read(header) < 0) {
+                        close();
+                        return;
+                    }
+                    if (header.hasRemaining()) {
+                        return;
+                    }
+                    int length = header.flip().getInt();
+                    header.clear();
+                    if (length < Keys.MAC_LENGTH || length > MAX_FRAME) {
+                        dropped.incrementAndGet();
+                        LOG.warning("node " + id + ": a peer sent a frame of " + length + " bytes: closing it");
+                        close();
+                        return;
+                    }
+                    frame = ByteBuffer.allocate(length);
+                }
+                if (channel.read(frame) < 0) {
+                    close();
+                    return;
+                }
+                if (frame.hasRemaining()) {
+                    return;
+                }
+                byte[] bytes = frame.array();
+                frame = null;
+                deliver(this, bytes);
+                if (closed) {
+                    return;
+                }
+            }
+        }
+
+        void close() {
+            closed = true;
+            pending.clear();
+            if (channel != null) {
+                try {
+                    channel.close();
+                } catch (IOException e) {
+                    LOG.fine(() -> "node " + id + ": close: " + e);
+                }
+            }
+            if (peer >= 0 && outgoing.remove(peer, this)) {
+                retryAfter.put(peer, System.nanoTime() + RECONNECT_MILLIS * 1_000_000);
+            }
+            routes.values().removeIf(link -> link == this);
+        }
+    }
+}

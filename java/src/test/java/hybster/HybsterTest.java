@@ -1,0 +1,290 @@
+package hybster;
+
+import static org.junit.Assert.assertArrayEquals;
+import static org.junit.Assert.assertEquals;
+import static org.junit.Assert.assertThrows;
+import static org.junit.Assert.assertTrue;
+
+import java.io.IOException;
+import java.net.InetSocketAddress;
+import java.net.ServerSocket;
+import java.nio.ByteBuffer;
+import java.nio.channels.SocketChannel;
+import java.nio.channels.spi.SelectorProvider;
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.List;
+
+import org.junit.After;
+import org.junit.Test;
+
+import hybster.client.Client;
+import hybster.net.Node;
+import hybster.replica.Application;
+import hybster.replica.Replica;
+import hybster.trinx.Certificate;
+import hybster.trinx.SoftwareTrinx;
+import hybster.trinx.TrustedCounter;
+import hybster.wire.Keys;
+import hybster.wire.Message;
+import hybster.wire.Message.Commit;
+import hybster.wire.Message.Prepare;
+import hybster.wire.Message.Request;
+import rdmanio.nio.RdmaSelectorProvider;
+
+/**
+ * The ordering protocol's normal case on a local cluster of three replicas
+ * (f = 1) over plain java.nio on the JDK's provider: agreement and order,
+ * progress with f replicas down, the trusted counter against an equivocating
+ * leader, forged, malformed and replayed messages, retransmission and duplicate
+ * suppression.
+ */
+public class HybsterTest {
+    static final boolean IN_VM = System.getenv("RDMANIO_TEST_DEVICE") != null;
+    static final String HOST = IN_VM ? System.getenv("RDMANIO_TEST_ADDR") : "127.0.0.1";
+    static final byte[] MASTER = "a master secret for the tests".getBytes(StandardCharsets.UTF_8);
+    static final byte[] TRINX_KEY = "the trusted subsystems' key".getBytes(StandardCharsets.UTF_8);
+    static final long TIMEOUT_MILLIS = 20_000;
+
+    private final List<AutoCloseable> running = new ArrayList<>();
+
+    /** Records every operation it executes; answers with how many it has executed. */
+    static final class LogApplication implements Application {
+        final List<String> log = Collections.synchronizedList(new ArrayList<>());
+
+        @Override
+        public byte[] execute(int client, byte[] operation) {
+            log.add(client + ":" + new String(operation, StandardCharsets.UTF_8));
+            return ByteBuffer.allocate(8).putLong(log.size()).array();
+        }
+    }
+
+    static Cluster cluster(int n) throws IOException {
+        List<InetSocketAddress> addresses = new ArrayList<>();
+        for (int i = 0; i < n; i++) {
+            try (ServerSocket probe = new ServerSocket(0)) {
+                addresses.add(new InetSocketAddress(HOST, probe.getLocalPort()));
+            }
+        }
+        return new Cluster(addresses, MASTER, TRINX_KEY);
+    }
+
+    <T extends AutoCloseable> T track(T resource) {
+        running.add(resource);
+        return resource;
+    }
+
+    @After
+    public void stopAll() throws Exception {
+        Collections.reverse(running);
+        for (AutoCloseable resource : running) {
+            resource.close();
+        }
+    }
+
+    List<LogApplication> startReplicas(Cluster cluster, SelectorProvider provider, int... ids) throws IOException {
+        List<LogApplication> applications = new ArrayList<>();
+        for (int id : ids) {
+            LogApplication application = new LogApplication();
+            Replica replica = track(new Replica(id, cluster, new SoftwareTrinx(id, TRINX_KEY, 1), application,
+                    provider));
+            replica.start();
+            applications.add(application);
+        }
+        return applications;
+    }
+
+    static long count(byte[] result) {
+        return ByteBuffer.wrap(result).getLong();
+    }
+
+    static byte[] op(String text) {
+        return text.getBytes(StandardCharsets.UTF_8);
+    }
+
+    /** Waits until every application executed {@code count} operations. */
+    static void awaitExecuted(List<LogApplication> applications, int count) throws InterruptedException {
+        long deadline = System.currentTimeMillis() + TIMEOUT_MILLIS;
+        for (LogApplication application : applications) {
+            while (application.log.size() < count) {
+                assertTrue("executed " + application.log.size() + " of " + count,
+                        System.currentTimeMillis() < deadline);
+                Thread.sleep(5);
+            }
+        }
+    }
+
+    @Test(timeout = 60_000)
+    public void allReplicasExecuteTheSameRequestsInTheSameOrder() throws Exception {
+        Cluster cluster = cluster(3);
+        List<LogApplication> applications = startReplicas(cluster, SelectorProvider.provider(), 0, 1, 2);
+        Client first = track(new Client(Cluster.FIRST_CLIENT, cluster, SelectorProvider.provider(), 1000));
+        Client second = track(new Client(Cluster.FIRST_CLIENT + 1, cluster, SelectorProvider.provider(), 1000));
+        for (int i = 0; i < 20; i++) {
+            first.invoke(op("a" + i), TIMEOUT_MILLIS);
+            second.invoke(op("b" + i), TIMEOUT_MILLIS);
+        }
+        assertEquals(41, count(first.invoke(op("last"), TIMEOUT_MILLIS)));
+        awaitExecuted(applications, 41);
+        assertEquals(applications.get(0).log, applications.get(1).log);
+        assertEquals(applications.get(0).log, applications.get(2).log);
+        assertEquals("1000:a0", applications.get(0).log.get(0));
+    }
+
+    /**
+     * The same cluster with every replica and client on rdma-nio, unchanged:
+     * over RDMA in the Soft-RoCE VM, over shared memory on the host.
+     */
+    @Test(timeout = 120_000)
+    public void theClusterRunsOverRdmaNio() throws Exception {
+        SelectorProvider rdmaNio = RdmaSelectorProvider.withTransport(IN_VM ? "rdma" : "shm");
+        Cluster cluster = cluster(3);
+        List<LogApplication> applications = startReplicas(cluster, rdmaNio, 0, 1, 2);
+        Client client = track(new Client(Cluster.FIRST_CLIENT, cluster, rdmaNio, 5000));
+        for (int i = 1; i <= 20; i++) {
+            assertEquals(i, count(client.invoke(op("r" + i), TIMEOUT_MILLIS)));
+        }
+        awaitExecuted(applications, 20);
+        assertEquals(applications.get(0).log, applications.get(1).log);
+        assertEquals(applications.get(0).log, applications.get(2).log);
+    }
+
+    @Test(timeout = 60_000)
+    public void progressContinuesWithFFollowersDown() throws Exception {
+        Cluster cluster = cluster(3);
+        List<LogApplication> applications = startReplicas(cluster, SelectorProvider.provider(), 0, 1); // 2 never starts
+        Client client = track(new Client(Cluster.FIRST_CLIENT, cluster, SelectorProvider.provider(), 1000));
+        for (int i = 1; i <= 10; i++) {
+            assertEquals(i, count(client.invoke(op("x" + i), TIMEOUT_MILLIS)));
+        }
+        assertEquals(applications.get(0).log, applications.get(1).log);
+    }
+
+    /**
+     * A Byzantine leader (replica 0, played here by the test with replica 0's
+     * trusted subsystem) wants order 1 to be one request at replica 1 and
+     * another at replica 2. Its subsystem refuses a second certificate for
+     * value 1, and a certificate for another value is refused as order 1.
+     */
+    @Test(timeout = 60_000)
+    public void theTrustedCounterStopsAnEquivocatingLeader() throws Exception {
+        Cluster cluster = cluster(3);
+        List<LogApplication> applications = startReplicas(cluster, SelectorProvider.provider(), 1, 2);
+        Replica replica2 = (Replica) running.get(1);
+        // Both requests come from their client, so both are known to replicas 1 and 2.
+        Request a = new Request(Cluster.FIRST_CLIENT, 1, op("pay alice"));
+        Request b = new Request(Cluster.FIRST_CLIENT, 2, op("pay bob"));
+        Node client = track(new Node(Cluster.FIRST_CLIENT, null, cluster.addresses(), cluster.keys(),
+                SelectorProvider.provider()));
+        client.start(message -> { });
+        client.execute(() -> {
+            for (int replica = 1; replica <= 2; replica++) {
+                client.send(replica, a);
+                client.send(replica, b);
+            }
+        });
+        TrustedCounter leaderTrinx = new SoftwareTrinx(0, TRINX_KEY, 1);
+        Certificate forA = leaderTrinx.certify(0, 1, Prepare.certified(0, 1, a.digest()));
+        assertThrows("a second certificate for value 1", IllegalStateException.class,
+                () -> leaderTrinx.certify(0, 1, Prepare.certified(0, 1, b.digest())));
+        Certificate forB = leaderTrinx.certify(0, 2, Prepare.certified(0, 1, b.digest()));
+        Thread.sleep(200); // the requests arrive first
+        Node leader = track(new Node(0, null, cluster.addresses(), cluster.keys(), SelectorProvider.provider()));
+        leader.start(message -> { });
+        leader.execute(() -> {
+            leader.send(1, new Prepare(0, 0, 1, a, forA));
+            leader.send(2, new Prepare(0, 0, 1, b, forB)); // counter value 2 claimed as order 1
+        });
+        awaitCount(replica2::rejected, 1);
+        // Replica 1 commits A (the PREPARE and its own COMMIT are f+1); replica 2 has no PREPARE for order 1.
+        awaitExecuted(applications.subList(0, 1), 1);
+        Thread.sleep(300);
+        assertEquals(List.of(Cluster.FIRST_CLIENT + ":pay alice"), applications.get(0).log);
+        assertEquals("replica 2 executes nothing at order 1", List.of(), applications.get(1).log);
+    }
+
+    @Test(timeout = 60_000)
+    public void forgedMalformedAndReplayedMessagesAreDroppedAndCounted() throws Exception {
+        Cluster cluster = cluster(3);
+        startReplicas(cluster, SelectorProvider.provider(), 0);
+        Replica replica = (Replica) running.get(0);
+
+        // Forged: a node that does not have the master secret.
+        Node forger = track(new Node(1, null, cluster.addresses(), new Keys(op("somebody else's secret key")),
+                SelectorProvider.provider()));
+        forger.start(message -> { });
+        forger.execute(() -> forger.send(0, new Request(Cluster.FIRST_CLIENT, 1, op("forged"))));
+        awaitCount(replica::dropped, 1);
+
+        // Malformed: a correct MAC over bytes that are no message.
+        byte[] garbage = {Message.COMMIT, 0, 0, 0, 1, 9, 9};
+        byte[] mac = cluster.keys().mac(1, 0, garbage);
+        try (SocketChannel raw = SocketChannel.open(cluster.replicas().get(0))) {
+            ByteBuffer frame = ByteBuffer.allocate(4 + garbage.length + mac.length);
+            frame.putInt(garbage.length + mac.length).put(garbage).put(mac).flip();
+            while (frame.hasRemaining()) {
+                raw.write(frame);
+            }
+            awaitCount(replica::dropped, 2);
+        }
+
+        // Replayed: replica 1's COMMIT, sent twice with the same certificate.
+        TrustedCounter trinx1 = new SoftwareTrinx(1, TRINX_KEY, 1);
+        byte[] digest = new Request(Cluster.FIRST_CLIENT, 1, op("x")).digest();
+        Commit commit = new Commit(1, 0, 1, digest, trinx1.certify(0, 1, Commit.certified(0, 1, digest)));
+        Node follower = track(new Node(1, null, cluster.addresses(), cluster.keys(), SelectorProvider.provider()));
+        follower.start(message -> { });
+        follower.execute(() -> {
+            follower.send(0, commit);
+            follower.send(0, commit);
+        });
+        awaitCount(replica::rejected, 1);
+        Thread.sleep(200);
+        assertEquals("the first was accepted, the replay rejected", 1, replica.rejected());
+    }
+
+    static void awaitCount(java.util.function.LongSupplier counter, long atLeast) throws InterruptedException {
+        long deadline = System.currentTimeMillis() + TIMEOUT_MILLIS;
+        while (counter.getAsLong() < atLeast) {
+            assertTrue("the count stayed at " + counter.getAsLong(), System.currentTimeMillis() < deadline);
+            Thread.sleep(5);
+        }
+    }
+
+    /** A client that retransmits all the time: every request still executes exactly once. */
+    @Test(timeout = 60_000)
+    public void retransmissionsExecuteOnce() throws Exception {
+        Cluster cluster = cluster(3);
+        List<LogApplication> applications = startReplicas(cluster, SelectorProvider.provider(), 0, 1, 2);
+        Client client = track(new Client(Cluster.FIRST_CLIENT, cluster, SelectorProvider.provider(), 1));
+        for (int i = 1; i <= 30; i++) {
+            assertEquals(i, count(client.invoke(op("r" + i), TIMEOUT_MILLIS)));
+        }
+        assertTrue("the client retransmitted", client.retransmissions() > 0);
+        awaitExecuted(applications, 30);
+        Thread.sleep(200);
+        for (LogApplication application : applications) {
+            assertEquals(30, application.log.size());
+        }
+    }
+
+    @Test
+    public void messagesRoundTripAndBadBytesAreRefused() throws Exception {
+        TrustedCounter trinx = new SoftwareTrinx(0, TRINX_KEY, 1);
+        Request request = new Request(Cluster.FIRST_CLIENT, 7, op("op"));
+        Prepare prepare = new Prepare(0, 3, 9, request, trinx.certify(0, 9, Prepare.certified(3, 9, request.digest())));
+        Prepare decoded = (Prepare) Message.decode(Message.encode(prepare));
+        assertEquals(9, decoded.order());
+        assertArrayEquals(request.digest(), decoded.request().digest());
+        assertEquals(prepare.certificate(), decoded.certificate());
+        assertTrue(trinx.verify(0, decoded.certificate(), Prepare.certified(3, 9, request.digest())));
+        byte[] bytes = Message.encode(prepare);
+        for (int cut = 0; cut < bytes.length; cut++) {
+            byte[] shorter = java.util.Arrays.copyOf(bytes, cut);
+            assertThrows(hybster.wire.MalformedMessageException.class, () -> Message.decode(shorter));
+        }
+        byte[] huge = ByteBuffer.allocate(13).put(Message.REQUEST).putInt(1).putInt(Integer.MAX_VALUE).array();
+        assertThrows(hybster.wire.MalformedMessageException.class, () -> Message.decode(huge));
+    }
+}
