@@ -3,6 +3,7 @@ package hybster.net;
 import java.io.Closeable;
 import java.io.IOException;
 import java.net.InetSocketAddress;
+import java.net.StandardSocketOptions;
 import java.nio.ByteBuffer;
 import java.nio.channels.CancelledKeyException;
 import java.nio.channels.SelectionKey;
@@ -147,6 +148,7 @@ public final class Node implements Closeable {
         try {
             link.channel = provider.openSocketChannel();
             link.channel.configureBlocking(false);
+            link.channel.setOption(StandardSocketOptions.TCP_NODELAY, true); // small messages, no batching delay
             boolean connected = link.channel.connect(replicas.get(to));
             link.key = link.channel.register(selector, connected ? SelectionKey.OP_READ : SelectionKey.OP_CONNECT,
                     link);
@@ -194,6 +196,7 @@ public final class Node implements Closeable {
                 SocketChannel channel;
                 while ((channel = listener.accept()) != null) {
                     channel.configureBlocking(false);
+                    channel.setOption(StandardSocketOptions.TCP_NODELAY, true);
                     Link link = new Link(-1);
                     link.channel = channel;
                     link.connected = true;

@@ -1,12 +1,12 @@
 package hybster.trinx;
 
 import java.nio.ByteBuffer;
-import java.security.GeneralSecurityException;
 import java.security.MessageDigest;
 import java.util.Arrays;
 
-import javax.crypto.Mac;
 import javax.crypto.spec.SecretKeySpec;
+
+import hybster.wire.Keys;
 
 /**
  * TrInX in software: counters and an HMAC-SHA256 key shared by the trusted
@@ -17,7 +17,7 @@ import javax.crypto.spec.SecretKeySpec;
  */
 public final class SoftwareTrinx implements TrustedCounter {
     private final int owner;
-    private final byte[] key;
+    private final SecretKeySpec key;
     private final long[] counters;
 
     /** Subsystem of replica {@code owner} with {@code counters} counters, all at 0. */
@@ -26,7 +26,7 @@ public final class SoftwareTrinx implements TrustedCounter {
             throw new IllegalArgumentException("a TrInX key needs at least 16 bytes");
         }
         this.owner = owner;
-        this.key = sharedKey.clone();
+        this.key = new SecretKeySpec(sharedKey, "HmacSHA256");
         this.counters = new long[counters];
     }
 
@@ -58,14 +58,9 @@ public final class SoftwareTrinx implements TrustedCounter {
     }
 
     private byte[] tag(int issuer, int counter, long previous, long value, byte[] digest) {
-        try {
-            Mac mac = Mac.getInstance("HmacSHA256");
-            mac.init(new SecretKeySpec(key, "HmacSHA256"));
-            mac.update(ByteBuffer.allocate(24).putInt(issuer).putInt(counter).putLong(previous).putLong(value).array());
-            return mac.doFinal(digest);
-        } catch (GeneralSecurityException e) {
-            throw new IllegalStateException("HmacSHA256 is part of every JDK", e);
-        }
+        byte[] statement = ByteBuffer.allocate(24 + digest.length).putInt(issuer).putInt(counter).putLong(previous)
+                .putLong(value).put(digest).array();
+        return Keys.hmac(key, statement);
     }
 
     @Override

@@ -3,6 +3,8 @@ package hybster.wire;
 import java.nio.ByteBuffer;
 import java.security.GeneralSecurityException;
 import java.security.MessageDigest;
+import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
 
 import javax.crypto.Mac;
 import javax.crypto.spec.SecretKeySpec;
@@ -15,19 +17,37 @@ import javax.crypto.spec.SecretKeySpec;
 public final class Keys {
     public static final int MAC_LENGTH = 32;
 
-    private final byte[] master;
+    /** Mac and MessageDigest objects are not thread-safe, and costly to look up: one per thread. */
+    private static final ThreadLocal<Mac> HMAC = ThreadLocal.withInitial(() -> {
+        try {
+            return Mac.getInstance("HmacSHA256");
+        } catch (GeneralSecurityException e) {
+            throw new IllegalStateException("HmacSHA256 is part of every JDK", e);
+        }
+    });
+    private static final ThreadLocal<MessageDigest> SHA256 = ThreadLocal.withInitial(() -> {
+        try {
+            return MessageDigest.getInstance("SHA-256");
+        } catch (GeneralSecurityException e) {
+            throw new IllegalStateException("SHA-256 is part of every JDK", e);
+        }
+    });
+
+    private final SecretKeySpec master;
+    private final Map<Long, SecretKeySpec> linkKeys = new ConcurrentHashMap<>();
 
     public Keys(byte[] masterSecret) {
         if (masterSecret.length < 16) {
             throw new IllegalArgumentException("the master secret needs at least 16 bytes");
         }
-        this.master = masterSecret.clone();
+        this.master = new SecretKeySpec(masterSecret, "HmacSHA256");
     }
 
     /** The key of the link between nodes {@code a} and {@code b} (either direction). */
-    byte[] linkKey(int a, int b) {
-        return hmac(master, ByteBuffer.allocate(12).putInt(0x6c696e6b).putInt(Math.min(a, b))
-                .putInt(Math.max(a, b)).array());
+    private SecretKeySpec linkKey(int a, int b) {
+        long link = (long) Math.min(a, b) << 32 | (Math.max(a, b) & 0xffffffffL);
+        return linkKeys.computeIfAbsent(link, l -> new SecretKeySpec(hmac(master,
+                ByteBuffer.allocate(12).putInt(0x6c696e6b).putLong(l).array()), "HmacSHA256"));
     }
 
     /** The MAC of {@code body} from {@code sender} to {@code receiver}. */
@@ -40,22 +60,19 @@ public final class Keys {
         return MessageDigest.isEqual(mac(sender, receiver, body), mac);
     }
 
-    static byte[] hmac(byte[] key, byte[] data) {
+    /** HMAC-SHA256 of {@code data} under {@code key}. */
+    public static byte[] hmac(SecretKeySpec key, byte[] data) {
+        Mac mac = HMAC.get();
         try {
-            Mac mac = Mac.getInstance("HmacSHA256");
-            mac.init(new SecretKeySpec(key, "HmacSHA256"));
-            return mac.doFinal(data);
+            mac.init(key);
         } catch (GeneralSecurityException e) {
-            throw new IllegalStateException("HmacSHA256 is part of every JDK", e);
+            throw new IllegalArgumentException("not an HMAC key", e);
         }
+        return mac.doFinal(data);
     }
 
     /** SHA-256 of {@code data}. */
     public static byte[] digest(byte[] data) {
-        try {
-            return MessageDigest.getInstance("SHA-256").digest(data);
-        } catch (GeneralSecurityException e) {
-            throw new IllegalStateException("SHA-256 is part of every JDK", e);
-        }
+        return SHA256.get().digest(data);
     }
 }

@@ -1,0 +1,137 @@
+package hybster;
+
+import java.io.IOException;
+import java.io.Reader;
+import java.net.InetSocketAddress;
+import java.nio.ByteBuffer;
+import java.nio.channels.spi.SelectorProvider;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.HexFormat;
+import java.util.List;
+import java.util.Locale;
+import java.util.Properties;
+import java.util.concurrent.CountDownLatch;
+
+import hybster.client.Client;
+import hybster.replica.Application;
+import hybster.replica.Replica;
+import hybster.trinx.SoftwareTrinx;
+import rdmanio.nio.RdmaSelectorProvider;
+
+/**
+ * Runs one node of a local Hybster cluster from a configuration file:
+ *
+ * <pre>
+ * java hybster.Main replica CONFIG ID
+ * java hybster.Main client CONFIG ID REQUESTS [BYTES]
+ * </pre>
+ *
+ * The configuration is a properties file: {@code replicas} (host:port of each
+ * replica, comma-separated; their number n = 2f+1 gives f), {@code masterSecret}
+ * and {@code trinxKey} (hex), and {@code provider}: {@code jdk}, or
+ * {@code rdma-nio} with {@code transport} (auto, rdma, shm, tcp). A replica runs
+ * until killed; a client sends REQUESTS requests one after the other and prints
+ * their latency percentiles and the throughput.
+ */
+public final class Main {
+    private Main() {}
+
+    /** A deployment read from a configuration file. */
+    record Config(Cluster cluster, SelectorProvider provider, String providerName) {
+        static Config read(Path file) throws IOException {
+            Properties properties = new Properties();
+            try (Reader reader = Files.newBufferedReader(file)) {
+                properties.load(reader);
+            }
+            List<InetSocketAddress> replicas = new ArrayList<>();
+            for (String address : required(properties, "replicas", file).split(",")) {
+                int colon = address.trim().lastIndexOf(':');
+                if (colon < 0) {
+                    throw new IllegalArgumentException(file + ": replica address '" + address + "' has no port");
+                }
+                replicas.add(new InetSocketAddress(address.trim().substring(0, colon),
+                        Integer.parseInt(address.trim().substring(colon + 1))));
+            }
+            HexFormat hex = HexFormat.of();
+            Cluster cluster = new Cluster(replicas, hex.parseHex(required(properties, "masterSecret", file)),
+                    hex.parseHex(required(properties, "trinxKey", file)));
+            String provider = properties.getProperty("provider", "jdk");
+            return switch (provider) {
+                case "jdk" -> new Config(cluster, SelectorProvider.provider(), "jdk");
+                case "rdma-nio" -> {
+                    String transport = properties.getProperty("transport", "auto");
+                    yield new Config(cluster, RdmaSelectorProvider.withTransport(transport),
+                            "rdma-nio (" + transport + ")");
+                }
+                default -> throw new IllegalArgumentException(file + ": provider '" + provider
+                        + "' is not jdk or rdma-nio");
+            };
+        }
+
+        private static String required(Properties properties, String key, Path file) {
+            String value = properties.getProperty(key);
+            if (value == null || value.isBlank()) {
+                throw new IllegalArgumentException(file + ": '" + key + "' is missing");
+            }
+            return value.trim();
+        }
+    }
+
+    /** A replicated counter: each operation adds its bytes' length and returns the total. */
+    static final class Counter implements Application {
+        private long total;
+
+        @Override
+        public byte[] execute(int client, byte[] operation) {
+            total += operation.length;
+            return ByteBuffer.allocate(8).putLong(total).array();
+        }
+    }
+
+    public static void main(String[] args) throws Exception {
+        if (args.length < 3) {
+            System.err.println("usage: hybster.Main replica CONFIG ID | client CONFIG ID REQUESTS [BYTES]");
+            System.exit(2);
+        }
+        Config config = Config.read(Path.of(args[1]));
+        int id = Integer.parseInt(args[2]);
+        switch (args[0]) {
+            case "replica" -> runReplica(config, id);
+            case "client" -> runClient(config, id, Integer.parseInt(args[3]), args.length > 4 ? Integer.parseInt(args[4]) : 64);
+            default -> throw new IllegalArgumentException("unknown role '" + args[0] + "'");
+        }
+    }
+
+    private static void runReplica(Config config, int id) throws Exception {
+        Replica replica = new Replica(id, config.cluster(), new SoftwareTrinx(id, config.cluster().trinxKey(), 1),
+                new Counter(), config.provider());
+        replica.start();
+        System.out.println("replica " + id + " on " + config.providerName() + " at "
+                + config.cluster().replicas().get(id));
+        CountDownLatch forever = new CountDownLatch(1);
+        Runtime.getRuntime().addShutdownHook(new Thread(replica::close));
+        forever.await();
+    }
+
+    private static void runClient(Config config, int id, int requests, int bytes) throws Exception {
+        byte[] operation = new byte[bytes];
+        long[] nanos = new long[requests];
+        try (Client client = new Client(id, config.cluster(), config.provider(), 2000)) {
+            client.invoke(operation, 60_000); // connections up, code warm
+            long start = System.nanoTime();
+            for (int i = 0; i < requests; i++) {
+                long begin = System.nanoTime();
+                client.invoke(operation, 60_000);
+                nanos[i] = System.nanoTime() - begin;
+            }
+            double seconds = (System.nanoTime() - start) / 1e9;
+            Arrays.sort(nanos);
+            System.out.printf(Locale.ROOT, "%-20s %6d requests of %4d B: p50 %8.1f us, p99 %8.1f us, %8.0f requests/s%n",
+                    config.providerName(), requests, bytes, nanos[requests / 2] / 1e3,
+                    nanos[Math.min(requests - 1, requests * 99 / 100)] / 1e3, requests / seconds);
+        }
+    }
+}
