@@ -1,0 +1,96 @@
+package hybster.ordering;
+
+import java.nio.ByteBuffer;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+
+import hybster.replica.Application;
+
+/**
+ * A BFT ordering service as a replicated state machine: clients submit
+ * transactions; replicas cut them into blocks of at most {@code blockSize}
+ * transactions, hash-chained; clients fetch a block by number and check it.
+ *
+ * <p>Cutting by time must not read a replica's clock (replicas would disagree):
+ * a CUT operation, ordered like any other and sent by whoever keeps time (a
+ * client's or a front end's timer), closes the pending block.
+ *
+ * <p>Operations: {@code [1][transaction]} submit (result: the number of the
+ * block it will be in), {@code [2]} cut (result: the number of the block cut, or
+ * -1 if nothing was pending), {@code [3][long n]} get block n (result: the
+ * encoded block, or empty while it does not exist).
+ */
+public final class OrderingService implements Application {
+    public static final byte SUBMIT = 1;
+    public static final byte CUT = 2;
+    public static final byte GET_BLOCK = 3;
+
+    private final int blockSize;
+    private final List<Block> chain = new ArrayList<>();
+    private final List<byte[]> pending = new ArrayList<>();
+
+    public OrderingService(int blockSize) {
+        if (blockSize < 1) {
+            throw new IllegalArgumentException("blocks hold at least one transaction");
+        }
+        this.blockSize = blockSize;
+    }
+
+    @Override
+    public byte[] execute(int client, byte[] operation) {
+        if (operation.length == 0) {
+            return number(-2);
+        }
+        switch (operation[0]) {
+            case SUBMIT -> {
+                pending.add(Arrays.copyOfRange(operation, 1, operation.length));
+                long block = chain.size();
+                if (pending.size() >= blockSize) {
+                    cut();
+                }
+                return number(block);
+            }
+            case CUT -> {
+                return number(pending.isEmpty() ? -1 : cut());
+            }
+            case GET_BLOCK -> {
+                if (operation.length != 9) {
+                    return number(-2);
+                }
+                long n = ByteBuffer.wrap(operation, 1, 8).getLong();
+                return n >= 0 && n < chain.size() ? chain.get((int) n).encode() : new byte[0];
+            }
+            default -> {
+                return number(-2); // not an operation: refused, nothing changes
+            }
+        }
+    }
+
+    private long cut() {
+        byte[] previous = chain.isEmpty() ? Block.GENESIS_PREVIOUS : chain.get(chain.size() - 1).hash();
+        Block block = new Block(chain.size(), previous, pending);
+        chain.add(block);
+        pending.clear();
+        return block.number();
+    }
+
+    private static byte[] number(long value) {
+        return ByteBuffer.allocate(8).putLong(value).array();
+    }
+
+    /** An encoded submit operation. */
+    public static byte[] submit(byte[] transaction) {
+        return ByteBuffer.allocate(1 + transaction.length).put(SUBMIT).put(transaction).array();
+    }
+
+    /** An encoded cut operation. */
+    public static byte[] cutOperation() {
+        return new byte[] {CUT};
+    }
+
+    /** An encoded get-block operation. */
+    public static byte[] getBlock(long number) {
+        return ByteBuffer.allocate(9).put(GET_BLOCK).putLong(number).array();
+    }
+}

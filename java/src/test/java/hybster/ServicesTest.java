@@ -1,0 +1,165 @@
+package hybster;
+
+import static org.junit.Assert.assertArrayEquals;
+import static org.junit.Assert.assertEquals;
+import static org.junit.Assert.assertFalse;
+import static org.junit.Assert.assertThrows;
+import static org.junit.Assert.assertTrue;
+
+import java.nio.ByteBuffer;
+import java.nio.channels.spi.SelectorProvider;
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.List;
+
+import org.junit.After;
+import org.junit.Test;
+
+import hybster.client.Client;
+import hybster.coordination.CoordinationClient;
+import hybster.coordination.CoordinationException;
+import hybster.coordination.CoordinationService;
+import hybster.coordination.CoordinationService.Code;
+import hybster.coordination.CoordinationService.Operation;
+import hybster.ordering.Block;
+import hybster.ordering.OrderingService;
+import hybster.replica.Application;
+import hybster.replica.Replica;
+import hybster.trinx.SoftwareTrinx;
+
+/**
+ * The two services on Hybster: the coordination service's API semantics
+ * (versions, sequential names, multi-op atomicity) and the ordering service's
+ * blocks and chain verification, each through a three-replica cluster.
+ */
+public class ServicesTest {
+    private final List<AutoCloseable> running = new ArrayList<>();
+
+    @After
+    public void stopAll() throws Exception {
+        for (int i = running.size() - 1; i >= 0; i--) {
+            running.get(i).close();
+        }
+    }
+
+    /** A cluster of three replicas running a fresh {@code application} each; returns a client. */
+    private Client cluster(java.util.function.Supplier<Application> application) throws Exception {
+        Cluster cluster = HybsterTest.cluster(3);
+        for (int id = 0; id < 3; id++) {
+            Replica replica = new Replica(id, cluster, new SoftwareTrinx(id, HybsterTest.TRINX_KEY, 1),
+                    application.get(), SelectorProvider.provider());
+            running.add(replica);
+            replica.start();
+        }
+        Client client = new Client(Cluster.FIRST_CLIENT, cluster, SelectorProvider.provider(), 2000);
+        running.add(client);
+        return client;
+    }
+
+    private static byte[] bytes(String text) {
+        return text.getBytes(StandardCharsets.UTF_8);
+    }
+
+    @Test(timeout = 60_000)
+    public void coordinationKeepsVersionsSequencesAndAtomicity() throws Exception {
+        CoordinationClient zk = new CoordinationClient(cluster(CoordinationService::new), HybsterTest.TIMEOUT_MILLIS);
+        assertEquals("/app", zk.create("/app", bytes("config"), false));
+        assertEquals(0, zk.exists("/app"));
+        assertEquals(-1, zk.exists("/nothing"));
+        CoordinationException exists = assertThrows(CoordinationException.class,
+                () -> zk.create("/app", bytes("again"), false));
+        assertEquals(Code.NODE_EXISTS, exists.code());
+        assertEquals(Code.NO_NODE,
+                assertThrows(CoordinationException.class, () -> zk.create("/no/parent", bytes(""), false)).code());
+
+        // Versions: a write with the wrong expected version changes nothing.
+        assertEquals(1, zk.setData("/app", bytes("v1"), 0));
+        assertEquals(Code.BAD_VERSION,
+                assertThrows(CoordinationException.class, () -> zk.setData("/app", bytes("stale"), 0)).code());
+        assertArrayEquals(bytes("v1"), zk.getData("/app").data());
+        assertEquals(1, zk.getData("/app").version());
+        assertEquals(2, zk.setData("/app", bytes("v2"), -1));
+
+        // Sequential names count up per parent, sorted children.
+        assertEquals("/app/lock-0000000000", zk.create("/app/lock-", bytes(""), true));
+        assertEquals("/app/lock-0000000001", zk.create("/app/lock-", bytes(""), true));
+        zk.create("/app/a", bytes(""), false);
+        assertEquals(List.of("a", "lock-0000000000", "lock-0000000001"), zk.getChildren("/app"));
+        assertEquals(Code.NOT_EMPTY, assertThrows(CoordinationException.class, () -> zk.delete("/app", -1)).code());
+        assertEquals(Code.BAD_VERSION,
+                assertThrows(CoordinationException.class, () -> zk.delete("/app/a", 5)).code());
+        zk.delete("/app/a", 0);
+
+        // Multi: one failing operation and nothing happened.
+        CoordinationException failed = assertThrows(CoordinationException.class, () -> zk.multi(List.of(
+                Operation.create("/app/b", bytes("b"), false),
+                Operation.setData("/app", bytes("v3"), 2),
+                Operation.delete("/app/missing", -1))));
+        assertEquals(Code.NO_NODE, failed.code());
+        assertEquals(-1, zk.exists("/app/b"));
+        assertEquals(2, zk.getData("/app").version());
+        List<CoordinationService.Result> results = zk.multi(List.of(
+                Operation.create("/app/b", bytes("b"), false),
+                Operation.setData("/app", bytes("v3"), 2)));
+        assertEquals("/app/b", results.get(0).text());
+        assertEquals(3, results.get(1).version());
+        assertEquals(List.of("b", "lock-0000000000", "lock-0000000001"), zk.getChildren("/app"));
+    }
+
+    @Test
+    public void coordinationRefusesBadInputWithoutChange() {
+        CoordinationService service = new CoordinationService();
+        byte[] garbage = {42, 1, 2};
+        assertEquals(Code.BAD_ARGUMENTS, decode(service.execute(1000, garbage)).code());
+        byte[] cutShort = java.util.Arrays.copyOf(Operation.create("/x", new byte[8], false).encode(), 6);
+        assertEquals(Code.BAD_ARGUMENTS, decode(service.execute(1000, cutShort)).code());
+        for (String bad : new String[] {"relative", "/trailing/", "/a//b", "/a/../b"}) {
+            CoordinationService.Result result = decode(service.execute(1000,
+                    Operation.create(bad, new byte[0], false).encode()));
+            assertEquals(bad, Code.BAD_ARGUMENTS, result.code());
+        }
+        assertEquals(List.of(), decode(service.execute(1000,
+                Operation.read(CoordinationService.Kind.GET_CHILDREN, "/").encode())).names());
+    }
+
+    private static CoordinationService.Result decode(byte[] bytes) {
+        try {
+            return CoordinationService.Result.decode(bytes);
+        } catch (java.io.IOException e) {
+            throw new AssertionError(e);
+        }
+    }
+
+    private static long number(byte[] result) {
+        return ByteBuffer.wrap(result).getLong();
+    }
+
+    @Test(timeout = 60_000)
+    public void orderingCutsBlocksThatChainAndVerify() throws Exception {
+        Client client = cluster(() -> new OrderingService(10));
+        for (int i = 0; i < 25; i++) {
+            long block = number(client.invoke(OrderingService.submit(bytes("tx" + i)), HybsterTest.TIMEOUT_MILLIS));
+            assertEquals("transaction " + i, i / 10, block);
+        }
+        assertEquals("the timer's cut closes the pending block", 2,
+                number(client.invoke(OrderingService.cutOperation(), HybsterTest.TIMEOUT_MILLIS)));
+        assertEquals("nothing pending", -1,
+                number(client.invoke(OrderingService.cutOperation(), HybsterTest.TIMEOUT_MILLIS)));
+        List<Block> blocks = new ArrayList<>();
+        for (long n = 0; n < 3; n++) {
+            blocks.add(Block.decode(client.invoke(OrderingService.getBlock(n), HybsterTest.TIMEOUT_MILLIS)));
+        }
+        assertEquals(0, client.invoke(OrderingService.getBlock(3), HybsterTest.TIMEOUT_MILLIS).length);
+        assertTrue(Block.verifyChain(blocks));
+        assertEquals(5, blocks.get(2).transactions().size());
+        assertArrayEquals(bytes("tx24"), blocks.get(2).transactions().get(4));
+
+        // A block with one transaction changed no longer chains.
+        List<byte[]> altered = new ArrayList<>(blocks.get(1).transactions());
+        altered.set(0, bytes("forged"));
+        List<Block> tampered = List.of(blocks.get(0), new Block(1, blocks.get(1).previousHash(), altered),
+                blocks.get(2));
+        assertFalse(Block.verifyChain(tampered));
+        assertFalse(Block.verifyChain(List.of(blocks.get(1))));
+    }
+}
