@@ -31,8 +31,10 @@ import rdmanio.nio.RdmaSelectorProvider;
  *
  * The configuration is a properties file: {@code replicas} (host:port of each
  * replica, comma-separated; their number n = 2f+1 gives f), {@code masterSecret}
- * and {@code trinxKey} (hex), and {@code provider}: {@code jdk}, or
- * {@code rdma-nio} with {@code transport} (auto, rdma, shm, tcp). A replica runs
+ * and {@code trinxKey} (hex), {@code provider}: {@code jdk}, or
+ * {@code rdma-nio} with {@code transport} (auto, rdma, shm, tcp), and
+ * {@code viewChangeMillis} (how long a request may wait before the followers
+ * suspect the leader; default 2000). A replica runs
  * until killed; a client sends REQUESTS requests one after the other and prints
  * their latency percentiles and the throughput.
  */
@@ -40,7 +42,7 @@ public final class Main {
     private Main() {}
 
     /** A deployment read from a configuration file. */
-    record Config(Cluster cluster, SelectorProvider provider, String providerName) {
+    record Config(Cluster cluster, SelectorProvider provider, String providerName, long viewChangeMillis) {
         static Config read(Path file) throws IOException {
             Properties properties = new Properties();
             try (Reader reader = Files.newBufferedReader(file)) {
@@ -58,13 +60,15 @@ public final class Main {
             HexFormat hex = HexFormat.of();
             Cluster cluster = new Cluster(replicas, hex.parseHex(required(properties, "masterSecret", file)),
                     hex.parseHex(required(properties, "trinxKey", file)));
+            long viewChangeMillis = Long.parseLong(properties.getProperty("viewChangeMillis",
+                    String.valueOf(Replica.DEFAULT_VIEW_CHANGE_MILLIS)).trim());
             String provider = properties.getProperty("provider", "jdk");
             return switch (provider) {
-                case "jdk" -> new Config(cluster, SelectorProvider.provider(), "jdk");
+                case "jdk" -> new Config(cluster, SelectorProvider.provider(), "jdk", viewChangeMillis);
                 case "rdma-nio" -> {
                     String transport = properties.getProperty("transport", "auto");
                     yield new Config(cluster, RdmaSelectorProvider.withTransport(transport),
-                            "rdma-nio (" + transport + ")");
+                            "rdma-nio (" + transport + ")", viewChangeMillis);
                 }
                 default -> throw new IllegalArgumentException(file + ": provider '" + provider
                         + "' is not jdk or rdma-nio");
@@ -107,7 +111,7 @@ public final class Main {
 
     private static void runReplica(Config config, int id) throws Exception {
         Replica replica = new Replica(id, config.cluster(), new SoftwareTrinx(id, config.cluster().trinxKey(), 1),
-                new Counter(), config.provider());
+                new Counter(), config.provider(), config.viewChangeMillis());
         replica.start();
         System.out.println("replica " + id + " on " + config.providerName() + " at "
                 + config.cluster().replicas().get(id));

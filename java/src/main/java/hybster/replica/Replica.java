@@ -4,9 +4,12 @@ import java.io.Closeable;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.channels.spi.SelectorProvider;
+import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.HashMap;
 import java.util.HashSet;
+import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 import java.util.Set;
 import java.util.TreeMap;
@@ -17,59 +20,101 @@ import hybster.Cluster;
 import hybster.net.Node;
 import hybster.trinx.Certificate;
 import hybster.trinx.TrustedCounter;
+import hybster.wire.Keys;
 import hybster.wire.Message;
+import hybster.wire.Message.Checkpoint;
 import hybster.wire.Message.Commit;
+import hybster.wire.Message.NewView;
 import hybster.wire.Message.Prepare;
 import hybster.wire.Message.Reply;
 import hybster.wire.Message.Request;
+import hybster.wire.Message.ViewChange;
 
 /**
- * A Hybster replica: the normal case of the ordering protocol (Behl, Distler,
- * Kapitza, EuroSys'17), on one event loop.
+ * A Hybster replica (Behl, Distler, Kapitza, EuroSys'17): the ordering protocol
+ * with its view change, on one event loop.
  *
- * <ul>
- *   <li>The leader of view v (replica v mod n) orders a client's request with a
- *       PREPARE certified by its trusted counter, the counter's value being the
- *       order number: it cannot certify a second request for the same number.
- *   <li>A follower that accepts the PREPARE (leader, view, certificate, the
- *       counter moving on from the last value seen, the request known from the
- *       client itself) answers all replicas with a COMMIT certified by its own
- *       counter.
- *   <li>f+1 matching certified messages (the PREPARE and f COMMITs) commit the
- *       request; committed requests execute in order; the client gets a REPLY
- *       and accepts a result after f+1 matching ones.
- * </ul>
+ * <p>Trusted counter. Every message a replica certifies (PREPARE, COMMIT,
+ * VIEW-CHANGE, NEW-VIEW) takes the next value of its TrInX counter, and every
+ * replica handles each peer's certified messages strictly in counter order:
+ * a value shown before is rejected (a replay, or an equivocation), a message
+ * ahead of a missing one waits for it. So all correct replicas see the same
+ * sequence of messages from each peer: a leader cannot tell them different
+ * things.
  *
- * Every certified message must continue its sender's counter: a value it has
- * shown before (a replay, an equivocation) is rejected. A gap (lost messages)
- * is accepted and logged. Clients' requests are deduplicated by timestamp.
- * Not yet here: view change, checkpoints, parallel ordering instances.
+ * <p>Normal case. The leader of view v (replica v mod n) orders a client's
+ * request with a PREPARE for the next order number. A follower that accepts it
+ * (from the leader, the next order, the request known from its client too)
+ * answers all replicas with a COMMIT that carries the PREPARE. f+1 matching
+ * certified messages (the PREPARE and f COMMITs) commit a request; committed
+ * requests execute in order; the client accepts a result after f+1 matching
+ * REPLYs. Requests are deduplicated per client by timestamp.
+ *
+ * <p>View change. A follower that knows a request from its client and sees it
+ * unexecuted for {@code viewChangeMillis} sends VIEW-CHANGE(v+1) with every
+ * certified message it sent; the counter values prove the log complete. The
+ * leader of v+1 collects f+1 of them (its own included) and sends NEW-VIEW with
+ * them. Every replica derives the same requests from those logs: any request
+ * that committed had f+1 certified messages, and any f+1 logs contain one of
+ * them. It executes what it has not yet, and the new leader orders from there.
+ *
+ * <p>Checkpoints. Every {@code checkpointInterval} orders a replica certifies a
+ * CHECKPOINT with the digest of its history (the chain of what it executed);
+ * f+1 matching ones, its own among them, make it stable, and the replica drops
+ * its log up to its own CHECKPOINT there. A VIEW-CHANGE then carries the stable
+ * checkpoint's proof and the log since.
+ *
+ * <p>Not here yet: state transfer (a replica that finds a stable checkpoint
+ * beyond what it executed stops executing and says so), parallel ordering
+ * instances.
  */
 public final class Replica implements Closeable {
     private static final Logger LOG = Logger.getLogger(Replica.class.getName());
-    /** The trusted counter that orders (leader) and agrees (followers). */
+    /** The TrInX counter every certified message uses. */
     static final int COUNTER = 0;
+    public static final long DEFAULT_VIEW_CHANGE_MILLIS = 2000;
+    public static final long DEFAULT_CHECKPOINT_INTERVAL = 100;
 
     private final int id;
     private final Cluster cluster;
     private final TrustedCounter trinx;
     private final Application application;
     private final Node node;
+    private final long viewChangeMillis;
+    private final long checkpointInterval;
+    private volatile long stableCheckpoint;
+    private volatile int logSize;
     private final AtomicLong executed = new AtomicLong();
     private final AtomicLong rejected = new AtomicLong();
+    private volatile int currentView;
 
     // The event loop's state.
     private int view;
-    private long lastOrdered;
+    /** A view change is under way to this view (0: none). */
+    private int changingTo;
+    /** The last order prepared in this view (the leader's, as followers see it). */
+    private long lastPrepared;
     private long lastExecuted;
-    private long lastCommitCertified;
     private final long[] lastCounterSeen;
+    /** Certified messages that came ahead of a missing one, per sender, by their previous value. */
+    private final List<TreeMap<Long, Message>> waiting = new ArrayList<>();
+    /** Every certified message this replica sent, in counter order (its view-change log). */
+    private final List<Message> sentLog = new ArrayList<>();
     private final Map<Long, Slot> slots = new TreeMap<>();
-    /** Requests received from their clients, by digest (a PREPARE must carry one of these). */
-    private final Map<ByteBuffer, Request> knownRequests = new HashMap<>();
+    /** Requests received from their clients and not executed, by digest, with when they came. */
+    private final Map<ByteBuffer, Pending> pending = new LinkedHashMap<>();
     /** Requests the leader has ordered and not yet executed (client, timestamp). */
     private final Set<ByteBuffer> ordered = new HashSet<>();
     private final Map<Integer, ClientRecord> clients = new HashMap<>();
+    private final Map<Integer, Map<Integer, ViewChange>> viewChanges = new HashMap<>();
+    /** The chain of everything executed: what a CHECKPOINT certifies. */
+    private byte[] history = new byte[32];
+    /** CHECKPOINTs by order, then sender, until their order is stable. */
+    private final Map<Long, Map<Integer, Checkpoint>> checkpoints = new HashMap<>();
+    /** The proof of the last stable checkpoint (empty before the first). */
+    private List<Checkpoint> stableProof = List.of();
+    /** A stable checkpoint is beyond what this replica executed: it needs the state from others. */
+    private boolean needsStateTransfer;
 
     /** One order number's agreement. */
     private static final class Slot {
@@ -77,14 +122,28 @@ public final class Replica implements Closeable {
         byte[] digest;
         /** Replica to the request digest it certified for this order. */
         final Map<Integer, byte[]> agreements = new HashMap<>();
-        boolean executed;
     }
+
+    private record Pending(Request request, long since) { }
 
     /** The last request executed for a client, and its reply (for retransmissions). */
     private record ClientRecord(long timestamp, Reply reply) { }
 
     public Replica(int id, Cluster cluster, TrustedCounter trinx, Application application, SelectorProvider provider)
             throws IOException {
+        this(id, cluster, trinx, application, provider, DEFAULT_VIEW_CHANGE_MILLIS);
+    }
+
+    public Replica(int id, Cluster cluster, TrustedCounter trinx, Application application, SelectorProvider provider,
+            long viewChangeMillis) throws IOException {
+        this(id, cluster, trinx, application, provider, viewChangeMillis, DEFAULT_CHECKPOINT_INTERVAL);
+    }
+
+    public Replica(int id, Cluster cluster, TrustedCounter trinx, Application application, SelectorProvider provider,
+            long viewChangeMillis, long checkpointInterval) throws IOException {
+        if (checkpointInterval < 1) {
+            throw new IllegalArgumentException("checkpoint interval " + checkpointInterval);
+        }
         if (trinx.owner() != id) {
             throw new IllegalArgumentException("replica " + id + " got the trusted subsystem of " + trinx.owner());
         }
@@ -92,12 +151,18 @@ public final class Replica implements Closeable {
         this.cluster = cluster;
         this.trinx = trinx;
         this.application = application;
+        this.viewChangeMillis = viewChangeMillis;
+        this.checkpointInterval = checkpointInterval;
         this.lastCounterSeen = new long[cluster.n()];
+        for (int i = 0; i < cluster.n(); i++) {
+            waiting.add(new TreeMap<>());
+        }
         this.node = new Node(id, cluster.replicas().get(id), cluster.addresses(), cluster.keys(), provider);
     }
 
     public void start() {
         node.start(this::onMessage);
+        node.execute(this::watchRequests);
         LOG.info(() -> "replica " + id + " of " + cluster.n() + " (f=" + cluster.f() + ") started in view " + view);
     }
 
@@ -105,14 +170,29 @@ public final class Replica implements Closeable {
         return id;
     }
 
+    /** The view this replica is in. */
+    public int view() {
+        return currentView;
+    }
+
     /** Requests executed so far. */
     public long executed() {
         return executed.get();
     }
 
-    /** Certified messages rejected so far (bad certificate, replayed counter value, wrong leader or view). */
+    /** Certified messages rejected so far (bad certificate, replayed counter value, wrong leader, order or view). */
     public long rejected() {
         return rejected.get();
+    }
+
+    /** The order of the last stable checkpoint. */
+    public long stableCheckpoint() {
+        return stableCheckpoint;
+    }
+
+    /** Certified messages kept for a view change (the log since the last stable checkpoint). */
+    public int logSize() {
+        return logSize;
     }
 
     /** Frames the network dropped (bad MAC, malformed). */
@@ -120,19 +200,89 @@ public final class Replica implements Closeable {
         return node.dropped();
     }
 
-    private int leader() {
-        return view % cluster.n();
+    private int leader(int inView) {
+        return inView % cluster.n();
     }
 
     private void onMessage(Message message) {
         if (message instanceof Request request) {
             onRequest(request);
-        } else if (message instanceof Prepare prepare) {
+            return;
+        }
+        Certificate certificate = certificateOf(message);
+        int sender = message.sender();
+        if (certificate == null || sender < 0 || sender >= cluster.n() || sender == id) {
+            reject(message, "not a certified message from another replica");
+            return;
+        }
+        if (certificate.counter() != COUNTER || !trinx.verify(sender, certificate, certified(message))) {
+            reject(message, "its certificate does not verify");
+            return;
+        }
+        if (certificate.previous() < lastCounterSeen[sender]) {
+            reject(message, "counter value " + certificate.value() + " was shown before (replay or equivocation)");
+            return;
+        }
+        if (certificate.value() != certificate.previous() + 1) {
+            reject(message, "counter values move by one");
+            return;
+        }
+        if (certificate.previous() > lastCounterSeen[sender]) {
+            waiting.get(sender).put(certificate.previous(), message); // until the missing ones come
+            return;
+        }
+        handleInOrder(message);
+        // Messages that waited for this one can go on now.
+        Message next;
+        while ((next = waiting.get(sender).remove(lastCounterSeen[sender])) != null) {
+            handleInOrder(next);
+        }
+    }
+
+    /** Handles a verified certified message that continues its sender's counter. */
+    private void handleInOrder(Message message) {
+        lastCounterSeen[message.sender()] = certificateOf(message).value();
+        if (message instanceof Prepare prepare) {
             onPrepare(prepare);
         } else if (message instanceof Commit commit) {
             onCommit(commit);
+        } else if (message instanceof ViewChange viewChange) {
+            onViewChange(viewChange);
+        } else if (message instanceof NewView newView) {
+            onNewView(newView);
+        } else if (message instanceof Checkpoint checkpoint) {
+            onCheckpoint(checkpoint);
+        }
+    }
+
+    private static Certificate certificateOf(Message message) {
+        if (message instanceof Prepare p) {
+            return p.certificate();
+        } else if (message instanceof Commit c) {
+            return c.certificate();
+        } else if (message instanceof ViewChange v) {
+            return v.certificate();
+        } else if (message instanceof NewView v) {
+            return v.certificate();
+        } else if (message instanceof Checkpoint c) {
+            return c.certificate();
+        }
+        return null;
+    }
+
+    /** What a certified message's certificate covers. */
+    private static byte[] certified(Message message) {
+        if (message instanceof Prepare p) {
+            return Prepare.certified(p.view(), p.order(), p.request().digest());
+        } else if (message instanceof Commit c) {
+            return Commit.certified(c.view(), c.order(), c.requestDigest());
+        } else if (message instanceof ViewChange v) {
+            return ViewChange.certified(v.newView(), v.stable(), v.log());
+        } else if (message instanceof Checkpoint c) {
+            return Checkpoint.certified(c.order(), c.historyDigest());
         } else {
-            reject(message, "replicas take no replies");
+            NewView v = (NewView) message;
+            return NewView.certified(v.view(), v.proofs());
         }
     }
 
@@ -142,9 +292,16 @@ public final class Replica implements Closeable {
                 + message.sender() + ": " + why);
     }
 
+    /** Certifies {@code digest} with the next counter value. */
+    private Certificate certify(byte[] digest) {
+        return trinx.certify(COUNTER, trinx.value(COUNTER) + 1, digest);
+    }
+
     private static ByteBuffer key(long client, long timestamp) {
         return ByteBuffer.allocate(16).putLong(client).putLong(timestamp).flip();
     }
+
+    // ---- normal case
 
     private void onRequest(Request request) {
         if (request.sender() < Cluster.FIRST_CLIENT) {
@@ -159,8 +316,11 @@ public final class Replica implements Closeable {
             return;
         }
         ByteBuffer digest = ByteBuffer.wrap(request.digest());
-        knownRequests.put(digest, request);
-        if (leader() == id) {
+        pending.putIfAbsent(digest, new Pending(request, System.nanoTime()));
+        if (changingTo != 0) {
+            return;
+        }
+        if (leader(view) == id) {
             order(request);
         } else {
             // A PREPARE that waited for this request from its client can go on now.
@@ -176,10 +336,10 @@ public final class Replica implements Closeable {
         if (!ordered.add(key(request.sender(), request.timestamp()))) {
             return; // a retransmission of a request already ordered
         }
-        long order = ++lastOrdered;
+        long order = ++lastPrepared;
         byte[] digest = request.digest();
-        Certificate certificate = trinx.certify(COUNTER, order, Prepare.certified(view, order, digest));
-        Prepare prepare = new Prepare(id, view, order, request, certificate);
+        Prepare prepare = new Prepare(id, view, order, request, certify(Prepare.certified(view, order, digest)));
+        log(prepare);
         Slot slot = slots.computeIfAbsent(order, o -> new Slot());
         slot.prepare = prepare;
         slot.digest = digest;
@@ -187,89 +347,59 @@ public final class Replica implements Closeable {
         broadcast(prepare);
         LOG.fine(() -> "replica " + id + ": view " + view + " ordered request " + request.timestamp() + " of client "
                 + request.sender() + " as " + order);
-        tryCommit(order);
-    }
-
-    /** Accepts a certificate that continues {@code sender}'s counter; false (and counted) otherwise. */
-    private boolean continuesCounter(Message message, int sender, Certificate certificate, byte[] certified) {
-        if (sender < 0 || sender >= cluster.n()) {
-            reject(message, "not a replica");
-            return false;
-        }
-        if (certificate.counter() != COUNTER || !trinx.verify(sender, certificate, certified)) {
-            reject(message, "its certificate does not verify");
-            return false;
-        }
-        if (certificate.previous() < lastCounterSeen[sender]) {
-            reject(message, "counter value " + certificate.value() + " was shown before (replay or equivocation)");
-            return false;
-        }
-        if (certificate.previous() > lastCounterSeen[sender]) {
-            LOG.warning(() -> "replica " + id + ": replica " + sender + "'s counter skipped from "
-                    + lastCounterSeen[sender] + " to " + certificate.previous() + ": messages were lost");
-        }
-        lastCounterSeen[sender] = certificate.value();
-        return true;
+        executeCommitted();
     }
 
     private void onPrepare(Prepare prepare) {
-        if (prepare.view() != view || prepare.sender() != leader()) {
-            reject(prepare, "not from the leader of view " + view);
+        if (changingTo != 0 || prepare.view() != view || prepare.sender() != leader(view)) {
+            reject(prepare, "not from the leader of view " + view + (changingTo != 0 ? " (changing view)" : ""));
             return;
         }
-        byte[] digest = prepare.request().digest();
-        if (prepare.certificate().value() != prepare.order()) {
-            reject(prepare, "certified counter value " + prepare.certificate().value() + " for order "
-                    + prepare.order());
+        if (prepare.order() != lastPrepared + 1) {
+            reject(prepare, "order " + prepare.order() + " does not follow " + lastPrepared);
             return;
         }
-        if (!continuesCounter(prepare, prepare.sender(), prepare.certificate(),
-                Prepare.certified(view, prepare.order(), digest))) {
-            return;
-        }
+        lastPrepared = prepare.order();
         Slot slot = slots.computeIfAbsent(prepare.order(), o -> new Slot());
         slot.prepare = prepare;
-        slot.agreements.put(prepare.sender(), digest);
-        if (knownRequests.containsKey(ByteBuffer.wrap(digest))) {
+        slot.agreements.put(prepare.sender(), prepare.request().digest());
+        if (pending.containsKey(ByteBuffer.wrap(prepare.request().digest()))
+                || isExecuted(prepare.request())) {
             agree(slot);
         } else {
             LOG.fine(() -> "replica " + id + ": order " + prepare.order() + " waits for its request from the client");
         }
     }
 
+    private boolean isExecuted(Request request) {
+        ClientRecord record = clients.get(request.sender());
+        return record != null && request.timestamp() <= record.timestamp();
+    }
+
     /** Commits to a PREPARE whose request came from its client too. */
     private void agree(Slot slot) {
         Prepare prepare = slot.prepare;
         slot.digest = prepare.request().digest();
-        Certificate certificate = trinx.certify(COUNTER, ++lastCommitCertified,
-                Commit.certified(view, prepare.order(), slot.digest));
+        Commit commit = new Commit(id, view, prepare.order(), prepare,
+                certify(Commit.certified(view, prepare.order(), slot.digest)));
+        log(commit);
         slot.agreements.put(id, slot.digest);
-        broadcast(new Commit(id, view, prepare.order(), slot.digest, certificate));
-        tryCommit(prepare.order());
+        broadcast(commit);
+        executeCommitted();
     }
 
     private void onCommit(Commit commit) {
-        if (commit.view() != view) {
-            reject(commit, "view " + commit.view() + " is not " + view);
-            return;
+        if (changingTo != 0 || commit.view() != view) {
+            return; // of another view: it only had to keep the counter order
         }
-        if (!continuesCounter(commit, commit.sender(), commit.certificate(),
-                Commit.certified(view, commit.order(), commit.requestDigest()))) {
+        Prepare prepare = commit.prepare();
+        if (prepare.sender() != leader(view) || prepare.view() != view || prepare.order() != commit.order()
+                || !trinx.verify(prepare.sender(), prepare.certificate(), certified(prepare))) {
+            reject(commit, "its PREPARE is not the leader's");
             return;
         }
         slots.computeIfAbsent(commit.order(), o -> new Slot()).agreements.put(commit.sender(), commit.requestDigest());
-        tryCommit(commit.order());
-    }
-
-    private void tryCommit(long order) {
-        Slot slot = slots.get(order);
-        if (slot == null || slot.digest == null || slot.executed) {
-            return;
-        }
-        long matching = slot.agreements.values().stream().filter(d -> Arrays.equals(d, slot.digest)).count();
-        if (matching >= cluster.f() + 1) {
-            executeCommitted();
-        }
+        executeCommitted();
     }
 
     /** Executes committed requests in order, as far as they go. */
@@ -283,27 +413,73 @@ public final class Replica implements Closeable {
             if (matching < cluster.f() + 1) {
                 return;
             }
-            execute(lastExecuted + 1, slot);
-            lastExecuted++;
-            slots.remove(lastExecuted);
+            slots.remove(lastExecuted + 1);
+            execute(lastExecuted + 1, slot.prepare.request());
         }
     }
 
-    private void execute(long order, Slot slot) {
-        Request request = slot.prepare.request();
-        slot.executed = true;
-        ordered.remove(key(request.sender(), request.timestamp()));
-        knownRequests.remove(ByteBuffer.wrap(slot.digest));
-        ClientRecord record = clients.get(request.sender());
-        if (record != null && request.timestamp() <= record.timestamp()) {
-            return; // ordered twice (a retransmission): executed once
+    /** Executes {@code request} (null: nothing) as {@code order}, the next one. */
+    private void execute(long order, Request request) {
+        if (needsStateTransfer) {
+            return;
         }
-        byte[] result = application.execute(request.sender(), request.operation());
-        Reply reply = new Reply(id, view, request.timestamp(), result);
-        clients.put(request.sender(), new ClientRecord(request.timestamp(), reply));
-        executed.incrementAndGet();
+        byte[] result = new byte[0];
+        if (request != null) {
+            ordered.remove(key(request.sender(), request.timestamp()));
+            pending.remove(ByteBuffer.wrap(request.digest()));
+            if (!isExecuted(request)) { // else ordered twice (a retransmission): executed once
+                result = application.execute(request.sender(), request.operation());
+                Reply reply = new Reply(id, view, request.timestamp(), result);
+                clients.put(request.sender(), new ClientRecord(request.timestamp(), reply));
+                executed.incrementAndGet();
+                node.send(request.sender(), reply);
+            }
+        }
+        lastExecuted = order;
+        history = Keys.digest(ByteBuffer.allocate(104).put(history).putLong(order)
+                .put(request == null ? new byte[32] : request.digest()).put(Keys.digest(result)).array());
         LOG.fine(() -> "replica " + id + ": executed order " + order);
-        node.send(request.sender(), reply);
+        if (order % checkpointInterval == 0) {
+            Checkpoint checkpoint = new Checkpoint(id, order, history,
+                    certify(Checkpoint.certified(order, history)));
+            log(checkpoint);
+            broadcast(checkpoint);
+            onCheckpoint(checkpoint);
+        }
+    }
+
+    private void log(Message certified) {
+        sentLog.add(certified);
+        logSize = sentLog.size();
+    }
+
+    // ---- checkpoints
+
+    private void onCheckpoint(Checkpoint checkpoint) {
+        if (checkpoint.order() <= stableCheckpoint) {
+            return;
+        }
+        Map<Integer, Checkpoint> forOrder = checkpoints.computeIfAbsent(checkpoint.order(), o -> new HashMap<>());
+        forOrder.put(checkpoint.sender(), checkpoint);
+        Checkpoint own = forOrder.get(id);
+        if (own == null) {
+            return; // stable for this replica only once it got there itself
+        }
+        List<Checkpoint> matching = forOrder.values().stream()
+                .filter(c -> Arrays.equals(c.historyDigest(), own.historyDigest()))
+                .sorted((a, b) -> Integer.compare(a.sender(), b.sender())).toList();
+        if (matching.size() < cluster.f() + 1) {
+            return;
+        }
+        stableProof = matching;
+        stableCheckpoint = checkpoint.order();
+        checkpoints.keySet().removeIf(order -> order <= checkpoint.order());
+        // The log restarts after our own CHECKPOINT: a view change proves the rest by it.
+        int at = sentLog.indexOf(own);
+        sentLog.subList(0, at + 1).clear();
+        logSize = sentLog.size();
+        LOG.info(() -> "replica " + id + ": view " + view + ", checkpoint " + checkpoint.order()
+                + " stable, log truncated to " + sentLog.size() + " messages");
     }
 
     private void broadcast(Message message) {
@@ -311,6 +487,167 @@ public final class Replica implements Closeable {
             if (replica != id) {
                 node.send(replica, message);
             }
+        }
+    }
+
+    // ---- view change
+
+    /** Every half timeout: a request from a client left unexecuted too long suspects the leader. */
+    private void watchRequests() {
+        long now = System.nanoTime();
+        boolean overdue = pending.values().stream()
+                .anyMatch(p -> now - p.since() > viewChangeMillis * 1_000_000 && !isExecuted(p.request()));
+        if (overdue && leader(view) != id) {
+            startViewChange(Math.max(view, changingTo) + 1);
+        }
+        node.schedule(Math.max(1, viewChangeMillis / 2), this::watchRequests);
+    }
+
+    private void startViewChange(int newView) {
+        if (newView <= view || newView <= changingTo) {
+            return;
+        }
+        changingTo = newView;
+        LOG.info(() -> "replica " + id + ": suspects the leader of view " + view + ", asks for view " + newView);
+        List<Message> log = List.copyOf(sentLog);
+        ViewChange viewChange = new ViewChange(id, newView, stableProof, log,
+                certify(ViewChange.certified(newView, stableProof, log)));
+        log(viewChange);
+        broadcast(viewChange);
+        onViewChange(viewChange);
+        // Pending requests wait a full timeout again in the new view (or the next view change).
+        long now = System.nanoTime();
+        pending.replaceAll((digest, p) -> new Pending(p.request(), now));
+    }
+
+    private void onViewChange(ViewChange viewChange) {
+        if (viewChange.newView() <= view) {
+            return; // for a view this replica is past
+        }
+        if (!logIsComplete(viewChange)) {
+            reject(viewChange, "its log is not every certified message its sender sent");
+            return;
+        }
+        Map<Integer, ViewChange> forView = viewChanges.computeIfAbsent(viewChange.newView(), v -> new HashMap<>());
+        forView.put(viewChange.sender(), viewChange);
+        // f+1 replicas want the view: join them (at least one of them is correct).
+        if (forView.size() >= cluster.f() + 1 && !forView.containsKey(id)) {
+            startViewChange(viewChange.newView());
+            return; // startViewChange came back here with our own
+        }
+        if (forView.size() >= cluster.f() + 1 && leader(viewChange.newView()) == id
+                && changingTo == viewChange.newView()) {
+            List<ViewChange> proofs = forView.values().stream()
+                    .sorted((a, b) -> Integer.compare(a.sender(), b.sender())).limit(cluster.f() + 1L).toList();
+            int newView = viewChange.newView();
+            NewView newViewMessage = new NewView(id, newView, proofs, certify(NewView.certified(newView, proofs)));
+            log(newViewMessage);
+            broadcast(newViewMessage);
+            enterView(newView, proofs);
+        }
+    }
+
+    /**
+     * Whether a VIEW-CHANGE proves its stable checkpoint and its log is
+     * everything its sender certified since its own CHECKPOINT there: each
+     * entry verifies, and the counter values run on without a gap up to the
+     * VIEW-CHANGE's own.
+     */
+    private boolean logIsComplete(ViewChange viewChange) {
+        long expected = 0;
+        if (!viewChange.stable().isEmpty()) {
+            Checkpoint first = viewChange.stable().get(0);
+            Set<Integer> senders = new HashSet<>();
+            Checkpoint own = null;
+            for (Checkpoint checkpoint : viewChange.stable()) {
+                if (checkpoint.order() != first.order()
+                        || !Arrays.equals(checkpoint.historyDigest(), first.historyDigest())
+                        || checkpoint.sender() < 0 || checkpoint.sender() >= cluster.n()
+                        || !trinx.verify(checkpoint.sender(), checkpoint.certificate(), certified(checkpoint))) {
+                    return false;
+                }
+                senders.add(checkpoint.sender());
+                own = checkpoint.sender() == viewChange.sender() ? checkpoint : own;
+            }
+            if (senders.size() < cluster.f() + 1 || own == null) {
+                return false;
+            }
+            expected = own.certificate().value();
+        }
+        for (Message entry : viewChange.log()) {
+            Certificate certificate = certificateOf(entry);
+            if (certificate == null || entry.sender() != viewChange.sender() || certificate.previous() != expected
+                    || certificate.value() != expected + 1
+                    || !trinx.verify(entry.sender(), certificate, certified(entry))) {
+                return false;
+            }
+            expected = certificate.value();
+        }
+        return viewChange.certificate().previous() == expected
+                && trinx.verify(viewChange.sender(), viewChange.certificate(), certified(viewChange));
+    }
+
+    private void onNewView(NewView newView) {
+        if (newView.view() <= view || newView.sender() != leader(newView.view())) {
+            reject(newView, "not from the leader of view " + newView.view());
+            return;
+        }
+        Set<Integer> senders = new HashSet<>();
+        for (ViewChange proof : newView.proofs()) {
+            if (proof.newView() != newView.view() || !logIsComplete(proof)) {
+                reject(newView, "a VIEW-CHANGE in it does not prove itself");
+                return;
+            }
+            senders.add(proof.sender());
+        }
+        if (senders.size() < cluster.f() + 1) {
+            reject(newView, "it has VIEW-CHANGEs from " + senders.size() + " replicas, not f+1");
+            return;
+        }
+        enterView(newView.view(), newView.proofs());
+    }
+
+    /**
+     * Moves to {@code newView}: every request that any of the proofs' logs
+     * prepared or committed executes, in order (a missing order is empty), and
+     * ordering goes on after the last of them.
+     */
+    private void enterView(int newView, List<ViewChange> proofs) {
+        long stableInProofs = proofs.stream().flatMap(proof -> proof.stable().stream())
+                .mapToLong(Checkpoint::order).max().orElse(0);
+        if (stableInProofs > lastExecuted) {
+            needsStateTransfer = true;
+            LOG.severe(() -> "replica " + id + ": checkpoint " + stableInProofs + " is stable but this replica "
+                    + "executed only up to " + lastExecuted + ": it needs a state transfer, which is not "
+                    + "implemented; it stops executing");
+        }
+        TreeMap<Long, Prepare> carried = new TreeMap<>();
+        for (ViewChange proof : proofs) {
+            for (Message entry : proof.log()) {
+                Prepare prepare = entry instanceof Prepare p ? p : entry instanceof Commit c ? c.prepare() : null;
+                if (prepare != null) {
+                    // Within a view one PREPARE per order; across views the later view's stands.
+                    carried.merge(prepare.order(), prepare, (a, b) -> a.view() >= b.view() ? a : b);
+                }
+            }
+        }
+        long last = carried.isEmpty() ? lastExecuted : Math.max(lastExecuted, carried.lastKey());
+        for (long order = lastExecuted + 1; order <= last && !needsStateTransfer; order++) {
+            Prepare prepare = carried.get(order);
+            // An order no log mentions: nothing committed there, it executes as nothing.
+            execute(order, prepare == null ? null : prepare.request());
+        }
+        view = newView;
+        currentView = newView;
+        changingTo = 0;
+        lastPrepared = last;
+        slots.clear();
+        ordered.clear();
+        viewChanges.keySet().removeIf(v -> v <= newView);
+        LOG.info(() -> "replica " + id + ": entered view " + newView + " (leader " + leader(newView)
+                + ") after order " + last);
+        if (leader(newView) == id) {
+            pending.values().stream().map(Pending::request).toList().forEach(this::order);
         }
     }
 

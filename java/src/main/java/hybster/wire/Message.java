@@ -2,7 +2,9 @@ package hybster.wire;
 
 import java.nio.BufferUnderflowException;
 import java.nio.ByteBuffer;
+import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.List;
 
 import hybster.trinx.Certificate;
 
@@ -36,13 +38,71 @@ public sealed interface Message {
         }
     }
 
-    /** A follower's agreement with a PREPARE, certified with its own trusted counter. */
-    record Commit(int sender, int view, long order, byte[] requestDigest, Certificate certificate)
-            implements Message {
+    /**
+     * A follower's agreement with a PREPARE, certified with its own trusted
+     * counter. It carries the PREPARE, so that a view change can recover the
+     * request from any replica's log.
+     */
+    record Commit(int sender, int view, long order, Prepare prepare, Certificate certificate) implements Message {
+        public byte[] requestDigest() {
+            return prepare.request().digest();
+        }
+
         public static byte[] certified(int view, long order, byte[] requestDigest) {
             return Keys.digest(ByteBuffer.allocate(13 + requestDigest.length).put((byte) 'C').putInt(view)
                     .putLong(order).put(requestDigest).array());
         }
+    }
+
+    /**
+     * A replica's statement that its history up to {@code order} (every request
+     * executed, in order) has this digest. f+1 matching ones make the
+     * checkpoint stable, and the messages before it can go.
+     */
+    record Checkpoint(int sender, long order, byte[] historyDigest, Certificate certificate) implements Message {
+        public static byte[] certified(long order, byte[] historyDigest) {
+            return Keys.digest(ByteBuffer.allocate(9 + historyDigest.length).put((byte) 'K').putLong(order)
+                    .put(historyDigest).array());
+        }
+    }
+
+    /**
+     * A replica's request to move to {@code newView}: its last stable
+     * checkpoint (f+1 matching CHECKPOINTs, its own among them; empty before
+     * the first) and every certified message it has sent since its own
+     * CHECKPOINT there, in counter order. The counter values show that nothing
+     * was left out.
+     */
+    record ViewChange(int sender, int newView, List<Checkpoint> stable, List<Message> log, Certificate certificate)
+            implements Message {
+        public ViewChange {
+            stable = List.copyOf(stable);
+            log = List.copyOf(log);
+        }
+
+        public static byte[] certified(int newView, List<Checkpoint> stable, List<Message> log) {
+            return Keys.digest(ByteBuffer.allocate(69).put((byte) 'V').putInt(newView).put(digestAll(stable))
+                    .put(digestAll(log)).array());
+        }
+    }
+
+    /** The new leader's start of {@code view}, proved by f+1 VIEW-CHANGEs for it. */
+    record NewView(int sender, int view, List<ViewChange> proofs, Certificate certificate) implements Message {
+        public NewView {
+            proofs = List.copyOf(proofs);
+        }
+
+        public static byte[] certified(int view, List<ViewChange> proofs) {
+            return Keys.digest(ByteBuffer.allocate(37).put((byte) 'N').putInt(view).put(digestAll(proofs)).array());
+        }
+    }
+
+    private static byte[] digestAll(List<? extends Message> messages) {
+        Writer out = new Writer();
+        for (Message message : messages) {
+            out.bytes(encode(message));
+        }
+        return Keys.digest(out.toBytes());
     }
 
     /** A replica's result for a client's request. */
@@ -57,6 +117,9 @@ public sealed interface Message {
     byte PREPARE = 2;
     byte COMMIT = 3;
     byte REPLY = 4;
+    byte VIEW_CHANGE = 5;
+    byte NEW_VIEW = 6;
+    byte CHECKPOINT = 7;
 
     static byte[] encode(Message message) {
         Writer out = new Writer();
@@ -66,8 +129,20 @@ public sealed interface Message {
             out.type(PREPARE, p.sender()).putInt(p.view()).putLong(p.order()).bytes(encode(p.request()))
                     .certificate(p.certificate());
         } else if (message instanceof Commit c) {
-            out.type(COMMIT, c.sender()).putInt(c.view()).putLong(c.order()).bytes(c.requestDigest())
+            out.type(COMMIT, c.sender()).putInt(c.view()).putLong(c.order()).bytes(encode(c.prepare()))
                     .certificate(c.certificate());
+        } else if (message instanceof Checkpoint c) {
+            out.type(CHECKPOINT, c.sender()).putLong(c.order()).bytes(c.historyDigest()).certificate(c.certificate());
+        } else if (message instanceof ViewChange v) {
+            out.type(VIEW_CHANGE, v.sender()).putInt(v.newView()).putInt(v.stable().size());
+            v.stable().forEach(checkpoint -> out.bytes(encode(checkpoint)));
+            out.putInt(v.log().size());
+            v.log().forEach(entry -> out.bytes(encode(entry)));
+            out.certificate(v.certificate());
+        } else if (message instanceof NewView v) {
+            out.type(NEW_VIEW, v.sender()).putInt(v.view()).putInt(v.proofs().size());
+            v.proofs().forEach(proof -> out.bytes(encode(proof)));
+            out.certificate(v.certificate());
         } else if (message instanceof Reply r) {
             out.type(REPLY, r.sender()).putInt(r.view()).putLong(r.timestamp()).bytes(r.result());
         }
@@ -84,13 +159,31 @@ public sealed interface Message {
                 case PREPARE -> {
                     int view = in.getInt();
                     long order = in.getLong();
-                    Message inner = decode(bytes(in));
-                    if (!(inner instanceof Request request)) {
-                        throw new MalformedMessageException("a PREPARE that carries no request");
-                    }
-                    yield new Prepare(sender, view, order, request, certificate(in));
+                    yield new Prepare(sender, view, order, nested(in, Request.class), certificate(in));
                 }
-                case COMMIT -> new Commit(sender, in.getInt(), in.getLong(), bytes(in), certificate(in));
+                case COMMIT -> new Commit(sender, in.getInt(), in.getLong(), nested(in, Prepare.class),
+                        certificate(in));
+                case CHECKPOINT -> new Checkpoint(sender, in.getLong(), bytes(in), certificate(in));
+                case VIEW_CHANGE -> {
+                    int newView = in.getInt();
+                    List<Checkpoint> stable = new ArrayList<>();
+                    for (int i = count(in); i > 0; i--) {
+                        stable.add(nested(in, Checkpoint.class));
+                    }
+                    List<Message> log = new ArrayList<>();
+                    for (int i = count(in); i > 0; i--) {
+                        log.add(decode(bytes(in)));
+                    }
+                    yield new ViewChange(sender, newView, stable, log, certificate(in));
+                }
+                case NEW_VIEW -> {
+                    int view = in.getInt();
+                    List<ViewChange> proofs = new ArrayList<>();
+                    for (int i = count(in); i > 0; i--) {
+                        proofs.add(nested(in, ViewChange.class));
+                    }
+                    yield new NewView(sender, view, proofs, certificate(in));
+                }
                 case REPLY -> new Reply(sender, in.getInt(), in.getLong(), bytes(in));
                 default -> throw new MalformedMessageException("unknown message type " + type);
             };
@@ -112,6 +205,25 @@ public sealed interface Message {
         byte[] bytes = new byte[length];
         in.get(bytes);
         return bytes;
+    }
+
+    /** A message inside a message, of the type expected there. */
+    private static <T extends Message> T nested(ByteBuffer in, Class<T> type) throws MalformedMessageException {
+        Message inner = decode(bytes(in));
+        if (!type.isInstance(inner)) {
+            throw new MalformedMessageException("a " + type.getSimpleName() + " was expected inside, not a "
+                    + inner.getClass().getSimpleName());
+        }
+        return type.cast(inner);
+    }
+
+    private static int count(ByteBuffer in) throws MalformedMessageException {
+        int count = in.getInt();
+        if (count < 0 || count > in.remaining() / 4) {
+            throw new MalformedMessageException("a list of " + count + " entries with " + in.remaining()
+                    + " bytes left");
+        }
+        return count;
     }
 
     private static Certificate certificate(ByteBuffer in) throws MalformedMessageException {
