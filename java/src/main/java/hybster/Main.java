@@ -104,7 +104,8 @@ public final class Main {
         int id = Integer.parseInt(args[2]);
         switch (args[0]) {
             case "replica" -> runReplica(config, id);
-            case "client" -> runClient(config, id, Integer.parseInt(args[3]), args.length > 4 ? Integer.parseInt(args[4]) : 64);
+            case "client" -> runClient(config, id, Integer.parseInt(args[3]),
+                    args.length > 4 ? Integer.parseInt(args[4]) : 64);
             default -> throw new IllegalArgumentException("unknown role '" + args[0] + "'");
         }
     }
@@ -133,7 +134,8 @@ public final class Main {
             }
             double seconds = (System.nanoTime() - start) / 1e9;
             Arrays.sort(nanos);
-            System.out.printf(Locale.ROOT, "%-20s %6d requests of %4d B: p50 %8.1f us, p99 %8.1f us, %8.0f requests/s%n",
+            System.out.printf(Locale.ROOT,
+                    "%-20s %6d requests of %4d B: p50 %8.1f us, p99 %8.1f us, %8.0f requests/s%n",
                     config.providerName(), requests, bytes, nanos[requests / 2] / 1e3,
                     nanos[Math.min(requests - 1, requests * 99 / 100)] / 1e3, requests / seconds);
         }

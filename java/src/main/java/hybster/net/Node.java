@@ -33,14 +33,20 @@ import hybster.wire.Message;
  * that is too long, fails its MAC or does not decode is dropped and counted;
  * a peer that sends a bad length loses its connection. A node sends to a
  * replica over its own outgoing connection, and to a client over the
- * connection the client's last authenticated message came on. Everything,
- * including the handler, runs on the loop thread; other threads hand work over
- * with {@link #execute}.
+ * connection the client's last authenticated message came on. Frames for a
+ * replica wait while its connection is made or remade (a replica that starts
+ * late, or restarts), since every certified message must arrive, in order; the
+ * frame cut by a broken connection goes again whole. Everything, including the
+ * handler, runs on the loop thread; other threads hand work over with
+ * {@link #execute}.
  */
 public final class Node implements Closeable {
     private static final Logger LOG = Logger.getLogger(Node.class.getName());
     private static final int MAX_FRAME = Message.MAX_PAYLOAD + 4096;
-    private static final long RECONNECT_MILLIS = 200;
+    private static final long RECONNECT_MILLIS = 100;
+    private static final long MAX_RECONNECT_MILLIS = 5000;
+    /** Frames kept for a replica that cannot be reached (beyond: dropped, and counted). */
+    private static final int MAX_QUEUED = 100_000;
 
     /** Receives authenticated messages, on the loop thread. */
     public interface Handler {
@@ -62,8 +68,6 @@ public final class Node implements Closeable {
     // The loop thread's.
     private final Map<Integer, Link> outgoing = new HashMap<>();
     private final Map<Integer, Link> routes = new HashMap<>();
-    /** When a replica whose link closed may be connected to again (nanoTime). */
-    private final Map<Integer, Long> retryAfter = new HashMap<>();
     private final PriorityQueue<Timer> timers = new PriorityQueue<>();
     private long timerSequence;
 
@@ -121,7 +125,11 @@ public final class Node implements Closeable {
         return timer;
     }
 
-    /** Sends {@code message} to node {@code to} (loop thread only); lost if there is no way there now. */
+    /**
+     * Sends {@code message} to node {@code to} (loop thread only). To a replica
+     * it waits while the connection is made; to a client it is lost when the
+     * client's connection is gone (the client sends its request again).
+     */
     public void send(int to, Message message) {
         byte[] body = Message.encode(message);
         byte[] mac = keys.mac(id, to, body);
@@ -130,8 +138,10 @@ public final class Node implements Closeable {
         Link link = routes.get(to);
         if (link == null && replicas.containsKey(to)) {
             link = outgoing.get(to);
-            if (link == null && System.nanoTime() >= retryAfter.getOrDefault(to, Long.MIN_VALUE)) {
-                link = connect(to);
+            if (link == null) {
+                link = new Link(to);
+                outgoing.put(to, link);
+                connect(link);
             }
         }
         if (link == null || link.closed) {
@@ -141,23 +151,22 @@ public final class Node implements Closeable {
         link.enqueue(frame);
     }
 
-    /** Opens the outgoing link to replica {@code to}; a failed one closes and waits before the next try. */
-    private Link connect(int to) {
-        Link link = new Link(to);
-        outgoing.put(to, link);
+    /** (Re)opens the connection of an outgoing link; a failure waits and tries again. */
+    private void connect(Link link) {
         try {
             link.channel = provider.openSocketChannel();
             link.channel.configureBlocking(false);
             link.channel.setOption(StandardSocketOptions.TCP_NODELAY, true); // small messages, no batching delay
-            boolean connected = link.channel.connect(replicas.get(to));
+            boolean connected = link.channel.connect(replicas.get(link.peer));
             link.key = link.channel.register(selector, connected ? SelectionKey.OP_READ : SelectionKey.OP_CONNECT,
                     link);
-            link.connected = connected;
+            if (connected) {
+                link.connected();
+            }
         } catch (IOException e) {
-            LOG.fine(() -> "node " + id + ": cannot connect to " + to + ": " + e);
+            LOG.fine(() -> "node " + id + ": cannot connect to " + link.peer + ": " + e);
             link.close();
         }
-        return link;
     }
 
     private void run() {
@@ -206,8 +215,7 @@ public final class Node implements Closeable {
             }
             Link link = (Link) key.attachment();
             if (key.isConnectable() && link.channel.finishConnect()) {
-                link.connected = true;
-                link.updateInterest();
+                link.connected();
             }
             if (key.isReadable()) {
                 link.read();
@@ -308,13 +316,19 @@ public final class Node implements Closeable {
         }
     }
 
-    /** One connection: frames out (queued while the peer has no room), frames in. */
+    /**
+     * A connection: frames out (queued while the peer has no room, or while an
+     * outgoing link reconnects), frames in. An outgoing link (to replica
+     * {@code peer}) outlives its connections; an incoming one ({@code peer} -1)
+     * is one connection.
+     */
     private final class Link {
         final int peer;
         SocketChannel channel;
         SelectionKey key;
         boolean connected;
         boolean closed;
+        long reconnectMillis = RECONNECT_MILLIS;
         final ArrayDeque<ByteBuffer> pending = new ArrayDeque<>();
         final ByteBuffer header = ByteBuffer.allocate(4);
         ByteBuffer frame;
@@ -323,7 +337,17 @@ public final class Node implements Closeable {
             this.peer = peer;
         }
 
+        void connected() throws IOException {
+            connected = true;
+            reconnectMillis = RECONNECT_MILLIS;
+            flush();
+        }
+
         void enqueue(ByteBuffer frame) {
+            if (pending.size() >= MAX_QUEUED) {
+                dropped.incrementAndGet();
+                return;
+            }
             pending.add(frame);
             if (connected) {
                 try {
@@ -388,9 +412,8 @@ public final class Node implements Closeable {
             }
         }
 
+        /** Ends the connection: an incoming link for good, an outgoing one until it reconnects. */
         void close() {
-            closed = true;
-            pending.clear();
             if (channel != null) {
                 try {
                     channel.close();
@@ -398,10 +421,27 @@ public final class Node implements Closeable {
                     LOG.fine(() -> "node " + id + ": close: " + e);
                 }
             }
-            if (peer >= 0 && outgoing.remove(peer, this)) {
-                retryAfter.put(peer, System.nanoTime() + RECONNECT_MILLIS * 1_000_000);
+            channel = null;
+            key = null;
+            connected = false;
+            frame = null;
+            header.clear();
+            if (peer < 0) {
+                closed = true;
+                pending.clear();
+                routes.values().removeIf(link -> link == this);
+                return;
             }
-            routes.values().removeIf(link -> link == this);
+            if (!pending.isEmpty()) {
+                pending.peek().rewind(); // a frame cut short goes again whole
+            }
+            long delay = reconnectMillis;
+            reconnectMillis = Math.min(2 * reconnectMillis, MAX_RECONNECT_MILLIS);
+            schedule(delay, () -> {
+                if (running && channel == null) {
+                    connect(this);
+                }
+            });
         }
     }
 }

@@ -74,6 +74,8 @@ public final class Replica implements Closeable {
     static final int COUNTER = 0;
     public static final long DEFAULT_VIEW_CHANGE_MILLIS = 2000;
     public static final long DEFAULT_CHECKPOINT_INTERVAL = 100;
+    /** Messages of one peer kept while they wait for a missing one (a bound against a flooding peer). */
+    private static final int MAX_WAITING = 10_000;
 
     private final int id;
     private final Cluster cluster;
@@ -228,6 +230,10 @@ public final class Replica implements Closeable {
             return;
         }
         if (certificate.previous() > lastCounterSeen[sender]) {
+            if (waiting.get(sender).size() >= MAX_WAITING) {
+                reject(message, MAX_WAITING + " of its messages already wait for a missing one");
+                return;
+            }
             waiting.get(sender).put(certificate.previous(), message); // until the missing ones come
             return;
         }

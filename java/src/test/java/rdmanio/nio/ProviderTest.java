@@ -31,7 +31,8 @@ public class ProviderTest {
     @Test(timeout = 300_000)
     public void theSystemPropertySwitchesAnUnchangedNioProgram() throws Exception {
         String transport = Providers.IN_VM ? "rdma" : "tcp";
-        List<String> command = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString(),
+        String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
+        List<String> command = new ArrayList<>(List.of(java,
                 "-Djava.nio.channels.spi.SelectorProvider=" + RdmaSelectorProvider.class.getName(),
                 "-Drdmanio.transport=" + transport, "-Djava.library.path=" + System.getProperty("java.library.path"),
                 "-cp", System.getProperty("rdmanio.jar"), "rdmanio.demo.NioPingPong", Providers.HOST, "200", "64",

@@ -220,7 +220,8 @@ public class SocketChannelConformanceTest {
                 Thread.onSpinWait();
             }
             assertEquals("end of stream after the data", -1, n);
-            assertThrows(IllegalArgumentException.class, () -> pair.client.read(ByteBuffer.allocate(4).asReadOnlyBuffer()));
+            ByteBuffer readOnly = ByteBuffer.allocate(4).asReadOnlyBuffer();
+            assertThrows(IllegalArgumentException.class, () -> pair.client.read(readOnly));
         }
     }
 
@@ -233,7 +234,8 @@ public class SocketChannelConformanceTest {
             assertArrayEquals(new byte[] {1, 2, 3}, Providers.readFully(pair.server, 3));
             assertEquals(-1, pair.server.read(ByteBuffer.allocate(4)));
             pair.server.write(ByteBuffer.wrap(new byte[] {7, 8}));
-            assertArrayEquals("the other direction still works", new byte[] {7, 8}, Providers.readFully(pair.client, 2));
+            assertArrayEquals("the other direction still works", new byte[] {7, 8},
+                    Providers.readFully(pair.client, 2));
 
             pair.client.shutdownInput();
             assertEquals(-1, pair.client.read(ByteBuffer.allocate(4)));
