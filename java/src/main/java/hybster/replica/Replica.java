@@ -51,7 +51,8 @@ import hybster.wire.Message.ViewChange;
  * REPLYs. Requests are deduplicated per client by timestamp.
  *
  * <p>View change. A follower that knows a request from its client and sees it
- * unexecuted for {@code viewChangeMillis} sends VIEW-CHANGE(v+1) with every
+ * unexecuted for {@code viewChangeMillis} (doubled after each view change that
+ * brought no execution) sends VIEW-CHANGE(v+1) with every
  * certified message it sent; the counter values prove the log complete. The
  * leader of v+1 collects f+1 of them (its own included) and sends NEW-VIEW with
  * them. Every replica derives the same requests from those logs: any request
@@ -94,6 +95,8 @@ public final class Replica implements Closeable {
     private int view;
     /** A view change is under way to this view (0: none). */
     private int changingTo;
+    /** How long a request may wait now: doubles with each view change that brings no progress. */
+    private long suspectAfterMillis;
     /** The last order prepared in this view (the leader's, as followers see it). */
     private long lastPrepared;
     private long lastExecuted;
@@ -154,6 +157,7 @@ public final class Replica implements Closeable {
         this.trinx = trinx;
         this.application = application;
         this.viewChangeMillis = viewChangeMillis;
+        this.suspectAfterMillis = viewChangeMillis;
         this.checkpointInterval = checkpointInterval;
         this.lastCounterSeen = new long[cluster.n()];
         for (int i = 0; i < cluster.n(); i++) {
@@ -438,6 +442,7 @@ public final class Replica implements Closeable {
                 Reply reply = new Reply(id, view, request.timestamp(), result);
                 clients.put(request.sender(), new ClientRecord(request.timestamp(), reply));
                 executed.incrementAndGet();
+                suspectAfterMillis = viewChangeMillis; // progress: the leader is fine
                 node.send(request.sender(), reply);
             }
         }
@@ -502,7 +507,7 @@ public final class Replica implements Closeable {
     private void watchRequests() {
         long now = System.nanoTime();
         boolean overdue = pending.values().stream()
-                .anyMatch(p -> now - p.since() > viewChangeMillis * 1_000_000 && !isExecuted(p.request()));
+                .anyMatch(p -> now - p.since() > suspectAfterMillis * 1_000_000 && !isExecuted(p.request()));
         if (overdue && leader(view) != id) {
             startViewChange(Math.max(view, changingTo) + 1);
         }
@@ -514,6 +519,7 @@ public final class Replica implements Closeable {
             return;
         }
         changingTo = newView;
+        suspectAfterMillis = Math.min(2 * suspectAfterMillis, 64 * viewChangeMillis); // until a request executes
         LOG.info(() -> "replica " + id + ": suspects the leader of view " + view + ", asks for view " + newView);
         List<Message> log = List.copyOf(sentLog);
         ViewChange viewChange = new ViewChange(id, newView, stableProof, log,

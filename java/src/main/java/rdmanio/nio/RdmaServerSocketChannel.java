@@ -99,7 +99,16 @@ final class RdmaServerSocketChannel extends ServerSocketChannel implements RdmaC
                     }
                 }
             }
-            return accepted == 0 ? null : new RdmaSocketChannel(provider, accepted);
+            if (accepted == 0) {
+                return null;
+            }
+            try {
+                return new RdmaSocketChannel(provider, accepted);
+            } catch (IOException | RuntimeException e) {
+                SocketNative.close(accepted); // the connection goes, and its socket with it
+                SocketNative.release(accepted);
+                throw e;
+            }
         } finally {
             acceptLock.unlock();
         }
