@@ -112,6 +112,8 @@ public final class Replica implements Closeable {
     private final Set<ByteBuffer> ordered = new HashSet<>();
     private final Map<Integer, ClientRecord> clients = new HashMap<>();
     private final Map<Integer, Map<Integer, ViewChange>> viewChanges = new HashMap<>();
+    /** PREPAREs and COMMITs of views not entered yet (in counter order per sender), by view. */
+    private final Map<Integer, List<Message>> aheadOfView = new HashMap<>();
     /** The chain of everything executed: what a CHECKPOINT certifies. */
     private byte[] history = new byte[32];
     /** CHECKPOINTs by order, then sender, until their order is stable. */
@@ -361,6 +363,9 @@ public final class Replica implements Closeable {
     }
 
     private void onPrepare(Prepare prepare) {
+        if (aheadOfView(prepare, prepare.view())) {
+            return;
+        }
         if (changingTo != 0 || prepare.view() != view || prepare.sender() != leader(view)) {
             reject(prepare, "not from the leader of view " + view + (changingTo != 0 ? " (changing view)" : ""));
             return;
@@ -381,6 +386,22 @@ public final class Replica implements Closeable {
         }
     }
 
+    /**
+     * Keeps a message of a view this replica has not entered yet (another
+     * replica's COMMIT can come before the NEW-VIEW, on another link) for when
+     * it enters that view; true if it was kept.
+     */
+    private boolean aheadOfView(Message message, int messageView) {
+        if (messageView <= view) {
+            return false;
+        }
+        List<Message> kept = aheadOfView.computeIfAbsent(messageView, v -> new ArrayList<>());
+        if (kept.size() < MAX_WAITING) {
+            kept.add(message);
+        }
+        return true;
+    }
+
     private boolean isExecuted(Request request) {
         ClientRecord record = clients.get(request.sender());
         return record != null && request.timestamp() <= record.timestamp();
@@ -399,8 +420,11 @@ public final class Replica implements Closeable {
     }
 
     private void onCommit(Commit commit) {
+        if (aheadOfView(commit, commit.view())) {
+            return;
+        }
         if (changingTo != 0 || commit.view() != view) {
-            return; // of another view: it only had to keep the counter order
+            return; // of an earlier view: it only had to keep the counter order
         }
         Prepare prepare = commit.prepare();
         if (prepare.sender() != leader(view) || prepare.view() != view || prepare.order() != commit.order()
@@ -656,10 +680,21 @@ public final class Replica implements Closeable {
         slots.clear();
         ordered.clear();
         viewChanges.keySet().removeIf(v -> v <= newView);
+        List<Message> early = aheadOfView.remove(newView);
+        aheadOfView.keySet().removeIf(v -> v < newView);
         LOG.info(() -> "replica " + id + ": entered view " + newView + " (leader " + leader(newView)
                 + ") after order " + last);
         if (leader(newView) == id) {
             pending.values().stream().map(Pending::request).toList().forEach(this::order);
+        }
+        if (early != null) {
+            for (Message message : early) {
+                if (message instanceof Prepare prepare) {
+                    onPrepare(prepare);
+                } else {
+                    onCommit((Commit) message);
+                }
+            }
         }
     }
 
