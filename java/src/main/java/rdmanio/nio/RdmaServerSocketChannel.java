@@ -11,7 +11,6 @@ import java.nio.channels.ClosedChannelException;
 import java.nio.channels.NotYetBoundException;
 import java.nio.channels.ServerSocketChannel;
 import java.nio.channels.SocketChannel;
-import java.util.Objects;
 import java.util.Set;
 import java.util.concurrent.locks.ReentrantLock;
 
@@ -135,21 +134,11 @@ final class RdmaServerSocketChannel extends ServerSocketChannel implements RdmaC
 
     @Override
     public <T> ServerSocketChannel setOption(SocketOption<T> name, T value) throws IOException {
-        Objects.requireNonNull(name, "name");
-        if (!OPTIONS.contains(name)) {
-            throw new UnsupportedOperationException("'" + name + "' not supported");
-        }
-        if (!name.type().isInstance(value)) {
-            throw new IllegalArgumentException("invalid value '" + value + "' for " + name);
-        }
+        Options.checkValue(OPTIONS, name, value);
         synchronized (stateLock) {
             ensureOpen();
             if (name == StandardSocketOptions.SO_RCVBUF) {
-                int size = (Integer) value;
-                if (size <= 0) {
-                    throw new IllegalArgumentException("invalid buffer size " + size);
-                }
-                receiveBufferSize = size; // shapes the rings of connections accepted after bind
+                receiveBufferSize = Options.bufferSize(value); // shapes the rings of connections accepted after bind
             } else {
                 reuseAddress = (Boolean) value;
             }
@@ -160,10 +149,7 @@ final class RdmaServerSocketChannel extends ServerSocketChannel implements RdmaC
     @Override
     @SuppressWarnings("unchecked")
     public <T> T getOption(SocketOption<T> name) throws IOException {
-        Objects.requireNonNull(name, "name");
-        if (!OPTIONS.contains(name)) {
-            throw new UnsupportedOperationException("'" + name + "' not supported");
-        }
+        Options.checkSupported(OPTIONS, name);
         synchronized (stateLock) {
             ensureOpen();
             if (name == StandardSocketOptions.SO_RCVBUF) {

@@ -503,20 +503,11 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
 
     @Override
     public <T> SocketChannel setOption(SocketOption<T> name, T value) throws IOException {
-        Objects.requireNonNull(name, "name");
-        if (!OPTIONS.contains(name)) {
-            throw new UnsupportedOperationException("'" + name + "' not supported");
-        }
-        if (!name.type().isInstance(value)) {
-            throw new IllegalArgumentException("invalid value '" + value + "' for " + name);
-        }
+        Options.checkValue(OPTIONS, name, value);
         synchronized (stateLock) {
             ensureOpen();
             if (name == StandardSocketOptions.SO_RCVBUF || name == StandardSocketOptions.SO_SNDBUF) {
-                int size = (Integer) value;
-                if (size <= 0) {
-                    throw new IllegalArgumentException("invalid buffer size " + size);
-                }
+                int size = Options.bufferSize(value);
                 // The receive size shapes the ring of connections made after it.
                 if (name == StandardSocketOptions.SO_RCVBUF) {
                     receiveBufferSize = size;
@@ -539,10 +530,7 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
     @Override
     @SuppressWarnings("unchecked")
     public <T> T getOption(SocketOption<T> name) throws IOException {
-        Objects.requireNonNull(name, "name");
-        if (!OPTIONS.contains(name)) {
-            throw new UnsupportedOperationException("'" + name + "' not supported");
-        }
+        Options.checkSupported(OPTIONS, name);
         synchronized (stateLock) {
             ensureOpen();
             Object value;
