@@ -200,7 +200,8 @@ pub(crate) struct Endpoint {
     /// The inline size the device granted.
     pub max_inline: u32,
     deadline: Deadline,
-    peer: SocketAddr,
+    /// The peer's address, for messages.
+    pub peer: SocketAddr,
 }
 
 impl Endpoint {

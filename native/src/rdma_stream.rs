@@ -425,14 +425,28 @@ impl RdmaStream {
     }
 }
 
-impl ByteStream for RdmaStream {
-    /// Writes as much of `data` as the peer's ring has room for; returns how
-    /// much (0: would block until credit comes).
-    ///
-    /// # Errors
-    /// `Disconnected` once the peer has closed; a protocol violation when its
-    /// credit is impossible; a failed work completion.
-    fn try_write(&mut self, data: &[u8]) -> Result<usize> {
+/// The stream operations proper; the `ByteStream` face wraps each in
+/// `revoking_on_violation`.
+impl RdmaStream {
+    /// Ends the connection of a peer that broke the protocol: the disconnect
+    /// moves the queue pair to the error state, and the ring's registration
+    /// goes at once, so the peer's rkey is dead even for writes already on the
+    /// wire. The error itself goes to the caller; the stream is unusable after.
+    fn revoke(&mut self, why: &Error) {
+        log::warn!("rdma stream from {}: {why}; connection closed and its rkey revoked", self.endpoint.peer);
+        self.endpoint.disconnect();
+        self.incoming.deregister();
+    }
+
+    fn revoking_on_violation<T>(&mut self, operation: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        let result = operation(self);
+        if let Err(err @ Error::Violation(_)) = &result {
+            self.revoke(err);
+        }
+        result
+    }
+
+    fn write_some(&mut self, data: &[u8]) -> Result<usize> {
         if self.output_shut {
             return Err(Error::InvalidArgument("write after shutdown_output".into()));
         }
@@ -460,11 +474,7 @@ impl ByteStream for RdmaStream {
         Ok(written)
     }
 
-    /// Reads what has arrived, up to `out.len()` bytes.
-    ///
-    /// # Errors
-    /// A protocol violation when the peer wrote what the ring rules forbid.
-    fn try_read(&mut self, out: &mut [u8]) -> Result<ReadOutcome> {
+    fn read_some(&mut self, out: &mut [u8]) -> Result<ReadOutcome> {
         self.progress()?;
         let capacity = self.reader_capacity();
         let n = self.reader.read(&self.incoming.bytes()[..capacity], out)?;
@@ -474,7 +484,7 @@ impl ByteStream for RdmaStream {
         if n > 0 {
             self.send_credit_if_due()?;
         } else if self.learn_of_disconnect()? {
-            return self.try_read(out); // once more with what arrived before the disconnect
+            return self.read_some(out); // once more with what arrived before the disconnect
         }
         Ok(match n {
             0 if self.reader.ended() || (self.endpoint.peer_closed && !self.reader.has_data()) => {
@@ -485,15 +495,56 @@ impl ByteStream for RdmaStream {
         })
     }
 
+    fn ready_ops(&mut self, interest: u32) -> Result<u32> {
+        self.progress()?;
+        if !self.reader.has_data() && self.learn_of_disconnect()? {
+            self.progress()?;
+        }
+        let closed = self.endpoint.peer_closed;
+        let mut ready = 0;
+        if self.reader.has_data() || self.reader.ended() || closed {
+            ready |= ops::READ;
+        }
+        if self.writable() || self.output_shut || closed {
+            ready |= ops::WRITE;
+        } else if interest & ops::WRITE != 0 {
+            // Someone waits for room: make sure the peer's next credit wakes us.
+            self.write_blocked = true;
+            self.request_credit()?;
+        }
+        Ok(ready & interest)
+    }
+}
+
+impl ByteStream for RdmaStream {
+    /// Writes as much of `data` as the peer's ring has room for; returns how
+    /// much (0: would block until credit comes).
+    ///
+    /// # Errors
+    /// `Disconnected` once the peer has closed; a protocol violation when its
+    /// credit is impossible; a failed work completion.
+    fn try_write(&mut self, data: &[u8]) -> Result<usize> {
+        self.revoking_on_violation(|s| s.write_some(data))
+    }
+
+    /// Reads what has arrived, up to `out.len()` bytes.
+    ///
+    /// # Errors
+    /// A protocol violation when the peer wrote what the ring rules forbid
+    /// (the connection is then revoked: see `revoke`).
+    fn try_read(&mut self, out: &mut [u8]) -> Result<ReadOutcome> {
+        self.revoking_on_violation(|s| s.read_some(out))
+    }
+
     fn wait(&mut self, interest: Interest, deadline: Deadline) -> Result<()> {
-        match interest {
+        self.revoking_on_violation(|s| match interest {
             Interest::Write => {
-                self.wait_until("rdma stream write", deadline, |s| s.writable() || s.endpoint.peer_closed)
+                s.wait_until("rdma stream write", deadline, |s| s.writable() || s.endpoint.peer_closed)
             }
-            Interest::Read => self.wait_until("rdma stream read", deadline, |s| {
+            Interest::Read => s.wait_until("rdma stream read", deadline, |s| {
                 s.reader.has_data() || s.reader.ended() || s.endpoint.peer_closed
             }),
-        }
+        })
     }
 
     fn shutdown_output(&mut self) -> Result<()> {
@@ -501,7 +552,7 @@ impl ByteStream for RdmaStream {
             self.output_shut = true;
             self.end_pending = true;
         }
-        self.flush_end()
+        self.revoking_on_violation(Self::flush_end)
     }
 
     fn close(&mut self) {
@@ -532,23 +583,7 @@ impl ByteStream for RdmaStream {
     }
 
     fn ready(&mut self, interest: u32) -> Result<u32> {
-        self.progress()?;
-        if !self.reader.has_data() && self.learn_of_disconnect()? {
-            self.progress()?;
-        }
-        let closed = self.endpoint.peer_closed;
-        let mut ready = 0;
-        if self.reader.has_data() || self.reader.ended() || closed {
-            ready |= ops::READ;
-        }
-        if self.writable() || self.output_shut || closed {
-            ready |= ops::WRITE;
-        } else if interest & ops::WRITE != 0 {
-            // Someone waits for room: make sure the peer's next credit wakes us.
-            self.write_blocked = true;
-            self.request_credit()?;
-        }
-        Ok(ready & interest)
+        self.revoking_on_violation(|s| s.ready_ops(interest))
     }
 
     fn arm(&mut self, _interest: u32) -> Result<()> {
@@ -609,11 +644,7 @@ impl DataPath for RdmaStream {
                 IMM_REQUEST => self.peer_wants_credit = true,
                 IMM_WAKE => self.credit_requested = false,
                 imm if imm & IMM_CONTROL == 0 => self.reader.publish_low31(imm)?,
-                unknown => {
-                    return Err(Error::InvalidArgument(format!(
-                        "peer sent unknown notification {unknown:#x}"
-                    )))
-                }
+                imm => return Err(Violation::Notification { imm }.into()),
             }
         }
         Ok(())

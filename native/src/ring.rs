@@ -157,6 +157,12 @@ pub enum Violation {
         /// The notifications sent so far.
         sent: u64,
     },
+    /// An immediate value that is neither a tail nor a known control code (RDMA medium).
+    #[error("unknown notification {imm:#x}")]
+    Notification {
+        /// The immediate data received.
+        imm: u32,
+    },
     /// A credit that moves backwards or beyond what was written.
     #[error("credit {head} is outside [{previous}, {tail}]")]
     Credit {

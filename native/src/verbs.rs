@@ -174,7 +174,8 @@ impl Drop for CompletionQueue {
 
 /// A buffer the engine owns, registered with a protection domain.
 pub(crate) struct MemoryRegion {
-    mr: NonNull<ibv_mr>,
+    /// `None` once `deregister` revoked it early; the bytes stay until drop.
+    mr: Option<NonNull<ibv_mr>>,
     // Declared after `mr`: the memory must stay until it is deregistered.
     buf: Box<[u8]>,
 }
@@ -186,13 +187,21 @@ impl MemoryRegion {
         let mut buf = vec![0u8; len].into_boxed_slice();
         // SAFETY: buf is live for the life of the registration (see field order).
         let mr = unsafe { ibv_reg_mr(pd.as_ptr(), buf.as_mut_ptr().cast(), len, access.0 as i32) };
-        NonNull::new(mr).map(|mr| MemoryRegion { mr, buf }).ok_or_else(|| Error::last_os("ibv_reg_mr"))
+        match NonNull::new(mr) {
+            Some(mr) => Ok(MemoryRegion { mr: Some(mr), buf }),
+            None => Err(Error::last_os("ibv_reg_mr")),
+        }
+    }
+
+    fn registration(&self) -> &ibv_mr {
+        let mr = self.mr.expect("a deregistered region is never handed to the device");
+        // SAFETY: the registration is live until `deregister` or drop take it.
+        unsafe { mr.as_ref() }
     }
 
     /// The key under which a peer granted this region writes to it.
     pub(crate) fn rkey(&self) -> u32 {
-        // SAFETY: the registration is live.
-        unsafe { (*self.mr.as_ptr()).rkey }
+        self.registration().rkey
     }
 
     /// The address of the region's first byte, as the device sees it.
@@ -201,8 +210,7 @@ impl MemoryRegion {
     }
 
     pub(crate) fn lkey(&self) -> u32 {
-        // SAFETY: the registration is live.
-        unsafe { (*self.mr.as_ptr()).lkey }
+        self.registration().lkey
     }
 
     /// A scatter/gather entry for `len` bytes at `offset`.
@@ -218,17 +226,25 @@ impl MemoryRegion {
     pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
         &mut self.buf
     }
-}
 
-impl Drop for MemoryRegion {
-    fn drop(&mut self) {
+    /// Ends the registration now, keeping the bytes readable: its keys die, so
+    /// a peer's write under the rkey fails at the device from here on (even one
+    /// already on the wire). Idempotent.
+    pub(crate) fn deregister(&mut self) {
+        let Some(mr) = self.mr.take() else { return };
         // SAFETY: the registration is live; no posted work request uses it any more.
-        let ret = unsafe { ibv_dereg_mr(self.mr.as_ptr()) };
+        let ret = unsafe { ibv_dereg_mr(mr.as_ptr()) };
         if ret != 0 {
             log::error!("ibv_dereg_mr: errno {ret}; the registration leaks");
             // The device may still write here: leak the buffer rather than free it.
             std::mem::forget(std::mem::take(&mut self.buf));
         }
+    }
+}
+
+impl Drop for MemoryRegion {
+    fn drop(&mut self) {
+        self.deregister();
     }
 }
 
