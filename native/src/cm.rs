@@ -227,6 +227,15 @@ impl CmId {
         check("rdma_accept", unsafe { rdma_accept(self.0.as_ptr(), param) })
     }
 
+    /// Refuses a connect request, with `private_data` for the peer.
+    pub(crate) fn reject(&self, private_data: &[u8]) -> Result<()> {
+        // SAFETY: the identifier came from a connect request; the data is
+        // copied before the call returns.
+        check("rdma_reject", unsafe {
+            rdma_reject(self.0.as_ptr(), private_data.as_ptr().cast(), private_data.len() as u8)
+        })
+    }
+
     /// Starts an orderly disconnect and moves the QP to the error state, which
     /// flushes its outstanding work requests.
     pub(crate) fn disconnect(&self) {

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use rdma_sys::*;
 
-use crate::endpoint::{DataPath, Endpoint, Hello, Listener, PathKind, QpShape, Request, RingGrant};
+use crate::endpoint::{
+    DataPath, Endpoint, Hello, Listener, PathKind, QpShape, Request, RingGrant, SlotGrant,
+};
 use crate::error::{check_errno, Error, Result};
 use crate::sys::Deadline;
 use crate::verbs::{self, MemoryRegion};
@@ -25,6 +27,7 @@ const SHAPE: QpShape = QpShape { send_depth: 16, recv_depth: RECV_SLOTS as u32, 
 const HELLO: Hello = Hello {
     kind: PathKind::Messages,
     grant: RingGrant { addr: 0, rkey: 0, capacity: 0, max_payload: 0, seed: 0, recv_depth: 0 },
+    slots: SlotGrant { slot_len: 0, data_credits: 0, control_credits: 0 },
 };
 /// The work request id of sends; receives use their slot index.
 const SEND_WR_ID: u64 = u64::MAX;
@@ -77,7 +80,7 @@ impl Connection {
     }
 
     fn accept(request: Request) -> Result<Connection> {
-        let (endpoint, _) = Endpoint::from_request(request, SHAPE)?;
+        let (endpoint, _) = Endpoint::from_request(request, SHAPE, None)?;
         let mut conn = Connection::with_buffers(endpoint)?;
         conn.endpoint.accept(&HELLO)?;
         log::debug!("accepted a message connection, qp {}", conn.qp_num());

@@ -11,6 +11,7 @@
 
 use std::mem;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdma_sys::*;
@@ -19,7 +20,7 @@ use crate::cm::{CmEvent, CmId, EventChannel};
 use crate::error::{Error, Result};
 use crate::stream::WaitSource;
 use crate::sys::{self, Deadline};
-use crate::verbs::{self, CompletionQueue, ProtectionDomain};
+use crate::verbs::{self, CompletionQueue, ProtectionDomain, SharedReceiveQueue};
 
 /// Address and route resolution are local in practice; this bounds a lost reply.
 const RESOLVE_TIMEOUT_MS: i32 = 2000;
@@ -33,6 +34,8 @@ pub(crate) enum PathKind {
     Messages = 1,
     /// One-sided RDMA WRITE into rings (`RdmaStream`).
     Rings = 2,
+    /// A byte stream of two-sided SENDs (`SendStream`): no rkey changes hands.
+    Sends = 3,
 }
 
 /// Where a peer may write: the ring (and credit slot) it was granted.
@@ -47,18 +50,39 @@ pub(crate) struct RingGrant {
     pub recv_depth: u32,
 }
 
-/// The private data of connect requests and replies.
+/// What a receiver of two-sided sends offers its peer: its slot size and how
+/// many slots the peer may fill with data and with credit updates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct SlotGrant {
+    pub slot_len: u32,
+    pub data_credits: u16,
+    pub control_credits: u16,
+}
+
+/// The private data of connect requests and replies (and of the rejection
+/// that sends a ring request to the two-sided path).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Hello {
     pub kind: PathKind,
+    /// For `Rings`.
     pub grant: RingGrant,
+    /// For `Sends`.
+    pub slots: SlotGrant,
 }
 
 impl Hello {
+    pub(crate) fn rings(grant: RingGrant) -> Hello {
+        Hello { kind: PathKind::Rings, grant, slots: SlotGrant::default() }
+    }
+
+    pub(crate) fn sends(slots: SlotGrant) -> Hello {
+        Hello { kind: PathKind::Sends, grant: RingGrant::default(), slots }
+    }
+
     const MAGIC: u32 = u32::from_le_bytes(*b"rnio");
-    const VERSION: u8 = 1;
+    const VERSION: u8 = 2;
     /// Fits the 56 bytes a connect request carries over IB and RoCE.
-    pub(crate) const LEN: usize = 36;
+    pub(crate) const LEN: usize = 44;
 
     pub(crate) fn encode(&self) -> [u8; Self::LEN] {
         let mut bytes = [0u8; Self::LEN];
@@ -70,6 +94,9 @@ impl Hello {
         for (i, field) in [g.rkey, g.capacity, g.max_payload, g.seed, g.recv_depth].iter().enumerate() {
             bytes[16 + i * 4..20 + i * 4].copy_from_slice(&field.to_le_bytes());
         }
+        bytes[36..40].copy_from_slice(&self.slots.slot_len.to_le_bytes());
+        bytes[40..42].copy_from_slice(&self.slots.data_credits.to_le_bytes());
+        bytes[42..44].copy_from_slice(&self.slots.control_credits.to_le_bytes());
         bytes
     }
 
@@ -86,6 +113,7 @@ impl Hello {
         let kind = match bytes[5] {
             1 => PathKind::Messages,
             2 => PathKind::Rings,
+            3 => PathKind::Sends,
             other => return Err(invalid(&format!("unknown data path {other}"))),
         };
         let grant = RingGrant {
@@ -96,7 +124,9 @@ impl Hello {
             seed: u32_at(28),
             recv_depth: u32_at(32),
         };
-        Ok(Hello { kind, grant })
+        let u16_at = |at: usize| u16::from_le_bytes(bytes[at..at + 2].try_into().unwrap());
+        let slots = SlotGrant { slot_len: u32_at(36), data_credits: u16_at(40), control_credits: u16_at(42) };
+        Ok(Hello { kind, grant, slots })
     }
 }
 
@@ -125,6 +155,34 @@ pub(crate) struct Request {
     deadline: Deadline,
 }
 
+impl Request {
+    /// The address the request came from.
+    pub(crate) fn peer_addr(&self) -> Option<SocketAddr> {
+        self.id.peer_addr()
+    }
+
+    /// The device the request arrived on.
+    pub(crate) fn device_context(&self) -> *mut ibv_context {
+        self.id.verbs()
+    }
+
+    /// Refuses the request, telling the peer which path this listener grants it
+    /// instead (see `Error::SendsOnly`).
+    pub(crate) fn redirect(self, to: &Hello) {
+        let bytes = to.encode();
+        if let Err(err) = self.id.reject(&bytes) {
+            log::warn!("rejecting a connect request: {err}");
+        }
+    }
+}
+
+/// Where an accepted queue pair takes its receives from: a shared receive
+/// queue, and the protection domain it belongs to.
+pub(crate) struct SharedReceives<'a> {
+    pub pd: &'a Arc<ProtectionDomain>,
+    pub srq: &'a SharedReceiveQueue,
+}
+
 impl Listener {
     /// Binds `addr` (port 0 picks a free port) and listens with `backlog`.
     ///
@@ -151,10 +209,15 @@ impl Listener {
     /// another path, or with an unreadable hello, are refused.
     pub(crate) fn next_request(&self, kind: PathKind, deadline: Deadline) -> Result<Request> {
         loop {
-            if let Some(request) = self.try_request(kind, deadline)? {
-                return Ok(request);
+            match self.try_request(deadline)? {
+                Some(request) if request.hello.kind == kind => return Ok(request),
+                Some(request) => {
+                    log::warn!("refusing a {:?} connection on a {kind:?} accept", request.hello.kind)
+                }
+                None => {
+                    sys::wait_readable("accept", [self.events.fd()], deadline)?;
+                }
             }
-            sys::wait_readable("accept", [self.events.fd()], deadline)?;
         }
     }
 
@@ -163,9 +226,9 @@ impl Listener {
         self.events.fd()
     }
 
-    /// Takes a pending connect request for `kind`, without waiting; the
-    /// connection is then completed by `deadline`.
-    pub(crate) fn try_request(&self, kind: PathKind, deadline: Deadline) -> Result<Option<Request>> {
+    /// Takes a pending connect request, without waiting; the connection is
+    /// then completed by `deadline`.
+    pub(crate) fn try_request(&self, deadline: Deadline) -> Result<Option<Request>> {
         loop {
             let Some(event) = self.events.try_next()? else { return Ok(None) };
             if event.kind() != rdma_cm_event_type::RDMA_CM_EVENT_CONNECT_REQUEST {
@@ -179,8 +242,7 @@ impl Listener {
             let id = unsafe { CmId::from_request(event.id()) };
             drop(event);
             match hello {
-                Ok(hello) if hello.kind == kind => return Ok(Some(Request { id, hello, deadline })),
-                Ok(hello) => log::warn!("refusing a {:?} connection on a {kind:?} accept", hello.kind),
+                Ok(hello) => return Ok(Some(Request { id, hello, deadline })),
                 Err(err) => log::warn!("refusing a connection: {err}"),
             }
         }
@@ -192,7 +254,8 @@ pub(crate) struct Endpoint {
     // Fields drop in declaration order: the CQ before the PD, the identifier
     // before its channel. The owner destroys the QP first (`shutdown`).
     pub cq: CompletionQueue,
-    pub pd: ProtectionDomain,
+    /// The connection's own domain, or a listener's shared one (`SharedReceives`).
+    pub pd: Arc<ProtectionDomain>,
     pub id: CmId,
     pub events: EventChannel,
     /// The peer disconnected (or the QP was flushed).
@@ -228,17 +291,22 @@ impl Endpoint {
             rdma_cm_event_type::RDMA_CM_EVENT_ROUTE_RESOLVED,
             addr,
         )?;
-        Endpoint::open(events, id, shape, deadline, addr)
+        Endpoint::open(events, id, shape, deadline, addr, None)
     }
 
     /// Server side: takes over a request's identifier, on a channel of its own
     /// (so its events never reach the listener), and creates the queue pair.
-    pub(crate) fn from_request(request: Request, shape: QpShape) -> Result<(Endpoint, Hello)> {
+    /// With `shared`, the queue pair receives from that shared receive queue.
+    pub(crate) fn from_request(
+        request: Request,
+        shape: QpShape,
+        shared: Option<SharedReceives>,
+    ) -> Result<(Endpoint, Hello)> {
         let Request { id, hello, deadline } = request;
         let events = EventChannel::new()?;
         id.migrate(&events)?;
         let peer = id.peer_addr().unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-        Ok((Endpoint::open(events, id, shape, deadline, peer)?, hello))
+        Ok((Endpoint::open(events, id, shape, deadline, peer, shared)?, hello))
     }
 
     /// (Parameters drop in reverse order on failure: `id` before its channel.)
@@ -248,12 +316,16 @@ impl Endpoint {
         shape: QpShape,
         deadline: Deadline,
         peer: SocketAddr,
+        shared: Option<SharedReceives>,
     ) -> Result<Endpoint> {
         let context = id.verbs();
         // SAFETY: context is the identifier's live device context, which librdmacm
         // keeps open for at least as long as the identifier.
         let (pd, cq) = unsafe {
-            let pd = ProtectionDomain::new(context)?;
+            let pd = match &shared {
+                Some(shared) => Arc::clone(shared.pd),
+                None => Arc::new(ProtectionDomain::new(context)?),
+            };
             let cq = CompletionQueue::new(context, (shape.send_depth + shape.recv_depth) as i32)?;
             (pd, cq)
         };
@@ -262,6 +334,9 @@ impl Endpoint {
         attr.send_cq = cq.as_ptr();
         attr.recv_cq = cq.as_ptr();
         attr.qp_type = ibv_qp_type::IBV_QPT_RC;
+        if let Some(shared) = &shared {
+            attr.srq = shared.srq.as_ptr();
+        }
         attr.cap = ibv_qp_cap {
             max_send_wr: shape.send_depth,
             max_recv_wr: shape.recv_depth,
@@ -275,16 +350,20 @@ impl Endpoint {
     }
 
     /// Client side: connects with `hello`; returns the peer's.
+    ///
+    /// # Errors
+    /// `SendsOnly` when the listener grants this peer two-sided sends only.
     pub(crate) fn connect(&mut self, hello: &Hello) -> Result<Hello> {
         let bytes = hello.encode();
         self.id.connect(&mut conn_param(&bytes))?;
-        let event = await_event(
-            &self.events,
-            "rdma_connect",
-            self.deadline,
-            rdma_cm_event_type::RDMA_CM_EVENT_ESTABLISHED,
-            self.peer,
-        )?;
+        let event = self.events.next("rdma_connect", self.deadline)?;
+        if event.kind() == rdma_cm_event_type::RDMA_CM_EVENT_REJECTED
+            && Hello::decode(event.private_data()).is_ok_and(|to| to.kind == PathKind::Sends)
+        {
+            return Err(Error::SendsOnly(self.peer));
+        }
+        let event =
+            expect_event(event, "rdma_connect", rdma_cm_event_type::RDMA_CM_EVENT_ESTABLISHED, self.peer)?;
         let reply = Hello::decode(event.private_data());
         drop(event);
         reply
@@ -465,7 +544,16 @@ fn await_event(
     want: rdma_cm_event_type::Type,
     peer: SocketAddr,
 ) -> Result<CmEvent> {
-    let event: CmEvent = events.next(op, deadline)?;
+    expect_event(events.next(op, deadline)?, op, want, peer)
+}
+
+/// `event` if it is `want`, else the error it means for a socket user.
+fn expect_event(
+    event: CmEvent,
+    op: &'static str,
+    want: rdma_cm_event_type::Type,
+    peer: SocketAddr,
+) -> Result<CmEvent> {
     use rdma_cm_event_type::*;
     match event.kind() {
         kind if kind == want && event.status() == 0 => Ok(event),
@@ -483,27 +571,34 @@ mod tests {
 
     #[test]
     fn hellos_round_trip_and_tolerate_padding() {
-        let hello = Hello {
-            kind: PathKind::Rings,
-            grant: RingGrant {
-                addr: 0x7f00_dead_beef,
-                rkey: 0x1234,
-                capacity: 1 << 20,
-                max_payload: 65536,
-                seed: 9,
-                recv_depth: 64,
-            },
-        };
+        let hello = Hello::rings(RingGrant {
+            addr: 0x7f00_dead_beef,
+            rkey: 0x1234,
+            capacity: 1 << 20,
+            max_payload: 65536,
+            seed: 9,
+            recv_depth: 64,
+        });
         let mut padded = hello.encode().to_vec();
         padded.resize(56, 0);
         assert_eq!(Hello::decode(&padded).unwrap(), hello);
     }
 
     #[test]
+    fn a_two_sided_hello_carries_its_slot_grant() {
+        let hello = Hello::sends(SlotGrant { slot_len: 2048, data_credits: 4, control_credits: 3 });
+        let decoded = Hello::decode(&hello.encode()).unwrap();
+        assert_eq!(decoded, hello);
+        assert_eq!(decoded.grant, RingGrant::default(), "a two-sided hello grants no ring");
+    }
+
+    #[test]
     fn foreign_or_short_hellos_are_refused() {
         assert!(Hello::decode(&[0; 10]).unwrap_err().to_string().contains("10 bytes"));
         assert!(Hello::decode(&[0; 56]).unwrap_err().to_string().contains("not an rdma-nio peer"));
-        let mut bytes = Hello { kind: PathKind::Messages, grant: RingGrant::default() }.encode();
+        let mut bytes =
+            Hello { kind: PathKind::Messages, grant: RingGrant::default(), slots: SlotGrant::default() }
+                .encode();
         bytes[5] = 9;
         assert!(Hello::decode(&bytes).unwrap_err().to_string().contains("unknown data path 9"));
     }

@@ -39,6 +39,11 @@ pub enum Error {
     #[error("connection to {0} refused")]
     ConnectionRefused(SocketAddr),
 
+    /// The listener grants this peer two-sided sends only, not a ring of its
+    /// memory (it is not one of the listener's ring peers).
+    #[error("{0} grants two-sided sends only (no ring): connect with the sends path")]
+    SendsOnly(SocketAddr),
+
     /// No RDMA route reaches the address.
     #[error("{addr} is unreachable over RDMA ({event})")]
     Unreachable {

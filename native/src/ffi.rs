@@ -51,7 +51,7 @@ impl RnioStatus {
             Error::NoDevice(_) => RnioStatus::NoDevice,
             Error::InvalidArgument(_) => RnioStatus::InvalidArgument,
             Error::TimedOut { .. } => RnioStatus::TimedOut,
-            Error::ConnectionRefused(_) => RnioStatus::ConnectionRefused,
+            Error::ConnectionRefused(_) | Error::SendsOnly(_) => RnioStatus::ConnectionRefused,
             Error::Unreachable { .. } => RnioStatus::Unreachable,
             Error::MessageTooLarge { .. } => RnioStatus::MessageTooLarge,
             Error::Disconnected => RnioStatus::Disconnected,

@@ -42,7 +42,7 @@ fn exception_class(err: &Error) -> &'static str {
     match err {
         Error::NoDevice(_) => "rdmanio/NoRdmaDeviceException",
         Error::TimedOut { .. } => "java/net/SocketTimeoutException",
-        Error::ConnectionRefused(_) => "java/net/ConnectException",
+        Error::ConnectionRefused(_) | Error::SendsOnly(_) => "java/net/ConnectException",
         Error::Unreachable { .. } => "java/net/NoRouteToHostException",
         Error::InvalidArgument(_) | Error::MessageTooLarge { .. } => "java/lang/IllegalArgumentException",
         // A Java channel closed under a blocked operation turns this into

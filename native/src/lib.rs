@@ -33,6 +33,7 @@ mod jvm_nio;
 pub mod poller;
 mod rdma_stream;
 pub mod ring;
+mod send_stream;
 pub mod shm;
 mod shm_listener;
 pub mod socket;
@@ -46,7 +47,10 @@ pub use connection::{Connection, MAX_MESSAGE_SIZE};
 pub use endpoint::Listener;
 pub use error::{Error, Result};
 pub use rdma_stream::{RdmaStream, StreamOptions};
+pub use send_stream::{SendOptions, SendStream};
 pub use shm_listener::ShmListener;
 pub use stream::{ByteStream, Interest, ReadOutcome};
-pub use transport::{connect, is_local, Medium, Stream, StreamListener, Transport, TransportOptions};
+pub use transport::{
+    connect, is_local, Medium, RingPeers, Stream, StreamListener, Transport, TransportOptions,
+};
 pub use verbs::device_names;

@@ -136,7 +136,7 @@ impl RdmaStream {
         let mut endpoint = Endpoint::resolve(addr, SHAPE, timeout)?;
         let (incoming, grant) = grant_memory(&endpoint, options)?;
         post_receives(&endpoint, RECV_DEPTH)?;
-        let reply = endpoint.connect(&Hello { kind: PathKind::Rings, grant })?;
+        let reply = endpoint.connect(&Hello::rings(grant))?;
         if reply.kind != PathKind::Rings {
             return Err(Error::InvalidArgument(format!(
                 "{addr} answered with a {:?} connection",
@@ -148,11 +148,11 @@ impl RdmaStream {
 
     /// Checks the client's grant before accepting, so a bad one is refused.
     pub(crate) fn accept(request: Request, options: StreamOptions) -> Result<RdmaStream> {
-        let (endpoint, hello) = Endpoint::from_request(request, SHAPE)?;
+        let (endpoint, hello) = Endpoint::from_request(request, SHAPE, None)?;
         let (incoming, grant) = grant_memory(&endpoint, options)?;
         post_receives(&endpoint, RECV_DEPTH)?;
         let mut stream = RdmaStream::build(endpoint, incoming, grant, hello.grant)?;
-        stream.endpoint.accept(&Hello { kind: PathKind::Rings, grant })?;
+        stream.endpoint.accept(&Hello::rings(grant))?;
         Ok(stream)
     }
 

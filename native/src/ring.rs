@@ -163,6 +163,25 @@ pub enum Violation {
         /// The immediate data received.
         imm: u32,
     },
+    /// Consumption counts that move backwards or beyond the messages sent
+    /// (two-sided medium).
+    #[error("consumed {data} data and {control} control messages of {data_sent} and {control_sent} sent")]
+    Consumed {
+        /// The data messages the peer claims consumed.
+        data: u32,
+        /// The control messages the peer claims consumed.
+        control: u32,
+        /// Data messages sent so far.
+        data_sent: u32,
+        /// Control messages sent so far.
+        control_sent: u32,
+    },
+    /// A message that breaks the two-sided protocol.
+    #[error("two-sided message: {what}")]
+    Message {
+        /// What was wrong with it.
+        what: &'static str,
+    },
     /// A credit that moves backwards or beyond what was written.
     #[error("credit {head} is outside [{previous}, {tail}]")]
     Credit {

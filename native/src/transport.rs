@@ -3,17 +3,26 @@
 //! peer on this host, RDMA when a device reaches the peer, TCP otherwise. The
 //! same IP address and port name the peer whatever the medium, as in a TCP
 //! deployment.
+//!
+//! Over RDMA a listener decides which path each peer gets: one-sided rings
+//! (`RdmaStream`: the peer holds an rkey of a ring) for its ring peers, and
+//! two-sided sends (`SendStream`: no rkey) for everyone else. A connecting side
+//! asks for rings and falls back to sends when the listener says so.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::endpoint::{Listener, PathKind};
+use parking_lot::Mutex;
+
+use crate::endpoint::{Hello, Listener, PathKind, Request};
 use crate::error::{Error, Result};
 use crate::rdma_stream::{RdmaStream, StreamOptions};
 use crate::ring::RingConfig;
+use crate::send_stream::{ReceivePool, SendOptions, SendStream};
 use crate::shm::ShmStream;
 use crate::shm_listener::ShmListener;
 use crate::stream::{ByteStream, WaitSource};
@@ -49,11 +58,54 @@ impl FromStr for Transport {
     }
 }
 
+/// The peers a listener grants one-sided rings; the others get two-sided sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RingPeers {
+    /// Every peer.
+    All,
+    /// The peers at these addresses only (replicas, say; not their clients).
+    Only(Vec<IpAddr>),
+}
+
+impl RingPeers {
+    fn admit(&self, peer: Option<SocketAddr>) -> bool {
+        match self {
+            RingPeers::All => true,
+            RingPeers::Only(ips) => peer.is_some_and(|peer| ips.contains(&peer.ip())),
+        }
+    }
+}
+
+impl FromStr for RingPeers {
+    type Err = Error;
+
+    /// "all", "none", or a comma-separated list of IP addresses.
+    fn from_str(text: &str) -> Result<RingPeers> {
+        match text.trim() {
+            "all" => Ok(RingPeers::All),
+            "none" | "" => Ok(RingPeers::Only(Vec::new())),
+            list => list
+                .split(',')
+                .map(|ip| {
+                    ip.trim().parse().map_err(|_| {
+                        Error::InvalidArgument(format!(
+                            "ring peers: '{ip}' is not an IP address (use all, none or a list of addresses)"
+                        ))
+                    })
+                })
+                .collect::<Result<_>>()
+                .map(RingPeers::Only),
+        }
+    }
+}
+
 /// The medium a connection ended up on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Medium {
-    /// `RdmaStream`.
+    /// `RdmaStream`: RDMA WRITE into rings.
     Rdma,
+    /// `SendStream`: two-sided RDMA sends.
+    RdmaSends,
     /// `ShmStream`.
     Shm,
     /// `TcpByteStream`.
@@ -64,6 +116,7 @@ impl fmt::Display for Medium {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Medium::Rdma => "rdma",
+            Medium::RdmaSends => "rdma-sends",
             Medium::Shm => "shm",
             Medium::Tcp => "tcp",
         })
@@ -73,11 +126,15 @@ impl fmt::Display for Medium {
 /// A connection on whichever medium was chosen.
 pub type Stream = Box<dyn ByteStream + Send>;
 
-/// The shape of each medium's rings.
-#[derive(Debug, Clone, Copy)]
+/// The shape of each medium's buffers, and who gets which RDMA path.
+#[derive(Debug, Clone)]
 pub struct TransportOptions {
     /// The ring an RDMA peer writes into.
     pub rdma: StreamOptions,
+    /// The two-sided RDMA path.
+    pub sends: SendOptions,
+    /// A listener's ring peers (the others get the two-sided path).
+    pub ring_peers: RingPeers,
     /// The rings of a shared-memory region (set by the listener's side).
     pub shm: RingConfig,
 }
@@ -86,6 +143,8 @@ impl Default for TransportOptions {
     fn default() -> Self {
         TransportOptions {
             rdma: StreamOptions::default(),
+            sends: SendOptions::default(),
+            ring_peers: RingPeers::All,
             shm: RingConfig::new(256 * 1024, 32 * 1024, 0).expect("a valid ring shape"),
         }
     }
@@ -108,7 +167,14 @@ pub fn connect(
     timeout: Option<Duration>,
 ) -> Result<(Medium, Stream)> {
     match transport {
-        Transport::Rdma => Ok((Medium::Rdma, Box::new(RdmaStream::connect(addr, options.rdma, timeout)?))),
+        Transport::Rdma => match RdmaStream::connect(addr, options.rdma, timeout) {
+            Ok(stream) => Ok((Medium::Rdma, Box::new(stream))),
+            Err(Error::SendsOnly(_)) => {
+                log::debug!("{addr} grants two-sided sends only");
+                Ok((Medium::RdmaSends, Box::new(SendStream::connect(addr, options.sends, timeout)?)))
+            }
+            Err(err) => Err(err),
+        },
         Transport::Shm => {
             if !is_local(addr.ip()) {
                 return Err(Error::InvalidArgument(format!(
@@ -156,6 +222,8 @@ pub struct StreamListener {
     tcp: Option<TcpListener>,
     shm: Option<ShmListener>,
     rdma: Option<Listener>,
+    /// The receive slots of two-sided connections, made at the first one.
+    pool: Mutex<Option<Arc<ReceivePool>>>,
     options: TransportOptions,
 }
 
@@ -166,7 +234,9 @@ impl StreamListener {
     /// # Errors
     /// Whatever binding a medium reports.
     pub fn bind(addr: SocketAddr, transport: Transport, options: TransportOptions) -> Result<StreamListener> {
-        let mut listener = StreamListener { addr, tcp: None, shm: None, rdma: None, options };
+        let shm_rings = options.shm;
+        let mut listener =
+            StreamListener { addr, tcp: None, shm: None, rdma: None, pool: Mutex::new(None), options };
         if matches!(transport, Transport::Tcp | Transport::Auto) {
             let tcp = TcpListener::bind(addr).map_err(|source| Error::Os { op: "bind(tcp)", source })?;
             tcp.set_nonblocking(true).map_err(|source| Error::Os { op: "fcntl(tcp listener)", source })?;
@@ -186,7 +256,7 @@ impl StreamListener {
             }
         }
         if matches!(transport, Transport::Shm | Transport::Auto) {
-            let shm = ShmListener::bind(listener.addr, options.shm)?;
+            let shm = ShmListener::bind(listener.addr, shm_rings)?;
             listener.addr = shm.local_addr(); // the port it picked, when shm is alone on port 0
             listener.shm = Some(shm);
         }
@@ -236,8 +306,10 @@ impl StreamListener {
     /// its handshake by `deadline`.
     pub(crate) fn try_accept(&self, deadline: Deadline) -> Result<Option<(Medium, Stream)>> {
         if let Some(rdma) = &self.rdma {
-            if let Some(request) = rdma.try_request(PathKind::Rings, deadline)? {
-                return Ok(Some((Medium::Rdma, Box::new(RdmaStream::accept(request, self.options.rdma)?))));
+            while let Some(request) = rdma.try_request(deadline)? {
+                if let Some(accepted) = self.accept_rdma(request)? {
+                    return Ok(Some(accepted));
+                }
             }
         }
         if let Some(shm) = &self.shm {
@@ -253,5 +325,46 @@ impl StreamListener {
             }
         }
         Ok(None)
+    }
+
+    /// Completes an RDMA request on the path its peer may have; `None` when
+    /// the request was turned away.
+    fn accept_rdma(&self, request: Request) -> Result<Option<(Medium, Stream)>> {
+        match request.hello.kind {
+            PathKind::Rings if self.options.ring_peers.admit(request.peer_addr()) => {
+                Ok(Some((Medium::Rdma, Box::new(RdmaStream::accept(request, self.options.rdma)?))))
+            }
+            PathKind::Rings => {
+                log::debug!("{:?} is no ring peer: redirected to sends", request.peer_addr());
+                request.redirect(&Hello::sends(Default::default()));
+                Ok(None)
+            }
+            PathKind::Sends => {
+                let pool = self.receive_pool(&request)?;
+                Ok(Some((
+                    Medium::RdmaSends,
+                    Box::new(SendStream::accept(request, &pool, &self.options.sends)?),
+                )))
+            }
+            PathKind::Messages => {
+                log::warn!("refusing a message connection on a stream listener");
+                Ok(None)
+            }
+        }
+    }
+
+    /// The pool of two-sided receives, made on the first request's device.
+    fn receive_pool(&self, request: &Request) -> Result<Arc<ReceivePool>> {
+        let mut pool = self.pool.lock();
+        if pool.is_none() {
+            *pool = Some(Arc::new(ReceivePool::new(request.device_context(), &self.options.sends)?));
+        }
+        let pool = pool.as_ref().expect("made above");
+        if !pool.serves(request.device_context()) {
+            return Err(Error::InvalidArgument(
+                "two-sided connections on a second RDMA device of one listener are not supported".into(),
+            ));
+        }
+        Ok(Arc::clone(pool))
     }
 }

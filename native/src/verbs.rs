@@ -59,6 +59,11 @@ pub(crate) struct ProtectionDomain(NonNull<ibv_pd>);
 unsafe impl Send for ProtectionDomain {}
 unsafe impl Send for CompletionQueue {}
 unsafe impl Send for MemoryRegion {}
+// SAFETY: verbs calls on one domain or one SRQ from several threads are safe
+// (libibverbs serialises them); the wrappers hold no other state.
+unsafe impl Sync for ProtectionDomain {}
+unsafe impl Send for SharedReceiveQueue {}
+unsafe impl Sync for SharedReceiveQueue {}
 
 impl ProtectionDomain {
     /// # Safety
@@ -80,6 +85,46 @@ impl Drop for ProtectionDomain {
         let ret = unsafe { ibv_dealloc_pd(self.0.as_ptr()) };
         if ret != 0 {
             log::error!("ibv_dealloc_pd: errno {ret}; the domain leaks");
+        }
+    }
+}
+
+/// A shared receive queue (`ibv_create_srq`): receives that any queue pair
+/// created with it consumes.
+pub(crate) struct SharedReceiveQueue(NonNull<ibv_srq>);
+
+impl SharedReceiveQueue {
+    /// A queue of up to `entries` receives of one scatter entry each.
+    pub(crate) fn new(pd: &ProtectionDomain, entries: u32) -> Result<Self> {
+        // SAFETY: all-zero is a valid ibv_srq_init_attr.
+        let mut attr: ibv_srq_init_attr = unsafe { std::mem::zeroed() };
+        attr.attr.max_wr = entries;
+        attr.attr.max_sge = 1;
+        // SAFETY: the domain is live; attr is valid for the call.
+        let srq = unsafe { ibv_create_srq(pd.as_ptr(), &mut attr) };
+        NonNull::new(srq).map(SharedReceiveQueue).ok_or_else(|| Error::last_os("ibv_create_srq"))
+    }
+
+    pub(crate) fn as_ptr(&self) -> *mut ibv_srq {
+        self.0.as_ptr()
+    }
+
+    /// Posts one receive into `sge`, identified by `wr_id` in its completion.
+    pub(crate) fn post(&self, wr_id: u64, mut sge: ibv_sge) -> Result<()> {
+        let mut wr = ibv_recv_wr { wr_id, next: ptr::null_mut(), sg_list: &mut sge, num_sge: 1 };
+        let mut bad = ptr::null_mut();
+        // SAFETY: the queue is live; wr and sge are valid for the call, and the
+        // caller keeps the buffer registered until the receive completes.
+        check_errno("ibv_post_srq_recv", unsafe { ibv_post_srq_recv(self.0.as_ptr(), &mut wr, &mut bad) })
+    }
+}
+
+impl Drop for SharedReceiveQueue {
+    fn drop(&mut self) {
+        // SAFETY: no queue pair uses the SRQ any more.
+        let ret = unsafe { ibv_destroy_srq(self.0.as_ptr()) };
+        if ret != 0 {
+            log::error!("ibv_destroy_srq: errno {ret}; the queue leaks");
         }
     }
 }

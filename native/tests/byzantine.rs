@@ -20,7 +20,10 @@ use std::time::{Duration, Instant};
 
 use rdma_sys::*;
 use rdmanio::ring::{RingConfig, RingWriter, HEADER_LEN};
-use rdmanio::{ByteStream, Error, Listener, RdmaStream, ReadOutcome, StreamOptions};
+use rdmanio::{
+    connect, ByteStream, Error, Listener, Medium, RdmaStream, ReadOutcome, RingPeers, StreamListener,
+    StreamOptions, Transport, TransportOptions,
+};
 
 const TIMEOUT: Option<Duration> = Some(Duration::from_secs(30));
 const OPTIONS: StreamOptions = StreamOptions { ring_capacity: 16 * 1024, max_record: 4 * 1024 };
@@ -81,8 +84,25 @@ const PEER_RECEIVES: u32 = 16;
 // peer is built on one thread and then used by one at a time.
 unsafe impl Send for RawPeer {}
 
+/// The data path an attacker asks for in its hello.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Path {
+    /// One-sided: it grants a ring and gets one.
+    Rings,
+    /// Two-sided: it grants receive slots (`SLOT` bytes, 4 data and 3 control credits).
+    Sends,
+}
+
+/// Bytes of the attacker's receive slots on the two-sided path.
+const SLOT: usize = 1024;
+
 impl RawPeer {
-    fn connect(addr: SocketAddr) -> RawPeer {
+    fn connect(addr: SocketAddr, path: Path) -> RawPeer {
+        RawPeer::try_connect(addr, path).unwrap_or_else(|err| panic!("rdma_connect: {err}"))
+    }
+
+    /// Connects, or says why the listener refused.
+    fn try_connect(addr: SocketAddr, path: Path) -> Result<RawPeer, std::io::Error> {
         let host = CString::new(addr.ip().to_string()).unwrap();
         let port = CString::new(addr.port().to_string()).unwrap();
         // SAFETY (whole function): plain librdmacm/libibverbs calls on objects
@@ -124,20 +144,37 @@ impl RawPeer {
             let mut out_buf = vec![0u8; 64 * 1024].into_boxed_slice();
             let out = ibv_reg_mr((*id).pd, out_buf.as_mut_ptr().cast(), out_buf.len(), 0);
             assert!(!out.is_null(), "ibv_reg_mr");
-            for _ in 0..PEER_RECEIVES {
-                let mut wr =
-                    ibv_recv_wr { wr_id: 0, next: ptr::null_mut(), sg_list: ptr::null_mut(), num_sge: 0 };
+            // Receives into slots of its ring's memory (the two-sided path sends into them).
+            for slot in 0..PEER_RECEIVES as usize {
+                let mut sge = ibv_sge {
+                    addr: own_buf.as_ptr() as u64 + (slot * SLOT) as u64,
+                    length: SLOT as u32,
+                    lkey: (*own).lkey,
+                };
+                let mut wr = ibv_recv_wr { wr_id: 0, next: ptr::null_mut(), sg_list: &mut sge, num_sge: 1 };
                 let mut bad = ptr::null_mut();
                 assert_eq!(ibv_post_recv((*id).qp, &mut wr, &mut bad), 0, "ibv_post_recv");
             }
 
-            let mut hello = [0u8; 36];
+            // The hello of `endpoint.rs`: magic, version, path, ring grant, slot grant.
+            let mut hello = [0u8; 44];
             hello[0..4].copy_from_slice(b"rnio");
-            hello[4] = 1; // version
-            hello[5] = 2; // rings
-            hello[8..16].copy_from_slice(&(own_buf.as_ptr() as u64).to_le_bytes());
-            for (i, field) in [(*own).rkey, ring_len as u32, 4096, 7, PEER_RECEIVES].iter().enumerate() {
-                hello[16 + i * 4..20 + i * 4].copy_from_slice(&field.to_le_bytes());
+            hello[4] = 2;
+            match path {
+                Path::Rings => {
+                    hello[5] = 2;
+                    hello[8..16].copy_from_slice(&(own_buf.as_ptr() as u64).to_le_bytes());
+                    let fields = [(*own).rkey, ring_len as u32, 4096, 7, PEER_RECEIVES];
+                    for (i, field) in fields.iter().enumerate() {
+                        hello[16 + i * 4..20 + i * 4].copy_from_slice(&field.to_le_bytes());
+                    }
+                }
+                Path::Sends => {
+                    hello[5] = 3;
+                    hello[36..40].copy_from_slice(&(SLOT as u32).to_le_bytes());
+                    hello[40..42].copy_from_slice(&4u16.to_le_bytes());
+                    hello[42..44].copy_from_slice(&3u16.to_le_bytes());
+                }
             }
             let mut param: rdma_conn_param = std::mem::zeroed();
             param.private_data = hello.as_ptr().cast();
@@ -146,12 +183,19 @@ impl RawPeer {
             param.initiator_depth = 1;
             param.retry_count = 1;
             param.rnr_retry_count = 0;
-            assert_eq!(rdma_connect(id, &mut param), 0, "rdma_connect: {}", std::io::Error::last_os_error());
+            if rdma_connect(id, &mut param) != 0 {
+                let err = std::io::Error::last_os_error();
+                ibv_dereg_mr(own);
+                ibv_dereg_mr(out);
+                rdma_destroy_ep(id);
+                return Err(err);
+            }
             let event = (*id).event;
             assert!(!event.is_null(), "no established event");
             let conn = (*event).param.conn;
-            assert!(conn.private_data_len as usize >= 36, "the accept carries no grant");
-            let reply = std::slice::from_raw_parts(conn.private_data.cast::<u8>(), 36);
+            assert!(conn.private_data_len as usize >= 44, "the accept carries no grant");
+            let reply = std::slice::from_raw_parts(conn.private_data.cast::<u8>(), 44);
+            assert_eq!(reply[5], hello[5], "the listener answered on another path");
             let u32_at = |at: usize| u32::from_le_bytes(reply[at..at + 4].try_into().unwrap());
             let victim = Grant {
                 addr: u64::from_le_bytes(reply[8..16].try_into().unwrap()),
@@ -160,7 +204,7 @@ impl RawPeer {
                 max_payload: u32_at(24),
                 seed: u32_at(28),
             };
-            RawPeer { id, own, _own_buf: own_buf, out, out_buf, victim }
+            Ok(RawPeer { id, own, _own_buf: own_buf, out, out_buf, victim })
         }
     }
 
@@ -194,21 +238,48 @@ impl RawPeer {
             };
             wr.send_flags = ibv_send_flags::IBV_SEND_SIGNALED.0;
             wr.wr.rdma = rdma_t { remote_addr, rkey };
-            let mut bad = ptr::null_mut();
-            if ibv_post_send((*self.id).qp, &mut wr, &mut bad) != 0 {
-                // The queue pair already left RTS: as good as refused.
-                return ibv_wc_status::IBV_WC_WR_FLUSH_ERR;
+            self.post_and_wait(&mut wr)
+        }
+    }
+
+    /// SENDs `bytes` as one message and returns the completion's status.
+    fn send(&mut self, bytes: &[u8]) -> ibv_wc_status::Type {
+        self.out_buf[..bytes.len()].copy_from_slice(bytes);
+        // SAFETY: as in `write_to`.
+        unsafe {
+            let mut sge = ibv_sge {
+                addr: self.out_buf.as_ptr() as u64,
+                length: bytes.len() as u32,
+                lkey: (*self.out).lkey,
+            };
+            let mut wr: ibv_send_wr = std::mem::zeroed();
+            wr.sg_list = &mut sge;
+            wr.num_sge = 1;
+            wr.opcode = ibv_wr_opcode::IBV_WR_SEND;
+            wr.send_flags = ibv_send_flags::IBV_SEND_SIGNALED.0;
+            self.post_and_wait(&mut wr)
+        }
+    }
+
+    /// Posts `wr` and waits for its completion.
+    ///
+    /// # Safety
+    /// `wr` and its scatter list must be valid, in registered memory.
+    unsafe fn post_and_wait(&mut self, wr: &mut ibv_send_wr) -> ibv_wc_status::Type {
+        let mut bad = ptr::null_mut();
+        if ibv_post_send((*self.id).qp, wr, &mut bad) != 0 {
+            // The queue pair already left RTS: as good as refused.
+            return ibv_wc_status::IBV_WC_WR_FLUSH_ERR;
+        }
+        let mut wc: ibv_wc = std::mem::zeroed();
+        let started = Instant::now();
+        loop {
+            match ibv_poll_cq((*self.id).send_cq, 1, &mut wc) {
+                1 => return wc.status,
+                0 => assert!(started.elapsed() < Duration::from_secs(30), "no completion"),
+                n => panic!("ibv_poll_cq: {n}"),
             }
-            let mut wc: ibv_wc = std::mem::zeroed();
-            let started = Instant::now();
-            loop {
-                match ibv_poll_cq((*self.id).send_cq, 1, &mut wc) {
-                    1 => return wc.status,
-                    0 => assert!(started.elapsed() < Duration::from_secs(30), "no completion for the write"),
-                    n => panic!("ibv_poll_cq: {n}"),
-                }
-                thread::sleep(Duration::from_micros(100));
-            }
+            thread::sleep(Duration::from_micros(100));
         }
     }
 
@@ -239,7 +310,7 @@ fn status_text(status: ibv_wc_status::Type) -> String {
 /// The attacker connected to a fresh stream accepted by `listener`: (attacker, victim).
 fn attack(listener: &Listener) -> (RawPeer, RdmaStream) {
     let addr = listener.local_addr();
-    let attacker = thread::spawn(move || RawPeer::connect(addr));
+    let attacker = thread::spawn(move || RawPeer::connect(addr, Path::Rings));
     let victim = listener.accept_stream(OPTIONS, TIMEOUT).expect("accept");
     (attacker.join().expect("attacker thread"), victim)
 }
@@ -433,4 +504,115 @@ fn an_rkey_of_an_earlier_connection_opens_nothing() {
     read_until_torn_down(&mut second_victim).ok();
     drop(second_victim);
     assert_honest_connection_works(&listener);
+}
+
+/// A two-sided message as `send_stream.rs` frames it: kind (1 data, 2 credit
+/// update, 3 end), data and control messages consumed, zero; then the bytes.
+fn message(kind: u32, data_consumed: u32, payload: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(16 + payload.len());
+    for word in [kind, data_consumed, 0, 0] {
+        bytes.extend_from_slice(&word.to_le_bytes());
+    }
+    bytes.extend_from_slice(payload);
+    bytes
+}
+
+/// The ways a two-sided client can break the protocol, and the rule the listener names.
+#[derive(Debug, Clone, Copy)]
+enum BadMessage {
+    /// More data messages than its credits allow (it never waits for a credit update).
+    BeyondCredits,
+    /// A kind that does not exist.
+    UnknownKind,
+    /// A credit update that carries bytes.
+    ControlWithBytes,
+    /// A claim to have consumed messages the listener never sent.
+    ImpossibleCredit,
+    /// Fewer bytes than a header.
+    Short,
+}
+
+impl BadMessage {
+    const ALL: [BadMessage; 5] = [
+        BadMessage::BeyondCredits,
+        BadMessage::UnknownKind,
+        BadMessage::ControlWithBytes,
+        BadMessage::ImpossibleCredit,
+        BadMessage::Short,
+    ];
+
+    /// What the attacker sends after one genuine message, and the rule broken.
+    fn messages(self) -> (Vec<Vec<u8>>, &'static str) {
+        match self {
+            // 4 data credits: the genuine message and three more fit, the fifth does not.
+            BadMessage::BeyondCredits => (vec![message(1, 0, b"more"); 4], "beyond the granted credits"),
+            BadMessage::UnknownKind => (vec![message(9, 0, b"")], "unknown kind"),
+            BadMessage::ControlWithBytes => (vec![message(2, 0, b"bytes")], "control message with bytes"),
+            BadMessage::ImpossibleCredit => (vec![message(1, 5, b"x")], "consumed 5 data"),
+            BadMessage::Short => (vec![vec![1, 0, 0, 0, 0, 0, 0, 0]], "shorter than a header"),
+        }
+    }
+}
+
+#[test]
+fn a_client_gets_no_rkey_and_one_that_breaks_the_two_sided_protocol_is_cut_off() {
+    if no_device_here() {
+        return;
+    }
+    // A listener whose ring peers are nobody: every client is two-sided.
+    let options = TransportOptions { ring_peers: RingPeers::Only(Vec::new()), ..Default::default() };
+    let listener =
+        StreamListener::bind(SocketAddr::new(test_addr().unwrap(), 0), Transport::Rdma, options.clone())
+            .expect("bind");
+    let addr = listener.local_addr();
+    for bad in BadMessage::ALL {
+        let attacker = thread::spawn(move || {
+            let refused = RawPeer::try_connect(addr, Path::Rings);
+            assert!(refused.is_err(), "{bad:?}: a client was granted a ring");
+            RawPeer::connect(addr, Path::Sends)
+        });
+        let (medium, mut victim) = listener.accept(TIMEOUT).expect("accept");
+        let mut attacker = attacker.join().expect("attacker thread");
+        assert_eq!(medium, Medium::RdmaSends);
+        assert_eq!(attacker.victim.rkey, 0, "{bad:?}: the two-sided accept carried an rkey");
+
+        assert_eq!(attacker.send(&message(1, 0, b"genuine")), ibv_wc_status::IBV_WC_SUCCESS);
+        let mut buf = [0u8; 64];
+        victim.read_exact(&mut buf[..7], TIMEOUT).expect("the genuine message");
+        assert_eq!(&buf[..7], b"genuine");
+        let (messages, rule) = bad.messages();
+        for bytes in &messages {
+            assert_eq!(attacker.send(bytes), ibv_wc_status::IBV_WC_SUCCESS, "{bad:?}: the send itself lands");
+        }
+        let started = Instant::now();
+        let err = loop {
+            match victim.try_read(&mut buf) {
+                Ok(ReadOutcome::EndOfStream) => panic!("{bad:?}: end of stream instead of an error"),
+                Ok(_) if started.elapsed() < Duration::from_secs(30) => {
+                    thread::sleep(Duration::from_millis(1))
+                }
+                Ok(outcome) => panic!("{bad:?}: still {outcome:?} after 30 s"),
+                Err(err) => break err,
+            }
+        };
+        let text = err.to_string();
+        assert!(matches!(err, Error::Violation(_)), "{bad:?}: {text}");
+        assert!(text.contains(rule), "{bad:?}: {text}");
+        eprintln!("{bad:?}: {text}");
+        let after = attacker.send(&message(1, 0, b"after"));
+        assert_ne!(after, ibv_wc_status::IBV_WC_SUCCESS, "{bad:?}: a send after the violation landed");
+        drop(victim);
+        drop(attacker);
+
+        // An honest client of the same listener is served as before.
+        let honest_options = options.clone();
+        let client = thread::spawn(move || connect(addr, Transport::Rdma, &honest_options, TIMEOUT));
+        let (_, mut server) = listener.accept(TIMEOUT).expect("honest accept");
+        let (medium, mut client) = client.join().expect("client thread").expect("honest connect");
+        assert_eq!(medium, Medium::RdmaSends);
+        client.write_all(b"still fine", TIMEOUT).expect("honest write");
+        let mut got = [0u8; 10];
+        server.read_exact(&mut got, TIMEOUT).expect("honest read");
+        assert_eq!(&got, b"still fine");
+    }
 }

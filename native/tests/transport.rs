@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::thread;
 use std::time::Duration;
 
-use rdmanio::{connect, Error, Medium, StreamListener, Transport, TransportOptions};
+use rdmanio::{connect, Error, Medium, RingPeers, StreamListener, Transport, TransportOptions};
 
 const TIMEOUT: Option<Duration> = Some(Duration::from_secs(20));
 
@@ -47,6 +47,16 @@ fn transports_are_named_as_in_the_configuration() {
     assert_eq!("auto".parse::<Transport>().unwrap(), Transport::Auto);
     let err = "udp".parse::<Transport>().unwrap_err();
     assert_eq!(err.to_string(), "invalid argument: unknown transport 'udp': use rdma, shm, tcp or auto");
+}
+
+#[test]
+fn ring_peers_are_all_none_or_a_list_of_addresses() {
+    assert_eq!("all".parse::<RingPeers>().unwrap(), RingPeers::All);
+    assert_eq!("none".parse::<RingPeers>().unwrap(), RingPeers::Only(vec![]));
+    let replicas: RingPeers = "192.0.2.1, 192.0.2.2".parse().unwrap();
+    assert_eq!(replicas, RingPeers::Only(vec![[192, 0, 2, 1].into(), [192, 0, 2, 2].into()]));
+    let err = "192.0.2.1,replica-2".parse::<RingPeers>().unwrap_err().to_string();
+    assert!(err.contains("'replica-2' is not an IP address"), "{err}");
 }
 
 #[test]

@@ -1,0 +1,819 @@
+//! The two-sided RDMA medium: a byte stream of SEND messages into the peer's
+//! receive slots, for peers that must get no rkey (clients of a replica; see
+//! `docs/threat-model.md`). Nothing of either side's memory is remotely
+//! accessible: the queue pairs carry SEND/RECV only.
+//!
+//! - Messages: each fills at most one receive slot of the peer, a 16-byte
+//!   header and up to `slot_len - 16` stream bytes (small ones go inline).
+//! - Receive memory: a listener's connections all receive from one shared
+//!   receive queue (`ReceivePool`), so what a connection costs the listener is
+//!   the few slots it is granted, not buffers of its own. A connecting side
+//!   posts its own few slots.
+//! - Credits (a sender never causes a receiver-not-ready retry): a receiver
+//!   grants `data_credits` slots for data and `control_credits` for control
+//!   messages (credit updates and the end). A data slot stays held until the
+//!   reader has taken its last byte; a control slot is reposted at once. Every
+//!   header carries how many data and control messages its sender has consumed
+//!   so far (piggybacked credit). A reader that consumed half its data grant
+//!   without saying so sends a credit update. Two control credits suffice for
+//!   updates: each reports at least half a grant of new consumption, and
+//!   between two reports of the peer there is at most one grant of it. A third
+//!   (and one staged send) stays reserved for the end, so a half close never
+//!   waits, as TCP's FIN does not.
+//! - Checks: a message shorter than a header, of an unknown kind, beyond its
+//!   grant, or with consumption counts that go back or past what was sent is
+//!   a protocol violation that ends the connection.
+
+use std::collections::VecDeque;
+use std::mem;
+use std::net::SocketAddr;
+use std::ptr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rdma_sys::*;
+
+use crate::endpoint::{DataPath, Endpoint, Hello, PathKind, QpShape, Request, SharedReceives, SlotGrant};
+use crate::error::{check_errno, Error, Result};
+use crate::ring::Violation;
+use crate::stream::{ops, ByteStream, Interest, ReadOutcome, WaitSource};
+use crate::sys::Deadline;
+use crate::verbs::{self, MemoryRegion, ProtectionDomain, SharedReceiveQueue};
+
+/// Bytes of a message header: kind, data consumed, control consumed, zero.
+const HEADER_LEN: usize = 16;
+const KIND_DATA: u32 = 1;
+const KIND_CONTROL: u32 = 2;
+/// The writer's last message (a half close): empty, a control message.
+const KIND_END: u32 = 3;
+/// The slot of an end arrival, which holds none.
+const NO_SLOT: u32 = u32::MAX;
+/// The most sends a peer's credits may allow (see `check_grant`): a connecting
+/// side's send queue depth, before it knows the listener's grant.
+const SEND_DEPTH: u32 = 16;
+/// At most every this many sends one is signaled (control and end messages always).
+const SIGNAL_EVERY: u32 = 4;
+const INLINE: u32 = 256;
+/// A reader that finds nothing looks for a disconnect once in this many times.
+const DISCONNECT_CHECK_EVERY: u32 = 64;
+/// How long a closing stream waits for its last sends to land.
+const LINGER: Duration = Duration::from_secs(2);
+const WR_SEND: u64 = 1 << 63;
+
+/// The shape of the two-sided path.
+#[derive(Debug, Clone, Copy)]
+pub struct SendOptions {
+    /// Bytes of one receive slot (header included).
+    pub slot_len: usize,
+    /// Slots a peer may hold with data.
+    pub data_credits: u16,
+    /// Slots a peer may use for control messages (at least 3: see the module doc).
+    pub control_credits: u16,
+    /// Slots of a listener's shared receive queue: the credits of all its
+    /// two-sided connections together never exceed it.
+    pub pool_slots: usize,
+}
+
+impl Default for SendOptions {
+    /// 2 KiB slots, 4 + 3 credits: 14 KiB of the listener's pool per
+    /// connection; a pool of 7168 slots (14 MiB) holds 1024 connections.
+    fn default() -> Self {
+        SendOptions { slot_len: 2048, data_credits: 4, control_credits: 3, pool_slots: 7168 }
+    }
+}
+
+impl SendOptions {
+    fn grant(&self) -> SlotGrant {
+        SlotGrant {
+            slot_len: self.slot_len as u32,
+            data_credits: self.data_credits,
+            control_credits: self.control_credits,
+        }
+    }
+
+    fn slots_per_connection(&self) -> usize {
+        usize::from(self.data_credits) + usize::from(self.control_credits)
+    }
+
+    fn check(&self) -> Result<()> {
+        check_grant(&self.grant()).map_err(|why| Error::InvalidArgument(format!("send options: {why}")))?;
+        if self.pool_slots < self.slots_per_connection() {
+            return Err(Error::InvalidArgument(format!(
+                "send options: a pool of {} slots holds no connection",
+                self.pool_slots
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The bounds any grant must keep, ours or a peer's.
+fn check_grant(grant: &SlotGrant) -> std::result::Result<(), String> {
+    if !(64..=1 << 20).contains(&grant.slot_len) {
+        return Err(format!("slot of {} bytes outside 64..=1048576", grant.slot_len));
+    }
+    let (data, control) = (u32::from(grant.data_credits), u32::from(grant.control_credits));
+    if data == 0 || !(3..=8).contains(&control) || data + control > SEND_DEPTH {
+        return Err(format!(
+            "{data} data and {control} control credits: at least 1 and 3..=8, at most {SEND_DEPTH} together"
+        ));
+    }
+    Ok(())
+}
+
+/// A listener's receive slots for all its two-sided connections: one shared
+/// receive queue over one registered region, and the domain they all share.
+pub(crate) struct ReceivePool {
+    // Drop order: the SRQ, then its memory, then the domain.
+    srq: SharedReceiveQueue,
+    slots: MemoryRegion,
+    pd: Arc<ProtectionDomain>,
+    /// Where the slots start, for reads that need no `&mut` of the region.
+    base: *const u8,
+    lkey: u32,
+    slot_len: usize,
+    context: *mut ibv_context,
+    /// Slots not promised to any connection.
+    unreserved: Mutex<usize>,
+}
+
+// SAFETY: the SRQ and domain are thread-safe verbs objects; a slot's bytes are
+// read only by the stream whose completion named it, between that completion
+// and the slot's repost, so no two threads touch one slot.
+unsafe impl Send for ReceivePool {}
+unsafe impl Sync for ReceivePool {}
+
+impl ReceivePool {
+    /// Registers `options.pool_slots` slots on the device of `context` and posts them all.
+    pub(crate) fn new(context: *mut ibv_context, options: &SendOptions) -> Result<ReceivePool> {
+        options.check()?;
+        // SAFETY: context is a live device context (a listener's request's).
+        let pd = Arc::new(unsafe { ProtectionDomain::new(context)? });
+        let mut slots = MemoryRegion::new(
+            &pd,
+            options.pool_slots * options.slot_len,
+            ibv_access_flags::IBV_ACCESS_LOCAL_WRITE,
+        )?;
+        let srq = SharedReceiveQueue::new(&pd, options.pool_slots as u32)?;
+        let pool = ReceivePool {
+            base: slots.bytes_mut().as_ptr(),
+            lkey: slots.lkey(),
+            srq,
+            slots,
+            pd,
+            slot_len: options.slot_len,
+            context,
+            unreserved: Mutex::new(options.pool_slots),
+        };
+        for slot in 0..options.pool_slots {
+            pool.repost(slot as u32)?;
+        }
+        log::debug!("receive pool: {} slots of {} bytes", options.pool_slots, options.slot_len);
+        Ok(pool)
+    }
+
+    /// Whether connections from `context`'s device can use this pool.
+    pub(crate) fn serves(&self, context: *mut ibv_context) -> bool {
+        self.context == context
+    }
+
+    fn repost(&self, slot: u32) -> Result<()> {
+        let addr = self.base as u64 + u64::from(slot) * self.slot_len as u64;
+        self.srq.post(u64::from(slot), ibv_sge { addr, length: self.slot_len as u32, lkey: self.lkey })
+    }
+
+    /// Promises `count` slots to a connection, or refuses when the pool is spent.
+    fn reserve(&self, count: usize) -> Result<()> {
+        let mut unreserved = self.unreserved.lock();
+        if *unreserved < count {
+            return Err(Error::InvalidArgument(format!(
+                "the listener's receive pool is spent ({} slots of {} promised): raise pool_slots",
+                self.slots.bytes().len() / self.slot_len - *unreserved,
+                self.slots.bytes().len() / self.slot_len
+            )));
+        }
+        *unreserved -= count;
+        Ok(())
+    }
+
+    fn release(&self, count: usize) {
+        *self.unreserved.lock() += count;
+    }
+}
+
+/// Where a stream's receives come from.
+enum Receives {
+    /// Slots of its own, posted to its own queue pair (a connecting side).
+    Own(MemoryRegion),
+    /// A listener's pool, with the slots it was promised.
+    Shared { pool: Arc<ReceivePool>, reserved: usize },
+}
+
+/// A message that arrived and is not fully read yet.
+#[derive(Debug, Clone, Copy)]
+struct Arrival {
+    slot: u32,
+    /// Stream bytes in it (0 for the end).
+    len: u32,
+    end: bool,
+}
+
+/// A byte stream to one peer over SEND/RECV.
+pub struct SendStream {
+    // Memory before the endpoint: deregistered before its domain goes.
+    receives: Receives,
+    /// Staging of sends, one slot per send the peer's credits allow (made
+    /// when its grant is known).
+    outgoing: Option<MemoryRegion>,
+    endpoint: Endpoint,
+    own: SlotGrant,
+    peer: SlotGrant,
+    // Sending.
+    data_sent: u32,
+    control_sent: u32,
+    /// What the peer last said it consumed of ours.
+    peer_data_consumed: u32,
+    peer_control_consumed: u32,
+    next_outgoing: u32,
+    /// Staged slots in `outgoing`: as many as the peer's credits. A slot is
+    /// reused only once its send retired, so sends outstanding stay below this.
+    send_slots: u32,
+    /// Every this many sends one is signaled (see `accept_peer_grant`).
+    signal_every: u32,
+    sq_outstanding: u32,
+    unsignaled: u32,
+    // Receiving.
+    arrivals: VecDeque<Arrival>,
+    /// Bytes of the front arrival already read.
+    front_read: usize,
+    data_received: u32,
+    control_received: u32,
+    data_consumed: u32,
+    control_consumed: u32,
+    /// The consumption counts our last message carried.
+    reported_data: u32,
+    reported_control: u32,
+    ended: bool,
+    output_shut: bool,
+    end_pending: bool,
+    busy_poll: Duration,
+    empty_looks: u32,
+}
+
+/// The queue pair of a stream: `sends` the peer's credits allow; receives of
+/// its own (none when they come from a pool).
+fn shape(sends: u32, own_receives: u32) -> QpShape {
+    QpShape { send_depth: sends, recv_depth: own_receives, max_inline: INLINE }
+}
+
+impl SendStream {
+    /// Connects to a listener at `addr` over the two-sided path.
+    pub fn connect(addr: SocketAddr, options: SendOptions, timeout: Option<Duration>) -> Result<SendStream> {
+        options.check()?;
+        let own = options.grant();
+        let own_receives = options.slots_per_connection() as u32;
+        let endpoint = Endpoint::resolve(addr, shape(SEND_DEPTH, own_receives), timeout)?;
+        let slots = MemoryRegion::new(
+            &endpoint.pd,
+            options.slots_per_connection() * options.slot_len,
+            ibv_access_flags::IBV_ACCESS_LOCAL_WRITE,
+        )?;
+        let mut stream = SendStream::build(endpoint, Receives::Own(slots), own)?;
+        for slot in 0..options.slots_per_connection() as u32 {
+            stream.repost(slot)?;
+        }
+        let reply = stream.endpoint.connect(&Hello::sends(own))?;
+        if reply.kind != PathKind::Sends {
+            return Err(Error::InvalidArgument(format!(
+                "{addr} answered with a {:?} connection",
+                reply.kind
+            )));
+        }
+        stream.accept_peer_grant(reply.slots)?;
+        Ok(stream)
+    }
+
+    /// Accepts a two-sided request, its receives from `pool`. A pool that is
+    /// spent refuses the connection (the request is dropped).
+    pub(crate) fn accept(
+        request: Request,
+        pool: &Arc<ReceivePool>,
+        options: &SendOptions,
+    ) -> Result<SendStream> {
+        let own = SlotGrant { slot_len: pool.slot_len as u32, ..options.grant() };
+        let peer = request.hello.slots;
+        check_grant(&peer).map_err(|why| Error::InvalidArgument(format!("peer's slot grant: {why}")))?;
+        let reserved = options.slots_per_connection();
+        pool.reserve(reserved)?;
+        // From here the reservation goes back when `receives` drops.
+        let receives = Receives::Shared { pool: Arc::clone(pool), reserved };
+        let shared = SharedReceives { pd: &pool.pd, srq: &pool.srq };
+        let sends = u32::from(peer.data_credits) + u32::from(peer.control_credits);
+        let (endpoint, _) = Endpoint::from_request(request, shape(sends, 0), Some(shared))?;
+        let mut stream = SendStream::build(endpoint, receives, own)?;
+        stream.accept_peer_grant(peer)?;
+        stream.endpoint.accept(&Hello::sends(own))?;
+        Ok(stream)
+    }
+
+    fn build(endpoint: Endpoint, receives: Receives, own: SlotGrant) -> Result<SendStream> {
+        Ok(SendStream {
+            receives,
+            outgoing: None,
+            endpoint,
+            own,
+            peer: SlotGrant::default(),
+            data_sent: 0,
+            control_sent: 0,
+            peer_data_consumed: 0,
+            peer_control_consumed: 0,
+            next_outgoing: 0,
+            send_slots: 0,
+            signal_every: 1,
+            sq_outstanding: 0,
+            unsignaled: 0,
+            arrivals: VecDeque::with_capacity(usize::from(own.data_credits)),
+            front_read: 0,
+            data_received: 0,
+            control_received: 0,
+            data_consumed: 0,
+            control_consumed: 0,
+            reported_data: 0,
+            reported_control: 0,
+            ended: false,
+            output_shut: false,
+            end_pending: false,
+            busy_poll: Duration::ZERO,
+            empty_looks: 0,
+        })
+    }
+
+    /// Checks the peer's grant and stages one outgoing slot per send it allows.
+    fn accept_peer_grant(&mut self, peer: SlotGrant) -> Result<()> {
+        check_grant(&peer).map_err(|why| Error::InvalidArgument(format!("peer's slot grant: {why}")))?;
+        self.peer = peer;
+        self.send_slots = u32::from(peer.data_credits) + u32::from(peer.control_credits);
+        // Unsignaled sends retire only with a later signaled one: fewer of them
+        // than slots, or a writer could wait on slots that never retire.
+        self.signal_every = (self.send_slots / 2).clamp(1, SIGNAL_EVERY);
+        let len = self.send_slots as usize * peer.slot_len as usize;
+        self.outgoing = Some(MemoryRegion::new(&self.endpoint.pd, len, ibv_access_flags(0))?);
+        Ok(())
+    }
+
+    /// The RDMA device that carries the stream, e.g. "rxe0".
+    pub fn device_name(&self) -> String {
+        self.endpoint.device_name()
+    }
+
+    /// See `Connection::set_busy_poll`.
+    pub fn set_busy_poll(&mut self, busy_poll: Duration) {
+        self.busy_poll = busy_poll;
+    }
+
+    fn own_slot_len(&self) -> usize {
+        self.own.slot_len as usize
+    }
+
+    /// The bytes of receive slot `slot` (valid from its completion to its repost).
+    fn slot(&self, slot: u32) -> &[u8] {
+        let len = self.own_slot_len();
+        let at = slot as usize * len;
+        match &self.receives {
+            Receives::Own(region) => &region.bytes()[at..at + len],
+            // SAFETY: the slot is in the pool's region, and ours until reposted (see ReceivePool).
+            Receives::Shared { pool, .. } => unsafe { std::slice::from_raw_parts(pool.base.add(at), len) },
+        }
+    }
+
+    fn repost(&mut self, slot: u32) -> Result<()> {
+        match &mut self.receives {
+            Receives::Own(region) => {
+                let len = self.own.slot_len as usize;
+                let mut sge = region.sge(slot as usize * len, len);
+                let mut wr = ibv_recv_wr {
+                    wr_id: u64::from(slot),
+                    next: ptr::null_mut(),
+                    sg_list: &mut sge,
+                    num_sge: 1,
+                };
+                let mut bad = ptr::null_mut();
+                // SAFETY: the QP is live; the slot stays registered and untouched until its completion.
+                check_errno("ibv_post_recv", unsafe { ibv_post_recv(self.endpoint.qp(), &mut wr, &mut bad) })
+            }
+            Receives::Shared { pool, .. } => pool.repost(slot),
+        }
+    }
+
+    /// A control credit and a staged slot kept for the end until it is sent.
+    fn end_reserve(&self) -> u32 {
+        u32::from(!self.output_shut || self.end_pending)
+    }
+
+    /// Room for a message with `kept` control credits and staged slots left over.
+    fn can_send(&self, control: bool, kept: u32) -> bool {
+        let credit = if control {
+            self.control_sent.wrapping_sub(self.peer_control_consumed) + kept
+                < u32::from(self.peer.control_credits)
+        } else {
+            self.data_sent.wrapping_sub(self.peer_data_consumed) < u32::from(self.peer.data_credits)
+        };
+        credit && self.sq_outstanding + kept < self.send_slots
+    }
+
+    fn writable(&self) -> bool {
+        self.can_send(false, self.end_reserve())
+    }
+
+    /// Sends one message of `kind` with `payload`; the caller checked its credit.
+    fn send(&mut self, kind: u32, payload: &[u8], signaled: bool) -> Result<()> {
+        let mut header = [0u8; HEADER_LEN];
+        header[0..4].copy_from_slice(&kind.to_le_bytes());
+        header[4..8].copy_from_slice(&self.data_consumed.to_le_bytes());
+        header[8..12].copy_from_slice(&self.control_consumed.to_le_bytes());
+        let len = HEADER_LEN + payload.len();
+        let outgoing =
+            self.outgoing.as_mut().ok_or(Error::Closed("a send before the connection was set up"))?;
+        let at = (self.next_outgoing % self.send_slots) as usize * self.peer.slot_len as usize;
+        self.next_outgoing = self.next_outgoing.wrapping_add(1);
+        let staged = &mut outgoing.bytes_mut()[at..at + len];
+        staged[..HEADER_LEN].copy_from_slice(&header);
+        staged[HEADER_LEN..].copy_from_slice(payload);
+        let mut sge = outgoing.sge(at, len);
+        self.unsignaled += 1;
+        let signaled = signaled || self.unsignaled >= self.signal_every;
+        let retires = if signaled { mem::take(&mut self.unsignaled) } else { 0 };
+        // SAFETY: all-zero is a valid ibv_send_wr.
+        let mut wr: ibv_send_wr = unsafe { mem::zeroed() };
+        wr.wr_id = WR_SEND | u64::from(retires);
+        wr.sg_list = &mut sge;
+        wr.num_sge = 1;
+        wr.opcode = ibv_wr_opcode::IBV_WR_SEND;
+        if signaled {
+            wr.send_flags |= ibv_send_flags::IBV_SEND_SIGNALED.0;
+        }
+        if len as u32 <= self.endpoint.max_inline {
+            wr.send_flags |= ibv_send_flags::IBV_SEND_INLINE.0;
+        }
+        let mut bad = ptr::null_mut();
+        // SAFETY: the QP is live; the staged slot is not reused before this send
+        // retires (there are as many slots as sends the peer's credits allow).
+        check_errno("ibv_post_send", unsafe { ibv_post_send(self.endpoint.qp(), &mut wr, &mut bad) })?;
+        self.sq_outstanding += 1;
+        self.reported_data = self.data_consumed;
+        self.reported_control = self.control_consumed;
+        match kind {
+            KIND_DATA => self.data_sent = self.data_sent.wrapping_add(1),
+            _ => self.control_sent = self.control_sent.wrapping_add(1),
+        }
+        Ok(())
+    }
+
+    /// Tells the peer what we consumed when half our data grant went unreported.
+    fn send_control_if_due(&mut self) -> Result<()> {
+        let unreported = self.data_consumed.wrapping_sub(self.reported_data);
+        let due = unreported >= u32::from(self.own.data_credits).div_ceil(2);
+        if due && self.can_send(true, self.end_reserve()) && !self.endpoint.peer_closed {
+            self.send(KIND_CONTROL, &[], true)?;
+        }
+        Ok(())
+    }
+
+    /// Sends the end message, on the credit kept for it (see `shutdown_output`).
+    fn flush_end(&mut self) -> Result<()> {
+        if self.end_pending && self.can_send(true, 0) && !self.endpoint.peer_closed {
+            self.send(KIND_END, &[], true)?;
+            self.end_pending = false;
+        }
+        Ok(())
+    }
+
+    /// Takes the peer's consumption counts from a header, if they are possible.
+    fn take_reports(&mut self, data: u32, control: u32) -> Result<()> {
+        let moves = |reported: u32, previous: u32, sent: u32| {
+            reported.wrapping_sub(previous) <= sent.wrapping_sub(previous)
+        };
+        if !moves(data, self.peer_data_consumed, self.data_sent)
+            || !moves(control, self.peer_control_consumed, self.control_sent)
+        {
+            return Err(Violation::Consumed {
+                data,
+                control,
+                data_sent: self.data_sent,
+                control_sent: self.control_sent,
+            }
+            .into());
+        }
+        self.peer_data_consumed = data;
+        self.peer_control_consumed = control;
+        Ok(())
+    }
+
+    /// Handles a message that arrived in `slot` with `byte_len` bytes.
+    fn arrived(&mut self, slot: u32, byte_len: usize) -> Result<()> {
+        if byte_len < HEADER_LEN {
+            return Err(Violation::Message { what: "shorter than a header" }.into());
+        }
+        let mut header = [0u8; HEADER_LEN];
+        header.copy_from_slice(&self.slot(slot)[..HEADER_LEN]);
+        let word = |at: usize| u32::from_le_bytes(header[at..at + 4].try_into().unwrap());
+        let (kind, payload) = (word(0), byte_len - HEADER_LEN);
+        self.take_reports(word(4), word(8))?;
+        match kind {
+            KIND_DATA => {
+                if payload == 0 || self.ended_received() {
+                    return Err(Violation::Message { what: "data without bytes, or after the end" }.into());
+                }
+                if self.data_received.wrapping_sub(self.reported_data) >= u32::from(self.own.data_credits) {
+                    return Err(Violation::Message { what: "data beyond the granted credits" }.into());
+                }
+                self.data_received = self.data_received.wrapping_add(1);
+                self.arrivals.push_back(Arrival { slot, len: payload as u32, end: false });
+            }
+            KIND_CONTROL | KIND_END => {
+                if payload != 0 || (kind == KIND_END && self.ended_received()) {
+                    return Err(
+                        Violation::Message { what: "a control message with bytes, or a second end" }.into()
+                    );
+                }
+                if self.control_received.wrapping_sub(self.reported_control)
+                    >= u32::from(self.own.control_credits)
+                {
+                    return Err(
+                        Violation::Message { what: "control messages beyond the granted credits" }.into()
+                    );
+                }
+                self.control_received = self.control_received.wrapping_add(1);
+                self.control_consumed = self.control_consumed.wrapping_add(1);
+                self.repost(slot)?;
+                if kind == KIND_END {
+                    self.arrivals.push_back(Arrival { slot: NO_SLOT, len: 0, end: true });
+                }
+            }
+            _ => return Err(Violation::Message { what: "an unknown kind" }.into()),
+        }
+        Ok(())
+    }
+
+    fn ended_received(&self) -> bool {
+        self.arrivals.back().is_some_and(|arrival| arrival.end) || self.ended
+    }
+
+    /// Hands the front arrival's slot back once it is read.
+    fn consume_front(&mut self) -> Result<()> {
+        let arrival = self.arrivals.pop_front().expect("an arrival to consume");
+        self.front_read = 0;
+        if arrival.end {
+            self.ended = true;
+            return Ok(());
+        }
+        self.data_consumed = self.data_consumed.wrapping_add(1);
+        self.repost(arrival.slot)
+    }
+
+    /// See `RdmaStream::learn_of_disconnect`.
+    fn learn_of_disconnect(&mut self) -> Result<bool> {
+        if self.endpoint.peer_closed {
+            return Ok(false);
+        }
+        self.empty_looks = self.empty_looks.wrapping_add(1);
+        if self.empty_looks % DISCONNECT_CHECK_EVERY != 0 {
+            return Ok(false);
+        }
+        self.endpoint.handle_connection_events()?;
+        Ok(self.endpoint.peer_closed)
+    }
+
+    fn has_data(&self) -> bool {
+        self.arrivals.front().is_some_and(|arrival| !arrival.end)
+    }
+
+    fn at_end(&mut self) -> Result<bool> {
+        if self.arrivals.front().is_some_and(|arrival| arrival.end) {
+            self.consume_front()?;
+        }
+        Ok(self.ended || (self.endpoint.peer_closed && self.arrivals.is_empty()))
+    }
+
+    /// Ends the connection of a peer that broke the protocol (it holds no rkey:
+    /// the disconnect is all there is to revoke).
+    fn revoking_on_violation<T>(&mut self, operation: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        let result = operation(self);
+        if let Err(err @ Error::Violation(_)) = &result {
+            log::warn!("send stream from {}: {err}; connection closed", self.endpoint.peer);
+            self.endpoint.disconnect();
+        }
+        result
+    }
+
+    fn write_some(&mut self, data: &[u8]) -> Result<usize> {
+        if self.output_shut {
+            return Err(Error::InvalidArgument("write after shutdown_output".into()));
+        }
+        self.progress()?;
+        if self.endpoint.peer_closed {
+            return Err(Error::Disconnected);
+        }
+        let chunk = self.peer.slot_len as usize - HEADER_LEN;
+        let mut written = 0;
+        while written < data.len() && self.writable() {
+            let piece = &data[written..data.len().min(written + chunk)];
+            self.send(KIND_DATA, piece, false)?;
+            written += piece.len();
+        }
+        Ok(written)
+    }
+
+    fn read_some(&mut self, out: &mut [u8]) -> Result<ReadOutcome> {
+        self.progress()?;
+        let mut done = 0;
+        while done < out.len() {
+            let Some(&Arrival { slot, len, end: false }) = self.arrivals.front() else { break };
+            let at = HEADER_LEN + self.front_read;
+            let n = (len as usize - self.front_read).min(out.len() - done);
+            out[done..done + n].copy_from_slice(&self.slot(slot)[at..at + n]);
+            done += n;
+            self.front_read += n;
+            if self.front_read == len as usize {
+                self.consume_front()?;
+            }
+        }
+        if done > 0 {
+            self.send_control_if_due()?;
+            return Ok(ReadOutcome::Data(done));
+        }
+        if self.at_end()? {
+            return Ok(ReadOutcome::EndOfStream);
+        }
+        if self.learn_of_disconnect()? {
+            return self.read_some(out); // once more with what arrived before the disconnect
+        }
+        Ok(ReadOutcome::WouldBlock)
+    }
+
+    fn ready_ops(&mut self, interest: u32) -> Result<u32> {
+        self.progress()?;
+        if self.arrivals.is_empty() && self.learn_of_disconnect()? {
+            self.progress()?;
+        }
+        let closed = self.endpoint.peer_closed;
+        let mut ready = 0;
+        if self.has_data() || self.at_end()? || closed {
+            ready |= ops::READ;
+        }
+        if self.writable() || self.output_shut || closed {
+            ready |= ops::WRITE;
+        }
+        Ok(ready & interest)
+    }
+
+    /// Takes the completions left after the queue pair stopped, so that every
+    /// pool slot it consumed goes back to the pool.
+    fn return_slots(&mut self) {
+        if matches!(self.receives, Receives::Own(_)) {
+            return;
+        }
+        if let Err(err) = self.drain_completions() {
+            log::debug!("send stream close: {err}");
+        }
+        while let Some(arrival) = self.arrivals.pop_front().filter(|arrival| !arrival.end) {
+            if let Err(err) = self.repost(arrival.slot) {
+                log::error!("send stream close: slot {} not returned to the pool: {err}", arrival.slot);
+            }
+        }
+    }
+}
+
+impl ByteStream for SendStream {
+    fn try_write(&mut self, data: &[u8]) -> Result<usize> {
+        self.revoking_on_violation(|s| s.write_some(data))
+    }
+
+    fn try_read(&mut self, out: &mut [u8]) -> Result<ReadOutcome> {
+        self.revoking_on_violation(|s| s.read_some(out))
+    }
+
+    fn wait(&mut self, interest: Interest, deadline: Deadline) -> Result<()> {
+        self.revoking_on_violation(|s| match interest {
+            Interest::Write => {
+                s.wait_until("send stream write", deadline, |s| s.writable() || s.endpoint.peer_closed)
+            }
+            Interest::Read => s.wait_until("send stream read", deadline, |s| {
+                !s.arrivals.is_empty() || s.ended || s.endpoint.peer_closed
+            }),
+        })
+    }
+
+    fn shutdown_output(&mut self) -> Result<()> {
+        if !self.output_shut {
+            self.output_shut = true;
+            self.end_pending = true;
+        }
+        self.revoking_on_violation(Self::flush_end)
+    }
+
+    fn close(&mut self) {
+        if self.endpoint.peer_closed {
+            return;
+        }
+        // Linger, as `RdmaStream::close` does; the last unsignaled sends are
+        // retired by a signaled credit update when a control credit allows.
+        if self.unsignaled > 0 && self.can_send(true, 0) {
+            if let Err(err) = self.send(KIND_CONTROL, &[], true) {
+                log::debug!("send stream close: {err}");
+            }
+        }
+        if self.sq_outstanding > self.unsignaled {
+            let linger = self.wait_until("send stream close", Deadline::after(Some(LINGER)), |s| {
+                s.sq_outstanding == s.unsignaled || s.endpoint.peer_closed
+            });
+            if let Err(err) = linger {
+                log::warn!("send stream close: the last sends may be lost: {err}");
+            }
+        }
+        self.endpoint.disconnect();
+    }
+
+    fn local_addr(&self) -> Option<SocketAddr> {
+        self.endpoint.id.local_addr()
+    }
+
+    fn peer_addr(&self) -> Option<SocketAddr> {
+        self.endpoint.id.peer_addr()
+    }
+
+    fn ready(&mut self, interest: u32) -> Result<u32> {
+        self.revoking_on_violation(|s| s.ready_ops(interest))
+    }
+
+    fn arm(&mut self, _interest: u32) -> Result<()> {
+        self.endpoint.cq.arm()
+    }
+
+    fn disarm(&mut self) -> Result<()> {
+        self.endpoint.consume_signals()
+    }
+
+    fn sources(&self, _interest: u32) -> [WaitSource; 2] {
+        self.endpoint.sources()
+    }
+}
+
+impl DataPath for SendStream {
+    fn endpoint(&mut self) -> &mut Endpoint {
+        &mut self.endpoint
+    }
+
+    fn busy_poll(&self) -> Duration {
+        self.busy_poll
+    }
+
+    fn complete(&mut self, wc: &ibv_wc) -> Result<()> {
+        let is_send = wc.wr_id & WR_SEND != 0;
+        if is_send {
+            self.sq_outstanding -= (wc.wr_id & !WR_SEND) as u32;
+        }
+        match wc.status {
+            ibv_wc_status::IBV_WC_SUCCESS => {}
+            ibv_wc_status::IBV_WC_WR_FLUSH_ERR => {
+                self.endpoint.peer_closed = true;
+                return Ok(());
+            }
+            status => {
+                return Err(Error::Completion {
+                    op: if is_send { "send" } else { "receive" },
+                    status: verbs::wc_status_text(status),
+                    vendor_err: wc.vendor_err,
+                })
+            }
+        }
+        if is_send {
+            return Ok(());
+        }
+        self.arrived(wc.wr_id as u32, wc.byte_len as usize)
+    }
+
+    fn progress(&mut self) -> Result<()> {
+        self.drain_completions()?;
+        self.flush_end()?;
+        self.send_control_if_due()
+    }
+}
+
+impl Drop for SendStream {
+    fn drop(&mut self) {
+        self.close();
+        self.endpoint.disconnect();
+        self.return_slots();
+        self.endpoint.shutdown();
+    }
+}
+
+impl Drop for Receives {
+    fn drop(&mut self) {
+        if let Receives::Shared { pool, reserved } = self {
+            pool.release(*reserved);
+        }
+    }
+}

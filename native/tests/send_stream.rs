@@ -1,0 +1,225 @@
+//! The two-sided RDMA path (`SendStream`), over a real verbs device in the
+//! Soft-RoCE VM: who gets it, bytes both ways under tight credits, half close,
+//! and many clients on one listener's shared receive queue. On the host the
+//! tests check that RDMA is reported absent.
+
+use std::net::{IpAddr, SocketAddr};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rdmanio::{
+    connect, Error, Medium, ReadOutcome, RingPeers, SendOptions, Stream, StreamListener, Transport,
+    TransportOptions,
+};
+
+const TIMEOUT: Option<Duration> = Some(Duration::from_secs(60));
+
+fn test_addr() -> Option<IpAddr> {
+    std::env::var("RDMANIO_TEST_DEVICE").ok()?;
+    Some(std::env::var("RDMANIO_TEST_ADDR").expect("RDMANIO_TEST_ADDR").parse().expect("an IP address"))
+}
+
+fn no_device_here() -> bool {
+    if test_addr().is_some() {
+        return false;
+    }
+    let bound =
+        StreamListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)), Transport::Rdma, Default::default());
+    assert!(matches!(bound, Err(Error::NoDevice(_))), "expected no RDMA device here");
+    true
+}
+
+/// Options whose listener grants rings to nobody: every connection is two-sided.
+fn sends_only(sends: SendOptions) -> TransportOptions {
+    TransportOptions { sends, ring_peers: RingPeers::Only(Vec::new()), ..Default::default() }
+}
+
+/// A connected pair through a fresh listener: (client, server).
+fn pair(options: TransportOptions, expected: Medium) -> (Stream, Stream) {
+    let listener =
+        StreamListener::bind(SocketAddr::new(test_addr().unwrap(), 0), Transport::Rdma, options.clone())
+            .expect("bind");
+    let addr = listener.local_addr();
+    let client = thread::spawn(move || connect(addr, Transport::Rdma, &options, TIMEOUT).expect("connect"));
+    let (server_medium, server) = listener.accept(TIMEOUT).expect("accept");
+    let (client_medium, client) = client.join().expect("client thread");
+    assert_eq!((client_medium, server_medium), (expected, expected));
+    (client, server)
+}
+
+fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    (0..len as u32).map(|i| (i.wrapping_mul(2654435761).wrapping_add(seed) >> 11) as u8).collect()
+}
+
+/// Non-blocking both ways: writes `data` while collecting what arrives, until
+/// `expect` bytes came in.
+fn exchange(stream: &mut Stream, data: &[u8], expect: usize) -> Vec<u8> {
+    let (mut sent, mut got) = (0, Vec::with_capacity(expect));
+    let mut buf = vec![0u8; 5000];
+    let started = Instant::now();
+    while sent < data.len() || got.len() < expect {
+        assert!(started.elapsed() < Duration::from_secs(120), "stalled: {sent} sent, {} received", got.len());
+        if sent < data.len() {
+            sent += stream.try_write(&data[sent..]).expect("write");
+        }
+        match stream.try_read(&mut buf).expect("read") {
+            ReadOutcome::Data(n) => got.extend_from_slice(&buf[..n]),
+            ReadOutcome::WouldBlock => {}
+            ReadOutcome::EndOfStream => panic!("end of stream after {} bytes", got.len()),
+        }
+    }
+    got
+}
+
+fn both_ways(options: TransportOptions, len: usize) {
+    let (mut client, mut server) = pair(options, Medium::RdmaSends);
+    let (up, down) = (pattern(len, 1), pattern(len, 2));
+    let expected_up = up.clone();
+    let server = thread::spawn(move || {
+        let got = exchange(&mut server, &down, len);
+        assert!(got == expected_up, "the server received different bytes");
+    });
+    let got = exchange(&mut client, &up, len);
+    assert!(got == pattern(len, 2), "the client received different bytes");
+    server.join().expect("server");
+}
+
+#[test]
+fn a_peer_that_is_no_ring_peer_gets_two_sided_sends_and_a_ring_peer_gets_rings() {
+    if no_device_here() {
+        return;
+    }
+    let ip = test_addr().unwrap();
+    pair(sends_only(SendOptions::default()), Medium::RdmaSends);
+    let replicas = TransportOptions { ring_peers: RingPeers::Only(vec![ip]), ..Default::default() };
+    pair(replicas, Medium::Rdma);
+}
+
+#[test]
+fn a_mebibyte_crosses_both_ways_at_once() {
+    if no_device_here() {
+        return;
+    }
+    both_ways(sends_only(SendOptions::default()), 1 << 20);
+}
+
+#[test]
+fn the_tightest_credits_still_carry_everything_both_ways() {
+    if no_device_here() {
+        return;
+    }
+    // One data credit of 48 stream bytes: a credit update for nearly every message.
+    let tight = SendOptions { slot_len: 64, data_credits: 1, control_credits: 3, pool_slots: 64 };
+    both_ways(sends_only(tight), 64 * 1024);
+}
+
+#[test]
+fn half_close_delivers_everything_then_end_of_stream() {
+    if no_device_here() {
+        return;
+    }
+    let (mut client, mut server) = pair(sends_only(SendOptions::default()), Medium::RdmaSends);
+    let data = pattern(100_000, 3);
+    let writer = thread::spawn(move || {
+        client.write_all(&data, TIMEOUT).expect("write");
+        client.shutdown_output().expect("shutdown");
+        client
+    });
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match server.read(&mut buf, TIMEOUT).expect("read") {
+            0 => break,
+            n => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    assert!(got == pattern(100_000, 3), "{} bytes arrived", got.len());
+    server.write_all(b"bye", TIMEOUT).expect("the other direction stays open");
+    let mut client = writer.join().expect("writer");
+    let mut bye = [0u8; 3];
+    client.read_exact(&mut bye, TIMEOUT).expect("bye");
+    assert_eq!(&bye, b"bye");
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|line| line.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// Lets this process hold the fds of many connections (see the figure the
+/// test prints).
+fn raise_fd_limit(connections: usize) {
+    let want = (connections as u64 * 8 + 1024).max(4096);
+    let mut limit = libc::rlimit { rlim_cur: want, rlim_max: want };
+    // SAFETY: plain setrlimit/getrlimit on a valid struct.
+    unsafe {
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+            // Not root: as far as the hard limit goes.
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+#[test]
+fn many_clients_share_one_receive_pool() {
+    if no_device_here() {
+        return;
+    }
+    let clients: usize = std::env::var("RDMANIO_CLIENTS").map_or(1000, |n| n.parse().unwrap());
+    raise_fd_limit(clients);
+    let options = sends_only(SendOptions::default());
+    let listener =
+        StreamListener::bind(SocketAddr::new(test_addr().unwrap(), 0), Transport::Rdma, options.clone())
+            .expect("bind");
+    let addr = listener.local_addr();
+    let (rss_before, fds_before) = (rss_kib(), open_fds());
+    let started = Instant::now();
+    let server = thread::spawn(move || {
+        let mut accepted = Vec::with_capacity(clients);
+        for _ in 0..clients {
+            let (medium, mut stream) = listener.accept(TIMEOUT).expect("accept");
+            assert_eq!(medium, Medium::RdmaSends);
+            let mut hello = [0u8; 8];
+            stream.read_exact(&mut hello, TIMEOUT).expect("a client's hello");
+            stream.write_all(&hello, TIMEOUT).expect("echo");
+            accepted.push(stream);
+        }
+        (listener, accepted)
+    });
+    let mut connected = Vec::with_capacity(clients);
+    for i in 0..clients as u64 {
+        let (_, mut stream) = connect(addr, Transport::Rdma, &options, TIMEOUT)
+            .unwrap_or_else(|err| panic!("client {i}: {err}"));
+        stream.write_all(&i.to_le_bytes(), TIMEOUT).expect("hello");
+        let mut echo = [0u8; 8];
+        stream.read_exact(&mut echo, TIMEOUT).expect("echo");
+        assert_eq!(u64::from_le_bytes(echo), i, "client {i} got another's echo");
+        connected.push(stream);
+    }
+    let (_listener, mut accepted) = server.join().expect("server");
+    let took = started.elapsed();
+    // Every connection still works with all of them open.
+    for (i, (client, server)) in connected.iter_mut().zip(accepted.iter_mut()).enumerate().step_by(97) {
+        server.write_all(b"again", TIMEOUT).expect("server write");
+        let mut again = [0u8; 5];
+        client.read_exact(&mut again, TIMEOUT).unwrap_or_else(|err| panic!("client {i}: {err}"));
+        assert_eq!(&again, b"again");
+    }
+    let grown = rss_kib().saturating_sub(rss_before);
+    let fds = open_fds() - fds_before;
+    let pool = options.sends.pool_slots * options.sends.slot_len / 1024;
+    eprintln!(
+        "{clients} two-sided clients on one listener in {took:.1?}: RSS grew {grown} KiB and {fds} fds for \
+         both ends ({} KiB and {} fds per client with its server side); the listener's receive pool is \
+         {pool} KiB for all",
+        grown / clients as u64,
+        fds / clients
+    );
+}
