@@ -19,7 +19,7 @@ use crate::poller::{PollMode, Poller};
 use crate::rdma_stream::StreamOptions;
 use crate::ring::RingConfig;
 use crate::socket::{Socket, Spin};
-use crate::transport::{Transport, TransportOptions};
+use crate::transport::{RingPeers, Transport, TransportOptions};
 
 /// # Safety
 /// `handle` is 0 or a live socket handle from this module.
@@ -120,15 +120,18 @@ extern "system" fn Java_rdmanio_nio_SocketNative_listen<'local>(
     port: jint,
     transport_name: JString<'local>,
     ring_bytes: jint,
+    ring_peers: JString<'local>,
     backlog: jint,
 ) {
     env.with_env(|env| -> JniResult<_> {
         let addr = socket_addr(env, &ip, port)?;
         let transport = transport(env, &transport_name)?;
         let backlog = usize::try_from(backlog).unwrap_or(0);
+        let mut options = transport_options(ring_bytes)?;
+        options.ring_peers = ring_peers.try_to_string(env)?.parse::<RingPeers>()?;
         // SAFETY: as above.
         let socket = unsafe { socket(handle)? };
-        Ok(socket.start_listen(addr, transport, transport_options(ring_bytes)?, backlog)?)
+        Ok(socket.start_listen(addr, transport, options, backlog)?)
     })
     .resolve::<ThrowJavaException>()
 }

@@ -1,6 +1,7 @@
 package rdmanio.nio;
 
 import java.util.Locale;
+import java.util.regex.Pattern;
 
 /**
  * The provider's settings, read once from system properties and validated:
@@ -16,6 +17,11 @@ import java.util.Locale;
  *   <li>{@code rdmanio.spinMicros}: how long {@code adaptive} spins (default 50).
  *   <li>{@code rdmanio.connectTimeoutMillis}: how long a connect may take before it
  *       fails (default 30000).
+ *   <li>{@code rdmanio.ringPeers}: the peers a listener grants one-sided RDMA (a ring
+ *       of its memory they write into, under an rkey): {@code all} (default),
+ *       {@code none}, or a comma-separated list of IP addresses, such as a
+ *       deployment's replicas. Every other peer gets two-sided RDMA sends, which
+ *       expose none of the listener's memory; it falls back to them by itself.
  * </ul>
  */
 final class Config {
@@ -23,12 +29,15 @@ final class Config {
     final String pollMode;
     final long spinMicros;
     final int connectTimeoutMillis;
+    final String ringPeers;
 
-    private Config(String transport, String pollMode, long spinMicros, int connectTimeoutMillis) {
+    private Config(String transport, String pollMode, long spinMicros, int connectTimeoutMillis,
+            String ringPeers) {
         this.transport = transport;
         this.pollMode = pollMode;
         this.spinMicros = spinMicros;
         this.connectTimeoutMillis = connectTimeoutMillis;
+        this.ringPeers = ringPeers;
     }
 
     static Config fromSystemProperties() {
@@ -36,7 +45,20 @@ final class Config {
                 choice("rdmanio.transport", "auto", TRANSPORTS),
                 choice("rdmanio.poll", "adaptive", "adaptive", "busy", "blocking"),
                 number("rdmanio.spinMicros", 50, 0, 1_000_000),
-                (int) number("rdmanio.connectTimeoutMillis", 30_000, 1, Integer.MAX_VALUE));
+                (int) number("rdmanio.connectTimeoutMillis", 30_000, 1, Integer.MAX_VALUE),
+                ringPeers(System.getProperty("rdmanio.ringPeers", "all")));
+    }
+
+    /** IP literals only (no name lookups here); the engine parses them exactly. */
+    private static final Pattern IP_LITERALS = Pattern.compile("[0-9A-Fa-f.:]+(\\s*,\\s*[0-9A-Fa-f.:]+)*");
+
+    private static String ringPeers(String value) {
+        String peers = value.trim().toLowerCase(Locale.ROOT);
+        if (peers.equals("all") || peers.equals("none") || IP_LITERALS.matcher(peers).matches()) {
+            return peers;
+        }
+        throw new IllegalArgumentException("-Drdmanio.ringPeers=" + value
+                + " is not all, none or a comma-separated list of IP addresses");
     }
 
     private static final String[] TRANSPORTS = {"auto", "rdma", "shm", "tcp"};
@@ -87,6 +109,11 @@ final class Config {
     /** The same settings with another transport (tests run each provider on each transport). */
     Config withTransport(String transport) {
         return new Config(oneOf("rdmanio.transport", transport, TRANSPORTS), pollMode, spinMicros,
-                connectTimeoutMillis);
+                connectTimeoutMillis, ringPeers);
+    }
+
+    /** The same settings with other ring peers. */
+    Config withRingPeers(String peers) {
+        return new Config(transport, pollMode, spinMicros, connectTimeoutMillis, ringPeers(peers));
     }
 }

@@ -43,6 +43,15 @@ public class RdmaSelectorProvider extends SelectorProvider {
         return new RdmaSelectorProvider(defaults.withTransport(transport));
     }
 
+    /**
+     * This provider with other ring peers: the peers its listeners grant one-sided RDMA
+     * ("all", "none", or comma-separated IP addresses; see {@code rdmanio.ringPeers}).
+     */
+    public RdmaSelectorProvider withRingPeers(String peers) {
+        Objects.requireNonNull(peers, "peers");
+        return new RdmaSelectorProvider(config.withRingPeers(peers));
+    }
+
     Config config() {
         return config;
     }

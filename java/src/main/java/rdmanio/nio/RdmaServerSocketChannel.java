@@ -63,8 +63,9 @@ final class RdmaServerSocketChannel extends ServerSocketChannel implements RdmaC
             if (localAddress != null) {
                 throw new AlreadyBoundException();
             }
-            SocketNative.listen(handle, Addresses.ip(address), address.getPort(), provider.config().transport,
-                    receiveBufferSize, backlog < 1 ? DEFAULT_BACKLOG : backlog);
+            Config config = provider.config();
+            SocketNative.listen(handle, Addresses.ip(address), address.getPort(), config.transport,
+                    receiveBufferSize, config.ringPeers, backlog < 1 ? DEFAULT_BACKLOG : backlog);
             localAddress = Addresses.parse(SocketNative.address(handle, false));
         }
         return this;

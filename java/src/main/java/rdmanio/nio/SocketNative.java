@@ -41,9 +41,12 @@ final class SocketNative {
     /** True once connected; false while under way and {@code block} is false. */
     static native boolean finishConnect(long socket, boolean block) throws IOException;
 
-    /** Binds and listens on every medium of {@code transport}. */
-    static native void listen(long socket, String ip, int port, String transport, int ringBytes, int backlog)
-            throws IOException;
+    /**
+     * Binds and listens on every medium of {@code transport}; over RDMA, grants rings to
+     * {@code ringPeers} ("all", "none" or IP addresses) and two-sided sends to the others.
+     */
+    static native void listen(long socket, String ip, int port, String transport, int ringBytes,
+            String ringPeers, int backlog) throws IOException;
 
     /** An accepted connection's handle, or 0 when none waits and {@code block} is false. */
     static native long accept(long socket, boolean block) throws IOException;
@@ -63,7 +66,7 @@ final class SocketNative {
     /** "ip:port" of the local end, or of the peer when {@code peer}. */
     static native String address(long socket, boolean peer) throws IOException;
 
-    /** "rdma", "shm" or "tcp". */
+    /** "rdma", "rdma-sends", "shm" or "tcp". */
     static native String medium(long socket) throws IOException;
 
     /** Wakes the socket's blocked threads and shuts it down; the handle stays valid. */

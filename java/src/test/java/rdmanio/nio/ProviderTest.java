@@ -96,5 +96,10 @@ public class ProviderTest {
             }
         }
         assertThrows(IllegalArgumentException.class, () -> RdmaSelectorProvider.withTransport("carrier-pigeon"));
+        IllegalArgumentException peers = assertThrows(IllegalArgumentException.class,
+                () -> RdmaSelectorProvider.withTransport("tcp").withRingPeers("replica-1"));
+        assertEquals("-Drdmanio.ringPeers=replica-1 is not all, none or a comma-separated list of IP addresses",
+                peers.getMessage());
+        RdmaSelectorProvider.withTransport("tcp").withRingPeers(" 192.0.2.1, 192.0.2.2 ");
     }
 }

@@ -13,7 +13,8 @@ import java.util.List;
  * The providers every conformance test runs against. The JDK's own provider is
  * the reference: a test it fails checks the wrong thing. On the host: the JDK's,
  * and rdma-nio over tcp and shm. In the Soft-RoCE VM (RDMANIO_TEST_DEVICE set):
- * rdma-nio over rdma, on the VM's RDMA address.
+ * rdma-nio over rdma, on the VM's RDMA address, on the one-sided path (rings) and
+ * on the two-sided one (sends).
  */
 final class Providers {
     static final boolean IN_VM = System.getenv("RDMANIO_TEST_DEVICE") != null;
@@ -27,6 +28,9 @@ final class Providers {
         List<Object[]> providers = new ArrayList<>();
         if (IN_VM) {
             providers.add(new Object[] {"rdma-nio/rdma", RdmaSelectorProvider.withTransport("rdma")});
+            // Listeners that grant nobody a ring: every connection takes the two-sided path.
+            providers.add(new Object[] {"rdma-nio/rdma-sends",
+                RdmaSelectorProvider.withTransport("rdma").withRingPeers("none")});
         } else {
             providers.add(new Object[] {"jdk", SelectorProvider.provider()});
             providers.add(new Object[] {"rdma-nio/tcp", RdmaSelectorProvider.withTransport("tcp")});
