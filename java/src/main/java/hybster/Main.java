@@ -14,6 +14,7 @@ import java.util.List;
 import java.util.Locale;
 import java.util.Properties;
 import java.util.concurrent.CountDownLatch;
+import java.util.stream.Collectors;
 
 import hybster.client.Client;
 import hybster.replica.Application;
@@ -67,7 +68,17 @@ public final class Main {
                 case "jdk" -> new Config(cluster, SelectorProvider.provider(), "jdk", viewChangeMillis);
                 case "rdma-nio" -> {
                     String transport = properties.getProperty("transport", "auto");
-                    yield new Config(cluster, RdmaSelectorProvider.withTransport(transport),
+                    // Only replicas get a ring of a replica's memory; clients get two-sided sends.
+                    String ringPeers = cluster.replicas().stream()
+                            .map(replica -> {
+                                if (replica.isUnresolved()) {
+                                    throw new IllegalArgumentException(file + ": replica " + replica
+                                            + " does not resolve to an IP address");
+                                }
+                                return replica.getAddress().getHostAddress();
+                            })
+                            .distinct().collect(Collectors.joining(","));
+                    yield new Config(cluster, RdmaSelectorProvider.withTransport(transport).withRingPeers(ringPeers),
                             "rdma-nio (" + transport + ")", viewChangeMillis);
                 }
                 default -> throw new IllegalArgumentException(file + ": provider '" + provider
