@@ -26,6 +26,8 @@ use crate::verbs::{self, CompletionQueue, ProtectionDomain, SharedReceiveQueue};
 const RESOLVE_TIMEOUT_MS: i32 = 2000;
 /// Completions taken per `ibv_poll_cq` call.
 const POLL_BATCH: usize = 16;
+/// A reader that finds nothing looks for a disconnect once in this many times.
+const DISCONNECT_CHECK_EVERY: u32 = 64;
 
 /// What a connection's data path is, announced in its hello.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -265,6 +267,8 @@ pub(crate) struct Endpoint {
     deadline: Deadline,
     /// The peer's address, for messages.
     pub peer: SocketAddr,
+    /// Looks that found nothing to read (see `learn_of_disconnect`).
+    empty_looks: u32,
 }
 
 impl Endpoint {
@@ -346,7 +350,7 @@ impl Endpoint {
         };
         id.create_qp(pd.as_ptr(), &mut attr)?;
         let max_inline = attr.cap.max_inline_data;
-        Ok(Endpoint { cq, pd, id, events, peer_closed: false, max_inline, deadline, peer })
+        Ok(Endpoint { cq, pd, id, events, peer_closed: false, max_inline, deadline, peer, empty_looks: 0 })
     }
 
     /// Client side: connects with `hello`; returns the peer's.
@@ -436,6 +440,24 @@ impl Endpoint {
             }
         }
         Ok(())
+    }
+
+    /// Looks for a disconnect while nothing is readable (a reader that never
+    /// sleeps would not learn of it otherwise), on every `DISCONNECT_CHECK_EVERY`th
+    /// empty look: it costs a syscall, which a spinning reader must not pay
+    /// each time. True when the peer just went. Completions that arrived
+    /// before the disconnect still wait in the CQ: the caller polls once more
+    /// before it reports end of stream.
+    pub(crate) fn learn_of_disconnect(&mut self) -> Result<bool> {
+        if self.peer_closed {
+            return Ok(false);
+        }
+        self.empty_looks = self.empty_looks.wrapping_add(1);
+        if self.empty_looks % DISCONNECT_CHECK_EVERY != 0 {
+            return Ok(false);
+        }
+        self.handle_connection_events()?;
+        Ok(self.peer_closed)
     }
 
     /// Disconnects: the peer sees end of stream, and so do we from now on

@@ -50,8 +50,6 @@ const SIGNAL_EVERY: u32 = 16;
 const SLOT_LEN: usize = 64;
 /// The queue pair of a stream: no inline data (writes come from the registered shadow).
 const SHAPE: QpShape = QpShape { send_depth: SEND_DEPTH, recv_depth: RECV_DEPTH, max_inline: 0 };
-/// A reader that finds nothing looks for a disconnect once in this many times.
-const DISCONNECT_CHECK_EVERY: u32 = 64;
 /// How long a closing stream waits for its last writes to land.
 const LINGER: Duration = Duration::from_secs(2);
 
@@ -122,8 +120,6 @@ pub struct RdmaStream {
     output_shut: bool,
     end_pending: bool,
     busy_poll: Duration,
-    /// Looks that found nothing to read (see `learn_of_disconnect`).
-    empty_looks: u32,
 }
 
 impl RdmaStream {
@@ -195,7 +191,6 @@ impl RdmaStream {
             output_shut: false,
             end_pending: false,
             busy_poll: Duration::ZERO,
-            empty_looks: 0,
         })
     }
 
@@ -345,24 +340,6 @@ impl RdmaStream {
         self.post_new_bytes(start)
     }
 
-    /// Looks for a disconnect while nothing is readable (a reader that never
-    /// sleeps would not learn of it otherwise), on every `DISCONNECT_CHECK_EVERY`th
-    /// empty look: it costs a syscall, which a spinning reader must not pay
-    /// each time. True when the peer just went. Completions that arrived
-    /// before the disconnect still wait in the CQ: the caller polls once more
-    /// before it reports end of stream.
-    fn learn_of_disconnect(&mut self) -> Result<bool> {
-        if self.endpoint.peer_closed {
-            return Ok(false);
-        }
-        self.empty_looks = self.empty_looks.wrapping_add(1);
-        if self.empty_looks % DISCONNECT_CHECK_EVERY != 0 {
-            return Ok(false);
-        }
-        self.endpoint.handle_connection_events()?;
-        Ok(self.endpoint.peer_closed)
-    }
-
     /// Takes the credit the peer wrote into our slot.
     fn take_credit(&mut self) -> Result<()> {
         let capacity = self.reader_capacity();
@@ -483,7 +460,7 @@ impl RdmaStream {
         }
         if n > 0 {
             self.send_credit_if_due()?;
-        } else if self.learn_of_disconnect()? {
+        } else if self.endpoint.learn_of_disconnect()? {
             return self.read_some(out); // once more with what arrived before the disconnect
         }
         Ok(match n {
@@ -497,7 +474,7 @@ impl RdmaStream {
 
     fn ready_ops(&mut self, interest: u32) -> Result<u32> {
         self.progress()?;
-        if !self.reader.has_data() && self.learn_of_disconnect()? {
+        if !self.reader.has_data() && self.endpoint.learn_of_disconnect()? {
             self.progress()?;
         }
         let closed = self.endpoint.peer_closed;

@@ -55,8 +55,6 @@ const SEND_DEPTH: u32 = 16;
 /// At most every this many sends one is signaled (control and end messages always).
 const SIGNAL_EVERY: u32 = 4;
 const INLINE: u32 = 256;
-/// A reader that finds nothing looks for a disconnect once in this many times.
-const DISCONNECT_CHECK_EVERY: u32 = 64;
 /// How long a closing stream waits for its last sends to land.
 const LINGER: Duration = Duration::from_secs(2);
 const WR_SEND: u64 = 1 << 63;
@@ -258,7 +256,6 @@ pub struct SendStream {
     output_shut: bool,
     end_pending: bool,
     busy_poll: Duration,
-    empty_looks: u32,
 }
 
 /// The queue pair of a stream: `sends` the peer's credits allow; receives of
@@ -345,7 +342,6 @@ impl SendStream {
             output_shut: false,
             end_pending: false,
             busy_poll: Duration::ZERO,
-            empty_looks: 0,
         })
     }
 
@@ -572,19 +568,6 @@ impl SendStream {
         self.repost(arrival.slot)
     }
 
-    /// See `RdmaStream::learn_of_disconnect`.
-    fn learn_of_disconnect(&mut self) -> Result<bool> {
-        if self.endpoint.peer_closed {
-            return Ok(false);
-        }
-        self.empty_looks = self.empty_looks.wrapping_add(1);
-        if self.empty_looks % DISCONNECT_CHECK_EVERY != 0 {
-            return Ok(false);
-        }
-        self.endpoint.handle_connection_events()?;
-        Ok(self.endpoint.peer_closed)
-    }
-
     fn has_data(&self) -> bool {
         self.arrivals.front().is_some_and(|arrival| !arrival.end)
     }
@@ -646,7 +629,7 @@ impl SendStream {
         if self.at_end()? {
             return Ok(ReadOutcome::EndOfStream);
         }
-        if self.learn_of_disconnect()? {
+        if self.endpoint.learn_of_disconnect()? {
             return self.read_some(out); // once more with what arrived before the disconnect
         }
         Ok(ReadOutcome::WouldBlock)
@@ -654,7 +637,7 @@ impl SendStream {
 
     fn ready_ops(&mut self, interest: u32) -> Result<u32> {
         self.progress()?;
-        if self.arrivals.is_empty() && self.learn_of_disconnect()? {
+        if self.arrivals.is_empty() && self.endpoint.learn_of_disconnect()? {
             self.progress()?;
         }
         let closed = self.endpoint.peer_closed;
