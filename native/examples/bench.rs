@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 
 use rdmanio::ring::RingConfig;
 use rdmanio::shm::ShmStream;
-use rdmanio::{ByteStream, Connection, Listener, RdmaStream, ReadOutcome, StreamOptions, MAX_MESSAGE_SIZE};
+use rdmanio::{
+    connect, ByteStream, Connection, Listener, RdmaStream, ReadOutcome, RingPeers, Stream, StreamListener,
+    StreamOptions, Transport, TransportOptions, MAX_MESSAGE_SIZE,
+};
 
 const TIMEOUT: Option<Duration> = Some(Duration::from_secs(60));
 const STREAM_BYTES: usize = 64 << 20;
@@ -32,11 +35,17 @@ fn main() -> Result<()> {
                 let (a, b) = rdma_pair(ip)?;
                 report(&format!("rdma stream {} {size} B", mode(spin)), ping_pong(a, b, size, rounds, spin)?);
             }
+            for spin in [true, false] {
+                let (a, b) = sends_pair(ip)?;
+                report(&format!("rdma sends {} {size} B", mode(spin)), ping_pong(a, b, size, rounds, spin)?);
+            }
             let (a, b) = message_pair(ip)?;
             report(&format!("rdma messages busy-poll {size} B"), message_ping_pong(a, b, size, rounds)?);
         }
         let (a, b) = rdma_pair(ip)?;
         report_stream("rdma stream streaming 64 KiB writes", stream(a, b)?);
+        let (a, b) = sends_pair(ip)?;
+        report_stream("rdma sends streaming 64 KiB writes", stream(a, b)?);
     }
     if which == "shm" || which == "all" {
         for size in [64, 4096] {
@@ -75,6 +84,16 @@ fn rdma_pair(ip: std::net::IpAddr) -> Result<(RdmaStream, RdmaStream)> {
     let addr = listener.local_addr();
     let server = thread::spawn(move || listener.accept_stream(StreamOptions::default(), TIMEOUT));
     let client = RdmaStream::connect(addr, StreamOptions::default(), TIMEOUT)?;
+    Ok((client, server.join().map_err(|_| "accept thread panicked")??))
+}
+
+/// A two-sided pair: the listener grants no ring, so the client falls back to sends.
+fn sends_pair(ip: std::net::IpAddr) -> Result<(Stream, Stream)> {
+    let options = TransportOptions { ring_peers: RingPeers::Only(Vec::new()), ..Default::default() };
+    let listener = StreamListener::bind(SocketAddr::new(ip, 0), Transport::Rdma, options.clone())?;
+    let addr = listener.local_addr();
+    let server = thread::spawn(move || listener.accept(TIMEOUT).map(|(_, stream)| stream));
+    let (_, client) = connect(addr, Transport::Rdma, &options, TIMEOUT)?;
     Ok((client, server.join().map_err(|_| "accept thread panicked")??))
 }
 

@@ -276,7 +276,7 @@ impl SendStream {
             options.slots_per_connection() * options.slot_len,
             ibv_access_flags::IBV_ACCESS_LOCAL_WRITE,
         )?;
-        let mut stream = SendStream::build(endpoint, Receives::Own(slots), own)?;
+        let mut stream = SendStream::build(endpoint, Receives::Own(slots), own);
         for slot in 0..options.slots_per_connection() as u32 {
             stream.repost(slot)?;
         }
@@ -308,14 +308,14 @@ impl SendStream {
         let shared = SharedReceives { pd: &pool.pd, srq: &pool.srq };
         let sends = u32::from(peer.data_credits) + u32::from(peer.control_credits);
         let (endpoint, _) = Endpoint::from_request(request, shape(sends, 0), Some(shared))?;
-        let mut stream = SendStream::build(endpoint, receives, own)?;
+        let mut stream = SendStream::build(endpoint, receives, own);
         stream.accept_peer_grant(peer)?;
         stream.endpoint.accept(&Hello::sends(own))?;
         Ok(stream)
     }
 
-    fn build(endpoint: Endpoint, receives: Receives, own: SlotGrant) -> Result<SendStream> {
-        Ok(SendStream {
+    fn build(endpoint: Endpoint, receives: Receives, own: SlotGrant) -> SendStream {
+        SendStream {
             receives,
             outgoing: None,
             endpoint,
@@ -342,7 +342,7 @@ impl SendStream {
             output_shut: false,
             end_pending: false,
             busy_poll: Duration::ZERO,
-        })
+        }
     }
 
     /// Checks the peer's grant and stages one outgoing slot per send it allows.
@@ -651,18 +651,23 @@ impl SendStream {
         Ok(ready & interest)
     }
 
-    /// Takes the completions left after the queue pair stopped, so that every
-    /// pool slot it consumed goes back to the pool.
+    /// Gives the pool back every slot this stream holds or consumed, whatever
+    /// the messages in them, once the queue pair stopped taking any.
     fn return_slots(&mut self) {
         if matches!(self.receives, Receives::Own(_)) {
             return;
         }
-        if let Err(err) = self.drain_completions() {
-            log::debug!("send stream close: {err}");
+        let mut slots: Vec<u32> =
+            self.arrivals.drain(..).filter(|arrival| !arrival.end).map(|arrival| arrival.slot).collect();
+        // SAFETY: all-zero is a valid ibv_wc.
+        let mut wcs: [ibv_wc; 16] = unsafe { mem::zeroed() };
+        while let Ok(n @ 1..) = self.endpoint.cq.poll(&mut wcs) {
+            // Every receive completion, failed ones too, consumed a pool slot.
+            slots.extend(wcs[..n].iter().filter(|wc| wc.wr_id & WR_SEND == 0).map(|wc| wc.wr_id as u32));
         }
-        while let Some(arrival) = self.arrivals.pop_front().filter(|arrival| !arrival.end) {
-            if let Err(err) = self.repost(arrival.slot) {
-                log::error!("send stream close: slot {} not returned to the pool: {err}", arrival.slot);
+        for slot in slots {
+            if let Err(err) = self.repost(slot) {
+                log::error!("send stream close: slot {slot} not returned to the pool: {err}");
             }
         }
     }
@@ -759,22 +764,32 @@ impl DataPath for SendStream {
         }
         match wc.status {
             ibv_wc_status::IBV_WC_SUCCESS => {}
+            // Our own receives and sends flush when the queue pair stops (a pool's never do).
             ibv_wc_status::IBV_WC_WR_FLUSH_ERR => {
                 self.endpoint.peer_closed = true;
                 return Ok(());
             }
             status => {
+                if !is_send && matches!(self.receives, Receives::Shared { .. }) {
+                    self.repost(wc.wr_id as u32)?; // e.g. a message too long for its slot
+                }
                 return Err(Error::Completion {
                     op: if is_send { "send" } else { "receive" },
                     status: verbs::wc_status_text(status),
                     vendor_err: wc.vendor_err,
-                })
+                });
             }
         }
         if is_send {
             return Ok(());
         }
-        self.arrived(wc.wr_id as u32, wc.byte_len as usize)
+        let slot = wc.wr_id as u32;
+        let arrived = self.arrived(slot, wc.byte_len as usize);
+        if arrived.is_err() {
+            // A refused message holds its slot no longer.
+            self.repost(slot)?;
+        }
+        arrived
     }
 
     fn progress(&mut self) -> Result<()> {

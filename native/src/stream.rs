@@ -144,3 +144,50 @@ pub trait ByteStream {
         }
     }
 }
+
+/// A boxed stream (`transport::Stream`, whatever its medium) is a stream.
+impl<S: ByteStream + ?Sized> ByteStream for Box<S> {
+    fn try_write(&mut self, data: &[u8]) -> Result<usize> {
+        (**self).try_write(data)
+    }
+
+    fn try_read(&mut self, out: &mut [u8]) -> Result<ReadOutcome> {
+        (**self).try_read(out)
+    }
+
+    fn wait(&mut self, interest: Interest, deadline: Deadline) -> Result<()> {
+        (**self).wait(interest, deadline)
+    }
+
+    fn shutdown_output(&mut self) -> Result<()> {
+        (**self).shutdown_output()
+    }
+
+    fn close(&mut self) {
+        (**self).close()
+    }
+
+    fn local_addr(&self) -> Option<SocketAddr> {
+        (**self).local_addr()
+    }
+
+    fn peer_addr(&self) -> Option<SocketAddr> {
+        (**self).peer_addr()
+    }
+
+    fn ready(&mut self, interest: u32) -> Result<u32> {
+        (**self).ready(interest)
+    }
+
+    fn arm(&mut self, interest: u32) -> Result<()> {
+        (**self).arm(interest)
+    }
+
+    fn disarm(&mut self) -> Result<()> {
+        (**self).disarm()
+    }
+
+    fn sources(&self, interest: u32) -> [WaitSource; 2] {
+        (**self).sources(interest)
+    }
+}
