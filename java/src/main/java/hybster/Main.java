@@ -35,7 +35,8 @@ import rdmanio.nio.RdmaSelectorProvider;
  * and {@code trinxKey} (hex), {@code provider}: {@code jdk}, or
  * {@code rdma-nio} with {@code transport} (auto, rdma, shm, tcp), and
  * {@code viewChangeMillis} (how long a request may wait before the followers
- * suspect the leader; default 2000). A replica runs
+ * suspect the leader; default 2000), and {@code instances} (parallel ordering
+ * instances, default 1; the same on every replica). A replica runs
  * until killed; a client sends REQUESTS requests one after the other and prints
  * their latency percentiles and the throughput.
  */
@@ -43,7 +44,8 @@ public final class Main {
     private Main() {}
 
     /** A deployment read from a configuration file. */
-    record Config(Cluster cluster, SelectorProvider provider, String providerName, long viewChangeMillis) {
+    record Config(Cluster cluster, SelectorProvider provider, String providerName, long viewChangeMillis,
+            int instances) {
         static Config read(Path file) throws IOException {
             Properties properties = new Properties();
             try (Reader reader = Files.newBufferedReader(file)) {
@@ -63,9 +65,10 @@ public final class Main {
                     hex.parseHex(required(properties, "trinxKey", file)));
             long viewChangeMillis = Long.parseLong(properties.getProperty("viewChangeMillis",
                     String.valueOf(Replica.DEFAULT_VIEW_CHANGE_MILLIS)).trim());
+            int instances = Integer.parseInt(properties.getProperty("instances", "1").trim());
             String provider = properties.getProperty("provider", "jdk");
             return switch (provider) {
-                case "jdk" -> new Config(cluster, SelectorProvider.provider(), "jdk", viewChangeMillis);
+                case "jdk" -> new Config(cluster, SelectorProvider.provider(), "jdk", viewChangeMillis, instances);
                 case "rdma-nio" -> {
                     String transport = properties.getProperty("transport", "auto");
                     // Only replicas get a ring of a replica's memory; clients get two-sided sends.
@@ -79,7 +82,7 @@ public final class Main {
                             })
                             .distinct().collect(Collectors.joining(","));
                     yield new Config(cluster, RdmaSelectorProvider.withTransport(transport).withRingPeers(ringPeers),
-                            "rdma-nio (" + transport + ")", viewChangeMillis);
+                            "rdma-nio (" + transport + ")", viewChangeMillis, instances);
                 }
                 default -> throw new IllegalArgumentException(file + ": provider '" + provider
                         + "' is not jdk or rdma-nio");
@@ -123,7 +126,8 @@ public final class Main {
 
     private static void runReplica(Config config, int id) throws Exception {
         Replica replica = new Replica(id, config.cluster(), new SoftwareTrinx(id, config.cluster().trinxKey(), 1),
-                new Counter(), config.provider(), config.viewChangeMillis());
+                new Counter(), config.provider(), config.viewChangeMillis(), Replica.DEFAULT_CHECKPOINT_INTERVAL,
+                config.instances());
         replica.start();
         System.out.println("replica " + id + " on " + config.providerName() + " at "
                 + config.cluster().replicas().get(id));

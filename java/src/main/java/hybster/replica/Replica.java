@@ -65,9 +65,22 @@ import hybster.wire.Message.ViewChange;
  * its log up to its own CHECKPOINT there. A VIEW-CHANGE then carries the stable
  * checkpoint's proof and the log since.
  *
+ * <p>Parallel ordering instances (Hybster's consensus-oriented
+ * parallelization, as a configuration option). With k instances, instance i
+ * orders the order numbers g with (g - 1) mod k = i, and its leader in view v
+ * is replica (v + i) mod n, so k replicas lead at once. A client's requests go
+ * to instance (client mod k). Execution stays one sequence in global order: a
+ * leader whose instance falls behind another's fills its orders below the
+ * other's with no-ops (an instance with nothing to order must not stall the
+ * rest). One view covers every instance: its primary (instance 0's leader)
+ * runs the view change, whose logs carry every instance's PREPAREs, and a
+ * request left unexecuted suspects the view. All certified messages of a
+ * replica share one trusted counter, so each peer's messages, of whatever
+ * instance, still arrive in one checked order. With k = 1 this is the protocol
+ * above.
+ *
  * <p>Not here yet: state transfer (a replica that finds a stable checkpoint
- * beyond what it executed stops executing and says so), parallel ordering
- * instances.
+ * beyond what it executed stops executing and says so).
  */
 public final class Replica implements Closeable {
     private static final Logger LOG = Logger.getLogger(Replica.class.getName());
@@ -77,6 +90,10 @@ public final class Replica implements Closeable {
     public static final long DEFAULT_CHECKPOINT_INTERVAL = 100;
     /** Messages of one peer kept while they wait for a missing one (a bound against a flooding peer). */
     private static final int MAX_WAITING = 10_000;
+    /** The most ordering instances (each needs a leader; more than replicas only shares them out). */
+    public static final int MAX_INSTANCES = 64;
+    /** The sender of the no-op requests that fill an idle instance's orders. */
+    private static final int NO_OP = -1;
 
     private final int id;
     private final Cluster cluster;
@@ -85,6 +102,7 @@ public final class Replica implements Closeable {
     private final Node node;
     private final long viewChangeMillis;
     private final long checkpointInterval;
+    private final int instances;
     private volatile long stableCheckpoint;
     private volatile int logSize;
     private final AtomicLong executed = new AtomicLong();
@@ -97,8 +115,11 @@ public final class Replica implements Closeable {
     private int changingTo;
     /** How long a request may wait now: doubles with each view change that brings no progress. */
     private long suspectAfterMillis;
-    /** The last order prepared in this view (the leader's, as followers see it). */
-    private long lastPrepared;
+    /**
+     * Per instance, the last order prepared in this view (its leader's, as
+     * followers see it); before the first, the order k below the instance's first.
+     */
+    private final long[] lastPrepared;
     private long lastExecuted;
     private final long[] lastCounterSeen;
     /** Certified messages that came ahead of a missing one, per sender, by their previous value. */
@@ -148,8 +169,17 @@ public final class Replica implements Closeable {
 
     public Replica(int id, Cluster cluster, TrustedCounter trinx, Application application, SelectorProvider provider,
             long viewChangeMillis, long checkpointInterval) throws IOException {
+        this(id, cluster, trinx, application, provider, viewChangeMillis, checkpointInterval, 1);
+    }
+
+    /** A replica of a cluster that orders with {@code instances} parallel instances (the same on every replica). */
+    public Replica(int id, Cluster cluster, TrustedCounter trinx, Application application, SelectorProvider provider,
+            long viewChangeMillis, long checkpointInterval, int instances) throws IOException {
         if (checkpointInterval < 1) {
             throw new IllegalArgumentException("checkpoint interval " + checkpointInterval);
+        }
+        if (instances < 1 || instances > MAX_INSTANCES) {
+            throw new IllegalArgumentException(instances + " ordering instances: 1 to " + MAX_INSTANCES);
         }
         if (trinx.owner() != id) {
             throw new IllegalArgumentException("replica " + id + " got the trusted subsystem of " + trinx.owner());
@@ -161,6 +191,9 @@ public final class Replica implements Closeable {
         this.viewChangeMillis = viewChangeMillis;
         this.suspectAfterMillis = viewChangeMillis;
         this.checkpointInterval = checkpointInterval;
+        this.instances = instances;
+        this.lastPrepared = new long[instances];
+        resetInstances(0);
         this.lastCounterSeen = new long[cluster.n()];
         for (int i = 0; i < cluster.n(); i++) {
             waiting.add(new TreeMap<>());
@@ -208,8 +241,40 @@ public final class Replica implements Closeable {
         return node.dropped();
     }
 
+    /** The primary of a view: instance 0's leader, who runs the change to it. */
     private int leader(int inView) {
-        return inView % cluster.n();
+        return leader(0, inView);
+    }
+
+    private int leader(int instance, int inView) {
+        return (inView + instance) % cluster.n();
+    }
+
+    private int instanceOf(long order) {
+        return (int) ((order - 1) % instances);
+    }
+
+    private int instanceOf(Request request) {
+        return Math.floorMod(request.sender(), instances);
+    }
+
+    private long nextOrder(int instance) {
+        return lastPrepared[instance] + instances;
+    }
+
+    /** Every instance's last prepared order as of {@code last}, the last order of all. */
+    private void resetInstances(long last) {
+        for (int instance = 0; instance < instances; instance++) {
+            long order = last;
+            while (order >= 1 && instanceOf(order) != instance) {
+                order--;
+            }
+            lastPrepared[instance] = order >= 1 ? order : instance + 1 - instances;
+        }
+    }
+
+    private static boolean isNoOp(Request request) {
+        return request.sender() == NO_OP;
     }
 
     private void onMessage(Message message) {
@@ -332,7 +397,7 @@ public final class Replica implements Closeable {
         if (changingTo != 0) {
             return;
         }
-        if (leader(view) == id) {
+        if (leader(instanceOf(request), view) == id) {
             order(request);
         } else {
             // A PREPARE that waited for this request from its client can go on now.
@@ -348,7 +413,30 @@ public final class Replica implements Closeable {
         if (!ordered.add(key(request.sender(), request.timestamp()))) {
             return; // a retransmission of a request already ordered
         }
-        long order = ++lastPrepared;
+        long order = prepare(instanceOf(request), request);
+        fillInstancesBelow(order);
+        executeCommitted();
+    }
+
+    /**
+     * Lets no instance this replica leads stay behind {@code order}: each
+     * prepares no-ops for its orders below it.
+     */
+    private void fillInstancesBelow(long order) {
+        for (int instance = 0; instance < instances; instance++) {
+            if (leader(instance, view) != id) {
+                continue;
+            }
+            while (nextOrder(instance) < order) {
+                prepare(instance, new Request(NO_OP, nextOrder(instance), new byte[0]));
+            }
+        }
+    }
+
+    /** Certifies and sends the PREPARE of {@code request} as the next order of {@code instance}. */
+    private long prepare(int instance, Request request) {
+        long order = nextOrder(instance);
+        lastPrepared[instance] = order;
         byte[] digest = request.digest();
         Prepare prepare = new Prepare(id, view, order, request, certify(Prepare.certified(view, order, digest)));
         log(prepare);
@@ -359,31 +447,40 @@ public final class Replica implements Closeable {
         broadcast(prepare);
         LOG.fine(() -> "replica " + id + ": view " + view + " ordered request " + request.timestamp() + " of client "
                 + request.sender() + " as " + order);
-        executeCommitted();
+        return order;
     }
 
     private void onPrepare(Prepare prepare) {
         if (aheadOfView(prepare, prepare.view())) {
             return;
         }
-        if (changingTo != 0 || prepare.view() != view || prepare.sender() != leader(view)) {
-            reject(prepare, "not from the leader of view " + view + (changingTo != 0 ? " (changing view)" : ""));
+        int instance = instanceOf(prepare.order());
+        if (changingTo != 0 || prepare.view() != view || prepare.sender() != leader(instance, view)) {
+            reject(prepare, "not from the leader of its instance in view " + view
+                    + (changingTo != 0 ? " (changing view)" : ""));
             return;
         }
-        if (prepare.order() != lastPrepared + 1) {
-            reject(prepare, "order " + prepare.order() + " does not follow " + lastPrepared);
+        if (prepare.order() != nextOrder(instance)) {
+            reject(prepare, "order " + prepare.order() + " does not follow " + lastPrepared[instance]);
             return;
         }
-        lastPrepared = prepare.order();
+        if (isNoOp(prepare.request()) ? prepare.request().timestamp() != prepare.order()
+                : instanceOf(prepare.request()) != instance) {
+            reject(prepare, "its request belongs to another instance or order");
+            return;
+        }
+        lastPrepared[instance] = prepare.order();
         Slot slot = slots.computeIfAbsent(prepare.order(), o -> new Slot());
         slot.prepare = prepare;
         slot.agreements.put(prepare.sender(), prepare.request().digest());
-        if (pending.containsKey(ByteBuffer.wrap(prepare.request().digest()))
+        if (isNoOp(prepare.request()) || pending.containsKey(ByteBuffer.wrap(prepare.request().digest()))
                 || isExecuted(prepare.request())) {
             agree(slot);
         } else {
             LOG.fine(() -> "replica " + id + ": order " + prepare.order() + " waits for its request from the client");
         }
+        fillInstancesBelow(prepare.order());
+        executeCommitted();
     }
 
     /**
@@ -427,7 +524,8 @@ public final class Replica implements Closeable {
             return; // of an earlier view: it only had to keep the counter order
         }
         Prepare prepare = commit.prepare();
-        if (prepare.sender() != leader(view) || prepare.view() != view || prepare.order() != commit.order()
+        if (prepare.sender() != leader(instanceOf(commit.order()), view) || prepare.view() != view
+                || prepare.order() != commit.order()
                 || !trinx.verify(prepare.sender(), prepare.certificate(), certified(prepare))) {
             reject(commit, "its PREPARE is not the leader's");
             return;
@@ -458,6 +556,9 @@ public final class Replica implements Closeable {
             return;
         }
         byte[] result = new byte[0];
+        if (request != null && isNoOp(request)) {
+            request = null; // filled an idle instance's order: executes as nothing
+        }
         if (request != null) {
             ordered.remove(key(request.sender(), request.timestamp()));
             pending.remove(ByteBuffer.wrap(request.digest()));
@@ -530,9 +631,11 @@ public final class Replica implements Closeable {
     /** Every half timeout: a request from a client left unexecuted too long suspects the leader. */
     private void watchRequests() {
         long now = System.nanoTime();
+        // A replica does not suspect itself: its own instances' requests it orders at once.
         boolean overdue = pending.values().stream()
-                .anyMatch(p -> now - p.since() > suspectAfterMillis * 1_000_000 && !isExecuted(p.request()));
-        if (overdue && leader(view) != id) {
+                .anyMatch(p -> now - p.since() > suspectAfterMillis * 1_000_000 && !isExecuted(p.request())
+                        && leader(instanceOf(p.request()), view) != id);
+        if (overdue) {
             startViewChange(Math.max(view, changingTo) + 1);
         }
         node.schedule(Math.max(1, viewChangeMillis / 2), this::watchRequests);
@@ -676,17 +779,16 @@ public final class Replica implements Closeable {
         view = newView;
         currentView = newView;
         changingTo = 0;
-        lastPrepared = last;
+        resetInstances(last);
         slots.clear();
         ordered.clear();
         viewChanges.keySet().removeIf(v -> v <= newView);
         List<Message> early = aheadOfView.remove(newView);
         aheadOfView.keySet().removeIf(v -> v < newView);
-        LOG.info(() -> "replica " + id + ": entered view " + newView + " (leader " + leader(newView)
+        LOG.info(() -> "replica " + id + ": entered view " + newView + " (primary " + leader(newView)
                 + ") after order " + last);
-        if (leader(newView) == id) {
-            pending.values().stream().map(Pending::request).toList().forEach(this::order);
-        }
+        pending.values().stream().map(Pending::request)
+                .filter(request -> leader(instanceOf(request), newView) == id).toList().forEach(this::order);
         if (early != null) {
             for (Message message : early) {
                 if (message instanceof Prepare prepare) {
