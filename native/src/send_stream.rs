@@ -221,8 +221,9 @@ struct Arrival {
 pub struct SendStream {
     // Memory before the endpoint: deregistered before its domain goes.
     receives: Receives,
-    /// Staging of sends, one slot per send the peer's credits allow (made
-    /// when its grant is known).
+    /// Staging of sends too long to go inline, one slot per send the peer's
+    /// credits allow; made at the first such send (a peer that gets only
+    /// short messages, a client's replies say, costs none).
     outgoing: Option<MemoryRegion>,
     endpoint: Endpoint,
     own: SlotGrant,
@@ -234,6 +235,9 @@ pub struct SendStream {
     peer_data_consumed: u32,
     peer_control_consumed: u32,
     next_outgoing: u32,
+    /// The longest message we send, header included: the peer's slot, but no
+    /// more than our own (a peer's huge slots must not make us stage huge buffers).
+    message_len: usize,
     /// Staged slots in `outgoing`: as many as the peer's credits. A slot is
     /// reused only once its send retired, so sends outstanding stay below this.
     send_slots: u32,
@@ -326,6 +330,7 @@ impl SendStream {
             peer_data_consumed: 0,
             peer_control_consumed: 0,
             next_outgoing: 0,
+            message_len: 0,
             send_slots: 0,
             signal_every: 1,
             sq_outstanding: 0,
@@ -353,8 +358,7 @@ impl SendStream {
         // Unsignaled sends retire only with a later signaled one: fewer of them
         // than slots, or a writer could wait on slots that never retire.
         self.signal_every = (self.send_slots / 2).clamp(1, SIGNAL_EVERY);
-        let len = self.send_slots as usize * peer.slot_len as usize;
-        self.outgoing = Some(MemoryRegion::new(&self.endpoint.pd, len, ibv_access_flags(0))?);
+        self.message_len = peer.slot_len.min(self.own.slot_len) as usize;
         Ok(())
     }
 
@@ -429,14 +433,26 @@ impl SendStream {
         header[4..8].copy_from_slice(&self.data_consumed.to_le_bytes());
         header[8..12].copy_from_slice(&self.control_consumed.to_le_bytes());
         let len = HEADER_LEN + payload.len();
-        let outgoing =
-            self.outgoing.as_mut().ok_or(Error::Closed("a send before the connection was set up"))?;
-        let at = (self.next_outgoing % self.send_slots) as usize * self.peer.slot_len as usize;
-        self.next_outgoing = self.next_outgoing.wrapping_add(1);
-        let staged = &mut outgoing.bytes_mut()[at..at + len];
+        // Short messages go inline, from the stack: the device copies them at the post.
+        let mut inline = [0u8; INLINE as usize];
+        let inlined = len <= self.endpoint.max_inline.min(INLINE) as usize;
+        let staged = if inlined {
+            &mut inline[..len]
+        } else {
+            if self.outgoing.is_none() {
+                let staging = self.send_slots as usize * self.message_len;
+                self.outgoing = Some(MemoryRegion::new(&self.endpoint.pd, staging, ibv_access_flags(0))?);
+            }
+            let outgoing = self.outgoing.as_mut().expect("made above");
+            let at = (self.next_outgoing % self.send_slots) as usize * self.message_len;
+            self.next_outgoing = self.next_outgoing.wrapping_add(1);
+            &mut outgoing.bytes_mut()[at..at + len]
+        };
         staged[..HEADER_LEN].copy_from_slice(&header);
         staged[HEADER_LEN..].copy_from_slice(payload);
-        let mut sge = outgoing.sge(at, len);
+        let addr = staged.as_ptr() as u64;
+        let lkey = if inlined { 0 } else { self.outgoing.as_ref().expect("staged").lkey() };
+        let mut sge = ibv_sge { addr, length: len as u32, lkey };
         self.unsignaled += 1;
         let signaled = signaled || self.unsignaled >= self.signal_every;
         let retires = if signaled { mem::take(&mut self.unsignaled) } else { 0 };
@@ -449,12 +465,13 @@ impl SendStream {
         if signaled {
             wr.send_flags |= ibv_send_flags::IBV_SEND_SIGNALED.0;
         }
-        if len as u32 <= self.endpoint.max_inline {
+        if inlined {
             wr.send_flags |= ibv_send_flags::IBV_SEND_INLINE.0;
         }
         let mut bad = ptr::null_mut();
-        // SAFETY: the QP is live; the staged slot is not reused before this send
-        // retires (there are as many slots as sends the peer's credits allow).
+        // SAFETY: the QP is live; inline bytes are copied during the call; a
+        // staged slot is not reused before this send retires (there are as
+        // many slots as sends the peer's credits allow).
         check_errno("ibv_post_send", unsafe { ibv_post_send(self.endpoint.qp(), &mut wr, &mut bad) })?;
         self.sq_outstanding += 1;
         self.reported_data = self.data_consumed;
@@ -598,7 +615,7 @@ impl SendStream {
         if self.endpoint.peer_closed {
             return Err(Error::Disconnected);
         }
-        let chunk = self.peer.slot_len as usize - HEADER_LEN;
+        let chunk = self.message_len - HEADER_LEN;
         let mut written = 0;
         while written < data.len() && self.writable() {
             let piece = &data[written..data.len().min(written + chunk)];

@@ -3,7 +3,9 @@
 //! and many clients on one listener's shared receive queue. On the host the
 //! tests check that RDMA is reported absent.
 
+use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -167,6 +169,8 @@ fn raise_fd_limit(connections: usize) {
     }
 }
 
+/// The listener in this process, its clients in another (`test-peer
+/// sends-clients`), so that what the listener pays per client is measured alone.
 #[test]
 fn many_clients_share_one_receive_pool() {
     if no_device_here() {
@@ -175,51 +179,50 @@ fn many_clients_share_one_receive_pool() {
     let clients: usize = std::env::var("RDMANIO_CLIENTS").map_or(1000, |n| n.parse().unwrap());
     raise_fd_limit(clients);
     let options = sends_only(SendOptions::default());
+    let ip = test_addr().unwrap();
     let listener =
-        StreamListener::bind(SocketAddr::new(test_addr().unwrap(), 0), Transport::Rdma, options.clone())
-            .expect("bind");
-    let addr = listener.local_addr();
+        StreamListener::bind(SocketAddr::new(ip, 0), Transport::Rdma, options.clone()).expect("bind");
     let (rss_before, fds_before) = (rss_kib(), open_fds());
     let started = Instant::now();
-    let server = thread::spawn(move || {
-        let mut accepted = Vec::with_capacity(clients);
-        for _ in 0..clients {
-            let (medium, mut stream) = listener.accept(TIMEOUT).expect("accept");
-            assert_eq!(medium, Medium::RdmaSends);
-            let mut hello = [0u8; 8];
-            stream.read_exact(&mut hello, TIMEOUT).expect("a client's hello");
-            stream.write_all(&hello, TIMEOUT).expect("echo");
-            accepted.push(stream);
-        }
-        (listener, accepted)
-    });
-    let mut connected = Vec::with_capacity(clients);
-    for i in 0..clients as u64 {
-        let (_, mut stream) = connect(addr, Transport::Rdma, &options, TIMEOUT)
-            .unwrap_or_else(|err| panic!("client {i}: {err}"));
-        stream.write_all(&i.to_le_bytes(), TIMEOUT).expect("hello");
-        let mut echo = [0u8; 8];
-        stream.read_exact(&mut echo, TIMEOUT).expect("echo");
-        assert_eq!(u64::from_le_bytes(echo), i, "client {i} got another's echo");
-        connected.push(stream);
+    let mut peer = Command::new(env!("CARGO_BIN_EXE_test-peer"))
+        .args([
+            "sends-clients",
+            &ip.to_string(),
+            &listener.local_addr().port().to_string(),
+            &clients.to_string(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn test-peer");
+    let mut accepted = Vec::with_capacity(clients);
+    for i in 0..clients {
+        let (medium, mut stream) = listener.accept(TIMEOUT).unwrap_or_else(|err| panic!("accept {i}: {err}"));
+        assert_eq!(medium, Medium::RdmaSends);
+        let mut hello = [0u8; 8];
+        stream.read_exact(&mut hello, TIMEOUT).expect("a client's number");
+        stream.write_all(&hello, TIMEOUT).expect("echo");
+        accepted.push(stream);
     }
-    let (_listener, mut accepted) = server.join().expect("server");
-    let took = started.elapsed();
     // Every connection still works with all of them open.
-    for (i, (client, server)) in connected.iter_mut().zip(accepted.iter_mut()).enumerate().step_by(97) {
-        server.write_all(b"again", TIMEOUT).expect("server write");
+    for stream in accepted.iter_mut().step_by(97) {
         let mut again = [0u8; 5];
-        client.read_exact(&mut again, TIMEOUT).unwrap_or_else(|err| panic!("client {i}: {err}"));
-        assert_eq!(&again, b"again");
+        stream.read_exact(&mut again, TIMEOUT).expect("again");
+        stream.write_all(&again, TIMEOUT).expect("echo again");
     }
+    let mut line = String::new();
+    BufReader::new(peer.stdout.take().unwrap()).read_line(&mut line).expect("the clients' report");
+    assert_eq!(line.trim(), "clients done");
+    let took = started.elapsed();
     let grown = rss_kib().saturating_sub(rss_before);
     let fds = open_fds() - fds_before;
+    drop(peer.stdin.take()); // the clients may go
+    assert!(peer.wait().expect("test-peer").success(), "test-peer failed");
     let pool = options.sends.pool_slots * options.sends.slot_len / 1024;
     eprintln!(
-        "{clients} two-sided clients on one listener in {took:.1?}: RSS grew {grown} KiB and {fds} fds for \
-         both ends ({} KiB and {} fds per client with its server side); the listener's receive pool is \
-         {pool} KiB for all",
-        grown / clients as u64,
+        "{clients} two-sided clients on one listener in {took:.1?}: the listener's RSS grew {grown} KiB, \
+         its receive pool ({pool} KiB, for all) and {} KiB per client; its fds grew by {fds} ({} per client)",
+        grown.saturating_sub(pool as u64) / clients as u64,
         fds / clients
     );
 }

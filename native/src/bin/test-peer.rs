@@ -5,14 +5,19 @@
 //!       every byte back until end of stream;
 //!   test-peer rdma-flood IP PORT
 //!       connects an RDMA stream and writes without end (until killed), after
-//!       printing "flooding" once connected.
+//!       printing "flooding" once connected;
+//!   test-peer sends-clients IP PORT COUNT
+//!       connects COUNT two-sided clients one after the other, each sending its
+//!       number (8 bytes) and expecting it back; then sends "again" on every
+//!       97th and expects it back; prints "clients done" and keeps them all
+//!       open until its stdin closes.
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use rdmanio::shm::{ShmFds, ShmStream};
-use rdmanio::{ByteStream, RdmaStream, StreamOptions};
+use rdmanio::{ByteStream, RdmaStream, SendOptions, SendStream, StreamOptions};
 
 const TIMEOUT: Option<Duration> = Some(Duration::from_secs(60));
 
@@ -21,8 +26,12 @@ fn main() -> ExitCode {
     let result = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["shm-echo", region, doorbell0, doorbell1] => shm_echo(region, doorbell0, doorbell1),
         ["rdma-flood", ip, port] => rdma_flood(ip, port),
+        ["sends-clients", ip, port, count] => sends_clients(ip, port, count),
         _ => {
-            eprintln!("usage: test-peer shm-echo REGION_FD DOORBELL0_FD DOORBELL1_FD | rdma-flood IP PORT");
+            eprintln!(
+                "usage: test-peer shm-echo REGION_FD DOORBELL0_FD DOORBELL1_FD | rdma-flood IP PORT \
+                 | sends-clients IP PORT COUNT"
+            );
             return ExitCode::from(2);
         }
     };
@@ -65,4 +74,32 @@ fn rdma_flood(ip: &str, port: &str) -> Result<(), Box<dyn std::error::Error>> {
     loop {
         stream.write_all(&chunk, TIMEOUT)?;
     }
+}
+
+fn sends_clients(ip: &str, port: &str, count: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let addr = SocketAddr::new(ip.parse()?, port.parse()?);
+    let count: u64 = count.parse()?;
+    let mut clients = Vec::with_capacity(count as usize);
+    for i in 0..count {
+        let mut client = SendStream::connect(addr, SendOptions::default(), TIMEOUT)
+            .map_err(|err| format!("client {i}: {err}"))?;
+        client.write_all(&i.to_le_bytes(), TIMEOUT)?;
+        let mut echo = [0u8; 8];
+        client.read_exact(&mut echo, TIMEOUT)?;
+        if u64::from_le_bytes(echo) != i {
+            return Err(format!("client {i} got another's echo").into());
+        }
+        clients.push(client);
+    }
+    for (i, client) in clients.iter_mut().enumerate().step_by(97) {
+        client.write_all(b"again", TIMEOUT)?;
+        let mut again = [0u8; 5];
+        client.read_exact(&mut again, TIMEOUT).map_err(|err| format!("client {i} again: {err}"))?;
+        if &again != b"again" {
+            return Err(format!("client {i} got {again:?} back").into());
+        }
+    }
+    println!("clients done");
+    std::io::copy(&mut std::io::stdin(), &mut std::io::sink())?; // until the parent lets go
+    Ok(())
 }
