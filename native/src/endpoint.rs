@@ -1,13 +1,16 @@
 //! The part of every RDMA connection that does not depend on its data path: an
-//! RC queue pair with its CQ and PD, set up through librdmacm the way TCP sockets
-//! are (a `Listener` binds an IP address and port and accepts; a client connects
-//! to that address), with a small hello exchanged in the connect request and
-//! reply, and the completion/connection-event waiting both data paths share.
+//! RC queue pair with its CQ and PD (its own PD, or for a listener's two-sided
+//! connections the PD of the listener's shared receive queue), set up through
+//! librdmacm the way TCP sockets are (a `Listener` binds an IP address and port
+//! and accepts; a client connects to that address), with a small hello
+//! exchanged in the connect request and reply, and the completion and
+//! connection-event waiting all data paths share.
 //!
-//! A data path (`connection`: two-sided messages; `rdma_stream`: one-sided rings)
-//! registers its memory with the endpoint's PD and posts its receives before it
-//! completes the connection, and owns the endpoint, declared after its memory
-//! regions so that they are deregistered before the PD goes.
+//! A data path (`connection`: two-sided messages; `rdma_stream`: one-sided
+//! rings; `send_stream`: a two-sided byte stream) registers its memory with the
+//! endpoint's PD and posts its receives before it completes the connection, and
+//! owns the endpoint, declared after its memory regions so that they are
+//! deregistered before the PD goes.
 
 use std::mem;
 use std::net::SocketAddr;
