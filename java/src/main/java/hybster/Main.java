@@ -63,9 +63,8 @@ public final class Main {
             HexFormat hex = HexFormat.of();
             Cluster cluster = new Cluster(replicas, hex.parseHex(required(properties, "masterSecret", file)),
                     hex.parseHex(required(properties, "trinxKey", file)));
-            long viewChangeMillis = Long.parseLong(properties.getProperty("viewChangeMillis",
-                    String.valueOf(Replica.DEFAULT_VIEW_CHANGE_MILLIS)).trim());
-            int instances = Integer.parseInt(properties.getProperty("instances", "1").trim());
+            long viewChangeMillis = number(properties, "viewChangeMillis", Replica.DEFAULT_VIEW_CHANGE_MILLIS, file);
+            int instances = (int) number(properties, "instances", 1, file);
             String provider = properties.getProperty("provider", "jdk");
             return switch (provider) {
                 case "jdk" -> new Config(cluster, SelectorProvider.provider(), "jdk", viewChangeMillis, instances);
@@ -87,6 +86,15 @@ public final class Main {
                 default -> throw new IllegalArgumentException(file + ": provider '" + provider
                         + "' is not jdk or rdma-nio");
             };
+        }
+
+        private static long number(Properties properties, String key, long fallback, Path file) {
+            String value = properties.getProperty(key, String.valueOf(fallback)).trim();
+            try {
+                return Long.parseLong(value);
+            } catch (NumberFormatException e) {
+                throw new IllegalArgumentException(file + ": " + key + " '" + value + "' is not a number");
+            }
         }
 
         private static String required(Properties properties, String key, Path file) {
