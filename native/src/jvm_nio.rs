@@ -121,6 +121,7 @@ extern "system" fn Java_rdmanio_nio_SocketNative_listen<'local>(
     transport_name: JString<'local>,
     ring_bytes: jint,
     ring_peers: JString<'local>,
+    send_pool_slots: jint,
     backlog: jint,
 ) {
     env.with_env(|env| -> JniResult<_> {
@@ -129,6 +130,8 @@ extern "system" fn Java_rdmanio_nio_SocketNative_listen<'local>(
         let backlog = usize::try_from(backlog).unwrap_or(0);
         let mut options = transport_options(ring_bytes)?;
         options.ring_peers = ring_peers.try_to_string(env)?.parse::<RingPeers>()?;
+        options.sends.pool_slots = usize::try_from(send_pool_slots)
+            .map_err(|_| Error::InvalidArgument(format!("{send_pool_slots} receive slots")))?;
         // SAFETY: as above.
         let socket = unsafe { socket(handle)? };
         Ok(socket.start_listen(addr, transport, options, backlog)?)

@@ -186,7 +186,8 @@ impl ReceivePool {
         let mut unreserved = self.unreserved.lock();
         if *unreserved < count {
             return Err(Error::InvalidArgument(format!(
-                "the listener's receive pool is spent ({} slots of {} promised): raise pool_slots",
+                "the listener's receive pool is spent ({} of its {} slots promised): raise SendOptions::pool_slots \
+                 (-Drdmanio.sendPoolSlots in Java)",
                 self.slots.bytes().len() / self.slot_len - *unreserved,
                 self.slots.bytes().len() / self.slot_len
             )));

@@ -226,3 +226,47 @@ fn many_clients_share_one_receive_pool() {
         fds / clients
     );
 }
+
+#[test]
+fn a_spent_pool_refuses_connections_until_one_closes() {
+    if no_device_here() {
+        return;
+    }
+    // Room for exactly one connection's 4 + 3 slots.
+    let options = sends_only(SendOptions { pool_slots: 7, ..SendOptions::default() });
+    let listener =
+        StreamListener::bind(SocketAddr::new(test_addr().unwrap(), 0), Transport::Rdma, options.clone())
+            .expect("bind");
+    let addr = listener.local_addr();
+    let connect_one = |options: &TransportOptions| {
+        let options = options.clone();
+        thread::spawn(move || connect(addr, Transport::Rdma, &options, Some(Duration::from_secs(10))))
+    };
+    let first = connect_one(&options);
+    let (_, mut server) = listener.accept(TIMEOUT).expect("the first fits");
+    let mut first = first.join().unwrap().expect("first connect").1;
+
+    let second = connect_one(&options);
+    // The listener refuses the second, and says why.
+    match listener.accept(TIMEOUT) {
+        Err(err) => assert!(err.to_string().contains("receive pool is spent"), "{err}"),
+        Ok(_) => panic!("a spent pool accepted a second connection"),
+    }
+    match second.join().unwrap() {
+        Err(Error::ConnectionRefused(_)) => {}
+        Err(other) => panic!("the second connect failed otherwise: {other}"),
+        Ok(_) => panic!("a spent pool accepted a second connection"),
+    }
+
+    first.write_all(b"ping", TIMEOUT).expect("the first still works");
+    let mut ping = [0u8; 4];
+    server.read_exact(&mut ping, TIMEOUT).expect("ping");
+    drop(first);
+    drop(server); // gives its slots back
+    let third = connect_one(&options);
+    let (_, mut server) = listener.accept(TIMEOUT).expect("room again");
+    let mut third = third.join().unwrap().expect("third connect").1;
+    third.write_all(b"pong", TIMEOUT).expect("write");
+    server.read_exact(&mut ping, TIMEOUT).expect("pong");
+    assert_eq!(&ping, b"pong");
+}

@@ -22,6 +22,9 @@ import java.util.regex.Pattern;
  *       {@code none}, or a comma-separated list of IP addresses, such as a
  *       deployment's replicas. Every other peer gets two-sided RDMA sends, which
  *       expose none of the listener's memory; it falls back to them by itself.
+ *   <li>{@code rdmanio.sendPoolSlots}: the receive slots (2 KiB each) a listener
+ *       shares among its two-sided connections, 7 per connection (default 7168:
+ *       1024 connections); a listener whose slots are all promised refuses more.
  * </ul>
  */
 final class Config {
@@ -30,14 +33,16 @@ final class Config {
     final long spinMicros;
     final int connectTimeoutMillis;
     final String ringPeers;
+    final int sendPoolSlots;
 
     private Config(String transport, String pollMode, long spinMicros, int connectTimeoutMillis,
-            String ringPeers) {
+            String ringPeers, int sendPoolSlots) {
         this.transport = transport;
         this.pollMode = pollMode;
         this.spinMicros = spinMicros;
         this.connectTimeoutMillis = connectTimeoutMillis;
         this.ringPeers = ringPeers;
+        this.sendPoolSlots = sendPoolSlots;
     }
 
     static Config fromSystemProperties() {
@@ -46,7 +51,8 @@ final class Config {
                 choice("rdmanio.poll", "adaptive", "adaptive", "busy", "blocking"),
                 number("rdmanio.spinMicros", 50, 0, 1_000_000),
                 (int) number("rdmanio.connectTimeoutMillis", 30_000, 1, Integer.MAX_VALUE),
-                ringPeers(System.getProperty("rdmanio.ringPeers", "all")));
+                ringPeers(System.getProperty("rdmanio.ringPeers", "all")),
+                (int) number("rdmanio.sendPoolSlots", 7168, 7, 1 << 22));
     }
 
     /** IP literals only (no name lookups here); the engine parses them exactly. */
@@ -109,11 +115,11 @@ final class Config {
     /** The same settings with another transport (tests run each provider on each transport). */
     Config withTransport(String transport) {
         return new Config(oneOf("rdmanio.transport", transport, TRANSPORTS), pollMode, spinMicros,
-                connectTimeoutMillis, ringPeers);
+                connectTimeoutMillis, ringPeers, sendPoolSlots);
     }
 
     /** The same settings with other ring peers. */
     Config withRingPeers(String peers) {
-        return new Config(transport, pollMode, spinMicros, connectTimeoutMillis, ringPeers(peers));
+        return new Config(transport, pollMode, spinMicros, connectTimeoutMillis, ringPeers(peers), sendPoolSlots);
     }
 }

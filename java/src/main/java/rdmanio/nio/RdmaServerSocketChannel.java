@@ -65,7 +65,8 @@ final class RdmaServerSocketChannel extends ServerSocketChannel implements RdmaC
             }
             Config config = provider.config();
             SocketNative.listen(handle, Addresses.ip(address), address.getPort(), config.transport,
-                    receiveBufferSize, config.ringPeers, backlog < 1 ? DEFAULT_BACKLOG : backlog);
+                    receiveBufferSize, config.ringPeers, config.sendPoolSlots,
+                    backlog < 1 ? DEFAULT_BACKLOG : backlog);
             localAddress = Addresses.parse(SocketNative.address(handle, false));
         }
         return this;

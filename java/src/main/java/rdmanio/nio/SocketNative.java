@@ -43,10 +43,11 @@ final class SocketNative {
 
     /**
      * Binds and listens on every medium of {@code transport}; over RDMA, grants rings to
-     * {@code ringPeers} ("all", "none" or IP addresses) and two-sided sends to the others.
+     * {@code ringPeers} ("all", "none" or IP addresses) and two-sided sends to the others,
+     * which share {@code sendPoolSlots} receive slots.
      */
     static native void listen(long socket, String ip, int port, String transport, int ringBytes,
-            String ringPeers, int backlog) throws IOException;
+            String ringPeers, int sendPoolSlots, int backlog) throws IOException;
 
     /** An accepted connection's handle, or 0 when none waits and {@code block} is false. */
     static native long accept(long socket, boolean block) throws IOException;

@@ -81,25 +81,56 @@ public class ProviderTest {
         assertTrue("a failed connect closes the channel", !client.isOpen());
     }
 
-    @Test
-    public void badSettingsAreRefusedWithTheirName() {
-        String old = System.getProperty("rdmanio.poll");
-        System.setProperty("rdmanio.poll", "sometimes");
+    /**
+     * A listener whose two-sided receive pool holds one connection (7 slots) takes
+     * the first client and refuses the second (in the VM; on the host rdma has no
+     * device, which the test above checks).
+     */
+    @Test(timeout = 120_000)
+    public void aListenerWhosePoolIsSpentRefusesTheNextClient() throws Exception {
+        RdmaSelectorProvider provider = withProperty("rdmanio.sendPoolSlots", "7",
+                () -> RdmaSelectorProvider.withTransport(Providers.IN_VM ? "rdma" : "tcp").withRingPeers("none"));
+        assertEquals(7, provider.config().sendPoolSlots);
+        if (!Providers.IN_VM) {
+            return; // the setting's validation is in badSettingsAreRefusedWithTheirName
+        }
+        try (ServerSocketChannel listener = provider.openServerSocketChannel().bind(Providers.anyPort());
+                SocketChannel first = provider.openSocketChannel();
+                SocketChannel second = provider.openSocketChannel()) {
+            first.connect(listener.getLocalAddress());
+            assertEquals("rdma-sends", ((RdmaSocketChannel) first).medium());
+            assertThrows(java.net.ConnectException.class, () -> second.connect(listener.getLocalAddress()));
+        }
+    }
+
+    /** Runs {@code make} with a system property set, then restores it. */
+    private static <T> T withProperty(String name, String value, java.util.function.Supplier<T> make) {
+        String old = System.getProperty(name);
+        System.setProperty(name, value);
         try {
-            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, RdmaSelectorProvider::new);
-            assertEquals("-Drdmanio.poll=sometimes is not one of adaptive, busy, blocking", e.getMessage());
+            return make.get();
         } finally {
             if (old == null) {
-                System.clearProperty("rdmanio.poll");
+                System.clearProperty(name);
             } else {
-                System.setProperty("rdmanio.poll", old);
+                System.setProperty(name, old);
             }
         }
+    }
+
+    @Test
+    public void badSettingsAreRefusedWithTheirName() {
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> withProperty("rdmanio.poll", "sometimes", RdmaSelectorProvider::new));
+        assertEquals("-Drdmanio.poll=sometimes is not one of adaptive, busy, blocking", e.getMessage());
         assertThrows(IllegalArgumentException.class, () -> RdmaSelectorProvider.withTransport("carrier-pigeon"));
         IllegalArgumentException peers = assertThrows(IllegalArgumentException.class,
                 () -> RdmaSelectorProvider.withTransport("tcp").withRingPeers("replica-1"));
         assertEquals("-Drdmanio.ringPeers=replica-1 is not all, none or a comma-separated list of IP addresses",
                 peers.getMessage());
         RdmaSelectorProvider.withTransport("tcp").withRingPeers(" 192.0.2.1, 192.0.2.2 ");
+        IllegalArgumentException pool = assertThrows(IllegalArgumentException.class,
+                () -> withProperty("rdmanio.sendPoolSlots", "3", RdmaSelectorProvider::new));
+        assertEquals("-Drdmanio.sendPoolSlots=3 is not a number in [7, 4194304]", pool.getMessage());
     }
 }
