@@ -145,6 +145,14 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
 
     @Override
     public boolean connect(SocketAddress remote) throws IOException {
+        return connect(remote, config.connectTimeoutMillis);
+    }
+
+    /**
+     * {@link #connect(SocketAddress)} that fails with {@code SocketTimeoutException} after
+     * {@code timeoutMillis} (the socket adaptor's {@code connect(remote, timeout)}).
+     */
+    boolean connect(SocketAddress remote, int timeoutMillis) throws IOException {
         InetSocketAddress address = Addresses.check(remote);
         InetAddress target = address.getAddress().isAnyLocalAddress() ? InetAddress.getLoopbackAddress()
                 : address.getAddress();
@@ -161,7 +169,7 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
                         throw new ConnectionPendingException();
                     }
                     SocketNative.connect(handle, target.getHostAddress(), address.getPort(), config.transport,
-                            receiveBufferSize, config.connectTimeoutMillis);
+                            receiveBufferSize, timeoutMillis);
                     state = ST_CONNECTION_PENDING;
                     remoteAddress = address;
                 }

@@ -54,7 +54,11 @@ final class SocketAdaptor extends Socket {
         if (!channel.isBlocking()) {
             throw new IllegalBlockingModeException();
         }
-        channel.connect(remote);
+        if (timeout == 0) {
+            channel.connect(remote); // the provider's connect timeout (rdmanio.connectTimeoutMillis)
+        } else {
+            channel.connect(remote, timeout);
+        }
     }
 
     @Override

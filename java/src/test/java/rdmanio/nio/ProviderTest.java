@@ -5,12 +5,16 @@ import static org.junit.Assert.assertNotNull;
 import static org.junit.Assert.assertThrows;
 import static org.junit.Assert.assertTrue;
 
+import java.net.InetAddress;
 import java.net.InetSocketAddress;
+import java.net.ServerSocket;
+import java.net.SocketTimeoutException;
 import java.net.StandardProtocolFamily;
 import java.nio.channels.DatagramChannel;
 import java.nio.channels.Pipe;
 import java.nio.channels.ServerSocketChannel;
 import java.nio.channels.SocketChannel;
+import java.nio.channels.spi.SelectorProvider;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -100,6 +104,45 @@ public class ProviderTest {
             first.connect(listener.getLocalAddress());
             assertEquals("rdma-sends", ((RdmaSocketChannel) first).medium());
             assertThrows(java.net.ConnectException.class, () -> second.connect(listener.getLocalAddress()));
+        }
+    }
+
+    /**
+     * {@code Socket.connect(remote, timeout)} on the channel's adaptor gives up after
+     * the timeout and closes the channel, as the JDK's does: against a TCP listener
+     * whose backlog is full, connects hang until then (tcp, which the VM has too).
+     */
+    @Test(timeout = 120_000)
+    public void anAdaptorConnectGivesUpAfterItsTimeout() throws Exception {
+        try (ServerSocket full = new ServerSocket(0, 1, InetAddress.getByName(Providers.HOST))) {
+            InetSocketAddress target = new InetSocketAddress(Providers.HOST, full.getLocalPort());
+            for (SelectorProvider provider : List.of(SelectorProvider.provider(),
+                    RdmaSelectorProvider.withTransport("tcp"))) {
+                List<SocketChannel> held = new ArrayList<>();
+                try {
+                    SocketTimeoutException timedOut = null;
+                    long tookNanos = 0;
+                    for (int i = 0; i < 16 && timedOut == null; i++) {
+                        SocketChannel channel = provider.openSocketChannel();
+                        held.add(channel);
+                        long start = System.nanoTime();
+                        try {
+                            channel.socket().connect(target, 300);
+                        } catch (SocketTimeoutException e) {
+                            timedOut = e;
+                            tookNanos = System.nanoTime() - start;
+                        }
+                    }
+                    assertNotNull(provider + ": no connect to the full backlog timed out", timedOut);
+                    assertTrue(provider + ": gave up after " + tookNanos / 1_000_000 + " ms",
+                            tookNanos < TimeUnit.SECONDS.toNanos(5));
+                    assertTrue(provider + ": the timed-out channel is closed", !held.get(held.size() - 1).isOpen());
+                } finally {
+                    for (SocketChannel channel : held) {
+                        channel.close();
+                    }
+                }
+            }
         }
     }
 
