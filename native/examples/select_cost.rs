@@ -1,0 +1,102 @@
+//! What idle connections cost a selector: the poller asks every registered
+//! socket what it is ready for on each select, so a select's cost grows with
+//! the sockets registered. Measures the round trip of one 64-byte echo driven
+//! by a busy-polling selector, first with only that connection registered,
+//! then with IDLE more idle two-sided connections registered too (one run, side
+//! by side). A benchmark, not a test.
+//!
+//!   select_cost [idle] [round-trips]      (RDMANIO_TEST_ADDR: the VM's rxe0)
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdmanio::poller::{PollMode, Poller};
+use rdmanio::socket::Socket;
+use rdmanio::stream::ops;
+use rdmanio::{RingPeers, Transport, TransportOptions};
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+const TIMEOUT: Option<Duration> = Some(Duration::from_secs(60));
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let idle: usize = args.get(1).map_or(Ok(1000), |a| a.parse())?;
+    let rounds: usize = args.get(2).map_or(Ok(2000), |a| a.parse())?;
+    raise_fd_limit(idle);
+    let ip = std::env::var("RDMANIO_TEST_ADDR")?.parse()?;
+    // Nobody gets a ring: every connection is two-sided, as a replica's clients are.
+    let options = TransportOptions { ring_peers: RingPeers::Only(Vec::new()), ..Default::default() };
+    let listener = Socket::listen(SocketAddr::new(ip, 0), Transport::Rdma, options.clone(), 128)?;
+    let addr = listener.addresses()?.0;
+    let connect = || -> Result<(Arc<Socket>, Arc<Socket>)> {
+        let client = Socket::connect(addr, Transport::Rdma, options.clone(), TIMEOUT)?;
+        client.finish_connect(true)?;
+        let server = listener.accept(true)?.ok_or("no connection")?;
+        Ok((client, server))
+    };
+    let (client, server) = connect()?;
+    let poller = Poller::new(PollMode::Busy)?;
+    poller.register(0, Arc::clone(&server))?;
+    let mut interests = vec![ops::READ as i32];
+
+    let alone = echo_round_trips(&poller, &interests, &client, &server, rounds)?;
+    let mut idle_pairs = Vec::with_capacity(idle);
+    for slot in 1..=idle {
+        let (idle_client, idle_server) = connect()?;
+        poller.register(slot, Arc::clone(&idle_server))?;
+        interests.push(ops::READ as i32);
+        idle_pairs.push((idle_client, idle_server));
+    }
+    let crowded = echo_round_trips(&poller, &interests, &client, &server, rounds)?;
+    println!("selector round trip, 64 B echo, busy polling, p50 over {rounds}:");
+    println!("  1 registered connection:          {alone:>9.1} us");
+    println!("  {:>5} registered connections:     {crowded:>9.1} us", idle + 1);
+    println!("  per idle connection per select:   {:>9.3} us", (crowded - alone) / idle.max(1) as f64);
+    Ok(())
+}
+
+/// p50 in microseconds of: the client writes, the selector finds the server
+/// readable, the server echoes, the client reads.
+fn echo_round_trips(
+    poller: &Poller,
+    interests: &[i32],
+    client: &Socket,
+    server: &Socket,
+    rounds: usize,
+) -> Result<f64> {
+    let message = [0xa5u8; 64];
+    let mut buf = [0u8; 64];
+    let mut ready = vec![0i32; 2 * interests.len()];
+    let mut samples = Vec::with_capacity(rounds);
+    for _ in 0..rounds + rounds / 10 {
+        let start = Instant::now();
+        client.write(&message, true)?;
+        let mut got = 0;
+        while got < message.len() {
+            let found = poller.select(interests, &mut ready, TIMEOUT)?;
+            if (0..found).any(|i| ready[2 * i] == 0) {
+                let n = server.read(&mut buf[got..], false, None)?;
+                got += usize::try_from(n).map_err(|_| "end of stream")?;
+            }
+        }
+        server.write(&buf, true)?;
+        let mut echoed = 0;
+        while echoed < buf.len() {
+            let n = client.read(&mut buf[echoed..], true, TIMEOUT)?;
+            echoed += usize::try_from(n).map_err(|_| "end of stream")?;
+        }
+        samples.push(start.elapsed());
+    }
+    let mut measured = samples.split_off(rounds / 10); // after a tenth as warm-up
+    measured.sort();
+    Ok(measured[measured.len() / 2].as_secs_f64() * 1e6)
+}
+
+/// Two fds per connection and side, both sides in this process.
+fn raise_fd_limit(connections: usize) {
+    let want = (connections as u64 * 8 + 1024).max(4096);
+    let limit = libc::rlimit { rlim_cur: want, rlim_max: want };
+    // SAFETY: plain setrlimit on a valid struct; failing leaves the old limit.
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+}
