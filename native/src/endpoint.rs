@@ -490,6 +490,27 @@ pub(crate) trait DataPath {
     /// Handles one work completion.
     fn complete(&mut self, wc: &ibv_wc) -> Result<()>;
 
+    /// Ends the connection of a peer that broke the protocol; a data path that
+    /// granted the peer memory also revokes that (`RdmaStream`).
+    fn revoke(&mut self, why: &Error) {
+        let endpoint = self.endpoint();
+        log::warn!("connection from {}: {why}; connection closed", endpoint.peer);
+        endpoint.disconnect();
+    }
+
+    /// Runs one stream operation; a protocol violation by the peer in it
+    /// revokes the connection before the error goes to the caller.
+    fn revoking_on_violation<T>(&mut self, operation: impl FnOnce(&mut Self) -> Result<T>) -> Result<T>
+    where
+        Self: Sized,
+    {
+        let result = operation(self);
+        if let Err(err @ Error::Violation(_)) = &result {
+            self.revoke(err);
+        }
+        result
+    }
+
     /// Handles every completion there is, a batch per `ibv_poll_cq`.
     fn drain_completions(&mut self) -> Result<()> {
         // SAFETY: all-zero is a valid ibv_wc.

@@ -403,26 +403,8 @@ impl RdmaStream {
 }
 
 /// The stream operations proper; the `ByteStream` face wraps each in
-/// `revoking_on_violation`.
+/// `revoking_on_violation` (`DataPath`).
 impl RdmaStream {
-    /// Ends the connection of a peer that broke the protocol: the disconnect
-    /// moves the queue pair to the error state, and the ring's registration
-    /// goes at once, so the peer's rkey is dead even for writes already on the
-    /// wire. The error itself goes to the caller; the stream is unusable after.
-    fn revoke(&mut self, why: &Error) {
-        log::warn!("rdma stream from {}: {why}; connection closed and its rkey revoked", self.endpoint.peer);
-        self.endpoint.disconnect();
-        self.incoming.deregister();
-    }
-
-    fn revoking_on_violation<T>(&mut self, operation: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
-        let result = operation(self);
-        if let Err(err @ Error::Violation(_)) = &result {
-            self.revoke(err);
-        }
-        result
-    }
-
     fn write_some(&mut self, data: &[u8]) -> Result<usize> {
         if self.output_shut {
             return Err(Error::InvalidArgument("write after shutdown_output".into()));
@@ -583,6 +565,15 @@ impl DataPath for RdmaStream {
 
     fn busy_poll(&self) -> Duration {
         self.busy_poll
+    }
+
+    /// The disconnect moves the queue pair to the error state, and the ring's
+    /// registration goes at once, so the peer's rkey is dead even for writes
+    /// already on the wire. The stream is unusable after.
+    fn revoke(&mut self, why: &Error) {
+        log::warn!("rdma stream from {}: {why}; connection closed and its rkey revoked", self.endpoint.peer);
+        self.endpoint.disconnect();
+        self.incoming.deregister();
     }
 
     fn complete(&mut self, wc: &ibv_wc) -> Result<()> {

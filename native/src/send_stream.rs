@@ -597,17 +597,6 @@ impl SendStream {
         Ok(self.ended || (self.endpoint.peer_closed && self.arrivals.is_empty()))
     }
 
-    /// Ends the connection of a peer that broke the protocol (it holds no rkey:
-    /// the disconnect is all there is to revoke).
-    fn revoking_on_violation<T>(&mut self, operation: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
-        let result = operation(self);
-        if let Err(err @ Error::Violation(_)) = &result {
-            log::warn!("send stream from {}: {err}; connection closed", self.endpoint.peer);
-            self.endpoint.disconnect();
-        }
-        result
-    }
-
     fn write_some(&mut self, data: &[u8]) -> Result<usize> {
         if self.output_shut {
             return Err(Error::InvalidArgument("write after shutdown_output".into()));
