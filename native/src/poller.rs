@@ -2,13 +2,27 @@
 //!
 //! The Java selector registers each socket under a slot number that its key
 //! holds, and keeps the interest of every slot in a buffer shared with us.
-//! `select` asks each socket with a non-empty interest what it is ready for
-//! (which also makes progress: completions polled, credit taken). If none is
-//! ready it spins (busy and adaptive modes), then arms them all, asks once more
-//! (a change between the first look and the arming raises no signal) and sleeps
-//! in `epoll_wait` on every socket's fds and the wakeup eventfd. The sockets'
-//! fds are edge-triggered: a signal only means "look again", and the looking
-//! is done by asking the sockets, so no signal needs to stay pending.
+//! `select` asks sockets what they are ready for (which also makes progress:
+//! completions polled, credit taken), but only the ones that may have news, so
+//! that a select costs what the active sockets cost, not what all registered
+//! ones do (a replica's idle clients are not polled):
+//!
+//! - A socket is *hot* while it was ready within the cool-down (the adaptive
+//!   spin; `BUSY_COOL_DOWN` when busy polling; none when blocking), and after
+//!   it was registered, signalled or given a new interest. Every look asks it.
+//! - A hot socket that stays idle for the cool-down is *armed*: its sources are
+//!   asked to signal the next change for its interest, and then it is asked once
+//!   more (a change between the last look and the arming raises no signal). From
+//!   then on it is not asked until one of its fds signals in the epoll set or
+//!   its interest grows beyond what it was armed for.
+//! - While any socket is armed, each look begins with one `epoll_wait(0)` that
+//!   collects the signalled ones. To sleep, every hot socket is armed the same
+//!   way, and the poller sleeps in `epoll_wait` on all fds and the wakeup eventfd.
+//!
+//! The fds are edge-triggered: a signal only means "look again". What changes a
+//! socket without a signal of its medium (a connect or listen starting, a half
+//! close, a failure met by an operation, a close) writes the socket's own kick
+//! eventfd, which is in the set too.
 //!
 //! Only the selecting thread calls `register`, `deregister` and `select`;
 //! `wakeup` may come from any thread.
@@ -27,6 +41,10 @@ use crate::sys::{self, Deadline};
 /// The epoll token of the wakeup eventfd (slots are small numbers).
 const WAKEUP_TOKEN: u64 = u64::MAX;
 const SOCKET_EVENTS: u32 = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
+/// How long a busy-polling selector keeps asking an idle socket before it arms
+/// it: long enough that a connection in steady use is never armed (arming, and
+/// consuming the signal after, cost syscalls on its next message).
+const BUSY_COOL_DOWN: Duration = Duration::from_millis(10);
 
 /// How `select` waits when nothing is ready.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,54 +57,277 @@ pub enum PollMode {
     Adaptive(Duration),
 }
 
+impl PollMode {
+    /// How long an idle socket is asked on every look before it is armed.
+    fn cool_down(self) -> Duration {
+        match self {
+            PollMode::Busy => BUSY_COOL_DOWN,
+            PollMode::Blocking => Duration::ZERO,
+            PollMode::Adaptive(spin) => spin,
+        }
+    }
+}
+
 /// The native half of one selector.
 pub struct Poller {
-    epoll: OwnedFd,
+    epoll: EpollSet,
     wakeup: OwnedFd,
     woken: AtomicBool,
     mode: PollMode,
     slots: Mutex<Slots>,
 }
 
+/// An epoll fd whose tokens are slot numbers.
+struct EpollSet {
+    fd: OwnedFd,
+}
+
 struct Slots {
     registered: Vec<Option<Registered>>,
+    /// The interest each slot's socket is armed for: 0 while it is hot, all
+    /// bits for a free slot. Apart from `registered` so that a look over many
+    /// quiet sockets reads one small array.
+    armed_for: Vec<u32>,
+    /// How many registered sockets are armed.
+    armed: usize,
     events: Vec<libc::epoll_event>,
-    /// Slots armed for the current sleep.
-    armed: Vec<usize>,
+    /// How many times a socket was asked what it is ready for.
+    asks: u64,
 }
+
+/// The `armed_for` of a free slot: it covers every interest, so no look stops there.
+const FREE: u32 = u32::MAX;
 
 struct Registered {
     socket: Arc<Socket>,
     /// The fds in the epoll set for this slot (a socket's fds change when it
     /// starts to connect or listen, and when a connect completes).
     fds: [RawFd; 4],
+    /// When it was last ready or became hot: it cools down from then.
+    active_at: Instant,
 }
 
 impl Poller {
     /// A poller with no sockets.
     pub fn new(mode: PollMode) -> Result<Poller> {
-        // SAFETY: no pointers; a new fd or -1.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        check("epoll_create1", fd)?;
-        // SAFETY: fd is new and ours.
-        let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
+        let epoll = EpollSet::new()?;
         let wakeup = sys::eventfd()?;
-        let poller = Poller {
+        // Level-triggered: a wakeup before the select stays visible until cleared.
+        epoll.control(libc::EPOLL_CTL_ADD, wakeup.as_raw_fd(), libc::EPOLLIN as u32, WAKEUP_TOKEN)?;
+        Ok(Poller {
             epoll,
             wakeup,
             woken: AtomicBool::new(false),
             mode,
-            slots: Mutex::new(Slots { registered: Vec::new(), events: Vec::new(), armed: Vec::new() }),
+            slots: Mutex::new(Slots {
+                registered: Vec::new(),
+                armed_for: Vec::new(),
+                armed: 0,
+                events: Vec::new(),
+                asks: 0,
+            }),
+        })
+    }
+
+    /// Registers `socket` under `slot` (which must be free). It starts hot.
+    pub fn register(&self, slot: usize, socket: Arc<Socket>) -> Result<()> {
+        let mut slots = self.slots.lock();
+        if slots.registered.len() <= slot {
+            slots.registered.resize_with(slot + 1, || None);
+            slots.armed_for.resize(slot + 1, FREE);
+        }
+        if slots.registered[slot].is_some() {
+            return Err(Error::InvalidArgument(format!("selector slot {slot} is taken")));
+        }
+        let fds = socket.all_sources();
+        self.epoll.watch(slot, fds)?;
+        slots.registered[slot] = Some(Registered { socket, fds, active_at: Instant::now() });
+        slots.armed_for[slot] = 0;
+        let capacity = slots.registered.len() + 1;
+        slots.events.resize(capacity, libc::epoll_event { events: 0, u64: 0 });
+        Ok(())
+    }
+
+    /// Forgets the socket of `slot` (its fds stay open while anyone holds it;
+    /// an armed socket stays armed, which only costs whoever watches it a look).
+    pub fn deregister(&self, slot: usize) {
+        let mut slots = self.slots.lock();
+        if let Some(registered) = slots.registered.get_mut(slot).and_then(Option::take) {
+            self.epoll.unwatch(registered.fds);
+            if slots.armed_for[slot] != 0 {
+                slots.armed -= 1;
+            }
+            slots.armed_for[slot] = FREE;
+        }
+    }
+
+    /// Makes the current or next `select` return at once.
+    pub fn wakeup(&self) -> Result<()> {
+        self.woken.store(true, Ordering::Release);
+        sys::signal_eventfd(&self.wakeup)
+    }
+
+    /// Consumes a wakeup (the selector calls this after the select it ended).
+    pub fn clear_wakeup(&self) -> Result<()> {
+        self.woken.store(false, Ordering::Release);
+        sys::drain_eventfd(&self.wakeup)
+    }
+
+    /// How many times `select` asked a socket what it is ready for, since the
+    /// poller was made: what selects cost, for tests and benchmarks.
+    pub fn asks(&self) -> u64 {
+        self.slots.lock().asks
+    }
+
+    /// Waits until a socket is ready for its interest (`interests[slot]`), the
+    /// timeout passes (`None` waits forever; zero only looks) or `wakeup` is
+    /// called. Writes `(slot, ready ops)` pairs into `ready` and returns how
+    /// many. Sockets beyond the room in `ready` wait for the next call.
+    pub fn select(&self, interests: &[i32], ready: &mut [i32], timeout: Option<Duration>) -> Result<usize> {
+        let mut slots = self.slots.lock();
+        let deadline = Deadline::after(timeout);
+        let spin_until = match self.mode {
+            PollMode::Busy => None,
+            PollMode::Blocking => Some(Instant::now()),
+            PollMode::Adaptive(spin) => Some(Instant::now() + spin),
         };
-        // Level-triggered: a wakeup before the select stays visible until cleared.
-        poller.control(libc::EPOLL_CTL_ADD, poller.wakeup.as_raw_fd(), libc::EPOLLIN as u32, WAKEUP_TOKEN)?;
-        Ok(poller)
+        loop {
+            let now = Instant::now();
+            let spinning = spin_until.is_none_or(|until| now < until);
+            // Before a sleep every idle socket is armed, while spinning those idle for the cool-down.
+            let cool_down = if spinning { self.mode.cool_down() } else { Duration::ZERO };
+            let found = slots.look(&self.epoll, interests, ready, cool_down)?;
+            if found > 0 || timeout == Some(Duration::ZERO) || self.woken.load(Ordering::Acquire) {
+                return Ok(found);
+            }
+            if deadline.expired() {
+                return Ok(0);
+            }
+            if spinning {
+                std::hint::spin_loop();
+            } else {
+                slots.take_signals(&self.epoll, deadline.poll_millis())?;
+            }
+        }
+    }
+}
+
+impl Slots {
+    /// Asks the hot sockets, after collecting the armed ones that signalled;
+    /// arms those idle for at least `cool_down`.
+    fn look(
+        &mut self,
+        epoll: &EpollSet,
+        interests: &[i32],
+        ready: &mut [i32],
+        cool_down: Duration,
+    ) -> Result<usize> {
+        if self.armed > 0 {
+            self.take_signals(epoll, 0)?;
+        }
+        let now = Instant::now();
+        let mut found = 0;
+        for (slot, &interest) in interests.iter().enumerate().take(self.armed_for.len()) {
+            let interest = interest as u32;
+            // Nothing wanted, a free slot, or armed for all it wants and quiet.
+            if interest & !self.armed_for[slot] == 0 || 2 * found + 1 >= ready.len() {
+                continue;
+            }
+            // Hot, or armed for less than it wants now (a write may need to ask the peer for credit).
+            self.make_hot(slot, now);
+            let Some(registered) = &self.registered[slot] else { continue };
+            let idle = now.duration_since(registered.active_at) >= cool_down;
+            let mut ops = self.ask(slot, interest);
+            if ops == 0 && idle {
+                self.arm(epoll, slot, interest)?;
+                // A change just before the arming raised no signal: look once more.
+                ops = self.ask(slot, interest);
+            }
+            if ops != 0 {
+                self.mark_active(slot, now);
+                found = report(ready, found, slot, ops);
+            }
+        }
+        Ok(found)
+    }
+
+    fn ask(&mut self, slot: usize, interest: u32) -> u32 {
+        self.asks += 1;
+        self.registered[slot].as_ref().map_or(0, |registered| registered.socket.ready(interest))
+    }
+
+    /// Asks the socket of `slot` to signal the next change for `interest`,
+    /// watching its current fds.
+    fn arm(&mut self, epoll: &EpollSet, slot: usize, interest: u32) -> Result<()> {
+        let Some(registered) = &mut self.registered[slot] else { return Ok(()) };
+        // A connect that started or completed brings other fds.
+        let fds = registered.socket.all_sources();
+        if fds != registered.fds {
+            epoll.unwatch(registered.fds);
+            registered.fds = fds;
+            epoll.watch(slot, fds)?;
+        }
+        registered.socket.arm(interest);
+        self.armed_for[slot] = interest;
+        self.armed += 1;
+        Ok(())
+    }
+
+    /// Ends the arming of the socket of `slot`, if any: its signals are
+    /// consumed, and it is asked on every look until it cools down again.
+    fn make_hot(&mut self, slot: usize, now: Instant) {
+        let Some(registered) = &mut self.registered[slot] else { return };
+        if self.armed_for[slot] != 0 {
+            registered.socket.disarm();
+            registered.active_at = now;
+            self.armed_for[slot] = 0;
+            self.armed -= 1;
+        }
+    }
+
+    /// The socket of `slot` was ready: it is hot, and cools down from now.
+    fn mark_active(&mut self, slot: usize, now: Instant) {
+        self.make_hot(slot, now);
+        if let Some(registered) = &mut self.registered[slot] {
+            registered.active_at = now;
+        }
+    }
+
+    /// Waits up to `timeout_ms` (-1: forever) for signals; the armed sockets
+    /// that signalled become hot.
+    fn take_signals(&mut self, epoll: &EpollSet, timeout_ms: libc::c_int) -> Result<()> {
+        let n = epoll.wait(&mut self.events, timeout_ms)?;
+        let now = Instant::now();
+        for i in 0..n {
+            let slot = self.events[i].u64 as usize;
+            if slot < self.registered.len() {
+                self.make_hot(slot, now);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes `(slot, ops)` as the `found`th pair of `ready`; returns the new count.
+fn report(ready: &mut [i32], found: usize, slot: usize, ops: u32) -> usize {
+    ready[2 * found] = slot as i32;
+    ready[2 * found + 1] = ops as i32;
+    found + 1
+}
+
+impl EpollSet {
+    fn new() -> Result<EpollSet> {
+        // SAFETY: no pointers; a new fd or -1.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        check("epoll_create1", fd)?;
+        // SAFETY: fd is new and ours.
+        Ok(EpollSet { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
     }
 
     fn control(&self, op: libc::c_int, fd: RawFd, events: u32, token: u64) -> Result<()> {
         let mut event = libc::epoll_event { events, u64: token };
         // SAFETY: a live epoll fd and a valid event struct.
-        check("epoll_ctl", unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), op, fd, &mut event) })
+        check("epoll_ctl", unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), op, fd, &mut event) })
     }
 
     fn watch(&self, slot: usize, fds: [RawFd; 4]) -> Result<()> {
@@ -104,149 +345,28 @@ impl Poller {
         }
     }
 
-    /// Registers `socket` under `slot` (which must be free).
-    pub fn register(&self, slot: usize, socket: Arc<Socket>) -> Result<()> {
-        let mut slots = self.slots.lock();
-        if slots.registered.len() <= slot {
-            slots.registered.resize_with(slot + 1, || None);
+    /// Waits up to `timeout_ms` for events; returns how many landed in
+    /// `events` (0 also when a signal interrupted the wait: callers look again).
+    /// Events beyond its room stay queued for the next wait.
+    fn wait(&self, events: &mut Vec<libc::epoll_event>, timeout_ms: libc::c_int) -> Result<usize> {
+        if events.is_empty() {
+            events.push(libc::epoll_event { events: 0, u64: 0 });
         }
-        if slots.registered[slot].is_some() {
-            return Err(Error::InvalidArgument(format!("selector slot {slot} is taken")));
-        }
-        let fds = socket.all_sources();
-        self.watch(slot, fds)?;
-        slots.registered[slot] = Some(Registered { socket, fds });
-        let capacity = slots.registered.len() + 1;
-        slots.events.resize(capacity, libc::epoll_event { events: 0, u64: 0 });
-        Ok(())
-    }
-
-    /// Forgets the socket of `slot` (its fds stay open while anyone holds it).
-    pub fn deregister(&self, slot: usize) {
-        let mut slots = self.slots.lock();
-        if let Some(registered) = slots.registered.get_mut(slot).and_then(Option::take) {
-            self.unwatch(registered.fds);
-        }
-    }
-
-    /// Makes the current or next `select` return at once.
-    pub fn wakeup(&self) -> Result<()> {
-        self.woken.store(true, Ordering::Release);
-        sys::signal_eventfd(&self.wakeup)
-    }
-
-    /// Consumes a wakeup (the selector calls this after the select it ended).
-    pub fn clear_wakeup(&self) -> Result<()> {
-        self.woken.store(false, Ordering::Release);
-        sys::drain_eventfd(&self.wakeup)
-    }
-
-    /// Waits until a socket is ready for its interest (`interests[slot]`), the
-    /// timeout passes (`None` waits forever; zero only looks) or `wakeup` is
-    /// called. Writes `(slot, ready ops)` pairs into `ready` and returns how
-    /// many. Sockets beyond the room in `ready` wait for the next call.
-    pub fn select(&self, interests: &[i32], ready: &mut [i32], timeout: Option<Duration>) -> Result<usize> {
-        let mut slots = self.slots.lock();
-        let deadline = Deadline::after(timeout);
-        let spin_until = match self.mode {
-            PollMode::Busy => None,
-            PollMode::Blocking => Some(Instant::now()),
-            PollMode::Adaptive(spin) => Some(Instant::now() + spin),
+        // SAFETY: a live epoll fd and room for `events.len()` events.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.fd.as_raw_fd(),
+                events.as_mut_ptr(),
+                events.len() as libc::c_int,
+                timeout_ms,
+            )
         };
-        loop {
-            let found = slots.scan(interests, ready);
-            if found > 0 || timeout == Some(Duration::ZERO) || self.woken.load(Ordering::Acquire) {
-                return Ok(found);
-            }
-            if deadline.expired() {
-                return Ok(0);
-            }
-            if spin_until.is_none_or(|until| Instant::now() < until) {
-                std::hint::spin_loop();
-                continue;
-            }
-            // Arm everyone, look once more, and only then sleep.
-            self.arm(&mut slots, interests)?;
-            let found = slots.scan(interests, ready);
-            if found > 0 || self.woken.load(Ordering::Acquire) {
-                slots.disarm();
-                return Ok(found);
-            }
-            let slept = self.sleep(&mut slots, deadline);
-            slots.disarm();
-            slept?;
+        if n >= 0 {
+            return Ok(n as usize);
         }
-    }
-
-    fn arm(&self, slots: &mut Slots, interests: &[i32]) -> Result<()> {
-        slots.armed.clear();
-        for slot in 0..slots.registered.len().min(interests.len()) {
-            let interest = interests[slot] as u32;
-            let Some(registered) = &mut slots.registered[slot] else { continue };
-            if interest == 0 {
-                continue;
-            }
-            registered.socket.arm(interest);
-            // A connect that completed brings the stream's fds instead of its signal.
-            let fds = registered.socket.all_sources();
-            if fds != registered.fds {
-                self.unwatch(registered.fds);
-                registered.fds = fds;
-                self.watch(slot, fds)?;
-            }
-            slots.armed.push(slot);
+        if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            return Ok(0);
         }
-        Ok(())
-    }
-
-    fn sleep(&self, slots: &mut Slots, deadline: Deadline) -> Result<()> {
-        let capacity = slots.events.len().max(1);
-        slots.events.resize(capacity, libc::epoll_event { events: 0, u64: 0 });
-        loop {
-            // SAFETY: a live epoll fd and room for `capacity` events.
-            let n = unsafe {
-                libc::epoll_wait(
-                    self.epoll.as_raw_fd(),
-                    slots.events.as_mut_ptr(),
-                    capacity as libc::c_int,
-                    deadline.poll_millis(),
-                )
-            };
-            if n >= 0 {
-                return Ok(()); // whichever fired, the next scan looks at everyone
-            }
-            if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-                return Err(Error::last_os("epoll_wait"));
-            }
-        }
-    }
-}
-
-impl Slots {
-    fn scan(&self, interests: &[i32], ready: &mut [i32]) -> usize {
-        let mut found = 0;
-        for (slot, registered) in self.registered.iter().enumerate().take(interests.len()) {
-            let interest = interests[slot] as u32;
-            let Some(registered) = registered else { continue };
-            if interest == 0 || 2 * found + 1 >= ready.len() {
-                continue;
-            }
-            let ops = registered.socket.ready(interest);
-            if ops != 0 {
-                ready[2 * found] = slot as i32;
-                ready[2 * found + 1] = ops as i32;
-                found += 1;
-            }
-        }
-        found
-    }
-
-    fn disarm(&mut self) {
-        for &slot in &self.armed {
-            if let Some(registered) = &self.registered[slot] {
-                registered.socket.disarm();
-            }
-        }
-        self.armed.clear();
+        Err(Error::last_os("epoll_wait"))
     }
 }

@@ -55,7 +55,8 @@ const NO_SOURCE: WaitSource = (-1, 0);
 pub struct Socket {
     state: Mutex<State>,
     turn: Condvar,
-    /// Written to wake the sleeper: by `close` (for good) and by a new waiter.
+    /// Written to wake the sleeper: by `close` (for good), by a new waiter, and
+    /// by changes no source signals (also for the selectors that watch it).
     kick: OwnedFd,
     closed: AtomicBool,
     /// How long a blocked operation polls before it sleeps.
@@ -372,7 +373,7 @@ impl Socket {
                 return Ok(status::EOF);
             }
             let outcome = state.connected()?.stream.try_read(out);
-            match state.check(outcome)? {
+            match self.check(&mut state, outcome)? {
                 ReadOutcome::Data(n) => return Ok(n as isize),
                 ReadOutcome::EndOfStream => return Ok(status::EOF),
                 ReadOutcome::WouldBlock if !block => return Ok(status::UNAVAILABLE),
@@ -391,7 +392,7 @@ impl Socket {
                 return Err(Error::Closed("write"));
             }
             let written = state.connected()?.stream.try_write(&data[done..]);
-            done += state.check(written)?;
+            done += self.check(&mut state, written)?;
             if done == data.len() || !block {
                 return Ok(done);
             }
@@ -403,7 +404,10 @@ impl Socket {
     pub fn shutdown_output(&self) -> Result<()> {
         let mut state = self.state.lock();
         let shut = state.connected()?.stream.shutdown_output();
-        state.check(shut)
+        self.check(&mut state, shut)?;
+        // Writes now fail at once: the socket is writable, unsignalled.
+        self.kick_watchers();
+        Ok(())
     }
 
     /// Ends reading: reads, also those blocked now, report end of stream and
@@ -572,6 +576,31 @@ impl Socket {
 }
 
 impl Socket {
+    /// Passes a stream result through, remembering a failure: a stream that
+    /// failed (a violation, a broken QP) is not used again. A failed socket is
+    /// ready for everything, which its medium signals to no one: see `kick_watchers`.
+    fn check<T>(&self, state: &mut State, result: Result<T>) -> Result<T> {
+        result.map_err(|err| {
+            // Writing to a closed peer or after a half close leaves the
+            // stream sound: what arrived can still be read.
+            if !matches!(err, Error::Disconnected | Error::InvalidArgument(_)) {
+                if state.failed.is_none() {
+                    self.kick_watchers();
+                }
+                state.failed = Some(err.to_string());
+            }
+            err
+        })
+    }
+
+    /// Makes the sleeper and every selector that armed the socket look again,
+    /// after a change its medium raises no signal for.
+    fn kick_watchers(&self) {
+        if let Err(err) = sys::signal_eventfd(&self.kick) {
+            log::error!("socket: cannot signal a change to its watchers: {err}");
+        }
+    }
+
     /// Polls for `interest` for the socket's spin time (letting other
     /// threads in between looks); true once ready or closed.
     fn spin_until_ready(&self, state: &mut MutexGuard<'_, State>, interest: u32, deadline: Deadline) -> bool {
@@ -611,19 +640,6 @@ impl State {
             Some(text) => Err(Error::Failed(text.clone())),
             None => Ok(()),
         }
-    }
-
-    /// Passes a stream result through, remembering a failure: a stream that
-    /// failed (a violation, a broken QP) is not used again.
-    fn check<T>(&mut self, result: Result<T>) -> Result<T> {
-        result.map_err(|err| {
-            // Writing to a closed peer or after a half close leaves the
-            // stream sound: what arrived can still be read.
-            if !matches!(err, Error::Disconnected | Error::InvalidArgument(_)) {
-                self.failed = Some(err.to_string());
-            }
-            err
-        })
     }
 
     fn count_waiter(&mut self, interest: u32, arrives: bool) {

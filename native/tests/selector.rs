@@ -137,6 +137,82 @@ fn a_writer_out_of_room_becomes_writable_when_the_reader_reads() {
     }
 }
 
+/// A connection to `addr`, made and accepted at once: (client, server).
+fn connected_pair(listener: &Socket, addr: SocketAddr, transport: Transport) -> (Arc<Socket>, Arc<Socket>) {
+    let client = Socket::connect(addr, transport, TransportOptions::default(), TIMEOUT).unwrap();
+    assert!(client.finish_connect(true).unwrap());
+    let server = listener.accept(true).unwrap().expect("an accepted connection");
+    (client, server)
+}
+
+/// Many registered connections, one of them busy: once the poller armed the
+/// idle ones, a select asks the busy one only, and an idle one that gets data
+/// is still found (its fds signal).
+#[test]
+fn idle_sockets_are_armed_and_asked_again_only_when_they_signal() {
+    const IDLE: usize = 16;
+    const ROUNDS: u64 = 20;
+    for transport in transports() {
+        let (listener, addr) = listen(transport);
+        let pairs: Vec<_> = (0..=IDLE).map(|_| connected_pair(&listener, addr, transport)).collect();
+        // Blocking mode arms a socket as soon as it is not ready.
+        let poller = Poller::new(PollMode::Blocking).unwrap();
+        for (slot, (_, server)) in pairs.iter().enumerate() {
+            poller.register(slot, Arc::clone(server)).unwrap();
+        }
+        let interests = vec![ops::READ as i32; IDLE + 1];
+        let mut ready = vec![0i32; 2 * (IDLE + 1)];
+        let found = poller.select(&interests, &mut ready, Some(Duration::from_millis(10))).unwrap();
+        assert_eq!(found, 0, "{transport:?}: nothing was sent yet");
+
+        let (busy_client, busy_server) = &pairs[0];
+        let asks_before = poller.asks();
+        let mut buf = [0u8; 8];
+        for _ in 0..ROUNDS {
+            assert_eq!(busy_client.write(b"ping", true).unwrap(), 4);
+            assert_eq!(select_for(&poller, &interests, 0, ops::READ), ops::READ);
+            assert_eq!(busy_server.read(&mut buf, false, None).unwrap(), 4);
+        }
+        // Each round: the look that finds it, the look that does not, and the
+        // arming's second look; all idle sockets asked once per select would be 17 each.
+        let asks = poller.asks() - asks_before;
+        assert!(asks <= 4 * ROUNDS, "{transport:?}: {asks} asks for {ROUNDS} rounds with one busy socket");
+
+        let (idle_client, idle_server) = &pairs[IDLE];
+        assert_eq!(idle_client.write(b"late", true).unwrap(), 4);
+        assert_eq!(select_for(&poller, &interests, IDLE as i32, ops::READ), ops::READ, "{transport:?}");
+        assert_eq!(idle_server.read(&mut buf, false, None).unwrap(), 4);
+    }
+}
+
+/// A half close makes a writer that waited for room writable (its writes fail
+/// at once), with no signal from the medium: the socket kicks its selectors.
+#[test]
+fn an_armed_writer_becomes_writable_when_its_output_shuts() {
+    for transport in transports() {
+        let (listener, addr) = listen(transport);
+        let (client, _server) = connected_pair(&listener, addr, transport);
+        let chunk = vec![7u8; 64 * 1024];
+        let mut sent = 0usize;
+        while client.write(&chunk, false).unwrap() > 0 {
+            sent += chunk.len();
+            assert!(sent < 64 << 20, "{transport:?}: 64 MiB went in without the reader reading");
+        }
+        let poller = Poller::new(PollMode::Blocking).unwrap();
+        poller.register(0, Arc::clone(&client)).unwrap();
+        let interests = [ops::WRITE as i32];
+        let mut ready = [0i32; 2];
+        if transport != Transport::Tcp {
+            // (A kernel socket may find room again at once, as its buffers drain to the peer's.)
+            let found = poller.select(&interests, &mut ready, Some(Duration::from_millis(10))).unwrap();
+            assert_eq!(found, 0, "{transport:?}: writable although a write took nothing");
+        }
+        client.shutdown_output().unwrap();
+        assert_eq!(select_for(&poller, &interests, 0, ops::WRITE), ops::WRITE, "{transport:?}");
+        assert!(client.write(b"more", false).is_err(), "{transport:?}: a write after shutdown_output");
+    }
+}
+
 #[test]
 fn wakeup_ends_a_select_even_before_it_starts() {
     let poller = Arc::new(Poller::new(PollMode::Blocking).unwrap());
