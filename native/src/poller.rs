@@ -7,17 +7,21 @@
 //! that a select costs what the active sockets cost, not what all registered
 //! ones do (a replica's idle clients are not polled):
 //!
-//! - A socket is *hot* while it was ready within the cool-down (the adaptive
-//!   spin; `BUSY_COOL_DOWN` when busy polling; none when blocking), and after
-//!   it was registered, signalled or given a new interest. Every look asks it.
-//! - A hot socket that stays idle for the cool-down is *armed*: its sources are
-//!   asked to signal the next change for its interest, and then it is asked once
-//!   more (a change between the last look and the arming raises no signal). From
-//!   then on it is not asked until one of its fds signals in the epoll set or
-//!   its interest grows beyond what it was armed for.
-//! - While any socket is armed, each look begins with one `epoll_wait(0)` that
-//!   collects the signalled ones. To sleep, every hot socket is armed the same
-//!   way, and the poller sleeps in `epoll_wait` on all fds and the wakeup eventfd.
+//! - A socket is *hot* after it was registered, signalled, given a new
+//!   interest or found ready. Every look asks it.
+//! - A hot socket that stays idle is *armed*: its sources are asked to signal
+//!   the next change for its interest, and then it is asked once more (a change
+//!   between the last look and the arming raises no signal). From then on it is
+//!   not asked until one of its fds signals in the epoll set or its interest
+//!   grows beyond what it was armed for. Idle means: not ready when the select
+//!   is about to sleep (blocking, and adaptive after its spin, as before any
+//!   sleep), or for `BUSY_COOL_DOWN` when busy polling.
+//! - While any socket is armed, an `epoll_wait(0)` collects the signalled ones:
+//!   before each look when no hot socket is asked, else every
+//!   `LOOKS_PER_COLLECT`th look (a syscall on every look would slow down the
+//!   hot sockets' spinning for the sake of idle ones), and before the one look
+//!   of a `select` with a zero timeout. To sleep, the poller
+//!   sleeps in `epoll_wait` on all fds and the wakeup eventfd.
 //!
 //! The fds are edge-triggered: a signal only means "look again". What changes a
 //! socket without a signal of its medium (a connect or listen starting, a half
@@ -45,6 +49,9 @@ const SOCKET_EVENTS: u32 = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | 
 /// it: long enough that a connection in steady use is never armed (arming, and
 /// consuming the signal after, cost syscalls on its next message).
 const BUSY_COOL_DOWN: Duration = Duration::from_millis(10);
+/// While hot sockets are asked, the armed ones' signals are collected on every
+/// this many looks.
+const LOOKS_PER_COLLECT: u32 = 16;
 
 /// How `select` waits when nothing is ready.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,12 +65,14 @@ pub enum PollMode {
 }
 
 impl PollMode {
-    /// How long an idle socket is asked on every look before it is armed.
-    fn cool_down(self) -> Duration {
+    /// How long a socket may stay idle and still be asked on every look, while
+    /// the select spins (before it sleeps, none).
+    fn cool_down_while_spinning(self) -> Duration {
         match self {
             PollMode::Busy => BUSY_COOL_DOWN,
             PollMode::Blocking => Duration::ZERO,
-            PollMode::Adaptive(spin) => spin,
+            // The spin is for the hot sockets: none is armed before it ends.
+            PollMode::Adaptive(_) => Duration::MAX,
         }
     }
 }
@@ -93,6 +102,10 @@ struct Slots {
     events: Vec<libc::epoll_event>,
     /// How many times a socket was asked what it is ready for.
     asks: u64,
+    /// How many hot sockets the last look asked.
+    hot_asked: usize,
+    /// Looks since the armed sockets' signals were last collected.
+    looks_since_collect: u32,
 }
 
 /// The `armed_for` of a free slot: it covers every interest, so no look stops there.
@@ -125,6 +138,8 @@ impl Poller {
                 armed: 0,
                 events: Vec::new(),
                 asks: 0,
+                hot_asked: 0,
+                looks_since_collect: 0,
             }),
         })
     }
@@ -185,6 +200,10 @@ impl Poller {
     /// many. Sockets beyond the room in `ready` wait for the next call.
     pub fn select(&self, interests: &[i32], ready: &mut [i32], timeout: Option<Duration>) -> Result<usize> {
         let mut slots = self.slots.lock();
+        if timeout == Some(Duration::ZERO) {
+            // Its only look must see every signal that came before it.
+            slots.looks_since_collect = LOOKS_PER_COLLECT;
+        }
         let deadline = Deadline::after(timeout);
         let spin_until = match self.mode {
             PollMode::Busy => None,
@@ -195,7 +214,7 @@ impl Poller {
             let now = Instant::now();
             let spinning = spin_until.is_none_or(|until| now < until);
             // Before a sleep every idle socket is armed, while spinning those idle for the cool-down.
-            let cool_down = if spinning { self.mode.cool_down() } else { Duration::ZERO };
+            let cool_down = if spinning { self.mode.cool_down_while_spinning() } else { Duration::ZERO };
             let found = slots.look(&self.epoll, interests, ready, cool_down)?;
             if found > 0 || timeout == Some(Duration::ZERO) || self.woken.load(Ordering::Acquire) {
                 return Ok(found);
@@ -222,11 +241,13 @@ impl Slots {
         ready: &mut [i32],
         cool_down: Duration,
     ) -> Result<usize> {
-        if self.armed > 0 {
+        self.looks_since_collect += 1;
+        if self.armed > 0 && (self.hot_asked == 0 || self.looks_since_collect >= LOOKS_PER_COLLECT) {
             self.take_signals(epoll, 0)?;
         }
         let now = Instant::now();
         let mut found = 0;
+        self.hot_asked = 0;
         for (slot, &interest) in interests.iter().enumerate().take(self.armed_for.len()) {
             let interest = interest as u32;
             // Nothing wanted, a free slot, or armed for all it wants and quiet.
@@ -237,6 +258,7 @@ impl Slots {
             self.make_hot(slot, now);
             let Some(registered) = &self.registered[slot] else { continue };
             let idle = now.duration_since(registered.active_at) >= cool_down;
+            self.hot_asked += 1;
             let mut ops = self.ask(slot, interest);
             if ops == 0 && idle {
                 self.arm(epoll, slot, interest)?;
@@ -297,6 +319,7 @@ impl Slots {
     /// that signalled become hot.
     fn take_signals(&mut self, epoll: &EpollSet, timeout_ms: libc::c_int) -> Result<()> {
         let n = epoll.wait(&mut self.events, timeout_ms)?;
+        self.looks_since_collect = 0;
         let now = Instant::now();
         for i in 0..n {
             let slot = self.events[i].u64 as usize;

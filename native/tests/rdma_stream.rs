@@ -2,6 +2,8 @@
 //! Soft-RoCE VM sets RDMANIO_TEST_DEVICE and RDMANIO_TEST_ADDR). Without a
 //! device, the tests check that the stream reports its absence clearly.
 
+mod common;
+
 use std::net::{IpAddr, SocketAddr};
 use std::thread;
 use std::time::Duration;
@@ -195,37 +197,11 @@ fn a_killed_writer_process_ends_the_stream() {
     if no_device_here() {
         return;
     }
-    use std::io::BufRead;
     let ip = test_addr().unwrap();
     let listener = Listener::bind(SocketAddr::new(ip, 0), 1).expect("bind");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_test-peer"))
-        .args(["rdma-flood", &ip.to_string(), &listener.local_addr().port().to_string()])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn test-peer");
+    let flooder = common::spawn_flooder("rdma-flood", listener.local_addr());
     let mut server = listener.accept_stream(StreamOptions::default(), TIMEOUT).expect("accept");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "flooding");
-
-    let mut buf = vec![0u8; 65536];
-    let mut received = 0;
-    while received < 1 << 20 {
-        received += server.read(&mut buf, TIMEOUT).expect("read while the peer floods");
-    }
-    child.kill().expect("kill"); // SIGKILL, mid-transfer
-    child.wait().unwrap();
-    // The kernel tears the dead process's connection down: what it had sent is
-    // delivered, then the stream ends (or fails); it never hangs.
-    let ended = loop {
-        match server.read(&mut buf, TIMEOUT) {
-            Ok(0) => break "end of stream".to_string(),
-            Ok(n) => received += n,
-            Err(Error::TimedOut { .. }) => panic!("the stream hangs after its peer was killed"),
-            Err(err) => break format!("error: {err}"),
-        }
-    };
-    println!("after {received} bytes the killed peer's stream ended with {ended}");
+    common::read_through_the_kill(&mut server, flooder, TIMEOUT);
 }
 
 #[test]

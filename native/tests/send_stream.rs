@@ -1,7 +1,10 @@
 //! The two-sided RDMA path (`SendStream`), over a real verbs device in the
 //! Soft-RoCE VM: who gets it, bytes both ways under tight credits, half close,
-//! and many clients on one listener's shared receive queue. On the host the
-//! tests check that RDMA is reported absent.
+//! many clients on one listener's shared receive queue, a client process killed
+//! mid-transfer and a reader that leaves. On the host the tests check that RDMA
+//! is reported absent.
+
+mod common;
 
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr};
@@ -269,4 +272,51 @@ fn a_spent_pool_refuses_connections_until_one_closes() {
     third.write_all(b"pong", TIMEOUT).expect("write");
     server.read_exact(&mut ping, TIMEOUT).expect("pong");
     assert_eq!(&ping, b"pong");
+}
+
+/// A two-sided client process killed while it floods: the server reads what
+/// arrived, then its stream ends (or fails) instead of hanging, and the
+/// connection's receive slots go back to the pool. The pool has room for one
+/// connection, so the next client is accepted only if they did.
+#[test]
+fn a_killed_client_process_ends_its_stream_and_gives_its_slots_back() {
+    if no_device_here() {
+        return;
+    }
+    let ip = test_addr().unwrap();
+    let options = sends_only(SendOptions { pool_slots: 7, ..SendOptions::default() });
+    let listener =
+        StreamListener::bind(SocketAddr::new(ip, 0), Transport::Rdma, options.clone()).expect("bind");
+    let addr = listener.local_addr();
+    let flooder = common::spawn_flooder("sends-flood", addr);
+    let (medium, mut server) = listener.accept(TIMEOUT).expect("accept");
+    assert_eq!(medium, Medium::RdmaSends);
+    common::read_through_the_kill(&mut server, flooder, TIMEOUT);
+    drop(server);
+
+    let next = thread::spawn(move || connect(addr, Transport::Rdma, &options, TIMEOUT));
+    let (_, mut server) = listener.accept(TIMEOUT).expect("the killed client's slots came back");
+    let mut next = next.join().unwrap().expect("connect after the kill").1;
+    next.write_all(b"ping", TIMEOUT).expect("write");
+    let mut ping = [0u8; 4];
+    server.read_exact(&mut ping, TIMEOUT).expect("read");
+    assert_eq!(&ping, b"ping");
+}
+
+/// A writer out of credit whose reader goes away fails with `Disconnected`
+/// instead of waiting for credit that never comes.
+#[test]
+fn a_reader_that_leaves_fails_a_blocked_writer() {
+    if no_device_here() {
+        return;
+    }
+    let (mut client, mut server) = pair(sends_only(SendOptions::default()), Medium::RdmaSends);
+    let writer = thread::spawn(move || client.write_all(&vec![1u8; 4 << 20], TIMEOUT));
+    let mut buf = vec![0u8; 4096];
+    server.read(&mut buf, TIMEOUT).expect("read");
+    drop(server); // leaves while the writer waits for credit
+    match writer.join().expect("writer thread") {
+        Err(Error::Disconnected) => {}
+        other => panic!("expected Disconnected, got {other:?}"),
+    }
 }

@@ -3,9 +3,9 @@
 //!   test-peer shm-echo REGION_FD DOORBELL0_FD DOORBELL1_FD
 //!       opens side 1 of a shared-memory stream from inherited fds and echoes
 //!       every byte back until end of stream;
-//!   test-peer rdma-flood IP PORT
-//!       connects an RDMA stream and writes without end (until killed), after
-//!       printing "flooding" once connected;
+//!   test-peer rdma-flood IP PORT, test-peer sends-flood IP PORT
+//!       connects an RDMA stream (rings, or two-sided sends) and writes without
+//!       end (until killed), after printing "flooding" once connected;
 //!   test-peer sends-clients IP PORT COUNT
 //!       connects COUNT two-sided clients one after the other, each sending its
 //!       number (8 bytes) and expecting it back; then sends "again" on every
@@ -25,12 +25,17 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["shm-echo", region, doorbell0, doorbell1] => shm_echo(region, doorbell0, doorbell1),
-        ["rdma-flood", ip, port] => rdma_flood(ip, port),
+        ["rdma-flood", ip, port] => address(ip, port)
+            .and_then(|addr| Ok(RdmaStream::connect(addr, StreamOptions::default(), TIMEOUT)?))
+            .and_then(flood),
+        ["sends-flood", ip, port] => address(ip, port)
+            .and_then(|addr| Ok(SendStream::connect(addr, SendOptions::default(), TIMEOUT)?))
+            .and_then(flood),
         ["sends-clients", ip, port, count] => sends_clients(ip, port, count),
         _ => {
             eprintln!(
                 "usage: test-peer shm-echo REGION_FD DOORBELL0_FD DOORBELL1_FD | rdma-flood IP PORT \
-                 | sends-clients IP PORT COUNT"
+                 | sends-flood IP PORT | sends-clients IP PORT COUNT"
             );
             return ExitCode::from(2);
         }
@@ -66,9 +71,11 @@ fn shm_echo(region: &str, doorbell0: &str, doorbell1: &str) -> Result<(), Box<dy
     }
 }
 
-fn rdma_flood(ip: &str, port: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let addr = SocketAddr::new(ip.parse()?, port.parse()?);
-    let mut stream = RdmaStream::connect(addr, StreamOptions::default(), TIMEOUT)?;
+fn address(ip: &str, port: &str) -> Result<SocketAddr, Box<dyn std::error::Error>> {
+    Ok(SocketAddr::new(ip.parse()?, port.parse()?))
+}
+
+fn flood(mut stream: impl ByteStream) -> Result<(), Box<dyn std::error::Error>> {
     println!("flooding");
     let chunk = vec![0x5au8; 64 * 1024];
     loop {
@@ -77,7 +84,7 @@ fn rdma_flood(ip: &str, port: &str) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn sends_clients(ip: &str, port: &str, count: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let addr = SocketAddr::new(ip.parse()?, port.parse()?);
+    let addr = address(ip, port)?;
     let count: u64 = count.parse()?;
     let mut clients = Vec::with_capacity(count as usize);
     for i in 0..count {
