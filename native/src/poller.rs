@@ -14,14 +14,17 @@
 //!   between the last look and the arming raises no signal). From then on it is
 //!   not asked until one of its fds signals in the epoll set or its interest
 //!   grows beyond what it was armed for. Idle means: not ready when the select
-//!   is about to sleep (blocking, and adaptive after its spin, as before any
-//!   sleep), or for `BUSY_COOL_DOWN` when busy polling.
+//!   is about to sleep, or for `SPIN_COOL_DOWN` while it spins (so that idle
+//!   sockets are armed also while another socket keeps a selector busy).
 //! - While any socket is armed, an `epoll_wait(0)` collects the signalled ones:
-//!   before each look when no hot socket is asked, else every
-//!   `LOOKS_PER_COLLECT`th look (a syscall on every look would slow down the
-//!   hot sockets' spinning for the sake of idle ones), and before the one look
-//!   of a `select` with a zero timeout. To sleep, the poller
-//!   sleeps in `epoll_wait` on all fds and the wakeup eventfd.
+//!   before each look when the last one asked no hot socket, else on every
+//!   `LOOKS_PER_COLLECT`th look, counted across selects (a syscall on every
+//!   look, or on every select, measurably slows a busy connection down for the
+//!   sake of idle ones), and before the one look of a `select` with a zero
+//!   timeout, which must see what arrived before it. So an armed socket's news
+//!   waits at most that many looks while hot sockets keep the selector busy.
+//! - To sleep, the poller arms every idle socket and sleeps in `epoll_wait` on
+//!   all fds and the wakeup eventfd.
 //!
 //! The fds are edge-triggered: a signal only means "look again". What changes a
 //! socket without a signal of its medium (a connect or listen starting, a half
@@ -45,10 +48,10 @@ use crate::sys::{self, Deadline};
 /// The epoll token of the wakeup eventfd (slots are small numbers).
 const WAKEUP_TOKEN: u64 = u64::MAX;
 const SOCKET_EVENTS: u32 = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
-/// How long a busy-polling selector keeps asking an idle socket before it arms
+/// How long a spinning selector keeps asking an idle socket before it arms
 /// it: long enough that a connection in steady use is never armed (arming, and
 /// consuming the signal after, cost syscalls on its next message).
-const BUSY_COOL_DOWN: Duration = Duration::from_millis(10);
+const SPIN_COOL_DOWN: Duration = Duration::from_millis(10);
 /// While hot sockets are asked, the armed ones' signals are collected on every
 /// this many looks.
 const LOOKS_PER_COLLECT: u32 = 16;
@@ -69,10 +72,10 @@ impl PollMode {
     /// the select spins (before it sleeps, none).
     fn cool_down_while_spinning(self) -> Duration {
         match self {
-            PollMode::Busy => BUSY_COOL_DOWN,
+            PollMode::Busy => SPIN_COOL_DOWN,
             PollMode::Blocking => Duration::ZERO,
-            // The spin is for the hot sockets: none is armed before it ends.
-            PollMode::Adaptive(_) => Duration::MAX,
+            // The spin is for the hot sockets; the sleep after it arms the idle ones.
+            PollMode::Adaptive(spin) => spin.max(SPIN_COOL_DOWN),
         }
     }
 }
@@ -201,7 +204,7 @@ impl Poller {
     pub fn select(&self, interests: &[i32], ready: &mut [i32], timeout: Option<Duration>) -> Result<usize> {
         let mut slots = self.slots.lock();
         if timeout == Some(Duration::ZERO) {
-            // Its only look must see every signal that came before it.
+            // Its one look sees every signal that came before it.
             slots.looks_since_collect = LOOKS_PER_COLLECT;
         }
         let deadline = Deadline::after(timeout);

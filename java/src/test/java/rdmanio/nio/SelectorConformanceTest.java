@@ -252,6 +252,48 @@ public class SelectorConformanceTest {
         }
     }
 
+    /**
+     * A server's many idle channels: after they sat idle for a while, with
+     * another channel selected all along, data for one of them is seen by the
+     * first selectNow after it arrived.
+     */
+    @Test(timeout = 60_000)
+    public void anIdleChannelAmongManyIsSeenByTheFirstSelectAfterItsDataArrived() throws Exception {
+        final int idle = 16;
+        List<Providers.Pair> pairs = new ArrayList<>();
+        try (Providers.Pair busy = new Providers.Pair(provider); Selector selector = provider.openSelector()) {
+            List<SelectionKey> keys = new ArrayList<>();
+            for (int i = 0; i < idle; i++) {
+                Providers.Pair pair = new Providers.Pair(provider);
+                pairs.add(pair);
+                pair.client.configureBlocking(false);
+                keys.add(pair.client.register(selector, SelectionKey.OP_READ));
+            }
+            busy.client.configureBlocking(false);
+            SelectionKey writable = busy.client.register(selector, SelectionKey.OP_WRITE);
+            long until = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(100);
+            while (System.nanoTime() < until) {
+                selector.selectedKeys().clear();
+                assertEquals(1, selector.selectNow());
+                assertTrue(selector.selectedKeys().contains(writable));
+            }
+            ByteBuffer buffer = ByteBuffer.allocate(8);
+            for (int i : new int[] {0, idle - 1}) {
+                pairs.get(i).server.write(ByteBuffer.wrap(new byte[] {(byte) i}));
+                Thread.sleep(500); // long arrived
+                selector.selectedKeys().clear();
+                assertEquals("the writable channel and the one with data", 2, selector.selectNow());
+                assertTrue(selector.selectedKeys().contains(keys.get(i)));
+                buffer.clear();
+                assertEquals(1, pairs.get(i).client.read(buffer));
+            }
+        } finally {
+            for (Providers.Pair pair : pairs) {
+                pair.close();
+            }
+        }
+    }
+
     @Test(timeout = 30_000)
     public void oneChannelInTwoSelectorsIsReadyInBoth() throws IOException {
         try (Providers.Pair pair = new Providers.Pair(provider);
