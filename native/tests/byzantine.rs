@@ -12,12 +12,15 @@
 //! once; other connections keep working; an rkey of an earlier connection opens
 //! nothing.
 
+mod common;
+
 use std::ffi::CString;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::ptr;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::test_addr;
 use rdma_sys::*;
 use rdmanio::ring::{RingConfig, RingWriter, HEADER_LEN};
 use rdmanio::{
@@ -32,11 +35,6 @@ const RDMA_OPTION_ID: i32 = 0;
 const RDMA_OPTION_ID_ACK_TIMEOUT: i32 = 3;
 /// Bytes of the credit slot after each ring (`rdma_stream`'s layout).
 const SLOT_LEN: u64 = 64;
-
-fn test_addr() -> Option<IpAddr> {
-    std::env::var("RDMANIO_TEST_DEVICE").ok()?;
-    Some(std::env::var("RDMANIO_TEST_ADDR").expect("RDMANIO_TEST_ADDR").parse().expect("an IP address"))
-}
 
 fn no_device_here() -> bool {
     if test_addr().is_some() {

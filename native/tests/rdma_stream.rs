@@ -4,20 +4,16 @@
 
 mod common;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::thread;
 use std::time::Duration;
 
+use common::test_addr;
 use rdmanio::{ByteStream, Error, Listener, RdmaStream, ReadOutcome, StreamOptions};
 
 const TIMEOUT: Option<Duration> = Some(Duration::from_secs(30));
 /// A small ring, so that a mebibyte wraps it many times and credit flows constantly.
 const SMALL: StreamOptions = StreamOptions { ring_capacity: 16 * 1024, max_record: 4 * 1024 };
-
-fn test_addr() -> Option<IpAddr> {
-    std::env::var("RDMANIO_TEST_DEVICE").ok()?;
-    Some(std::env::var("RDMANIO_TEST_ADDR").expect("RDMANIO_TEST_ADDR").parse().expect("an IP address"))
-}
 
 fn no_device_here() -> bool {
     if test_addr().is_some() {

@@ -7,22 +7,18 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::test_addr;
 use rdmanio::{
     connect, Error, Medium, ReadOutcome, RingPeers, SendOptions, Stream, StreamListener, Transport,
     TransportOptions,
 };
 
 const TIMEOUT: Option<Duration> = Some(Duration::from_secs(60));
-
-fn test_addr() -> Option<IpAddr> {
-    std::env::var("RDMANIO_TEST_DEVICE").ok()?;
-    Some(std::env::var("RDMANIO_TEST_ADDR").expect("RDMANIO_TEST_ADDR").parse().expect("an IP address"))
-}
 
 fn no_device_here() -> bool {
     if test_addr().is_some() {

@@ -1,11 +1,20 @@
-//! What several integration test files share (each file is a crate of its own).
+//! What several integration test files share (each file is a crate of its own,
+//! and uses some of it).
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use rdmanio::{ByteStream, Error};
+
+/// The address of the RDMA device to test on, when there is one (the
+/// Soft-RoCE VM sets RDMANIO_TEST_DEVICE and RDMANIO_TEST_ADDR).
+pub fn test_addr() -> Option<IpAddr> {
+    std::env::var("RDMANIO_TEST_DEVICE").ok()?;
+    Some(std::env::var("RDMANIO_TEST_ADDR").expect("RDMANIO_TEST_ADDR").parse().expect("an IP address"))
+}
 
 /// Starts a `test-peer` process that connects to `addr` in `mode`
 /// ("rdma-flood", "sends-flood") and writes until it is killed.
