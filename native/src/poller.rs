@@ -218,7 +218,7 @@ impl Poller {
             let spinning = spin_until.is_none_or(|until| now < until);
             // Before a sleep every idle socket is armed, while spinning those idle for the cool-down.
             let cool_down = if spinning { self.mode.cool_down_while_spinning() } else { Duration::ZERO };
-            let found = slots.look(&self.epoll, interests, ready, cool_down)?;
+            let found = slots.look(&self.epoll, interests, ready, now, cool_down)?;
             if found > 0 || timeout == Some(Duration::ZERO) || self.woken.load(Ordering::Acquire) {
                 return Ok(found);
             }
@@ -236,19 +236,19 @@ impl Poller {
 
 impl Slots {
     /// Asks the hot sockets, after collecting the armed ones that signalled;
-    /// arms those idle for at least `cool_down`.
+    /// arms those idle for at least `cool_down` at `now`.
     fn look(
         &mut self,
         epoll: &EpollSet,
         interests: &[i32],
         ready: &mut [i32],
+        now: Instant,
         cool_down: Duration,
     ) -> Result<usize> {
         self.looks_since_collect += 1;
         if self.armed > 0 && (self.hot_asked == 0 || self.looks_since_collect >= LOOKS_PER_COLLECT) {
             self.take_signals(epoll, 0)?;
         }
-        let now = Instant::now();
         let mut found = 0;
         self.hot_asked = 0;
         for (slot, &interest) in interests.iter().enumerate().take(self.armed_for.len()) {
@@ -323,6 +323,9 @@ impl Slots {
     fn take_signals(&mut self, epoll: &EpollSet, timeout_ms: libc::c_int) -> Result<()> {
         let n = epoll.wait(&mut self.events, timeout_ms)?;
         self.looks_since_collect = 0;
+        if n == 0 {
+            return Ok(());
+        }
         let now = Instant::now();
         for i in 0..n {
             let slot = self.events[i].u64 as usize;
