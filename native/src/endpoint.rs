@@ -259,7 +259,10 @@ impl Listener {
 /// An RC queue pair connected (or being connected) through rdma_cm.
 pub(crate) struct Endpoint {
     // Fields drop in declaration order: the CQ before the PD, the identifier
-    // before its channel. The owner destroys the QP first (`shutdown`).
+    // before its channel. The QP goes before all of them: the owner destroys it
+    // in its `Drop` (`shutdown`), before its memory regions; `Drop` here does
+    // it for an endpoint whose owner was never built (a connect refused or
+    // failed half-way), whose QP would otherwise pin its CQ and fds.
     pub cq: CompletionQueue,
     /// The connection's own domain, or a listener's shared one (`SharedReceives`).
     pub pd: Arc<ProtectionDomain>,
@@ -478,6 +481,12 @@ impl Endpoint {
     /// `Drop`, before its memory regions go.
     pub(crate) fn shutdown(&mut self) {
         self.disconnect();
+        self.id.destroy_qp();
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
         self.id.destroy_qp();
     }
 }

@@ -216,71 +216,17 @@ fn a_reader_that_leaves_fails_a_blocked_writer() {
     }
 }
 
-/// Open file descriptors and resident memory of this process.
-fn footprint() -> (usize, u64) {
-    let fds = std::fs::read_dir("/proc/self/fd").unwrap().count();
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let rss_kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
-        .unwrap();
-    (fds, rss_kib)
-}
-
-/// Connection churn leaks no fd, memory region or memory. CI runs 1,000 cycles
-/// (about 35 s under emulation); RDMANIO_LEAK_CYCLES=10000 runs the full soak.
+/// Connection churn leaks no fd, memory region or memory (see `common::churn_cycles`).
 #[test]
 fn open_transfer_close_cycles_leak_nothing() {
     if no_device_here() {
         return;
     }
-    let cycles: usize = std::env::var("RDMANIO_LEAK_CYCLES").map_or(1_000, |v| v.parse().unwrap());
     let listener = Listener::bind(SocketAddr::new(test_addr().unwrap(), 0), 16).expect("bind");
     let addr = listener.local_addr();
-    let warmup = 20;
-    // Lock-step: the server reports each stream closed, so that both footprints
-    // are taken with no connection half torn down.
-    let (closed, each_closed) = std::sync::mpsc::channel();
-    let server = thread::spawn(move || {
-        for _ in 0..warmup + cycles {
-            let mut stream = listener.accept_stream(SMALL, TIMEOUT).expect("accept");
-            let mut buf = [0u8; 100];
-            let n = stream.read(&mut buf, TIMEOUT).expect("read");
-            stream.write_all(&buf[..n], TIMEOUT).expect("echo");
-            assert_eq!(stream.read(&mut buf, TIMEOUT).expect("end"), 0);
-            drop(stream);
-            closed.send(()).unwrap();
-        }
-        listener // kept open until the footprint is taken again
-    });
-    let cycle = |i: usize| {
-        let mut stream = RdmaStream::connect(addr, SMALL, TIMEOUT).expect("connect");
-        let message = pattern(100, i as u32);
-        stream.write_all(&message, TIMEOUT).expect("write");
-        assert!(read_exactly(&mut stream, 100) == message);
-        drop(stream);
-        each_closed.recv_timeout(TIMEOUT.unwrap()).expect("the server closed its side");
-    };
-    (0..warmup).for_each(cycle);
-    let before = footprint();
-    let started = std::time::Instant::now();
-    for i in warmup..warmup + cycles {
-        cycle(i);
-        if (i - warmup + 1) % 1000 == 0 {
-            println!("{} cycles after {:.1} s", i - warmup + 1, started.elapsed().as_secs_f64());
-        }
-    }
-    let _listener = server.join().expect("server thread");
-    let after = footprint();
-    println!(
-        "{cycles} open/transfer/close cycles in {:.1} s: fds {} -> {}, RSS {} -> {} KiB",
-        started.elapsed().as_secs_f64(),
-        before.0,
-        after.0,
-        before.1,
-        after.1
+    common::assert_churn_leaks_nothing(
+        common::churn_cycles(),
+        move || listener.accept_stream(SMALL, TIMEOUT).expect("accept"),
+        || RdmaStream::connect(addr, SMALL, TIMEOUT).expect("connect"),
     );
-    assert_eq!(after.0, before.0, "file descriptors leaked");
-    assert!(after.1 < before.1 + 16 * 1024, "resident memory grew by {} KiB", after.1 - before.1);
 }

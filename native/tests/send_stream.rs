@@ -142,16 +142,6 @@ fn half_close_delivers_everything_then_end_of_stream() {
     assert_eq!(&bye, b"bye");
 }
 
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|line| line.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
-
 /// Lets this process hold the fds of many connections (see the figure the
 /// test prints).
 fn raise_fd_limit(connections: usize) {
@@ -181,7 +171,7 @@ fn many_clients_share_one_receive_pool() {
     let ip = test_addr().unwrap();
     let listener =
         StreamListener::bind(SocketAddr::new(ip, 0), Transport::Rdma, options.clone()).expect("bind");
-    let (rss_before, fds_before) = (rss_kib(), open_fds());
+    let (rss_before, fds_before) = (common::rss_kib(), common::open_fds());
     let started = Instant::now();
     let mut peer = Command::new(env!("CARGO_BIN_EXE_test-peer"))
         .args([
@@ -213,8 +203,8 @@ fn many_clients_share_one_receive_pool() {
     BufReader::new(peer.stdout.take().unwrap()).read_line(&mut line).expect("the clients' report");
     assert_eq!(line.trim(), "clients done");
     let took = started.elapsed();
-    let grown = rss_kib().saturating_sub(rss_before);
-    let fds = open_fds() - fds_before;
+    let grown = common::rss_kib().saturating_sub(rss_before);
+    let fds = common::open_fds() - fds_before;
     drop(peer.stdin.take()); // the clients may go
     assert!(peer.wait().expect("test-peer").success(), "test-peer failed");
     let pool = options.sends.pool_slots * options.sends.slot_len / 1024;
@@ -315,4 +305,24 @@ fn a_reader_that_leaves_fails_a_blocked_writer() {
         Err(Error::Disconnected) => {}
         other => panic!("expected Disconnected, got {other:?}"),
     }
+}
+
+/// Two-sided connection churn leaks no fd, queue pair, memory or receive slot:
+/// the listener's pool has room for one connection only, so a cycle whose
+/// slots did not come back would refuse the next client.
+#[test]
+fn open_transfer_close_cycles_leak_nothing() {
+    if no_device_here() {
+        return;
+    }
+    let options = sends_only(SendOptions { pool_slots: 7, ..SendOptions::default() });
+    let listener =
+        StreamListener::bind(SocketAddr::new(test_addr().unwrap(), 0), Transport::Rdma, options.clone())
+            .expect("bind");
+    let addr = listener.local_addr();
+    common::assert_churn_leaks_nothing(
+        common::churn_cycles(),
+        move || listener.accept(TIMEOUT).expect("accept").1,
+        || connect(addr, Transport::Rdma, &options, TIMEOUT).expect("connect").1,
+    );
 }
