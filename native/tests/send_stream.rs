@@ -35,6 +35,16 @@ fn sends_only(sends: SendOptions) -> TransportOptions {
     TransportOptions { sends, ring_peers: RingPeers::Only(Vec::new()), ..Default::default() }
 }
 
+/// A listener that grants nobody a ring and whose receive pool has room for
+/// exactly one connection (4 data + 3 control slots), and its options.
+fn one_connection_listener() -> (StreamListener, TransportOptions) {
+    let options = sends_only(SendOptions { pool_slots: 7, ..SendOptions::default() });
+    let listener =
+        StreamListener::bind(SocketAddr::new(test_addr().unwrap(), 0), Transport::Rdma, options.clone())
+            .expect("bind");
+    (listener, options)
+}
+
 /// A connected pair through a fresh listener: (client, server).
 fn pair(options: TransportOptions, expected: Medium) -> (Stream, Stream) {
     let listener =
@@ -221,11 +231,7 @@ fn a_spent_pool_refuses_connections_until_one_closes() {
     if no_device_here() {
         return;
     }
-    // Room for exactly one connection's 4 + 3 slots.
-    let options = sends_only(SendOptions { pool_slots: 7, ..SendOptions::default() });
-    let listener =
-        StreamListener::bind(SocketAddr::new(test_addr().unwrap(), 0), Transport::Rdma, options.clone())
-            .expect("bind");
+    let (listener, options) = one_connection_listener();
     let addr = listener.local_addr();
     let connect_one = |options: &TransportOptions| {
         let options = options.clone();
@@ -269,10 +275,7 @@ fn a_killed_client_process_ends_its_stream_and_gives_its_slots_back() {
     if no_device_here() {
         return;
     }
-    let ip = test_addr().unwrap();
-    let options = sends_only(SendOptions { pool_slots: 7, ..SendOptions::default() });
-    let listener =
-        StreamListener::bind(SocketAddr::new(ip, 0), Transport::Rdma, options.clone()).expect("bind");
+    let (listener, options) = one_connection_listener();
     let addr = listener.local_addr();
     let flooder = common::spawn_flooder("sends-flood", addr);
     let (medium, mut server) = listener.accept(TIMEOUT).expect("accept");
@@ -315,10 +318,7 @@ fn open_transfer_close_cycles_leak_nothing() {
     if no_device_here() {
         return;
     }
-    let options = sends_only(SendOptions { pool_slots: 7, ..SendOptions::default() });
-    let listener =
-        StreamListener::bind(SocketAddr::new(test_addr().unwrap(), 0), Transport::Rdma, options.clone())
-            .expect("bind");
+    let (listener, options) = one_connection_listener();
     let addr = listener.local_addr();
     common::assert_churn_leaks_nothing(
         common::churn_cycles(),
