@@ -61,6 +61,22 @@ pub fn read_through_the_kill(
     ended
 }
 
+/// A writer out of credit whose reader goes away fails with `Disconnected`
+/// instead of waiting for credit that never comes.
+pub fn assert_a_leaving_reader_fails_a_blocked_writer<S: ByteStream + Send + 'static>(
+    mut client: S,
+    mut server: S,
+) {
+    let writer = thread::spawn(move || client.write_all(&vec![1u8; 4 << 20], TIMEOUT));
+    let mut buf = vec![0u8; 4096];
+    server.read(&mut buf, TIMEOUT).expect("read");
+    drop(server); // leaves while the writer waits for credit
+    match writer.join().expect("writer thread") {
+        Err(Error::Disconnected) => {}
+        other => panic!("expected Disconnected, got {other:?}"),
+    }
+}
+
 /// Resident memory of this process, in KiB.
 pub fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
