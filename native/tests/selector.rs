@@ -185,6 +185,36 @@ fn idle_sockets_are_armed_and_asked_again_only_when_they_signal() {
     }
 }
 
+/// A selector that never sleeps arms the sockets that stay idle past its
+/// cool-down, then no longer asks them, and still sees data that arrives for
+/// any of them: with no hot socket left, only their signals can tell it.
+#[test]
+fn a_busy_polling_selector_sees_data_for_every_socket_it_armed() {
+    const SOCKETS: usize = 4;
+    for transport in transports() {
+        let (listener, addr) = listen(transport);
+        let pairs: Vec<_> = (0..SOCKETS).map(|_| connected_pair(&listener, addr, transport)).collect();
+        let poller = Poller::new(PollMode::Busy).unwrap();
+        for (slot, (_, server)) in pairs.iter().enumerate() {
+            poller.register(slot, Arc::clone(server)).unwrap();
+        }
+        let interests = vec![ops::READ as i32; SOCKETS];
+        let mut ready = vec![0i32; 2 * SOCKETS];
+        // Spinning past the cool-down arms them all: then none is asked.
+        assert_eq!(poller.select(&interests, &mut ready, Some(Duration::from_millis(50))).unwrap(), 0);
+        let asks = poller.asks();
+        assert_eq!(poller.select(&interests, &mut ready, Some(Duration::from_millis(20))).unwrap(), 0);
+        assert_eq!(poller.asks(), asks, "{transport:?}: quiet armed sockets were asked");
+
+        let mut buf = [0u8; 8];
+        for (slot, (client, server)) in pairs.iter().enumerate() {
+            assert_eq!(client.write(b"late", true).unwrap(), 4);
+            assert_eq!(select_for(&poller, &interests, slot as i32, ops::READ), ops::READ, "{transport:?}");
+            assert_eq!(server.read(&mut buf, false, None).unwrap(), 4);
+        }
+    }
+}
+
 /// A half close makes a writer that waited for room writable (its writes fail
 /// at once), with no signal from the medium: the socket kicks its selectors.
 #[test]
