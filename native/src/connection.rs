@@ -23,7 +23,8 @@ pub const MAX_MESSAGE_SIZE: usize = 4096;
 
 /// Receive buffers pre-posted per connection.
 const RECV_SLOTS: usize = 16;
-const SHAPE: QpShape = QpShape { send_depth: 16, recv_depth: RECV_SLOTS as u32, max_inline: 64 };
+const SHAPE: QpShape =
+    QpShape { send_depth: 16, recv_depth: RECV_SLOTS as u32, max_inline: 64, shared_receives: 0 };
 const HELLO: Hello = Hello {
     kind: PathKind::Messages,
     grant: RingGrant { addr: 0, rkey: 0, capacity: 0, max_payload: 0, seed: 0, recv_depth: 0 },

@@ -1,6 +1,8 @@
 //! The part of every RDMA connection that does not depend on its data path: an
-//! RC queue pair with its CQ and PD (its own PD, or for a listener's two-sided
-//! connections the PD of the listener's shared receive queue), set up through
+//! RC queue pair with its seat at a completion queue (its own, or the one of
+//! the selector its listener is registered with: `completions`) and its PD
+//! (its own, or for a listener's two-sided connections the PD of the
+//! listener's shared receive queue), set up through
 //! librdmacm the way TCP sockets are (a `Listener` binds an IP address and port
 //! and accepts; a client connects to that address), with a small hello
 //! exchanged in the connect request and reply, and the completion and
@@ -20,15 +22,14 @@ use std::time::{Duration, Instant};
 use rdma_sys::*;
 
 use crate::cm::{CmEvent, CmId, EventChannel};
+use crate::completions::{CompletionGroup, Completions, POLL_BATCH};
 use crate::error::{Error, Result};
 use crate::stream::WaitSource;
 use crate::sys::{self, Deadline};
-use crate::verbs::{self, CompletionQueue, ProtectionDomain, SharedReceiveQueue};
+use crate::verbs::{self, ProtectionDomain, SharedReceiveQueue};
 
 /// Address and route resolution are local in practice; this bounds a lost reply.
 const RESOLVE_TIMEOUT_MS: i32 = 2000;
-/// Completions taken per `ibv_poll_cq` call.
-const POLL_BATCH: usize = 16;
 /// A reader that finds nothing looks for a disconnect once in this many times:
 /// each look is a syscall on a spinning reader's path (once in 64 cost a 64-byte
 /// round trip 12-15% under emulation); a sleeping reader learns of it at once.
@@ -143,6 +144,16 @@ pub(crate) struct QpShape {
     pub send_depth: u32,
     pub recv_depth: u32,
     pub max_inline: u32,
+    /// Receives the queue pair may consume from a shared receive queue (the
+    /// credits it grants its peer): completions it can have outstanding too.
+    pub shared_receives: u32,
+}
+
+impl QpShape {
+    /// The completions the queue pair can have outstanding at once.
+    fn completions(&self) -> u32 {
+        self.send_depth + self.recv_depth + self.shared_receives
+    }
 }
 
 /// A listening rdma_cm identifier bound to an IP address and port.
@@ -160,6 +171,8 @@ pub(crate) struct Request {
     id: CmId,
     pub hello: Hello,
     deadline: Deadline,
+    /// The completion queues of the selector the listener is registered with, if any.
+    pub completions: Option<Arc<CompletionGroup>>,
 }
 
 impl Request {
@@ -249,7 +262,7 @@ impl Listener {
             let id = unsafe { CmId::from_request(event.id()) };
             drop(event);
             match hello {
-                Ok(hello) => return Ok(Some(Request { id, hello, deadline })),
+                Ok(hello) => return Ok(Some(Request { id, hello, deadline, completions: None })),
                 Err(err) => log::warn!("refusing a connection: {err}"),
             }
         }
@@ -258,12 +271,13 @@ impl Listener {
 
 /// An RC queue pair connected (or being connected) through rdma_cm.
 pub(crate) struct Endpoint {
-    // Fields drop in declaration order: the CQ before the PD, the identifier
-    // before its channel. The QP goes before all of them: the owner destroys it
-    // in its `Drop` (`shutdown`), before its memory regions; `Drop` here does
-    // it for an endpoint whose owner was never built (a connect refused or
-    // failed half-way), whose QP would otherwise pin its CQ and fds.
-    pub cq: CompletionQueue,
+    // Fields drop in declaration order: the identifier before its channel. The
+    // QP goes before all of them (a seat is left once its QP is gone): the
+    // owner destroys it in its `Drop` (`shutdown`), before its memory regions;
+    // `Drop` here does it for an endpoint whose owner was never built (a
+    // connect refused or failed half-way), whose QP would otherwise leak.
+    /// Its seat at a completion queue (see `completions`).
+    pub completions: Completions,
     /// The connection's own domain, or a listener's shared one (`SharedReceives`).
     pub pd: Arc<ProtectionDomain>,
     pub id: CmId,
@@ -303,22 +317,24 @@ impl Endpoint {
             rdma_cm_event_type::RDMA_CM_EVENT_ROUTE_RESOLVED,
             addr,
         )?;
-        Endpoint::open(events, id, shape, deadline, addr, None)
+        Endpoint::open(events, id, shape, deadline, addr, None, None)
     }
 
     /// Server side: takes over a request's identifier, on a channel of its own
-    /// (so its events never reach the listener), and creates the queue pair.
-    /// With `shared`, the queue pair receives from that shared receive queue.
+    /// (so its events never reach the listener), and creates the queue pair,
+    /// at the request's completion group if it has one. With `shared`, the
+    /// queue pair receives from that shared receive queue.
     pub(crate) fn from_request(
         request: Request,
         shape: QpShape,
         shared: Option<SharedReceives>,
     ) -> Result<(Endpoint, Hello)> {
-        let Request { id, hello, deadline } = request;
+        let Request { id, hello, deadline, completions } = request;
         let events = EventChannel::new()?;
         id.migrate(&events)?;
         let peer = id.peer_addr().unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-        Ok((Endpoint::open(events, id, shape, deadline, peer, shared)?, hello))
+        let endpoint = Endpoint::open(events, id, shape, deadline, peer, shared, completions.as_deref())?;
+        Ok((endpoint, hello))
     }
 
     /// (Parameters drop in reverse order on failure: `id` before its channel.)
@@ -329,22 +345,22 @@ impl Endpoint {
         deadline: Deadline,
         peer: SocketAddr,
         shared: Option<SharedReceives>,
+        group: Option<&CompletionGroup>,
     ) -> Result<Endpoint> {
         let context = id.verbs();
         // SAFETY: context is the identifier's live device context, which librdmacm
-        // keeps open for at least as long as the identifier.
-        let (pd, cq) = unsafe {
+        // keeps open for the life of the process.
+        let (pd, completions) = unsafe {
             let pd = match &shared {
                 Some(shared) => Arc::clone(shared.pd),
                 None => Arc::new(ProtectionDomain::new(context)?),
             };
-            let cq = CompletionQueue::new(context, (shape.send_depth + shape.recv_depth) as i32)?;
-            (pd, cq)
+            (pd, Completions::join(group, context, shape.completions())?)
         };
         // SAFETY: all-zero is a valid ibv_qp_init_attr (null pointers, no flags).
         let mut attr: ibv_qp_init_attr = unsafe { mem::zeroed() };
-        attr.send_cq = cq.as_ptr();
-        attr.recv_cq = cq.as_ptr();
+        attr.send_cq = completions.cq_ptr();
+        attr.recv_cq = completions.cq_ptr();
         attr.qp_type = ibv_qp_type::IBV_QPT_RC;
         if let Some(shared) = &shared {
             attr.srq = shared.srq.as_ptr();
@@ -358,7 +374,20 @@ impl Endpoint {
         };
         id.create_qp(pd.as_ptr(), &mut attr)?;
         let max_inline = attr.cap.max_inline_data;
-        Ok(Endpoint { cq, pd, id, events, peer_closed: false, max_inline, deadline, peer, empty_looks: 0 })
+        // Built before the binding can fail: its `Drop` destroys the new QP.
+        let endpoint = Endpoint {
+            completions,
+            pd,
+            id,
+            events,
+            peer_closed: false,
+            max_inline,
+            deadline,
+            peer,
+            empty_looks: 0,
+        };
+        endpoint.completions.bind(endpoint.qp_num())?;
+        Ok(endpoint)
     }
 
     /// Client side: connects with `hello`; returns the peer's.
@@ -411,24 +440,28 @@ impl Endpoint {
         unsafe { (*self.id.qp()).qp_num }
     }
 
-    /// The fds that signal a completion (once the CQ is armed) or a connection event.
+    /// The fds that signal a completion (once the seat is armed) or a connection event.
     pub(crate) fn sources(&self) -> [WaitSource; 2] {
-        [(self.cq.event_fd(), libc::POLLIN), (self.events.fd(), libc::POLLIN)]
+        [(self.completions.signal_fd(), libc::POLLIN), (self.events.fd(), libc::POLLIN)]
     }
 
     /// Sleeps until a completion or a connection event may be there. The
-    /// caller arms the CQ and drains it once more before calling this: a
-    /// completion that lands before the arming raises no channel event.
+    /// caller arms its seat and polls once more before calling this: a
+    /// completion that lands before the arming raises no signal.
     pub(crate) fn sleep(&mut self, op: &'static str, deadline: Deadline) -> Result<()> {
         let [(completion, _), (cm_event, _)] = self.sources();
-        sys::wait_readable(op, [completion, cm_event], deadline)?;
+        let channel = self.completions.channel();
+        channel.sleep_begins()?;
+        let woke = sys::wait_readable(op, [completion, cm_event, channel.fd()], deadline);
+        channel.sleep_ends(None)?;
+        woke?;
         self.consume_signals()
     }
 
-    /// Consumes the completion events that woke a sleeper (the completions
-    /// themselves stay in the CQ for polling) and handles connection events.
+    /// Ends an arming, consuming the signal that woke a sleeper (the
+    /// completions themselves wait for polling), and handles connection events.
     pub(crate) fn consume_signals(&mut self) -> Result<()> {
-        while self.cq.consume_event()? {}
+        self.completions.disarm()?;
         self.handle_connection_events()
     }
 
@@ -527,7 +560,7 @@ pub(crate) trait DataPath {
         // SAFETY: all-zero is a valid ibv_wc.
         let mut wcs: [ibv_wc; POLL_BATCH] = unsafe { mem::zeroed() };
         loop {
-            let n = self.endpoint().cq.poll(&mut wcs)?;
+            let n = self.endpoint().completions.poll(&mut wcs)?;
             for wc in &wcs[..n] {
                 self.complete(wc)?;
             }
@@ -544,8 +577,9 @@ pub(crate) trait DataPath {
     }
 
     /// Makes progress until `done` holds: polls, spins for `busy_poll`, then
-    /// arms the CQ, polls once more (a completion that landed before the arming
-    /// raises no event) and sleeps on the completion and connection channels.
+    /// arms its seat, polls once more (a completion that landed before the
+    /// arming raises no signal) and sleeps on the seat's signal and the
+    /// connection channel.
     fn wait_until(&mut self, op: &'static str, deadline: Deadline, done: impl Fn(&Self) -> bool) -> Result<()>
     where
         Self: Sized,
@@ -565,10 +599,11 @@ pub(crate) trait DataPath {
             }
         }
         loop {
-            self.endpoint().cq.arm()?;
+            self.endpoint().completions.arm()?;
             self.progress()?;
             if done(self) {
-                return Ok(());
+                // Not sleeping after all: no signal wanted (a cheap lock, no syscall, unless one came).
+                return self.endpoint().completions.disarm();
             }
             self.endpoint().sleep(op, deadline)?;
             self.progress()?;

@@ -282,7 +282,9 @@ pub unsafe extern "C" fn rnio_device_name(
     buf: *mut c_char,
     capacity: usize,
 ) -> usize {
-    let name = catch_unwind(|| unsafe { conn.as_ref() }.map(Connection::device_name).unwrap_or_default());
+    let name = catch_unwind(AssertUnwindSafe(|| {
+        unsafe { conn.as_ref() }.map(Connection::device_name).unwrap_or_default()
+    }));
     unsafe { copy_c_string(&name.unwrap_or_default(), buf, capacity) }
 }
 

@@ -9,8 +9,10 @@
 //!   and `rdmanio.nio.SocketNative` (module `jvm_nio`, the NIO provider's).
 //!
 //! Layout: `verbs` (PD, CQ, MR wrappers), `cm` (rdma_cm channels, identifiers,
-//! events), `endpoint` (listen/accept/connect of an RC queue pair, the hello,
-//! waiting), `connection` (the two-sided message path), `rdma_stream` (a byte
+//! events), `completions` (completion queues, shared by a selector's accepted
+//! connections, and the routing of their completions), `endpoint`
+//! (listen/accept/connect of an RC queue pair, the hello, waiting),
+//! `connection` (the two-sided message path), `rdma_stream` (a byte
 //! stream by RDMA WRITE into the peer's ring), `ring`
 //! (one-sided ring buffers: framing, credits and checks, whatever the medium),
 //! `shm` (the ring as a stream between processes over shared memory) and
@@ -24,6 +26,7 @@
 #![warn(missing_docs)]
 
 mod cm;
+mod completions;
 mod connection;
 mod endpoint;
 mod error;
@@ -43,6 +46,8 @@ pub mod tcp;
 mod transport;
 mod verbs;
 
+#[doc(hidden)]
+pub use completions::completion_queues;
 pub use connection::{Connection, MAX_MESSAGE_SIZE};
 pub use endpoint::Listener;
 pub use error::{Error, Result};

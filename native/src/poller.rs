@@ -31,22 +31,36 @@
 //! close, a failure met by an operation, a close) writes the socket's own kick
 //! eventfd, which is in the set too.
 //!
+//! An RDMA socket's completions come through a completion queue
+//! (`completions`) that it may share: a listener's accepted connections share
+//! the queue of the selector the listener is registered with (the poller's
+//! `CompletionGroup`). An armed RDMA socket wakes when someone routes a
+//! completion to it. So the poller watches each queue's channel once, however
+//! many of its sockets are at that queue: every collect routes the queues
+//! first (no syscall), and a sleep is bracketed by the channels'
+//! `sleep_begins` and `sleep_ends`. Routing done by the poller reports the
+//! sockets it woke directly (the `woken` slots), without their eventfds.
+//!
 //! Only the selecting thread calls `register`, `deregister` and `select`;
 //! `wakeup` may come from any thread.
 
+use std::mem;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use crate::completions::{CompletionChannel, CompletionGroup, Watcher};
 use crate::error::{check, Error, Result};
 use crate::socket::Socket;
 use crate::sys::{self, Deadline};
 
 /// The epoll token of the wakeup eventfd (slots are small numbers).
 const WAKEUP_TOKEN: u64 = u64::MAX;
+/// The epoll tokens of completion channels: this bit and the channel's index.
+const CHANNEL_TOKEN: u64 = 1 << 62;
 const SOCKET_EVENTS: u32 = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
 /// How long a spinning selector keeps asking an idle socket before it arms
 /// it: long enough that a connection in steady use is never armed (arming, and
@@ -80,8 +94,13 @@ impl PollMode {
     }
 }
 
+/// Numbers the pollers: the seats a poller watches know it by its number.
+static POLLERS: AtomicUsize = AtomicUsize::new(1);
+
 /// The native half of one selector.
 pub struct Poller {
+    /// The completion queues of the connections accepted by listeners registered here.
+    completions: Arc<CompletionGroup>,
     epoll: EpollSet,
     wakeup: OwnedFd,
     woken: AtomicBool,
@@ -109,6 +128,19 @@ struct Slots {
     hot_asked: usize,
     /// Looks since the armed sockets' signals were last collected.
     looks_since_collect: u32,
+    /// The completion channels the registered sockets share, each in the
+    /// epoll set once (a free entry is None: tokens are indexes).
+    channels: Vec<Option<WatchedChannel>>,
+    /// This poller's number, as the seats it watches know it.
+    id: usize,
+    /// The slots whose sockets the last routing woke (kept for its capacity).
+    woken: Vec<usize>,
+}
+
+struct WatchedChannel {
+    channel: CompletionChannel,
+    /// Registered sockets at its queue.
+    users: usize,
 }
 
 /// The `armed_for` of a free slot: it covers every interest, so no look stops there.
@@ -119,6 +151,8 @@ struct Registered {
     /// The fds in the epoll set for this slot (a socket's fds change when it
     /// starts to connect or listen, and when a connect completes).
     fds: [RawFd; 4],
+    /// The completion channel of its queue, if it shares one (see `fds`).
+    channel: Option<CompletionChannel>,
     /// When it was last ready or became hot: it cools down from then.
     active_at: Instant,
 }
@@ -131,6 +165,7 @@ impl Poller {
         // Level-triggered: a wakeup before the select stays visible until cleared.
         epoll.control(libc::EPOLL_CTL_ADD, wakeup.as_raw_fd(), libc::EPOLLIN as u32, WAKEUP_TOKEN)?;
         Ok(Poller {
+            completions: Arc::default(),
             epoll,
             wakeup,
             woken: AtomicBool::new(false),
@@ -143,6 +178,9 @@ impl Poller {
                 asks: 0,
                 hot_asked: 0,
                 looks_since_collect: 0,
+                channels: Vec::new(),
+                id: POLLERS.fetch_add(1, Ordering::Relaxed),
+                woken: Vec::new(),
             }),
         })
     }
@@ -159,7 +197,12 @@ impl Poller {
         }
         let fds = socket.all_sources();
         self.epoll.watch(slot, fds)?;
-        slots.registered[slot] = Some(Registered { socket, fds, active_at: Instant::now() });
+        socket.offer_completions(&self.completions);
+        let channel = socket.completion_channel();
+        if let Some(channel) = &channel {
+            slots.watch_channel(&self.epoll, channel, slot)?;
+        }
+        slots.registered[slot] = Some(Registered { socket, fds, channel, active_at: Instant::now() });
         slots.armed_for[slot] = 0;
         let capacity = slots.registered.len() + 1;
         slots.events.resize(capacity, libc::epoll_event { events: 0, u64: 0 });
@@ -172,6 +215,10 @@ impl Poller {
         let mut slots = self.slots.lock();
         if let Some(registered) = slots.registered.get_mut(slot).and_then(Option::take) {
             self.epoll.unwatch(registered.fds);
+            registered.socket.withdraw_completions(&self.completions);
+            if let Some(channel) = &registered.channel {
+                slots.unwatch_channel(&self.epoll, channel);
+            }
             if slots.armed_for[slot] != 0 {
                 slots.armed -= 1;
             }
@@ -292,7 +339,9 @@ impl Slots {
             registered.fds = fds;
             epoll.watch(slot, fds)?;
         }
-        registered.socket.arm(interest);
+        let socket = Arc::clone(&registered.socket);
+        self.refresh_channel(epoll, slot)?;
+        socket.arm(interest);
         self.armed_for[slot] = interest;
         self.armed += 1;
         Ok(())
@@ -319,19 +368,133 @@ impl Slots {
     }
 
     /// Waits up to `timeout_ms` (-1: forever) for signals; the armed sockets
-    /// that signalled become hot.
+    /// that signalled become hot. The shared completion queues are routed
+    /// first, which signals the armed sockets that have completions.
     fn take_signals(&mut self, epoll: &EpollSet, timeout_ms: libc::c_int) -> Result<()> {
-        let n = epoll.wait(&mut self.events, timeout_ms)?;
-        self.looks_since_collect = 0;
-        if n == 0 {
-            return Ok(());
+        let mut woken = mem::take(&mut self.woken);
+        let mut watcher = Watcher { id: self.id, woken: &mut woken, wrote: false };
+        let n = if timeout_ms == 0 {
+            for watched in self.group_channels() {
+                watched.channel.route(&mut watcher)?;
+            }
+            epoll.wait(&mut self.events, 0)?
+        } else {
+            self.sleep(epoll, timeout_ms, &mut watcher)?
+        };
+        for i in 0..n {
+            let token = self.events[i].u64;
+            if token & CHANNEL_TOKEN != 0 && token != WAKEUP_TOKEN {
+                // A private queue armed with its seat, or a group's armed by some
+                // sleeper (after a sleep of ours, `sleep_ends` took that one).
+                let Some(Some(watched)) = self.channels.get((token & !CHANNEL_TOKEN) as usize) else {
+                    continue;
+                };
+                if timeout_ms == 0 || watched.channel.is_private() {
+                    watched.channel.take_events(&mut watcher)?;
+                }
+            }
         }
+        // Signals written while routing (for sockets other waiters watch too) are collected next look.
+        self.looks_since_collect = if watcher.wrote { LOOKS_PER_COLLECT } else { 0 };
         let now = Instant::now();
+        for &slot in woken.iter() {
+            self.make_hot(slot, now);
+        }
         for i in 0..n {
             let slot = self.events[i].u64 as usize;
             if slot < self.registered.len() {
                 self.make_hot(slot, now);
             }
+        }
+        woken.clear();
+        self.woken = woken;
+        Ok(())
+    }
+
+    /// The channels of group queues (see `completions`): routed on every
+    /// collect, armed around a sleep. A private queue is armed with its seat.
+    fn group_channels(&self) -> impl Iterator<Item = &WatchedChannel> {
+        self.channels.iter().flatten().filter(|watched| !watched.channel.is_private())
+    }
+
+    /// Sleeps in `epoll_wait`, the group queues armed for it; then takes
+    /// their events and routes what arrived.
+    fn sleep(&mut self, epoll: &EpollSet, timeout_ms: libc::c_int, watcher: &mut Watcher) -> Result<usize> {
+        let mut begun = 0;
+        let mut slept = Ok(0);
+        for watched in self.group_channels() {
+            if let Err(err) = watched.channel.sleep_begins() {
+                slept = Err(err);
+                break;
+            }
+            begun += 1;
+        }
+        if slept.is_ok() {
+            slept = epoll.wait(&mut self.events, timeout_ms);
+        }
+        for watched in self.group_channels().take(begun) {
+            let ended = watched.channel.sleep_ends(Some(watcher));
+            if slept.is_ok() {
+                ended?;
+            }
+        }
+        slept
+    }
+
+    /// Watches `channel` for one more registered socket, the one of `slot`.
+    fn watch_channel(&mut self, epoll: &EpollSet, channel: &CompletionChannel, slot: usize) -> Result<()> {
+        channel.watch(self.id, slot);
+        if let Some(watched) = self.channels.iter_mut().flatten().find(|w| w.channel.same_as(channel)) {
+            watched.users += 1;
+            return Ok(());
+        }
+        let index = self.channels.iter().position(Option::is_none).unwrap_or(self.channels.len());
+        epoll.control(libc::EPOLL_CTL_ADD, channel.fd(), SOCKET_EVENTS, CHANNEL_TOKEN | index as u64)?;
+        let watched = WatchedChannel { channel: channel.of_queue(), users: 1 };
+        if index == self.channels.len() {
+            self.channels.push(Some(watched));
+        } else {
+            self.channels[index] = Some(watched);
+        }
+        Ok(())
+    }
+
+    /// One registered socket fewer watches `channel`; the last takes it out of the set.
+    fn unwatch_channel(&mut self, epoll: &EpollSet, channel: &CompletionChannel) {
+        channel.unwatch(self.id);
+        let Some(entry) =
+            self.channels.iter_mut().find(|entry| entry.as_ref().is_some_and(|w| w.channel.same_as(channel)))
+        else {
+            return;
+        };
+        let watched = entry.as_mut().expect("found");
+        watched.users -= 1;
+        if watched.users == 0 {
+            epoll.unwatch([channel.fd(), -1, -1, -1]);
+            *entry = None;
+        }
+    }
+
+    /// Follows a socket whose stream came to share a completion queue (a connect completed).
+    fn refresh_channel(&mut self, epoll: &EpollSet, slot: usize) -> Result<()> {
+        let Some(registered) = &self.registered[slot] else { return Ok(()) };
+        let channel = registered.socket.completion_channel();
+        let same = match (&channel, &registered.channel) {
+            (Some(new), Some(old)) => new.same_as(old),
+            (None, None) => true,
+            _ => false,
+        };
+        if same {
+            return Ok(());
+        }
+        if let Some(old) = registered.channel.clone() {
+            self.unwatch_channel(epoll, &old);
+        }
+        if let Some(new) = &channel {
+            self.watch_channel(epoll, new, slot)?;
+        }
+        if let Some(registered) = &mut self.registered[slot] {
+            registered.channel = channel;
         }
         Ok(())
     }

@@ -34,6 +34,7 @@ use std::time::Duration;
 
 use rdma_sys::*;
 
+use crate::completions::CompletionChannel;
 use crate::endpoint::{DataPath, Endpoint, Hello, Listener, PathKind, QpShape, Request, RingGrant};
 use crate::error::{check_errno, Error, Result};
 use crate::ring::{RingConfig, RingReader, RingWriter, Violation};
@@ -49,7 +50,8 @@ const SIGNAL_EVERY: u32 = 16;
 /// Bytes of the credit slot that follows each ring.
 const SLOT_LEN: usize = 64;
 /// The queue pair of a stream: no inline data (writes come from the registered shadow).
-const SHAPE: QpShape = QpShape { send_depth: SEND_DEPTH, recv_depth: RECV_DEPTH, max_inline: 0 };
+const SHAPE: QpShape =
+    QpShape { send_depth: SEND_DEPTH, recv_depth: RECV_DEPTH, max_inline: 0, shared_receives: 0 };
 /// How long a closing stream waits for its last writes to land.
 const LINGER: Duration = Duration::from_secs(2);
 
@@ -546,7 +548,7 @@ impl ByteStream for RdmaStream {
     }
 
     fn arm(&mut self, _interest: u32) -> Result<()> {
-        self.endpoint.cq.arm()
+        self.endpoint.completions.arm()
     }
 
     fn disarm(&mut self) -> Result<()> {
@@ -555,6 +557,10 @@ impl ByteStream for RdmaStream {
 
     fn sources(&self, _interest: u32) -> [WaitSource; 2] {
         self.endpoint.sources()
+    }
+
+    fn completion_channel(&self) -> Option<CompletionChannel> {
+        Some(self.endpoint.completions.channel())
     }
 }
 

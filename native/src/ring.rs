@@ -943,9 +943,12 @@ mod tests {
         header
     }
 
+    /// A forged record: what it is, its header, the tail published, and the violation expected.
+    type ForgedCase = (&'static str, Header, u64, fn(&Violation) -> bool);
+
     #[test]
     fn forged_records_are_caught() {
-        let cases: Vec<(&str, Header, u64, fn(&Violation) -> bool)> = vec![
+        let cases: Vec<ForgedCase> = vec![
             ("length beyond the limit", valid(65, 0, &[0; 65]), 96, |v| {
                 matches!(v, Violation::TooLong { len: 65, .. })
             }),

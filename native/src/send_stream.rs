@@ -34,6 +34,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use rdma_sys::*;
 
+use crate::completions::CompletionChannel;
 use crate::endpoint::{DataPath, Endpoint, Hello, PathKind, QpShape, Request, SharedReceives, SlotGrant};
 use crate::error::{check_errno, Error, Result};
 use crate::ring::Violation;
@@ -266,7 +267,7 @@ pub struct SendStream {
 /// The queue pair of a stream: `sends` the peer's credits allow; receives of
 /// its own (none when they come from a pool).
 fn shape(sends: u32, own_receives: u32) -> QpShape {
-    QpShape { send_depth: sends, recv_depth: own_receives, max_inline: INLINE }
+    QpShape { send_depth: sends, recv_depth: own_receives, max_inline: INLINE, shared_receives: 0 }
 }
 
 impl SendStream {
@@ -312,7 +313,10 @@ impl SendStream {
         let receives = Receives::Shared { pool: Arc::clone(pool), reserved };
         let shared = SharedReceives { pd: &pool.pd, srq: &pool.srq };
         let sends = u32::from(peer.data_credits) + u32::from(peer.control_credits);
-        let (endpoint, _) = Endpoint::from_request(request, shape(sends, 0), Some(shared))?;
+        // Receives come from the pool; as many as the peer has credit for complete at once.
+        let shared_receives = u32::from(own.data_credits) + u32::from(own.control_credits);
+        let shape = QpShape { shared_receives, ..shape(sends, 0) };
+        let (endpoint, _) = Endpoint::from_request(request, shape, Some(shared))?;
         let mut stream = SendStream::build(endpoint, receives, own);
         stream.accept_peer_grant(peer)?;
         stream.endpoint.accept(&Hello::sends(own))?;
@@ -668,7 +672,7 @@ impl SendStream {
             self.arrivals.drain(..).filter(|arrival| !arrival.end).map(|arrival| arrival.slot).collect();
         // SAFETY: all-zero is a valid ibv_wc.
         let mut wcs: [ibv_wc; 16] = unsafe { mem::zeroed() };
-        while let Ok(n @ 1..) = self.endpoint.cq.poll(&mut wcs) {
+        while let Ok(n @ 1..) = self.endpoint.completions.poll(&mut wcs) {
             // Every receive completion, failed ones too, consumed a pool slot.
             slots.extend(wcs[..n].iter().filter(|wc| wc.wr_id & WR_SEND == 0).map(|wc| wc.wr_id as u32));
         }
@@ -743,7 +747,7 @@ impl ByteStream for SendStream {
     }
 
     fn arm(&mut self, _interest: u32) -> Result<()> {
-        self.endpoint.cq.arm()
+        self.endpoint.completions.arm()
     }
 
     fn disarm(&mut self) -> Result<()> {
@@ -752,6 +756,10 @@ impl ByteStream for SendStream {
 
     fn sources(&self, _interest: u32) -> [WaitSource; 2] {
         self.endpoint.sources()
+    }
+
+    fn completion_channel(&self) -> Option<CompletionChannel> {
+        Some(self.endpoint.completions.channel())
     }
 }
 

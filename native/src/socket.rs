@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
+use crate::completions::{CompletionChannel, CompletionGroup};
 use crate::error::{Error, Result};
 use crate::stream::{ops, ReadOutcome, WaitSource};
 use crate::sys::{self, Deadline};
@@ -61,6 +62,9 @@ pub struct Socket {
     closed: AtomicBool,
     /// How long a blocked operation polls before it sleeps.
     spin: Spin,
+    /// For a listener: the completion queues of the selector it is registered
+    /// with, which the RDMA connections it accepts then share.
+    completions: Arc<Mutex<Option<Arc<CompletionGroup>>>>,
 }
 
 /// How long a blocking operation polls the socket before it sleeps.
@@ -116,6 +120,8 @@ struct Backlog {
     limit: usize,
     /// The spin of the connections accepted (the listener's).
     spin: Spin,
+    /// See `Socket::completions`.
+    completions: Arc<Mutex<Option<Arc<CompletionGroup>>>>,
     /// Readable while a connection waits to be taken.
     waiting: OwnedFd,
     /// Written once, by `close`: the acceptor thread ends.
@@ -134,7 +140,9 @@ impl Backlog {
                     self.room.wait(&mut accepted);
                 }
             }
-            let outcome = listener.try_accept(Deadline::after(Some(ACCEPT_HANDSHAKE))).and_then(|accepted| {
+            let group = self.completions.lock().clone();
+            let outcome = listener.try_accept(Deadline::after(Some(ACCEPT_HANDSHAKE)), group.as_ref());
+            let outcome = outcome.and_then(|accepted| {
                 accepted.map(|(medium, stream)| Socket::accepted(medium, stream, addr, self.spin)).transpose()
             });
             match outcome {
@@ -194,6 +202,7 @@ impl Socket {
             kick: sys::eventfd()?,
             closed: AtomicBool::new(false),
             spin,
+            completions: Arc::default(),
         }))
     }
 
@@ -272,6 +281,7 @@ impl Socket {
             room: Condvar::new(),
             limit: backlog.max(1),
             spin: self.spin,
+            completions: Arc::clone(&self.completions),
             waiting: sys::eventfd()?,
             stop: sys::eventfd()?,
             stopped: AtomicBool::new(false),
@@ -502,6 +512,26 @@ impl Socket {
         }
     }
 
+    /// A selector registers the socket: if it listens (or will), the RDMA
+    /// connections it accepts from now on share the selector's completion queues.
+    pub(crate) fn offer_completions(&self, group: &Arc<CompletionGroup>) {
+        *self.completions.lock() = Some(Arc::clone(group));
+    }
+
+    /// A selector deregisters the socket: its completion queues are no longer offered.
+    pub(crate) fn withdraw_completions(&self, group: &Arc<CompletionGroup>) {
+        let mut offered = self.completions.lock();
+        if offered.as_ref().is_some_and(|offered| Arc::ptr_eq(offered, group)) {
+            *offered = None;
+        }
+    }
+
+    /// The channel of the completion queue the socket's stream shares, which a
+    /// selector watching the socket watches too (see `completions`).
+    pub(crate) fn completion_channel(&self) -> Option<CompletionChannel> {
+        self.state.lock().completion_channel()
+    }
+
     /// Every fd that can signal for this socket, for a selector's epoll set:
     /// its sources and the kick fd (a connect or listen starting, a close).
     pub(crate) fn all_sources(&self) -> [RawFd; 4] {
@@ -562,9 +592,16 @@ impl Socket {
         let [a, b, c] = state.sources(watch);
         debug_assert!(state.sleeper.is_none(), "one sleeper per socket");
         state.sleeper = Some(watch);
-        let kick = self.kick.as_raw_fd();
-        let woke =
-            MutexGuard::unlocked(state, || sys::wait_for(op, [a, b, c, (kick, libc::POLLIN)], deadline));
+        let kick = (self.kick.as_raw_fd(), libc::POLLIN);
+        let woke = match state.completion_channel() {
+            None => MutexGuard::unlocked(state, || sys::wait_for(op, [a, b, c, kick], deadline).map(drop)),
+            Some(channel) => MutexGuard::unlocked(state, || {
+                channel.sleep_begins()?;
+                let woke = sys::wait_for(op, [a, b, c, kick, (channel.fd(), libc::POLLIN)], deadline);
+                channel.sleep_ends(None)?;
+                woke.map(drop)
+            }),
+        };
         state.sleeper = None;
         self.turn.notify_all();
         if !self.is_closed() {
@@ -717,6 +754,13 @@ impl State {
                 None => Ok(()),
             },
             _ => Ok(()),
+        }
+    }
+
+    fn completion_channel(&self) -> Option<CompletionChannel> {
+        match &self.role {
+            Role::Connected(connected) => connected.stream.completion_channel(),
+            _ => None,
         }
     }
 

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
+use crate::completions::CompletionChannel;
 use crate::error::{Error, Result};
 use crate::sys::Deadline;
 
@@ -103,6 +104,15 @@ pub trait ByteStream {
     /// The fds that signal a change while armed, with the events to watch for `interest`.
     fn sources(&self, interest: u32) -> [WaitSource; 2];
 
+    /// The channel of the completion queue the stream shares with others
+    /// (an RDMA stream's), which whoever waits for it must watch too: a
+    /// sleeping thread brackets its sleep with `sleep_begins` and `sleep_ends`,
+    /// a selector routes it when it collects signals.
+    #[doc(hidden)]
+    fn completion_channel(&self) -> Option<CompletionChannel> {
+        None
+    }
+
     /// Writes all of `data`, waiting for room as needed.
     fn write_all(&mut self, mut data: &[u8], timeout: Option<Duration>) -> Result<()> {
         let deadline = Deadline::after(timeout);
@@ -189,5 +199,9 @@ impl<S: ByteStream + ?Sized> ByteStream for Box<S> {
 
     fn sources(&self, interest: u32) -> [WaitSource; 2] {
         (**self).sources(interest)
+    }
+
+    fn completion_channel(&self) -> Option<CompletionChannel> {
+        (**self).completion_channel()
     }
 }

@@ -150,7 +150,7 @@ mod tests {
     #[test]
     fn four_mebibytes_cross_and_the_stream_ends() {
         let (mut client, mut server) = pair();
-        let data: Vec<u8> = (0..4u32 << 20).map(|i| (i * 7 >> 3) as u8).collect();
+        let data: Vec<u8> = (0..4u32 << 20).map(|i| ((i * 7) >> 3) as u8).collect();
         let expected = data.clone();
         let reader = thread::spawn(move || {
             let mut got = Vec::new();

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
+use crate::completions::CompletionGroup;
 use crate::endpoint::{Hello, Listener, PathKind, Request};
 use crate::error::{Error, Result};
 use crate::rdma_stream::{RdmaStream, StreamOptions};
@@ -284,7 +285,7 @@ impl StreamListener {
     pub fn accept(&self, timeout: Option<Duration>) -> Result<(Medium, Stream)> {
         let deadline = Deadline::after(timeout);
         loop {
-            if let Some(accepted) = self.try_accept(deadline)? {
+            if let Some(accepted) = self.try_accept(deadline, None)? {
                 return Ok(accepted);
             }
             // poll(2) ignores negative fds: a medium that is off costs nothing.
@@ -303,10 +304,16 @@ impl StreamListener {
     }
 
     /// Accepts a connection that is waiting, if one is; an RDMA one completes
-    /// its handshake by `deadline`.
-    pub(crate) fn try_accept(&self, deadline: Deadline) -> Result<Option<(Medium, Stream)>> {
+    /// its handshake by `deadline`, its completions at the queues of `group`
+    /// (the listener's selector's) if given.
+    pub(crate) fn try_accept(
+        &self,
+        deadline: Deadline,
+        group: Option<&Arc<CompletionGroup>>,
+    ) -> Result<Option<(Medium, Stream)>> {
         if let Some(rdma) = &self.rdma {
-            while let Some(request) = rdma.try_request(deadline)? {
+            while let Some(mut request) = rdma.try_request(deadline)? {
+                request.completions = group.cloned();
                 if let Some(accepted) = self.accept_rdma(request)? {
                     return Ok(Some(accepted));
                 }

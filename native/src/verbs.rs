@@ -39,6 +39,16 @@ pub fn device_names() -> Result<Vec<String>> {
     Ok(names)
 }
 
+/// How many completions one queue of `context`'s device can hold.
+///
+/// # Safety
+/// `context` must be a live device context.
+pub(crate) unsafe fn max_cq_entries(context: *mut ibv_context) -> Result<u32> {
+    let mut attr: ibv_device_attr = std::mem::zeroed();
+    check_errno("ibv_query_device", ibv_query_device(context, &mut attr))?;
+    Ok(attr.max_cqe as u32)
+}
+
 /// The name of `device` (`ibv_get_device_name`).
 ///
 /// # Safety
@@ -156,6 +166,19 @@ impl CompletionQueue {
 
     pub(crate) fn as_ptr(&self) -> *mut ibv_cq {
         self.cq.as_ptr()
+    }
+
+    /// How many completions the queue holds (at least what was asked for).
+    pub(crate) fn capacity(&self) -> u32 {
+        // SAFETY: the queue is live; `cqe` is set by the provider.
+        unsafe { (*self.cq.as_ptr()).cqe as u32 }
+    }
+
+    /// Grows the queue to hold at least `entries` completions. The caller
+    /// keeps every other call on the queue out meanwhile.
+    pub(crate) fn resize(&self, entries: u32) -> Result<()> {
+        // SAFETY: the queue is live.
+        check_errno("ibv_resize_cq", unsafe { ibv_resize_cq(self.cq.as_ptr(), entries as i32) })
     }
 
     /// The fd that becomes readable after `arm` when a completion arrives.

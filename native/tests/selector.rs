@@ -215,6 +215,98 @@ fn a_busy_polling_selector_sees_data_for_every_socket_it_armed() {
     }
 }
 
+/// The RDMA connections that a listener registered with a selector accepts
+/// share the selector's completion queue (other connections have their own).
+/// Two threads then wait on one queue: one asleep in a blocking read, one
+/// polling without blocking (so it takes the sleeper's completions off the
+/// queue too); the sleeper must still wake for every message.
+#[test]
+fn accepted_connections_share_their_selectors_completion_queue() {
+    const ROUNDS: u32 = 200;
+    const CONNECTIONS: usize = 10;
+    for transport in transports() {
+        let (listener, addr) = listen(transport);
+        let poller = Poller::new(PollMode::Blocking).unwrap();
+        poller.register(0, Arc::clone(&listener)).unwrap();
+        let queues_before = rdmanio::completion_queues();
+        // Enough connections that the shared queue must grow (an RDMA stream reserves 128 entries).
+        let mut pairs: Vec<_> =
+            (0..CONNECTIONS).map(|_| connected_pair(&listener, addr, transport)).collect();
+        if transport == Transport::Rdma {
+            let made = rdmanio::completion_queues() - queues_before;
+            assert_eq!(made, CONNECTIONS + 1, "one queue per client and one for all accepted connections");
+        }
+        let (to_sleeper, sleeper) = pairs.pop().unwrap();
+        let (to_poller, polled) = pairs.pop().unwrap();
+        let sleeping = thread::spawn(move || {
+            for round in 0..ROUNDS {
+                let mut got = [0u8; 4];
+                let mut at = 0;
+                while at < 4 {
+                    let n = sleeper.read(&mut got[at..], true, TIMEOUT).unwrap_or_else(|err| panic!("{err}"));
+                    assert!(n > 0, "round {round}: end of stream");
+                    at += n as usize;
+                }
+                assert_eq!(u32::from_le_bytes(got), round);
+            }
+        });
+        let polling = thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut got = 0;
+            let mut buf = [0u8; 64];
+            while got < 4 * ROUNDS as usize {
+                assert!(Instant::now() < deadline, "the polled connection stalled");
+                match polled.read(&mut buf, false, None).unwrap() {
+                    n if n > 0 => got += n as usize,
+                    status::UNAVAILABLE => thread::yield_now(),
+                    other => panic!("polled read: {other}"),
+                }
+            }
+        });
+        for round in 0..ROUNDS {
+            assert_eq!(to_sleeper.write(&round.to_le_bytes(), true).unwrap(), 4);
+            // The sleeper falls asleep again while the other thread polls the queue.
+            thread::sleep(Duration::from_micros(300));
+            assert_eq!(to_poller.write(&round.to_le_bytes(), true).unwrap(), 4);
+        }
+        sleeping.join().unwrap_or_else(|_| panic!("{transport:?}: the sleeping reader missed a wake-up"));
+        polling.join().unwrap();
+        poller.deregister(0);
+    }
+}
+
+/// A selector that armed a socket must hear of data that arrived for it even
+/// when another thread's operation on the socket takes that data in first
+/// (over RDMA, a write polls the completions and so consumes the receive's):
+/// the socket is readable, and nothing else would tell the selector. Over
+/// RDMA, with a completion queue of the connection's own, and with the
+/// selector's (its listener registered with the selector).
+#[test]
+fn an_armed_socket_signals_data_that_a_write_took_in() {
+    for (transport, listener_registered) in transports().into_iter().flat_map(|t| [(t, false), (t, true)]) {
+        let (listener, addr) = listen(transport);
+        let poller = Poller::new(PollMode::Busy).unwrap();
+        if listener_registered {
+            poller.register(1, Arc::clone(&listener)).unwrap();
+        }
+        let (client, server) = connected_pair(&listener, addr, transport);
+        poller.register(0, Arc::clone(&server)).unwrap();
+        let interests = [ops::READ as i32];
+        let mut ready = [0i32; 2];
+        // Spinning past the cool-down arms the socket.
+        assert_eq!(poller.select(&interests, &mut ready, Some(Duration::from_millis(50))).unwrap(), 0);
+
+        assert_eq!(client.write(b"late", true).unwrap(), 4);
+        // Time for the message to land, then a write that takes it in.
+        thread::sleep(Duration::from_millis(100));
+        assert_eq!(server.write(b"x", false).unwrap(), 1);
+        let case = format!("{transport:?}, listener registered: {listener_registered}");
+        assert_eq!(select_for(&poller, &interests, 0, ops::READ), ops::READ, "{case}");
+        let mut buf = [0u8; 8];
+        assert_eq!(server.read(&mut buf, false, None).unwrap(), 4, "{case}");
+    }
+}
+
 /// A half close makes a writer that waited for room writable (its writes fail
 /// at once), with no signal from the medium: the socket kicks its selectors.
 #[test]
