@@ -1,14 +1,17 @@
 //! Completion queues and the routing of their completions to connections.
 //!
-//! A queue pair's CQ is fixed when it is created, and NIO connects or accepts
-//! a channel before any selector sees it (and may move it between selectors,
-//! or use it from a blocking thread). So the queue a connection gets is chosen
-//! when its queue pair is made, and every queue works the same whoever waits:
+//! A queue pair's CQ is fixed when it is created, and NIO usually connects or
+//! accepts a channel before any selector sees it (and may move it between
+//! selectors, or use it from a blocking thread). So the queue a connection
+//! gets is chosen when its queue pair is made, and every queue works the same
+//! whoever waits:
 //!
-//! - A connection accepted by a listener that is registered with a selector
-//!   gets a seat at that selector's queue (its `CompletionGroup`): the
-//!   selector's event loop then has one CQ for all its accepted connections,
-//!   whose channel is in its epoll set next to the TCP fds and eventfds.
+//! - A connection accepted by a listener that is registered with a selector,
+//!   or made by a socket registered with one before its queue pair was (a
+//!   non-blocking connect), gets a seat at that selector's queue (its
+//!   `CompletionGroup`, offered through a `GroupOffer`): the selector's event
+//!   loop then has one CQ for its connections, whose channel is in its epoll
+//!   set next to the TCP fds and eventfds.
 //!   Any other connection gets a queue of its own (a queue with one seat):
 //!   one queue shared by independent sleeping threads would wake them all on
 //!   every completion, or cost a thread hop to hand completions over.
@@ -93,6 +96,31 @@ unsafe impl Sync for SharedCq {}
 #[derive(Default)]
 pub(crate) struct CompletionGroup {
     queues: Mutex<Vec<Arc<SharedCq>>>,
+}
+
+/// The group a selector offers the sockets it registers: a listener's
+/// accepted connections, and a socket's own connection if its queue pair is
+/// made while it is registered (a non-blocking connect), join it. Read when a
+/// queue pair is made; later registrations change nothing for that one.
+#[derive(Clone, Default)]
+pub(crate) struct GroupOffer(Arc<Mutex<Option<Arc<CompletionGroup>>>>);
+
+impl GroupOffer {
+    pub(crate) fn offer(&self, group: &Arc<CompletionGroup>) {
+        *self.0.lock() = Some(Arc::clone(group));
+    }
+
+    /// Withdraws `group`, if it is still the one offered.
+    pub(crate) fn withdraw(&self, group: &Arc<CompletionGroup>) {
+        let mut offered = self.0.lock();
+        if offered.as_ref().is_some_and(|offered| Arc::ptr_eq(offered, group)) {
+            *offered = None;
+        }
+    }
+
+    pub(crate) fn current(&self) -> Option<Arc<CompletionGroup>> {
+        self.0.lock().clone()
+    }
 }
 
 /// A connection's seat at a completion queue.

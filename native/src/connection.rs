@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use rdma_sys::*;
 
+use crate::completions::GroupOffer;
 use crate::endpoint::{
     DataPath, Endpoint, Hello, Listener, PathKind, QpShape, Request, RingGrant, SlotGrant,
 };
@@ -68,7 +69,8 @@ impl Connection {
     /// `NoDevice`; `ConnectionRefused` when nothing listens there; `Unreachable`
     /// when no RDMA route leads there; `TimedOut` after `timeout`.
     pub fn connect(addr: SocketAddr, timeout: Option<Duration>) -> Result<Connection> {
-        let mut conn = Connection::with_buffers(Endpoint::resolve(addr, SHAPE, timeout)?)?;
+        let mut conn =
+            Connection::with_buffers(Endpoint::resolve(addr, SHAPE, timeout, &GroupOffer::default())?)?;
         let reply = conn.endpoint.connect(&HELLO)?;
         if reply.kind != PathKind::Messages {
             return Err(Error::InvalidArgument(format!(

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use rdma_sys::*;
 
 use crate::cm::{CmEvent, CmId, EventChannel};
-use crate::completions::{CompletionGroup, Completions, POLL_BATCH};
+use crate::completions::{CompletionGroup, Completions, GroupOffer, POLL_BATCH};
 use crate::error::{Error, Result};
 use crate::stream::WaitSource;
 use crate::sys::{self, Deadline};
@@ -294,9 +294,15 @@ pub(crate) struct Endpoint {
 }
 
 impl Endpoint {
-    /// Client side: resolves `addr` and creates the queue pair, ready for
-    /// `connect` once the data path has registered and posted its memory.
-    pub(crate) fn resolve(addr: SocketAddr, shape: QpShape, timeout: Option<Duration>) -> Result<Endpoint> {
+    /// Client side: resolves `addr` and creates the queue pair (at the group
+    /// `offer` holds by then, if any), ready for `connect` once the data path
+    /// has registered and posted its memory.
+    pub(crate) fn resolve(
+        addr: SocketAddr,
+        shape: QpShape,
+        timeout: Option<Duration>,
+        offer: &GroupOffer,
+    ) -> Result<Endpoint> {
         verbs::device_names()?;
         let deadline = Deadline::after(timeout);
         let events = EventChannel::new()?;
@@ -317,7 +323,7 @@ impl Endpoint {
             rdma_cm_event_type::RDMA_CM_EVENT_ROUTE_RESOLVED,
             addr,
         )?;
-        Endpoint::open(events, id, shape, deadline, addr, None, None)
+        Endpoint::open(events, id, shape, deadline, addr, None, offer.current().as_deref())
     }
 
     /// Server side: takes over a request's identifier, on a channel of its own

@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use rdma_sys::*;
 
-use crate::completions::CompletionChannel;
+use crate::completions::{CompletionChannel, GroupOffer};
 use crate::endpoint::{DataPath, Endpoint, Hello, Listener, PathKind, QpShape, Request, RingGrant};
 use crate::error::{check_errno, Error, Result};
 use crate::ring::{RingConfig, RingReader, RingWriter, Violation};
@@ -131,7 +131,17 @@ impl RdmaStream {
         options: StreamOptions,
         timeout: Option<Duration>,
     ) -> Result<RdmaStream> {
-        let mut endpoint = Endpoint::resolve(addr, SHAPE, timeout)?;
+        RdmaStream::connect_offered(addr, options, timeout, &GroupOffer::default())
+    }
+
+    /// `connect`, at the completion group `offer` holds (see `GroupOffer`).
+    pub(crate) fn connect_offered(
+        addr: SocketAddr,
+        options: StreamOptions,
+        timeout: Option<Duration>,
+        offer: &GroupOffer,
+    ) -> Result<RdmaStream> {
+        let mut endpoint = Endpoint::resolve(addr, SHAPE, timeout, offer)?;
         let (incoming, grant) = grant_memory(&endpoint, options)?;
         post_receives(&endpoint, RECV_DEPTH)?;
         let reply = endpoint.connect(&Hello::rings(grant))?;

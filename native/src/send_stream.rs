@@ -34,7 +34,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use rdma_sys::*;
 
-use crate::completions::CompletionChannel;
+use crate::completions::{CompletionChannel, GroupOffer};
 use crate::endpoint::{DataPath, Endpoint, Hello, PathKind, QpShape, Request, SharedReceives, SlotGrant};
 use crate::error::{check_errno, Error, Result};
 use crate::ring::Violation;
@@ -273,10 +273,20 @@ fn shape(sends: u32, own_receives: u32) -> QpShape {
 impl SendStream {
     /// Connects to a listener at `addr` over the two-sided path.
     pub fn connect(addr: SocketAddr, options: SendOptions, timeout: Option<Duration>) -> Result<SendStream> {
+        SendStream::connect_offered(addr, options, timeout, &GroupOffer::default())
+    }
+
+    /// `connect`, at the completion group `offer` holds (see `GroupOffer`).
+    pub(crate) fn connect_offered(
+        addr: SocketAddr,
+        options: SendOptions,
+        timeout: Option<Duration>,
+        offer: &GroupOffer,
+    ) -> Result<SendStream> {
         options.check()?;
         let own = options.grant();
         let own_receives = options.slots_per_connection() as u32;
-        let endpoint = Endpoint::resolve(addr, shape(SEND_DEPTH, own_receives), timeout)?;
+        let endpoint = Endpoint::resolve(addr, shape(SEND_DEPTH, own_receives), timeout, offer)?;
         let slots = MemoryRegion::new(
             &endpoint.pd,
             options.slots_per_connection() * options.slot_len,

@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
-use crate::completions::{CompletionChannel, CompletionGroup};
+use crate::completions::{CompletionChannel, CompletionGroup, GroupOffer};
 use crate::error::{Error, Result};
 use crate::stream::{ops, ReadOutcome, WaitSource};
 use crate::sys::{self, Deadline};
@@ -62,9 +62,9 @@ pub struct Socket {
     closed: AtomicBool,
     /// How long a blocked operation polls before it sleeps.
     spin: Spin,
-    /// For a listener: the completion queues of the selector it is registered
-    /// with, which the RDMA connections it accepts then share.
-    completions: Arc<Mutex<Option<Arc<CompletionGroup>>>>,
+    /// The completion queues of the selector it is registered with, which
+    /// the RDMA connections it accepts (or makes, connecting) then share.
+    completions: GroupOffer,
 }
 
 /// How long a blocking operation polls the socket before it sleeps.
@@ -121,7 +121,7 @@ struct Backlog {
     /// The spin of the connections accepted (the listener's).
     spin: Spin,
     /// See `Socket::completions`.
-    completions: Arc<Mutex<Option<Arc<CompletionGroup>>>>,
+    completions: GroupOffer,
     /// Readable while a connection waits to be taken.
     waiting: OwnedFd,
     /// Written once, by `close`: the acceptor thread ends.
@@ -140,7 +140,7 @@ impl Backlog {
                     self.room.wait(&mut accepted);
                 }
             }
-            let group = self.completions.lock().clone();
+            let group = self.completions.current();
             let outcome = listener.try_accept(Deadline::after(Some(ACCEPT_HANDSHAKE)), group.as_ref());
             let outcome = outcome.and_then(|accepted| {
                 accepted.map(|(medium, stream)| Socket::accepted(medium, stream, addr, self.spin)).transpose()
@@ -202,7 +202,7 @@ impl Socket {
             kick: sys::eventfd()?,
             closed: AtomicBool::new(false),
             spin,
-            completions: Arc::default(),
+            completions: GroupOffer::default(),
         }))
     }
 
@@ -249,10 +249,11 @@ impl Socket {
         let signal = Arc::new(sys::eventfd()?);
         let (done, outcome) = mpsc::sync_channel(1);
         let signal_for_thread = Arc::clone(&signal);
+        let offer = self.completions.clone();
         std::thread::Builder::new()
             .name(format!("rdma-nio connect {addr}"))
             .spawn(move || {
-                let _ = done.send(transport::connect(addr, transport, &options, timeout));
+                let _ = done.send(transport::connect_offered(addr, transport, &options, timeout, &offer));
                 if let Err(err) = sys::signal_eventfd(&signal_for_thread) {
                     log::error!("connect to {addr}: cannot signal completion: {err}");
                 }
@@ -281,7 +282,7 @@ impl Socket {
             room: Condvar::new(),
             limit: backlog.max(1),
             spin: self.spin,
-            completions: Arc::clone(&self.completions),
+            completions: self.completions.clone(),
             waiting: sys::eventfd()?,
             stop: sys::eventfd()?,
             stopped: AtomicBool::new(false),
@@ -512,18 +513,16 @@ impl Socket {
         }
     }
 
-    /// A selector registers the socket: if it listens (or will), the RDMA
-    /// connections it accepts from now on share the selector's completion queues.
+    /// A selector registers the socket: the RDMA connections it accepts from
+    /// now on, or its own if it is still to be made, share the selector's
+    /// completion queues.
     pub(crate) fn offer_completions(&self, group: &Arc<CompletionGroup>) {
-        *self.completions.lock() = Some(Arc::clone(group));
+        self.completions.offer(group);
     }
 
     /// A selector deregisters the socket: its completion queues are no longer offered.
     pub(crate) fn withdraw_completions(&self, group: &Arc<CompletionGroup>) {
-        let mut offered = self.completions.lock();
-        if offered.as_ref().is_some_and(|offered| Arc::ptr_eq(offered, group)) {
-            *offered = None;
-        }
+        self.completions.withdraw(group);
     }
 
     /// The channel of the completion queue the socket's stream shares, which a

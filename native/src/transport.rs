@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use crate::completions::CompletionGroup;
+use crate::completions::{CompletionGroup, GroupOffer};
 use crate::endpoint::{Hello, Listener, PathKind, Request};
 use crate::error::{Error, Result};
 use crate::rdma_stream::{RdmaStream, StreamOptions};
@@ -167,12 +167,25 @@ pub fn connect(
     options: &TransportOptions,
     timeout: Option<Duration>,
 ) -> Result<(Medium, Stream)> {
+    connect_offered(addr, transport, options, timeout, &GroupOffer::default())
+}
+
+/// `connect`, an RDMA connection at the completion group `offer` holds when
+/// its queue pair is made (that of the selector the socket is registered with).
+pub(crate) fn connect_offered(
+    addr: SocketAddr,
+    transport: Transport,
+    options: &TransportOptions,
+    timeout: Option<Duration>,
+    offer: &GroupOffer,
+) -> Result<(Medium, Stream)> {
     match transport {
-        Transport::Rdma => match RdmaStream::connect(addr, options.rdma, timeout) {
+        Transport::Rdma => match RdmaStream::connect_offered(addr, options.rdma, timeout, offer) {
             Ok(stream) => Ok((Medium::Rdma, Box::new(stream))),
             Err(Error::SendsOnly(_)) => {
                 log::debug!("{addr} grants two-sided sends only");
-                Ok((Medium::RdmaSends, Box::new(SendStream::connect(addr, options.sends, timeout)?)))
+                let stream = SendStream::connect_offered(addr, options.sends, timeout, offer)?;
+                Ok((Medium::RdmaSends, Box::new(stream)))
             }
             Err(err) => Err(err),
         },
@@ -200,18 +213,18 @@ pub fn connect(
         }
         Transport::Auto => {
             if is_local(addr.ip()) {
-                match connect(addr, Transport::Shm, options, timeout) {
+                match connect_offered(addr, Transport::Shm, options, timeout, offer) {
                     Err(Error::ConnectionRefused(_)) => {} // no rdma-nio listener here: maybe plain TCP
                     done => return done,
                 }
             }
-            match connect(addr, Transport::Rdma, options, timeout) {
+            match connect_offered(addr, Transport::Rdma, options, timeout, offer) {
                 Err(err @ (Error::NoDevice(_) | Error::Unreachable { .. } | Error::ConnectionRefused(_))) => {
                     log::debug!("auto transport to {addr}: no RDMA ({err}), using TCP");
                 }
                 done => return done,
             }
-            connect(addr, Transport::Tcp, options, timeout)
+            connect_offered(addr, Transport::Tcp, options, timeout, offer)
         }
     }
 }

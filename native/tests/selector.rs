@@ -275,6 +275,39 @@ fn accepted_connections_share_their_selectors_completion_queue() {
     }
 }
 
+/// A socket registered with a selector before it connects (NIO's non-blocking
+/// connect) makes its RDMA connection at the selector's completion queue, so
+/// the connections a selector makes share one queue, as those it accepts do.
+#[test]
+fn sockets_registered_before_they_connect_share_their_selectors_completion_queue() {
+    const CONNECTIONS: usize = 3;
+    for transport in transports() {
+        let (listener, addr) = listen(transport);
+        let poller = Poller::new(PollMode::Blocking).unwrap();
+        let queues_before = rdmanio::completion_queues();
+        let mut pairs = Vec::new();
+        for slot in 0..CONNECTIONS {
+            let client = Socket::open(Spin::For(Duration::ZERO)).unwrap();
+            poller.register(slot, Arc::clone(&client)).unwrap();
+            client.start_connect(addr, transport, TransportOptions::default(), TIMEOUT).unwrap();
+            assert!(client.finish_connect(true).unwrap());
+            let server = listener.accept(true).unwrap().expect("an accepted connection");
+            pairs.push((client, server));
+        }
+        if transport == Transport::Rdma {
+            let made = rdmanio::completion_queues() - queues_before;
+            assert_eq!(made, 1 + CONNECTIONS, "one queue for the clients, one per accepted connection");
+        }
+        let interests = vec![ops::READ as i32; CONNECTIONS];
+        let mut buf = [0u8; 8];
+        for (slot, (client, server)) in pairs.iter().enumerate() {
+            assert_eq!(server.write(b"back", true).unwrap(), 4);
+            assert_eq!(select_for(&poller, &interests, slot as i32, ops::READ), ops::READ, "{transport:?}");
+            assert_eq!(client.read(&mut buf, false, None).unwrap(), 4, "{transport:?}");
+        }
+    }
+}
+
 /// A selector that armed a socket must hear of data that arrived for it even
 /// when another thread's operation on the socket takes that data in first
 /// (over RDMA, a write polls the completions and so consumes the receive's):
