@@ -505,7 +505,11 @@ impl Router {
             self.cq_armed = false;
         }
         self.route_all(cq, &mut awake)?;
-        let waited_for = self.sleepers > 0 || (private && self.seats.iter().flatten().any(|seat| seat.armed));
+        // A private queue's seat still armed waits for the next completion if
+        // a selector watches it. Its own thread, awake now, arms anew if it
+        // sleeps again: arming for it now would raise an event nobody waits for.
+        let seat_waits = private && self.seats.iter().flatten().any(|seat| seat.armed && seat.watchers > 0);
+        let waited_for = self.sleepers > 0 || seat_waits;
         if waited_for && !self.cq_armed {
             cq.arm()?;
             self.cq_armed = true;
