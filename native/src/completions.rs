@@ -92,7 +92,8 @@ struct SharedCq {
 unsafe impl Sync for SharedCq {}
 
 /// The queues of one event loop (a selector), one per device (more when one
-/// is full): the connections its registered listeners accept share them.
+/// is full): the connections that its registered sockets accept or make
+/// share them (see `GroupOffer`).
 #[derive(Default)]
 pub(crate) struct CompletionGroup {
     queues: Mutex<Vec<Arc<SharedCq>>>,

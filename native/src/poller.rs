@@ -32,14 +32,16 @@
 //! eventfd, which is in the set too.
 //!
 //! An RDMA socket's completions come through a completion queue
-//! (`completions`) that it may share: a listener's accepted connections share
-//! the queue of the selector the listener is registered with (the poller's
-//! `CompletionGroup`). An armed RDMA socket wakes when someone routes a
-//! completion to it. So the poller watches each queue's channel once, however
-//! many of its sockets are at that queue: every collect routes the queues
-//! first (no syscall), and a sleep is bracketed by the channels'
-//! `sleep_begins` and `sleep_ends`. Routing done by the poller reports the
-//! sockets it woke directly (the `woken` slots), without their eventfds.
+//! (`completions`) that it may share: the connections that sockets registered
+//! here accept (or make, connecting) share the poller's queue (its
+//! `CompletionGroup`); others have a private queue. An armed RDMA socket wakes
+//! when someone routes a completion to it. So the poller watches each queue's
+//! channel once, however many of its sockets are at that queue: every collect
+//! routes the group queues first (no syscall), and a sleep is bracketed by
+//! their `sleep_begins` and `sleep_ends`; a private queue is armed with its
+//! socket and routed when its channel signals. Routing done by the poller
+//! reports the sockets it woke directly (the `woken` slots), without their
+//! eventfds.
 //!
 //! Only the selecting thread calls `register`, `deregister` and `select`;
 //! `wakeup` may come from any thread.
@@ -99,7 +101,7 @@ static POLLERS: AtomicUsize = AtomicUsize::new(1);
 
 /// The native half of one selector.
 pub struct Poller {
-    /// The completion queues of the connections accepted by listeners registered here.
+    /// The completion queues of the connections that sockets registered here accept or make.
     completions: Arc<CompletionGroup>,
     epoll: EpollSet,
     wakeup: OwnedFd,
