@@ -222,9 +222,8 @@ impl Completions {
     pub(crate) fn arm(&self) -> Result<()> {
         let mut router = self.queue.router.lock();
         router.seat(self.seat).armed = true;
-        if self.queue.private && !router.cq_armed {
-            self.queue.cq.arm()?;
-            router.cq_armed = true;
+        if self.queue.private {
+            router.arm_queue(&self.queue.cq)?;
         }
         Ok(())
     }
@@ -259,7 +258,8 @@ impl Drop for Completions {
 }
 
 impl CompletionChannel {
-    /// Readable when the queue, armed by a sleeper, received a completion.
+    /// Readable when the queue, once armed (by a sleeper, or for a private
+    /// queue with its seat), received a completion.
     pub(crate) fn fd(&self) -> RawFd {
         self.queue.cq.event_fd()
     }
@@ -317,16 +317,23 @@ impl CompletionChannel {
     /// meanwhile.
     pub(crate) fn sleep_begins(&self) -> Result<()> {
         let mut router = self.queue.router.lock();
-        if !router.cq_armed {
-            self.queue.cq.arm()?;
-            router.cq_armed = true;
-        }
+        router.arm_queue(&self.queue.cq)?;
         router.route_all(&self.queue.cq, &mut Awake::Nobody)?;
         router.sleepers += 1;
         if let Some(seat) = self.seat {
             router.seat(seat).watchers += 1;
         }
         Ok(())
+    }
+
+    /// A thread's sleep for its own seat: `wait` blocks on the channel's fd
+    /// (given) and the thread's own fds, bracketed by `sleep_begins` and
+    /// `sleep_ends` however it ends.
+    pub(crate) fn sleep_through<T>(&self, wait: impl FnOnce(RawFd) -> Result<T>) -> Result<T> {
+        self.sleep_begins()?;
+        let woke = wait(self.fd());
+        self.sleep_ends(None)?;
+        woke
     }
 
     /// After blocking: see `take_events`.
@@ -494,6 +501,16 @@ impl Router {
         mem::replace(&mut seat.signalled, false)
     }
 
+    /// Arms the queue unless it is armed already; true when it armed it now.
+    fn arm_queue(&mut self, cq: &CompletionQueue) -> Result<bool> {
+        if self.cq_armed {
+            return Ok(false);
+        }
+        cq.arm()?;
+        self.cq_armed = true;
+        Ok(true)
+    }
+
     /// Routes everything the queue holds.
     fn route_all(&mut self, cq: &CompletionQueue, awake: &mut Awake) -> Result<()> {
         self.route_queue(awake, None, &mut [], |wcs| cq.poll(wcs)).map(drop)
@@ -511,9 +528,7 @@ impl Router {
         // sleeps again: arming for it now would raise an event nobody waits for.
         let seat_waits = private && self.seats.iter().flatten().any(|seat| seat.armed && seat.watchers > 0);
         let waited_for = self.sleepers > 0 || seat_waits;
-        if waited_for && !self.cq_armed {
-            cq.arm()?;
-            self.cq_armed = true;
+        if waited_for && self.arm_queue(cq)? {
             // What landed before the arming raises no event.
             self.route_all(cq, &mut awake)?;
         }

@@ -457,10 +457,7 @@ impl Endpoint {
     pub(crate) fn sleep(&mut self, op: &'static str, deadline: Deadline) -> Result<()> {
         let [(completion, _), (cm_event, _)] = self.sources();
         let channel = self.completions.channel();
-        channel.sleep_begins()?;
-        let woke = sys::wait_readable(op, [completion, cm_event, channel.fd()], deadline);
-        channel.sleep_ends(None)?;
-        woke?;
+        channel.sleep_through(|channel| sys::wait_readable(op, [completion, cm_event, channel], deadline))?;
         self.consume_signals()
     }
 

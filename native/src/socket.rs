@@ -595,10 +595,9 @@ impl Socket {
         let woke = match state.completion_channel() {
             None => MutexGuard::unlocked(state, || sys::wait_for(op, [a, b, c, kick], deadline).map(drop)),
             Some(channel) => MutexGuard::unlocked(state, || {
-                channel.sleep_begins()?;
-                let woke = sys::wait_for(op, [a, b, c, kick, (channel.fd(), libc::POLLIN)], deadline);
-                channel.sleep_ends(None)?;
-                woke.map(drop)
+                channel.sleep_through(|fd| {
+                    sys::wait_for(op, [a, b, c, kick, (fd, libc::POLLIN)], deadline).map(drop)
+                })
             }),
         };
         state.sleeper = None;
