@@ -1,4 +1,4 @@
-//! Writes the C header of the engine's C ABI (src/ffi.rs) with cbindgen, to
+//! Writes the C header of the engine's C ABI (src/bindings/ffi.rs) with cbindgen, to
 //! `<target dir>/include/rdmanio.h`, where the C tests and C users find it.
 use std::env;
 use std::path::PathBuf;
@@ -8,8 +8,8 @@ fn main() {
     let target_dir =
         env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| crate_dir.join("../target"));
     let header = target_dir.join("include/rdmanio.h");
-    println!("cargo:rerun-if-changed=src/ffi.rs");
-    println!("cargo:rerun-if-changed=src/connection.rs");
+    println!("cargo:rerun-if-changed=src/bindings/ffi.rs");
+    println!("cargo:rerun-if-changed=src/rdma/connection.rs");
     println!("cargo:rerun-if-changed=cbindgen.toml");
 
     let config = cbindgen::Config::from_file(crate_dir.join("cbindgen.toml")).expect("cbindgen.toml");

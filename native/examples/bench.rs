@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rdmanio::ring::RingConfig;
-use rdmanio::shm::ShmStream;
+use rdmanio::media::ring::RingConfig;
+use rdmanio::media::shm::ShmStream;
 use rdmanio::{
     connect, ByteStream, Connection, Listener, RdmaStream, ReadOutcome, RingPeers, Stream, StreamListener,
     StreamOptions, Transport, TransportOptions, MAX_MESSAGE_SIZE,

@@ -11,9 +11,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdmanio::poller::{PollMode, Poller};
-use rdmanio::socket::Socket;
-use rdmanio::stream::ops;
+use rdmanio::media::stream::ops;
+use rdmanio::nio::poller::{PollMode, Poller};
+use rdmanio::nio::socket::Socket;
 use rdmanio::{RingPeers, Transport, TransportOptions};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;

@@ -102,7 +102,7 @@ pub enum Error {
 
     /// The peer broke the ring protocol (a corrupt or forged record, credit or tail).
     #[error("protocol violation by the peer: {0}")]
-    Violation(#[from] crate::ring::Violation),
+    Violation(#[from] crate::media::ring::Violation),
 }
 
 impl Error {

@@ -1,61 +1,42 @@
 //! The native engine of rdma-nio: RDMA connections for the JVM.
 //!
 //! The engine owns every RDMA resource (device context through librdmacm,
-//! protection domains, registered memory, queue pairs, completion queues) and
-//! exposes it three ways that share one core:
-//! - the Rust API below (`Listener`, `Connection`), used by the Rust tests;
-//! - the C ABI in [`ffi`], whose header cbindgen writes to `target/include/rdmanio.h`;
-//! - the JNI exports behind the Java classes `rdmanio.Native` (module `jvm`)
-//!   and `rdmanio.nio.SocketNative` (module `jvm_nio`, the NIO provider's).
+//! protection domains, registered memory, queue pairs, completion queues).
+//! Its layers, each a folder, each using only the ones listed before it:
+//! - [`sys`]: the plain syscalls around verbs (event fds, epoll sets, fd
+//!   passing, random bytes, bounded waits);
+//! - [`rdma`]: verbs objects, rdma_cm, completion queues and their routing,
+//!   connection setup and its hello, the two-sided message connection; the
+//!   only module that uses the verbs bindings;
+//! - [`media`]: the byte-stream face ([`ByteStream`]) and the media behind it:
+//!   RDMA rings, two-sided sends, shared memory, TCP, and the choice among them;
+//! - [`nio`]: what the Java provider's channels and selectors hold: the socket
+//!   state machine, the acceptor's backlog, the poller;
+//! - [`bindings`]: the JNI exports behind `rdmanio.Native` and
+//!   `rdmanio.nio.SocketNative`, and the C ABI ([`bindings::ffi`], whose
+//!   header cbindgen writes to `target/include/rdmanio.h`).
 //!
-//! Layout: `verbs` (PD, CQ, MR wrappers), `cm` (rdma_cm channels, identifiers,
-//! events), `completions` (completion queues, shared by a selector's accepted
-//! connections, and the routing of their completions), `endpoint`
-//! (listen/accept/connect of an RC queue pair, the hello, waiting),
-//! `connection` (the two-sided message path), `rdma_stream` (a byte
-//! stream by RDMA WRITE into the peer's ring), `ring`
-//! (one-sided ring buffers: framing, credits and checks, whatever the medium),
-//! `shm` (the ring as a stream between processes over shared memory) and
-//! `shm_listener` (finding one by address), `stream`
-//! (the byte-stream face of every medium), `tcp` (the same face on a kernel
-//! socket), `transport` (choosing the medium: rdma, shm, tcp or auto),
-//! `socket` (what a Java channel holds: connecting, connected or listening,
-//! with blocking waits and close), `poller` (a selector's native half: the
-//! readiness of every socket in one call), `sys` (fds and waiting), `error`
-//! (the one error type).
+//! [`error`] is the one error type all layers share.
 #![warn(missing_docs)]
 
-mod cm;
-mod completions;
-mod connection;
-mod endpoint;
-mod error;
-pub mod ffi;
-mod jvm;
-mod jvm_nio;
-pub mod poller;
-mod rdma_stream;
-pub mod ring;
-mod send_stream;
-pub mod shm;
-mod shm_listener;
-pub mod socket;
-pub mod stream;
+pub mod bindings;
+pub mod error;
+pub mod media;
+pub mod nio;
+pub mod rdma;
 mod sys;
-pub mod tcp;
-mod transport;
-mod verbs;
 
-#[doc(hidden)]
-pub use completions::completion_queues;
-pub use connection::{Connection, MAX_MESSAGE_SIZE};
-pub use endpoint::Listener;
+pub use bindings::ffi;
 pub use error::{Error, Result};
-pub use rdma_stream::{RdmaStream, StreamOptions};
-pub use send_stream::{SendOptions, SendStream};
-pub use shm_listener::ShmListener;
-pub use stream::{ByteStream, Interest, ReadOutcome};
-pub use transport::{
+pub use media::rdma_stream::{RdmaStream, StreamOptions};
+pub use media::send_stream::{SendOptions, SendStream};
+pub use media::shm_listener::ShmListener;
+pub use media::stream::{ByteStream, Interest, ReadOutcome};
+pub use media::transport::{
     connect, is_local, Medium, RingPeers, Stream, StreamListener, Transport, TransportOptions,
 };
-pub use verbs::device_names;
+#[doc(hidden)]
+pub use rdma::completions::completion_queues;
+pub use rdma::connection::{Connection, MAX_MESSAGE_SIZE};
+pub use rdma::endpoint::Listener;
+pub use rdma::verbs::device_names;

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use common::test_addr;
 use rdma_sys::*;
-use rdmanio::ring::{RingConfig, RingWriter, HEADER_LEN};
+use rdmanio::media::ring::{RingConfig, RingWriter, HEADER_LEN};
 use rdmanio::{
     connect, ByteStream, Error, Listener, Medium, RdmaStream, ReadOutcome, RingPeers, StreamListener,
     StreamOptions, Transport, TransportOptions,

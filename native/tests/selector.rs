@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rdmanio::poller::{PollMode, Poller};
-use rdmanio::socket::{status, Socket, Spin};
-use rdmanio::stream::ops;
+use rdmanio::media::stream::ops;
+use rdmanio::nio::poller::{PollMode, Poller};
+use rdmanio::nio::socket::{status, Socket, Spin};
 use rdmanio::{Transport, TransportOptions};
 
 const TIMEOUT: Option<Duration> = Some(Duration::from_secs(20));

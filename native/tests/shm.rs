@@ -4,8 +4,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rdmanio::ring::RingConfig;
-use rdmanio::shm::ShmStream;
+use rdmanio::media::ring::RingConfig;
+use rdmanio::media::shm::ShmStream;
 use rdmanio::{ByteStream, ReadOutcome};
 
 /// Makes `fd` survive exec, so the child inherits it.

@@ -16,7 +16,7 @@ use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use rdmanio::shm::{ShmFds, ShmStream};
+use rdmanio::media::shm::{ShmFds, ShmStream};
 use rdmanio::{ByteStream, RdmaStream, SendOptions, SendStream, StreamOptions};
 
 const TIMEOUT: Option<Duration> = Some(Duration::from_secs(60));

@@ -30,6 +30,7 @@ public final class NativeLibrary {
         } catch (UnsatisfiedLinkError notOnLibraryPath) {
             loadedFrom = loadFromJar(notOnLibraryPath);
         }
+        NativeLog.install();
     }
 
     /** Where the library was loaded from: "java.library.path" or the jar resource; null before loading. */

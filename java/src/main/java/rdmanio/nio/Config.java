@@ -47,8 +47,8 @@ final class Config {
 
     static Config fromSystemProperties() {
         return new Config(
-                choice("rdmanio.transport", "auto", TRANSPORTS),
-                choice("rdmanio.poll", "adaptive", "adaptive", "busy", "blocking"),
+                engineName("rdmanio.transport", "auto", false),
+                engineName("rdmanio.poll", "adaptive", true),
                 number("rdmanio.spinMicros", 50, 0, 1_000_000),
                 (int) number("rdmanio.connectTimeoutMillis", 30_000, 1, Integer.MAX_VALUE),
                 ringPeers(System.getProperty("rdmanio.ringPeers", "all")),
@@ -67,20 +67,18 @@ final class Config {
                 + " is not all, none or a comma-separated list of IP addresses");
     }
 
-    private static final String[] TRANSPORTS = {"auto", "rdma", "shm", "tcp"};
-
-    private static String choice(String property, String fallback, String... allowed) {
-        return oneOf(property, System.getProperty(property, fallback).trim().toLowerCase(Locale.ROOT), allowed);
+    /** A transport or polling mode name, checked by the engine that parses it (one list of names). */
+    private static String engineName(String property, String fallback, boolean pollMode) {
+        return checked(property, System.getProperty(property, fallback).trim().toLowerCase(Locale.ROOT), pollMode);
     }
 
-    private static String oneOf(String property, String value, String... allowed) {
-        for (String option : allowed) {
-            if (option.equals(value)) {
-                return value;
-            }
+    private static String checked(String property, String value, boolean pollMode) {
+        try {
+            SocketNative.checkName(value, pollMode);
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException("-D" + property + "=" + value + ": " + e.getMessage(), e);
         }
-        throw new IllegalArgumentException("-D" + property + "=" + value + " is not one of "
-                + String.join(", ", allowed));
+        return value;
     }
 
     private static long number(String property, long fallback, long min, long max) {
@@ -114,7 +112,7 @@ final class Config {
 
     /** The same settings with another transport (tests run each provider on each transport). */
     Config withTransport(String transport) {
-        return new Config(oneOf("rdmanio.transport", transport, TRANSPORTS), pollMode, spinMicros,
+        return new Config(checked("rdmanio.transport", transport, false), pollMode, spinMicros,
                 connectTimeoutMillis, ringPeers, sendPoolSlots);
     }
 

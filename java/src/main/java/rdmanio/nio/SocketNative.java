@@ -5,7 +5,9 @@ import java.nio.ByteBuffer;
 import rdmanio.NativeLibrary;
 
 /**
- * Every native method behind the provider, implemented in native/src/jvm_nio.rs.
+ * Every native method behind the provider, implemented in
+ * native/src/bindings/jni/socket_native.rs, and the constants it shares with
+ * the engine, read from it at load rather than copied.
  * Each takes primitives, direct buffers or strings and reports failure by
  * throwing an {@link IOException} (an {@code RdmaException} naming the
  * operation and errno, {@link java.net.ConnectException},
@@ -20,10 +22,29 @@ final class SocketNative {
         NativeLibrary.load();
     }
 
-    /** {@link #read} found nothing and did not block. */
-    static final int UNAVAILABLE = -2;
+    private static final int[] CONSTANTS = constants();
+    /**
+     * The ready-op bits the engine reports and takes as interests: the
+     * selector passes {@link java.nio.channels.SelectionKey}'s bits through, so
+     * these must equal them (a test checks).
+     */
+    static final int READ = CONSTANTS[0];
+    static final int WRITE = CONSTANTS[1];
+    static final int CONNECT = CONSTANTS[2];
+    static final int ACCEPT = CONSTANTS[3];
     /** {@link #read} reached the end of the stream. */
-    static final int EOF = -1;
+    static final int EOF = CONSTANTS[4];
+    /** {@link #read} found nothing and did not block. */
+    static final int UNAVAILABLE = CONSTANTS[5];
+
+    /** READ, WRITE, CONNECT, ACCEPT, EOF, UNAVAILABLE, in this order. */
+    private static native int[] constants();
+
+    /**
+     * Throws {@link IllegalArgumentException} with the engine's reason unless
+     * {@code name} is a transport (or, with {@code pollMode}, a polling mode) it knows.
+     */
+    static native void checkName(String name, boolean pollMode);
 
     private SocketNative() {}
 

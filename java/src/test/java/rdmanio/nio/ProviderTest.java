@@ -165,7 +165,8 @@ public class ProviderTest {
     public void badSettingsAreRefusedWithTheirName() {
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
                 () -> withProperty("rdmanio.poll", "sometimes", RdmaSelectorProvider::new));
-        assertEquals("-Drdmanio.poll=sometimes is not one of adaptive, busy, blocking", e.getMessage());
+        assertEquals("-Drdmanio.poll=sometimes: invalid argument: unknown polling mode 'sometimes': use busy, blocking or adaptive",
+                e.getMessage());
         assertThrows(IllegalArgumentException.class, () -> RdmaSelectorProvider.withTransport("carrier-pigeon"));
         IllegalArgumentException peers = assertThrows(IllegalArgumentException.class,
                 () -> RdmaSelectorProvider.withTransport("tcp").withRingPeers("replica-1"));

@@ -13,15 +13,12 @@
 //! sets `closed` and writes the kick fd, which stays readable from then on.
 //!
 //! Listening: an acceptor thread per listener completes connection handshakes
-//! into a bounded backlog, as the kernel does for TCP, because an RDMA or shm
-//! connect only completes when the listening side answers: a client may
-//! connect before the server calls `accept`.
+//! into a bounded backlog (`backlog`), as the kernel does for TCP.
 //!
 //! Resources: `close` shuts the stream down (the peer sees end of stream at
 //! once), but the stream and its fds live until the last `Arc` goes. A selector
 //! that still watches the fds never sees them closed and reused under it.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,11 +29,12 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
-use crate::completions::{CompletionChannel, CompletionGroup, GroupOffer};
 use crate::error::{Error, Result};
-use crate::stream::{ops, ReadOutcome, WaitSource};
+use crate::media::stream::{ops, ReadOutcome, WaitSource};
+use crate::media::transport::{self, Medium, Stream, StreamListener, Transport, TransportOptions};
+use crate::nio::backlog::Backlog;
+use crate::rdma::completions::{CompletionChannel, CompletionGroup, GroupOffer};
 use crate::sys::{self, Deadline};
-use crate::transport::{self, Medium, Stream, StreamListener, Transport, TransportOptions};
 
 /// Results of `read` and `write` that are not byte counts (as in the JDK's `IOStatus`).
 pub mod status {
@@ -46,8 +44,6 @@ pub mod status {
     pub const UNAVAILABLE: isize = -2;
 }
 
-/// How long an RDMA accept waits for the client's side of the handshake.
-const ACCEPT_HANDSHAKE: Duration = Duration::from_secs(5);
 /// Every source a socket can have (a stream has two).
 type Sources = [WaitSource; 3];
 const NO_SOURCE: WaitSource = (-1, 0);
@@ -74,6 +70,16 @@ pub enum Spin {
     Forever,
     /// Polls this long, then sleeps (zero: sleeps at once).
     For(Duration),
+}
+
+impl Spin {
+    /// A spin in microseconds as Java passes it: negative polls until ready.
+    pub fn from_micros(micros: i64) -> Spin {
+        match u64::try_from(micros) {
+            Ok(micros) => Spin::For(Duration::from_micros(micros)),
+            Err(_) => Spin::Forever,
+        }
+    }
 }
 
 struct State {
@@ -110,72 +116,6 @@ enum Role {
     /// Neither connecting nor listening yet, or a connect attempt failed (its
     /// error is then the pending failure).
     Fresh,
-}
-
-/// Connections accepted ahead of `accept`, filled by the acceptor thread.
-struct Backlog {
-    accepted: Mutex<VecDeque<Arc<Socket>>>,
-    /// Signalled when `accepted` shrinks or the listener closes.
-    room: Condvar,
-    limit: usize,
-    /// The spin of the connections accepted (the listener's).
-    spin: Spin,
-    /// See `Socket::completions`.
-    completions: GroupOffer,
-    /// Readable while a connection waits to be taken.
-    waiting: OwnedFd,
-    /// Written once, by `close`: the acceptor thread ends.
-    stop: OwnedFd,
-    stopped: AtomicBool,
-}
-
-impl Backlog {
-    /// The acceptor thread's loop: complete handshakes while there is room.
-    fn accept_connections(&self, listener: StreamListener) {
-        let addr = listener.local_addr();
-        while !self.stopped.load(Ordering::Acquire) {
-            {
-                let mut accepted = self.accepted.lock();
-                while accepted.len() >= self.limit && !self.stopped.load(Ordering::Acquire) {
-                    self.room.wait(&mut accepted);
-                }
-            }
-            let group = self.completions.current();
-            let outcome = listener.try_accept(Deadline::after(Some(ACCEPT_HANDSHAKE)), group.as_ref());
-            let outcome = outcome.and_then(|accepted| {
-                accepted.map(|(medium, stream)| Socket::accepted(medium, stream, addr, self.spin)).transpose()
-            });
-            match outcome {
-                Ok(Some(socket)) => {
-                    let mut accepted = self.accepted.lock();
-                    accepted.push_back(socket);
-                    if let Err(err) = sys::signal_eventfd(&self.waiting) {
-                        log::error!("listener {addr}: cannot signal an accepted connection: {err}");
-                    }
-                }
-                Ok(None) => {
-                    let [a, b, c] = listener.sources();
-                    let stop = (self.stop.as_raw_fd(), libc::POLLIN);
-                    if let Err(err) = sys::wait_for("accept", [a, b, c, stop], Deadline::after(None)) {
-                        log::error!("listener {addr}: {err}");
-                        std::thread::sleep(Duration::from_millis(10));
-                    }
-                }
-                // One client's failed handshake must not end the listener.
-                Err(err) => log::warn!("listener {addr}: a connection failed during its handshake: {err}"),
-            }
-        }
-    }
-
-    fn pop(&self) -> Result<Option<Arc<Socket>>> {
-        let mut accepted = self.accepted.lock();
-        let socket = accepted.pop_front();
-        if accepted.is_empty() {
-            sys::drain_eventfd(&self.waiting)?;
-        }
-        self.room.notify_all();
-        Ok(socket)
-    }
 }
 
 struct Connected {
@@ -277,16 +217,7 @@ impl Socket {
         let mut state = self.fresh_state()?;
         let listener = StreamListener::bind(addr, transport, options)?;
         let addr = listener.local_addr();
-        let backlog = Arc::new(Backlog {
-            accepted: Mutex::new(VecDeque::new()),
-            room: Condvar::new(),
-            limit: backlog.max(1),
-            spin: self.spin,
-            completions: self.completions.clone(),
-            waiting: sys::eventfd()?,
-            stop: sys::eventfd()?,
-            stopped: AtomicBool::new(false),
-        });
+        let backlog = Arc::new(Backlog::new(backlog, self.spin, self.completions.clone())?);
         let acceptor = {
             let backlog = Arc::clone(&backlog);
             std::thread::Builder::new()
@@ -309,7 +240,7 @@ impl Socket {
         }
     }
 
-    fn accepted(
+    pub(crate) fn accepted(
         medium: Medium,
         stream: Stream,
         listener_addr: SocketAddr,
@@ -464,11 +395,7 @@ impl Socket {
                 None
             }
             Role::Listening { backlog, acceptor, .. } => {
-                backlog.stopped.store(true, Ordering::Release);
-                if let Err(err) = sys::signal_eventfd(&backlog.stop) {
-                    log::error!("listener close: cannot stop the acceptor: {err}");
-                }
-                backlog.room.notify_all();
+                backlog.stop();
                 acceptor.take()
             }
             Role::Connecting { .. } | Role::Fresh => None,
@@ -481,7 +408,7 @@ impl Socket {
                 log::error!("listener close: the acceptor thread panicked");
             }
             if let Role::Listening { backlog, .. } = &self.state.lock().role {
-                backlog.accepted.lock().clear();
+                backlog.clear();
             }
         }
     }
@@ -718,9 +645,7 @@ impl State {
                 let eof = if self.input_shut { ops::READ } else { 0 };
                 ready | connect | eof
             }),
-            Role::Listening { backlog, .. } => {
-                Ok(if backlog.accepted.lock().is_empty() { 0 } else { ops::ACCEPT })
-            }
+            Role::Listening { backlog, .. } => Ok(if backlog.is_empty() { 0 } else { ops::ACCEPT }),
             Role::Fresh => Ok(0),
         };
         match ready {
@@ -768,9 +693,7 @@ impl State {
                 let [a, b] = connected.stream.sources(interest);
                 [a, b, NO_SOURCE]
             }
-            Role::Listening { backlog, .. } => {
-                [(backlog.waiting.as_raw_fd(), libc::POLLIN), NO_SOURCE, NO_SOURCE]
-            }
+            Role::Listening { backlog, .. } => [(backlog.waiting_fd(), libc::POLLIN), NO_SOURCE, NO_SOURCE],
             Role::Connecting { .. } => {
                 let fd = self.connect_signal.as_ref().map_or(-1, |signal| signal.as_raw_fd());
                 [(fd, libc::POLLIN), NO_SOURCE, NO_SOURCE]

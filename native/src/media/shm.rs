@@ -25,8 +25,8 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::error::{check, Error, Result};
-use crate::ring::{RingConfig, RingMemory, RingReader, RingWriter};
-use crate::stream::{ops, ByteStream, Interest, ReadOutcome, WaitSource};
+use crate::media::ring::{RingConfig, RingMemory, RingReader, RingWriter};
+use crate::media::stream::{ops, ByteStream, Interest, ReadOutcome, WaitSource};
 use crate::sys::{self, Deadline};
 
 const MAGIC: u32 = u32::from_le_bytes(*b"rnsh");
@@ -430,7 +430,7 @@ impl Drop for ShmStream {
 mod tests {
     use super::*;
     use crate::error::Error;
-    use crate::ring::Violation;
+    use crate::media::ring::Violation;
     use std::thread;
     use std::time::Duration;
 

@@ -47,16 +47,18 @@
 //! `wakeup` may come from any thread.
 
 use std::mem;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::completions::{CompletionChannel, CompletionGroup, Watcher};
-use crate::error::{check, Error, Result};
-use crate::socket::Socket;
+use crate::error::{Error, Result};
+use crate::nio::socket::Socket;
+use crate::rdma::completions::{CompletionChannel, CompletionGroup, Watcher};
+use crate::sys::epoll::EpollSet;
 use crate::sys::{self, Deadline};
 
 /// The epoll token of the wakeup eventfd (slots are small numbers).
@@ -72,6 +74,9 @@ const SPIN_COOL_DOWN: Duration = Duration::from_millis(10);
 /// this many looks.
 const LOOKS_PER_COLLECT: u32 = 16;
 
+/// How long an adaptive poller spins unless told otherwise (`rdmanio.spinMicros`'s default).
+pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
+
 /// How `select` waits when nothing is ready.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PollMode {
@@ -83,7 +88,31 @@ pub enum PollMode {
     Adaptive(Duration),
 }
 
+impl FromStr for PollMode {
+    type Err = Error;
+
+    /// "busy", "blocking" or "adaptive" (spinning `DEFAULT_SPIN`; see `spinning_for`).
+    fn from_str(name: &str) -> Result<PollMode> {
+        match name {
+            "busy" => Ok(PollMode::Busy),
+            "blocking" => Ok(PollMode::Blocking),
+            "adaptive" => Ok(PollMode::Adaptive(DEFAULT_SPIN)),
+            other => Err(Error::InvalidArgument(format!(
+                "unknown polling mode '{other}': use busy, blocking or adaptive"
+            ))),
+        }
+    }
+}
+
 impl PollMode {
+    /// The same mode, spinning `spin` if it is adaptive.
+    pub fn spinning_for(self, spin: Duration) -> PollMode {
+        match self {
+            PollMode::Adaptive(_) => PollMode::Adaptive(spin),
+            other => other,
+        }
+    }
+
     /// How long a socket may stay idle and still be asked on every look, while
     /// the select spins (before it sleeps, none).
     fn cool_down_while_spinning(self) -> Duration {
@@ -108,11 +137,6 @@ pub struct Poller {
     woken: AtomicBool,
     mode: PollMode,
     slots: Mutex<Slots>,
-}
-
-/// An epoll fd whose tokens are slot numbers.
-struct EpollSet {
-    fd: OwnedFd,
 }
 
 struct Slots {
@@ -198,7 +222,7 @@ impl Poller {
             return Err(Error::InvalidArgument(format!("selector slot {slot} is taken")));
         }
         let fds = socket.all_sources();
-        self.epoll.watch(slot, fds)?;
+        self.epoll.watch(&fds, SOCKET_EVENTS, slot as u64)?;
         socket.offer_completions(&self.completions);
         let channel = socket.completion_channel();
         if let Some(channel) = &channel {
@@ -216,7 +240,7 @@ impl Poller {
     pub fn deregister(&self, slot: usize) {
         let mut slots = self.slots.lock();
         if let Some(registered) = slots.registered.get_mut(slot).and_then(Option::take) {
-            self.epoll.unwatch(registered.fds);
+            self.epoll.unwatch(&registered.fds);
             registered.socket.withdraw_completions(&self.completions);
             if let Some(channel) = &registered.channel {
                 slots.unwatch_channel(&self.epoll, channel);
@@ -337,9 +361,9 @@ impl Slots {
         // A connect that started or completed brings other fds.
         let fds = registered.socket.all_sources();
         if fds != registered.fds {
-            epoll.unwatch(registered.fds);
+            epoll.unwatch(&registered.fds);
             registered.fds = fds;
-            epoll.watch(slot, fds)?;
+            epoll.watch(&fds, SOCKET_EVENTS, slot as u64)?;
         }
         let socket = Arc::clone(&registered.socket);
         self.refresh_channel(epoll, slot)?;
@@ -472,7 +496,7 @@ impl Slots {
         let watched = entry.as_mut().expect("found");
         watched.users -= 1;
         if watched.users == 0 {
-            epoll.unwatch([channel.fd(), -1, -1, -1]);
+            epoll.unwatch(&[channel.fd()]);
             *entry = None;
         }
     }
@@ -507,60 +531,4 @@ fn report(ready: &mut [i32], found: usize, slot: usize, ops: u32) -> usize {
     ready[2 * found] = slot as i32;
     ready[2 * found + 1] = ops as i32;
     found + 1
-}
-
-impl EpollSet {
-    fn new() -> Result<EpollSet> {
-        // SAFETY: no pointers; a new fd or -1.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        check("epoll_create1", fd)?;
-        // SAFETY: fd is new and ours.
-        Ok(EpollSet { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
-    }
-
-    fn control(&self, op: libc::c_int, fd: RawFd, events: u32, token: u64) -> Result<()> {
-        let mut event = libc::epoll_event { events, u64: token };
-        // SAFETY: a live epoll fd and a valid event struct.
-        check("epoll_ctl", unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), op, fd, &mut event) })
-    }
-
-    fn watch(&self, slot: usize, fds: [RawFd; 4]) -> Result<()> {
-        for fd in fds.into_iter().filter(|&fd| fd >= 0) {
-            self.control(libc::EPOLL_CTL_ADD, fd, SOCKET_EVENTS, slot as u64)?;
-        }
-        Ok(())
-    }
-
-    fn unwatch(&self, fds: [RawFd; 4]) {
-        for fd in fds.into_iter().filter(|&fd| fd >= 0) {
-            if let Err(err) = self.control(libc::EPOLL_CTL_DEL, fd, 0, 0) {
-                log::warn!("selector: cannot stop watching fd {fd}: {err}");
-            }
-        }
-    }
-
-    /// Waits up to `timeout_ms` for events; returns how many landed in
-    /// `events` (0 also when a signal interrupted the wait: callers look again).
-    /// Events beyond its room stay queued for the next wait.
-    fn wait(&self, events: &mut Vec<libc::epoll_event>, timeout_ms: libc::c_int) -> Result<usize> {
-        if events.is_empty() {
-            events.push(libc::epoll_event { events: 0, u64: 0 });
-        }
-        // SAFETY: a live epoll fd and room for `events.len()` events.
-        let n = unsafe {
-            libc::epoll_wait(
-                self.fd.as_raw_fd(),
-                events.as_mut_ptr(),
-                events.len() as libc::c_int,
-                timeout_ms,
-            )
-        };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-            return Ok(0);
-        }
-        Err(Error::last_os("epoll_wait"))
-    }
 }

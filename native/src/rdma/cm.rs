@@ -10,6 +10,7 @@ use std::ptr::{self, NonNull};
 use rdma_sys::*;
 
 use crate::error::{check, Error, Result};
+use crate::rdma::verbs::Device;
 use crate::sys::{self, Deadline};
 
 /// An rdma_cm event channel. Its fd is non-blocking and becomes readable when an
@@ -155,10 +156,11 @@ impl CmId {
         CmId(NonNull::new(id).expect("connect request without an id"))
     }
 
-    /// The device context the identifier is bound to (null before address resolution).
-    pub(crate) fn verbs(&self) -> *mut ibv_context {
-        // SAFETY: the identifier is live.
-        unsafe { (*self.0.as_ptr()).verbs }
+    /// The device the identifier is bound to (none before address resolution).
+    pub(crate) fn device(&self) -> Option<Device> {
+        // SAFETY: the identifier is live; librdmacm keeps device contexts open
+        // for the life of the process.
+        unsafe { Device::from_ptr((*self.0.as_ptr()).verbs) }
     }
 
     /// The queue pair created on the identifier (null before `rdma_create_qp`).

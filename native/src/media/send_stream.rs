@@ -6,7 +6,7 @@
 //! - Messages: each fills at most one receive slot of the peer, a 16-byte
 //!   header and up to `slot_len - 16` stream bytes (small ones go inline).
 //! - Receive memory: a listener's connections all receive from one shared
-//!   receive queue (`ReceivePool`), so what a connection costs the listener is
+//!   receive queue (`receive_pool`), so what a connection costs the listener is
 //!   the few slots it is granted, not buffers of its own. A connecting side
 //!   posts its own few slots.
 //! - Credits (a sender never causes a receiver-not-ready retry): a receiver
@@ -27,20 +27,18 @@
 use std::collections::VecDeque;
 use std::mem;
 use std::net::SocketAddr;
-use std::ptr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
-use rdma_sys::*;
-
-use crate::completions::{CompletionChannel, GroupOffer};
-use crate::endpoint::{DataPath, Endpoint, Hello, PathKind, QpShape, Request, SharedReceives, SlotGrant};
-use crate::error::{check_errno, Error, Result};
-use crate::ring::Violation;
-use crate::stream::{ops, ByteStream, Interest, ReadOutcome, WaitSource};
+use crate::error::{Error, Result};
+use crate::media::receive_pool::ReceivePool;
+use crate::media::ring::Violation;
+use crate::media::stream::{ops, ByteStream, Interest, ReadOutcome, WaitSource};
+use crate::rdma::completions::{CompletionChannel, GroupOffer};
+use crate::rdma::endpoint::{DataPath, Endpoint, QpShape, Request};
+use crate::rdma::hello::{Hello, PathKind, SlotGrant};
+use crate::rdma::verbs::{Access, Completion, MemoryRegion, SendRequest, POLL_BATCH};
 use crate::sys::Deadline;
-use crate::verbs::{self, MemoryRegion, ProtectionDomain, SharedReceiveQueue};
 
 /// Bytes of a message header: kind, data consumed, control consumed, zero.
 const HEADER_LEN: usize = 16;
@@ -95,7 +93,7 @@ impl SendOptions {
         usize::from(self.data_credits) + usize::from(self.control_credits)
     }
 
-    fn check(&self) -> Result<()> {
+    pub(crate) fn check(&self) -> Result<()> {
         check_grant(&self.grant()).map_err(|why| Error::InvalidArgument(format!("send options: {why}")))?;
         if self.pool_slots < self.slots_per_connection() {
             return Err(Error::InvalidArgument(format!(
@@ -119,87 +117,6 @@ fn check_grant(grant: &SlotGrant) -> std::result::Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// A listener's receive slots for all its two-sided connections: one shared
-/// receive queue over one registered region, and the domain they all share.
-pub(crate) struct ReceivePool {
-    // Drop order: the SRQ, then its memory, then the domain.
-    srq: SharedReceiveQueue,
-    slots: MemoryRegion,
-    pd: Arc<ProtectionDomain>,
-    /// Where the slots start, for reads that need no `&mut` of the region.
-    base: *const u8,
-    lkey: u32,
-    slot_len: usize,
-    context: *mut ibv_context,
-    /// Slots not promised to any connection.
-    unreserved: Mutex<usize>,
-}
-
-// SAFETY: the SRQ and domain are thread-safe verbs objects; a slot's bytes are
-// read only by the stream whose completion named it, between that completion
-// and the slot's repost, so no two threads touch one slot.
-unsafe impl Send for ReceivePool {}
-unsafe impl Sync for ReceivePool {}
-
-impl ReceivePool {
-    /// Registers `options.pool_slots` slots on the device of `context` and posts them all.
-    pub(crate) fn new(context: *mut ibv_context, options: &SendOptions) -> Result<ReceivePool> {
-        options.check()?;
-        // SAFETY: context is a live device context (a listener's request's).
-        let pd = Arc::new(unsafe { ProtectionDomain::new(context)? });
-        let mut slots = MemoryRegion::new(
-            &pd,
-            options.pool_slots * options.slot_len,
-            ibv_access_flags::IBV_ACCESS_LOCAL_WRITE,
-        )?;
-        let srq = SharedReceiveQueue::new(&pd, options.pool_slots as u32)?;
-        let pool = ReceivePool {
-            base: slots.bytes_mut().as_ptr(),
-            lkey: slots.lkey(),
-            srq,
-            slots,
-            pd,
-            slot_len: options.slot_len,
-            context,
-            unreserved: Mutex::new(options.pool_slots),
-        };
-        for slot in 0..options.pool_slots {
-            pool.repost(slot as u32)?;
-        }
-        log::debug!("receive pool: {} slots of {} bytes", options.pool_slots, options.slot_len);
-        Ok(pool)
-    }
-
-    /// Whether connections from `context`'s device can use this pool.
-    pub(crate) fn serves(&self, context: *mut ibv_context) -> bool {
-        self.context == context
-    }
-
-    fn repost(&self, slot: u32) -> Result<()> {
-        let addr = self.base as u64 + u64::from(slot) * self.slot_len as u64;
-        self.srq.post(u64::from(slot), ibv_sge { addr, length: self.slot_len as u32, lkey: self.lkey })
-    }
-
-    /// Promises `count` slots to a connection, or refuses when the pool is spent.
-    fn reserve(&self, count: usize) -> Result<()> {
-        let mut unreserved = self.unreserved.lock();
-        if *unreserved < count {
-            return Err(Error::InvalidArgument(format!(
-                "the listener's receive pool is spent ({} of its {} slots promised): raise SendOptions::pool_slots \
-                 (-Drdmanio.sendPoolSlots in Java)",
-                self.slots.bytes().len() / self.slot_len - *unreserved,
-                self.slots.bytes().len() / self.slot_len
-            )));
-        }
-        *unreserved -= count;
-        Ok(())
-    }
-
-    fn release(&self, count: usize) {
-        *self.unreserved.lock() += count;
-    }
 }
 
 /// Where a stream's receives come from.
@@ -288,9 +205,9 @@ impl SendStream {
         let own_receives = options.slots_per_connection() as u32;
         let endpoint = Endpoint::resolve(addr, shape(SEND_DEPTH, own_receives), timeout, offer)?;
         let slots = MemoryRegion::new(
-            &endpoint.pd,
+            endpoint.pd(),
             options.slots_per_connection() * options.slot_len,
-            ibv_access_flags::IBV_ACCESS_LOCAL_WRITE,
+            Access::LocalWrite,
         )?;
         let mut stream = SendStream::build(endpoint, Receives::Own(slots), own);
         for slot in 0..options.slots_per_connection() as u32 {
@@ -321,12 +238,11 @@ impl SendStream {
         pool.reserve(reserved)?;
         // From here the reservation goes back when `receives` drops.
         let receives = Receives::Shared { pool: Arc::clone(pool), reserved };
-        let shared = SharedReceives { pd: &pool.pd, srq: &pool.srq };
         let sends = u32::from(peer.data_credits) + u32::from(peer.control_credits);
         // Receives come from the pool; as many as the peer has credit for complete at once.
         let shared_receives = u32::from(own.data_credits) + u32::from(own.control_credits);
         let shape = QpShape { shared_receives, ..shape(sends, 0) };
-        let (endpoint, _) = Endpoint::from_request(request, shape, Some(shared))?;
+        let (endpoint, _) = Endpoint::from_request(request, shape, Some(pool.queue()))?;
         let mut stream = SendStream::build(endpoint, receives, own);
         stream.accept_peer_grant(peer)?;
         stream.endpoint.accept(&Hello::sends(own))?;
@@ -397,25 +313,16 @@ impl SendStream {
         let at = slot as usize * len;
         match &self.receives {
             Receives::Own(region) => &region.bytes()[at..at + len],
-            // SAFETY: the slot is in the pool's region, and ours until reposted (see ReceivePool).
-            Receives::Shared { pool, .. } => unsafe { std::slice::from_raw_parts(pool.base.add(at), len) },
+            Receives::Shared { pool, .. } => pool.slot(slot, len),
         }
     }
 
-    fn repost(&mut self, slot: u32) -> Result<()> {
-        match &mut self.receives {
+    fn repost(&self, slot: u32) -> Result<()> {
+        match &self.receives {
             Receives::Own(region) => {
                 let len = self.own.slot_len as usize;
-                let mut sge = region.sge(slot as usize * len, len);
-                let mut wr = ibv_recv_wr {
-                    wr_id: u64::from(slot),
-                    next: ptr::null_mut(),
-                    sg_list: &mut sge,
-                    num_sge: 1,
-                };
-                let mut bad = ptr::null_mut();
-                // SAFETY: the QP is live; the slot stays registered and untouched until its completion.
-                check_errno("ibv_post_recv", unsafe { ibv_post_recv(self.endpoint.qp(), &mut wr, &mut bad) })
+                // The slot stays untouched until its completion.
+                self.endpoint.qp().post_recv(u64::from(slot), Some((region, slot as usize * len, len)))
             }
             Receives::Shared { pool, .. } => pool.repost(slot),
         }
@@ -448,46 +355,31 @@ impl SendStream {
         header[4..8].copy_from_slice(&self.data_consumed.to_le_bytes());
         header[8..12].copy_from_slice(&self.control_consumed.to_le_bytes());
         let len = HEADER_LEN + payload.len();
+        self.unsignaled += 1;
+        let signaled = signaled || self.unsignaled >= self.signal_every;
+        let retires = if signaled { mem::take(&mut self.unsignaled) } else { 0 };
+        let send = SendRequest::send(WR_SEND | u64::from(retires)).signaled(signaled);
         // Short messages go inline, from the stack: the device copies them at the post.
-        let mut inline = [0u8; INLINE as usize];
-        let inlined = len <= self.endpoint.max_inline.min(INLINE) as usize;
-        let staged = if inlined {
-            &mut inline[..len]
+        if len <= self.endpoint.max_inline().min(INLINE) as usize {
+            let mut inline = [0u8; INLINE as usize];
+            inline[..HEADER_LEN].copy_from_slice(&header);
+            inline[HEADER_LEN..len].copy_from_slice(payload);
+            self.endpoint.qp().post_send(&send.inline_bytes(&inline[..len]))?;
         } else {
             if self.outgoing.is_none() {
                 let staging = self.send_slots as usize * self.message_len;
-                self.outgoing = Some(MemoryRegion::new(&self.endpoint.pd, staging, ibv_access_flags(0))?);
+                self.outgoing = Some(MemoryRegion::new(self.endpoint.pd(), staging, Access::Local)?);
             }
             let outgoing = self.outgoing.as_mut().expect("made above");
             let at = (self.next_outgoing % self.send_slots) as usize * self.message_len;
             self.next_outgoing = self.next_outgoing.wrapping_add(1);
-            &mut outgoing.bytes_mut()[at..at + len]
-        };
-        staged[..HEADER_LEN].copy_from_slice(&header);
-        staged[HEADER_LEN..].copy_from_slice(payload);
-        let addr = staged.as_ptr() as u64;
-        let lkey = if inlined { 0 } else { self.outgoing.as_ref().expect("staged").lkey() };
-        let mut sge = ibv_sge { addr, length: len as u32, lkey };
-        self.unsignaled += 1;
-        let signaled = signaled || self.unsignaled >= self.signal_every;
-        let retires = if signaled { mem::take(&mut self.unsignaled) } else { 0 };
-        // SAFETY: all-zero is a valid ibv_send_wr.
-        let mut wr: ibv_send_wr = unsafe { mem::zeroed() };
-        wr.wr_id = WR_SEND | u64::from(retires);
-        wr.sg_list = &mut sge;
-        wr.num_sge = 1;
-        wr.opcode = ibv_wr_opcode::IBV_WR_SEND;
-        if signaled {
-            wr.send_flags |= ibv_send_flags::IBV_SEND_SIGNALED.0;
+            let staged = &mut outgoing.bytes_mut()[at..at + len];
+            staged[..HEADER_LEN].copy_from_slice(&header);
+            staged[HEADER_LEN..].copy_from_slice(payload);
+            // A staged slot is not reused before this send retires (there are
+            // as many slots as sends the peer's credits allow).
+            self.endpoint.qp().post_send(&send.gather(outgoing, at, len))?;
         }
-        if inlined {
-            wr.send_flags |= ibv_send_flags::IBV_SEND_INLINE.0;
-        }
-        let mut bad = ptr::null_mut();
-        // SAFETY: the QP is live; inline bytes are copied during the call; a
-        // staged slot is not reused before this send retires (there are as
-        // many slots as sends the peer's credits allow).
-        check_errno("ibv_post_send", unsafe { ibv_post_send(self.endpoint.qp(), &mut wr, &mut bad) })?;
         self.sq_outstanding += 1;
         self.reported_data = self.data_consumed;
         self.reported_control = self.control_consumed;
@@ -502,7 +394,7 @@ impl SendStream {
     fn send_control_if_due(&mut self) -> Result<()> {
         let unreported = self.data_consumed.wrapping_sub(self.reported_data);
         let due = unreported >= u32::from(self.own.data_credits).div_ceil(2);
-        if due && self.can_send(true, self.end_reserve()) && !self.endpoint.peer_closed {
+        if due && self.can_send(true, self.end_reserve()) && !self.endpoint.peer_closed() {
             self.send(KIND_CONTROL, &[], true)?;
         }
         Ok(())
@@ -510,7 +402,7 @@ impl SendStream {
 
     /// Sends the end message, on the credit kept for it (see `shutdown_output`).
     fn flush_end(&mut self) -> Result<()> {
-        if self.end_pending && self.can_send(true, 0) && !self.endpoint.peer_closed {
+        if self.end_pending && self.can_send(true, 0) && !self.endpoint.peer_closed() {
             self.send(KIND_END, &[], true)?;
             self.end_pending = false;
         }
@@ -608,7 +500,7 @@ impl SendStream {
         if self.arrivals.front().is_some_and(|arrival| arrival.end) {
             self.consume_front()?;
         }
-        Ok(self.ended || (self.endpoint.peer_closed && self.arrivals.is_empty()))
+        Ok(self.ended || (self.endpoint.peer_closed() && self.arrivals.is_empty()))
     }
 
     fn write_some(&mut self, data: &[u8]) -> Result<usize> {
@@ -616,7 +508,7 @@ impl SendStream {
             return Err(Error::InvalidArgument("write after shutdown_output".into()));
         }
         self.progress()?;
-        if self.endpoint.peer_closed {
+        if self.endpoint.peer_closed() {
             return Err(Error::Disconnected);
         }
         let chunk = self.message_len - HEADER_LEN;
@@ -661,7 +553,7 @@ impl SendStream {
         if self.arrivals.is_empty() && self.endpoint.learn_of_disconnect()? {
             self.progress()?;
         }
-        let closed = self.endpoint.peer_closed;
+        let closed = self.endpoint.peer_closed();
         let mut ready = 0;
         if self.has_data() || self.at_end()? || closed {
             ready |= ops::READ;
@@ -680,9 +572,8 @@ impl SendStream {
         }
         let mut slots: Vec<u32> =
             self.arrivals.drain(..).filter(|arrival| !arrival.end).map(|arrival| arrival.slot).collect();
-        // SAFETY: all-zero is a valid ibv_wc.
-        let mut wcs: [ibv_wc; 16] = unsafe { mem::zeroed() };
-        while let Ok(n @ 1..) = self.endpoint.completions.poll(&mut wcs) {
+        let mut wcs = [Completion::default(); POLL_BATCH];
+        while let Ok(n @ 1..) = self.endpoint.completions().poll(&mut wcs) {
             // Every receive completion, failed ones too, consumed a pool slot.
             slots.extend(wcs[..n].iter().filter(|wc| wc.wr_id & WR_SEND == 0).map(|wc| wc.wr_id as u32));
         }
@@ -706,10 +597,10 @@ impl ByteStream for SendStream {
     fn wait(&mut self, interest: Interest, deadline: Deadline) -> Result<()> {
         self.revoking_on_violation(|s| match interest {
             Interest::Write => {
-                s.wait_until("send stream write", deadline, |s| s.writable() || s.endpoint.peer_closed)
+                s.wait_until("send stream write", deadline, |s| s.writable() || s.endpoint.peer_closed())
             }
             Interest::Read => s.wait_until("send stream read", deadline, |s| {
-                !s.arrivals.is_empty() || s.ended || s.endpoint.peer_closed
+                !s.arrivals.is_empty() || s.ended || s.endpoint.peer_closed()
             }),
         })
     }
@@ -723,7 +614,7 @@ impl ByteStream for SendStream {
     }
 
     fn close(&mut self) {
-        if self.endpoint.peer_closed {
+        if self.endpoint.peer_closed() {
             return;
         }
         // Linger, as `RdmaStream::close` does; the last unsignaled sends are
@@ -735,7 +626,7 @@ impl ByteStream for SendStream {
         }
         if self.sq_outstanding > self.unsignaled {
             let linger = self.wait_until("send stream close", Deadline::after(Some(LINGER)), |s| {
-                s.sq_outstanding == s.unsignaled || s.endpoint.peer_closed
+                s.sq_outstanding == s.unsignaled || s.endpoint.peer_closed()
             });
             if let Err(err) = linger {
                 log::warn!("send stream close: the last sends may be lost: {err}");
@@ -745,11 +636,11 @@ impl ByteStream for SendStream {
     }
 
     fn local_addr(&self) -> Option<SocketAddr> {
-        self.endpoint.id.local_addr()
+        self.endpoint.local_addr()
     }
 
     fn peer_addr(&self) -> Option<SocketAddr> {
-        self.endpoint.id.peer_addr()
+        self.endpoint.peer_addr()
     }
 
     fn ready(&mut self, interest: u32) -> Result<u32> {
@@ -757,7 +648,7 @@ impl ByteStream for SendStream {
     }
 
     fn arm(&mut self, _interest: u32) -> Result<()> {
-        self.endpoint.completions.arm()
+        self.endpoint.completions().arm()
     }
 
     fn disarm(&mut self) -> Result<()> {
@@ -769,7 +660,7 @@ impl ByteStream for SendStream {
     }
 
     fn completion_channel(&self) -> Option<CompletionChannel> {
-        Some(self.endpoint.completions.channel())
+        Some(self.endpoint.completions().channel())
     }
 }
 
@@ -782,28 +673,21 @@ impl DataPath for SendStream {
         self.busy_poll
     }
 
-    fn complete(&mut self, wc: &ibv_wc) -> Result<()> {
+    fn complete(&mut self, wc: &Completion) -> Result<()> {
         let is_send = wc.wr_id & WR_SEND != 0;
         if is_send {
             self.sq_outstanding -= (wc.wr_id & !WR_SEND) as u32;
         }
-        match wc.status {
-            ibv_wc_status::IBV_WC_SUCCESS => {}
-            // Our own receives and sends flush when the queue pair stops (a pool's never do).
-            ibv_wc_status::IBV_WC_WR_FLUSH_ERR => {
-                self.endpoint.peer_closed = true;
-                return Ok(());
+        // Our own receives and sends flush when the queue pair stops (a pool's never do).
+        if wc.flushed() {
+            self.endpoint.mark_peer_closed();
+            return Ok(());
+        }
+        if !wc.succeeded() {
+            if !is_send && matches!(self.receives, Receives::Shared { .. }) {
+                self.repost(wc.wr_id as u32)?; // e.g. a message too long for its slot
             }
-            status => {
-                if !is_send && matches!(self.receives, Receives::Shared { .. }) {
-                    self.repost(wc.wr_id as u32)?; // e.g. a message too long for its slot
-                }
-                return Err(Error::Completion {
-                    op: if is_send { "send" } else { "receive" },
-                    status: verbs::wc_status_text(status),
-                    vendor_err: wc.vendor_err,
-                });
-            }
+            return Err(wc.error(if is_send { "send" } else { "receive" }));
         }
         if is_send {
             return Ok(());

@@ -4,11 +4,10 @@
 //! blocking ones are built once here from them and the medium's own wait.
 
 use std::net::SocketAddr;
-use std::os::fd::RawFd;
 use std::time::Duration;
 
-use crate::completions::CompletionChannel;
 use crate::error::{Error, Result};
+use crate::rdma::completions::CompletionChannel;
 use crate::sys::Deadline;
 
 /// What a non-blocking read found.
@@ -44,8 +43,7 @@ pub mod ops {
     pub const ACCEPT: u32 = 16;
 }
 
-/// An fd to sleep on and its `poll(2)` events; an fd of -1 is no source.
-pub type WaitSource = (RawFd, libc::c_short);
+pub use crate::sys::WaitSource;
 
 /// A byte stream to one peer.
 ///

@@ -4,20 +4,15 @@
 //! shared receive queue come with the stream engine).
 
 use std::collections::VecDeque;
-use std::mem;
 use std::net::SocketAddr;
-use std::ptr;
 use std::time::Duration;
 
-use rdma_sys::*;
-
-use crate::completions::GroupOffer;
-use crate::endpoint::{
-    DataPath, Endpoint, Hello, Listener, PathKind, QpShape, Request, RingGrant, SlotGrant,
-};
-use crate::error::{check_errno, Error, Result};
+use crate::error::{Error, Result};
+use crate::rdma::completions::GroupOffer;
+use crate::rdma::endpoint::{DataPath, Endpoint, Listener, QpShape, Request};
+use crate::rdma::hello::{Hello, PathKind, RingGrant, SlotGrant};
+use crate::rdma::verbs::{Access, Completion, MemoryRegion, SendRequest};
 use crate::sys::Deadline;
-use crate::verbs::{self, MemoryRegion};
 
 /// The largest message one `send` carries (the size of one receive buffer).
 pub const MAX_MESSAGE_SIZE: usize = 4096;
@@ -94,12 +89,9 @@ impl Connection {
     fn with_buffers(endpoint: Endpoint) -> Result<Connection> {
         // Minimal rights: receive buffers are written by the local device only;
         // the send buffer is only read. No remote access at all.
-        let recv_buffers = MemoryRegion::new(
-            &endpoint.pd,
-            RECV_SLOTS * MAX_MESSAGE_SIZE,
-            ibv_access_flags::IBV_ACCESS_LOCAL_WRITE,
-        )?;
-        let send_buffer = MemoryRegion::new(&endpoint.pd, MAX_MESSAGE_SIZE, ibv_access_flags(0))?;
+        let recv_buffers =
+            MemoryRegion::new(endpoint.pd(), RECV_SLOTS * MAX_MESSAGE_SIZE, Access::LocalWrite)?;
+        let send_buffer = MemoryRegion::new(endpoint.pd(), MAX_MESSAGE_SIZE, Access::Local)?;
         let mut conn = Connection {
             recv_buffers,
             send_buffer,
@@ -126,12 +118,12 @@ impl Connection {
 
     /// The local address of the connection.
     pub fn local_addr(&self) -> SocketAddr {
-        self.endpoint.id.local_addr().expect("a connected identifier has a local address")
+        self.endpoint.local_addr().expect("a connected identifier has a local address")
     }
 
     /// The peer's address.
     pub fn peer_addr(&self) -> SocketAddr {
-        self.endpoint.id.peer_addr().expect("a connected identifier has a peer address")
+        self.endpoint.peer_addr().expect("a connected identifier has a peer address")
     }
 
     /// Sets how long a blocked send or receive keeps polling the completion
@@ -153,7 +145,7 @@ impl Connection {
         }
         // One send buffer: the previous message must have left it.
         self.wait_until("send", Deadline::after(timeout), |c| c.sends_in_flight == 0)?;
-        if self.endpoint.peer_closed {
+        if self.endpoint.peer_closed() {
             return Err(Error::Disconnected);
         }
         self.send_buffer.bytes_mut()[..message.len()].copy_from_slice(message);
@@ -168,7 +160,7 @@ impl Connection {
     /// message stays queued); `TimedOut` when none arrives in time.
     pub fn recv(&mut self, buf: &mut [u8], timeout: Option<Duration>) -> Result<Option<usize>> {
         self.wait_until("receive", Deadline::after(timeout), |c| {
-            !c.received.is_empty() || c.endpoint.peer_closed
+            !c.received.is_empty() || c.endpoint.peer_closed()
         })?;
         let Some(&Received { slot, len }) = self.received.front() else {
             return Ok(None);
@@ -184,29 +176,18 @@ impl Connection {
     }
 
     fn post_recv(&mut self, slot: usize) -> Result<()> {
-        let mut sge = self.recv_buffers.sge(slot * MAX_MESSAGE_SIZE, MAX_MESSAGE_SIZE);
-        let mut wr = ibv_recv_wr { wr_id: slot as u64, next: ptr::null_mut(), sg_list: &mut sge, num_sge: 1 };
-        let mut bad = ptr::null_mut();
-        // SAFETY: the QP is live; wr and sge are valid for the call, and the buffer
-        // stays registered until the QP is destroyed.
-        check_errno("ibv_post_recv", unsafe { ibv_post_recv(self.endpoint.qp(), &mut wr, &mut bad) })
+        let into = (&self.recv_buffers, slot * MAX_MESSAGE_SIZE, MAX_MESSAGE_SIZE);
+        self.endpoint.qp().post_recv(slot as u64, Some(into))
     }
 
+    /// Sends the first `len` bytes of the send buffer, which stays untouched
+    /// until the completion.
     fn post_send(&mut self, len: usize) -> Result<()> {
-        let mut sge = self.send_buffer.sge(0, len);
-        // SAFETY: all-zero is a valid ibv_send_wr (no next, no remote fields).
-        let mut wr: ibv_send_wr = unsafe { mem::zeroed() };
-        wr.wr_id = SEND_WR_ID;
-        wr.opcode = ibv_wr_opcode::IBV_WR_SEND;
-        wr.sg_list = &mut sge;
-        wr.num_sge = if len == 0 { 0 } else { 1 };
-        wr.send_flags = ibv_send_flags::IBV_SEND_SIGNALED.0;
-        if len as u32 <= self.endpoint.max_inline {
-            wr.send_flags |= ibv_send_flags::IBV_SEND_INLINE.0;
-        }
-        let mut bad = ptr::null_mut();
-        // SAFETY: as in post_recv; the send buffer is not touched until the completion.
-        check_errno("ibv_post_send", unsafe { ibv_post_send(self.endpoint.qp(), &mut wr, &mut bad) })?;
+        let send = SendRequest::send(SEND_WR_ID)
+            .gather(&self.send_buffer, 0, len)
+            .signaled(true)
+            .inline(len as u32 <= self.endpoint.max_inline());
+        self.endpoint.qp().post_send(&send)?;
         self.sends_in_flight += 1;
         Ok(())
     }
@@ -221,27 +202,21 @@ impl DataPath for Connection {
         self.busy_poll
     }
 
-    fn complete(&mut self, wc: &ibv_wc) -> Result<()> {
+    fn complete(&mut self, wc: &Completion) -> Result<()> {
         let is_send = wc.wr_id == SEND_WR_ID;
         if is_send {
             self.sends_in_flight -= 1;
         }
-        match wc.status {
-            ibv_wc_status::IBV_WC_SUCCESS if !is_send => {
+        if wc.succeeded() {
+            if !is_send {
                 self.received.push_back(Received { slot: wc.wr_id as usize, len: wc.byte_len as usize });
-                Ok(())
             }
-            ibv_wc_status::IBV_WC_SUCCESS => Ok(()),
-            // The QP went to the error state (disconnect): outstanding requests flush.
-            ibv_wc_status::IBV_WC_WR_FLUSH_ERR => {
-                self.endpoint.peer_closed = true;
-                Ok(())
-            }
-            status => Err(Error::Completion {
-                op: if is_send { "send" } else { "receive" },
-                status: verbs::wc_status_text(status),
-                vendor_err: wc.vendor_err,
-            }),
+            Ok(())
+        } else if wc.flushed() {
+            self.endpoint.mark_peer_closed();
+            Ok(())
+        } else {
+            Err(wc.error(if is_send { "send" } else { "receive" }))
         }
     }
 }
@@ -249,9 +224,9 @@ impl DataPath for Connection {
 impl Drop for Connection {
     fn drop(&mut self) {
         // Linger: the disconnect would flush a send still in flight.
-        if self.sends_in_flight > 0 && !self.endpoint.peer_closed {
+        if self.sends_in_flight > 0 && !self.endpoint.peer_closed() {
             let landed = self.wait_until("close", Deadline::after(Some(LINGER)), |c| {
-                c.sends_in_flight == 0 || c.endpoint.peer_closed
+                c.sends_in_flight == 0 || c.endpoint.peer_closed()
             });
             if let Err(err) = landed {
                 log::warn!("connection close: the last message may be lost: {err}");

@@ -28,19 +28,17 @@
 
 use std::mem;
 use std::net::SocketAddr;
-use std::ptr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use rdma_sys::*;
-
-use crate::completions::{CompletionChannel, GroupOffer};
-use crate::endpoint::{DataPath, Endpoint, Hello, Listener, PathKind, QpShape, Request, RingGrant};
-use crate::error::{check_errno, Error, Result};
-use crate::ring::{RingConfig, RingReader, RingWriter, Violation};
-use crate::stream::{ops, ByteStream, Interest, ReadOutcome, WaitSource};
-use crate::sys::Deadline;
-use crate::verbs::{self, MemoryRegion};
+use crate::error::{Error, Result};
+use crate::media::ring::{RingConfig, RingReader, RingWriter, Violation};
+use crate::media::stream::{ops, ByteStream, Interest, ReadOutcome, WaitSource};
+use crate::rdma::completions::{CompletionChannel, GroupOffer};
+use crate::rdma::endpoint::{DataPath, Endpoint, Listener, QpShape, Request};
+use crate::rdma::hello::{Hello, PathKind, RingGrant};
+use crate::rdma::verbs::{Access, Completion, MemoryRegion, RemoteAddr, SendRequest};
+use crate::sys::{self, Deadline};
 
 /// Receives posted for immediate-data notifications (zero-length: no buffers).
 const RECV_DEPTH: u32 = 64;
@@ -180,8 +178,7 @@ impl RdmaStream {
         let own_ring = RingConfig::new(own.capacity as usize, own.max_payload as usize, own.seed)
             .map_err(Error::InvalidArgument)?;
         // The shadow is only read by our own device for the writes: no access rights.
-        let outgoing =
-            MemoryRegion::new(&endpoint.pd, peer.capacity as usize + SLOT_LEN, ibv_access_flags(0))?;
+        let outgoing = MemoryRegion::new(endpoint.pd(), peer.capacity as usize + SLOT_LEN, Access::Local)?;
         Ok(RdmaStream {
             incoming,
             outgoing,
@@ -277,31 +274,16 @@ impl RdmaStream {
         imm: Option<u32>,
         signaled: bool,
     ) -> Result<()> {
-        let mut sge = self.outgoing.sge(local, len);
-        // SAFETY: all-zero is a valid ibv_send_wr.
-        let mut wr: ibv_send_wr = unsafe { mem::zeroed() };
         self.unsignaled += 1;
         let signaled = signaled || self.unsignaled >= SIGNAL_EVERY;
         let retires = if signaled { mem::take(&mut self.unsignaled) } else { 0 };
-        wr.wr_id = kind | u64::from(retires) << 8;
-        wr.sg_list = &mut sge;
-        wr.num_sge = if len == 0 { 0 } else { 1 };
-        wr.opcode = match imm {
-            Some(imm) => {
-                wr.imm_data_invalidated_rkey_union.imm_data = imm.to_be();
-                ibv_wr_opcode::IBV_WR_RDMA_WRITE_WITH_IMM
-            }
-            None => ibv_wr_opcode::IBV_WR_RDMA_WRITE,
-        };
-        if signaled {
-            wr.send_flags = ibv_send_flags::IBV_SEND_SIGNALED.0;
-        }
-        wr.wr.rdma = rdma_t { remote_addr: self.peer.addr + remote as u64, rkey: self.peer.rkey };
-        let mut bad = ptr::null_mut();
-        // SAFETY: the QP is live; wr and sge are valid for the call; the shadow
-        // bytes stay untouched until the peer credits them (data) or the
-        // signaled completion comes (credit).
-        check_errno("ibv_post_send", unsafe { ibv_post_send(self.endpoint.qp(), &mut wr, &mut bad) })?;
+        let to = RemoteAddr { addr: self.peer.addr + remote as u64, rkey: self.peer.rkey };
+        let write = SendRequest::write(kind | u64::from(retires) << 8, to, imm)
+            .gather(&self.outgoing, local, len)
+            .signaled(signaled);
+        // The shadow bytes stay untouched until the peer credits them (data)
+        // or the signaled completion comes (credit).
+        self.endpoint.qp().post_send(&write)?;
         self.sq_outstanding += 1;
         if imm.is_some() {
             self.imm_sent += 1;
@@ -331,7 +313,7 @@ impl RdmaStream {
 
     /// Writes the end record once there is room for it (see `shutdown_output`).
     fn flush_end(&mut self) -> Result<()> {
-        if !self.end_pending || self.endpoint.peer_closed {
+        if !self.end_pending || self.endpoint.peer_closed() {
             return Ok(());
         }
         // Data always leaves the room for this (see `can_send_data` and the ring's end reserve).
@@ -422,7 +404,7 @@ impl RdmaStream {
             return Err(Error::InvalidArgument("write after shutdown_output".into()));
         }
         self.progress()?;
-        if self.endpoint.peer_closed {
+        if self.endpoint.peer_closed() {
             return Err(Error::Disconnected);
         }
         if !self.can_send_data() {
@@ -458,7 +440,7 @@ impl RdmaStream {
             return self.read_some(out); // once more with what arrived before the disconnect
         }
         Ok(match n {
-            0 if self.reader.ended() || (self.endpoint.peer_closed && !self.reader.has_data()) => {
+            0 if self.reader.ended() || (self.endpoint.peer_closed() && !self.reader.has_data()) => {
                 ReadOutcome::EndOfStream
             }
             0 => ReadOutcome::WouldBlock,
@@ -471,7 +453,7 @@ impl RdmaStream {
         if !self.reader.has_data() && self.endpoint.learn_of_disconnect()? {
             self.progress()?;
         }
-        let closed = self.endpoint.peer_closed;
+        let closed = self.endpoint.peer_closed();
         let mut ready = 0;
         if self.reader.has_data() || self.reader.ended() || closed {
             ready |= ops::READ;
@@ -510,10 +492,10 @@ impl ByteStream for RdmaStream {
     fn wait(&mut self, interest: Interest, deadline: Deadline) -> Result<()> {
         self.revoking_on_violation(|s| match interest {
             Interest::Write => {
-                s.wait_until("rdma stream write", deadline, |s| s.writable() || s.endpoint.peer_closed)
+                s.wait_until("rdma stream write", deadline, |s| s.writable() || s.endpoint.peer_closed())
             }
             Interest::Read => s.wait_until("rdma stream read", deadline, |s| {
-                s.reader.has_data() || s.reader.ended() || s.endpoint.peer_closed
+                s.reader.has_data() || s.reader.ended() || s.endpoint.peer_closed()
             }),
         })
     }
@@ -527,7 +509,7 @@ impl ByteStream for RdmaStream {
     }
 
     fn close(&mut self) {
-        if self.endpoint.peer_closed {
+        if self.endpoint.peer_closed() {
             return;
         }
         // Linger: writes still in flight would be flushed by the disconnect.
@@ -535,7 +517,7 @@ impl ByteStream for RdmaStream {
         if self.sq_outstanding > 0 {
             let flushed = self.post(WR_DATA, 0, 0, 0, None, true).and_then(|()| {
                 self.wait_until("rdma stream close", Deadline::after(Some(LINGER)), |s| {
-                    s.sq_outstanding == 0 || s.endpoint.peer_closed
+                    s.sq_outstanding == 0 || s.endpoint.peer_closed()
                 })
             });
             if let Err(err) = flushed {
@@ -546,11 +528,11 @@ impl ByteStream for RdmaStream {
     }
 
     fn local_addr(&self) -> Option<SocketAddr> {
-        self.endpoint.id.local_addr()
+        self.endpoint.local_addr()
     }
 
     fn peer_addr(&self) -> Option<SocketAddr> {
-        self.endpoint.id.peer_addr()
+        self.endpoint.peer_addr()
     }
 
     fn ready(&mut self, interest: u32) -> Result<u32> {
@@ -558,7 +540,7 @@ impl ByteStream for RdmaStream {
     }
 
     fn arm(&mut self, _interest: u32) -> Result<()> {
-        self.endpoint.completions.arm()
+        self.endpoint.completions().arm()
     }
 
     fn disarm(&mut self) -> Result<()> {
@@ -570,7 +552,7 @@ impl ByteStream for RdmaStream {
     }
 
     fn completion_channel(&self) -> Option<CompletionChannel> {
-        Some(self.endpoint.completions.channel())
+        Some(self.endpoint.completions().channel())
     }
 }
 
@@ -587,12 +569,15 @@ impl DataPath for RdmaStream {
     /// registration goes at once, so the peer's rkey is dead even for writes
     /// already on the wire. The stream is unusable after.
     fn revoke(&mut self, why: &Error) {
-        log::warn!("rdma stream from {}: {why}; connection closed and its rkey revoked", self.endpoint.peer);
+        log::warn!(
+            "rdma stream from {}: {why}; connection closed and its rkey revoked",
+            self.endpoint.peer()
+        );
         self.endpoint.disconnect();
         self.incoming.deregister();
     }
 
-    fn complete(&mut self, wc: &ibv_wc) -> Result<()> {
+    fn complete(&mut self, wc: &Completion) -> Result<()> {
         let kind = wc.wr_id & 0xff;
         if kind != WR_RECV {
             self.sq_outstanding -= (wc.wr_id >> 8) as u32;
@@ -600,31 +585,21 @@ impl DataPath for RdmaStream {
                 self.credit_in_flight = false;
             }
         }
-        match wc.status {
-            ibv_wc_status::IBV_WC_SUCCESS => {}
-            // The QP went to the error state (disconnect): outstanding requests flush.
-            ibv_wc_status::IBV_WC_WR_FLUSH_ERR => {
-                self.endpoint.peer_closed = true;
-                return Ok(());
-            }
-            status => {
-                return Err(Error::Completion {
-                    op: match kind {
-                        WR_RECV => "ring notification",
-                        WR_CREDIT => "credit write",
-                        _ => "ring write",
-                    },
-                    status: verbs::wc_status_text(status),
-                    vendor_err: wc.vendor_err,
-                })
-            }
+        if wc.flushed() {
+            self.endpoint.mark_peer_closed();
+            return Ok(());
+        }
+        if !wc.succeeded() {
+            return Err(wc.error(match kind {
+                WR_RECV => "ring notification",
+                WR_CREDIT => "credit write",
+                _ => "ring write",
+            }));
         }
         if kind == WR_RECV {
             post_receives(&self.endpoint, 1)?;
             self.reposted += 1;
-            // SAFETY: a receive completion with immediate data has the immediate member.
-            let imm = u32::from_be(unsafe { wc.imm_data_invalidated_rkey_union.imm_data });
-            match imm {
+            match wc.imm {
                 IMM_REQUEST => self.peer_wants_credit = true,
                 IMM_WAKE => self.credit_requested = false,
                 imm if imm & IMM_CONTROL == 0 => self.reader.publish_low31(imm)?,
@@ -658,14 +633,10 @@ impl Drop for RdmaStream {
 /// fresh rkey, and describes it in a grant with a random check seed.
 fn grant_memory(endpoint: &Endpoint, options: StreamOptions) -> Result<(MemoryRegion, RingGrant)> {
     let mut seed = [0u8; 4];
-    // SAFETY: getrandom fills the 4-byte buffer it is given.
-    if unsafe { libc::getrandom(seed.as_mut_ptr().cast(), 4, 0) } != 4 {
-        return Err(Error::last_os("getrandom"));
-    }
+    sys::random::fill(&mut seed)?;
     let config = RingConfig::new(options.ring_capacity, options.max_record, u32::from_ne_bytes(seed))
         .map_err(Error::InvalidArgument)?;
-    let access = ibv_access_flags::IBV_ACCESS_LOCAL_WRITE | ibv_access_flags::IBV_ACCESS_REMOTE_WRITE;
-    let region = MemoryRegion::new(&endpoint.pd, config.capacity() + SLOT_LEN, access)?;
+    let region = MemoryRegion::new(endpoint.pd(), config.capacity() + SLOT_LEN, Access::RemoteWrite)?;
     let grant = RingGrant {
         addr: region.addr(),
         rkey: region.rkey(),
@@ -680,12 +651,7 @@ fn grant_memory(endpoint: &Endpoint, options: StreamOptions) -> Result<(MemoryRe
 /// Posts `count` zero-length receives for immediate-data notifications.
 fn post_receives(endpoint: &Endpoint, count: u32) -> Result<()> {
     for _ in 0..count {
-        let mut wr =
-            ibv_recv_wr { wr_id: WR_RECV, next: ptr::null_mut(), sg_list: ptr::null_mut(), num_sge: 0 };
-        let mut bad = ptr::null_mut();
-        // SAFETY: the QP is live; a receive without scatter entries takes only
-        // the immediate data of the write that consumes it.
-        check_errno("ibv_post_recv", unsafe { ibv_post_recv(endpoint.qp(), &mut wr, &mut bad) })?;
+        endpoint.qp().post_recv(WR_RECV, None)?;
     }
     Ok(())
 }

@@ -1,10 +1,15 @@
-//! The few plain syscalls the engine needs around verbs: non-blocking event fds
-//! and a bounded wait for them to become readable.
+//! The plain syscalls the engine needs around verbs: non-blocking event fds,
+//! bounded waits for fds, and in submodules epoll sets (`epoll`), passing fds
+//! over Unix sockets (`fd_passing`) and random bytes (`random`).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use crate::error::{check, Error, Result};
+
+pub(crate) mod epoll;
+pub(crate) mod fd_passing;
+pub(crate) mod random;
 
 /// Makes `fd` non-blocking, so draining an event channel never sleeps.
 pub(crate) fn set_nonblocking(op: &'static str, fd: RawFd) -> Result<()> {
@@ -46,6 +51,9 @@ pub(crate) fn drain_eventfd(fd: &OwnedFd) -> Result<()> {
     }
     Ok(())
 }
+
+/// An fd and the poll(2) events that make it worth waking for.
+pub type WaitSource = (RawFd, libc::c_short);
 
 /// When a blocking operation must give up.
 #[derive(Clone, Copy, Debug)]

@@ -53,14 +53,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use rdma_sys::{ibv_context, ibv_cq, ibv_wc};
 
 use crate::error::{Error, Result};
+use crate::rdma::verbs::{Completion, CompletionQueue, Device, POLL_BATCH};
 use crate::sys;
-use crate::verbs::{self, CompletionQueue};
 
-/// Completions taken per `ibv_poll_cq` call.
-pub(crate) const POLL_BATCH: usize = 16;
 /// The size a group's queue starts with (it grows as seats are taken).
 const GROUP_INITIAL_ENTRIES: u32 = 1024;
 
@@ -75,7 +72,7 @@ pub fn completion_queues() -> usize {
 /// One completion queue and the routing of its completions to seats.
 struct SharedCq {
     /// The device context, as an address: a group finds its queues by it.
-    device: usize,
+    device: Device,
     cq: CompletionQueue,
     /// One connection's own queue, not a group's. It is armed whenever its
     /// seat is, as a connection's CQ always was: then a selector that watches
@@ -160,15 +157,14 @@ enum Awake<'a, 'b> {
 
 impl CompletionGroup {
     /// A seat for `entries` completions at the group's queue for `context`'s device.
-    fn join(&self, context: *mut ibv_context, entries: u32, signal: &Arc<OwnedFd>) -> Result<Completions> {
+    fn join(&self, device: Device, entries: u32, signal: &Arc<OwnedFd>) -> Result<Completions> {
         let mut queues = self.queues.lock();
-        for queue in queues.iter().filter(|queue| queue.device == context as usize) {
+        for queue in queues.iter().filter(|queue| queue.device == device) {
             if let Some(seat) = queue.seat(entries, signal)? {
                 return Ok(Completions { queue: Arc::clone(queue), seat, signal: Arc::clone(signal) });
             }
         }
-        // SAFETY: the caller's context is live.
-        let queue = unsafe { SharedCq::new(context, entries, GROUP_INITIAL_ENTRIES, false)? };
+        let queue = SharedCq::new(device, entries, GROUP_INITIAL_ENTRIES, false)?;
         let seat = queue.seat(entries, signal)?.expect("a new queue has room for what its device allows");
         queues.push(Arc::clone(&queue));
         Ok(Completions { queue, seat, signal: Arc::clone(signal) })
@@ -178,20 +174,12 @@ impl CompletionGroup {
 impl Completions {
     /// Takes a seat for a queue pair that can have `entries` completions
     /// outstanding: at `group`'s queue for the device, or at a queue of its own.
-    ///
-    /// # Safety
-    /// `context` must be a live device context that outlives the seat
-    /// (librdmacm keeps them open for the life of the process).
-    pub(crate) unsafe fn join(
-        group: Option<&CompletionGroup>,
-        context: *mut ibv_context,
-        entries: u32,
-    ) -> Result<Completions> {
+    pub(crate) fn join(group: Option<&CompletionGroup>, device: Device, entries: u32) -> Result<Completions> {
         let signal = Arc::new(sys::eventfd()?);
         match group {
-            Some(group) => group.join(context, entries, &signal),
+            Some(group) => group.join(device, entries, &signal),
             None => {
-                let queue = SharedCq::new(context, entries, entries, true)?;
+                let queue = SharedCq::new(device, entries, entries, true)?;
                 let seat = queue.seat(entries, &signal)?.expect("a new queue has room for its one seat");
                 Ok(Completions { queue, seat, signal })
             }
@@ -199,8 +187,8 @@ impl Completions {
     }
 
     /// The queue to create the queue pair with.
-    pub(crate) fn cq_ptr(&self) -> *mut ibv_cq {
-        self.queue.cq.as_ptr()
+    pub(crate) fn queue(&self) -> &CompletionQueue {
+        &self.queue.cq
     }
 
     /// Routes the completions of queue pair `qp_num` to this seat (once, right
@@ -211,7 +199,7 @@ impl Completions {
 
     /// Moves up to `out.len()` of this seat's completions into `out`, routing
     /// the others that it meets on the way; returns how many.
-    pub(crate) fn poll(&self, out: &mut [ibv_wc]) -> Result<usize> {
+    pub(crate) fn poll(&self, out: &mut [Completion]) -> Result<usize> {
         let mut router = self.queue.router.lock();
         router.poll(self.seat, out, |wcs| self.queue.cq.poll(wcs))
     }
@@ -363,21 +351,18 @@ impl CompletionChannel {
 
 impl SharedCq {
     /// A queue of about `size` entries, at least the `needed` ones.
-    ///
-    /// # Safety
-    /// `context` must be a live device context that outlives the queue.
-    unsafe fn new(context: *mut ibv_context, needed: u32, size: u32, private: bool) -> Result<Arc<SharedCq>> {
-        let max = verbs::max_cq_entries(context)?;
+    fn new(device: Device, needed: u32, size: u32, private: bool) -> Result<Arc<SharedCq>> {
+        let max = device.max_cq_entries()?;
         if needed > max {
             return Err(Error::InvalidArgument(format!(
                 "a queue pair with {needed} outstanding completions: the device's queues hold {max}"
             )));
         }
-        let cq = CompletionQueue::new(context, size.clamp(needed, max) as i32)?;
+        let cq = CompletionQueue::new(device, size.clamp(needed, max) as i32)?;
         let mut router = Router::new(max);
         router.capacity = cq.capacity();
         LIVE_QUEUES.fetch_add(1, Ordering::Relaxed);
-        Ok(Arc::new(SharedCq { device: context as usize, cq, private, router: Mutex::new(router) }))
+        Ok(Arc::new(SharedCq { device, cq, private, router: Mutex::new(router) }))
     }
 
     /// A seat for `entries` completions, if the queue has or can make room.
@@ -424,7 +409,7 @@ struct Router {
 struct Seat {
     qp_num: Option<u32>,
     entries: u32,
-    inbox: VecDeque<ibv_wc>,
+    inbox: VecDeque<Completion>,
     armed: bool,
     /// `signal` was written since the seat was last disarmed.
     signalled: bool,
@@ -482,7 +467,7 @@ impl Router {
         &mut self,
         index: usize,
         qp_num: u32,
-        poll_cq: impl FnMut(&mut [ibv_wc]) -> Result<usize>,
+        poll_cq: impl FnMut(&mut [Completion]) -> Result<usize>,
     ) -> Result<()> {
         if self.by_qp.contains_key(&qp_num) {
             // A destroyed queue pair's number, reused before its seat left:
@@ -539,8 +524,8 @@ impl Router {
     fn poll(
         &mut self,
         own: usize,
-        out: &mut [ibv_wc],
-        poll_cq: impl FnMut(&mut [ibv_wc]) -> Result<usize>,
+        out: &mut [Completion],
+        poll_cq: impl FnMut(&mut [Completion]) -> Result<usize>,
     ) -> Result<usize> {
         let mut taken = 0;
         let inbox = &mut self.seat(own).inbox;
@@ -581,20 +566,19 @@ impl Router {
         &mut self,
         awake: &mut Awake,
         own_qp: Option<u32>,
-        out: &mut [ibv_wc],
-        mut poll_cq: impl FnMut(&mut [ibv_wc]) -> Result<usize>,
+        out: &mut [Completion],
+        mut poll_cq: impl FnMut(&mut [Completion]) -> Result<usize>,
     ) -> Result<usize> {
         let mut taken = 0;
-        // SAFETY: all-zero is a valid ibv_wc.
-        let mut batch: [ibv_wc; POLL_BATCH] = unsafe { mem::zeroed() };
+        let mut batch = [Completion::default(); POLL_BATCH];
         loop {
             let n = poll_cq(&mut batch)?;
             for wc in &batch[..n] {
                 if own_qp == Some(wc.qp_num) && taken < out.len() {
-                    out[taken] = copy(wc);
+                    out[taken] = *wc;
                     taken += 1;
                 } else {
-                    self.route(copy(wc), awake)?;
+                    self.route(*wc, awake)?;
                 }
             }
             if n < POLL_BATCH || (!out.is_empty() && taken == out.len()) {
@@ -605,7 +589,7 @@ impl Router {
 
     /// Puts `wc` into its seat's inbox and, if the seat is armed, wakes its
     /// waiter: directly when that is who routes (see `Awake`), else by its eventfd.
-    fn route(&mut self, wc: ibv_wc, awake: &mut Awake) -> Result<()> {
+    fn route(&mut self, wc: Completion, awake: &mut Awake) -> Result<()> {
         let Some(&index) = self.by_qp.get(&wc.qp_num) else {
             log::debug!("completion for queue pair {} dropped: it has left", wc.qp_num);
             return Ok(());
@@ -637,7 +621,7 @@ impl Router {
 
     /// Gives a seat up, after its queue pair was destroyed: its completions
     /// still queued are taken out, routing the others met on the way.
-    fn leave(&mut self, index: usize, poll_cq: impl FnMut(&mut [ibv_wc]) -> Result<usize>) -> Result<()> {
+    fn leave(&mut self, index: usize, poll_cq: impl FnMut(&mut [Completion]) -> Result<usize>) -> Result<()> {
         self.disarm(index);
         let seat = self.seats[index].take().expect("a seat is left once");
         // (A queue pair made since may have the same number and a seat of its own.)
@@ -652,24 +636,14 @@ impl Router {
     }
 }
 
-/// `ibv_wc` is plain C data that the bindings do not mark `Copy`.
-fn copy(wc: &ibv_wc) -> ibv_wc {
-    // SAFETY: a bitwise copy of a C struct without pointers it owns.
-    unsafe { std::ptr::read(wc) }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::sys::Deadline;
     use std::time::Duration;
 
-    fn wc(qp_num: u32, wr_id: u64) -> ibv_wc {
-        // SAFETY: all-zero is a valid ibv_wc.
-        let mut wc: ibv_wc = unsafe { mem::zeroed() };
-        wc.qp_num = qp_num;
-        wc.wr_id = wr_id;
-        wc
+    fn wc(qp_num: u32, wr_id: u64) -> Completion {
+        Completion::success(qp_num, wr_id)
     }
 
     /// A router with one bound seat per queue pair number, and their signals.
@@ -685,7 +659,7 @@ mod tests {
     }
 
     /// A queue that hands out `queued` in order, a batch at a time.
-    fn queue(queued: &mut VecDeque<ibv_wc>) -> impl FnMut(&mut [ibv_wc]) -> Result<usize> + '_ {
+    fn queue(queued: &mut VecDeque<Completion>) -> impl FnMut(&mut [Completion]) -> Result<usize> + '_ {
         move |wcs| {
             let n = wcs.len().min(queued.len());
             for slot in &mut wcs[..n] {
@@ -695,8 +669,13 @@ mod tests {
         }
     }
 
-    fn poll_ids(router: &mut Router, seat: usize, queued: &mut VecDeque<ibv_wc>, room: usize) -> Vec<u64> {
-        let mut out: Vec<ibv_wc> = (0..room).map(|_| wc(0, 0)).collect();
+    fn poll_ids(
+        router: &mut Router,
+        seat: usize,
+        queued: &mut VecDeque<Completion>,
+        room: usize,
+    ) -> Vec<u64> {
+        let mut out: Vec<Completion> = (0..room).map(|_| wc(0, 0)).collect();
         let n = router.poll(seat, &mut out, queue(queued)).unwrap();
         out[..n].iter().map(|wc| wc.wr_id).collect()
     }

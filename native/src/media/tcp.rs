@@ -6,7 +6,7 @@ use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 
 use crate::error::{Error, Result};
-use crate::stream::{ops, ByteStream, Interest, ReadOutcome, WaitSource};
+use crate::media::stream::{ops, ByteStream, Interest, ReadOutcome, WaitSource};
 use crate::sys::{self, Deadline};
 
 /// A connected TCP socket as a non-blocking byte stream.

@@ -8,10 +8,11 @@
 
 use std::cell::RefCell;
 use std::ffi::{c_char, c_int, CStr};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
+use super::{panic_text, timeout_millis};
 use crate::{Connection, Error, Listener, Result, MAX_MESSAGE_SIZE};
 
 /// The largest message `rnio_send` carries.
@@ -74,22 +75,14 @@ fn guarded(call: impl FnOnce() -> Result<RnioStatus>) -> RnioStatus {
     let (status, text) = match catch_unwind(AssertUnwindSafe(call)) {
         Ok(Ok(status)) => return status,
         Ok(Err(err)) => (RnioStatus::of(&err), err.to_string()),
-        Err(panic) => (RnioStatus::Failed, format!("internal error: {}", panic_text(&panic))),
+        Err(panic) => (RnioStatus::Failed, format!("internal error: {}", panic_text(panic.as_ref()))),
     };
     LAST_ERROR.with(|last| *last.borrow_mut() = text);
     status
 }
 
-pub(crate) fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> &str {
-    panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("panic")
-}
-
 fn timeout(millis: c_int) -> Option<Duration> {
-    u64::try_from(millis).ok().map(Duration::from_millis)
+    timeout_millis(millis.into())
 }
 
 /// # Safety
@@ -98,10 +91,7 @@ unsafe fn socket_addr(ip: *const c_char, port: u16) -> Result<SocketAddr> {
     if ip.is_null() {
         return Err(Error::InvalidArgument("null IP address".into()));
     }
-    let text = unsafe { CStr::from_ptr(ip) }.to_string_lossy();
-    let ip: IpAddr =
-        text.parse().map_err(|_| Error::InvalidArgument(format!("'{text}' is not an IP address")))?;
-    Ok(SocketAddr::new(ip, port))
+    super::socket_addr(&unsafe { CStr::from_ptr(ip) }.to_string_lossy(), port.into())
 }
 
 /// # Safety
@@ -367,11 +357,5 @@ mod tests {
     fn panics_become_a_failed_status_with_their_message() {
         assert_eq!(guarded(|| panic!("boom")), RnioStatus::Failed);
         assert_eq!(last_error(), "internal error: boom");
-    }
-
-    #[test]
-    fn negative_timeouts_wait_forever() {
-        assert_eq!(timeout(-1), None);
-        assert_eq!(timeout(250), Some(Duration::from_millis(250)));
     }
 }

@@ -21,12 +21,14 @@ use std::time::{Duration, Instant};
 
 use rdma_sys::*;
 
-use crate::cm::{CmEvent, CmId, EventChannel};
-use crate::completions::{CompletionGroup, Completions, GroupOffer, POLL_BATCH};
 use crate::error::{Error, Result};
-use crate::stream::WaitSource;
-use crate::sys::{self, Deadline};
-use crate::verbs::{self, ProtectionDomain, SharedReceiveQueue};
+use crate::rdma::cm::{CmEvent, CmId, EventChannel};
+use crate::rdma::completions::{CompletionGroup, Completions, GroupOffer};
+use crate::rdma::hello::{Hello, PathKind};
+use crate::rdma::verbs::{
+    self, Completion, Device, ProtectionDomain, QueuePair, SharedReceiveQueue, POLL_BATCH,
+};
+use crate::sys::{self, Deadline, WaitSource};
 
 /// Address and route resolution are local in practice; this bounds a lost reply.
 const RESOLVE_TIMEOUT_MS: i32 = 2000;
@@ -34,109 +36,6 @@ const RESOLVE_TIMEOUT_MS: i32 = 2000;
 /// each look is a syscall on a spinning reader's path (once in 64 cost a 64-byte
 /// round trip 12-15% under emulation); a sleeping reader learns of it at once.
 const DISCONNECT_CHECK_EVERY: u32 = 1024;
-
-/// What a connection's data path is, announced in its hello.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum PathKind {
-    /// Two-sided SEND/RECV of whole messages (`Connection`).
-    Messages = 1,
-    /// One-sided RDMA WRITE into rings (`RdmaStream`).
-    Rings = 2,
-    /// A byte stream of two-sided SENDs (`SendStream`): no rkey changes hands.
-    Sends = 3,
-}
-
-/// Where a peer may write: the ring (and credit slot) it was granted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) struct RingGrant {
-    pub addr: u64,
-    pub rkey: u32,
-    pub capacity: u32,
-    pub max_payload: u32,
-    pub seed: u32,
-    /// Receives posted for immediate-data notifications.
-    pub recv_depth: u32,
-}
-
-/// What a receiver of two-sided sends offers its peer: its slot size and how
-/// many slots the peer may fill with data and with credit updates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) struct SlotGrant {
-    pub slot_len: u32,
-    pub data_credits: u16,
-    pub control_credits: u16,
-}
-
-/// The private data of connect requests and replies (and of the rejection
-/// that sends a ring request to the two-sided path).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Hello {
-    pub kind: PathKind,
-    /// For `Rings`.
-    pub grant: RingGrant,
-    /// For `Sends`.
-    pub slots: SlotGrant,
-}
-
-impl Hello {
-    pub(crate) fn rings(grant: RingGrant) -> Hello {
-        Hello { kind: PathKind::Rings, grant, slots: SlotGrant::default() }
-    }
-
-    pub(crate) fn sends(slots: SlotGrant) -> Hello {
-        Hello { kind: PathKind::Sends, grant: RingGrant::default(), slots }
-    }
-
-    const MAGIC: u32 = u32::from_le_bytes(*b"rnio");
-    const VERSION: u8 = 2;
-    /// Fits the 56 bytes a connect request carries over IB and RoCE.
-    pub(crate) const LEN: usize = 44;
-
-    pub(crate) fn encode(&self) -> [u8; Self::LEN] {
-        let mut bytes = [0u8; Self::LEN];
-        bytes[0..4].copy_from_slice(&Self::MAGIC.to_le_bytes());
-        bytes[4] = Self::VERSION;
-        bytes[5] = self.kind as u8;
-        let g = &self.grant;
-        bytes[8..16].copy_from_slice(&g.addr.to_le_bytes());
-        for (i, field) in [g.rkey, g.capacity, g.max_payload, g.seed, g.recv_depth].iter().enumerate() {
-            bytes[16 + i * 4..20 + i * 4].copy_from_slice(&field.to_le_bytes());
-        }
-        bytes[36..40].copy_from_slice(&self.slots.slot_len.to_le_bytes());
-        bytes[40..42].copy_from_slice(&self.slots.data_credits.to_le_bytes());
-        bytes[42..44].copy_from_slice(&self.slots.control_credits.to_le_bytes());
-        bytes
-    }
-
-    /// Parses a peer's hello; the connection manager may pad it with zeros.
-    pub(crate) fn decode(bytes: &[u8]) -> Result<Hello> {
-        let invalid = |why: &str| Error::InvalidArgument(format!("peer's hello: {why}"));
-        if bytes.len() < Self::LEN {
-            return Err(invalid(&format!("{} bytes, expected {}", bytes.len(), Self::LEN)));
-        }
-        let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
-        if u32_at(0) != Self::MAGIC || bytes[4] != Self::VERSION {
-            return Err(invalid("not an rdma-nio peer of this version"));
-        }
-        let kind = match bytes[5] {
-            1 => PathKind::Messages,
-            2 => PathKind::Rings,
-            3 => PathKind::Sends,
-            other => return Err(invalid(&format!("unknown data path {other}"))),
-        };
-        let grant = RingGrant {
-            addr: u64::from_le_bytes(bytes[8..16].try_into().unwrap()),
-            rkey: u32_at(16),
-            capacity: u32_at(20),
-            max_payload: u32_at(24),
-            seed: u32_at(28),
-            recv_depth: u32_at(32),
-        };
-        let u16_at = |at: usize| u16::from_le_bytes(bytes[at..at + 2].try_into().unwrap());
-        let slots = SlotGrant { slot_len: u32_at(36), data_credits: u16_at(40), control_credits: u16_at(42) };
-        Ok(Hello { kind, grant, slots })
-    }
-}
 
 /// The queue pair a data path asks for.
 #[derive(Debug, Clone, Copy)]
@@ -182,8 +81,8 @@ impl Request {
     }
 
     /// The device the request arrived on.
-    pub(crate) fn device_context(&self) -> *mut ibv_context {
-        self.id.verbs()
+    pub(crate) fn device(&self) -> Option<Device> {
+        self.id.device()
     }
 
     /// Refuses the request, telling the peer which path this listener grants it
@@ -194,13 +93,6 @@ impl Request {
             log::warn!("rejecting a connect request: {err}");
         }
     }
-}
-
-/// Where an accepted queue pair takes its receives from: a shared receive
-/// queue, and the protection domain it belongs to.
-pub(crate) struct SharedReceives<'a> {
-    pub pd: &'a Arc<ProtectionDomain>,
-    pub srq: &'a SharedReceiveQueue,
 }
 
 impl Listener {
@@ -277,18 +169,18 @@ pub(crate) struct Endpoint {
     // `Drop` here does it for an endpoint whose owner was never built (a
     // connect refused or failed half-way), whose QP would otherwise leak.
     /// Its seat at a completion queue (see `completions`).
-    pub completions: Completions,
-    /// The connection's own domain, or a listener's shared one (`SharedReceives`).
-    pub pd: Arc<ProtectionDomain>,
-    pub id: CmId,
-    pub events: EventChannel,
+    completions: Completions,
+    /// The connection's own domain, or the one of the shared receive queue it uses.
+    pd: Arc<ProtectionDomain>,
+    id: CmId,
+    events: EventChannel,
     /// The peer disconnected (or the QP was flushed).
-    pub peer_closed: bool,
+    peer_closed: bool,
     /// The inline size the device granted.
-    pub max_inline: u32,
+    max_inline: u32,
     deadline: Deadline,
     /// The peer's address, for messages.
-    pub peer: SocketAddr,
+    peer: SocketAddr,
     /// Looks that found nothing to read (see `learn_of_disconnect`).
     empty_looks: u32,
 }
@@ -333,7 +225,7 @@ impl Endpoint {
     pub(crate) fn from_request(
         request: Request,
         shape: QpShape,
-        shared: Option<SharedReceives>,
+        shared: Option<&SharedReceiveQueue>,
     ) -> Result<(Endpoint, Hello)> {
         let Request { id, hello, deadline, completions } = request;
         let events = EventChannel::new()?;
@@ -350,26 +242,22 @@ impl Endpoint {
         shape: QpShape,
         deadline: Deadline,
         peer: SocketAddr,
-        shared: Option<SharedReceives>,
+        shared: Option<&SharedReceiveQueue>,
         group: Option<&CompletionGroup>,
     ) -> Result<Endpoint> {
-        let context = id.verbs();
-        // SAFETY: context is the identifier's live device context, which librdmacm
-        // keeps open for the life of the process.
-        let (pd, completions) = unsafe {
-            let pd = match &shared {
-                Some(shared) => Arc::clone(shared.pd),
-                None => Arc::new(ProtectionDomain::new(context)?),
-            };
-            (pd, Completions::join(group, context, shape.completions())?)
+        let device = id.device().ok_or_else(|| Error::Failed("no device after route resolution".into()))?;
+        let pd = match shared {
+            Some(srq) => Arc::clone(srq.pd()),
+            None => Arc::new(ProtectionDomain::new(device)?),
         };
+        let completions = Completions::join(group, device, shape.completions())?;
         // SAFETY: all-zero is a valid ibv_qp_init_attr (null pointers, no flags).
         let mut attr: ibv_qp_init_attr = unsafe { mem::zeroed() };
-        attr.send_cq = completions.cq_ptr();
-        attr.recv_cq = completions.cq_ptr();
+        attr.send_cq = completions.queue().as_ptr();
+        attr.recv_cq = completions.queue().as_ptr();
         attr.qp_type = ibv_qp_type::IBV_QPT_RC;
-        if let Some(shared) = &shared {
-            attr.srq = shared.srq.as_ptr();
+        if let Some(srq) = shared {
+            attr.srq = srq.as_ptr();
         }
         attr.cap = ibv_qp_cap {
             max_send_wr: shape.send_depth,
@@ -430,20 +318,61 @@ impl Endpoint {
         Ok(())
     }
 
-    pub(crate) fn qp(&self) -> *mut ibv_qp {
-        self.id.qp()
+    /// The queue pair, to post on.
+    pub(crate) fn qp(&self) -> QueuePair<'_> {
+        // SAFETY: the QP lives until `shutdown` or drop destroy it, and the
+        // data paths post only before that.
+        unsafe { QueuePair::from_ptr(self.id.qp()) }
     }
 
     /// The RDMA device that carries the connection, e.g. "rxe0".
     pub(crate) fn device_name(&self) -> String {
-        // SAFETY: a connected identifier has a live device context.
-        unsafe { verbs::device_name((*self.id.verbs()).device) }
+        self.id.device().map_or_else(|| "?".into(), Device::name)
     }
 
     /// The local queue pair number.
     pub(crate) fn qp_num(&self) -> u32 {
-        // SAFETY: the QP lives as long as the endpoint.
-        unsafe { (*self.id.qp()).qp_num }
+        self.qp().number()
+    }
+
+    /// Its protection domain, to register memory in.
+    pub(crate) fn pd(&self) -> &Arc<ProtectionDomain> {
+        &self.pd
+    }
+
+    /// Its seat at a completion queue.
+    pub(crate) fn completions(&self) -> &Completions {
+        &self.completions
+    }
+
+    /// The peer disconnected, or the queue pair was flushed.
+    pub(crate) fn peer_closed(&self) -> bool {
+        self.peer_closed
+    }
+
+    /// A flushed completion says the queue pair stopped: the peer is gone for us.
+    pub(crate) fn mark_peer_closed(&mut self) {
+        self.peer_closed = true;
+    }
+
+    /// The inline size the device granted.
+    pub(crate) fn max_inline(&self) -> u32 {
+        self.max_inline
+    }
+
+    /// The peer's address, for messages.
+    pub(crate) fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The connection's local address.
+    pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
+        self.id.local_addr()
+    }
+
+    /// The connection's peer address, as the connection manager has it.
+    pub(crate) fn peer_addr(&self) -> Option<SocketAddr> {
+        self.id.peer_addr()
     }
 
     /// The fds that signal a completion (once the seat is armed) or a connection event.
@@ -535,7 +464,7 @@ pub(crate) trait DataPath {
     fn busy_poll(&self) -> Duration;
 
     /// Handles one work completion.
-    fn complete(&mut self, wc: &ibv_wc) -> Result<()>;
+    fn complete(&mut self, wc: &Completion) -> Result<()>;
 
     /// Ends the connection of a peer that broke the protocol; a data path that
     /// granted the peer memory also revokes that (`RdmaStream`).
@@ -560,8 +489,7 @@ pub(crate) trait DataPath {
 
     /// Handles every completion there is, a batch per `ibv_poll_cq`.
     fn drain_completions(&mut self) -> Result<()> {
-        // SAFETY: all-zero is a valid ibv_wc.
-        let mut wcs: [ibv_wc; POLL_BATCH] = unsafe { mem::zeroed() };
+        let mut wcs = [Completion::default(); POLL_BATCH];
         loop {
             let n = self.endpoint().completions.poll(&mut wcs)?;
             for wc in &wcs[..n] {
@@ -657,44 +585,5 @@ fn expect_event(
             Err(Error::Unreachable { addr: peer, event: event.name() })
         }
         _ => Err(event.unexpected(op)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hellos_round_trip_and_tolerate_padding() {
-        let hello = Hello::rings(RingGrant {
-            addr: 0x7f00_dead_beef,
-            rkey: 0x1234,
-            capacity: 1 << 20,
-            max_payload: 65536,
-            seed: 9,
-            recv_depth: 64,
-        });
-        let mut padded = hello.encode().to_vec();
-        padded.resize(56, 0);
-        assert_eq!(Hello::decode(&padded).unwrap(), hello);
-    }
-
-    #[test]
-    fn a_two_sided_hello_carries_its_slot_grant() {
-        let hello = Hello::sends(SlotGrant { slot_len: 2048, data_credits: 4, control_credits: 3 });
-        let decoded = Hello::decode(&hello.encode()).unwrap();
-        assert_eq!(decoded, hello);
-        assert_eq!(decoded.grant, RingGrant::default(), "a two-sided hello grants no ring");
-    }
-
-    #[test]
-    fn foreign_or_short_hellos_are_refused() {
-        assert!(Hello::decode(&[0; 10]).unwrap_err().to_string().contains("10 bytes"));
-        assert!(Hello::decode(&[0; 56]).unwrap_err().to_string().contains("not an rdma-nio peer"));
-        let mut bytes =
-            Hello { kind: PathKind::Messages, grant: RingGrant::default(), slots: SlotGrant::default() }
-                .encode();
-        bytes[5] = 9;
-        assert!(Hello::decode(&bytes).unwrap_err().to_string().contains("unknown data path 9"));
     }
 }

@@ -18,17 +18,19 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use crate::completions::{CompletionGroup, GroupOffer};
-use crate::endpoint::{Hello, Listener, PathKind, Request};
 use crate::error::{Error, Result};
-use crate::rdma_stream::{RdmaStream, StreamOptions};
-use crate::ring::RingConfig;
-use crate::send_stream::{ReceivePool, SendOptions, SendStream};
-use crate::shm::ShmStream;
-use crate::shm_listener::ShmListener;
-use crate::stream::{ByteStream, WaitSource};
+use crate::media::rdma_stream::{RdmaStream, StreamOptions};
+use crate::media::receive_pool::ReceivePool;
+use crate::media::ring::RingConfig;
+use crate::media::send_stream::{SendOptions, SendStream};
+use crate::media::shm::ShmStream;
+use crate::media::shm_listener::ShmListener;
+use crate::media::stream::{ByteStream, WaitSource};
+use crate::media::tcp::TcpByteStream;
+use crate::rdma::completions::{CompletionGroup, GroupOffer};
+use crate::rdma::endpoint::{Listener, Request};
+use crate::rdma::hello::{Hello, PathKind};
 use crate::sys::{self, Deadline};
-use crate::tcp::TcpByteStream;
 
 /// Which medium a connection may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,6 +150,22 @@ impl Default for TransportOptions {
             ring_peers: RingPeers::All,
             shm: RingConfig::new(256 * 1024, 32 * 1024, 0).expect("a valid ring shape"),
         }
+    }
+}
+
+impl TransportOptions {
+    /// The options for connections whose receive buffer (`SO_RCVBUF`) is
+    /// `bytes` (0 for the default): rings of that size rounded up to a power of
+    /// two within 4 KiB..64 MiB, records of at most a quarter of it (32 KiB at most).
+    pub fn with_receive_buffer(bytes: usize) -> Result<TransportOptions> {
+        let mut options = TransportOptions::default();
+        if bytes > 0 {
+            let capacity = bytes.next_power_of_two().clamp(4096, 1 << 26);
+            let max_record = (capacity / 4).min(32 * 1024);
+            options.rdma = StreamOptions { ring_capacity: capacity, max_record };
+            options.shm = RingConfig::new(capacity, max_record, 0).map_err(Error::InvalidArgument)?;
+        }
+        Ok(options)
     }
 }
 
@@ -375,12 +393,14 @@ impl StreamListener {
 
     /// The pool of two-sided receives, made on the first request's device.
     fn receive_pool(&self, request: &Request) -> Result<Arc<ReceivePool>> {
+        let device =
+            request.device().ok_or_else(|| Error::Failed("a connect request without a device".into()))?;
         let mut pool = self.pool.lock();
         if pool.is_none() {
-            *pool = Some(Arc::new(ReceivePool::new(request.device_context(), &self.options.sends)?));
+            *pool = Some(Arc::new(ReceivePool::new(device, &self.options.sends)?));
         }
         let pool = pool.as_ref().expect("made above");
-        if !pool.serves(request.device_context()) {
+        if !pool.serves(device) {
             return Err(Error::InvalidArgument(
                 "two-sided connections on a second RDMA device of one listener are not supported".into(),
             ));

@@ -7,18 +7,16 @@
 //! creating a fresh region with its doorbells and handing the client its fds
 //! with SCM_RIGHTS. The listener chooses the rings' shape.
 
-use std::io::IoSlice;
-use std::mem;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{self, UnixListener, UnixStream};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::ring::RingConfig;
-use crate::shm::{ShmFds, ShmStream};
-use crate::sys::{self, Deadline};
+use crate::media::ring::RingConfig;
+use crate::media::shm::{ShmFds, ShmStream};
+use crate::sys::{self, fd_passing, Deadline};
 
 /// How many ports the ephemeral range (49152 up) has, for shm listeners on port 0.
 const EPHEMERAL_PORTS: u16 = 16384;
@@ -56,8 +54,7 @@ impl ShmListener {
             bind(addr)?
         } else {
             let mut seed = [0u8; 2];
-            // SAFETY: getrandom fills the 2-byte buffer it is given.
-            unsafe { libc::getrandom(seed.as_mut_ptr().cast(), 2, 0) };
+            sys::random::fill(&mut seed)?;
             let start = u16::from_ne_bytes(seed) % EPHEMERAL_PORTS;
             let mut tries = (0..EPHEMERAL_PORTS).map(|i| 49152 + (start + i) % EPHEMERAL_PORTS);
             loop {
@@ -137,85 +134,35 @@ impl ShmStream {
     }
 }
 
-/// Sends the version byte with `fds` attached.
+/// Sends the version byte with the region's and doorbells' `fds` attached.
 fn send_fds(socket: &UnixStream, fds: &[RawFd; 3]) -> Result<()> {
-    let payload = [HANDOVER_VERSION];
-    let iov = [IoSlice::new(&payload)];
-    // SAFETY: CMSG_SPACE is a pure size computation.
-    let space = unsafe { libc::CMSG_SPACE(mem::size_of_val(fds) as u32) } as usize;
-    let mut control = vec![0u8; space];
-    // SAFETY: all-zero is a valid msghdr; the pointers set below outlive the call.
-    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
-    msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = space;
-    // SAFETY: the control buffer has room for one header with three fds.
-    unsafe {
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(mem::size_of_val(fds) as u32) as usize;
-        std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(cmsg).cast::<RawFd>(), fds.len());
-    }
-    // SAFETY: msg describes live buffers.
-    if unsafe { libc::sendmsg(socket.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) } != 1 {
-        return Err(Error::last_os("sendmsg(shm handover)"));
-    }
-    Ok(())
+    fd_passing::send(socket, HANDOVER_VERSION, fds)
+        .map_err(|source| Error::Os { op: "sendmsg(shm handover)", source })
 }
 
 /// Receives the version byte and exactly three fds.
 fn receive_fds(socket: &UnixStream, timeout: Option<Duration>) -> Result<[OwnedFd; 3]> {
     let invalid = |why: &str| Error::InvalidArgument(format!("shm handover: {why}"));
-    let mut payload = [0u8; 1];
-    let mut iov = [libc::iovec { iov_base: payload.as_mut_ptr().cast(), iov_len: 1 }];
-    // SAFETY: CMSG_SPACE is a pure size computation.
-    let space = unsafe { libc::CMSG_SPACE(3 * mem::size_of::<RawFd>() as u32) } as usize;
-    let mut control = vec![0u8; space];
-    // SAFETY: all-zero is a valid msghdr; the pointers set below outlive the call.
-    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
-    msg.msg_iov = iov.as_mut_ptr();
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = space;
-    // SAFETY: msg describes live buffers; received fds are close-on-exec.
-    let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
-    if n < 0 {
-        let source = std::io::Error::last_os_error();
-        if source.kind() == std::io::ErrorKind::WouldBlock {
-            return Err(Error::TimedOut { op: "shm handover", timeout: timeout.unwrap_or_default() });
+    let received = fd_passing::receive(socket, 3).map_err(|source| match source.kind() {
+        std::io::ErrorKind::WouldBlock => {
+            Error::TimedOut { op: "shm handover", timeout: timeout.unwrap_or_default() }
         }
-        return Err(Error::Os { op: "recvmsg(shm handover)", source });
-    }
-    // Take ownership of whatever fds arrived before judging the message, so
-    // that none leaks on a refusal.
-    let mut fds = Vec::new();
-    // SAFETY: walking the control messages the kernel filled in.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-                let count = ((*cmsg).cmsg_len - libc::CMSG_LEN(0) as usize) / mem::size_of::<RawFd>();
-                let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
-                fds.extend((0..count).map(|i| OwnedFd::from_raw_fd(data.add(i).read_unaligned())));
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-        }
-    }
-    if n != 1 || payload[0] != HANDOVER_VERSION {
+        _ => Error::Os { op: "recvmsg(shm handover)", source },
+    })?;
+    if received.byte != Some(HANDOVER_VERSION) {
         return Err(invalid("not an rdma-nio shm listener of this version"));
     }
-    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+    if received.truncated {
         return Err(invalid("more fds than expected"));
     }
+    let fds = received.fds;
     fds.try_into().map_err(|fds: Vec<OwnedFd>| invalid(&format!("{} fds, expected 3", fds.len())))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stream::ByteStream;
+    use crate::media::stream::ByteStream;
     use std::thread;
 
     const TIMEOUT: Option<Duration> = Some(Duration::from_secs(20));

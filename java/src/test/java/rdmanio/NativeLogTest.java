@@ -1,0 +1,123 @@
+package rdmanio;
+
+import static org.junit.Assert.assertEquals;
+import static org.junit.Assert.assertThrows;
+import static org.junit.Assert.assertTrue;
+
+import java.io.IOException;
+import java.net.InetSocketAddress;
+import java.nio.channels.ServerSocketChannel;
+import java.util.List;
+import java.util.concurrent.CopyOnWriteArrayList;
+import java.util.logging.Handler;
+import java.util.logging.Level;
+import java.util.logging.LogRecord;
+import java.util.logging.Logger;
+
+import org.junit.After;
+import org.junit.Before;
+import org.junit.Test;
+
+import rdmanio.nio.RdmaSelectorProvider;
+
+/** The engine's log records reach java.util.logging, per module, above the level set for rdmanio.native. */
+public class NativeLogTest {
+    private static final String ADDRESS = System.getenv("RDMANIO_TEST_ADDR");
+    private final Logger parent = Logger.getLogger(NativeLog.LOGGER);
+    private final List<LogRecord> records = new CopyOnWriteArrayList<>();
+    private final Handler collector = new Handler() {
+        @Override
+        public void publish(LogRecord record) {
+            records.add(record);
+        }
+
+        @Override
+        public void flush() {}
+
+        @Override
+        public void close() {}
+    };
+    private Level before;
+
+    @Before
+    public void collect() {
+        before = parent.getLevel();
+        parent.addHandler(collector);
+    }
+
+    @After
+    public void restore() {
+        parent.removeHandler(collector);
+        parent.setLevel(before);
+        NativeLog.refreshLevel();
+    }
+
+    private void atLevel(Level level) {
+        parent.setLevel(level);
+        NativeLog.refreshLevel();
+    }
+
+    private boolean logged(Level level, String logger, String text) {
+        return records.stream().anyMatch(r -> r.getLevel().equals(level) && r.getLoggerName().equals(logger)
+                && r.getMessage().contains(text));
+    }
+
+    /** An auto listener on loopback has no RDMA there: the engine says so at debug level (FINE). */
+    private void listenAutoOnLoopback() throws IOException {
+        try (ServerSocketChannel server = RdmaSelectorProvider.withTransport("auto").openServerSocketChannel()) {
+            server.bind(new InetSocketAddress("127.0.0.1", 0));
+        }
+    }
+
+    @Test
+    public void debugRecordsReachTheirModulesLoggerWhenFineIsOn() throws IOException {
+        atLevel(Level.FINE);
+        listenAutoOnLoopback();
+        assertTrue(records.toString(), logged(Level.FINE, "rdmanio.native.media.transport", "no RDMA"));
+    }
+
+    @Test
+    public void recordsBelowTheLevelAreNotForwarded() throws IOException {
+        atLevel(Level.INFO);
+        listenAutoOnLoopback();
+        assertTrue(records.toString(), records.stream().noneMatch(r -> r.getLevel().intValue() < Level.INFO.intValue()));
+    }
+
+    /**
+     * A message-API client at a stream listener is refused, with a warning on the
+     * listener's side. Over the VM's device; on a host without RDMA the client
+     * reports the missing device instead.
+     */
+    @Test(timeout = 60_000)
+    public void aWarningOfTheEngineReachesJavaLogging() throws Exception {
+        atLevel(Level.WARNING);
+        String host = ADDRESS == null ? "127.0.0.1" : ADDRESS;
+        try (ServerSocketChannel server = RdmaSelectorProvider.withTransport("auto").openServerSocketChannel()) {
+            server.bind(new InetSocketAddress(host, 0));
+            InetSocketAddress at = (InetSocketAddress) server.getLocalAddress();
+            if (ADDRESS == null) {
+                NoRdmaDeviceException e = assertThrows(NoRdmaDeviceException.class, () -> RdmaConnection.connect(at, 5_000));
+                assertTrue(e.getMessage(), e.getMessage().startsWith("no RDMA device: "));
+                return;
+            }
+            assertThrows(IOException.class, () -> RdmaConnection.connect(at, 5_000).close());
+            long deadline = System.nanoTime() + 10_000_000_000L;
+            while (!logged(Level.WARNING, "rdmanio.native.media.transport", "refusing a message connection")
+                    && System.nanoTime() < deadline) {
+                Thread.sleep(10);
+            }
+            assertTrue(records.toString(),
+                    logged(Level.WARNING, "rdmanio.native.media.transport", "refusing a message connection"));
+        }
+    }
+
+    @Test
+    public void javaLevelsMapOntoTheEnginesLevels() {
+        assertEquals(0, NativeLog.engineLevel(Level.OFF));
+        assertEquals(1, NativeLog.engineLevel(Level.SEVERE));
+        assertEquals(2, NativeLog.engineLevel(Level.WARNING));
+        assertEquals(3, NativeLog.engineLevel(Level.INFO));
+        assertEquals(4, NativeLog.engineLevel(Level.FINE));
+        assertEquals(5, NativeLog.engineLevel(Level.FINEST));
+    }
+}

@@ -1,0 +1,160 @@
+//! The JNI exports: `native` for the Java class `rdmanio.Native` (the message
+//! API), `socket_native` for `rdmanio.nio.SocketNative` (the provider), and
+//! `logger`, which forwards the engine's `log` records to `java.util.logging`.
+//!
+//! Each export is written with [`export!`]: it only converts its arguments,
+//! calls the engine and returns; every error and every panic becomes a Java
+//! exception in one place (`ThrowJavaException`), never a crash.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use jni::errors::ErrorPolicy;
+use jni::objects::{JByteBuffer, JString};
+use jni::strings::JNIString;
+use jni::sys::jint;
+use jni::Env;
+
+use super::panic_text;
+use crate::error::Error;
+
+pub(crate) mod logger;
+mod native;
+mod socket_native;
+
+/// Defines one JNI export: the `extern "system"` function with the JNI frame
+/// (environment and class) around `body`, which sees the environment as its
+/// first parameter, returns a `JniResult`, and whose error or panic becomes a
+/// Java exception (`ThrowJavaException`) with the return type's default value.
+macro_rules! export {
+    ($(#[$attr:meta])* fn $name:ident<$l:lifetime>($env:pat $(, $arg:ident: $ty:ty)* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$attr])*
+        #[no_mangle]
+        extern "system" fn $name<$l>(
+            mut env: ::jni::EnvUnowned<$l>,
+            _class: ::jni::objects::JClass<$l>,
+            $($arg: $ty),*
+        ) $(-> $ret)? {
+            env.with_env(|$env| -> $crate::bindings::jni::JniResult<_> { $body })
+                .resolve::<$crate::bindings::jni::ThrowJavaException>()
+        }
+    };
+}
+pub(crate) use export;
+
+/// What can fail inside an export: the engine, or JNI itself.
+pub(crate) enum JniError {
+    Engine(Error),
+    Jni(jni::errors::Error),
+}
+
+impl From<Error> for JniError {
+    fn from(err: Error) -> Self {
+        JniError::Engine(err)
+    }
+}
+
+impl From<jni::errors::Error> for JniError {
+    fn from(err: jni::errors::Error) -> Self {
+        JniError::Jni(err)
+    }
+}
+
+pub(crate) type JniResult<T> = std::result::Result<T, JniError>;
+
+/// The Java exception class for an engine error (the one mapping to Java).
+fn exception_class(err: &Error) -> &'static str {
+    match err {
+        Error::NoDevice(_) => "rdmanio/NoRdmaDeviceException",
+        Error::TimedOut { .. } => "java/net/SocketTimeoutException",
+        Error::ConnectionRefused(_) | Error::SendsOnly(_) => "java/net/ConnectException",
+        Error::Unreachable { .. } => "java/net/NoRouteToHostException",
+        Error::InvalidArgument(_) | Error::MessageTooLarge { .. } => "java/lang/IllegalArgumentException",
+        // A Java channel closed under a blocked operation turns this into
+        // AsynchronousCloseException or ClosedByInterruptException itself (in `end`).
+        Error::Closed(_) => "java/io/IOException",
+        Error::Os { source, .. }
+            if matches!(source.raw_os_error(), Some(libc::EADDRINUSE | libc::EADDRNOTAVAIL)) =>
+        {
+            "java/net/BindException"
+        }
+        Error::Disconnected
+        | Error::Failed(_)
+        | Error::Os { .. }
+        | Error::UnexpectedEvent { .. }
+        | Error::Completion { .. }
+        | Error::Violation(_) => "rdmanio/RdmaException",
+    }
+}
+
+fn throw(env: &mut Env<'_>, class: &str, message: &str) {
+    if env.exception_check() {
+        return; // the first exception wins
+    }
+    if let Err(err) = env.throw_new(JNIString::from(class), JNIString::from(message)) {
+        log::error!("cannot throw {class}({message}): {err}");
+    }
+}
+
+/// Throws the Java exception for an error or a panic and returns a default value.
+pub(crate) struct ThrowJavaException;
+
+impl<T: Default> ErrorPolicy<T, JniError> for ThrowJavaException {
+    type Captures<'unowned_env_local: 'native_method, 'native_method> = ();
+
+    fn on_error<'unowned_env_local: 'native_method, 'native_method>(
+        env: &mut Env<'unowned_env_local>,
+        _captures: &mut Self::Captures<'unowned_env_local, 'native_method>,
+        err: JniError,
+    ) -> jni::errors::Result<T> {
+        match err {
+            JniError::Jni(jni::errors::Error::JavaException) => {} // already pending
+            JniError::Jni(err) => throw(env, "rdmanio/RdmaException", &format!("JNI call failed: {err}")),
+            JniError::Engine(err) => throw(env, exception_class(&err), &err.to_string()),
+        }
+        Ok(T::default())
+    }
+
+    fn on_panic<'unowned_env_local: 'native_method, 'native_method>(
+        env: &mut Env<'unowned_env_local>,
+        _captures: &mut Self::Captures<'unowned_env_local, 'native_method>,
+        payload: Box<dyn std::any::Any + Send + 'static>,
+    ) -> jni::errors::Result<T> {
+        let message = format!("rdma-nio internal error: {}", panic_text(payload.as_ref()));
+        throw(env, "rdmanio/RdmaException", &message);
+        Ok(T::default())
+    }
+}
+
+/// An IP address and port from Java (`ip` is text, as `InetAddress.getHostAddress` gives it).
+pub(crate) fn socket_addr(env: &Env<'_>, ip: &JString<'_>, port: jint) -> JniResult<SocketAddr> {
+    Ok(super::socket_addr(&ip.try_to_string(env)?, port.into())?)
+}
+
+/// A timeout in milliseconds from Java: negative waits forever.
+pub(crate) fn timeout(millis: jint) -> Option<Duration> {
+    super::timeout_millis(millis.into())
+}
+
+/// The `length` bytes at `position` of a direct buffer, bounds-checked.
+pub(crate) fn direct_bytes<'b>(
+    env: &Env<'_>,
+    buffer: &JByteBuffer<'_>,
+    position: jint,
+    length: jint,
+) -> JniResult<&'b mut [u8]> {
+    let address = env.get_direct_buffer_address(buffer)?;
+    let capacity = env.get_direct_buffer_capacity(buffer)?;
+    let (Ok(position), Ok(length)) = (usize::try_from(position), usize::try_from(length)) else {
+        return Err(Error::InvalidArgument(format!("negative position {position} or length {length}")).into());
+    };
+    if position.checked_add(length).is_none_or(|end| end > capacity) {
+        return Err(Error::InvalidArgument(format!(
+            "range {position}+{length} exceeds the buffer's capacity {capacity}"
+        ))
+        .into());
+    }
+    // SAFETY: the range lies inside the direct buffer, which the caller keeps
+    // reachable (and so its memory alive) for the duration of the native call.
+    Ok(unsafe { std::slice::from_raw_parts_mut(address.add(position), length) })
+}

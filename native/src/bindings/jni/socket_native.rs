@@ -1,0 +1,319 @@
+//! The exports behind `rdmanio.nio.SocketNative`: the sockets and selectors of
+//! the `java.nio` provider, and the constants the Java side reads from here
+//! at load instead of copying them.
+//!
+//! Handles: a socket is an `Arc<Socket>` (`Arc::into_raw`), because a selector
+//! holds it too; a poller is a `Box<Poller>`. The Java side releases each
+//! exactly once, and only when no thread uses it any more.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jni::objects::{JByteBuffer, JIntArray, JString};
+use jni::sys::{jboolean, jint, jlong};
+use jni::Env;
+
+use super::{direct_bytes, export, socket_addr, timeout, JniResult};
+use crate::error::Error;
+use crate::media::stream::ops;
+use crate::media::transport::{RingPeers, Transport, TransportOptions};
+use crate::nio::poller::{PollMode, Poller};
+use crate::nio::socket::{status, Socket, Spin};
+
+/// The values `SocketNative.constants()` returns, in the order its Java side
+/// reads them: ready-op bits, then read statuses.
+pub(crate) const CONSTANTS: [i32; 6] = [
+    ops::READ as i32,
+    ops::WRITE as i32,
+    ops::CONNECT as i32,
+    ops::ACCEPT as i32,
+    status::EOF as i32,
+    status::UNAVAILABLE as i32,
+];
+
+/// # Safety
+/// `handle` is 0 or a live socket handle from this module.
+unsafe fn socket<'a>(handle: jlong) -> JniResult<&'a Socket> {
+    // SAFETY: per the contract above: a pointer from `Arc::into_raw`, not yet released.
+    Ok(unsafe { (handle as *const Socket).as_ref() }
+        .ok_or_else(|| Error::InvalidArgument("closed socket".into()))?)
+}
+
+fn socket_handle(socket: Arc<Socket>) -> jlong {
+    Arc::into_raw(socket) as jlong
+}
+
+/// # Safety
+/// `handle` is 0 or a live poller handle from this module.
+unsafe fn poller<'a>(handle: jlong) -> JniResult<&'a Poller> {
+    // SAFETY: per the contract above.
+    Ok(unsafe { (handle as *const Poller).as_ref() }
+        .ok_or_else(|| Error::InvalidArgument("closed selector".into()))?)
+}
+
+fn parse<T: std::str::FromStr<Err = Error>>(env: &Env<'_>, text: &JString<'_>) -> JniResult<T> {
+    Ok(text.try_to_string(env)?.parse::<T>()?)
+}
+
+/// A receive buffer size from Java (`SO_RCVBUF`; 0 for the default).
+fn transport_options(ring_bytes: jint) -> JniResult<TransportOptions> {
+    let bytes = usize::try_from(ring_bytes)
+        .map_err(|_| Error::InvalidArgument(format!("negative receive buffer size {ring_bytes}")))?;
+    Ok(TransportOptions::with_receive_buffer(bytes)?)
+}
+
+export! {
+    /// The ready-op bits and read statuses (see `CONSTANTS`).
+    fn Java_rdmanio_nio_SocketNative_constants<'l>(env) -> JIntArray<'l> {
+        let array = JIntArray::new(env, CONSTANTS.len())?;
+        array.set_region(env, 0, &CONSTANTS)?;
+        Ok(array)
+    }
+}
+
+export! {
+    /// Throws `IllegalArgumentException` unless `name` is a transport, or
+    /// (`poll_mode`) a polling mode, that the engine knows.
+    fn Java_rdmanio_nio_SocketNative_checkName<'l>(env, name: JString<'l>, poll_mode: jboolean) {
+        if poll_mode {
+            parse::<PollMode>(env, &name)?;
+        } else {
+            parse::<Transport>(env, &name)?;
+        }
+        Ok(())
+    }
+}
+
+export! {
+    /// A socket that neither connects nor listens yet. Its blocking operations
+    /// poll `spin_micros` before they sleep; negative: until ready.
+    fn Java_rdmanio_nio_SocketNative_open<'l>(_, spin_micros: jlong) -> jlong {
+        Ok(socket_handle(Socket::open(Spin::from_micros(spin_micros))?))
+    }
+}
+
+export! {
+    fn Java_rdmanio_nio_SocketNative_connect<'l>(
+        env,
+        handle: jlong,
+        ip: JString<'l>,
+        port: jint,
+        transport: JString<'l>,
+        ring_bytes: jint,
+        timeout_millis: jint,
+    ) {
+        let addr = socket_addr(env, &ip, port)?;
+        let transport = parse::<Transport>(env, &transport)?;
+        // SAFETY: the Java side passes a live handle.
+        let socket = unsafe { socket(handle)? };
+        Ok(socket.start_connect(addr, transport, transport_options(ring_bytes)?, timeout(timeout_millis))?)
+    }
+}
+
+export! {
+    fn Java_rdmanio_nio_SocketNative_finishConnect<'l>(_, handle: jlong, block: jboolean) -> jboolean {
+        // SAFETY: the Java side passes a live handle.
+        Ok(unsafe { socket(handle)? }.finish_connect(block)?)
+    }
+}
+
+export! {
+    fn Java_rdmanio_nio_SocketNative_listen<'l>(
+        env,
+        handle: jlong,
+        ip: JString<'l>,
+        port: jint,
+        transport: JString<'l>,
+        ring_bytes: jint,
+        ring_peers: JString<'l>,
+        send_pool_slots: jint,
+        backlog: jint,
+    ) {
+        let addr = socket_addr(env, &ip, port)?;
+        let transport = parse::<Transport>(env, &transport)?;
+        let mut options = transport_options(ring_bytes)?;
+        options.ring_peers = parse::<RingPeers>(env, &ring_peers)?;
+        options.sends.pool_slots = usize::try_from(send_pool_slots)
+            .map_err(|_| Error::InvalidArgument(format!("{send_pool_slots} receive slots")))?;
+        // SAFETY: as above.
+        let socket = unsafe { socket(handle)? };
+        Ok(socket.start_listen(addr, transport, options, usize::try_from(backlog).unwrap_or(0))?)
+    }
+}
+
+export! {
+    /// Returns the accepted socket's handle, or 0 when none is waiting.
+    fn Java_rdmanio_nio_SocketNative_accept<'l>(_, handle: jlong, block: jboolean) -> jlong {
+        // SAFETY: as above.
+        Ok(unsafe { socket(handle)? }.accept(block)?.map_or(0, socket_handle))
+    }
+}
+
+export! {
+    /// Returns a byte count, `status::EOF` or `status::UNAVAILABLE` (non-blocking).
+    fn Java_rdmanio_nio_SocketNative_read<'l>(
+        env,
+        handle: jlong,
+        buffer: JByteBuffer<'l>,
+        position: jint,
+        length: jint,
+        block: jboolean,
+        timeout_millis: jint,
+    ) -> jint {
+        let out = direct_bytes(env, &buffer, position, length)?;
+        // SAFETY: as above. A read never exceeds `length`, a jint.
+        Ok(unsafe { socket(handle)? }.read(out, block, timeout(timeout_millis))? as jint)
+    }
+}
+
+export! {
+    /// Returns how many bytes were written (all of them when blocking).
+    fn Java_rdmanio_nio_SocketNative_write<'l>(
+        env,
+        handle: jlong,
+        buffer: JByteBuffer<'l>,
+        position: jint,
+        length: jint,
+        block: jboolean,
+    ) -> jint {
+        let data = direct_bytes(env, &buffer, position, length)?;
+        // SAFETY: as above.
+        Ok(unsafe { socket(handle)? }.write(data, block)? as jint)
+    }
+}
+
+export! {
+    fn Java_rdmanio_nio_SocketNative_shutdownOutput<'l>(_, handle: jlong) {
+        // SAFETY: as above.
+        Ok(unsafe { socket(handle)? }.shutdown_output()?)
+    }
+}
+
+export! {
+    fn Java_rdmanio_nio_SocketNative_shutdownInput<'l>(_, handle: jlong) {
+        // SAFETY: as above.
+        Ok(unsafe { socket(handle)? }.shutdown_input()?)
+    }
+}
+
+export! {
+    /// "ip:port" (IPv6 in brackets) of the local end, or of the peer when `peer`.
+    fn Java_rdmanio_nio_SocketNative_address<'l>(env, handle: jlong, peer: jboolean) -> JString<'l> {
+        // SAFETY: as above.
+        let (local, remote) = unsafe { socket(handle)? }.addresses()?;
+        Ok(JString::from_str(env, if peer { remote } else { local }.to_string())?)
+    }
+}
+
+export! {
+    /// The medium's name (`Medium`'s `Display`).
+    fn Java_rdmanio_nio_SocketNative_medium<'l>(env, handle: jlong) -> JString<'l> {
+        // SAFETY: as above.
+        let medium = unsafe { socket(handle)? }.medium()?;
+        Ok(JString::from_str(env, medium.to_string())?)
+    }
+}
+
+export! {
+    /// Wakes the socket's blocked threads and shuts it down; the handle stays valid.
+    fn Java_rdmanio_nio_SocketNative_close<'l>(_, handle: jlong) {
+        // SAFETY: as above.
+        unsafe { socket(handle)? }.close();
+        Ok(())
+    }
+}
+
+export! {
+    /// Drops the Java side's reference; the socket goes once no selector holds it either.
+    fn Java_rdmanio_nio_SocketNative_release<'l>(_, handle: jlong) {
+        if handle != 0 {
+            // SAFETY: the Java side releases each handle exactly once, after its last use.
+            drop(unsafe { Arc::from_raw(handle as *const Socket) });
+        }
+        Ok(())
+    }
+}
+
+export! {
+    /// `mode` is "busy", "blocking" or "adaptive" (spinning `spin_micros` first).
+    fn Java_rdmanio_nio_SocketNative_pollerOpen<'l>(env, mode: JString<'l>, spin_micros: jlong) -> jlong {
+        let spin = Duration::from_micros(spin_micros.max(0) as u64);
+        let mode = parse::<PollMode>(env, &mode)?.spinning_for(spin);
+        Ok(Box::into_raw(Box::new(Poller::new(mode)?)) as jlong)
+    }
+}
+
+export! {
+    fn Java_rdmanio_nio_SocketNative_pollerRegister<'l>(_, poller_handle: jlong, socket_handle: jlong, slot: jint) {
+        let slot = usize::try_from(slot).map_err(|_| Error::InvalidArgument(format!("slot {slot}")))?;
+        // SAFETY: both handles are live; the socket's count goes up for the poller's own reference.
+        let socket = unsafe {
+            socket(socket_handle)?;
+            Arc::increment_strong_count(socket_handle as *const Socket);
+            Arc::from_raw(socket_handle as *const Socket)
+        };
+        // SAFETY: as above.
+        Ok(unsafe { poller(poller_handle)? }.register(slot, socket)?)
+    }
+}
+
+export! {
+    fn Java_rdmanio_nio_SocketNative_pollerDeregister<'l>(_, poller_handle: jlong, slot: jint) {
+        // SAFETY: as above.
+        unsafe { poller(poller_handle)? }.deregister(slot as usize);
+        Ok(())
+    }
+}
+
+export! {
+    /// Reads `slots` interests (ints in native order) and writes (slot, ops) int
+    /// pairs into `ready`; returns the number of pairs.
+    fn Java_rdmanio_nio_SocketNative_pollerSelect<'l>(
+        env,
+        poller_handle: jlong,
+        interests: JByteBuffer<'l>,
+        slots: jint,
+        ready: JByteBuffer<'l>,
+        timeout_millis: jlong,
+    ) -> jint {
+        let interests = ints(direct_bytes(env, &interests, 0, slots.saturating_mul(4))?);
+        let capacity = env.get_direct_buffer_capacity(&ready)?;
+        let ready = ints(direct_bytes(env, &ready, 0, (capacity / 8 * 8) as jint)?);
+        let timeout = u64::try_from(timeout_millis).ok().map(Duration::from_millis);
+        // SAFETY: as above.
+        Ok(unsafe { poller(poller_handle)? }.select(interests, ready, timeout)? as jint)
+    }
+}
+
+/// Views bytes of a direct buffer as native-order ints.
+fn ints(bytes: &mut [u8]) -> &mut [i32] {
+    // SAFETY: i32 has no invalid bit patterns; align_to_mut yields only the aligned middle.
+    let (head, ints, _) = unsafe { bytes.align_to_mut::<i32>() };
+    assert!(head.is_empty(), "direct buffers are allocated at least 8-aligned");
+    ints
+}
+
+export! {
+    fn Java_rdmanio_nio_SocketNative_pollerWakeup<'l>(_, poller_handle: jlong) {
+        // SAFETY: as above.
+        Ok(unsafe { poller(poller_handle)? }.wakeup()?)
+    }
+}
+
+export! {
+    fn Java_rdmanio_nio_SocketNative_pollerClearWakeup<'l>(_, poller_handle: jlong) {
+        // SAFETY: as above.
+        Ok(unsafe { poller(poller_handle)? }.clear_wakeup()?)
+    }
+}
+
+export! {
+    /// Frees a poller and drops its references to the sockets still registered.
+    fn Java_rdmanio_nio_SocketNative_pollerClose<'l>(_, poller_handle: jlong) {
+        if poller_handle != 0 {
+            // SAFETY: the Java side closes each poller once, when no select runs.
+            drop(unsafe { Box::from_raw(poller_handle as *mut Poller) });
+        }
+        Ok(())
+    }
+}

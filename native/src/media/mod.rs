@@ -1,0 +1,20 @@
+//! The media: every connection is a [`stream::ByteStream`], whatever carries it.
+//!
+//! - `stream`: the face (non-blocking calls, blocking ones built on them);
+//! - `ring`: the one-sided ring protocol (framing, wrap-around, credits, record checks);
+//! - `rdma_stream`: rings in the peer's memory, written by RDMA WRITE;
+//! - `send_stream` and `receive_pool`: two-sided sends with credits, into a
+//!   listener's shared receive queue;
+//! - `shm` and `shm_listener`: rings in shared memory, and their rendezvous by IP:port;
+//! - `tcp`: a kernel socket;
+//! - `transport`: choosing the medium for a peer (rdma, shm, tcp, auto).
+
+pub mod rdma_stream;
+pub(crate) mod receive_pool;
+pub mod ring;
+pub mod send_stream;
+pub mod shm;
+pub mod shm_listener;
+pub mod stream;
+pub mod tcp;
+pub mod transport;

@@ -1,0 +1,11 @@
+//! What the Java provider's channels and selectors hold, medium-independent.
+//!
+//! - `socket`: a channel's native half (connecting, connected or listening;
+//!   blocking waits; close);
+//! - `backlog`: a listener's acceptor thread and the connections it accepted
+//!   ahead of `accept`;
+//! - `poller`: a selector's native half (the readiness of all its sockets in one call).
+
+pub(crate) mod backlog;
+pub mod poller;
+pub mod socket;
