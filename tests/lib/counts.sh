@@ -12,10 +12,11 @@ count_cargo() {
        END { print passed + 0, failed + 0 }' "$1"
 }
 
-# count_junit_xml DIR: Gradle's JUnit XML reports; a skipped test counts as failed
+# count_junit_xml DIR...: Gradle's JUnit XML reports; a skipped test counts as failed
 # (the project has no skipped tests: a skip would hide a test).
 count_junit_xml() {
-  cat "$1"/TEST-*.xml 2>/dev/null | grep -o '<testsuite [^>]*>' | awk '
+  local dir
+  for dir in "$@"; do cat "$dir"/TEST-*.xml 2>/dev/null; done | grep -o '<testsuite [^>]*>' | awk '
     function attr(name,   m) { return match($0, name "=\"[0-9]+\"") ? substr($0, RSTART + length(name) + 2, RLENGTH - length(name) - 3) : 0 }
     { tests += attr("tests"); bad += attr("failures") + attr("errors") + attr("skipped") }
     END { print tests - bad, bad + 0 }'

@@ -25,18 +25,18 @@ import java.util.concurrent.locks.ReentrantLock;
  *
  * <p>Locks, always in this order: {@code readLock} (held by reads and
  * connects), {@code writeLock} (writes and connects), {@code stateLock} (the
- * fields marked below; never held while an operation blocks). A blocked
- * operation sleeps in native code; closing the channel (also from an
- * interrupt) wakes it there and never waits for it: the last operation to
- * leave a closing channel releases the native socket (as the JDK's channels
- * do, since an interrupt closes while holding the interrupted thread's lock).
+ * fields marked below; never held while an operation blocks), then the
+ * native socket's. A blocked operation sleeps in native code; closing the
+ * channel (also from an interrupt) wakes it there and never waits for it: the
+ * last operation to leave a closing channel releases the native socket
+ * ({@link NativeSocket}). Every operation on the socket is bracketed by
+ * {@link #beginIo} and {@link #endIo}, as the JDK's {@code beginRead}/{@code endRead}.
  */
 final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
     private static final int ST_UNCONNECTED = 0;
     private static final int ST_CONNECTION_PENDING = 1;
     private static final int ST_CONNECTED = 2;
-    private static final int ST_CLOSING = 3;
-    private static final int ST_CLOSED = 4;
+    private static final int ST_CLOSED = 3;
 
     /** What SO_RCVBUF and SO_SNDBUF report until set: the native default ring. */
     static final int DEFAULT_BUFFER_SIZE = 256 * 1024;
@@ -46,7 +46,7 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
             StandardSocketOptions.SO_REUSEADDR, StandardSocketOptions.SO_LINGER);
 
     private final Config config;
-    private final long handle;
+    private final NativeSocket socket;
     private final ReentrantLock readLock = new ReentrantLock();
     private final ReentrantLock writeLock = new ReentrantLock();
     private final Object stateLock = new Object();
@@ -65,22 +65,20 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
     private boolean keepAlive;
     private boolean reuseAddress;
     private int linger = -1;
-    private SocketAdaptor socket;
-    /** Operations that use the native socket outside stateLock. */
-    private int activeOperations;
+    private SocketAdaptor adaptor;
     // -- end of fields guarded by stateLock
 
     RdmaSocketChannel(RdmaSelectorProvider provider) throws IOException {
         super(provider);
         this.config = provider.config();
-        this.handle = SocketNative.open(provider.config().blockingSpinMicros());
+        this.socket = NativeSocket.open(config);
     }
 
     /** A channel for a connection a server socket channel accepted. */
     RdmaSocketChannel(RdmaSelectorProvider provider, long accepted) throws IOException {
         super(provider);
         this.config = provider.config();
-        this.handle = accepted;
+        this.socket = new NativeSocket(accepted);
         this.state = ST_CONNECTED;
         this.localAddress = Addresses.parse(SocketNative.address(accepted, false));
         this.remoteAddress = Addresses.parse(SocketNative.address(accepted, true));
@@ -103,24 +101,47 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
 
     /** Starts an operation on the connected native socket; {@link #endOperation} must follow. */
     void beginOperation() throws ClosedChannelException {
-        synchronized (stateLock) {
-            ensureOpenAndConnected();
-            activeOperations++;
+        ensureOpenAndConnected();
+        if (!socket.begin()) {
+            throw new ClosedChannelException();
         }
     }
 
     void endOperation() {
-        synchronized (stateLock) {
-            if (--activeOperations == 0 && state == ST_CLOSING) {
-                release();
-            }
-        }
+        socket.end();
     }
 
-    /** Frees the channel's native socket: once closing and no operation uses it (under stateLock). */
-    private void release() {
-        state = ST_CLOSED;
-        SocketNative.release(handle); // selectors still holding it release theirs on deregistration
+    /**
+     * Starts a read, write or connect step on the native socket (the caller
+     * holds the operation's lock): counts it and, when the channel blocks,
+     * lets a close or an interrupt wake it. Returns whether it blocks;
+     * {@link #endIo} must follow.
+     */
+    private boolean beginIo(boolean connected) throws ClosedChannelException {
+        if (connected) {
+            ensureOpenAndConnected();
+        } else {
+            ensureOpen();
+        }
+        if (!socket.begin()) {
+            throw new ClosedChannelException();
+        }
+        boolean blocking = isBlocking();
+        if (blocking) {
+            begin();
+        }
+        return blocking;
+    }
+
+    /** Ends what {@link #beginIo} started; a blocked step the channel's close ended throws here. */
+    private void endIo(boolean blocking, boolean completed) throws IOException {
+        try {
+            if (blocking) {
+                end(completed);
+            }
+        } finally {
+            socket.end();
+        }
     }
 
     // ---- connecting
@@ -168,12 +189,12 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
                     if (state == ST_CONNECTION_PENDING) {
                         throw new ConnectionPendingException();
                     }
-                    SocketNative.connect(handle, target.getHostAddress(), address.getPort(), config.transport,
+                    SocketNative.connect(socket.handle, target.getHostAddress(), address.getPort(), config.transport,
                             receiveBufferSize, timeoutMillis);
                     state = ST_CONNECTION_PENDING;
                     remoteAddress = address;
                 }
-                return isBlocking() && completeConnect(true);
+                return isBlocking() && completeConnect();
             } finally {
                 writeLock.unlock();
             }
@@ -197,7 +218,7 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
                         throw new NoConnectionPendingException();
                     }
                 }
-                return completeConnect(isBlocking());
+                return completeConnect();
             } finally {
                 writeLock.unlock();
             }
@@ -206,24 +227,15 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
         }
     }
 
-    /** Completes a pending connect (waiting when {@code block}); a failure closes the channel. */
-    private boolean completeConnect(boolean block) throws IOException {
+    /** Completes a pending connect (waiting when blocking); a failure closes the channel. */
+    private boolean completeConnect() throws IOException {
         boolean connected = false;
         try {
-            synchronized (stateLock) {
-                ensureOpen();
-                activeOperations++;
-            }
+            boolean blocking = beginIo(false);
             try {
-                if (block) {
-                    begin();
-                }
-                connected = SocketNative.finishConnect(handle, block);
+                connected = SocketNative.finishConnect(socket.handle, blocking);
             } finally {
-                if (block) {
-                    end(connected);
-                }
-                endOperation();
+                endIo(blocking, connected);
             }
         } catch (IOException e) {
             close();
@@ -233,7 +245,7 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
             synchronized (stateLock) {
                 if (state == ST_CONNECTION_PENDING) {
                     state = ST_CONNECTED;
-                    localAddress = Addresses.parse(SocketNative.address(handle, false));
+                    localAddress = Addresses.parse(SocketNative.address(socket.handle, false));
                 }
             }
         }
@@ -264,27 +276,14 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
         }
         readLock.lock();
         try {
-            beginOperation();
+            boolean blocking = beginIo(true);
+            boolean completed = false;
             try {
-                if (inputClosed) {
-                    return -1;
-                }
-                boolean blocking = isBlocking();
-                boolean completed = false;
-                try {
-                    if (blocking) {
-                        begin();
-                    }
-                    int n = readInto(dst, blocking, -1);
-                    completed = true;
-                    return n == SocketNative.UNAVAILABLE ? 0 : n;
-                } finally {
-                    if (blocking) {
-                        end(completed);
-                    }
-                }
+                int n = inputClosed ? SocketNative.EOF : readInto(dst, blocking, -1);
+                completed = true;
+                return n == SocketNative.UNAVAILABLE ? 0 : n;
             } finally {
-                endOperation();
+                endIo(blocking, completed);
             }
         } finally {
             readLock.unlock();
@@ -302,14 +301,14 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
             return 0;
         }
         if (dst.isDirect()) {
-            int n = SocketNative.read(handle, dst, position, wanted, block, timeoutMillis);
+            int n = SocketNative.read(socket.handle, dst, position, wanted, block, timeoutMillis);
             if (n > 0) {
                 dst.position(position + n);
             }
             return n;
         }
         ByteBuffer staging = readStaging.get(wanted);
-        int n = SocketNative.read(handle, staging, 0, Math.min(wanted, staging.capacity()), block, timeoutMillis);
+        int n = SocketNative.read(socket.handle, staging, 0, Math.min(wanted, staging.capacity()), block, timeoutMillis);
         if (n > 0) {
             dst.put(staging.limit(n));
         }
@@ -364,27 +363,17 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
         Objects.requireNonNull(src, "src");
         writeLock.lock();
         try {
-            beginOperation();
+            boolean blocking = beginIo(true);
+            boolean completed = false;
             try {
                 if (outputClosed) {
                     throw new ClosedChannelException();
                 }
-                boolean blocking = isBlocking();
-                boolean completed = false;
-                try {
-                    if (blocking) {
-                        begin();
-                    }
-                    int n = writeFrom(src, blocking);
-                    completed = true;
-                    return n;
-                } finally {
-                    if (blocking) {
-                        end(completed);
-                    }
-                }
+                int n = writeFrom(src, blocking);
+                completed = true;
+                return n;
             } finally {
-                endOperation();
+                endIo(blocking, completed);
             }
         } finally {
             writeLock.unlock();
@@ -399,7 +388,7 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
             return 0;
         }
         if (src.isDirect()) {
-            int n = SocketNative.write(handle, src, position, length, block);
+            int n = SocketNative.write(socket.handle, src, position, length, block);
             src.position(position + n);
             return n;
         }
@@ -408,7 +397,7 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
             ByteBuffer staging = writeStaging.get(src.remaining());
             int chunk = Math.min(src.remaining(), staging.capacity());
             staging.put(0, src, src.position(), chunk);
-            int n = SocketNative.write(handle, staging, 0, chunk, block);
+            int n = SocketNative.write(socket.handle, staging, 0, chunk, block);
             src.position(src.position() + n);
             total += n;
             if (n < chunk) {
@@ -450,7 +439,7 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
                 throw new NotYetConnectedException();
             }
             if (!inputClosed) {
-                SocketNative.shutdownInput(handle);
+                SocketNative.shutdownInput(socket.handle);
                 inputClosed = true;
             }
         }
@@ -465,7 +454,7 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
                 throw new NotYetConnectedException();
             }
             if (!outputClosed) {
-                SocketNative.shutdownOutput(handle);
+                SocketNative.shutdownOutput(socket.handle);
                 outputClosed = true;
             }
         }
@@ -500,7 +489,7 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
     String medium() throws IOException {
         synchronized (stateLock) {
             ensureOpenAndConnected();
-            return SocketNative.medium(handle);
+            return SocketNative.medium(socket.handle);
         }
     }
 
@@ -562,14 +551,14 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
     @Override
     public Socket socket() {
         synchronized (stateLock) {
-            if (socket == null) {
+            if (adaptor == null) {
                 try {
-                    socket = new SocketAdaptor(this);
+                    adaptor = new SocketAdaptor(this);
                 } catch (java.net.SocketException e) {
                     throw new IllegalStateException("cannot create the socket adaptor", e);
                 }
             }
-            return socket;
+            return adaptor;
         }
     }
 
@@ -578,12 +567,9 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
     @Override
     protected void implCloseSelectableChannel() throws IOException {
         synchronized (stateLock) {
-            state = ST_CLOSING; // from now on no selector registers the socket
+            state = ST_CLOSED;
             // Blocked threads wake and fail; the peer sees end of stream.
-            SocketNative.close(handle);
-            if (activeOperations == 0) {
-                release();
-            }
+            socket.close();
         }
     }
 
@@ -594,20 +580,14 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
 
     @Override
     public boolean registerNative(long poller, int slot) throws IOException {
-        synchronized (stateLock) {
-            if (state >= ST_CLOSING) {
-                return false;
-            }
-            SocketNative.pollerRegister(poller, handle, slot);
-            return true;
-        }
+        return socket.registerWith(poller, slot);
     }
 
     @Override
     public String toString() {
         StringBuilder text = new StringBuilder(getClass().getSimpleName()).append('[');
         synchronized (stateLock) {
-            text.append(state >= ST_CLOSING ? "closed" : state == ST_CONNECTED ? "connected"
+            text.append(state == ST_CLOSED ? "closed" : state == ST_CONNECTED ? "connected"
                     : state == ST_CONNECTION_PENDING ? "connection-pending" : "unconnected");
             if (localAddress != null) {
                 text.append(" local=").append(localAddress);

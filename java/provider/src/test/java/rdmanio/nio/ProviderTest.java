@@ -39,7 +39,7 @@ public class ProviderTest {
         List<String> command = new ArrayList<>(List.of(java,
                 "-Djava.nio.channels.spi.SelectorProvider=" + RdmaSelectorProvider.class.getName(),
                 "-Drdmanio.transport=" + transport, "-Djava.library.path=" + System.getProperty("java.library.path"),
-                "-cp", System.getProperty("rdmanio.jar"), "rdmanio.demo.NioPingPong", Providers.HOST, "200", "64",
+                "-cp", System.getProperty("rdmanio.benchClasspath"), "rdmanio.demo.NioPingPong", Providers.HOST, "200", "64",
                 "system"));
         Process process = new ProcessBuilder(command).redirectErrorStream(true).start();
         assertTrue("the child JVM finished", process.waitFor(240, TimeUnit.SECONDS));

@@ -4,7 +4,7 @@ import java.io.IOException;
 import java.nio.ByteBuffer;
 
 /**
- * Every native method of rdma-nio, implemented in native/src/jvm.rs. Each takes
+ * Every native method of the message API, implemented in native/src/bindings/jni/native.rs. Each takes
  * primitives, direct buffers or strings, and reports failure by throwing:
  * {@link NoRdmaDeviceException}, {@link RdmaException} (operation and errno),
  * {@link java.net.ConnectException}, {@link java.net.SocketTimeoutException},

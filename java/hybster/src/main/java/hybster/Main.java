@@ -20,7 +20,6 @@ import hybster.client.Client;
 import hybster.replica.Application;
 import hybster.replica.Replica;
 import hybster.trinx.SoftwareTrinx;
-import rdmanio.nio.RdmaSelectorProvider;
 
 /**
  * Runs one node of a local Hybster cluster from a configuration file:
@@ -42,6 +41,9 @@ import rdmanio.nio.RdmaSelectorProvider;
  */
 public final class Main {
     private Main() {}
+
+    /** The provider a configuration's {@code provider=rdma-nio} names, found on the class path. */
+    static final String RDMA_NIO = "rdmanio.nio.RdmaSelectorProvider";
 
     /** A deployment read from a configuration file. */
     record Config(Cluster cluster, SelectorProvider provider, String providerName, long viewChangeMillis,
@@ -80,12 +82,26 @@ public final class Main {
                                 return replica.getAddress().getHostAddress();
                             })
                             .distinct().collect(Collectors.joining(","));
-                    yield new Config(cluster, RdmaSelectorProvider.withTransport(transport).withRingPeers(ringPeers),
-                            "rdma-nio (" + transport + ")", viewChangeMillis, instances);
+                    yield new Config(cluster, rdmaNio(transport, ringPeers), "rdma-nio (" + transport + ")",
+                            viewChangeMillis, instances);
                 }
                 default -> throw new IllegalArgumentException(file + ": provider '" + provider
                         + "' is not jdk or rdma-nio");
             };
+        }
+
+        /**
+         * rdma-nio, found by class name: Hybster compiles against java.nio alone, and the
+         * provider takes its settings from its system properties, as with the JVM-wide switch.
+         */
+        private static SelectorProvider rdmaNio(String transport, String ringPeers) {
+            System.setProperty("rdmanio.transport", transport);
+            System.setProperty("rdmanio.ringPeers", ringPeers);
+            try {
+                return (SelectorProvider) Class.forName(RDMA_NIO).getConstructor().newInstance();
+            } catch (ReflectiveOperationException e) {
+                throw new IllegalStateException("provider rdma-nio: " + RDMA_NIO + " is not on the class path", e);
+            }
         }
 
         private static long number(Properties properties, String key, long fallback, Path file) {

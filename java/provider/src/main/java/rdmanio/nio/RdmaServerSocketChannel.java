@@ -19,9 +19,9 @@ import java.util.concurrent.locks.ReentrantLock;
  * transport allows, at one address. The native side completes handshakes into
  * the backlog as a kernel does, so clients may connect before {@code accept}.
  *
- * <p>Locks: {@code acceptLock} (held by accepts), then {@code stateLock}. As
- * with socket channels, close never waits: the last accept to leave a closing
- * channel releases the native socket.
+ * <p>Locks: {@code acceptLock} (held by accepts), then {@code stateLock}, then
+ * the native socket's. As with socket channels, close never waits: the last
+ * accept to leave a closing channel releases the native socket ({@link NativeSocket}).
  */
 final class RdmaServerSocketChannel extends ServerSocketChannel implements RdmaChannel {
     private static final int DEFAULT_BACKLOG = 50;
@@ -29,24 +29,21 @@ final class RdmaServerSocketChannel extends ServerSocketChannel implements RdmaC
             Set.of(StandardSocketOptions.SO_RCVBUF, StandardSocketOptions.SO_REUSEADDR);
 
     private final RdmaSelectorProvider provider;
-    private final long handle;
+    private final NativeSocket socket;
     private final ReentrantLock acceptLock = new ReentrantLock();
     private final Object stateLock = new Object();
 
     // -- guarded by stateLock
-    private boolean closing;
     private InetSocketAddress localAddress;
     private int receiveBufferSize;
     private boolean reuseAddress = true;
-    private ServerSocketAdaptor socket;
-    private boolean released;
-    private int activeOperations;
+    private ServerSocketAdaptor adaptor;
     // --
 
     RdmaServerSocketChannel(RdmaSelectorProvider provider) throws IOException {
         super(provider);
         this.provider = provider;
-        this.handle = SocketNative.open(provider.config().blockingSpinMicros());
+        this.socket = NativeSocket.open(provider.config());
     }
 
     private void ensureOpen() throws ClosedChannelException {
@@ -64,10 +61,10 @@ final class RdmaServerSocketChannel extends ServerSocketChannel implements RdmaC
                 throw new AlreadyBoundException();
             }
             Config config = provider.config();
-            SocketNative.listen(handle, Addresses.ip(address), address.getPort(), config.transport,
+            SocketNative.listen(socket.handle, Addresses.ip(address), address.getPort(), config.transport,
                     receiveBufferSize, config.ringPeers, config.sendPoolSlots,
                     backlog < 1 ? DEFAULT_BACKLOG : backlog);
-            localAddress = Addresses.parse(SocketNative.address(handle, false));
+            localAddress = Addresses.parse(SocketNative.address(socket.handle, false));
         }
         return this;
     }
@@ -81,24 +78,13 @@ final class RdmaServerSocketChannel extends ServerSocketChannel implements RdmaC
                 if (localAddress == null) {
                     throw new NotYetBoundException();
                 }
-                activeOperations++;
             }
-            boolean blocking = isBlocking();
+            boolean blocking = beginAccept();
             long accepted = 0;
             try {
-                if (blocking) {
-                    begin();
-                }
-                accepted = SocketNative.accept(handle, blocking);
+                accepted = SocketNative.accept(socket.handle, blocking);
             } finally {
-                if (blocking) {
-                    end(accepted != 0);
-                }
-                synchronized (stateLock) {
-                    if (--activeOperations == 0 && closing) {
-                        release();
-                    }
-                }
+                endAccept(blocking, accepted != 0);
             }
             if (accepted == 0) {
                 return null;
@@ -112,6 +98,31 @@ final class RdmaServerSocketChannel extends ServerSocketChannel implements RdmaC
             }
         } finally {
             acceptLock.unlock();
+        }
+    }
+
+    /**
+     * Starts an accept (under acceptLock): counts it on the native socket and,
+     * when it may block, lets a close or an interrupt wake it. Returns whether it blocks.
+     */
+    private boolean beginAccept() throws ClosedChannelException {
+        if (!socket.begin()) {
+            throw new ClosedChannelException();
+        }
+        boolean blocking = isBlocking();
+        if (blocking) {
+            begin();
+        }
+        return blocking;
+    }
+
+    private void endAccept(boolean blocking, boolean completed) throws IOException {
+        try {
+            if (blocking) {
+                end(completed);
+            }
+        } finally {
+            socket.end();
         }
     }
 
@@ -165,34 +176,20 @@ final class RdmaServerSocketChannel extends ServerSocketChannel implements RdmaC
     @Override
     public ServerSocket socket() {
         synchronized (stateLock) {
-            if (socket == null) {
+            if (adaptor == null) {
                 try {
-                    socket = new ServerSocketAdaptor(this);
+                    adaptor = new ServerSocketAdaptor(this);
                 } catch (IOException e) {
                     throw new IllegalStateException("cannot create the server socket adaptor", e);
                 }
             }
-            return socket;
+            return adaptor;
         }
     }
 
     @Override
     protected void implCloseSelectableChannel() throws IOException {
-        synchronized (stateLock) {
-            closing = true; // from now on no selector registers the socket
-            SocketNative.close(handle); // a blocked accept wakes and fails; the port is free again
-            if (activeOperations == 0) {
-                release();
-            }
-        }
-    }
-
-    /** Frees the native socket (under stateLock, once closing and unused). */
-    private void release() {
-        if (!released) {
-            released = true;
-            SocketNative.release(handle);
-        }
+        socket.close(); // a blocked accept wakes and fails; the port is free again
     }
 
     @Override
@@ -202,13 +199,7 @@ final class RdmaServerSocketChannel extends ServerSocketChannel implements RdmaC
 
     @Override
     public boolean registerNative(long poller, int slot) throws IOException {
-        synchronized (stateLock) {
-            if (closing) {
-                return false;
-            }
-            SocketNative.pollerRegister(poller, handle, slot);
-            return true;
-        }
+        return socket.registerWith(poller, slot);
     }
 
     @Override
