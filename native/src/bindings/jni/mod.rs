@@ -91,8 +91,10 @@ fn throw(env: &mut Env<'_>, class: &str, message: &str) {
     if env.exception_check() {
         return; // the first exception wins
     }
-    if let Err(err) = env.throw_new(JNIString::from(class), JNIString::from(message)) {
-        log::error!("cannot throw {class}({message}): {err}");
+    match env.throw_new(JNIString::from(class), JNIString::from(message)) {
+        // The jni crate reports the exception it just made pending as `JavaException`.
+        Ok(()) | Err(jni::errors::Error::JavaException) => {}
+        Err(err) => log::error!("cannot throw {class}({message}): {err}"),
     }
 }
 
