@@ -150,8 +150,8 @@ public final class Main {
 
     private static void runReplica(Config config, int id) throws Exception {
         Replica replica = new Replica(id, config.cluster(), new SoftwareTrinx(id, config.cluster().trinxKey(), 1),
-                new Counter(), config.provider(), config.viewChangeMillis(), Replica.DEFAULT_CHECKPOINT_INTERVAL,
-                config.instances());
+                new Counter(), config.provider(),
+                Replica.Options.DEFAULTS.withViewChangeMillis(config.viewChangeMillis()).withInstances(config.instances()));
         replica.start();
         System.out.println("replica " + id + " on " + config.providerName() + " at "
                 + config.cluster().replicas().get(id));

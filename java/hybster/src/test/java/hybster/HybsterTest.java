@@ -101,7 +101,7 @@ public class HybsterTest {
         for (int id : ids) {
             LogApplication application = new LogApplication();
             Replica replica = track(new Replica(id, cluster, new SoftwareTrinx(id, TRINX_KEY, 1), application,
-                    provider, viewChangeMillis, Replica.DEFAULT_CHECKPOINT_INTERVAL, instances));
+                    provider, Replica.Options.DEFAULTS.withViewChangeMillis(viewChangeMillis).withInstances(instances)));
             replica.start();
             applications.add(application);
         }
@@ -158,8 +158,7 @@ public class HybsterTest {
                 startWithInstances(cluster, SelectorProvider.provider(), Replica.DEFAULT_VIEW_CHANGE_MILLIS, 3, 0, 1, 2);
         List<Thread> workers = new ArrayList<>();
         List<Throwable> failures = Collections.synchronizedList(new ArrayList<>());
-        assertThrows(IllegalArgumentException.class, () -> new Replica(0, cluster, new SoftwareTrinx(0, TRINX_KEY, 1),
-                new LogApplication(), SelectorProvider.provider(), 500, 100, 0));
+        assertThrows(IllegalArgumentException.class, () -> Replica.Options.DEFAULTS.withInstances(0));
         int[] requests = {15, 5, 1};
         for (int c = 0; c < 3; c++) { // clients 1000, 1001, 1002: instances 1, 2, 0
             Client client = track(new Client(Cluster.FIRST_CLIENT + c, cluster, SelectorProvider.provider(), 1000));
@@ -329,7 +328,8 @@ public class HybsterTest {
         for (int id = 0; id < 3; id++) {
             LogApplication application = new LogApplication();
             Replica replica = track(new Replica(id, cluster, new SoftwareTrinx(id, TRINX_KEY, 1), application,
-                    SelectorProvider.provider(), VIEW_CHANGE_MILLIS, 5));
+                    SelectorProvider.provider(),
+                    Replica.Options.DEFAULTS.withViewChangeMillis(VIEW_CHANGE_MILLIS).withCheckpointInterval(5)));
             replica.start();
             applications.add(application);
             replicas.add(replica);

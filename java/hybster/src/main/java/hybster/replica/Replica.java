@@ -79,6 +79,11 @@ import hybster.wire.Message.ViewChange;
  * instance, still arrive in one checked order. With k = 1 this is the protocol
  * above.
  *
+ * <p>Layout: {@link CounterOrder} keeps each peer's certified messages in
+ * counter order, {@link ViewChanges} holds the view change's own state and
+ * checks, {@link Certified} says what a certificate covers; this class holds
+ * the ordering state and acts on all of them, on its node's event loop.
+ *
  * <p>Not here yet: state transfer (a replica that finds a stable checkpoint
  * beyond what it executed stops executing and says so).
  */
@@ -88,8 +93,6 @@ public final class Replica implements Closeable {
     static final int COUNTER = 0;
     public static final long DEFAULT_VIEW_CHANGE_MILLIS = 2000;
     public static final long DEFAULT_CHECKPOINT_INTERVAL = 100;
-    /** Messages of one peer kept while they wait for a missing one (a bound against a flooding peer). */
-    private static final int MAX_WAITING = 10_000;
     /** The most ordering instances (each needs a leader; more than replicas only shares them out). */
     public static final int MAX_INSTANCES = 64;
     /** The sender of the no-op requests that fill an idle instance's orders. */
@@ -100,6 +103,8 @@ public final class Replica implements Closeable {
     private final TrustedCounter trinx;
     private final Application application;
     private final Node node;
+    private final CounterOrder counterOrder;
+    private final ViewChanges viewChanges;
     private final long viewChangeMillis;
     private final long checkpointInterval;
     private final int instances;
@@ -111,19 +116,12 @@ public final class Replica implements Closeable {
 
     // The event loop's state.
     private int view;
-    /** A view change is under way to this view (0: none). */
-    private int changingTo;
-    /** How long a request may wait now: doubles with each view change that brings no progress. */
-    private long suspectAfterMillis;
     /**
      * Per instance, the last order prepared in this view (its leader's, as
      * followers see it); before the first, the order k below the instance's first.
      */
     private final long[] lastPrepared;
     private long lastExecuted;
-    private final long[] lastCounterSeen;
-    /** Certified messages that came ahead of a missing one, per sender, by their previous value. */
-    private final List<TreeMap<Long, Message>> waiting = new ArrayList<>();
     /** Every certified message this replica sent, in counter order (its view-change log). */
     private final List<Message> sentLog = new ArrayList<>();
     private final Map<Long, Slot> slots = new TreeMap<>();
@@ -132,7 +130,6 @@ public final class Replica implements Closeable {
     /** Requests the leader has ordered and not yet executed (client, timestamp). */
     private final Set<ByteBuffer> ordered = new HashSet<>();
     private final Map<Integer, ClientRecord> clients = new HashMap<>();
-    private final Map<Integer, Map<Integer, ViewChange>> viewChanges = new HashMap<>();
     /** PREPAREs and COMMITs of views not entered yet (in counter order per sender), by view. */
     private final Map<Integer, List<Message>> aheadOfView = new HashMap<>();
     /** The chain of everything executed: what a CHECKPOINT certifies. */
@@ -157,30 +154,48 @@ public final class Replica implements Closeable {
     /** The last request executed for a client, and its reply (for retransmissions). */
     private record ClientRecord(long timestamp, Reply reply) { }
 
+    /**
+     * How a replica runs, the same on every replica of a cluster: how long a
+     * request may wait before followers suspect its leader, how many orders
+     * lie between checkpoints, and how many ordering instances run in parallel.
+     */
+    public record Options(long viewChangeMillis, long checkpointInterval, int instances) {
+        public static final Options DEFAULTS =
+                new Options(DEFAULT_VIEW_CHANGE_MILLIS, DEFAULT_CHECKPOINT_INTERVAL, 1);
+
+        public Options {
+            if (viewChangeMillis < 1) {
+                throw new IllegalArgumentException("view change timeout " + viewChangeMillis + " ms");
+            }
+            if (checkpointInterval < 1) {
+                throw new IllegalArgumentException("checkpoint interval " + checkpointInterval);
+            }
+            if (instances < 1 || instances > MAX_INSTANCES) {
+                throw new IllegalArgumentException(instances + " ordering instances: 1 to " + MAX_INSTANCES);
+            }
+        }
+
+        public Options withViewChangeMillis(long millis) {
+            return new Options(millis, checkpointInterval, instances);
+        }
+
+        public Options withCheckpointInterval(long interval) {
+            return new Options(viewChangeMillis, interval, instances);
+        }
+
+        public Options withInstances(int count) {
+            return new Options(viewChangeMillis, checkpointInterval, count);
+        }
+    }
+
+    /** A replica with the default {@link Options}. */
     public Replica(int id, Cluster cluster, TrustedCounter trinx, Application application, SelectorProvider provider)
             throws IOException {
-        this(id, cluster, trinx, application, provider, DEFAULT_VIEW_CHANGE_MILLIS);
+        this(id, cluster, trinx, application, provider, Options.DEFAULTS);
     }
 
     public Replica(int id, Cluster cluster, TrustedCounter trinx, Application application, SelectorProvider provider,
-            long viewChangeMillis) throws IOException {
-        this(id, cluster, trinx, application, provider, viewChangeMillis, DEFAULT_CHECKPOINT_INTERVAL);
-    }
-
-    public Replica(int id, Cluster cluster, TrustedCounter trinx, Application application, SelectorProvider provider,
-            long viewChangeMillis, long checkpointInterval) throws IOException {
-        this(id, cluster, trinx, application, provider, viewChangeMillis, checkpointInterval, 1);
-    }
-
-    /** A replica of a cluster that orders with {@code instances} parallel instances (the same on every replica). */
-    public Replica(int id, Cluster cluster, TrustedCounter trinx, Application application, SelectorProvider provider,
-            long viewChangeMillis, long checkpointInterval, int instances) throws IOException {
-        if (checkpointInterval < 1) {
-            throw new IllegalArgumentException("checkpoint interval " + checkpointInterval);
-        }
-        if (instances < 1 || instances > MAX_INSTANCES) {
-            throw new IllegalArgumentException(instances + " ordering instances: 1 to " + MAX_INSTANCES);
-        }
+            Options options) throws IOException {
         if (trinx.owner() != id) {
             throw new IllegalArgumentException("replica " + id + " got the trusted subsystem of " + trinx.owner());
         }
@@ -188,16 +203,13 @@ public final class Replica implements Closeable {
         this.cluster = cluster;
         this.trinx = trinx;
         this.application = application;
-        this.viewChangeMillis = viewChangeMillis;
-        this.suspectAfterMillis = viewChangeMillis;
-        this.checkpointInterval = checkpointInterval;
-        this.instances = instances;
+        this.viewChangeMillis = options.viewChangeMillis();
+        this.checkpointInterval = options.checkpointInterval();
+        this.instances = options.instances();
+        this.counterOrder = new CounterOrder(id, cluster, trinx);
+        this.viewChanges = new ViewChanges(id, cluster, trinx, viewChangeMillis);
         this.lastPrepared = new long[instances];
         resetInstances(0);
-        this.lastCounterSeen = new long[cluster.n()];
-        for (int i = 0; i < cluster.n(); i++) {
-            waiting.add(new TreeMap<>());
-        }
         this.node = new Node(id, cluster.replicas().get(id), cluster.addresses(), cluster.keys(), provider);
     }
 
@@ -242,8 +254,8 @@ public final class Replica implements Closeable {
     }
 
     /** The primary of a view: instance 0's leader, who runs the change to it. */
-    private int leader(int inView) {
-        return leader(0, inView);
+    static int primary(int inView, Cluster cluster) {
+        return inView % cluster.n();
     }
 
     private int leader(int instance, int inView) {
@@ -282,43 +294,14 @@ public final class Replica implements Closeable {
             onRequest(request);
             return;
         }
-        Certificate certificate = certificateOf(message);
-        int sender = message.sender();
-        if (certificate == null || sender < 0 || sender >= cluster.n() || sender == id) {
-            reject(message, "not a certified message from another replica");
-            return;
-        }
-        if (certificate.counter() != COUNTER || !trinx.verify(sender, certificate, certified(message))) {
-            reject(message, "its certificate does not verify");
-            return;
-        }
-        if (certificate.previous() < lastCounterSeen[sender]) {
-            reject(message, "counter value " + certificate.value() + " was shown before (replay or equivocation)");
-            return;
-        }
-        if (certificate.value() != certificate.previous() + 1) {
-            reject(message, "counter values move by one");
-            return;
-        }
-        if (certificate.previous() > lastCounterSeen[sender]) {
-            if (waiting.get(sender).size() >= MAX_WAITING) {
-                reject(message, MAX_WAITING + " of its messages already wait for a missing one");
-                return;
-            }
-            waiting.get(sender).put(certificate.previous(), message); // until the missing ones come
-            return;
-        }
-        handleInOrder(message);
-        // Messages that waited for this one can go on now.
-        Message next;
-        while ((next = waiting.get(sender).remove(lastCounterSeen[sender])) != null) {
-            handleInOrder(next);
+        String refusal = counterOrder.offer(message, this::handleInOrder);
+        if (refusal != null) {
+            reject(message, refusal);
         }
     }
 
     /** Handles a verified certified message that continues its sender's counter. */
     private void handleInOrder(Message message) {
-        lastCounterSeen[message.sender()] = certificateOf(message).value();
         if (message instanceof Prepare prepare) {
             onPrepare(prepare);
         } else if (message instanceof Commit commit) {
@@ -329,37 +312,6 @@ public final class Replica implements Closeable {
             onNewView(newView);
         } else if (message instanceof Checkpoint checkpoint) {
             onCheckpoint(checkpoint);
-        }
-    }
-
-    private static Certificate certificateOf(Message message) {
-        if (message instanceof Prepare p) {
-            return p.certificate();
-        } else if (message instanceof Commit c) {
-            return c.certificate();
-        } else if (message instanceof ViewChange v) {
-            return v.certificate();
-        } else if (message instanceof NewView v) {
-            return v.certificate();
-        } else if (message instanceof Checkpoint c) {
-            return c.certificate();
-        }
-        return null;
-    }
-
-    /** What a certified message's certificate covers. */
-    private static byte[] certified(Message message) {
-        if (message instanceof Prepare p) {
-            return Prepare.certified(p.view(), p.order(), p.request().digest());
-        } else if (message instanceof Commit c) {
-            return Commit.certified(c.view(), c.order(), c.requestDigest());
-        } else if (message instanceof ViewChange v) {
-            return ViewChange.certified(v.newView(), v.stable(), v.log());
-        } else if (message instanceof Checkpoint c) {
-            return Checkpoint.certified(c.order(), c.historyDigest());
-        } else {
-            NewView v = (NewView) message;
-            return NewView.certified(v.view(), v.proofs());
         }
     }
 
@@ -394,7 +346,7 @@ public final class Replica implements Closeable {
         }
         ByteBuffer digest = ByteBuffer.wrap(request.digest());
         pending.putIfAbsent(digest, new Pending(request, System.nanoTime()));
-        if (changingTo != 0) {
+        if (viewChanges.underWay()) {
             return;
         }
         if (leader(instanceOf(request), view) == id) {
@@ -455,9 +407,9 @@ public final class Replica implements Closeable {
             return;
         }
         int instance = instanceOf(prepare.order());
-        if (changingTo != 0 || prepare.view() != view || prepare.sender() != leader(instance, view)) {
+        if (viewChanges.underWay() || prepare.view() != view || prepare.sender() != leader(instance, view)) {
             reject(prepare, "not from the leader of its instance in view " + view
-                    + (changingTo != 0 ? " (changing view)" : ""));
+                    + (viewChanges.underWay() ? " (changing view)" : ""));
             return;
         }
         if (prepare.order() != nextOrder(instance)) {
@@ -493,7 +445,7 @@ public final class Replica implements Closeable {
             return false;
         }
         List<Message> kept = aheadOfView.computeIfAbsent(messageView, v -> new ArrayList<>());
-        if (kept.size() < MAX_WAITING) {
+        if (kept.size() < CounterOrder.MAX_WAITING) {
             kept.add(message);
         }
         return true;
@@ -520,13 +472,13 @@ public final class Replica implements Closeable {
         if (aheadOfView(commit, commit.view())) {
             return;
         }
-        if (changingTo != 0 || commit.view() != view) {
+        if (viewChanges.underWay() || commit.view() != view) {
             return; // of an earlier view: it only had to keep the counter order
         }
         Prepare prepare = commit.prepare();
         if (prepare.sender() != leader(instanceOf(commit.order()), view) || prepare.view() != view
                 || prepare.order() != commit.order()
-                || !trinx.verify(prepare.sender(), prepare.certificate(), certified(prepare))) {
+                || !trinx.verify(prepare.sender(), prepare.certificate(), Certified.certified(prepare))) {
             reject(commit, "its PREPARE is not the leader's");
             return;
         }
@@ -567,7 +519,7 @@ public final class Replica implements Closeable {
                 Reply reply = new Reply(id, view, request.timestamp(), result);
                 clients.put(request.sender(), new ClientRecord(request.timestamp(), reply));
                 executed.incrementAndGet();
-                suspectAfterMillis = viewChangeMillis; // progress: the leader is fine
+                viewChanges.progressed();
                 node.send(request.sender(), reply);
             }
         }
@@ -633,20 +585,19 @@ public final class Replica implements Closeable {
         long now = System.nanoTime();
         // A replica does not suspect itself: its own instances' requests it orders at once.
         boolean overdue = pending.values().stream()
-                .anyMatch(p -> now - p.since() > suspectAfterMillis * 1_000_000 && !isExecuted(p.request())
+                .anyMatch(p -> now - p.since() > viewChanges.suspectAfterMillis() * 1_000_000
+                        && !isExecuted(p.request())
                         && leader(instanceOf(p.request()), view) != id);
         if (overdue) {
-            startViewChange(Math.max(view, changingTo) + 1);
+            startViewChange(Math.max(view, viewChanges.changingTo()) + 1);
         }
         node.schedule(Math.max(1, viewChangeMillis / 2), this::watchRequests);
     }
 
     private void startViewChange(int newView) {
-        if (newView <= view || newView <= changingTo) {
+        if (!viewChanges.start(view, newView)) {
             return;
         }
-        changingTo = newView;
-        suspectAfterMillis = Math.min(2 * suspectAfterMillis, 64 * viewChangeMillis); // until a request executes
         LOG.info(() -> "replica " + id + ": suspects the leader of view " + view + ", asks for view " + newView);
         List<Message> log = List.copyOf(sentLog);
         ViewChange viewChange = new ViewChange(id, newView, stableProof, log,
@@ -663,84 +614,32 @@ public final class Replica implements Closeable {
         if (viewChange.newView() <= view) {
             return; // for a view this replica is past
         }
-        if (!logIsComplete(viewChange)) {
+        if (!viewChanges.logIsComplete(viewChange)) {
             reject(viewChange, "its log is not every certified message its sender sent");
             return;
         }
-        Map<Integer, ViewChange> forView = viewChanges.computeIfAbsent(viewChange.newView(), v -> new HashMap<>());
-        forView.put(viewChange.sender(), viewChange);
-        // f+1 replicas want the view: join them (at least one of them is correct).
-        if (forView.size() >= cluster.f() + 1 && !forView.containsKey(id)) {
-            startViewChange(viewChange.newView());
-            return; // startViewChange came back here with our own
-        }
-        if (forView.size() >= cluster.f() + 1 && leader(viewChange.newView()) == id
-                && changingTo == viewChange.newView()) {
-            List<ViewChange> proofs = forView.values().stream()
-                    .sorted((a, b) -> Integer.compare(a.sender(), b.sender())).limit(cluster.f() + 1L).toList();
-            int newView = viewChange.newView();
-            NewView newViewMessage = new NewView(id, newView, proofs, certify(NewView.certified(newView, proofs)));
-            log(newViewMessage);
-            broadcast(newViewMessage);
-            enterView(newView, proofs);
-        }
-    }
-
-    /**
-     * Whether a VIEW-CHANGE proves its stable checkpoint and its log is
-     * everything its sender certified since its own CHECKPOINT there: each
-     * entry verifies, and the counter values run on without a gap up to the
-     * VIEW-CHANGE's own.
-     */
-    private boolean logIsComplete(ViewChange viewChange) {
-        long expected = 0;
-        if (!viewChange.stable().isEmpty()) {
-            Checkpoint first = viewChange.stable().get(0);
-            Set<Integer> senders = new HashSet<>();
-            Checkpoint own = null;
-            for (Checkpoint checkpoint : viewChange.stable()) {
-                if (checkpoint.order() != first.order()
-                        || !Arrays.equals(checkpoint.historyDigest(), first.historyDigest())
-                        || checkpoint.sender() < 0 || checkpoint.sender() >= cluster.n()
-                        || !trinx.verify(checkpoint.sender(), checkpoint.certificate(), certified(checkpoint))) {
-                    return false;
-                }
-                senders.add(checkpoint.sender());
-                own = checkpoint.sender() == viewChange.sender() ? checkpoint : own;
+        int newView = viewChange.newView();
+        switch (viewChanges.take(viewChange)) {
+            case JOIN -> startViewChange(newView); // which comes back here with our own
+            case LEAD -> {
+                List<ViewChange> proofs = viewChanges.proofs(newView);
+                NewView newViewMessage = new NewView(id, newView, proofs, certify(NewView.certified(newView, proofs)));
+                log(newViewMessage);
+                broadcast(newViewMessage);
+                enterView(newView, proofs);
             }
-            if (senders.size() < cluster.f() + 1 || own == null) {
-                return false;
-            }
-            expected = own.certificate().value();
+            case WAIT -> { }
         }
-        for (Message entry : viewChange.log()) {
-            Certificate certificate = certificateOf(entry);
-            if (certificate == null || entry.sender() != viewChange.sender() || certificate.previous() != expected
-                    || certificate.value() != expected + 1
-                    || !trinx.verify(entry.sender(), certificate, certified(entry))) {
-                return false;
-            }
-            expected = certificate.value();
-        }
-        return viewChange.certificate().previous() == expected
-                && trinx.verify(viewChange.sender(), viewChange.certificate(), certified(viewChange));
     }
 
     private void onNewView(NewView newView) {
-        if (newView.view() <= view || newView.sender() != leader(newView.view())) {
+        if (newView.view() <= view || newView.sender() != primary(newView.view(), cluster)) {
             reject(newView, "not from the leader of view " + newView.view());
             return;
         }
-        Set<Integer> senders = new HashSet<>();
-        for (ViewChange proof : newView.proofs()) {
-            if (proof.newView() != newView.view() || !logIsComplete(proof)) {
-                reject(newView, "a VIEW-CHANGE in it does not prove itself");
-                return;
-            }
-            senders.add(proof.sender());
-        }
-        if (senders.size() < cluster.f() + 1) {
-            reject(newView, "it has VIEW-CHANGEs from " + senders.size() + " replicas, not f+1");
+        String refusal = viewChanges.refusal(newView);
+        if (refusal != null) {
+            reject(newView, refusal);
             return;
         }
         enterView(newView.view(), newView.proofs());
@@ -778,14 +677,13 @@ public final class Replica implements Closeable {
         }
         view = newView;
         currentView = newView;
-        changingTo = 0;
+        viewChanges.entered(newView);
         resetInstances(last);
         slots.clear();
         ordered.clear();
-        viewChanges.keySet().removeIf(v -> v <= newView);
         List<Message> early = aheadOfView.remove(newView);
         aheadOfView.keySet().removeIf(v -> v < newView);
-        LOG.info(() -> "replica " + id + ": entered view " + newView + " (primary " + leader(newView)
+        LOG.info(() -> "replica " + id + ": entered view " + newView + " (primary " + primary(newView, cluster)
                 + ") after order " + last);
         pending.values().stream().map(Pending::request)
                 .filter(request -> leader(instanceOf(request), newView) == id).toList().forEach(this::order);

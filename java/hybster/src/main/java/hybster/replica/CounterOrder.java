@@ -1,0 +1,77 @@
+package hybster.replica;
+
+import java.util.ArrayList;
+import java.util.List;
+import java.util.TreeMap;
+import java.util.function.Consumer;
+
+import hybster.Cluster;
+import hybster.trinx.Certificate;
+import hybster.trinx.TrustedCounter;
+import hybster.wire.Message;
+
+/**
+ * Each peer's certified messages in the order of its trusted counter: a
+ * message must verify, a counter value shown before is refused (a replay or an
+ * equivocation), and a message ahead of a missing one waits for it. So every
+ * correct replica sees the same sequence of messages from each peer.
+ */
+final class CounterOrder {
+    /** Messages of one peer kept while they wait for a missing one (a bound against a flooding peer). */
+    static final int MAX_WAITING = 10_000;
+
+    private final int self;
+    private final Cluster cluster;
+    private final TrustedCounter trinx;
+    /** Per sender, the counter value of the last message handed on. */
+    private final long[] lastSeen;
+    /** Per sender, the messages that came ahead of a missing one, by their previous value. */
+    private final List<TreeMap<Long, Message>> waiting = new ArrayList<>();
+
+    CounterOrder(int self, Cluster cluster, TrustedCounter trinx) {
+        this.self = self;
+        this.cluster = cluster;
+        this.trinx = trinx;
+        this.lastSeen = new long[cluster.n()];
+        for (int i = 0; i < cluster.n(); i++) {
+            waiting.add(new TreeMap<>());
+        }
+    }
+
+    /**
+     * Takes a message from the network: hands it to {@code inOrder} if it
+     * continues its sender's counter (then every message that waited for it),
+     * keeps it if it is ahead, and otherwise returns why it is refused (null
+     * when it was taken).
+     */
+    String offer(Message message, Consumer<Message> inOrder) {
+        Certificate certificate = Certified.certificateOf(message);
+        int sender = message.sender();
+        if (certificate == null || sender < 0 || sender >= cluster.n() || sender == self) {
+            return "not a certified message from another replica";
+        }
+        if (certificate.counter() != Replica.COUNTER
+                || !trinx.verify(sender, certificate, Certified.certified(message))) {
+            return "its certificate does not verify";
+        }
+        if (certificate.previous() < lastSeen[sender]) {
+            return "counter value " + certificate.value() + " was shown before (replay or equivocation)";
+        }
+        if (certificate.value() != certificate.previous() + 1) {
+            return "counter values move by one";
+        }
+        if (certificate.previous() > lastSeen[sender]) {
+            if (waiting.get(sender).size() >= MAX_WAITING) {
+                return MAX_WAITING + " of its messages already wait for a missing one";
+            }
+            waiting.get(sender).put(certificate.previous(), message); // until the missing ones come
+            return null;
+        }
+        Message next = message;
+        do {
+            lastSeen[sender] = Certified.certificateOf(next).value();
+            inOrder.accept(next);
+        } while ((next = waiting.get(sender).remove(lastSeen[sender])) != null);
+        return null;
+    }
+}
