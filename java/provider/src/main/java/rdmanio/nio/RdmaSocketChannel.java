@@ -317,7 +317,7 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
 
     @Override
     public long read(ByteBuffer[] dsts, int offset, int length) throws IOException {
-        Objects.checkFromIndexSize(offset, length, dsts.length);
+        checkBuffers(dsts, offset, length, true);
         readLock.lock();
         try {
             long total = 0;
@@ -353,6 +353,20 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
             return total;
         } finally {
             readLock.unlock();
+        }
+    }
+
+    /**
+     * Checks a whole scatter or gather array before a byte moves, as the JDK
+     * does: the range, no null element, no read-only buffer to read into.
+     */
+    private static void checkBuffers(ByteBuffer[] buffers, int offset, int length, boolean reading) {
+        Objects.checkFromIndexSize(offset, length, buffers.length);
+        for (int i = offset; i < offset + length; i++) {
+            ByteBuffer buffer = Objects.requireNonNull(buffers[i], "buffer");
+            if (reading && buffer.isReadOnly()) {
+                throw new IllegalArgumentException("Read-only buffer");
+            }
         }
     }
 
@@ -409,7 +423,7 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
 
     @Override
     public long write(ByteBuffer[] srcs, int offset, int length) throws IOException {
-        Objects.checkFromIndexSize(offset, length, srcs.length);
+        checkBuffers(srcs, offset, length, false);
         writeLock.lock();
         try {
             long total = 0;

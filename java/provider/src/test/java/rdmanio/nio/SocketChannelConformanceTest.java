@@ -148,6 +148,35 @@ public class SocketChannelConformanceTest {
         }
     }
 
+    /**
+     * Every buffer of a scatter or gather array is checked before a byte moves:
+     * a bad one throws what the JDK throws, and nothing is consumed or sent.
+     */
+    @Test(timeout = 30_000)
+    public void badScatterAndGatherArraysMoveNoByte() throws Exception {
+        try (Providers.Pair pair = new Providers.Pair(provider)) {
+            pair.client.write(ByteBuffer.wrap(new byte[] {1, 2, 3, 4, 5, 6, 7, 8}));
+            ByteBuffer small = ByteBuffer.allocate(4);
+            ByteBuffer readOnly = ByteBuffer.allocate(8).asReadOnlyBuffer();
+            ByteBuffer readOnlyDirect = ByteBuffer.allocateDirect(8).asReadOnlyBuffer();
+            assertThrows(IllegalArgumentException.class, () -> pair.server.read(new ByteBuffer[] {small, readOnly}));
+            assertThrows(IllegalArgumentException.class,
+                    () -> pair.server.read(new ByteBuffer[] {small, readOnlyDirect}));
+            assertThrows(NullPointerException.class,
+                    () -> pair.server.read(new ByteBuffer[] {ByteBuffer.allocate(16), null}));
+            assertEquals("nothing read into the first buffer", 0, small.position());
+            assertEquals("nothing written into read-only memory", 0, readOnlyDirect.get(0));
+            assertArrayEquals("every byte still there", new byte[] {1, 2, 3, 4, 5, 6, 7, 8},
+                    Providers.readFully(pair.server, 8));
+
+            ByteBuffer first = ByteBuffer.wrap(new byte[] {9, 9, 9, 9});
+            assertThrows(NullPointerException.class, () -> pair.client.write(new ByteBuffer[] {first, null}));
+            assertEquals("nothing taken from the first buffer", 0, first.position());
+            pair.client.write(ByteBuffer.wrap(new byte[] {42}));
+            assertArrayEquals("nothing sent before the marker", new byte[] {42}, Providers.readFully(pair.server, 1));
+        }
+    }
+
     @Test(timeout = 60_000)
     public void shortWritesAndWritabilityWhenThePeerDoesNotRead() throws Exception {
         try (Providers.Pair pair = new Providers.Pair(provider); Selector selector = provider.openSelector()) {
