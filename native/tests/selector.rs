@@ -2,7 +2,9 @@
 //! on every medium this machine has: TCP and shared memory on the host, and
 //! RDMA too in the Soft-RoCE VM (RDMANIO_TEST_DEVICE set).
 
+use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -533,5 +535,80 @@ fn a_reader_and_a_writer_thread_share_each_socket() {
                 thread.join().unwrap();
             }
         }
+    }
+}
+
+/// The accepted end of a connection from a `test-peer idle` process over
+/// `transport`, and the process.
+fn connection_from_an_idle_process(transport: Transport) -> (Arc<Socket>, Child) {
+    let (listener, addr) = listen(transport);
+    let name = match transport {
+        Transport::Tcp => "tcp",
+        Transport::Shm => "shm",
+        _ => "rdma",
+    };
+    let mut peer = Command::new(env!("CARGO_BIN_EXE_test-peer"))
+        .args(["idle", name, &addr.ip().to_string(), &addr.port().to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn test-peer");
+    let mut line = String::new();
+    BufReader::new(peer.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "connected", "{transport:?}");
+    (listener.accept(true).unwrap().expect("the peer's connection"), peer)
+}
+
+/// Kills `peer` (SIGKILL) after a moment, from another thread; the thread
+/// returns when the process was reaped.
+fn kill_soon(mut peer: Child) -> thread::JoinHandle<Instant> {
+    thread::spawn(move || {
+        thread::sleep(Duration::from_millis(200));
+        peer.kill().expect("kill");
+        peer.wait().unwrap();
+        Instant::now()
+    })
+}
+
+/// What a read after the peer's death must say: end of stream (over RDMA, an
+/// error is as good).
+fn assert_ended(transport: Transport, read: rdmanio::Result<isize>) {
+    match read {
+        Ok(n) => assert_eq!(n, status::EOF, "{transport:?}"),
+        Err(err) => assert_eq!(transport, Transport::Rdma, "{transport:?}: {err}"),
+    }
+}
+
+/// A peer process killed (SIGKILL) while idle: a selector asleep on the
+/// connection sees it readable, and the read says end of stream. On every
+/// medium: over shm no closed flag is set and no doorbell rings, so only the
+/// connection's liveness channel can tell.
+#[test]
+fn a_selector_sees_a_killed_peer_process() {
+    for transport in transports() {
+        let (server, peer) = connection_from_an_idle_process(transport);
+        let poller = Poller::new(PollMode::Blocking).unwrap();
+        poller.register(0, Arc::clone(&server)).unwrap();
+        let interests = [ops::READ as i32];
+        let mut ready = [0i32; 4];
+        assert_eq!(poller.select(&interests, &mut ready, Some(Duration::ZERO)).unwrap(), 0, "{transport:?}");
+        let killer = kill_soon(peer); // the selector is asleep when the peer dies
+        assert_eq!(select_for(&poller, &interests, 0, ops::READ), ops::READ, "{transport:?}");
+        let seen_after = killer.join().unwrap().elapsed();
+        let mut buf = [0u8; 16];
+        assert_ended(transport, server.read(&mut buf, false, None));
+        println!("{transport:?}: a selector saw the peer's death {seen_after:?} after it was reaped");
+    }
+}
+
+/// The same for a thread blocked in a read.
+#[test]
+fn a_blocked_reader_sees_a_killed_peer_process() {
+    for transport in transports() {
+        let (server, peer) = connection_from_an_idle_process(transport);
+        let killer = kill_soon(peer);
+        let mut buf = [0u8; 16];
+        assert_ended(transport, server.read(&mut buf, true, TIMEOUT));
+        let seen_after = killer.join().unwrap().elapsed();
+        println!("{transport:?}: a blocked reader saw the peer's death {seen_after:?} after it was reaped");
     }
 }

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use rdmanio::media::ring::RingConfig;
 use rdmanio::media::shm::ShmStream;
-use rdmanio::{ByteStream, ReadOutcome};
+use rdmanio::{ByteStream, ReadOutcome, ShmListener};
+
+mod common;
 
 /// Makes `fd` survive exec, so the child inherits it.
 fn inheritable(fd: &OwnedFd) {
@@ -52,4 +54,17 @@ fn another_process_echoes_a_mebibyte_intact() {
     let log = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "test-peer shm-echo failed: {log}");
     assert!(log.contains(&format!("echoed {} bytes", data.len())), "{log}");
+}
+
+/// A peer process killed (SIGKILL) while it floods sets no closed flag and rings
+/// no doorbell: the reader learns of it from the rendezvous socket it keeps,
+/// reads what had arrived, then sees the end, within the timeout.
+#[test]
+fn a_killed_writer_process_ends_the_stream() {
+    let config = RingConfig::new(256 * 1024, 32 * 1024, 0).unwrap();
+    let listener = ShmListener::bind("127.0.0.1:0".parse().unwrap(), config).unwrap();
+    let flooder = common::spawn_flooder("shm-flood", listener.local_addr());
+    let mut server = listener.accept(Some(Duration::from_secs(30))).unwrap();
+    let ended = common::read_through_the_kill(&mut server, flooder, Some(Duration::from_secs(10)));
+    assert_eq!(ended, "end of stream");
 }

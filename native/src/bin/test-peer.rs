@@ -6,6 +6,11 @@
 //!   test-peer rdma-flood IP PORT, test-peer sends-flood IP PORT
 //!       connects an RDMA stream (rings, or two-sided sends) and writes without
 //!       end (until killed), after printing "flooding" once connected;
+//!   test-peer shm-flood IP PORT
+//!       the same over shared memory, through the listener's rendezvous;
+//!   test-peer idle TRANSPORT IP PORT
+//!       connects over TRANSPORT (tcp, shm, rdma, auto), prints "connected"
+//!       and waits, sending nothing, until killed;
 //!   test-peer sends-clients IP PORT COUNT
 //!       connects COUNT two-sided clients one after the other, each sending its
 //!       number (8 bytes) and expecting it back; then sends "again" on every
@@ -17,7 +22,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use rdmanio::media::shm::{ShmFds, ShmStream};
-use rdmanio::{ByteStream, RdmaStream, SendOptions, SendStream, StreamOptions};
+use rdmanio::{ByteStream, RdmaStream, SendOptions, SendStream, StreamOptions, Transport, TransportOptions};
 
 const TIMEOUT: Option<Duration> = Some(Duration::from_secs(60));
 
@@ -31,11 +36,15 @@ fn main() -> ExitCode {
         ["sends-flood", ip, port] => address(ip, port)
             .and_then(|addr| Ok(SendStream::connect(addr, SendOptions::default(), TIMEOUT)?))
             .and_then(flood),
+        ["shm-flood", ip, port] => {
+            address(ip, port).and_then(|addr| Ok(ShmStream::connect(addr, TIMEOUT)?)).and_then(flood)
+        }
+        ["idle", transport, ip, port] => idle(transport, ip, port),
         ["sends-clients", ip, port, count] => sends_clients(ip, port, count),
         _ => {
             eprintln!(
                 "usage: test-peer shm-echo REGION_FD DOORBELL0_FD DOORBELL1_FD | rdma-flood IP PORT \
-                 | sends-flood IP PORT | sends-clients IP PORT COUNT"
+                 | sends-flood IP PORT | shm-flood IP PORT | idle TRANSPORT IP PORT | sends-clients IP PORT COUNT"
             );
             return ExitCode::from(2);
         }
@@ -80,6 +89,16 @@ fn flood(mut stream: impl ByteStream) -> Result<(), Box<dyn std::error::Error>> 
     let chunk = vec![0x5au8; 64 * 1024];
     loop {
         stream.write_all(&chunk, TIMEOUT)?;
+    }
+}
+
+fn idle(transport: &str, ip: &str, port: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let transport: Transport = transport.parse()?;
+    let (_medium, _stream) =
+        rdmanio::connect(address(ip, port)?, transport, &TransportOptions::default(), TIMEOUT)?;
+    println!("connected");
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
     }
 }
 

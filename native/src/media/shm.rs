@@ -19,8 +19,17 @@
 //! publishes, then looks at the flag. With sequentially consistent order on both
 //! sides, either the waiter sees the new value or the peer sees the flag: no
 //! wakeup is lost. The doorbell fd fits an epoll set next to any other fd.
+//!
+//! A peer that dies sets no closed flag and rings no doorbell. A stream made
+//! through the rendezvous (`shm_listener`) keeps its Unix socket for its life
+//! as a liveness channel: nothing is sent on it, and the kernel closes the
+//! dead process's end, which makes ours readable (`liveness_fd`). A sleeper
+//! watches it next to its doorbell, a selector watches it level-triggered;
+//! a reader or writer that never sleeps looks at it once in
+//! `LIVENESS_CHECK_EVERY` empty tries. A gone peer reads as closed.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -37,6 +46,9 @@ const TAIL: usize = 64;
 const HEAD: usize = 128;
 const SLEEPING: usize = 192;
 const CLOSED: usize = 256;
+/// A read or write that finds nothing to do looks at the liveness channel
+/// once in this many times (a syscall: a spinning side must not pay it each time).
+const LIVENESS_CHECK_EVERY: u32 = 1024;
 
 /// A mapping of a memfd, unmapped on drop.
 struct Mapping {
@@ -141,6 +153,12 @@ pub struct ShmStream {
     /// `shutdown_output` was called; the end record may still wait for room.
     output_shut: bool,
     end_pending: bool,
+    /// The rendezvous socket, kept to learn of the peer's death (see the module comment).
+    liveness: Option<UnixStream>,
+    /// The peer is gone without closing: it reads as closed.
+    peer_gone: bool,
+    /// Reads and writes that found nothing to do (see `LIVENESS_CHECK_EVERY`).
+    idle_tries: u32,
 }
 
 // SAFETY: the raw ring pointers point into `map`, which the stream owns.
@@ -222,7 +240,27 @@ impl ShmStream {
             outgoing,
             output_shut: false,
             end_pending: false,
+            liveness: None,
+            peer_gone: false,
+            idle_tries: 0,
         })
+    }
+
+    /// Keeps `socket`, connected to the peer's process, as the stream's
+    /// liveness channel: its hang-up says the peer is gone.
+    pub(crate) fn with_liveness(mut self, socket: UnixStream) -> Result<ShmStream> {
+        socket.set_nonblocking(true).map_err(|source| Error::Os { op: "fcntl(shm liveness)", source })?;
+        self.liveness = Some(socket);
+        Ok(self)
+    }
+
+    /// A read or write found nothing to do: once in a while, look whether the peer is gone.
+    fn idle_try(&mut self) -> Result<()> {
+        self.idle_tries = self.idle_tries.wrapping_add(1);
+        if self.idle_tries % LIVENESS_CHECK_EVERY == 0 {
+            self.check_liveness()?;
+        }
+        Ok(())
     }
 
     fn own(&self, word: usize) -> usize {
@@ -284,7 +322,7 @@ impl ShmStream {
     }
 
     fn peer_closed_now(&self) -> bool {
-        self.map.word32(self.peer(CLOSED)).load(Ordering::SeqCst) != 0
+        self.peer_gone || self.map.word32(self.peer(CLOSED)).load(Ordering::SeqCst) != 0
     }
 
     fn incoming_moved(&self) -> bool {
@@ -310,7 +348,10 @@ impl ShmStream {
             if refresh(self)? {
                 return Ok(());
             }
-            sys::wait_readable(op, [self.doorbell_fd()], deadline)?;
+            let [_, gone] = sys::wait_readable(op, [self.doorbell_fd(), self.liveness_fd()], deadline)?;
+            if gone {
+                self.check_liveness()?;
+            }
             self.end_sleep()?;
             self.announce_sleep();
         })();
@@ -330,12 +371,15 @@ impl ByteStream for ShmStream {
         if self.output_shut {
             return Err(Error::InvalidArgument("write after shutdown_output".into()));
         }
-        if self.map.word32(self.peer(CLOSED)).load(Ordering::Acquire) != 0 {
+        if self.peer_gone || self.map.word32(self.peer(CLOSED)).load(Ordering::Acquire) != 0 {
             return Err(Error::Disconnected);
         }
         self.take_credit()?;
         let outgoing = &self.outgoing;
         let written = self.writer.write(data, 0, |at, bytes| outgoing.copy_in(at, bytes));
+        if written == 0 && !data.is_empty() {
+            self.idle_try()?;
+        }
         if written > 0 {
             // Release: the records are visible before the tail that covers them.
             self.map.word64(self.own(TAIL)).store(self.writer.tail(), Ordering::SeqCst);
@@ -349,8 +393,9 @@ impl ByteStream for ShmStream {
     /// # Errors
     /// A protocol violation when the peer wrote something the ring rules forbid.
     fn try_read(&mut self, out: &mut [u8]) -> Result<ReadOutcome> {
-        // Read the closed flag before the tail: a peer closes after its last write.
-        let closed = self.map.word32(self.peer(CLOSED)).load(Ordering::Acquire) != 0;
+        // Read the closed flag before the tail: a peer closes after its last write
+        // (and a gone peer wrote its last before it died).
+        let closed = self.peer_gone || self.map.word32(self.peer(CLOSED)).load(Ordering::Acquire) != 0;
         let tail = self.map.word64(self.peer(TAIL)).load(Ordering::Acquire);
         self.reader.publish(tail)?;
         let n = self.reader.read(&self.incoming, out)?;
@@ -361,7 +406,10 @@ impl ByteStream for ShmStream {
         self.flush_end()?;
         Ok(match n {
             0 if self.reader.ended() || (closed && !self.reader.has_data()) => ReadOutcome::EndOfStream,
-            0 => ReadOutcome::WouldBlock,
+            0 => {
+                self.idle_try()?;
+                ReadOutcome::WouldBlock
+            }
             n => ReadOutcome::Data(n),
         })
     }
@@ -417,6 +465,23 @@ impl ByteStream for ShmStream {
 
     fn sources(&self, _interest: u32) -> [WaitSource; 2] {
         [(self.doorbell_fd(), libc::POLLIN), (-1, 0)]
+    }
+
+    fn liveness_fd(&self) -> RawFd {
+        match &self.liveness {
+            Some(socket) if !self.peer_gone => socket.as_raw_fd(),
+            _ => -1,
+        }
+    }
+
+    fn check_liveness(&mut self) -> Result<()> {
+        if let Some(socket) = &self.liveness {
+            if !self.peer_gone && sys::peer_hung_up(socket.as_raw_fd())? {
+                log::debug!("shm peer gone without closing its stream");
+                self.peer_gone = true;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -110,7 +110,9 @@ impl ShmListener {
             &client,
             &[peer.region.as_raw_fd(), peer.doorbells[0].as_raw_fd(), peer.doorbells[1].as_raw_fd()],
         )?;
-        Ok(Some(stream)) // the client has its own copies now; ours close with `peer`
+        // The client has its own copies now; ours close with `peer`. The socket
+        // stays, to tell of the client's death.
+        Ok(Some(stream.with_liveness(client)?))
     }
 }
 
@@ -130,7 +132,7 @@ impl ShmStream {
             .set_read_timeout(timeout)
             .map_err(|source| Error::Os { op: "shm handover timeout", source })?;
         let [region, doorbell0, doorbell1] = receive_fds(&socket, timeout)?;
-        ShmStream::open(ShmFds { region, doorbells: [doorbell0, doorbell1] }, 1)
+        ShmStream::open(ShmFds { region, doorbells: [doorbell0, doorbell1] }, 1)?.with_liveness(socket)
     }
 }
 

@@ -4,6 +4,7 @@
 //! blocking ones are built once here from them and the medium's own wait.
 
 use std::net::SocketAddr;
+use std::os::fd::RawFd;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -102,6 +103,20 @@ pub trait ByteStream {
     /// The fds that signal a change while armed, with the events to watch for `interest`.
     fn sources(&self, interest: u32) -> [WaitSource; 2];
 
+    /// An fd that becomes readable, and stays so (watch it level-triggered),
+    /// once the peer may be gone without closing: its process died. -1 when
+    /// the medium has none (its other sources report a dead peer) or the
+    /// peer is known to be gone already.
+    fn liveness_fd(&self) -> RawFd {
+        -1
+    }
+
+    /// Looks whether the peer is gone, after `liveness_fd` signalled; a gone
+    /// peer reads as closed from then on.
+    fn check_liveness(&mut self) -> Result<()> {
+        Ok(())
+    }
+
     /// The channel of the completion queue the stream shares with others
     /// (an RDMA stream's), which whoever waits for it must watch too: a
     /// sleeping thread brackets its sleep with `sleep_begins` and `sleep_ends`,
@@ -197,6 +212,14 @@ impl<S: ByteStream + ?Sized> ByteStream for Box<S> {
 
     fn sources(&self, interest: u32) -> [WaitSource; 2] {
         (**self).sources(interest)
+    }
+
+    fn liveness_fd(&self) -> RawFd {
+        (**self).liveness_fd()
+    }
+
+    fn check_liveness(&mut self) -> Result<()> {
+        (**self).check_liveness()
     }
 
     fn completion_channel(&self) -> Option<CompletionChannel> {

@@ -66,6 +66,11 @@ const WAKEUP_TOKEN: u64 = u64::MAX;
 /// The epoll tokens of completion channels: this bit and the channel's index.
 const CHANNEL_TOKEN: u64 = 1 << 62;
 const SOCKET_EVENTS: u32 = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
+/// The epoll tokens of liveness fds (see `ByteStream::liveness_fd`): this bit and the slot.
+const LIVENESS_TOKEN: u64 = 1 << 61;
+/// Level-triggered: a peer's death may come while its socket is hot (asked,
+/// not armed), when an edge would be dropped; the fd goes once it is handled.
+const LIVENESS_EVENTS: u32 = (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
 /// How long a spinning selector keeps asking an idle socket before it arms
 /// it: long enough that a connection in steady use is never armed (arming, and
 /// consuming the signal after, cost syscalls on its next message).
@@ -177,6 +182,8 @@ struct Registered {
     /// The fds in the epoll set for this slot (a socket's fds change when it
     /// starts to connect or listen, and when a connect completes).
     fds: [RawFd; 4],
+    /// Its liveness fd in the epoll set (level-triggered), or -1.
+    liveness: RawFd,
     /// The completion channel of its queue, if it shares one (see `fds`).
     channel: Option<CompletionChannel>,
     /// When it was last ready or became hot: it cools down from then.
@@ -228,7 +235,10 @@ impl Poller {
         if let Some(channel) = &channel {
             slots.watch_channel(&self.epoll, channel, slot)?;
         }
-        slots.registered[slot] = Some(Registered { socket, fds, channel, active_at: Instant::now() });
+        let liveness = socket.liveness_fd();
+        self.epoll.watch(&[liveness], LIVENESS_EVENTS, LIVENESS_TOKEN | slot as u64)?;
+        slots.registered[slot] =
+            Some(Registered { socket, fds, liveness, channel, active_at: Instant::now() });
         slots.armed_for[slot] = 0;
         let capacity = slots.registered.len() + 1;
         slots.events.resize(capacity, libc::epoll_event { events: 0, u64: 0 });
@@ -241,6 +251,7 @@ impl Poller {
         let mut slots = self.slots.lock();
         if let Some(registered) = slots.registered.get_mut(slot).and_then(Option::take) {
             self.epoll.unwatch(&registered.fds);
+            self.epoll.unwatch(&[registered.liveness]);
             registered.socket.withdraw_completions(&self.completions);
             if let Some(channel) = &registered.channel {
                 slots.unwatch_channel(&self.epoll, channel);
@@ -365,6 +376,7 @@ impl Slots {
             registered.fds = fds;
             epoll.watch(&fds, SOCKET_EVENTS, slot as u64)?;
         }
+        Self::refresh_liveness(epoll, registered, slot)?;
         let socket = Arc::clone(&registered.socket);
         self.refresh_channel(epoll, slot)?;
         socket.arm(interest);
@@ -383,6 +395,29 @@ impl Slots {
             self.armed_for[slot] = 0;
             self.armed -= 1;
         }
+    }
+
+    /// Watches the socket's current liveness fd, which a connect brings and
+    /// a peer found gone takes away.
+    fn refresh_liveness(epoll: &EpollSet, registered: &mut Registered, slot: usize) -> Result<()> {
+        let liveness = registered.socket.liveness_fd();
+        if liveness != registered.liveness {
+            epoll.unwatch(&[registered.liveness]);
+            registered.liveness = liveness;
+            epoll.watch(&[liveness], LIVENESS_EVENTS, LIVENESS_TOKEN | slot as u64)?;
+        }
+        Ok(())
+    }
+
+    /// The liveness fd of `slot` signalled: the socket looks whether its peer
+    /// is gone (then it is ready, and its liveness fd leaves the set), and is
+    /// asked again.
+    fn peer_may_be_gone(&mut self, epoll: &EpollSet, slot: usize, now: Instant) -> Result<()> {
+        let Some(registered) = &mut self.registered[slot] else { return Ok(()) };
+        registered.socket.check_liveness();
+        Self::refresh_liveness(epoll, registered, slot)?;
+        self.make_hot(slot, now);
+        Ok(())
     }
 
     /// The socket of `slot` was ready: it is hot, and cools down from now.
@@ -427,9 +462,11 @@ impl Slots {
             self.make_hot(slot, now);
         }
         for i in 0..n {
-            let slot = self.events[i].u64 as usize;
-            if slot < self.registered.len() {
-                self.make_hot(slot, now);
+            let token = self.events[i].u64;
+            if token & LIVENESS_TOKEN != 0 && token != WAKEUP_TOKEN {
+                self.peer_may_be_gone(epoll, (token & !LIVENESS_TOKEN) as usize, now)?;
+            } else if (token as usize) < self.registered.len() {
+                self.make_hot(token as usize, now);
             }
         }
         woken.clear();

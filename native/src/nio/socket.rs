@@ -458,6 +458,17 @@ impl Socket {
         self.state.lock().completion_channel()
     }
 
+    /// The fd that tells of a peer gone without closing, for a selector to
+    /// watch level-triggered (see `ByteStream::liveness_fd`); -1 for none.
+    pub(crate) fn liveness_fd(&self) -> RawFd {
+        self.state.lock().liveness_fd()
+    }
+
+    /// Looks whether the peer is gone, after the liveness fd signalled.
+    pub(crate) fn check_liveness(&self) {
+        self.state.lock().check_liveness();
+    }
+
     /// Every fd that can signal for this socket, for a selector's epoll set:
     /// its sources and the kick fd (a connect or listen starting, a close).
     pub(crate) fn all_sources(&self) -> [RawFd; 4] {
@@ -519,14 +530,21 @@ impl Socket {
         debug_assert!(state.sleeper.is_none(), "one sleeper per socket");
         state.sleeper = Some(watch);
         let kick = (self.kick.as_raw_fd(), libc::POLLIN);
+        let liveness = (state.liveness_fd(), libc::POLLIN | libc::POLLRDHUP);
         let woke = match state.completion_channel() {
-            None => MutexGuard::unlocked(state, || sys::wait_for(op, [a, b, c, kick], deadline).map(drop)),
+            None => MutexGuard::unlocked(state, || {
+                sys::wait_for(op, [a, b, c, kick, liveness], deadline).map(|[.., gone]| gone)
+            }),
             Some(channel) => MutexGuard::unlocked(state, || {
                 channel.sleep_through(|fd| {
-                    sys::wait_for(op, [a, b, c, kick, (fd, libc::POLLIN)], deadline).map(drop)
+                    sys::wait_for(op, [a, b, c, kick, liveness, (fd, libc::POLLIN)], deadline)
+                        .map(|[.., gone, _]| gone)
                 })
             }),
         };
+        if let Ok(true) = woke {
+            state.check_liveness();
+        }
         state.sleeper = None;
         self.turn.notify_all();
         if !self.is_closed() {
@@ -684,6 +702,22 @@ impl State {
         match &self.role {
             Role::Connected(connected) => connected.stream.completion_channel(),
             _ => None,
+        }
+    }
+
+    fn liveness_fd(&self) -> RawFd {
+        match &self.role {
+            Role::Connected(connected) => connected.stream.liveness_fd(),
+            _ => -1,
+        }
+    }
+
+    /// See `Socket::check_liveness`; a failure to look is the next operation's.
+    fn check_liveness(&mut self) {
+        if let Role::Connected(connected) = &mut self.role {
+            if let Err(err) = connected.stream.check_liveness() {
+                self.pending_failure.get_or_insert(err);
+            }
         }
     }
 
