@@ -68,3 +68,34 @@ fn a_killed_writer_process_ends_the_stream() {
     let ended = common::read_through_the_kill(&mut server, flooder, Some(Duration::from_secs(10)));
     assert_eq!(ended, "end of stream");
 }
+
+/// An shm listener holds its TCP port: port 0 takes one the kernel picks, a
+/// port a TCP socket holds and an address that is not this host's are refused
+/// (as a TCP bind refuses them), and a TCP client is refused too.
+#[test]
+fn a_listener_holds_its_tcp_port() {
+    let config = RingConfig::new(64 * 1024, 16 * 1024, 0).unwrap();
+    let listener = ShmListener::bind("127.0.0.1:0".parse().unwrap(), config).unwrap();
+    let addr = listener.local_addr();
+    assert_ne!(addr.port(), 0);
+    let taken = std::net::TcpListener::bind(addr).unwrap_err();
+    assert_eq!(taken.kind(), std::io::ErrorKind::AddrInUse);
+    let refused = std::net::TcpStream::connect(addr).unwrap_err();
+    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let err = ShmListener::bind(tcp.local_addr().unwrap(), config).err().expect("a port TCP holds");
+    assert_eq!(err.errno(), Some(libc::EADDRINUSE), "{err}");
+    let err =
+        ShmListener::bind("203.0.113.7:7000".parse().unwrap(), config).err().expect("a foreign address");
+    assert_eq!(err.errno(), Some(libc::EADDRNOTAVAIL), "{err}");
+
+    // The port is free again once the listener goes. (Another test's child,
+    // between its spawn and its exec, may hold a copy of the socket a moment.)
+    drop(listener);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while let Err(err) = std::net::TcpListener::bind(addr) {
+        assert!(Instant::now() < deadline, "the port stays taken: {err}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

@@ -3,6 +3,9 @@
 //! network namespace, so nothing on disk). The port alone, because every local
 //! address reaches a listener bound to the wildcard address, as with TCP; two
 //! listeners on one port and different local addresses cannot both offer shm.
+//! A listener alone on its address also holds its TCP port (`ReservedPort`),
+//! so that port 0 takes a port the kernel picks, a port TCP uses is refused,
+//! and so is an address that is not this host's.
 //! Accepting a client means
 //! creating a fresh region with its doorbells and handing the client its fds
 //! with SCM_RIGHTS. The listener chooses the rings' shape.
@@ -16,10 +19,8 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::media::ring::RingConfig;
 use crate::media::shm::{ShmFds, ShmStream};
+use crate::sys::port::ReservedPort;
 use crate::sys::{self, fd_passing, Deadline};
-
-/// How many ports the ephemeral range (49152 up) has, for shm listeners on port 0.
-const EPHEMERAL_PORTS: u16 = 16384;
 
 /// The first byte of a handover: the rendezvous protocol's version.
 const HANDOVER_VERSION: u8 = 1;
@@ -36,42 +37,33 @@ pub struct ShmListener {
     socket: UnixListener,
     addr: SocketAddr,
     config: RingConfig,
+    /// The TCP port it holds, when no TCP listener beside it does.
+    _port: Option<ReservedPort>,
 }
 
 impl ShmListener {
     /// Listens for shm clients of `addr`, giving each a region of two rings
-    /// shaped by `config`. Port 0 picks a free port from the ephemeral range
-    /// (shm ports are names of their own: no TCP port is taken).
+    /// shaped by `config`, and holds the address's TCP port (port 0: one the
+    /// kernel picks).
     ///
     /// # Errors
-    /// `Os` naming `bind(shm listener)` when another listener has the address.
-    pub fn bind(mut addr: SocketAddr, config: RingConfig) -> Result<ShmListener> {
-        let bind = |addr: SocketAddr| {
-            UnixListener::bind_addr(&socket_name(addr)?)
-                .map_err(|source| Error::Os { op: "bind(shm listener)", source })
-        };
-        let socket = if addr.port() != 0 {
-            bind(addr)?
-        } else {
-            let mut seed = [0u8; 2];
-            sys::random::fill(&mut seed)?;
-            let start = u16::from_ne_bytes(seed) % EPHEMERAL_PORTS;
-            let mut tries = (0..EPHEMERAL_PORTS).map(|i| 49152 + (start + i) % EPHEMERAL_PORTS);
-            loop {
-                let Some(port) = tries.next() else {
-                    return Err(Error::InvalidArgument("no free shm port left".into()));
-                };
-                addr.set_port(port);
-                match bind(addr) {
-                    Err(Error::Os { source, .. }) if source.kind() == std::io::ErrorKind::AddrInUse => {
-                        continue
-                    }
-                    bound => break bound?,
-                }
-            }
-        };
+    /// `Os` naming `bind` when a TCP socket holds the port or the address is
+    /// not this host's (`EADDRINUSE`, `EADDRNOTAVAIL`), and naming
+    /// `bind(shm listener)` when another shm listener has the port.
+    pub fn bind(addr: SocketAddr, config: RingConfig) -> Result<ShmListener> {
+        let port = ReservedPort::bind(addr)?;
+        let mut listener = ShmListener::bind_beside_tcp(port.addr(), config)?;
+        listener._port = Some(port);
+        Ok(listener)
+    }
+
+    /// Listens for shm clients of `addr`, whose TCP port a TCP listener of
+    /// the same `StreamListener` holds.
+    pub(crate) fn bind_beside_tcp(addr: SocketAddr, config: RingConfig) -> Result<ShmListener> {
+        let socket = UnixListener::bind_addr(&socket_name(addr)?)
+            .map_err(|source| Error::Os { op: "bind(shm listener)", source })?;
         socket.set_nonblocking(true).map_err(|source| Error::Os { op: "fcntl(shm listener)", source })?;
-        Ok(ShmListener { socket, addr, config })
+        Ok(ShmListener { socket, addr, config, _port: None })
     }
 
     /// The address clients connect to.
@@ -207,7 +199,7 @@ mod tests {
         let config = RingConfig::new(4096, 1024, 1).unwrap();
         let listener = ShmListener::bind(addr(40003), config).unwrap();
         let err = ShmListener::bind(addr(40003), config).err().expect("a second listener bound");
-        assert!(err.to_string().starts_with("bind(shm listener) failed"), "{err}");
+        assert_eq!(err.errno(), Some(libc::EADDRINUSE), "{err}");
         let err = listener.accept(Some(Duration::from_millis(30))).err().expect("accepted nobody");
         assert!(matches!(err, Error::TimedOut { op: "shm accept", .. }), "{err}");
     }

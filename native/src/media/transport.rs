@@ -288,7 +288,10 @@ impl StreamListener {
             }
         }
         if matches!(transport, Transport::Shm | Transport::Auto) {
-            let shm = ShmListener::bind(listener.addr, shm_rings)?;
+            let shm = match listener.tcp {
+                Some(_) => ShmListener::bind_beside_tcp(listener.addr, shm_rings)?,
+                None => ShmListener::bind(listener.addr, shm_rings)?,
+            };
             listener.addr = shm.local_addr(); // the port it picked, when shm is alone on port 0
             listener.shm = Some(shm);
         }

@@ -1,6 +1,8 @@
 //! The plain syscalls the engine needs around verbs: non-blocking event fds,
 //! bounded waits for fds, and in submodules epoll sets (`epoll`), passing fds
-//! over Unix sockets (`fd_passing`) and random bytes (`random`).
+//! over Unix sockets (`fd_passing`), TCP ports held without listening
+//! (`port`), socket addresses in the C layout (`sockaddr`) and random bytes
+//! (`random`).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
@@ -9,7 +11,9 @@ use crate::error::{check, Error, Result};
 
 pub(crate) mod epoll;
 pub(crate) mod fd_passing;
+pub(crate) mod port;
 pub(crate) mod random;
+pub(crate) mod sockaddr;
 
 /// Makes `fd` non-blocking, so draining an event channel never sleeps.
 pub(crate) fn set_nonblocking(op: &'static str, fd: RawFd) -> Result<()> {
