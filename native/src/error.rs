@@ -1,6 +1,6 @@
 //! The one error type of the engine. Every verbs, rdma_cm and syscall failure
 //! becomes a variant that names the operation; the JNI and C layers each map it
-//! in exactly one place (`jvm::throw`, `ffi::Status::of`).
+//! in exactly one place (`bindings::jni`'s `exception_class`, `bindings::ffi`'s `RnioStatus::of`).
 
 use std::io;
 use std::net::SocketAddr;
@@ -99,6 +99,11 @@ pub enum Error {
     /// The peer closed the connection; nothing more can be sent.
     #[error("connection closed by the peer")]
     Disconnected,
+
+    /// The peer reset the connection (an abortive close, `SO_LINGER` 0):
+    /// every later read and write fails with this. The text is the JDK's.
+    #[error("Connection reset")]
+    ConnectionReset,
 
     /// The peer broke the ring protocol (a corrupt or forged record, credit or tail).
     #[error("protocol violation by the peer: {0}")]

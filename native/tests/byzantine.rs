@@ -48,7 +48,7 @@ fn no_device_here() -> bool {
 }
 
 /// What the victim granted its peer in the accept's private data (the hello of
-/// `endpoint.rs`: magic, version, kind, then the grant's fields).
+/// `rdma/hello.rs`: magic, version, kind, then the grant's fields).
 #[derive(Debug, Clone, Copy)]
 struct Grant {
     addr: u64,
@@ -154,7 +154,7 @@ impl RawPeer {
                 assert_eq!(ibv_post_recv((*id).qp, &mut wr, &mut bad), 0, "ibv_post_recv");
             }
 
-            // The hello of `endpoint.rs`: magic, version, path, ring grant, slot grant.
+            // The hello of `rdma/hello.rs`: magic, version, path, ring grant, slot grant.
             let mut hello = [0u8; 44];
             hello[0..4].copy_from_slice(b"rnio");
             hello[4] = 2;

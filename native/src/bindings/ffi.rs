@@ -55,7 +55,7 @@ impl RnioStatus {
             Error::ConnectionRefused(_) | Error::SendsOnly(_) => RnioStatus::ConnectionRefused,
             Error::Unreachable { .. } => RnioStatus::Unreachable,
             Error::MessageTooLarge { .. } => RnioStatus::MessageTooLarge,
-            Error::Disconnected => RnioStatus::Disconnected,
+            Error::Disconnected | Error::ConnectionReset => RnioStatus::Disconnected,
             Error::Os { .. }
             | Error::UnexpectedEvent { .. }
             | Error::Completion { .. }

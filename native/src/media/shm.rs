@@ -8,17 +8,22 @@
 //! | 0                 | magic, version, ring capacity, record limit, seed      |
 //! | 64 + 256 * side   | side's `tail` of the ring it writes                    |
 //! | 128 + 256 * side  | side's `head` of the ring it reads (credit)            |
-//! | 192 + 256 * side  | side's `sleeping` flag                                 |
-//! | 256 + 256 * side  | side's `closed` flag                                   |
+//! | 192 + 256 * side  | what side sleeps for: `WAITS_DATA`, `WAITS_CREDIT`     |
+//! | 256 + 256 * side  | side's `closed` flag: `CLOSED_CLEANLY`, `RESET`        |
 //! | 4096 + cap * side | the ring that `side` writes and the other side reads   |
 //!
 //! Each side has a doorbell eventfd that the other side rings after it moves a
-//! tail, a head or its closed flag, but only while the owner says it sleeps, so
-//! the data path makes no syscall while both sides are busy. A waiter announces
-//! sleep, looks once more, and only then waits on its doorbell; the peer
-//! publishes, then looks at the flag. With sequentially consistent order on both
-//! sides, either the waiter sees the new value or the peer sees the flag: no
-//! wakeup is lost. The doorbell fd fits an epoll set next to any other fd.
+//! tail (data), a head (credit) or its closed flag, but only while the owner
+//! says it sleeps for that: a reader waiting for data is not woken by the
+//! credit its own peer hands back, and the data path makes no syscall while
+//! both sides are busy. A waiter announces what it sleeps for, looks once
+//! more, and only then waits on its doorbell; the peer publishes, then looks at
+//! the announcement. With sequentially consistent order on both sides, either
+//! the waiter sees the new value or the peer sees the announcement: no wakeup
+//! is lost. The peer that rings clears the bit it rang for first, so one sleep
+//! takes one ring however much is published meanwhile, and the waiter, which
+//! finds the bit cleared, knows there is a ring to consume: a doorbell that did
+//! not ring is not read. The doorbell fd fits an epoll set next to any other fd.
 //!
 //! A peer that dies sets no closed flag and rings no doorbell. A stream made
 //! through the rendezvous (`shm_listener`) keeps its Unix socket for its life
@@ -28,6 +33,7 @@
 //! a reader or writer that never sleeps looks at it once in
 //! `LIVENESS_CHECK_EVERY` empty tries. A gone peer reads as closed.
 
+use std::mem;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::ptr::NonNull;
@@ -39,13 +45,23 @@ use crate::media::stream::{ops, ByteStream, Interest, ReadOutcome, WaitSource};
 use crate::sys::{self, Deadline};
 
 const MAGIC: u32 = u32::from_le_bytes(*b"rnsh");
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 const CONTROL_LEN: usize = 4096;
 const SIDE_STRIDE: usize = 256;
 const TAIL: usize = 64;
 const HEAD: usize = 128;
 const SLEEPING: usize = 192;
 const CLOSED: usize = 256;
+/// The closed flag of a side that closed: its reader sees the end after the data.
+const CLOSED_CLEANLY: u32 = 1;
+/// The closed flag of a side that closed abortively: its peer reads what had
+/// arrived, then every read fails with `ConnectionReset` (writes with
+/// `Disconnected`), as over TCP.
+const RESET: u32 = 2;
+/// A sleeper waits for the peer's tail to move (data, the end, a close).
+const WAITS_DATA: u32 = 1;
+/// A sleeper waits for the peer's head to move (credit for its writes, a close).
+const WAITS_CREDIT: u32 = 2;
 /// A read or write that finds nothing to do looks at the liveness channel
 /// once in this many times (a syscall: a spinning side must not pay it each time).
 const LIVENESS_CHECK_EVERY: u32 = 1024;
@@ -159,6 +175,11 @@ pub struct ShmStream {
     peer_gone: bool,
     /// Reads and writes that found nothing to do (see `LIVENESS_CHECK_EVERY`).
     idle_tries: u32,
+    /// What the current sleep announced (0: none).
+    sleeping_for: u32,
+    /// The peer rang for a past sleep, but its write had not landed when that
+    /// sleep ended: the next end of a sleep consumes it.
+    ring_pending: bool,
 }
 
 // SAFETY: the raw ring pointers point into `map`, which the stream owns.
@@ -243,6 +264,8 @@ impl ShmStream {
             liveness: None,
             peer_gone: false,
             idle_tries: 0,
+            sleeping_for: 0,
+            ring_pending: false,
         })
     }
 
@@ -277,9 +300,14 @@ impl ShmStream {
         self.doorbell.as_raw_fd()
     }
 
-    /// Rings the peer's doorbell if it sleeps; called after every store it may wait for.
-    fn notify_peer(&self) -> Result<()> {
-        if self.map.word32(self.peer(SLEEPING)).load(Ordering::SeqCst) != 0 {
+    /// Rings the peer's doorbell if it sleeps for `what` (`WAITS_DATA`,
+    /// `WAITS_CREDIT` or both); called after every store it may wait for. The
+    /// bit is cleared by whoever rings, so one sleep takes one ring.
+    fn notify_peer(&self, what: u32) -> Result<()> {
+        let sleeping = self.map.word32(self.peer(SLEEPING));
+        if sleeping.load(Ordering::SeqCst) & what != 0
+            && sleeping.fetch_and(!what, Ordering::SeqCst) & what != 0
+        {
             sys::signal_eventfd(&self.peer_doorbell)?;
         }
         Ok(())
@@ -306,19 +334,37 @@ impl ShmStream {
         self.outgoing.copy_in(frame.offset, &frame.header);
         self.end_pending = false;
         self.map.word64(self.own(TAIL)).store(self.writer.tail(), Ordering::SeqCst);
-        self.notify_peer()
+        self.notify_peer(WAITS_DATA)
     }
 
-    /// Announces that we are about to sleep on the doorbell. Check the stream
-    /// once more after arming, and sleep only if nothing changed.
-    fn announce_sleep(&self) {
-        self.map.word32(self.own(SLEEPING)).store(1, Ordering::SeqCst);
+    /// Closes with `how` (`CLOSED_CLEANLY` or `RESET`) unless closed already,
+    /// and wakes the peer whatever it sleeps for.
+    fn set_closed(&mut self, how: u32) {
+        let closed = self.map.word32(self.own(CLOSED));
+        if closed.compare_exchange(0, how, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+            if let Err(err) = self.notify_peer(WAITS_DATA | WAITS_CREDIT) {
+                log::warn!("shm close: cannot ring the peer's doorbell: {err}");
+            }
+        }
     }
 
-    /// Ends the sleep announced by `announce_sleep` and clears the doorbell.
-    fn end_sleep(&self) -> Result<()> {
-        self.map.word32(self.own(SLEEPING)).store(0, Ordering::SeqCst);
-        sys::drain_eventfd(&self.doorbell)
+    /// Announces that we are about to sleep on the doorbell for `what`. Check
+    /// the stream once more after arming, and sleep only if nothing changed.
+    fn announce_sleep(&mut self, what: u32) {
+        self.sleeping_for = what;
+        self.map.word32(self.own(SLEEPING)).store(what, Ordering::SeqCst);
+    }
+
+    /// Ends the sleep announced by `announce_sleep`, and consumes the ring if
+    /// the peer rang (it cleared a bit) or a ring is still pending.
+    fn end_sleep(&mut self) -> Result<()> {
+        let left = self.map.word32(self.own(SLEEPING)).swap(0, Ordering::SeqCst);
+        let rang = left != mem::take(&mut self.sleeping_for);
+        if rang || self.ring_pending {
+            // A ring whose write has not landed yet is consumed next time.
+            self.ring_pending = !sys::drain_eventfd(&self.doorbell)?;
+        }
+        Ok(())
     }
 
     fn peer_closed_now(&self) -> bool {
@@ -334,6 +380,7 @@ impl ShmStream {
     fn sleep_until(
         &mut self,
         op: &'static str,
+        what: u32,
         deadline: Deadline,
         ready: impl Fn(&mut Self) -> bool,
     ) -> Result<()> {
@@ -343,7 +390,7 @@ impl ShmStream {
             s.writer.credit(credit)?;
             Ok(ready(s))
         };
-        self.announce_sleep();
+        self.announce_sleep(what);
         let result = (|| loop {
             if refresh(self)? {
                 return Ok(());
@@ -353,7 +400,7 @@ impl ShmStream {
                 self.check_liveness()?;
             }
             self.end_sleep()?;
-            self.announce_sleep();
+            self.announce_sleep(what);
         })();
         self.end_sleep()?;
         result
@@ -383,7 +430,7 @@ impl ByteStream for ShmStream {
         if written > 0 {
             // Release: the records are visible before the tail that covers them.
             self.map.word64(self.own(TAIL)).store(self.writer.tail(), Ordering::SeqCst);
-            self.notify_peer()?;
+            self.notify_peer(WAITS_DATA)?;
         }
         Ok(written)
     }
@@ -395,16 +442,19 @@ impl ByteStream for ShmStream {
     fn try_read(&mut self, out: &mut [u8]) -> Result<ReadOutcome> {
         // Read the closed flag before the tail: a peer closes after its last write
         // (and a gone peer wrote its last before it died).
-        let closed = self.peer_gone || self.map.word32(self.peer(CLOSED)).load(Ordering::Acquire) != 0;
+        let flag = self.map.word32(self.peer(CLOSED)).load(Ordering::Acquire);
+        let closed = flag != 0 || self.peer_gone;
         let tail = self.map.word64(self.peer(TAIL)).load(Ordering::Acquire);
         self.reader.publish(tail)?;
         let n = self.reader.read(&self.incoming, out)?;
         if let Some(head) = self.reader.credit_due() {
             self.map.word64(self.own(HEAD)).store(head, Ordering::SeqCst);
-            self.notify_peer()?;
+            self.notify_peer(WAITS_CREDIT)?;
         }
         self.flush_end()?;
         Ok(match n {
+            // What arrived before a reset is read first, as from a TCP socket.
+            0 if flag == RESET && !self.reader.has_data() => return Err(Error::ConnectionReset),
             0 if self.reader.ended() || (closed && !self.reader.has_data()) => ReadOutcome::EndOfStream,
             0 => {
                 self.idle_try()?;
@@ -416,11 +466,11 @@ impl ByteStream for ShmStream {
 
     fn wait(&mut self, interest: Interest, deadline: Deadline) -> Result<()> {
         match interest {
-            Interest::Write => {
-                self.sleep_until("shm write", deadline, |s| s.writer.fits(1) || s.peer_closed_now())
-            }
+            Interest::Write => self.sleep_until("shm write", WAITS_CREDIT, deadline, |s| {
+                s.writer.fits(1) || s.peer_closed_now()
+            }),
             Interest::Read => {
-                self.sleep_until("shm read", deadline, |s| s.incoming_moved() || s.reader.ended())
+                self.sleep_until("shm read", WAITS_DATA, deadline, |s| s.incoming_moved() || s.reader.ended())
             }
         }
     }
@@ -434,11 +484,11 @@ impl ByteStream for ShmStream {
     }
 
     fn close(&mut self) {
-        if self.map.word32(self.own(CLOSED)).swap(1, Ordering::SeqCst) == 0 {
-            if let Err(err) = self.notify_peer() {
-                log::warn!("shm close: cannot ring the peer's doorbell: {err}");
-            }
-        }
+        self.set_closed(CLOSED_CLEANLY);
+    }
+
+    fn abort(&mut self) {
+        self.set_closed(RESET);
     }
 
     fn ready(&mut self, interest: u32) -> Result<u32> {
@@ -454,8 +504,15 @@ impl ByteStream for ShmStream {
         Ok(ready & interest)
     }
 
-    fn arm(&mut self, _interest: u32) -> Result<()> {
-        self.announce_sleep();
+    fn arm(&mut self, interest: u32) -> Result<()> {
+        let mut what = 0;
+        if interest & ops::READ != 0 {
+            what |= WAITS_DATA;
+        }
+        if interest & ops::WRITE != 0 {
+            what |= WAITS_CREDIT;
+        }
+        self.announce_sleep(what);
         Ok(())
     }
 
@@ -555,6 +612,45 @@ mod tests {
         }
         assert!(got == expected_at_0, "side 0 received different bytes");
         assert!(peer.join().unwrap() == expected_at_1, "side 1 received different bytes");
+    }
+
+    fn rung(stream: &ShmStream) -> bool {
+        sys::wait_readable("test", [stream.doorbell_fd()], Deadline::after(Some(Duration::ZERO))).is_ok()
+    }
+
+    /// A side asleep for data is not rung for the credit its peer hands back
+    /// (it was, and woke for nothing on every message of a ping-pong), and a
+    /// side asleep for credit is.
+    #[test]
+    fn a_sleeper_is_rung_only_for_what_it_waits_for() {
+        let (mut side0, fds) = ShmStream::create(config()).unwrap();
+        let mut side1 = ShmStream::open(fds, 1).unwrap();
+        let mut buf = [0u8; 64];
+
+        assert_eq!(side0.try_write(b"ping").unwrap(), 4);
+        side0.arm(ops::READ).unwrap(); // waits for the answer
+        assert!(matches!(side1.try_read(&mut buf).unwrap(), ReadOutcome::Data(4)));
+        assert!(!rung(&side0), "the credit for ping does not ring a side waiting for data");
+        assert_eq!(side1.try_write(b"pong").unwrap(), 4);
+        assert!(rung(&side0), "the answer does");
+        assert_eq!(side1.try_write(b"more").unwrap(), 4);
+        side0.disarm().unwrap();
+        assert!(!rung(&side0), "one ring per sleep, and the sleep's end consumed it");
+
+        // A writer out of room sleeps for credit, and the reader's credit rings it.
+        while side0.try_read(&mut buf).map(|outcome| !matches!(outcome, ReadOutcome::WouldBlock)).unwrap() {}
+        let chunk = vec![7u8; 4096];
+        while side0.try_write(&chunk).unwrap() > 0 {}
+        side0.arm(ops::WRITE).unwrap();
+        let mut sink = vec![0u8; 64 * 1024];
+        while !rung(&side0) {
+            assert!(
+                matches!(side1.try_read(&mut sink).unwrap(), ReadOutcome::Data(_)),
+                "credit came, no ring"
+            );
+        }
+        side0.disarm().unwrap();
+        assert!(!rung(&side0));
     }
 
     #[test]

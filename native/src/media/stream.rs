@@ -79,6 +79,13 @@ pub trait ByteStream {
     /// until the stream drops, so its fds remain valid for whoever watches them.
     fn close(&mut self);
 
+    /// Closes abortively (`SO_LINGER` 0): what is not yet delivered may be
+    /// dropped, and the peer's reads and writes fail with `ConnectionReset`
+    /// where the medium can tell it (TCP, shm); elsewhere as `close`.
+    fn abort(&mut self) {
+        self.close();
+    }
+
     /// The local address, when the medium has one.
     fn local_addr(&self) -> Option<SocketAddr> {
         None
@@ -188,6 +195,10 @@ impl<S: ByteStream + ?Sized> ByteStream for Box<S> {
 
     fn close(&mut self) {
         (**self).close()
+    }
+
+    fn abort(&mut self) {
+        (**self).abort()
     }
 
     fn local_addr(&self) -> Option<SocketAddr> {

@@ -13,6 +13,9 @@ use crate::sys::{self, Deadline};
 pub struct TcpByteStream {
     socket: TcpStream,
     peer_closed: bool,
+    /// The peer reset the connection: every read fails so from now on, as
+    /// the JDK's do (the kernel reports `ECONNRESET` once).
+    reset: bool,
 }
 
 impl TcpByteStream {
@@ -22,13 +25,14 @@ impl TcpByteStream {
         let os = |op| move |source| Error::Os { op, source };
         socket.set_nonblocking(true).map_err(os("fcntl(O_NONBLOCK)"))?;
         socket.set_nodelay(true).map_err(os("setsockopt(TCP_NODELAY)"))?;
-        Ok(TcpByteStream { socket, peer_closed: false })
+        Ok(TcpByteStream { socket, peer_closed: false, reset: false })
     }
 }
 
 fn io_error(op: &'static str, source: io::Error) -> Error {
     match source.kind() {
-        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => Error::Disconnected,
+        io::ErrorKind::BrokenPipe => Error::Disconnected,
+        io::ErrorKind::ConnectionReset => Error::ConnectionReset,
         _ => Error::Os { op, source },
     }
 }
@@ -46,6 +50,9 @@ impl ByteStream for TcpByteStream {
     }
 
     fn try_read(&mut self, out: &mut [u8]) -> Result<ReadOutcome> {
+        if self.reset {
+            return Err(Error::ConnectionReset);
+        }
         if self.peer_closed {
             return Ok(ReadOutcome::EndOfStream);
         }
@@ -59,7 +66,11 @@ impl ByteStream for TcpByteStream {
                 Ok(n) => Ok(ReadOutcome::Data(n)),
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(ReadOutcome::WouldBlock),
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) => Err(io_error("recv", err)),
+                Err(err) => {
+                    let err = io_error("recv", err);
+                    self.reset = matches!(err, Error::ConnectionReset);
+                    Err(err)
+                }
             };
         }
     }
@@ -83,6 +94,15 @@ impl ByteStream for TcpByteStream {
     fn close(&mut self) {
         // Not connected any more: the peer went first, nothing to tell it.
         let _ = self.socket.shutdown(std::net::Shutdown::Both);
+    }
+
+    /// Resets the connection now (the fd stays open until the stream drops,
+    /// as a selector may still watch it): the peer's next read fails.
+    fn abort(&mut self) {
+        if let Err(err) = sys::reset_tcp(self.socket.as_raw_fd()) {
+            log::debug!("tcp abort: {err}; closing instead");
+            self.close();
+        }
     }
 
     fn local_addr(&self) -> Option<std::net::SocketAddr> {

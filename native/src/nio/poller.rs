@@ -272,7 +272,7 @@ impl Poller {
     /// Consumes a wakeup (the selector calls this after the select it ended).
     pub fn clear_wakeup(&self) -> Result<()> {
         self.woken.store(false, Ordering::Release);
-        sys::drain_eventfd(&self.wakeup)
+        sys::drain_eventfd(&self.wakeup).map(drop)
     }
 
     /// How many times `select` asked a socket what it is ready for, since the

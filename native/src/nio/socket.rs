@@ -381,6 +381,16 @@ impl Socket {
     /// with `Closed`), shuts the stream down, and drops connections accepted
     /// but not taken. Idempotent.
     pub fn close(&self) {
+        self.close_as(false);
+    }
+
+    /// Closes abortively (`SO_LINGER` 0): as `close`, but the peer's
+    /// connection is reset where the medium can tell it (`ByteStream::abort`).
+    pub fn abort(&self) {
+        self.close_as(true);
+    }
+
+    fn close_as(&self, abortive: bool) {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -391,7 +401,11 @@ impl Socket {
         self.turn.notify_all();
         let acceptor = match &mut state.role {
             Role::Connected(connected) => {
-                connected.stream.close();
+                if abortive {
+                    connected.stream.abort();
+                } else {
+                    connected.stream.close();
+                }
                 None
             }
             Role::Listening { backlog, acceptor, .. } => {
@@ -563,7 +577,7 @@ impl Socket {
         result.map_err(|err| {
             // Writing to a closed peer or after a half close leaves the
             // stream sound: what arrived can still be read.
-            if !matches!(err, Error::Disconnected | Error::InvalidArgument(_)) {
+            if !matches!(err, Error::Disconnected | Error::ConnectionReset | Error::InvalidArgument(_)) {
                 if state.failed.is_none() {
                     self.kick_watchers();
                 }
@@ -691,7 +705,7 @@ impl State {
         match &mut self.role {
             Role::Connected(connected) => connected.stream.disarm(),
             Role::Connecting { .. } => match &self.connect_signal {
-                Some(signal) => sys::drain_eventfd(signal),
+                Some(signal) => sys::drain_eventfd(signal).map(drop),
                 None => Ok(()),
             },
             _ => Ok(()),

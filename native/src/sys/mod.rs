@@ -45,19 +45,57 @@ pub(crate) fn signal_eventfd(fd: &OwnedFd) -> Result<()> {
     Ok(())
 }
 
-/// Makes a non-blocking eventfd unreadable again.
-pub(crate) fn drain_eventfd(fd: &OwnedFd) -> Result<()> {
+/// Makes a non-blocking eventfd unreadable again; says whether it was readable.
+pub(crate) fn drain_eventfd(fd: &OwnedFd) -> Result<bool> {
     let mut count = [0u8; 8];
     // SAFETY: reading 8 bytes into a live buffer from a non-blocking eventfd.
     let n = unsafe { libc::read(fd.as_raw_fd(), count.as_mut_ptr().cast(), 8) };
     if n != 8 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EAGAIN) {
         return Err(Error::last_os("read(eventfd)"));
     }
-    Ok(())
+    Ok(n == 8)
 }
 
 /// An fd and the poll(2) events that make it worth waking for.
 pub type WaitSource = (RawFd, libc::c_short);
+
+/// Resets a connected TCP socket (the peer sees `ECONNRESET`) and leaves the
+/// fd open: `SO_LINGER` 0, then a connect to `AF_UNSPEC`, which disconnects
+/// with a reset where a close would.
+pub(crate) fn reset_tcp(socket: RawFd) -> Result<()> {
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: a live fd and a linger struct of the size given.
+    check("setsockopt(SO_LINGER)", unsafe {
+        libc::setsockopt(
+            socket,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    })?;
+    // SAFETY: all-zero is a valid sockaddr; AF_UNSPEC is all a disconnect reads.
+    let mut unspec: libc::sockaddr = unsafe { std::mem::zeroed() };
+    unspec.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
+    // SAFETY: a live fd and a socket address of the size given.
+    check("connect(AF_UNSPEC)", unsafe {
+        libc::connect(socket, &unspec, std::mem::size_of::<libc::sockaddr>() as libc::socklen_t)
+    })
+}
+
+/// The index of network interface `name` (an IPv6 scope).
+///
+/// # Errors
+/// `InvalidArgument` naming it when the host has no such interface.
+pub(crate) fn interface_index(name: &str) -> Result<u32> {
+    let unknown = || Error::InvalidArgument(format!("no network interface '{name}'"));
+    let name = std::ffi::CString::new(name).map_err(|_| unknown())?;
+    // SAFETY: a NUL-terminated string that lives for the call.
+    match unsafe { libc::if_nametoindex(name.as_ptr()) } {
+        0 => Err(unknown()),
+        index => Ok(index),
+    }
+}
 
 /// Whether the peer of a connected Unix stream socket is gone: it closed its
 /// end (its process died) or reset it. Non-blocking; the peer sends nothing

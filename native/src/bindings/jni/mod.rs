@@ -68,6 +68,7 @@ fn exception_class(err: &Error) -> &'static str {
         Error::NoDevice(_) => "rdmanio/NoRdmaDeviceException",
         Error::TimedOut { .. } => "java/net/SocketTimeoutException",
         Error::ConnectionRefused(_) | Error::SendsOnly(_) => "java/net/ConnectException",
+        Error::ConnectionReset => "java/net/SocketException",
         Error::Unreachable { .. } => "java/net/NoRouteToHostException",
         Error::InvalidArgument(_) | Error::MessageTooLarge { .. } => "java/lang/IllegalArgumentException",
         // A Java channel closed under a blocked operation turns this into

@@ -215,10 +215,16 @@ export! {
 }
 
 export! {
-    /// Wakes the socket's blocked threads and shuts it down; the handle stays valid.
-    fn Java_rdmanio_nio_SocketNative_close<'l>(_, handle: jlong) {
+    /// Wakes the socket's blocked threads and shuts it down, resetting the
+    /// connection when `abortive` (`SO_LINGER` 0); the handle stays valid.
+    fn Java_rdmanio_nio_SocketNative_close<'l>(_, handle: jlong, abortive: jboolean) {
         // SAFETY: as above.
-        unsafe { socket(handle)? }.close();
+        let socket = unsafe { socket(handle)? };
+        if abortive {
+            socket.abort();
+        } else {
+            socket.close();
+        }
         Ok(())
     }
 }

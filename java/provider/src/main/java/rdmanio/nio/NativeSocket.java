@@ -54,15 +54,16 @@ final class NativeSocket {
     }
 
     /**
-     * Wakes the socket's blocked operations (they fail) and shuts it down; the
-     * handle goes now or when the last operation ends. Idempotent.
+     * Wakes the socket's blocked operations (they fail) and shuts it down,
+     * resetting the connection when {@code abortive} ({@code SO_LINGER} 0);
+     * the handle goes now or when the last operation ends. Idempotent.
      */
-    synchronized void close() {
+    synchronized void close(boolean abortive) {
         if (closing) {
             return;
         }
         closing = true; // from now on no selector registers the socket
-        SocketNative.close(handle);
+        SocketNative.close(handle, abortive);
         if (activeOperations == 0) {
             release();
         }

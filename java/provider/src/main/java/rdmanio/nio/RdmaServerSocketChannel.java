@@ -92,7 +92,7 @@ final class RdmaServerSocketChannel extends ServerSocketChannel implements RdmaC
             try {
                 return new RdmaSocketChannel(provider, accepted);
             } catch (IOException | RuntimeException e) {
-                SocketNative.close(accepted); // the connection goes, and its socket with it
+                SocketNative.close(accepted, false); // the connection goes, and its socket with it
                 SocketNative.release(accepted);
                 throw e;
             }
@@ -189,7 +189,7 @@ final class RdmaServerSocketChannel extends ServerSocketChannel implements RdmaC
 
     @Override
     protected void implCloseSelectableChannel() throws IOException {
-        socket.close(); // a blocked accept wakes and fails; the port is free again
+        socket.close(false); // a blocked accept wakes and fails; the port is free again
     }
 
     @Override

@@ -582,8 +582,9 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
     protected void implCloseSelectableChannel() throws IOException {
         synchronized (stateLock) {
             state = ST_CLOSED;
-            // Blocked threads wake and fail; the peer sees end of stream.
-            socket.close();
+            // Blocked threads wake and fail; the peer sees end of stream, or a
+            // reset with SO_LINGER 0.
+            socket.close(linger == 0);
         }
     }
 

@@ -91,8 +91,11 @@ final class SocketNative {
     /** "rdma", "rdma-sends", "shm" or "tcp". */
     static native String medium(long socket) throws IOException;
 
-    /** Wakes the socket's blocked threads and shuts it down; the handle stays valid. */
-    static native void close(long socket);
+    /**
+     * Wakes the socket's blocked threads and shuts it down, resetting the
+     * connection when {@code abortive} ({@code SO_LINGER} 0); the handle stays valid.
+     */
+    static native void close(long socket, boolean abortive);
 
     /** Drops the channel's reference to the socket. */
     static native void release(long socket);

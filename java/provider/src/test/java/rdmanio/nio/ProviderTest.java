@@ -5,11 +5,14 @@ import static org.junit.Assert.assertNotNull;
 import static org.junit.Assert.assertThrows;
 import static org.junit.Assert.assertTrue;
 
+import java.net.Inet6Address;
 import java.net.InetAddress;
 import java.net.InetSocketAddress;
+import java.net.NetworkInterface;
 import java.net.ServerSocket;
 import java.net.SocketTimeoutException;
 import java.net.StandardProtocolFamily;
+import java.nio.ByteBuffer;
 import java.nio.channels.DatagramChannel;
 import java.nio.channels.Pipe;
 import java.nio.channels.ServerSocketChannel;
@@ -47,6 +50,34 @@ public class ProviderTest {
         assertEquals(output, 0, process.exitValue());
         assertTrue(output, output.contains("rdma-nio (" + transport + "):"));
         assertTrue(output, output.contains(RdmaSelectorProvider.class.getName()));
+    }
+
+    /**
+     * Netty's localhost is the loopback interface's IPv6 address with its scope
+     * ("0:0:0:0:0:0:0:1%lo"): every kernel medium binds and connects to it, as
+     * the JDK does (it was refused as "not an IP address").
+     */
+    @Test(timeout = 60_000)
+    public void scopedIpv6LiteralsBindAndConnect() throws Exception {
+        InetAddress scoped = Inet6Address.getByAddress(null, InetAddress.getByName("::1").getAddress(),
+                NetworkInterface.getByName("lo"));
+        assertTrue(scoped.getHostAddress(), scoped.getHostAddress().endsWith("%lo"));
+        for (SelectorProvider provider : List.of(SelectorProvider.provider(), RdmaSelectorProvider.withTransport("tcp"),
+                RdmaSelectorProvider.withTransport("shm"))) {
+            try (ServerSocketChannel listener = provider.openServerSocketChannel()
+                    .bind(new InetSocketAddress(scoped, 0));
+                    SocketChannel client = provider.openSocketChannel()) {
+                client.connect(listener.getLocalAddress());
+                try (SocketChannel server = listener.accept()) {
+                    client.write(ByteBuffer.wrap(new byte[] {7}));
+                    ByteBuffer one = ByteBuffer.allocate(1);
+                    while (one.hasRemaining()) {
+                        assertTrue(server.read(one) >= 0);
+                    }
+                    assertEquals(provider.toString(), 7, one.get(0));
+                }
+            }
+        }
     }
 
     @Test

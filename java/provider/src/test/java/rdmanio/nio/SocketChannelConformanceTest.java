@@ -16,6 +16,7 @@ import java.net.ConnectException;
 import java.net.InetSocketAddress;
 import java.net.ServerSocket;
 import java.net.Socket;
+import java.net.SocketException;
 import java.net.SocketTimeoutException;
 import java.net.StandardSocketOptions;
 import java.nio.ByteBuffer;
@@ -174,6 +175,31 @@ public class SocketChannelConformanceTest {
             assertEquals("nothing taken from the first buffer", 0, first.position());
             pair.client.write(ByteBuffer.wrap(new byte[] {42}));
             assertArrayEquals("nothing sent before the marker", new byte[] {42}, Providers.readFully(pair.server, 1));
+        }
+    }
+
+    /**
+     * A peer that closes with SO_LINGER 0 resets the connection: every later
+     * read fails with the JDK's SocketException "Connection reset" (it was an
+     * RdmaException once, then end of stream). RDMA has no reset: there an
+     * abortive close ends the stream, as documented.
+     */
+    @Test(timeout = 30_000)
+    public void anAbortiveCloseResetsTheConnection() throws Exception {
+        try (Providers.Pair pair = new Providers.Pair(provider)) {
+            pair.client.write(ByteBuffer.wrap(new byte[] {1, 2, 3}));
+            assertArrayEquals(new byte[] {1, 2, 3}, Providers.readFully(pair.server, 3));
+            pair.client.setOption(StandardSocketOptions.SO_LINGER, 0);
+            pair.client.close();
+            ByteBuffer buffer = ByteBuffer.allocate(16);
+            if (name.startsWith("rdma-nio/rdma")) {
+                assertEquals(-1, pair.server.read(buffer));
+                return;
+            }
+            for (int read = 0; read < 2; read++) {
+                SocketException e = assertThrows(SocketException.class, () -> pair.server.read(buffer));
+                assertEquals("Connection reset", e.getMessage());
+            }
         }
     }
 
