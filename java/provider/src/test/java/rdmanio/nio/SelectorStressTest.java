@@ -191,17 +191,20 @@ public class SelectorStressTest {
                 if (!key.isValid()) {
                     continue;
                 }
-                if (key.isAcceptable()) {
-                    SocketChannel channel;
-                    while ((channel = listener.accept()) != null) {
-                        channel.configureBlocking(false);
-                        accepted.add(channel);
-                        live.add(channel.register(selector, SelectionKey.OP_READ, new Echo(channel)));
+                if (key.attachment() == null) { // the listener's key, which the chaos thread leaves alone
+                    if (key.isAcceptable()) {
+                        SocketChannel channel;
+                        while ((channel = listener.accept()) != null) {
+                            channel.configureBlocking(false);
+                            accepted.add(channel);
+                            live.add(channel.register(selector, SelectionKey.OP_READ, new Echo(channel)));
+                        }
                     }
                     continue;
                 }
                 Echo echo = (Echo) key.attachment();
                 try {
+                    // Any of these may find the key cancelled by the chaos thread since isValid.
                     if (key.isReadable() && echo.buffer.hasRemaining()) {
                         if (echo.channel.read(echo.buffer) < 0) {
                             echo.channel.close();
