@@ -101,14 +101,23 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
 
     /** Starts an operation on the connected native socket; {@link #endOperation} must follow. */
     void beginOperation() throws ClosedChannelException {
-        ensureOpenAndConnected();
-        if (!socket.begin()) {
-            throw new ClosedChannelException();
-        }
+        beginUse(true);
     }
 
     void endOperation() {
         socket.end();
+    }
+
+    /** Counts a use of the native socket by an open (and, if asked, connected) channel. */
+    private void beginUse(boolean connected) throws ClosedChannelException {
+        if (connected) {
+            ensureOpenAndConnected();
+        } else {
+            ensureOpen();
+        }
+        if (!socket.begin()) {
+            throw new ClosedChannelException();
+        }
     }
 
     /**
@@ -118,14 +127,7 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
      * {@link #endIo} must follow.
      */
     private boolean beginIo(boolean connected) throws ClosedChannelException {
-        if (connected) {
-            ensureOpenAndConnected();
-        } else {
-            ensureOpen();
-        }
-        if (!socket.begin()) {
-            throw new ClosedChannelException();
-        }
+        beginUse(connected);
         boolean blocking = isBlocking();
         if (blocking) {
             begin();
