@@ -33,7 +33,7 @@ fn main() -> Result<()> {
     let connect = || -> Result<(Arc<Socket>, Arc<Socket>)> {
         let client = Socket::connect(addr, Transport::Rdma, options.clone(), TIMEOUT)?;
         client.finish_connect(true)?;
-        let server = listener.accept(true)?.ok_or("no connection")?;
+        let server = listener.accept(true, None)?.ok_or("no connection")?;
         Ok((client, server))
     };
     let (client, server) = connect()?;

@@ -68,8 +68,8 @@ fn one_selector_sees_accept_connect_read_and_write() {
         assert_eq!(select_for(&poller, &interests, 1, ops::CONNECT), ops::CONNECT, "{transport:?}");
         assert!(client.finish_connect(false).unwrap());
         assert_eq!(select_for(&poller, &interests, 0, ops::ACCEPT), ops::ACCEPT);
-        let server = listener.accept(false).unwrap().expect("an accepted connection");
-        assert!(listener.accept(false).unwrap().is_none(), "one connection, one accept");
+        let server = listener.accept(false, None).unwrap().expect("an accepted connection");
+        assert!(listener.accept(false, None).unwrap().is_none(), "one connection, one accept");
         poller.register(2, Arc::clone(&server)).unwrap();
 
         // The connect brought new fds: the poller must watch them from now on.
@@ -102,7 +102,7 @@ fn a_writer_out_of_room_becomes_writable_when_the_reader_reads() {
         let (listener, addr) = listen(transport);
         let client = Socket::connect(addr, transport, TransportOptions::default(), TIMEOUT).unwrap();
         assert!(client.finish_connect(true).unwrap());
-        let server = listener.accept(true).unwrap().unwrap();
+        let server = listener.accept(true, None).unwrap().unwrap();
         let poller = Poller::new(PollMode::Adaptive(Duration::from_micros(50))).unwrap();
         poller.register(0, Arc::clone(&client)).unwrap();
 
@@ -143,7 +143,7 @@ fn a_writer_out_of_room_becomes_writable_when_the_reader_reads() {
 fn connected_pair(listener: &Socket, addr: SocketAddr, transport: Transport) -> (Arc<Socket>, Arc<Socket>) {
     let client = Socket::connect(addr, transport, TransportOptions::default(), TIMEOUT).unwrap();
     assert!(client.finish_connect(true).unwrap());
-    let server = listener.accept(true).unwrap().expect("an accepted connection");
+    let server = listener.accept(true, None).unwrap().expect("an accepted connection");
     (client, server)
 }
 
@@ -293,7 +293,7 @@ fn sockets_registered_before_they_connect_share_their_selectors_completion_queue
             poller.register(slot, Arc::clone(&client)).unwrap();
             client.start_connect(addr, transport, TransportOptions::default(), TIMEOUT).unwrap();
             assert!(client.finish_connect(true).unwrap());
-            let server = listener.accept(true).unwrap().expect("an accepted connection");
+            let server = listener.accept(true, None).unwrap().expect("an accepted connection");
             pairs.push((client, server));
         }
         if transport == Transport::Rdma {
@@ -398,14 +398,14 @@ fn close_wakes_blocked_readers_writers_and_acceptors() {
         let (listener, addr) = listen(transport);
         let client = Socket::connect(addr, transport, TransportOptions::default(), TIMEOUT).unwrap();
         assert!(client.finish_connect(true).unwrap());
-        let server = listener.accept(true).unwrap().unwrap();
+        let server = listener.accept(true, None).unwrap().unwrap();
         let reader = {
             let client = Arc::clone(&client);
             thread::spawn(move || client.read(&mut [0u8; 8], true, None))
         };
         let acceptor = {
             let listener = Arc::clone(&listener);
-            thread::spawn(move || listener.accept(true).map(|s| s.is_some()))
+            thread::spawn(move || listener.accept(true, None).map(|s| s.is_some()))
         };
         thread::sleep(Duration::from_millis(200));
         client.close();
@@ -424,7 +424,7 @@ fn a_half_close_ends_the_stream_after_its_bytes_and_reading_goes_on() {
         let (listener, addr) = listen(transport);
         let client = Socket::connect(addr, transport, TransportOptions::default(), TIMEOUT).unwrap();
         assert!(client.finish_connect(true).unwrap());
-        let server = listener.accept(true).unwrap().unwrap();
+        let server = listener.accept(true, None).unwrap().unwrap();
         assert_eq!(client.write(b"request", true).unwrap(), 7);
         client.shutdown_output().unwrap();
         assert!(client.write(b"more", true).is_err(), "{transport:?}: a write after shutdown_output");
@@ -472,7 +472,7 @@ fn many_clients_connect_at_once_and_each_is_accepted() {
         let mut accepted = Vec::new();
         while accepted.len() < CLIENTS {
             select_for(&poller, &[ops::ACCEPT as i32], 0, ops::ACCEPT);
-            while let Some(server) = listener.accept(false).unwrap() {
+            while let Some(server) = listener.accept(false, None).unwrap() {
                 accepted.push(server);
             }
         }
@@ -507,7 +507,7 @@ fn a_reader_and_a_writer_thread_share_each_socket() {
             let client = Socket::open(spin).unwrap();
             client.start_connect(addr, transport, TransportOptions::default(), TIMEOUT).unwrap();
             assert!(client.finish_connect(true).unwrap());
-            let server = listener.accept(true).unwrap().unwrap();
+            let server = listener.accept(true, None).unwrap().unwrap();
             let up: Vec<u8> = (0..LEN).map(|i| (i % 251) as u8).collect();
             let down: Vec<u8> = (0..LEN).map(|i| (i % 241) as u8).collect();
             let mut threads = Vec::new();
@@ -555,7 +555,7 @@ fn connection_from_an_idle_process(transport: Transport) -> (Arc<Socket>, Child)
     let mut line = String::new();
     BufReader::new(peer.stdout.take().unwrap()).read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "connected", "{transport:?}");
-    (listener.accept(true).unwrap().expect("the peer's connection"), peer)
+    (listener.accept(true, None).unwrap().expect("the peer's connection"), peer)
 }
 
 /// Kills `peer` (SIGKILL) after a moment, from another thread; the thread

@@ -282,8 +282,10 @@ impl Socket {
     }
 
     /// Takes a connection that was accepted, or accepts one: `None` when none
-    /// is waiting and `block` is false.
-    pub fn accept(&self, block: bool) -> Result<Option<Arc<Socket>>> {
+    /// is waiting and `block` is false; a blocking accept gives up with
+    /// `TimedOut` after `timeout`.
+    pub fn accept(&self, block: bool, timeout: Option<Duration>) -> Result<Option<Arc<Socket>>> {
+        let deadline = Deadline::after(timeout);
         let mut state = self.state.lock();
         loop {
             if self.is_closed() {
@@ -298,7 +300,7 @@ impl Socket {
             if !block {
                 return Ok(None);
             }
-            self.wait(&mut state, "accept", ops::ACCEPT, Deadline::after(None))?;
+            self.wait(&mut state, "accept", ops::ACCEPT, deadline)?;
         }
     }
 

@@ -143,9 +143,9 @@ export! {
 
 export! {
     /// Returns the accepted socket's handle, or 0 when none is waiting.
-    fn Java_rdmanio_nio_SocketNative_accept<'l>(_, handle: jlong, block: jboolean) -> jlong {
+    fn Java_rdmanio_nio_SocketNative_accept<'l>(_, handle: jlong, block: jboolean, timeout_millis: jint) -> jlong {
         // SAFETY: as above.
-        Ok(unsafe { socket(handle)? }.accept(block)?.map_or(0, socket_handle))
+        Ok(unsafe { socket(handle)? }.accept(block, timeout(timeout_millis))?.map_or(0, socket_handle))
     }
 }
 

@@ -71,6 +71,15 @@ final class RdmaServerSocketChannel extends ServerSocketChannel implements RdmaC
 
     @Override
     public SocketChannel accept() throws IOException {
+        return accept(-1);
+    }
+
+    /**
+     * {@link #accept()}, giving up with {@link java.net.SocketTimeoutException}
+     * after {@code timeoutMillis} when blocking (negative: never; the server
+     * socket adaptor's {@code setSoTimeout}).
+     */
+    SocketChannel accept(int timeoutMillis) throws IOException {
         acceptLock.lock();
         try {
             synchronized (stateLock) {
@@ -82,7 +91,7 @@ final class RdmaServerSocketChannel extends ServerSocketChannel implements RdmaC
             boolean blocking = beginAccept();
             long accepted = 0;
             try {
-                accepted = SocketNative.accept(socket.handle, blocking);
+                accepted = SocketNative.accept(socket.handle, blocking, timeoutMillis);
             } finally {
                 endAccept(blocking, accepted != 0);
             }

@@ -17,6 +17,8 @@ import java.util.Set;
 /** The {@link ServerSocket} face of an {@link RdmaServerSocketChannel}. */
 final class ServerSocketAdaptor extends ServerSocket {
     private final RdmaServerSocketChannel channel;
+    /** {@link #accept}'s timeout; 0 waits forever. */
+    private volatile int timeoutMillis;
 
     ServerSocketAdaptor(RdmaServerSocketChannel channel) throws IOException {
         super(SocketAdaptor.unusedImpl());
@@ -38,13 +40,72 @@ final class ServerSocketAdaptor extends ServerSocket {
         channel.bind(local, backlog);
     }
 
+    /**
+     * As the JDK's adaptor: with a timeout, a blocking accept that gives up
+     * with {@link java.net.SocketTimeoutException}; without, the channel's
+     * accept, which in non-blocking mode takes a waiting connection and throws
+     * {@link IllegalBlockingModeException} only when none waits.
+     */
     @Override
     public Socket accept() throws IOException {
-        if (!channel.isBlocking()) {
-            throw new IllegalBlockingModeException();
+        int timeout = timeoutMillis;
+        SocketChannel accepted;
+        if (timeout > 0) {
+            if (!channel.isBlocking()) {
+                throw new IllegalBlockingModeException();
+            }
+            accepted = channel.accept(timeout);
+        } else {
+            accepted = channel.accept();
+            if (accepted == null) {
+                throw new IllegalBlockingModeException();
+            }
         }
-        SocketChannel accepted = channel.accept();
         return accepted.socket();
+    }
+
+    @Override
+    public void setSoTimeout(int timeout) throws SocketException {
+        ensureNotClosed();
+        if (timeout < 0) {
+            throw new IllegalArgumentException("timeout < 0");
+        }
+        timeoutMillis = timeout;
+    }
+
+    @Override
+    public int getSoTimeout() throws IOException {
+        ensureNotClosed();
+        return timeoutMillis;
+    }
+
+    @Override
+    public void setReceiveBufferSize(int size) throws SocketException {
+        if (size <= 0) {
+            throw new IllegalArgumentException("negative receive size");
+        }
+        ensureNotClosed();
+        try {
+            channel.setOption(StandardSocketOptions.SO_RCVBUF, size);
+        } catch (IOException e) {
+            throw new SocketException(e.getMessage());
+        }
+    }
+
+    @Override
+    public int getReceiveBufferSize() throws SocketException {
+        ensureNotClosed();
+        try {
+            return channel.getOption(StandardSocketOptions.SO_RCVBUF);
+        } catch (IOException e) {
+            throw new SocketException(e.getMessage());
+        }
+    }
+
+    private void ensureNotClosed() throws SocketException {
+        if (isClosed()) {
+            throw new SocketException("Socket is closed");
+        }
     }
 
     @Override

@@ -25,6 +25,8 @@ import java.util.Set;
 final class SocketAdaptor extends Socket {
     private final RdmaSocketChannel channel;
     private volatile int timeoutMillis;
+    private volatile boolean oobInline;
+    private volatile int trafficClass;
 
     SocketAdaptor(RdmaSocketChannel channel) throws SocketException {
         super(unusedImpl());
@@ -277,6 +279,48 @@ final class SocketAdaptor extends Socket {
     @Override
     public int getSoLinger() throws SocketException {
         return get(StandardSocketOptions.SO_LINGER);
+    }
+
+    /** No medium of rdma-nio carries urgent data in or out of line: the setting is only kept. */
+    @Override
+    public void setOOBInline(boolean on) throws SocketException {
+        ensureNotClosed();
+        oobInline = on;
+    }
+
+    @Override
+    public boolean getOOBInline() throws SocketException {
+        ensureNotClosed();
+        return oobInline;
+    }
+
+    /** Urgent data needs TCP's urgent pointer, which no medium of rdma-nio has. */
+    @Override
+    public void sendUrgentData(int data) throws IOException {
+        ensureNotClosed();
+        throw new SocketException("Urgent data not supported: rdma-nio has no urgent data");
+    }
+
+    /** The IP type of service: kept and reported (the media send no IP header of their own to mark). */
+    @Override
+    public void setTrafficClass(int tc) throws SocketException {
+        if (tc < 0 || tc > 255) {
+            throw new IllegalArgumentException("tc is not in range 0 -- 255");
+        }
+        ensureNotClosed();
+        trafficClass = tc;
+    }
+
+    @Override
+    public int getTrafficClass() throws SocketException {
+        ensureNotClosed();
+        return trafficClass;
+    }
+
+    private void ensureNotClosed() throws SocketException {
+        if (isClosed()) {
+            throw new SocketException("Socket is closed");
+        }
     }
 
     @Override

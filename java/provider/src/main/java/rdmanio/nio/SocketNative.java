@@ -70,8 +70,11 @@ final class SocketNative {
     static native void listen(long socket, String ip, int port, String transport, int ringBytes,
             String ringPeers, int sendPoolSlots, int backlog) throws IOException;
 
-    /** An accepted connection's handle, or 0 when none waits and {@code block} is false. */
-    static native long accept(long socket, boolean block) throws IOException;
+    /**
+     * An accepted connection's handle, or 0 when none waits and {@code block} is
+     * false; a blocking accept gives up after {@code timeoutMillis} (negative: never).
+     */
+    static native long accept(long socket, boolean block, int timeoutMillis) throws IOException;
 
     /** A byte count, {@link #EOF} or {@link #UNAVAILABLE}; a negative timeout waits forever. */
     static native int read(long socket, ByteBuffer direct, int position, int length, boolean block,

@@ -26,6 +26,7 @@ import java.nio.channels.AsynchronousCloseException;
 import java.nio.channels.ClosedByInterruptException;
 import java.nio.channels.ClosedChannelException;
 import java.nio.channels.ConnectionPendingException;
+import java.nio.channels.IllegalBlockingModeException;
 import java.nio.channels.NoConnectionPendingException;
 import java.nio.channels.NotYetBoundException;
 import java.nio.channels.NotYetConnectedException;
@@ -199,6 +200,57 @@ public class SocketChannelConformanceTest {
             for (int read = 0; read < 2; read++) {
                 SocketException e = assertThrows(SocketException.class, () -> pair.server.read(buffer));
                 assertEquals("Connection reset", e.getMessage());
+            }
+        }
+    }
+
+    /**
+     * The adaptors' options the JDK's support are kept and reported (they threw
+     * UnsupportedOperationException), urgent data is refused with the
+     * documented SocketException (no medium of rdma-nio has it), the server
+     * adaptor's accept honours its timeout, and in non-blocking mode takes a
+     * waiting connection (it threw IllegalBlockingModeException even then).
+     */
+    @Test(timeout = 30_000)
+    public void adaptorOptionsAndAcceptsBehaveAsTheJdks() throws Exception {
+        try (Providers.Pair pair = new Providers.Pair(provider)) {
+            Socket socket = pair.client.socket();
+            socket.setOOBInline(true);
+            assertTrue(socket.getOOBInline());
+            socket.setTrafficClass(0x10);
+            assertEquals(0x10, socket.getTrafficClass());
+            assertThrows(IllegalArgumentException.class, () -> socket.setTrafficClass(256));
+            if (!name.equals("jdk")) {
+                SocketException urgent = assertThrows(SocketException.class, () -> socket.sendUrgentData(1));
+                assertTrue(urgent.getMessage(), urgent.getMessage().contains("Urgent data not supported"));
+            }
+
+            ServerSocket server = pair.listener.socket();
+            server.setReceiveBufferSize(64 * 1024);
+            assertTrue(server.getReceiveBufferSize() >= 64 * 1024);
+            assertThrows(IllegalArgumentException.class, () -> server.setReceiveBufferSize(0));
+            server.setSoTimeout(200);
+            assertEquals(200, server.getSoTimeout());
+            long started = System.nanoTime();
+            assertThrows(SocketTimeoutException.class, server::accept);
+            assertTrue("gave up early", System.nanoTime() - started >= TimeUnit.MILLISECONDS.toNanos(150));
+            server.setSoTimeout(0);
+
+            pair.listener.configureBlocking(false);
+            assertThrows("nothing waits", IllegalBlockingModeException.class, server::accept);
+            try (SocketChannel another = provider.openSocketChannel()) {
+                another.connect(pair.listener.getLocalAddress());
+                Socket taken = null;
+                long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
+                while (taken == null && System.nanoTime() < deadline) {
+                    try {
+                        taken = server.accept();
+                    } catch (IllegalBlockingModeException notYet) {
+                        Thread.sleep(10);
+                    }
+                }
+                assertNotNull("a waiting connection is taken in non-blocking mode", taken);
+                taken.close();
             }
         }
     }
