@@ -12,6 +12,7 @@ import java.nio.channels.AlreadyBoundException;
 import java.nio.channels.AlreadyConnectedException;
 import java.nio.channels.ClosedChannelException;
 import java.nio.channels.ConnectionPendingException;
+import java.nio.channels.IllegalBlockingModeException;
 import java.nio.channels.NoConnectionPendingException;
 import java.nio.channels.NotYetConnectedException;
 import java.nio.channels.SocketChannel;
@@ -100,11 +101,11 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
     }
 
     /** Starts an operation on the connected native socket; {@link #endOperation} must follow. */
-    void beginOperation() throws ClosedChannelException {
+    private void beginOperation() throws ClosedChannelException {
         beginUse(true);
     }
 
-    void endOperation() {
+    private void endOperation() {
         socket.end();
     }
 
@@ -276,12 +277,29 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
         if (dst.isReadOnly()) {
             throw new IllegalArgumentException("read-only buffer");
         }
+        return read(dst, false, -1);
+    }
+
+    /**
+     * The socket adaptor's stream read: blocking mode required (else
+     * {@link IllegalBlockingModeException}), and it gives up with
+     * {@link java.net.SocketTimeoutException} after {@code timeoutMillis}
+     * (negative: never). A count, or -1 at the end of the stream.
+     */
+    int blockingRead(ByteBuffer dst, int timeoutMillis) throws IOException {
+        return read(dst, true, timeoutMillis);
+    }
+
+    private int read(ByteBuffer dst, boolean mustBlock, int timeoutMillis) throws IOException {
         readLock.lock();
         try {
+            if (mustBlock && !isBlocking()) {
+                throw new IllegalBlockingModeException();
+            }
             boolean blocking = beginIo(true);
             boolean completed = false;
             try {
-                int n = inputClosed ? SocketNative.EOF : readInto(dst, blocking, -1);
+                int n = inputClosed ? SocketNative.EOF : readInto(dst, blocking, timeoutMillis);
                 completed = true;
                 return n == SocketNative.UNAVAILABLE ? 0 : n;
             } finally {
@@ -296,7 +314,7 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
      * One native read into {@code dst}: a count, {@link SocketNative#EOF} or
      * {@link SocketNative#UNAVAILABLE}. Within {@link #beginOperation}, under readLock.
      */
-    int readInto(ByteBuffer dst, boolean block, int timeoutMillis) throws IOException {
+    private int readInto(ByteBuffer dst, boolean block, int timeoutMillis) throws IOException {
         int position = dst.position();
         int wanted = dst.remaining();
         if (wanted == 0) {
@@ -377,8 +395,23 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
     @Override
     public int write(ByteBuffer src) throws IOException {
         Objects.requireNonNull(src, "src");
+        return write(src, false);
+    }
+
+    /**
+     * The socket adaptor's stream write: all of {@code src}, in blocking mode
+     * only (else {@link IllegalBlockingModeException}).
+     */
+    void blockingWriteFully(ByteBuffer src) throws IOException {
+        write(src, true);
+    }
+
+    private int write(ByteBuffer src, boolean mustBlock) throws IOException {
         writeLock.lock();
         try {
+            if (mustBlock && !isBlocking()) {
+                throw new IllegalBlockingModeException();
+            }
             boolean blocking = beginIo(true);
             boolean completed = false;
             try {
@@ -614,9 +647,5 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
             }
         }
         return text.append(']').toString();
-    }
-
-    ReentrantLock readLock() {
-        return readLock;
     }
 }

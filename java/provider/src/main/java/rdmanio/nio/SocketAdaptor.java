@@ -10,6 +10,7 @@ import java.net.SocketAddress;
 import java.net.SocketException;
 import java.net.SocketOption;
 import java.net.StandardSocketOptions;
+import java.net.UnknownHostException;
 import java.nio.ByteBuffer;
 import java.nio.channels.IllegalBlockingModeException;
 import java.nio.channels.SocketChannel;
@@ -50,6 +51,9 @@ final class SocketAdaptor extends Socket {
     @Override
     public void connect(SocketAddress remote, int timeout) throws IOException {
         Objects.requireNonNull(remote, "remote");
+        if (remote instanceof InetSocketAddress inet && inet.isUnresolved()) {
+            throw new UnknownHostException(inet.getHostName()); // as java.net.Socket says it
+        }
         if (timeout < 0) {
             throw new IllegalArgumentException("negative timeout");
         }
@@ -118,9 +122,13 @@ final class SocketAdaptor extends Socket {
         return local();
     }
 
+    /** As the JDK's: the stream needs blocking mode only when it is read (IllegalBlockingModeException). */
     @Override
     public InputStream getInputStream() throws IOException {
         requireStreamable();
+        if (isInputShutdown()) {
+            throw new SocketException("Socket input is shutdown");
+        }
         return new InputStream() {
             private final byte[] one = new byte[1];
 
@@ -136,7 +144,7 @@ final class SocketAdaptor extends Socket {
                 if (length == 0) {
                     return 0;
                 }
-                return timedRead(ByteBuffer.wrap(bytes, offset, length));
+                return channel.blockingRead(ByteBuffer.wrap(bytes, offset, length), timeoutMillis > 0 ? timeoutMillis : -1);
             }
 
             @Override
@@ -146,31 +154,13 @@ final class SocketAdaptor extends Socket {
         };
     }
 
-    /** A blocking read that gives up after SO_TIMEOUT, as a socket stream's does. */
-    private int timedRead(ByteBuffer dst) throws IOException {
-        int timeout = timeoutMillis;
-        if (timeout == 0) {
-            return channel.read(dst);
-        }
-        channel.readLock().lock();
-        try {
-            if (!channel.isBlocking()) {
-                throw new IllegalBlockingModeException();
-            }
-            channel.beginOperation();
-            try {
-                return channel.isInputClosed() ? -1 : channel.readInto(dst, true, timeout);
-            } finally {
-                channel.endOperation();
-            }
-        } finally {
-            channel.readLock().unlock();
-        }
-    }
-
+    /** As the JDK's: the stream needs blocking mode only when it is written. */
     @Override
     public OutputStream getOutputStream() throws IOException {
         requireStreamable();
+        if (isOutputShutdown()) {
+            throw new SocketException("Socket output is shutdown");
+        }
         return new OutputStream() {
             @Override
             public void write(int b) throws IOException {
@@ -180,10 +170,7 @@ final class SocketAdaptor extends Socket {
             @Override
             public void write(byte[] bytes, int offset, int length) throws IOException {
                 Objects.checkFromIndexSize(offset, length, bytes.length);
-                ByteBuffer src = ByteBuffer.wrap(bytes, offset, length);
-                while (src.hasRemaining()) {
-                    channel.write(src);
-                }
+                channel.blockingWriteFully(ByteBuffer.wrap(bytes, offset, length));
             }
 
             @Override
@@ -199,9 +186,6 @@ final class SocketAdaptor extends Socket {
         }
         if (!isConnected()) {
             throw new SocketException("Socket is not connected");
-        }
-        if (!channel.isBlocking()) {
-            throw new IllegalBlockingModeException();
         }
     }
 

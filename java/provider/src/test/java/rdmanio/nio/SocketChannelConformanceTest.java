@@ -19,6 +19,7 @@ import java.net.Socket;
 import java.net.SocketException;
 import java.net.SocketTimeoutException;
 import java.net.StandardSocketOptions;
+import java.net.UnknownHostException;
 import java.nio.ByteBuffer;
 import java.nio.channels.AlreadyBoundException;
 import java.nio.channels.AlreadyConnectedException;
@@ -252,6 +253,51 @@ public class SocketChannelConformanceTest {
                 assertNotNull("a waiting connection is taken in non-blocking mode", taken);
                 taken.close();
             }
+        }
+    }
+
+    /**
+     * The adaptor's streams as the JDK's: taking one needs no blocking mode,
+     * using it does (a stream read after configureBlocking(false) returned 0 as
+     * a data byte, and its writes spun); a timed read ends with the channel
+     * closed by an interrupt (it ran to its timeout); connecting to an
+     * unresolved address is an UnknownHostException.
+     */
+    @Test(timeout = 30_000)
+    public void adaptorStreamsBehaveAsTheJdks() throws Exception {
+        try (Providers.Pair pair = new Providers.Pair(provider)) {
+            InputStream in = pair.server.socket().getInputStream();
+            OutputStream out = pair.server.socket().getOutputStream();
+            pair.server.configureBlocking(false);
+            assertNotNull(pair.server.socket().getInputStream());
+            assertThrows(IllegalBlockingModeException.class, in::read);
+            assertThrows(IllegalBlockingModeException.class, () -> out.write(7));
+            pair.server.configureBlocking(true);
+
+            pair.server.socket().setSoTimeout(10_000);
+            Thread reader = Thread.currentThread();
+            Thread interrupter = new Thread(() -> {
+                try {
+                    Thread.sleep(200);
+                } catch (InterruptedException e) {
+                    return;
+                }
+                reader.interrupt();
+            });
+            interrupter.start();
+            long started = System.nanoTime();
+            try {
+                assertThrows(ClosedByInterruptException.class, in::read);
+            } finally {
+                Thread.interrupted(); // clear it for what follows
+                interrupter.join();
+            }
+            assertTrue("ended by the interrupt", System.nanoTime() - started < TimeUnit.SECONDS.toNanos(8));
+            assertFalse(pair.server.isOpen());
+        }
+        try (SocketChannel channel = provider.openSocketChannel()) {
+            assertThrows(UnknownHostException.class,
+                    () -> channel.socket().connect(InetSocketAddress.createUnresolved("no-such-host.invalid", 80)));
         }
     }
 
