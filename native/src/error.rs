@@ -53,6 +53,10 @@ pub enum Error {
         event: &'static str,
     },
 
+    /// The shm medium was asked for a peer on another host.
+    #[error("shm reaches processes on this host only, not {0}")]
+    NotLocal(SocketAddr),
+
     /// The connection manager reported an event that the current step cannot accept.
     #[error("{op}: unexpected connection event {event} (status {status})")]
     UnexpectedEvent {

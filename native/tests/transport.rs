@@ -101,7 +101,10 @@ fn auto_falls_back_to_tcp_for_a_plain_tcp_server() {
 fn shm_is_refused_for_a_peer_elsewhere() {
     let remote = SocketAddr::from(([198, 51, 100, 7], 7000)); // TEST-NET-2: never this host
     match connect(remote, Transport::Shm, &TransportOptions::default(), TIMEOUT) {
-        Err(Error::InvalidArgument(why)) => assert!(why.contains("this host only"), "{why}"),
+        Err(err @ Error::NotLocal(addr)) => {
+            assert_eq!(addr, remote);
+            assert!(err.to_string().contains("this host only"), "{err}");
+        }
         other => panic!("expected a refusal, got {:?}", other.map(|(medium, _)| medium)),
     }
 }

@@ -53,7 +53,7 @@ impl RnioStatus {
             Error::InvalidArgument(_) => RnioStatus::InvalidArgument,
             Error::TimedOut { .. } => RnioStatus::TimedOut,
             Error::ConnectionRefused(_) | Error::SendsOnly(_) => RnioStatus::ConnectionRefused,
-            Error::Unreachable { .. } => RnioStatus::Unreachable,
+            Error::Unreachable { .. } | Error::NotLocal(_) => RnioStatus::Unreachable,
             Error::MessageTooLarge { .. } => RnioStatus::MessageTooLarge,
             Error::Disconnected | Error::ConnectionReset => RnioStatus::Disconnected,
             Error::Os { .. }

@@ -209,9 +209,7 @@ pub(crate) fn connect_offered(
         },
         Transport::Shm => {
             if !is_local(addr.ip()) {
-                return Err(Error::InvalidArgument(format!(
-                    "shm reaches processes on this host only, not {addr}"
-                )));
+                return Err(Error::NotLocal(addr));
             }
             Ok((Medium::Shm, Box::new(ShmStream::connect(addr, timeout)?)))
         }

@@ -69,7 +69,7 @@ fn exception_class(err: &Error) -> &'static str {
         Error::TimedOut { .. } => "java/net/SocketTimeoutException",
         Error::ConnectionRefused(_) | Error::SendsOnly(_) => "java/net/ConnectException",
         Error::ConnectionReset => "java/net/SocketException",
-        Error::Unreachable { .. } => "java/net/NoRouteToHostException",
+        Error::Unreachable { .. } | Error::NotLocal(_) => "java/net/NoRouteToHostException",
         Error::InvalidArgument(_) | Error::MessageTooLarge { .. } => "java/lang/IllegalArgumentException",
         // A Java channel closed under a blocked operation turns this into
         // AsynchronousCloseException or ClosedByInterruptException itself (in `end`).

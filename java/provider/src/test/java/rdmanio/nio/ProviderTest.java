@@ -1,6 +1,7 @@
 package rdmanio.nio;
 
 import static org.junit.Assert.assertEquals;
+import static org.junit.Assert.assertFalse;
 import static org.junit.Assert.assertNotNull;
 import static org.junit.Assert.assertThrows;
 import static org.junit.Assert.assertTrue;
@@ -9,6 +10,7 @@ import java.net.Inet6Address;
 import java.net.InetAddress;
 import java.net.InetSocketAddress;
 import java.net.NetworkInterface;
+import java.net.NoRouteToHostException;
 import java.net.ServerSocket;
 import java.net.SocketTimeoutException;
 import java.net.StandardProtocolFamily;
@@ -78,6 +80,21 @@ public class ProviderTest {
                 }
             }
         }
+    }
+
+    /**
+     * shm reaches this host only: a connect elsewhere fails as an unreachable
+     * address does (NoRouteToHostException) and closes the channel, as a failed
+     * connect does; it threw IllegalArgumentException and stayed pending.
+     */
+    @Test(timeout = 30_000)
+    public void shmToAnotherHostIsNoRouteAndClosesTheChannel() throws Exception {
+        SocketChannel channel = RdmaSelectorProvider.withTransport("shm").openSocketChannel();
+        NoRouteToHostException e = assertThrows(NoRouteToHostException.class,
+                () -> channel.connect(new InetSocketAddress("203.0.113.7", 7000)));
+        assertTrue(e.getMessage(), e.getMessage().contains("this host only"));
+        assertFalse("a failed connect closes the channel", channel.isOpen());
+        assertFalse(channel.isConnectionPending());
     }
 
     @Test
