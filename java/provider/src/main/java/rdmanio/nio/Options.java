@@ -24,11 +24,11 @@ final class Options {
         }
     }
 
-    /** A buffer size (SO_RCVBUF, SO_SNDBUF): positive. */
+    /** A buffer size (SO_RCVBUF, SO_SNDBUF): 0 (the default ring, as a kernel takes 0 for its least) or more. */
     static int bufferSize(Object value) {
         int size = (Integer) value;
-        if (size <= 0) {
-            throw new IllegalArgumentException("invalid buffer size " + size);
+        if (size < 0) {
+            throw new IllegalArgumentException("Invalid send/receive buffer size");
         }
         return size;
     }

@@ -26,7 +26,7 @@ import java.util.concurrent.locks.ReentrantLock;
 final class RdmaServerSocketChannel extends ServerSocketChannel implements RdmaChannel {
     private static final int DEFAULT_BACKLOG = 50;
     private static final Set<SocketOption<?>> OPTIONS =
-            Set.of(StandardSocketOptions.SO_RCVBUF, StandardSocketOptions.SO_REUSEADDR);
+            KeepAlive.with(StandardSocketOptions.SO_RCVBUF, StandardSocketOptions.SO_REUSEADDR);
 
     private final RdmaSelectorProvider provider;
     private final NativeSocket socket;
@@ -37,6 +37,7 @@ final class RdmaServerSocketChannel extends ServerSocketChannel implements RdmaC
     private InetSocketAddress localAddress;
     private int receiveBufferSize;
     private boolean reuseAddress = true;
+    private final KeepAlive keepAliveTuning = new KeepAlive();
     private ServerSocketAdaptor adaptor;
     // --
 
@@ -161,6 +162,8 @@ final class RdmaServerSocketChannel extends ServerSocketChannel implements RdmaC
             ensureOpen();
             if (name == StandardSocketOptions.SO_RCVBUF) {
                 receiveBufferSize = Options.bufferSize(value); // shapes the rings of connections accepted after bind
+            } else if (KeepAlive.isOne(name)) {
+                keepAliveTuning.set(name, value);
             } else {
                 reuseAddress = (Boolean) value;
             }
@@ -177,6 +180,9 @@ final class RdmaServerSocketChannel extends ServerSocketChannel implements RdmaC
             if (name == StandardSocketOptions.SO_RCVBUF) {
                 return (T) (Integer) (receiveBufferSize > 0 ? receiveBufferSize
                         : RdmaSocketChannel.DEFAULT_BUFFER_SIZE);
+            }
+            if (KeepAlive.isOne(name)) {
+                return (T) (Integer) keepAliveTuning.get(name);
             }
             return (T) (Boolean) reuseAddress;
         }

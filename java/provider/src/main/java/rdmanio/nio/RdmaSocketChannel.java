@@ -42,7 +42,7 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
     /** What SO_RCVBUF and SO_SNDBUF report until set: the native default ring. */
     static final int DEFAULT_BUFFER_SIZE = 256 * 1024;
 
-    private static final Set<SocketOption<?>> OPTIONS = Set.of(StandardSocketOptions.SO_RCVBUF,
+    private static final Set<SocketOption<?>> OPTIONS = KeepAlive.with(StandardSocketOptions.SO_RCVBUF,
             StandardSocketOptions.SO_SNDBUF, StandardSocketOptions.TCP_NODELAY, StandardSocketOptions.SO_KEEPALIVE,
             StandardSocketOptions.SO_REUSEADDR, StandardSocketOptions.SO_LINGER);
 
@@ -66,6 +66,7 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
     private boolean keepAlive;
     private boolean reuseAddress;
     private int linger = -1;
+    private final KeepAlive keepAliveTuning = new KeepAlive();
     private SocketAdaptor adaptor;
     // -- end of fields guarded by stateLock
 
@@ -566,6 +567,8 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
                 keepAlive = (Boolean) value;
             } else if (name == StandardSocketOptions.SO_REUSEADDR) {
                 reuseAddress = (Boolean) value;
+            } else if (KeepAlive.isOne(name)) {
+                keepAliveTuning.set(name, value);
             } else {
                 linger = Math.max(-1, (Integer) value);
             }
@@ -590,6 +593,8 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
                 value = keepAlive;
             } else if (name == StandardSocketOptions.SO_REUSEADDR) {
                 value = reuseAddress;
+            } else if (KeepAlive.isOne(name)) {
+                value = keepAliveTuning.get(name);
             } else {
                 value = linger;
             }

@@ -237,6 +237,9 @@ final class SocketAdaptor extends Socket {
 
     @Override
     public void setSendBufferSize(int size) throws SocketException {
+        if (size <= 0) {
+            throw new IllegalArgumentException("negative send size");
+        }
         set(StandardSocketOptions.SO_SNDBUF, size);
     }
 
@@ -247,6 +250,9 @@ final class SocketAdaptor extends Socket {
 
     @Override
     public void setReceiveBufferSize(int size) throws SocketException {
+        if (size <= 0) {
+            throw new IllegalArgumentException("negative receive size");
+        }
         set(StandardSocketOptions.SO_RCVBUF, size);
     }
 

@@ -43,6 +43,8 @@ import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.zip.CRC32C;
 
+import jdk.net.ExtendedSocketOptions;
+
 import org.junit.Test;
 import org.junit.runner.RunWith;
 import org.junit.runners.Parameterized;
@@ -298,6 +300,34 @@ public class SocketChannelConformanceTest {
         try (SocketChannel channel = provider.openSocketChannel()) {
             assertThrows(UnknownHostException.class,
                     () -> channel.socket().connect(InetSocketAddress.createUnresolved("no-such-host.invalid", 80)));
+        }
+    }
+
+    /**
+     * The JDK's channels offer jdk.net's TCP keep-alive options (Linux's
+     * defaults, out of range a SocketException) and take SO_RCVBUF 0 (a
+     * negative size is an IllegalArgumentException): rdma-nio lacked the
+     * former and refused the latter.
+     */
+    @Test(timeout = 30_000)
+    public void keepAliveTuningAndABufferSizeOfZeroAreTaken() throws Exception {
+        try (SocketChannel channel = provider.openSocketChannel();
+                ServerSocketChannel listener = provider.openServerSocketChannel()) {
+            for (java.nio.channels.NetworkChannel each : List.of(channel, listener)) {
+                assertTrue(each.supportedOptions().contains(ExtendedSocketOptions.TCP_KEEPIDLE));
+                assertEquals(7200, (int) each.getOption(ExtendedSocketOptions.TCP_KEEPIDLE));
+                assertEquals(75, (int) each.getOption(ExtendedSocketOptions.TCP_KEEPINTERVAL));
+                assertEquals(9, (int) each.getOption(ExtendedSocketOptions.TCP_KEEPCOUNT));
+                each.setOption(ExtendedSocketOptions.TCP_KEEPIDLE, 30);
+                assertEquals(30, (int) each.getOption(ExtendedSocketOptions.TCP_KEEPIDLE));
+                each.setOption(ExtendedSocketOptions.TCP_KEEPCOUNT, 3);
+                assertEquals(3, (int) each.getOption(ExtendedSocketOptions.TCP_KEEPCOUNT));
+                assertThrows(SocketException.class, () -> each.setOption(ExtendedSocketOptions.TCP_KEEPIDLE, 0));
+                assertThrows(SocketException.class, () -> each.setOption(ExtendedSocketOptions.TCP_KEEPCOUNT, 128));
+                each.setOption(StandardSocketOptions.SO_RCVBUF, 0);
+                assertTrue(each.getOption(StandardSocketOptions.SO_RCVBUF) > 0);
+                assertThrows(IllegalArgumentException.class, () -> each.setOption(StandardSocketOptions.SO_RCVBUF, -1));
+            }
         }
     }
 
