@@ -375,8 +375,10 @@ impl Slots {
             epoll.unwatch(&registered.fds);
             registered.fds = fds;
             epoll.watch(&fds, SOCKET_EVENTS, slot as u64)?;
+            // A completed connect brings the liveness fd too (a gone peer's
+            // goes in `peer_may_be_gone`): no lock of the socket's on every arm.
+            Self::refresh_liveness(epoll, registered, slot)?;
         }
-        Self::refresh_liveness(epoll, registered, slot)?;
         let socket = Arc::clone(&registered.socket);
         self.refresh_channel(epoll, slot)?;
         socket.arm(interest);
