@@ -217,6 +217,77 @@ fn a_busy_polling_selector_sees_data_for_every_socket_it_armed() {
     }
 }
 
+/// CPU time this thread has used.
+fn thread_cpu_time() -> Duration {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid timespec to fill.
+    assert_eq!(unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) }, 0);
+    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
+}
+
+/// Spinning only pays over memory: an adaptive selector whose sockets are all
+/// kernel sockets (the tcp medium; a listener) learns of them only from their
+/// signals, so it sleeps in `epoll_wait` at once, as the JDK's does, and still
+/// sees what arrives.
+#[test]
+fn an_adaptive_selector_of_kernel_sockets_sleeps_instead_of_spinning() {
+    let (listener, addr) = listen(Transport::Tcp);
+    let (client, server) = connected_pair(&listener, addr, Transport::Tcp);
+    let poller = Poller::new(PollMode::Adaptive(Duration::from_secs(10))).unwrap();
+    poller.register(0, Arc::clone(&listener)).unwrap();
+    poller.register(1, Arc::clone(&server)).unwrap();
+    let interests = [ops::ACCEPT as i32, ops::READ as i32];
+    let mut ready = [0i32; 4];
+    let cpu_before = thread_cpu_time();
+    let found = poller.select(&interests, &mut ready, Some(Duration::from_millis(300))).unwrap();
+    let cpu = thread_cpu_time() - cpu_before;
+    assert_eq!(found, 0, "nothing was sent");
+    assert!(cpu < Duration::from_millis(60), "a 300 ms select over idle kernel sockets used {cpu:?} of CPU");
+
+    let writer = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(20));
+        assert_eq!(client.write(b"late", true).unwrap(), 4);
+        client
+    });
+    assert_eq!(select_for(&poller, &interests, 1, ops::READ), ops::READ);
+    let mut buf = [0u8; 8];
+    assert_eq!(server.read(&mut buf, false, None).unwrap(), 4);
+    assert_eq!(server.read(&mut buf, false, None).unwrap(), status::UNAVAILABLE);
+    writer.join().unwrap().close();
+    assert_eq!(select_for(&poller, &interests, 1, ops::READ), ops::READ, "end of stream is readable");
+    assert_eq!(server.read(&mut buf, false, None).unwrap(), status::EOF);
+}
+
+/// An adaptive selector whose peer answers slower than its spin stops
+/// spinning (each spin would run out, on a core the peer may need) and
+/// still sees every message.
+#[test]
+fn an_adaptive_selector_stops_spinning_for_a_peer_slower_than_its_spin() {
+    const MESSAGES: usize = 60;
+    let (listener, addr) = listen(Transport::Shm);
+    let (client, server) = connected_pair(&listener, addr, Transport::Shm);
+    let poller = Poller::new(PollMode::Adaptive(Duration::from_millis(5))).unwrap();
+    poller.register(0, Arc::clone(&server)).unwrap();
+    let writer = thread::spawn(move || {
+        for _ in 0..MESSAGES {
+            thread::sleep(Duration::from_millis(10));
+            assert_eq!(client.write(b"tick", true).unwrap(), 4);
+        }
+        client
+    });
+    let cpu_before = thread_cpu_time();
+    let mut buf = [0u8; 64];
+    let mut received = 0;
+    while received < 4 * MESSAGES {
+        select_for(&poller, &[ops::READ as i32], 0, ops::READ);
+        received += server.read(&mut buf, false, None).unwrap().max(0) as usize;
+    }
+    let cpu = thread_cpu_time() - cpu_before;
+    // Spinning each wait through would take 60 x 5 ms.
+    assert!(cpu < Duration::from_millis(150), "{MESSAGES} waits of 10 ms used {cpu:?} of CPU");
+    writer.join().unwrap();
+}
+
 /// The RDMA connections that a listener registered with a selector accepts
 /// share the selector's completion queue (other connections have their own).
 /// Two threads then wait on one queue: one asleep in a blocking read, one

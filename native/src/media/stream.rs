@@ -110,6 +110,17 @@ pub trait ByteStream {
     /// The fds that signal a change while armed, with the events to watch for `interest`.
     fn sources(&self, interest: u32) -> [WaitSource; 2];
 
+    /// Whether `ready` changes only after a signal of the sources (a kernel
+    /// socket's readiness, as the kernel last reported it): then looking
+    /// again without one is useless, and a waiter sleeps at once.
+    fn signals_by_itself(&self) -> bool {
+        false
+    }
+
+    /// A selector's epoll set reported `events` (`EPOLL*` bits) for the
+    /// source `fd`: what the medium keeps of the kernel's readiness is updated.
+    fn signalled(&mut self, _fd: RawFd, _events: u32) {}
+
     /// An fd that becomes readable, and stays so (watch it level-triggered),
     /// once the peer may be gone without closing: its process died. -1 when
     /// the medium has none (its other sources report a dead peer) or the
@@ -223,6 +234,14 @@ impl<S: ByteStream + ?Sized> ByteStream for Box<S> {
 
     fn sources(&self, interest: u32) -> [WaitSource; 2] {
         (**self).sources(interest)
+    }
+
+    fn signals_by_itself(&self) -> bool {
+        (**self).signals_by_itself()
+    }
+
+    fn signalled(&mut self, fd: RawFd, events: u32) {
+        (**self).signalled(fd, events)
     }
 
     fn liveness_fd(&self) -> RawFd {

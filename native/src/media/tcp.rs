@@ -3,19 +3,42 @@
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 
 use crate::error::{Error, Result};
 use crate::media::stream::{ops, ByteStream, Interest, ReadOutcome, WaitSource};
 use crate::sys::{self, Deadline};
 
 /// A connected TCP socket as a non-blocking byte stream.
+///
+/// Its readiness is kept as the kernel last reported it, so that a selector's
+/// look costs no syscall (the JDK's selector makes one `epoll_wait` per select,
+/// not one per socket): reads and writes that find the socket drained or full
+/// mark it not ready, and the selector's edge-triggered epoll set reports
+/// (`signalled`) when that changes. A not-ready mark is only ever set when the
+/// kernel will raise such an edge: after `EAGAIN` or a short read (the receive
+/// queue was empty; any arrival signals), after a short write (the kernel
+/// marked the socket out of space, so freed space signals), or after a
+/// `poll(2)` that found it so (which marks it likewise).
 pub struct TcpByteStream {
     socket: TcpStream,
+    readable: Known,
+    writable: Known,
     peer_closed: bool,
     /// The peer reset the connection: every read fails so from now on, as
     /// the JDK's do (the kernel reports `ECONNRESET` once).
     reset: bool,
+}
+
+/// What the kernel last told of one direction of the socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Known {
+    /// Nothing yet: a look asks the kernel (`poll(2)`).
+    Unknown,
+    /// An operation would not block (or would fail, which it then reports).
+    Ready,
+    /// An operation would block until the socket signals.
+    NotReady,
 }
 
 impl TcpByteStream {
@@ -25,7 +48,41 @@ impl TcpByteStream {
         let os = |op| move |source| Error::Os { op, source };
         socket.set_nonblocking(true).map_err(os("fcntl(O_NONBLOCK)"))?;
         socket.set_nodelay(true).map_err(os("setsockopt(TCP_NODELAY)"))?;
-        Ok(TcpByteStream { socket, peer_closed: false, reset: false })
+        Ok(TcpByteStream {
+            socket,
+            readable: Known::Unknown,
+            writable: Known::Unknown,
+            peer_closed: false,
+            reset: false,
+        })
+    }
+
+    /// Asks the kernel for the directions of `interest` not known yet.
+    fn learn(&mut self, interest: u32) -> Result<()> {
+        let mut events = 0;
+        if interest & ops::READ != 0 && self.readable == Known::Unknown {
+            events |= libc::POLLIN | libc::POLLRDHUP;
+        }
+        if interest & ops::WRITE != 0 && self.writable == Known::Unknown {
+            events |= libc::POLLOUT;
+        }
+        if events == 0 {
+            return Ok(());
+        }
+        let mut poll_fd = libc::pollfd { fd: self.socket.as_raw_fd(), events, revents: 0 };
+        // SAFETY: one valid pollfd; a zero timeout never blocks.
+        if unsafe { libc::poll(&mut poll_fd, 1, 0) } < 0 {
+            return Err(Error::last_os("poll(tcp)"));
+        }
+        let failed = libc::POLLERR | libc::POLLHUP;
+        let known = |ready: bool| if ready { Known::Ready } else { Known::NotReady };
+        if events & libc::POLLIN != 0 {
+            self.readable = known(poll_fd.revents & (libc::POLLIN | libc::POLLRDHUP | failed) != 0);
+        }
+        if events & libc::POLLOUT != 0 {
+            self.writable = known(poll_fd.revents & (libc::POLLOUT | failed) != 0);
+        }
+        Ok(())
     }
 }
 
@@ -41,10 +98,20 @@ impl ByteStream for TcpByteStream {
     fn try_write(&mut self, data: &[u8]) -> Result<usize> {
         loop {
             match self.socket.write(data) {
-                Ok(n) => return Ok(n),
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+                Ok(n) => {
+                    // Short: the kernel ran out of send space and signals when it frees some.
+                    self.writable = if n < data.len() { Known::NotReady } else { Known::Ready };
+                    return Ok(n);
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    self.writable = Known::NotReady;
+                    return Ok(0);
+                }
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) => return Err(io_error("send", err)),
+                Err(err) => {
+                    self.writable = Known::Ready; // the next write reports it too
+                    return Err(io_error("send", err));
+                }
             }
         }
     }
@@ -63,8 +130,15 @@ impl ByteStream for TcpByteStream {
                     Ok(ReadOutcome::EndOfStream)
                 }
                 Ok(0) => Ok(ReadOutcome::WouldBlock),
-                Ok(n) => Ok(ReadOutcome::Data(n)),
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(ReadOutcome::WouldBlock),
+                Ok(n) => {
+                    // Short: the receive queue is drained, and any arrival signals.
+                    self.readable = if n < out.len() { Known::NotReady } else { Known::Ready };
+                    Ok(ReadOutcome::Data(n))
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    self.readable = Known::NotReady;
+                    Ok(ReadOutcome::WouldBlock)
+                }
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err) => {
                     let err = io_error("recv", err);
@@ -85,6 +159,7 @@ impl ByteStream for TcpByteStream {
     }
 
     fn shutdown_output(&mut self) -> Result<()> {
+        self.writable = Known::Ready; // writes fail from now on
         match self.socket.shutdown(std::net::Shutdown::Write) {
             Err(err) if err.kind() != io::ErrorKind::NotConnected => Err(io_error("shutdown(SHUT_WR)", err)),
             _ => Ok(()),
@@ -113,19 +188,15 @@ impl ByteStream for TcpByteStream {
         self.socket.peer_addr().ok()
     }
 
+    /// What the kernel last reported (see the type's documentation): no
+    /// syscall, except once for a direction not known yet.
     fn ready(&mut self, interest: u32) -> Result<u32> {
-        let [(fd, events), _] = self.sources(interest);
-        let mut poll_fd = libc::pollfd { fd, events, revents: 0 };
-        // SAFETY: one valid pollfd; a zero timeout never blocks.
-        if unsafe { libc::poll(&mut poll_fd, 1, 0) } < 0 {
-            return Err(Error::last_os("poll(tcp)"));
-        }
-        let failed = libc::POLLERR | libc::POLLHUP;
+        self.learn(interest)?;
         let mut ready = 0;
-        if poll_fd.revents & (libc::POLLIN | libc::POLLRDHUP | failed) != 0 || self.peer_closed {
+        if self.readable == Known::Ready || self.peer_closed || self.reset {
             ready |= ops::READ;
         }
-        if poll_fd.revents & (libc::POLLOUT | failed) != 0 {
+        if self.writable == Known::Ready {
             ready |= ops::WRITE;
         }
         Ok(ready & interest)
@@ -133,6 +204,23 @@ impl ByteStream for TcpByteStream {
 
     fn arm(&mut self, _interest: u32) -> Result<()> {
         Ok(()) // the kernel socket signals by itself
+    }
+
+    fn signals_by_itself(&self) -> bool {
+        true
+    }
+
+    fn signalled(&mut self, fd: RawFd, events: u32) {
+        if fd != self.socket.as_raw_fd() {
+            return;
+        }
+        let failed = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
+        if events & (libc::EPOLLIN as u32 | libc::EPOLLRDHUP as u32 | failed) != 0 {
+            self.readable = Known::Ready;
+        }
+        if events & (libc::EPOLLOUT as u32 | failed) != 0 {
+            self.writable = Known::Ready;
+        }
     }
 
     fn disarm(&mut self) -> Result<()> {
@@ -194,6 +282,32 @@ mod tests {
         assert_eq!(server.try_read(&mut buf).unwrap(), ReadOutcome::WouldBlock);
         let err = server.read(&mut buf, Some(Duration::from_millis(30))).unwrap_err();
         assert!(matches!(err, Error::TimedOut { op: "tcp read", .. }), "{err}");
+    }
+
+    /// A look costs no syscall: it reports what the kernel last said (an
+    /// operation's outcome, a poll for what was never said, a selector's
+    /// signal), so data that arrives unsignalled is not seen by a look.
+    #[test]
+    fn a_look_reports_what_the_kernel_last_said() {
+        let (mut client, mut server) = pair();
+        let fd = server.socket.as_raw_fd();
+        assert_eq!(server.ready(ops::READ | ops::WRITE).unwrap(), ops::WRITE, "asked once: writable, empty");
+        assert_eq!(client.try_write(b"ping").unwrap(), 4);
+        thread::sleep(Duration::from_millis(20));
+        assert_eq!(server.ready(ops::READ).unwrap(), 0, "no signal yet: the look asked the kernel again");
+        server.signalled(fd + 1000, libc::EPOLLIN as u32);
+        assert_eq!(server.ready(ops::READ).unwrap(), 0, "another fd's signal");
+        server.signalled(fd, libc::EPOLLIN as u32);
+        assert_eq!(server.ready(ops::READ).unwrap(), ops::READ);
+        let mut buf = [0u8; 16];
+        assert_eq!(server.try_read(&mut buf).unwrap(), ReadOutcome::Data(4));
+        assert_eq!(server.ready(ops::READ).unwrap(), 0, "a short read drained the socket");
+
+        let chunk = vec![1u8; 1 << 20];
+        while client.try_write(&chunk).unwrap() == chunk.len() {}
+        assert_eq!(client.ready(ops::WRITE).unwrap(), 0, "a short write filled the socket");
+        client.signalled(client.socket.as_raw_fd(), libc::EPOLLOUT as u32);
+        assert_eq!(client.ready(ops::WRITE).unwrap(), ops::WRITE);
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //!   blocking waits; close);
 //! - `backlog`: a listener's acceptor thread and the connections it accepted
 //!   ahead of `accept`;
-//! - `poller`: a selector's native half (the readiness of all its sockets in one call).
+//! - `poller`: a selector's native half (the readiness of all its sockets in one call);
+//! - `spin`: when a waiter spins before it sleeps (adaptive polling).
 
 pub(crate) mod backlog;
 pub mod poller;
 pub mod socket;
+pub(crate) mod spin;

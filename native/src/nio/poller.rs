@@ -15,14 +15,21 @@
 //!   not asked until one of its fds signals in the epoll set or its interest
 //!   grows beyond what it was armed for. Idle means: not ready when the select
 //!   is about to sleep, or for `SPIN_COOL_DOWN` while it spins (so that idle
-//!   sockets are armed also while another socket keeps a selector busy).
-//! - While any socket is armed, an `epoll_wait(0)` collects the signalled ones:
-//!   before each look when the last one asked no hot socket, else on every
-//!   `LOOKS_PER_COLLECT`th look, counted across selects (a syscall on every
-//!   look, or on every select, measurably slows a busy connection down for the
-//!   sake of idle ones), and before the one look of a `select` with a zero
-//!   timeout, which must see what arrived before it. So an armed socket's news
+//!   sockets are armed also while another socket keeps a selector busy). A
+//!   socket whose readiness changes only with a signal (a kernel TCP socket,
+//!   whose last reported readiness its stream keeps: `signalled`) is armed as
+//!   soon as it is not ready, which costs it nothing.
+//! - While any socket is armed, an `epoll_wait(0)` collects the signalled ones
+//!   on every `LOOKS_PER_COLLECT`th look, counted across selects (a syscall on
+//!   every look, or on every select, measurably slows a busy connection down
+//!   for the sake of idle ones), before the one look of a `select` with a zero
+//!   timeout, which must see what arrived before it, and, in busy mode, before
+//!   each look when the last one left no socket hot. So an armed socket's news
 //!   waits at most that many looks while hot sockets keep the selector busy.
+//! - Spinning only pays over memory: with no socket hot, a poller that is not
+//!   busy sleeps at once (so a selector of TCP sockets makes one `epoll_wait`
+//!   per select, as the JDK's does). An adaptive one spins only while spinning
+//!   pays (`spin`).
 //! - To sleep, the poller arms every idle socket and sleeps in `epoll_wait` on
 //!   all fds and the wakeup eventfd.
 //!
@@ -56,7 +63,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
-use crate::nio::socket::Socket;
+use crate::nio::socket::{Look, Socket};
+use crate::nio::spin::AdaptiveSpin;
 use crate::rdma::completions::{CompletionChannel, CompletionGroup, Watcher};
 use crate::sys::epoll::EpollSet;
 use crate::sys::{self, Deadline};
@@ -68,6 +76,9 @@ const CHANNEL_TOKEN: u64 = 1 << 62;
 const SOCKET_EVENTS: u32 = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
 /// The epoll tokens of liveness fds (see `ByteStream::liveness_fd`): this bit and the slot.
 const LIVENESS_TOKEN: u64 = 1 << 61;
+/// A socket's fds are watched under its slot and, from this bit on, the fd's
+/// index among its sources (so that a kernel socket learns its own events).
+const SOURCE_SHIFT: u32 = 32;
 /// Level-triggered: a peer's death may come while its socket is hot (asked,
 /// not armed), when an edge would be dropped; the fd goes once it is handled.
 const LIVENESS_EVENTS: u32 = (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
@@ -155,10 +166,14 @@ struct Slots {
     events: Vec<libc::epoll_event>,
     /// How many times a socket was asked what it is ready for.
     asks: u64,
-    /// How many hot sockets the last look asked.
-    hot_asked: usize,
+    /// How many sockets the last look left hot (asked and not armed): when
+    /// none, only signals bring news, so a look collects them first and an
+    /// adaptive select sleeps instead of spinning.
+    hot: usize,
     /// Looks since the armed sockets' signals were last collected.
     looks_since_collect: u32,
+    /// How long an adaptive select spins (see `spin`).
+    spin: AdaptiveSpin,
     /// The completion channels the registered sockets share, each in the
     /// epoll set once (a free entry is None: tokens are indexes).
     channels: Vec<Option<WatchedChannel>>,
@@ -209,8 +224,12 @@ impl Poller {
                 armed: 0,
                 events: Vec::new(),
                 asks: 0,
-                hot_asked: 0,
+                hot: 0,
                 looks_since_collect: 0,
+                spin: AdaptiveSpin::new(match mode {
+                    PollMode::Adaptive(spin) => spin,
+                    _ => Duration::ZERO,
+                }),
                 channels: Vec::new(),
                 id: POLLERS.fetch_add(1, Ordering::Relaxed),
                 woken: Vec::new(),
@@ -229,7 +248,7 @@ impl Poller {
             return Err(Error::InvalidArgument(format!("selector slot {slot} is taken")));
         }
         let fds = socket.all_sources();
-        self.epoll.watch(&fds, SOCKET_EVENTS, slot as u64)?;
+        watch_sources(&self.epoll, &fds, slot)?;
         socket.offer_completions(&self.completions);
         let channel = socket.completion_channel();
         if let Some(channel) = &channel {
@@ -292,24 +311,37 @@ impl Poller {
             slots.looks_since_collect = LOOKS_PER_COLLECT;
         }
         let deadline = Deadline::after(timeout);
+        let began = Instant::now();
+        let budget = match self.mode {
+            PollMode::Adaptive(_) => slots.spin.budget(),
+            _ => Duration::ZERO,
+        };
         let spin_until = match self.mode {
             PollMode::Busy => None,
-            PollMode::Blocking => Some(Instant::now()),
-            PollMode::Adaptive(spin) => Some(Instant::now() + spin),
+            _ => Some(began + budget),
         };
+        let mut waited = false;
         loop {
             let now = Instant::now();
             let spinning = spin_until.is_none_or(|until| now < until);
             // Before a sleep every idle socket is armed, while spinning those idle for the cool-down.
             let cool_down = if spinning { self.mode.cool_down_while_spinning() } else { Duration::ZERO };
-            let found = slots.look(&self.epoll, interests, ready, now, cool_down)?;
+            // A busy poller with nothing hot spins on collecting; the others sleep to collect.
+            let collect_if_cold = self.mode == PollMode::Busy;
+            let found = slots.look(&self.epoll, interests, ready, now, cool_down, collect_if_cold)?;
             if found > 0 || timeout == Some(Duration::ZERO) || self.woken.load(Ordering::Acquire) {
+                if waited {
+                    slots.spin.waited(budget, began.elapsed(), true);
+                }
                 return Ok(found);
             }
             if deadline.expired() {
+                slots.spin.waited(budget, began.elapsed(), false);
                 return Ok(0);
             }
-            if spinning {
+            waited = true;
+            // Spinning asks the hot sockets; with none, only a signal brings news.
+            if spinning && (self.mode == PollMode::Busy || slots.hot > 0) {
                 std::hint::spin_loop();
             } else {
                 slots.take_signals(&self.epoll, deadline.poll_millis())?;
@@ -319,8 +351,10 @@ impl Poller {
 }
 
 impl Slots {
-    /// Asks the hot sockets, after collecting the armed ones that signalled;
-    /// arms those idle for at least `cool_down` at `now`.
+    /// Asks the hot sockets, after collecting the armed ones that signalled
+    /// (every `LOOKS_PER_COLLECT`th look, or each when `collect_if_cold` and
+    /// the last look left none hot); arms those idle for at least `cool_down`
+    /// at `now`.
     fn look(
         &mut self,
         epoll: &EpollSet,
@@ -328,13 +362,15 @@ impl Slots {
         ready: &mut [i32],
         now: Instant,
         cool_down: Duration,
+        collect_if_cold: bool,
     ) -> Result<usize> {
         self.looks_since_collect += 1;
-        if self.armed > 0 && (self.hot_asked == 0 || self.looks_since_collect >= LOOKS_PER_COLLECT) {
+        let cold = self.hot == 0 && collect_if_cold;
+        if self.armed > 0 && (cold || self.looks_since_collect >= LOOKS_PER_COLLECT) {
             self.take_signals(epoll, 0)?;
         }
         let mut found = 0;
-        self.hot_asked = 0;
+        self.hot = 0;
         for (slot, &interest) in interests.iter().enumerate().take(self.armed_for.len()) {
             let interest = interest as u32;
             // Nothing wanted, a free slot, or armed for all it wants and quiet.
@@ -345,12 +381,17 @@ impl Slots {
             self.make_hot(slot, now);
             let Some(registered) = &self.registered[slot] else { continue };
             let idle = now.duration_since(registered.active_at) >= cool_down;
-            self.hot_asked += 1;
-            let mut ops = self.ask(slot, interest);
-            if ops == 0 && idle {
+            let look = self.ask(slot, interest);
+            let mut ops = look.ops;
+            // What changes only with a signal is armed at once (a kernel
+            // socket: no syscall), so that only what is worth polling stays hot.
+            if ops == 0 && (idle || look.signals_by_itself) {
                 self.arm(epoll, slot, interest)?;
                 // A change just before the arming raised no signal: look once more.
-                ops = self.ask(slot, interest);
+                ops = self.ask(slot, interest).ops;
+            }
+            if self.armed_for[slot] == 0 {
+                self.hot += 1;
             }
             if ops != 0 {
                 self.mark_active(slot, now);
@@ -360,9 +401,12 @@ impl Slots {
         Ok(found)
     }
 
-    fn ask(&mut self, slot: usize, interest: u32) -> u32 {
+    fn ask(&mut self, slot: usize, interest: u32) -> Look {
         self.asks += 1;
-        self.registered[slot].as_ref().map_or(0, |registered| registered.socket.ready(interest))
+        match &self.registered[slot] {
+            Some(registered) => registered.socket.look(interest),
+            None => Look { ops: 0, signals_by_itself: true },
+        }
     }
 
     /// Asks the socket of `slot` to signal the next change for `interest`,
@@ -374,7 +418,7 @@ impl Slots {
         if fds != registered.fds {
             epoll.unwatch(&registered.fds);
             registered.fds = fds;
-            epoll.watch(&fds, SOCKET_EVENTS, slot as u64)?;
+            watch_sources(epoll, &fds, slot)?;
             // A completed connect brings the liveness fd too (a gone peer's
             // goes in `peer_may_be_gone`): no lock of the socket's on every arm.
             Self::refresh_liveness(epoll, registered, slot)?;
@@ -464,11 +508,16 @@ impl Slots {
             self.make_hot(slot, now);
         }
         for i in 0..n {
-            let token = self.events[i].u64;
+            let libc::epoll_event { events, u64: token } = self.events[i];
             if token & LIVENESS_TOKEN != 0 && token != WAKEUP_TOKEN {
                 self.peer_may_be_gone(epoll, (token & !LIVENESS_TOKEN) as usize, now)?;
-            } else if (token as usize) < self.registered.len() {
-                self.make_hot(token as usize, now);
+            } else if token & CHANNEL_TOKEN == 0 {
+                let (slot, index) = ((token as u32) as usize, (token >> SOURCE_SHIFT) as usize);
+                let Some(Some(registered)) = self.registered.get(slot) else { continue };
+                if let Some(&fd) = registered.fds.get(index) {
+                    registered.socket.signalled(fd, events);
+                }
+                self.make_hot(slot, now);
             }
         }
         woken.clear();
@@ -563,6 +612,15 @@ impl Slots {
         }
         Ok(())
     }
+}
+
+/// Watches a socket's `fds` (negative ones are skipped), each under its slot and index.
+fn watch_sources(epoll: &EpollSet, fds: &[RawFd], slot: usize) -> Result<()> {
+    for (index, &fd) in fds.iter().enumerate().filter(|(_, &fd)| fd >= 0) {
+        let token = slot as u64 | (index as u64) << SOURCE_SHIFT;
+        epoll.control(libc::EPOLL_CTL_ADD, fd, SOCKET_EVENTS, token)?;
+    }
+    Ok(())
 }
 
 /// Writes `(slot, ops)` as the `found`th pair of `ready`; returns the new count.

@@ -5,9 +5,11 @@
 //! Locking: one mutex per socket guards its state. Nothing waits while holding
 //! it, except an RDMA accept's handshake and a closing stream's linger.
 //!
-//! Blocking: a thread that must wait first polls for the socket's `Spin`, then
-//! becomes the socket's sleeper if there is none. The sleeper sleeps in poll(2) on the socket's sources (for the
-//! interests of every waiting thread) and on the socket's kick eventfd; the
+//! Blocking: a thread that must wait first polls for the socket's `Spin` (an
+//! adaptive one only while spinning pays: `spin`; never on a medium that
+//! signals by itself), then becomes the socket's sleeper if there is none.
+//! The sleeper sleeps in poll(2) on the socket's sources (for the interests
+//! of every waiting thread) and on the socket's kick eventfd; the
 //! others wait on `turn`, which the sleeper signals when it wakes. So a
 //! completion that one thread consumes never leaves another asleep. `close`
 //! sets `closed` and writes the kick fd, which stays readable from then on.
@@ -25,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
@@ -33,6 +35,7 @@ use crate::error::{Error, Result};
 use crate::media::stream::{ops, ReadOutcome, WaitSource};
 use crate::media::transport::{self, Medium, Stream, StreamListener, Transport, TransportOptions};
 use crate::nio::backlog::Backlog;
+use crate::nio::spin::AdaptiveSpin;
 use crate::rdma::completions::{CompletionChannel, CompletionGroup, GroupOffer};
 use crate::sys::{self, Deadline};
 
@@ -48,6 +51,16 @@ pub mod status {
 type Sources = [WaitSource; 3];
 const NO_SOURCE: WaitSource = (-1, 0);
 
+/// What a look at a socket found (`Socket::look`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Look {
+    /// The operations of the interest that would not block.
+    pub ops: u32,
+    /// No change comes without a signal of the socket's fds (see
+    /// `ByteStream::signals_by_itself`): a waiter need not look again before one.
+    pub signals_by_itself: bool,
+}
+
 /// A connection, a connection attempt or a listener, shared between threads.
 pub struct Socket {
     state: Mutex<State>,
@@ -56,7 +69,8 @@ pub struct Socket {
     /// by changes no source signals (also for the selectors that watch it).
     kick: OwnedFd,
     closed: AtomicBool,
-    /// How long a blocked operation polls before it sleeps.
+    /// How long a blocked operation polls before it sleeps (a time is the
+    /// most it spins: see `State::spin`).
     spin: Spin,
     /// The completion queues of the selector it is registered with, which
     /// the RDMA connections it accepts (or makes, connecting) then share.
@@ -100,6 +114,8 @@ struct State {
     connect_untaken: bool,
     /// `shutdown_input` was called: reads report end of stream.
     input_shut: bool,
+    /// How long a blocked operation spins, when `Socket::spin` is a time.
+    spin: AdaptiveSpin,
 }
 
 enum Role {
@@ -137,6 +153,10 @@ impl Socket {
                 failed: None,
                 connect_untaken: false,
                 input_shut: false,
+                spin: AdaptiveSpin::new(match spin {
+                    Spin::For(spin) => spin,
+                    Spin::Forever => Duration::ZERO,
+                }),
             }),
             turn: Condvar::new(),
             kick: sys::eventfd()?,
@@ -309,12 +329,18 @@ impl Socket {
     pub fn read(&self, out: &mut [u8], block: bool, timeout: Option<Duration>) -> Result<isize> {
         let deadline = Deadline::after(timeout);
         let mut state = self.state.lock();
+        // A kernel socket last seen drained would only say EAGAIN: sleep first.
+        let mut drained = block && state.known_drained();
         loop {
             if self.is_closed() {
                 return Err(Error::Closed("read"));
             }
             if state.input_shut {
                 return Ok(status::EOF);
+            }
+            if std::mem::take(&mut drained) {
+                self.wait(&mut state, "read", ops::READ, deadline)?;
+                continue;
             }
             let outcome = state.connected()?.stream.try_read(out);
             match self.check(&mut state, outcome)? {
@@ -429,13 +455,22 @@ impl Socket {
         }
     }
 
-    /// Which of `interest` would not block now (see `ByteStream::ready`);
-    /// a closed socket is ready for everything, so its users learn of it.
-    pub(crate) fn ready(&self, interest: u32) -> u32 {
+    /// Which of `interest` would not block now (see `ByteStream::ready`; a
+    /// closed socket is ready for everything, so its users learn of it), and
+    /// whether only a signal of the socket's fds can change that.
+    pub(crate) fn look(&self, interest: u32) -> Look {
         if self.is_closed() {
-            return interest;
+            return Look { ops: interest, signals_by_itself: true };
         }
-        self.state.lock().ready(interest)
+        let mut state = self.state.lock();
+        Look { ops: state.ready(interest), signals_by_itself: state.signals_by_itself() }
+    }
+
+    /// A selector's epoll set reported `events` for `fd`, one of `all_sources`.
+    pub(crate) fn signalled(&self, fd: RawFd, events: u32) {
+        if let Role::Connected(connected) = &mut self.state.lock().role {
+            connected.stream.signalled(fd, events);
+        }
     }
 
     /// Prepares the sources to signal a change for `interest`; then the caller
@@ -502,7 +537,16 @@ impl Socket {
         deadline: Deadline,
     ) -> Result<()> {
         state.count_waiter(interest, true);
-        let result = self.wait_as_waiter(state, op, interest, deadline);
+        let began = Instant::now();
+        let spin = match self.spin {
+            _ if state.signals_by_itself() => Spin::For(Duration::ZERO),
+            Spin::For(_) => Spin::For(state.spin.budget()),
+            Spin::Forever => Spin::Forever,
+        };
+        let result = self.wait_as_waiter(state, op, interest, deadline, spin);
+        if let Spin::For(budget) = spin {
+            state.spin.waited(budget, began.elapsed(), result.is_ok());
+        }
         state.count_waiter(interest, false);
         result?;
         if self.is_closed() {
@@ -517,10 +561,11 @@ impl Socket {
         op: &'static str,
         interest: u32,
         deadline: Deadline,
+        spin: Spin,
     ) -> Result<()> {
         // The spin lets other threads in between its looks, so whether another
         // thread became the sleeper is known only after it.
-        if self.spin_until_ready(state, interest, deadline) {
+        if self.spin_until_ready(state, interest, deadline, spin) {
             return Ok(());
         }
         if let Some(watched) = state.sleeper {
@@ -547,23 +592,25 @@ impl Socket {
         state.sleeper = Some(watch);
         let kick = (self.kick.as_raw_fd(), libc::POLLIN);
         let liveness = (state.liveness_fd(), libc::POLLIN | libc::POLLRDHUP);
+        // Which woke it: (the kick, the liveness fd).
         let woke = match state.completion_channel() {
             None => MutexGuard::unlocked(state, || {
-                sys::wait_for(op, [a, b, c, kick, liveness], deadline).map(|[.., gone]| gone)
+                sys::wait_for(op, [a, b, c, kick, liveness], deadline).map(|[.., kick, gone]| (kick, gone))
             }),
             Some(channel) => MutexGuard::unlocked(state, || {
                 channel.sleep_through(|fd| {
                     sys::wait_for(op, [a, b, c, kick, liveness, (fd, libc::POLLIN)], deadline)
-                        .map(|[.., gone, _]| gone)
+                        .map(|[.., kick, gone, _]| (kick, gone))
                 })
             }),
         };
-        if let Ok(true) = woke {
+        if let Ok((_, true)) = woke {
             state.check_liveness();
         }
         state.sleeper = None;
         self.turn.notify_all();
-        if !self.is_closed() {
+        // A kick that came after the wake stays readable and wakes the next sleep.
+        if matches!(woke, Ok((true, _))) && !self.is_closed() {
             sys::drain_eventfd(&self.kick)?;
         }
         state.disarm()?;
@@ -597,19 +644,25 @@ impl Socket {
         }
     }
 
-    /// Polls for `interest` for the socket's spin time (letting other
-    /// threads in between looks); true once ready or closed.
-    fn spin_until_ready(&self, state: &mut MutexGuard<'_, State>, interest: u32, deadline: Deadline) -> bool {
-        let until = match self.spin {
+    /// Polls for `interest` for `spin` (letting other threads in between
+    /// looks); true once ready or closed.
+    fn spin_until_ready(
+        &self,
+        state: &mut MutexGuard<'_, State>,
+        interest: u32,
+        deadline: Deadline,
+        spin: Spin,
+    ) -> bool {
+        let until = match spin {
             Spin::For(spin) if spin.is_zero() => return false,
-            Spin::For(spin) => Some(std::time::Instant::now() + spin),
+            Spin::For(spin) => Some(Instant::now() + spin),
             Spin::Forever => None,
         };
         loop {
             if state.ready(interest) != 0 || self.is_closed() {
                 return true;
             }
-            if until.is_some_and(|until| std::time::Instant::now() >= until) || deadline.expired() {
+            if until.is_some_and(|until| Instant::now() >= until) || deadline.expired() {
                 return false;
             }
             MutexGuard::unlocked(state, std::hint::spin_loop);
@@ -693,6 +746,22 @@ impl State {
                 self.pending_failure = Some(err);
                 interest
             }
+        }
+    }
+
+    /// A connection on a medium that signals by itself, which last said it has
+    /// nothing to read (a read would only find so).
+    fn known_drained(&mut self) -> bool {
+        matches!(&self.role, Role::Connected(connected) if connected.stream.signals_by_itself())
+            && self.ready(ops::READ) == 0
+    }
+
+    /// See `Look::signals_by_itself`: a connection's medium tells; a connect
+    /// or listener signals through its eventfds, a fresh socket through its kick.
+    fn signals_by_itself(&self) -> bool {
+        match &self.role {
+            Role::Connected(connected) => connected.stream.signals_by_itself(),
+            _ => true,
         }
     }
 

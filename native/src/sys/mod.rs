@@ -56,6 +56,25 @@ pub(crate) fn drain_eventfd(fd: &OwnedFd) -> Result<bool> {
     Ok(n == 8)
 }
 
+/// How many threads are runnable on the host now (running or waiting for a
+/// core: the fourth field of `/proc/loadavg`, "runnable/total"). The file
+/// stays open: each call is one `pread`.
+pub(crate) fn runnable_threads() -> Result<u32> {
+    use std::os::unix::fs::FileExt;
+    static LOADAVG: std::sync::OnceLock<std::io::Result<std::fs::File>> = std::sync::OnceLock::new();
+    let os = |source| Error::Os { op: "read(/proc/loadavg)", source };
+    let file = LOADAVG.get_or_init(|| std::fs::File::open("/proc/loadavg"));
+    let file = file.as_ref().map_err(|err| os(std::io::Error::new(err.kind(), err.to_string())))?;
+    let mut text = [0u8; 128];
+    let n = file.read_at(&mut text, 0).map_err(os)?;
+    let text = String::from_utf8_lossy(&text[..n]);
+    text.split_whitespace()
+        .nth(3)
+        .and_then(|field| field.split('/').next())
+        .and_then(|runnable| runnable.parse().ok())
+        .ok_or_else(|| Error::InvalidArgument(format!("unexpected /proc/loadavg: {text}")))
+}
+
 /// An fd and the poll(2) events that make it worth waking for.
 pub type WaitSource = (RawFd, libc::c_short);
 
