@@ -177,8 +177,8 @@ pub struct ShmStream {
     idle_tries: u32,
     /// What the current sleep announced (0: none).
     sleeping_for: u32,
-    /// The peer rang for a past sleep, but its write had not landed when that
-    /// sleep ended: the next end of a sleep consumes it.
+    /// The peer rang for a past sleep that did not consume it (a selector's,
+    /// or its write had not landed yet): the next end of a blocking sleep does.
     ring_pending: bool,
 }
 
@@ -518,6 +518,14 @@ impl ByteStream for ShmStream {
 
     fn disarm(&mut self) -> Result<()> {
         self.end_sleep()
+    }
+
+    /// The doorbell's count is left as it is: each ring is an edge for the
+    /// selector, and a read to clear it would cost a syscall per wake-up.
+    fn disarm_watched(&mut self) -> Result<()> {
+        let left = self.map.word32(self.own(SLEEPING)).swap(0, Ordering::SeqCst);
+        self.ring_pending |= left != mem::take(&mut self.sleeping_for);
+        Ok(())
     }
 
     fn sources(&self, _interest: u32) -> [WaitSource; 2] {

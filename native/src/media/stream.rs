@@ -107,6 +107,13 @@ pub trait ByteStream {
     /// Ends a sleep prepared by `arm`: consumes what the sources signalled.
     fn disarm(&mut self) -> Result<()>;
 
+    /// Ends an arming whose sources an edge-triggered epoll set watched (a
+    /// selector's): what only a level-triggered wait would see again need not
+    /// be consumed now (a later blocking wait consumes it, or wakes once for it).
+    fn disarm_watched(&mut self) -> Result<()> {
+        self.disarm()
+    }
+
     /// The fds that signal a change while armed, with the events to watch for `interest`.
     fn sources(&self, interest: u32) -> [WaitSource; 2];
 
@@ -230,6 +237,10 @@ impl<S: ByteStream + ?Sized> ByteStream for Box<S> {
 
     fn disarm(&mut self) -> Result<()> {
         (**self).disarm()
+    }
+
+    fn disarm_watched(&mut self) -> Result<()> {
+        (**self).disarm_watched()
     }
 
     fn sources(&self, interest: u32) -> [WaitSource; 2] {

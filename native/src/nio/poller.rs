@@ -26,6 +26,10 @@
 //!   timeout, which must see what arrived before it, and, in busy mode, before
 //!   each look when the last one left no socket hot. So an armed socket's news
 //!   waits at most that many looks while hot sockets keep the selector busy.
+//!   A hot socket that is ready for part of its interest and learns of the
+//!   rest from signals (a kernel socket ready to write and waiting for data)
+//!   has its signals collected before every look: the select returns with it
+//!   anyway, so that is one `epoll_wait` per select.
 //! - Spinning only pays over memory: with no socket hot, a poller that is not
 //!   busy sleeps at once (so a selector of TCP sockets makes one `epoll_wait`
 //!   per select, as the JDK's does). An adaptive one spins only while spinning
@@ -166,10 +170,14 @@ struct Slots {
     events: Vec<libc::epoll_event>,
     /// How many times a socket was asked what it is ready for.
     asks: u64,
-    /// How many sockets the last look left hot (asked and not armed): when
-    /// none, only signals bring news, so a look collects them first and an
-    /// adaptive select sleeps instead of spinning.
-    hot: usize,
+    /// How many sockets the last look left hot (asked and not armed) whose
+    /// readiness a look reads from memory: when none, only signals bring
+    /// news, so an adaptive select sleeps instead of spinning.
+    hot_polled: usize,
+    /// How many it left hot that are ready for part of their interest and
+    /// learn of the rest from their signals (a kernel socket ready to write,
+    /// waiting for data too): while any is, each look collects signals first.
+    hot_partly_ready: usize,
     /// Looks since the armed sockets' signals were last collected.
     looks_since_collect: u32,
     /// How long an adaptive select spins (see `spin`).
@@ -224,7 +232,8 @@ impl Poller {
                 armed: 0,
                 events: Vec::new(),
                 asks: 0,
-                hot: 0,
+                hot_polled: 0,
+                hot_partly_ready: 0,
                 looks_since_collect: 0,
                 spin: AdaptiveSpin::new(match mode {
                     PollMode::Adaptive(spin) => spin,
@@ -341,7 +350,7 @@ impl Poller {
             }
             waited = true;
             // Spinning asks the hot sockets; with none, only a signal brings news.
-            if spinning && (self.mode == PollMode::Busy || slots.hot > 0) {
+            if spinning && (self.mode == PollMode::Busy || slots.hot_polled > 0) {
                 std::hint::spin_loop();
             } else {
                 slots.take_signals(&self.epoll, deadline.poll_millis())?;
@@ -351,10 +360,11 @@ impl Poller {
 }
 
 impl Slots {
-    /// Asks the hot sockets, after collecting the armed ones that signalled
+    /// Asks the hot sockets, after collecting the signals of the armed ones
     /// (every `LOOKS_PER_COLLECT`th look, or each when `collect_if_cold` and
-    /// the last look left none hot); arms those idle for at least `cool_down`
-    /// at `now`.
+    /// the last look left none hot to poll) and of the hot ones that learn
+    /// their readiness from them (each look); arms those idle for at least
+    /// `cool_down` at `now`.
     fn look(
         &mut self,
         epoll: &EpollSet,
@@ -365,12 +375,14 @@ impl Slots {
         collect_if_cold: bool,
     ) -> Result<usize> {
         self.looks_since_collect += 1;
-        let cold = self.hot == 0 && collect_if_cold;
-        if self.armed > 0 && (cold || self.looks_since_collect >= LOOKS_PER_COLLECT) {
+        let cold = self.hot_polled == 0 && collect_if_cold;
+        let due = cold || self.looks_since_collect >= LOOKS_PER_COLLECT;
+        if self.hot_partly_ready > 0 || (self.armed > 0 && due) {
             self.take_signals(epoll, 0)?;
         }
         let mut found = 0;
-        self.hot = 0;
+        self.hot_polled = 0;
+        self.hot_partly_ready = 0;
         for (slot, &interest) in interests.iter().enumerate().take(self.armed_for.len()) {
             let interest = interest as u32;
             // Nothing wanted, a free slot, or armed for all it wants and quiet.
@@ -390,8 +402,10 @@ impl Slots {
                 // A change just before the arming raised no signal: look once more.
                 ops = self.ask(slot, interest).ops;
             }
-            if self.armed_for[slot] == 0 {
-                self.hot += 1;
+            if self.armed_for[slot] == 0 && !look.signals_by_itself {
+                self.hot_polled += 1;
+            } else if self.armed_for[slot] == 0 && ops != interest {
+                self.hot_partly_ready += 1;
             }
             if ops != 0 {
                 self.mark_active(slot, now);

@@ -483,10 +483,10 @@ impl Socket {
         state.sources(interest)
     }
 
-    /// Ends a sleep prepared by `arm`.
+    /// Ends a sleep prepared by `arm` (a selector's: see `ByteStream::disarm_watched`).
     pub(crate) fn disarm(&self) {
         let mut state = self.state.lock();
-        if let Err(err) = state.disarm() {
+        if let Err(err) = state.disarm_watched() {
             state.pending_failure.get_or_insert(err);
         }
     }
@@ -780,6 +780,13 @@ impl State {
                 None => Ok(()),
             },
             _ => Ok(()),
+        }
+    }
+
+    fn disarm_watched(&mut self) -> Result<()> {
+        match &mut self.role {
+            Role::Connected(connected) => connected.stream.disarm_watched(),
+            _ => self.disarm(),
         }
     }
 

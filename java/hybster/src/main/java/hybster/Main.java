@@ -17,6 +17,7 @@ import java.util.concurrent.CountDownLatch;
 import java.util.stream.Collectors;
 
 import hybster.client.Client;
+import hybster.coordination.CoordinationService;
 import hybster.replica.Application;
 import hybster.replica.Replica;
 import hybster.trinx.SoftwareTrinx;
@@ -34,8 +35,10 @@ import hybster.trinx.SoftwareTrinx;
  * and {@code trinxKey} (hex), {@code provider}: {@code jdk}, or
  * {@code rdma-nio} with {@code transport} (auto, rdma, shm, tcp), and
  * {@code viewChangeMillis} (how long a request may wait before the followers
- * suspect the leader; default 2000), and {@code instances} (parallel ordering
- * instances, default 1; the same on every replica). A replica runs
+ * suspect the leader; default 2000), {@code instances} (parallel ordering
+ * instances, default 1; the same on every replica), and {@code application}:
+ * {@code counter} (default: each operation adds its length to a total) or
+ * {@code coordination} (the coordination service). A replica runs
  * until killed; a client sends REQUESTS requests one after the other and prints
  * their latency percentiles and the throughput.
  */
@@ -45,10 +48,10 @@ public final class Main {
     /** The provider a configuration's {@code provider=rdma-nio} names, found on the class path. */
     static final String RDMA_NIO = "rdmanio.nio.RdmaSelectorProvider";
 
-    /** A deployment read from a configuration file. */
-    record Config(Cluster cluster, SelectorProvider provider, String providerName, long viewChangeMillis,
-            int instances) {
-        static Config read(Path file) throws IOException {
+    /** A deployment read from a configuration file (also for drivers that run clients of it). */
+    public record Config(Cluster cluster, SelectorProvider provider, String providerName, long viewChangeMillis,
+            int instances, String application) {
+        public static Config read(Path file) throws IOException {
             Properties properties = new Properties();
             try (Reader reader = Files.newBufferedReader(file)) {
                 properties.load(reader);
@@ -67,9 +70,15 @@ public final class Main {
                     hex.parseHex(required(properties, "trinxKey", file)));
             long viewChangeMillis = number(properties, "viewChangeMillis", Replica.DEFAULT_VIEW_CHANGE_MILLIS, file);
             int instances = (int) number(properties, "instances", 1, file);
+            String application = properties.getProperty("application", "counter").trim();
+            if (!application.equals("counter") && !application.equals("coordination")) {
+                throw new IllegalArgumentException(file + ": application '" + application
+                        + "' is not counter or coordination");
+            }
             String provider = properties.getProperty("provider", "jdk");
             return switch (provider) {
-                case "jdk" -> new Config(cluster, SelectorProvider.provider(), "jdk", viewChangeMillis, instances);
+                case "jdk" -> new Config(cluster, SelectorProvider.provider(), "jdk", viewChangeMillis, instances,
+                        application);
                 case "rdma-nio" -> {
                     String transport = properties.getProperty("transport", "auto");
                     // Only replicas get a ring of a replica's memory; clients get two-sided sends.
@@ -83,7 +92,7 @@ public final class Main {
                             })
                             .distinct().collect(Collectors.joining(","));
                     yield new Config(cluster, rdmaNio(transport, ringPeers), "rdma-nio (" + transport + ")",
-                            viewChangeMillis, instances);
+                            viewChangeMillis, instances, application);
                 }
                 default -> throw new IllegalArgumentException(file + ": provider '" + provider
                         + "' is not jdk or rdma-nio");
@@ -149,8 +158,10 @@ public final class Main {
     }
 
     private static void runReplica(Config config, int id) throws Exception {
+        Application application =
+                config.application().equals("coordination") ? new CoordinationService() : new Counter();
         Replica replica = new Replica(id, config.cluster(), new SoftwareTrinx(id, config.cluster().trinxKey(), 1),
-                new Counter(), config.provider(),
+                application, config.provider(),
                 Replica.Options.DEFAULTS.withViewChangeMillis(config.viewChangeMillis()).withInstances(config.instances()));
         replica.start();
         System.out.println("replica " + id + " on " + config.providerName() + " at "

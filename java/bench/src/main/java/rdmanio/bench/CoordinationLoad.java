@@ -1,0 +1,107 @@
+package rdmanio.bench;
+
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.SplittableRandom;
+import java.util.concurrent.CyclicBarrier;
+
+import hybster.Main;
+import hybster.client.Client;
+import hybster.coordination.CoordinationClient;
+
+/**
+ * The coordination-service workload of the benchmark suite against a running
+ * Hybster cluster ({@code application=coordination}): CLIENTS clients, each
+ * with its own connections, send REQUESTS requests one after the other: 90%
+ * reads ({@code getData}) and 10% writes ({@code setData}) of 64-byte values
+ * on 16 nodes, all ordered.
+ *
+ * <pre>
+ * java rdmanio.bench.CoordinationLoad CONFIG CLIENTS REQUESTS HISTOGRAM_FILE
+ * </pre>
+ *
+ * Prints one CSV line ({@link Phase#HEADER}); {@code -Dbench.otherPids} (the
+ * replicas' pids) adds their CPU time to the client JVM's.
+ */
+public final class CoordinationLoad {
+    private static final int NODES = 16;
+    private static final long TIMEOUT_MILLIS = 60_000;
+    /** Hybster's client ids start here (the one that makes the nodes), then one per load client. */
+    private static final int FIRST_CLIENT = 1000;
+
+    private CoordinationLoad() {}
+
+    public static void main(String[] args) throws Exception {
+        if (args.length < 4) {
+            System.err.println("usage: rdmanio.bench.CoordinationLoad CONFIG CLIENTS REQUESTS HISTOGRAM_FILE");
+            System.exit(2);
+        }
+        Main.Config config = Main.Config.read(Path.of(args[0]));
+        int clients = Integer.parseInt(args[1]);
+        int requests = Integer.parseInt(args[2]);
+        byte[] value = new byte[64];
+        try (Client setup = new Client(FIRST_CLIENT, config.cluster(), config.provider(), 2000)) {
+            CoordinationClient coordination = new CoordinationClient(setup, TIMEOUT_MILLIS);
+            coordination.create("/bench", new byte[0], false);
+            for (int node = 0; node < NODES; node++) {
+                coordination.create("/bench/" + node, value, false);
+            }
+        }
+        Phase phase = new Phase();
+        int warmUp = Math.max(50, requests / 5);
+        CyclicBarrier measuring = new CyclicBarrier(clients, () -> {
+            try {
+                phase.start();
+            } catch (Exception e) {
+                throw new IllegalStateException(e);
+            }
+        });
+        List<Thread> threads = new ArrayList<>();
+        List<Throwable> failures = new ArrayList<>();
+        for (int c = 0; c < clients; c++) {
+            int id = FIRST_CLIENT + 1 + c;
+            Thread thread = new Thread(() -> {
+                try (Client client = new Client(id, config.cluster(), config.provider(), 2000)) {
+                    CoordinationClient coordination = new CoordinationClient(client, TIMEOUT_MILLIS);
+                    SplittableRandom random = new SplittableRandom(id);
+                    for (int i = 0; i < warmUp; i++) {
+                        request(coordination, random, value);
+                    }
+                    measuring.await();
+                    for (int i = 0; i < requests; i++) {
+                        long start = System.nanoTime();
+                        request(coordination, random, value);
+                        phase.record(System.nanoTime() - start);
+                    }
+                } catch (Throwable e) {
+                    synchronized (failures) {
+                        failures.add(e);
+                    }
+                    measuring.reset();
+                }
+            }, "client " + id);
+            thread.start();
+            threads.add(thread);
+        }
+        for (Thread thread : threads) {
+            thread.join();
+        }
+        if (!failures.isEmpty()) {
+            throw new IllegalStateException("a client failed", failures.get(0));
+        }
+        phase.end((long) clients * requests);
+        phase.report(System.out, "cluster", config.providerName().replace(' ', '-'), clients + "clients",
+                Path.of(args[3]));
+    }
+
+    private static void request(CoordinationClient coordination, SplittableRandom random, byte[] value)
+            throws Exception {
+        String node = "/bench/" + random.nextInt(NODES);
+        if (random.nextInt(10) == 0) {
+            coordination.setData(node, value, -1);
+        } else {
+            coordination.getData(node);
+        }
+    }
+}
