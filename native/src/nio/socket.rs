@@ -35,6 +35,7 @@ use crate::error::{Error, Result};
 use crate::media::stream::{ops, ReadOutcome, WaitSource};
 use crate::media::transport::{self, Medium, Stream, StreamListener, Transport, TransportOptions};
 use crate::nio::backlog::Backlog;
+use crate::nio::connector;
 use crate::nio::spin::AdaptiveSpin;
 use crate::rdma::completions::{CompletionChannel, CompletionGroup, GroupOffer};
 use crate::sys::{self, Deadline};
@@ -50,6 +51,18 @@ pub mod status {
 /// Every source a socket can have (a stream has two).
 type Sources = [WaitSource; 3];
 const NO_SOURCE: WaitSource = (-1, 0);
+
+/// Signals a connect's completion eventfd when dropped: whatever became of
+/// the connect, its waiters wake and find out.
+struct SignalOnDrop(Arc<OwnedFd>, SocketAddr);
+
+impl Drop for SignalOnDrop {
+    fn drop(&mut self) {
+        if let Err(err) = sys::signal_eventfd(&self.0) {
+            log::error!("connect to {}: cannot signal completion: {err}", self.1);
+        }
+    }
+}
 
 /// What a look at a socket found (`Socket::look`).
 #[derive(Debug, Clone, Copy)]
@@ -196,8 +209,9 @@ impl Socket {
         Ok(socket)
     }
 
-    /// Starts connecting to `addr` on a helper thread (connection setup over
-    /// rdma_cm blocks); `finish_connect` or a selector learn when it is done.
+    /// Starts connecting to `addr` on a connector thread (connection setup
+    /// over rdma_cm blocks: `connector`); `finish_connect` or a selector learn
+    /// when it is done.
     pub fn start_connect(
         &self,
         addr: SocketAddr,
@@ -210,15 +224,12 @@ impl Socket {
         let (done, outcome) = mpsc::sync_channel(1);
         let signal_for_thread = Arc::clone(&signal);
         let offer = self.completions.clone();
-        std::thread::Builder::new()
-            .name(format!("rdma-nio connect {addr}"))
-            .spawn(move || {
-                let _ = done.send(transport::connect_offered(addr, transport, &options, timeout, &offer));
-                if let Err(err) = sys::signal_eventfd(&signal_for_thread) {
-                    log::error!("connect to {addr}: cannot signal completion: {err}");
-                }
-            })
-            .map_err(|source| Error::Os { op: "spawn(connect thread)", source })?;
+        connector::run(move || {
+            // Signals after the outcome is sent, or its sender dropped by a panic.
+            let _signal = SignalOnDrop(signal_for_thread, addr);
+            let done = done;
+            let _ = done.send(transport::connect_offered(addr, transport, &options, timeout, &offer));
+        })?;
         state.role = Role::Connecting { addr, outcome };
         state.connect_signal = Some(signal);
         // Selectors that watch this socket look again and find its new fds.
