@@ -90,7 +90,10 @@ mod tests {
     #[test]
     fn a_slow_connect_does_not_hold_up_another() {
         let (release, blocked) = mpsc::channel::<()>();
-        run(move || drop(blocked.recv_timeout(Duration::from_secs(20)))).unwrap();
+        run(move || {
+            let _ = blocked.recv_timeout(Duration::from_secs(20));
+        })
+        .unwrap();
         let (done, finished) = mpsc::channel();
         run(move || done.send(()).unwrap()).unwrap();
         finished.recv_timeout(Duration::from_secs(5)).expect("the second connect waited for the first");
