@@ -96,8 +96,8 @@ impl AdaptiveSpin {
 }
 
 /// Whether more threads are runnable on the host than the process has cores,
-/// by more than one, on average over the last few samples: a spinner would
-/// then keep someone off a core. Sampled at most every `PRESSURE_EVERY` by
+/// on average over the last few samples: a spinner would then keep someone
+/// off a core. Sampled at most every `PRESSURE_EVERY` by
 /// whichever thread asks first.
 pub(crate) fn cores_oversubscribed() -> bool {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
@@ -118,10 +118,10 @@ pub(crate) fn cores_oversubscribed() -> bool {
         let average = RUNNABLE.load(Ordering::Relaxed);
         let average = average - average / PRESSURE_SMOOTHING + sample / PRESSURE_SMOOTHING;
         RUNNABLE.store(average, Ordering::Relaxed);
-        // More than one thread over: most samples saw others waiting for a
-        // core (one over is common and brief: two spinning peers and a JIT
-        // compiler thread).
-        OVERSUBSCRIBED.store(average > (u64::from(cores) + 1) * u64::from(WHOLE), Ordering::Relaxed);
+        // Half a thread over on average: most samples saw someone waiting
+        // for a core (the average keeps a brief one, a JIT compiler thread
+        // beside two spinning peers, from stopping the spin at once).
+        OVERSUBSCRIBED.store(2 * average > (2 * u64::from(cores) + 1) * u64::from(WHOLE), Ordering::Relaxed);
     }
     OVERSUBSCRIBED.load(Ordering::Relaxed)
 }
