@@ -115,7 +115,8 @@ public final class Rows {
         }
     }
 
-    private static void roundTrip(SocketChannel client, ByteBuffer message, ByteBuffer reply) throws IOException {
+    /** Writes all of `message` and reads a reply of its size into `reply` (both cleared first). */
+    public static void roundTrip(SocketChannel client, ByteBuffer message, ByteBuffer reply) throws IOException {
         message.clear();
         while (message.hasRemaining()) {
             client.write(message);

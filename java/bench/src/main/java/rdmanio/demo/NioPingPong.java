@@ -1,7 +1,6 @@
 package rdmanio.demo;
 
 import java.io.Closeable;
-import java.io.EOFException;
 import java.io.IOException;
 import java.net.InetAddress;
 import java.net.InetSocketAddress;
@@ -16,6 +15,7 @@ import java.util.Arrays;
 import java.util.List;
 import java.util.Locale;
 
+import rdmanio.bench.Rows;
 import rdmanio.nio.RdmaSelectorProvider;
 
 /**
@@ -97,16 +97,7 @@ public final class NioPingPong {
 
         long roundTripNanos(ByteBuffer message, ByteBuffer reply) throws IOException {
             long start = System.nanoTime();
-            message.clear();
-            while (message.hasRemaining()) {
-                client.write(message);
-            }
-            reply.clear();
-            while (reply.hasRemaining()) {
-                if (client.read(reply) < 0) {
-                    throw new EOFException(name + ": the echo server closed");
-                }
-            }
+            Rows.roundTrip(client, message, reply);
             return System.nanoTime() - start;
         }
 
