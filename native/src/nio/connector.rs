@@ -27,22 +27,28 @@ struct Pool {
 static POOL: Mutex<Pool> = Mutex::new(Pool { jobs: VecDeque::new(), idle: 0 });
 static WORK: Condvar = Condvar::new();
 
-/// Runs `job` on a connector thread: an idle one, else a new one.
+/// Runs `job` on a connector thread: an idle one, else a new one (if none
+/// can be started, the job is dropped unrun and the error returned).
 pub(crate) fn run(job: impl FnOnce() + Send + 'static) -> Result<()> {
     let mut pool = POOL.lock();
-    pool.jobs.push_back(Box::new(job));
-    if pool.jobs.len() <= pool.idle {
+    // Every job queued already has an idle thread of its own coming for it.
+    if pool.jobs.len() < pool.idle {
+        pool.jobs.push_back(Box::new(job));
         WORK.notify_one();
         return Ok(());
     }
     drop(pool);
     std::thread::Builder::new()
         .name("rdma-nio connector".into())
-        .spawn(work)
+        .spawn(move || {
+            run_caught(Box::new(job));
+            work();
+        })
         .map(drop)
         .map_err(|source| Error::Os { op: "spawn(connector thread)", source })
 }
 
+/// Serves queued jobs until none comes for `IDLE_FOR`.
 fn work() {
     loop {
         let mut pool = POOL.lock();
@@ -56,11 +62,15 @@ fn work() {
         }
         let job = pool.jobs.pop_front().expect("a job");
         drop(pool);
-        // A job reports its own outcome; a panic in one must not end the thread
-        // that others may be queued behind (its caller sees a lost outcome).
-        if panic::catch_unwind(AssertUnwindSafe(job)).is_err() {
-            log::error!("a connect panicked");
-        }
+        run_caught(job);
+    }
+}
+
+/// A job reports its own outcome; a panic in one must not end the thread that
+/// others may be queued behind (its caller sees a lost outcome).
+fn run_caught(job: Job) {
+    if panic::catch_unwind(AssertUnwindSafe(job)).is_err() {
+        log::error!("a connect panicked");
     }
 }
 

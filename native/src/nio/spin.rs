@@ -5,8 +5,9 @@
 //! shared memory for a while before it sleeps: an answer that comes within
 //! that time costs no syscall and no wake-up. But a spin that runs out has
 //! burnt its whole length and sleeps anyway, and on a host whose cores are all
-//! taken it burns the very core the peer needs to answer (four JVMs on two
-//! cores answered 2x slower with a 50 us spin than without). So an adaptive
+//! taken it burns the very core the peer needs to answer (a Hybster cluster,
+//! four JVMs on two cores, took twice the JDK's time per request with a fixed
+//! 50 us spin). So an adaptive
 //! waiter spins only while spinning pays, as Aeron's backoff and HotSpot's
 //! adaptive spinning do:
 //!
@@ -97,8 +98,8 @@ impl AdaptiveSpin {
 
 /// Whether more threads are runnable on the host than the process has cores,
 /// on average over the last few samples: a spinner would then keep someone
-/// off a core. Sampled at most every `PRESSURE_EVERY` by
-/// whichever thread asks first.
+/// off a core. Sampled at most every `PRESSURE_EVERY` by whichever thread
+/// asks first.
 pub(crate) fn cores_oversubscribed() -> bool {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     static CORES: OnceLock<u32> = OnceLock::new();
@@ -109,7 +110,7 @@ pub(crate) fn cores_oversubscribed() -> bool {
     let epoch = *EPOCH.get_or_init(Instant::now);
     let now = epoch.elapsed().as_micros() as u64 + 1;
     let last = SAMPLED_AT_MICROS.load(Ordering::Relaxed);
-    if (last == 0 || now - last >= PRESSURE_EVERY.as_micros() as u64)
+    if (last == 0 || now.saturating_sub(last) >= PRESSURE_EVERY.as_micros() as u64)
         && SAMPLED_AT_MICROS.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
     {
         let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
@@ -119,8 +120,8 @@ pub(crate) fn cores_oversubscribed() -> bool {
         let average = average - average / PRESSURE_SMOOTHING + sample / PRESSURE_SMOOTHING;
         RUNNABLE.store(average, Ordering::Relaxed);
         // Half a thread over on average: most samples saw someone waiting
-        // for a core (the average keeps a brief one, a JIT compiler thread
-        // beside two spinning peers, from stopping the spin at once).
+        // for a core (one sample, a thread that ran for a moment, does not
+        // stop the spin).
         OVERSUBSCRIBED.store(2 * average > (2 * u64::from(cores) + 1) * u64::from(WHOLE), Ordering::Relaxed);
     }
     OVERSUBSCRIBED.load(Ordering::Relaxed)
