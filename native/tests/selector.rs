@@ -278,6 +278,43 @@ fn a_socket_ready_to_write_shows_data_at_the_next_select() {
     }
 }
 
+/// A read stops short at TCP's urgent mark with data behind it, so a short
+/// read does not always mean the socket is drained: data a peer sent after
+/// urgent data must still be reported (the JDK's level-triggered selector
+/// does), not wait for more to arrive.
+#[test]
+fn data_after_a_peers_urgent_byte_is_still_reported() {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let (listener, addr) = listen(Transport::Tcp);
+    let mut peer = std::net::TcpStream::connect(addr).unwrap();
+    let server = listener.accept(true, TIMEOUT).unwrap().expect("an accepted connection");
+    let poller = Poller::new(PollMode::Blocking).unwrap();
+    poller.register(0, Arc::clone(&server)).unwrap();
+    let mut buf = [0u8; 64];
+    let interests = [ops::READ as i32];
+    let mut ready = [0i32; 2];
+    // One message first: its edge consumed, the socket is read until drained.
+    peer.write_all(b"warm").unwrap();
+    assert_eq!(select_for(&poller, &interests, 0, ops::READ), ops::READ);
+    assert_eq!(server.read(&mut buf, false, None).unwrap(), 4);
+    peer.write_all(b"before").unwrap();
+    // SAFETY: one byte from a live buffer on a connected socket.
+    assert_eq!(unsafe { libc::send(peer.as_raw_fd(), b"!".as_ptr().cast(), 1, libc::MSG_OOB) }, 1);
+    peer.write_all(b"after").unwrap();
+    thread::sleep(Duration::from_millis(50)); // everything has arrived: no later edge will come
+    let mut got = Vec::new();
+    while got.len() < b"beforeafter".len() {
+        let found = poller.select(&interests, &mut ready, Some(Duration::from_secs(2))).unwrap();
+        assert_eq!(found, 1, "{:?} read, the rest never reported", String::from_utf8_lossy(&got));
+        match server.read(&mut buf, false, None).unwrap() {
+            n if n > 0 => got.extend_from_slice(&buf[..n as usize]),
+            _ => {}
+        }
+    }
+    assert_eq!(got, b"beforeafter", "the urgent byte is out of band, the rest in order");
+}
+
 /// The CPU time a selector in `mode` takes to receive `messages` messages
 /// that a peer sends one every `period`, over shared memory.
 fn cpu_to_select_messages(mode: PollMode, messages: usize, period: Duration) -> Duration {

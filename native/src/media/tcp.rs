@@ -19,11 +19,15 @@ use crate::sys::{self, Deadline};
 /// kernel will raise such an edge: after `EAGAIN` or a short read (the receive
 /// queue was empty; any arrival signals), after a short write (the kernel
 /// marked the socket out of space, so freed space signals), or after a
-/// `poll(2)` that found it so (which marks it likewise).
+/// `poll(2)` that found it so (which marks it likewise). A read also stops
+/// short at the mark of a peer's urgent (out-of-band) data with bytes behind
+/// it, so once urgent data was seen a short read leaves readability unknown.
 pub struct TcpByteStream {
     socket: TcpStream,
     readable: Known,
     writable: Known,
+    /// The peer sent urgent data: a short read no longer means drained.
+    urgent_seen: bool,
     peer_closed: bool,
     /// The peer reset the connection: every read fails so from now on, as
     /// the JDK's do (the kernel reports `ECONNRESET` once).
@@ -52,6 +56,7 @@ impl TcpByteStream {
             socket,
             readable: Known::Unknown,
             writable: Known::Unknown,
+            urgent_seen: false,
             peer_closed: false,
             reset: false,
         })
@@ -61,7 +66,7 @@ impl TcpByteStream {
     fn learn(&mut self, interest: u32) -> Result<()> {
         let mut events = 0;
         if interest & ops::READ != 0 && self.readable == Known::Unknown {
-            events |= libc::POLLIN | libc::POLLRDHUP;
+            events |= libc::POLLIN | libc::POLLPRI | libc::POLLRDHUP;
         }
         if interest & ops::WRITE != 0 && self.writable == Known::Unknown {
             events |= libc::POLLOUT;
@@ -77,6 +82,7 @@ impl TcpByteStream {
         let failed = libc::POLLERR | libc::POLLHUP;
         let known = |ready: bool| if ready { Known::Ready } else { Known::NotReady };
         if events & libc::POLLIN != 0 {
+            self.urgent_seen |= poll_fd.revents & libc::POLLPRI != 0;
             self.readable = known(poll_fd.revents & (libc::POLLIN | libc::POLLRDHUP | failed) != 0);
         }
         if events & libc::POLLOUT != 0 {
@@ -131,8 +137,13 @@ impl ByteStream for TcpByteStream {
                 }
                 Ok(0) => Ok(ReadOutcome::WouldBlock),
                 Ok(n) => {
-                    // Short: the receive queue is drained, and any arrival signals.
-                    self.readable = if n < out.len() { Known::NotReady } else { Known::Ready };
+                    // Short: the receive queue is drained, and any arrival
+                    // signals; unless the read stopped at an urgent mark.
+                    self.readable = match n < out.len() {
+                        false => Known::Ready,
+                        true if self.urgent_seen => Known::Unknown,
+                        true => Known::NotReady,
+                    };
                     Ok(ReadOutcome::Data(n))
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
@@ -215,6 +226,7 @@ impl ByteStream for TcpByteStream {
             return;
         }
         let failed = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
+        self.urgent_seen |= events & libc::EPOLLPRI as u32 != 0;
         if events & (libc::EPOLLIN as u32 | libc::EPOLLRDHUP as u32 | failed) != 0 {
             self.readable = Known::Ready;
         }

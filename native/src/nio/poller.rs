@@ -77,7 +77,9 @@ use crate::sys::{self, Deadline};
 const WAKEUP_TOKEN: u64 = u64::MAX;
 /// The epoll tokens of completion channels: this bit and the channel's index.
 const CHANNEL_TOKEN: u64 = 1 << 62;
-const SOCKET_EVENTS: u32 = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
+/// EPOLLPRI: a kernel socket learns of a peer's urgent data (see `TcpByteStream`).
+const SOCKET_EVENTS: u32 =
+    (libc::EPOLLIN | libc::EPOLLPRI | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
 /// The epoll tokens of liveness fds (see `ByteStream::liveness_fd`): this bit and the slot.
 const LIVENESS_TOKEN: u64 = 1 << 61;
 /// A socket's fds are watched under its slot and, from this bit on, the fd's
