@@ -315,6 +315,34 @@ fn data_after_a_peers_urgent_byte_is_still_reported() {
     assert_eq!(got, b"beforeafter", "the urgent byte is out of band, the rest in order");
 }
 
+/// A peer's last message and its close that arrive together: the read that
+/// takes the message (short) also takes the end of stream, after which no
+/// edge comes; the selector must still report the end of stream, as the
+/// JDK's level-triggered one does.
+#[test]
+fn a_last_message_and_the_close_behind_it_are_both_reported() {
+    use std::io::Write;
+    let (listener, addr) = listen(Transport::Tcp);
+    let mut peer = std::net::TcpStream::connect(addr).unwrap();
+    let server = listener.accept(true, TIMEOUT).unwrap().expect("an accepted connection");
+    let poller = Poller::new(PollMode::Blocking).unwrap();
+    poller.register(0, Arc::clone(&server)).unwrap();
+    let mut buf = [0u8; 64];
+    let interests = [ops::READ as i32];
+    let mut ready = [0i32; 2];
+    peer.write_all(b"warm").unwrap();
+    assert_eq!(select_for(&poller, &interests, 0, ops::READ), ops::READ);
+    assert_eq!(server.read(&mut buf, false, None).unwrap(), 4);
+    peer.write_all(b"last").unwrap();
+    drop(peer);
+    thread::sleep(Duration::from_millis(50)); // the message and the close have arrived
+    assert_eq!(select_for(&poller, &interests, 0, ops::READ), ops::READ);
+    assert_eq!(server.read(&mut buf, false, None).unwrap(), 4);
+    let found = poller.select(&interests, &mut ready, Some(Duration::from_secs(2))).unwrap();
+    assert_eq!(found, 1, "the end of stream was never reported");
+    assert_eq!(server.read(&mut buf, false, None).unwrap(), status::EOF);
+}
+
 /// The CPU time a selector in `mode` takes to receive `messages` messages
 /// that a peer sends one every `period`, over shared memory.
 fn cpu_to_select_messages(mode: PollMode, messages: usize, period: Duration) -> Duration {

@@ -19,15 +19,22 @@ use crate::sys::{self, Deadline};
 /// kernel will raise such an edge: after `EAGAIN` or a short read (the receive
 /// queue was empty; any arrival signals), after a short write (the kernel
 /// marked the socket out of space, so freed space signals), or after a
-/// `poll(2)` that found it so (which marks it likewise). A read also stops
-/// short at the mark of a peer's urgent (out-of-band) data with bytes behind
-/// it, so once urgent data was seen a short read leaves readability unknown.
+/// `poll(2)` that found it so (which marks it likewise). Two short reads do
+/// not mean drained: one that also took the peer's end of stream (no edge
+/// follows it: once the kernel reported the peer's shutdown, the socket stays
+/// readable, as reads return data or end of stream from then on), and one
+/// that stopped at the mark of the peer's urgent (out-of-band) data with
+/// bytes behind it (once urgent data was seen, a short read leaves
+/// readability unknown).
 pub struct TcpByteStream {
     socket: TcpStream,
     readable: Known,
     writable: Known,
     /// The peer sent urgent data: a short read no longer means drained.
     urgent_seen: bool,
+    /// The kernel reported the peer's shutdown (or a failure): reads never
+    /// block again, whatever a short one suggests.
+    input_ended: bool,
     peer_closed: bool,
     /// The peer reset the connection: every read fails so from now on, as
     /// the JDK's do (the kernel reports `ECONNRESET` once).
@@ -57,6 +64,7 @@ impl TcpByteStream {
             readable: Known::Unknown,
             writable: Known::Unknown,
             urgent_seen: false,
+            input_ended: false,
             peer_closed: false,
             reset: false,
         })
@@ -83,6 +91,7 @@ impl TcpByteStream {
         let known = |ready: bool| if ready { Known::Ready } else { Known::NotReady };
         if events & libc::POLLIN != 0 {
             self.urgent_seen |= poll_fd.revents & libc::POLLPRI != 0;
+            self.input_ended |= poll_fd.revents & (libc::POLLRDHUP | failed) != 0;
             self.readable = known(poll_fd.revents & (libc::POLLIN | libc::POLLRDHUP | failed) != 0);
         }
         if events & libc::POLLOUT != 0 {
@@ -204,7 +213,7 @@ impl ByteStream for TcpByteStream {
     fn ready(&mut self, interest: u32) -> Result<u32> {
         self.learn(interest)?;
         let mut ready = 0;
-        if self.readable == Known::Ready || self.peer_closed || self.reset {
+        if self.readable == Known::Ready || self.input_ended || self.peer_closed || self.reset {
             ready |= ops::READ;
         }
         if self.writable == Known::Ready {
@@ -227,6 +236,7 @@ impl ByteStream for TcpByteStream {
         }
         let failed = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
         self.urgent_seen |= events & libc::EPOLLPRI as u32 != 0;
+        self.input_ended |= events & (libc::EPOLLRDHUP as u32 | failed) != 0;
         if events & (libc::EPOLLIN as u32 | libc::EPOLLRDHUP as u32 | failed) != 0 {
             self.readable = Known::Ready;
         }
