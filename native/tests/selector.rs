@@ -278,6 +278,22 @@ fn a_socket_ready_to_write_shows_data_at_the_next_select() {
     }
 }
 
+/// A tcp connection from a plain kernel socket (`peer`), its accepted end
+/// registered (slot 0, for reading) with a poller, and one message already
+/// selected and read, so the registration's own edge is used up.
+fn selected_tcp_connection_from_a_plain_peer() -> (std::net::TcpStream, Arc<Socket>, Poller) {
+    use std::io::Write;
+    let (listener, addr) = listen(Transport::Tcp);
+    let mut peer = std::net::TcpStream::connect(addr).unwrap();
+    let server = listener.accept(true, TIMEOUT).unwrap().expect("an accepted connection");
+    let poller = Poller::new(PollMode::Blocking).unwrap();
+    poller.register(0, Arc::clone(&server)).unwrap();
+    peer.write_all(b"warm").unwrap();
+    assert_eq!(select_for(&poller, &[ops::READ as i32], 0, ops::READ), ops::READ);
+    assert_eq!(server.read(&mut [0u8; 64], false, None).unwrap(), 4);
+    (peer, server, poller)
+}
+
 /// A read stops short at TCP's urgent mark with data behind it, so a short
 /// read does not always mean the socket is drained: data a peer sent after
 /// urgent data must still be reported (the JDK's level-triggered selector
@@ -286,31 +302,18 @@ fn a_socket_ready_to_write_shows_data_at_the_next_select() {
 fn data_after_a_peers_urgent_byte_is_still_reported() {
     use std::io::Write;
     use std::os::fd::AsRawFd;
-    let (listener, addr) = listen(Transport::Tcp);
-    let mut peer = std::net::TcpStream::connect(addr).unwrap();
-    let server = listener.accept(true, TIMEOUT).unwrap().expect("an accepted connection");
-    let poller = Poller::new(PollMode::Blocking).unwrap();
-    poller.register(0, Arc::clone(&server)).unwrap();
-    let mut buf = [0u8; 64];
-    let interests = [ops::READ as i32];
-    let mut ready = [0i32; 2];
-    // One message first: its edge consumed, the socket is read until drained.
-    peer.write_all(b"warm").unwrap();
-    assert_eq!(select_for(&poller, &interests, 0, ops::READ), ops::READ);
-    assert_eq!(server.read(&mut buf, false, None).unwrap(), 4);
+    let (mut peer, server, poller) = selected_tcp_connection_from_a_plain_peer();
     peer.write_all(b"before").unwrap();
     // SAFETY: one byte from a live buffer on a connected socket.
     assert_eq!(unsafe { libc::send(peer.as_raw_fd(), b"!".as_ptr().cast(), 1, libc::MSG_OOB) }, 1);
     peer.write_all(b"after").unwrap();
     thread::sleep(Duration::from_millis(50)); // everything has arrived: no later edge will come
-    let mut got = Vec::new();
+    let (mut got, mut buf, mut ready) = (Vec::new(), [0u8; 64], [0i32; 2]);
     while got.len() < b"beforeafter".len() {
-        let found = poller.select(&interests, &mut ready, Some(Duration::from_secs(2))).unwrap();
+        let found = poller.select(&[ops::READ as i32], &mut ready, Some(Duration::from_secs(2))).unwrap();
         assert_eq!(found, 1, "{:?} read, the rest never reported", String::from_utf8_lossy(&got));
-        match server.read(&mut buf, false, None).unwrap() {
-            n if n > 0 => got.extend_from_slice(&buf[..n as usize]),
-            _ => {}
-        }
+        let n = server.read(&mut buf, false, None).unwrap();
+        got.extend_from_slice(&buf[..n.max(0) as usize]);
     }
     assert_eq!(got, b"beforeafter", "the urgent byte is out of band, the rest in order");
 }
@@ -322,23 +325,14 @@ fn data_after_a_peers_urgent_byte_is_still_reported() {
 #[test]
 fn a_last_message_and_the_close_behind_it_are_both_reported() {
     use std::io::Write;
-    let (listener, addr) = listen(Transport::Tcp);
-    let mut peer = std::net::TcpStream::connect(addr).unwrap();
-    let server = listener.accept(true, TIMEOUT).unwrap().expect("an accepted connection");
-    let poller = Poller::new(PollMode::Blocking).unwrap();
-    poller.register(0, Arc::clone(&server)).unwrap();
-    let mut buf = [0u8; 64];
-    let interests = [ops::READ as i32];
-    let mut ready = [0i32; 2];
-    peer.write_all(b"warm").unwrap();
-    assert_eq!(select_for(&poller, &interests, 0, ops::READ), ops::READ);
-    assert_eq!(server.read(&mut buf, false, None).unwrap(), 4);
+    let (mut peer, server, poller) = selected_tcp_connection_from_a_plain_peer();
     peer.write_all(b"last").unwrap();
     drop(peer);
     thread::sleep(Duration::from_millis(50)); // the message and the close have arrived
-    assert_eq!(select_for(&poller, &interests, 0, ops::READ), ops::READ);
+    let (mut buf, mut ready) = ([0u8; 64], [0i32; 2]);
+    assert_eq!(select_for(&poller, &[ops::READ as i32], 0, ops::READ), ops::READ);
     assert_eq!(server.read(&mut buf, false, None).unwrap(), 4);
-    let found = poller.select(&interests, &mut ready, Some(Duration::from_secs(2))).unwrap();
+    let found = poller.select(&[ops::READ as i32], &mut ready, Some(Duration::from_secs(2))).unwrap();
     assert_eq!(found, 1, "the end of stream was never reported");
     assert_eq!(server.read(&mut buf, false, None).unwrap(), status::EOF);
 }
