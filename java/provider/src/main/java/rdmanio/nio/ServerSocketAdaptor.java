@@ -85,18 +85,27 @@ final class ServerSocketAdaptor extends ServerSocket {
             throw new IllegalArgumentException("negative receive size");
         }
         ensureNotClosed();
-        try {
-            channel.setOption(StandardSocketOptions.SO_RCVBUF, size);
-        } catch (IOException e) {
-            throw new SocketException(e.getMessage());
-        }
+        set(StandardSocketOptions.SO_RCVBUF, size);
     }
 
     @Override
     public int getReceiveBufferSize() throws SocketException {
         ensureNotClosed();
+        return get(StandardSocketOptions.SO_RCVBUF);
+    }
+
+    /** The channel's option, with its failure as the {@code SocketException} a socket throws. */
+    private <T> void set(SocketOption<T> name, T value) throws SocketException {
         try {
-            return channel.getOption(StandardSocketOptions.SO_RCVBUF);
+            channel.setOption(name, value);
+        } catch (IOException e) {
+            throw new SocketException(e.getMessage());
+        }
+    }
+
+    private <T> T get(SocketOption<T> name) throws SocketException {
+        try {
+            return channel.getOption(name);
         } catch (IOException e) {
             throw new SocketException(e.getMessage());
         }
@@ -127,20 +136,12 @@ final class ServerSocketAdaptor extends ServerSocket {
 
     @Override
     public void setReuseAddress(boolean on) throws SocketException {
-        try {
-            channel.setOption(StandardSocketOptions.SO_REUSEADDR, on);
-        } catch (IOException e) {
-            throw new SocketException(e.getMessage());
-        }
+        set(StandardSocketOptions.SO_REUSEADDR, on);
     }
 
     @Override
     public boolean getReuseAddress() throws SocketException {
-        try {
-            return channel.getOption(StandardSocketOptions.SO_REUSEADDR);
-        } catch (IOException e) {
-            throw new SocketException(e.getMessage());
-        }
+        return get(StandardSocketOptions.SO_REUSEADDR);
     }
 
     @Override
