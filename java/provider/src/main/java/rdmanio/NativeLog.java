@@ -1,14 +1,17 @@
 package rdmanio;
 
-import java.util.logging.Level;
-import java.util.logging.Logger;
+import java.lang.System.Logger;
+import java.lang.System.Logger.Level;
 
 /**
- * Where the native engine's log records go: {@code java.util.logging}, under
+ * Where the native engine's log records go: the platform's {@link System.Logger}
+ * ({@code java.util.logging} when that module is present), under
  * {@code rdmanio.native} and one child logger per engine module (for example
  * {@code rdmanio.native.media.shm}). The engine keeps the level of
  * {@code rdmanio.native} at load as its threshold, so records below it cost
- * no JNI call; {@link #refreshLevel()} passes a later change down.
+ * no JNI call; {@link #refreshLevel()} passes a later change down. Only
+ * {@code java.base} is needed: as the JVM-wide provider, this loads in
+ * programs run with {@code --limit-modules java.base}.
  */
 public final class NativeLog {
     /** The parent of every native module's logger. */
@@ -18,7 +21,7 @@ public final class NativeLog {
 
     /** Installs the forwarding at load (see {@link NativeLibrary#load()}). */
     static void install() {
-        installLogger(engineLevel(effectiveLevel(Logger.getLogger(LOGGER))));
+        installLogger(engineLevel(System.getLogger(LOGGER)));
     }
 
     /** Passes the current level of {@link #LOGGER} down to the engine. */
@@ -27,39 +30,23 @@ public final class NativeLog {
         install();
     }
 
-    /** The engine's level numbers (the Rust {@code log} crate's): 0 off, 1 error .. 5 trace. */
-    static int engineLevel(Level level) {
-        int value = level.intValue();
-        if (value == Level.OFF.intValue()) {
-            return 0;
-        }
-        if (value >= Level.SEVERE.intValue()) {
-            return 1;
-        }
-        if (value >= Level.WARNING.intValue()) {
-            return 2;
-        }
-        if (value >= Level.CONFIG.intValue()) {
-            return 3;
-        }
-        return value >= Level.FINE.intValue() ? 4 : 5;
-    }
+    /** Levels by the engine's numbers (the Rust {@code log} crate's): 1 error .. 5 trace; 0 is off. */
+    private static final Level[] LEVELS = {Level.OFF, Level.ERROR, Level.WARNING, Level.INFO, Level.DEBUG,
+        Level.TRACE};
 
-    private static Level effectiveLevel(Logger logger) {
-        for (Logger l = logger; l != null; l = l.getParent()) {
-            if (l.getLevel() != null) {
-                return l.getLevel();
+    /** The engine's threshold for {@code logger}: its most detailed level that is logged, 0 if none. */
+    static int engineLevel(Logger logger) {
+        for (int level = LEVELS.length - 1; level > 0; level--) {
+            if (logger.isLoggable(LEVELS[level])) {
+                return level;
             }
         }
-        return Level.INFO;
+        return 0;
     }
-
-    private static final Level[] JUL_LEVELS = {Level.OFF, Level.SEVERE, Level.WARNING, Level.INFO, Level.FINE,
-        Level.FINEST};
 
     /** Called by the engine, from whichever thread logs: one record of module logger {@code name}. */
     static void publish(String name, int level, String message) {
-        Logger.getLogger(name).log(JUL_LEVELS[Math.max(1, Math.min(level, 5))], message);
+        System.getLogger(name).log(LEVELS[Math.max(1, Math.min(level, 5))], message);
     }
 
     private static native void installLogger(int level);

@@ -118,11 +118,11 @@ public class NativeLogTest {
 
     @Test
     public void javaLevelsMapOntoTheEnginesLevels() {
-        assertEquals(0, NativeLog.engineLevel(Level.OFF));
-        assertEquals(1, NativeLog.engineLevel(Level.SEVERE));
-        assertEquals(2, NativeLog.engineLevel(Level.WARNING));
-        assertEquals(3, NativeLog.engineLevel(Level.INFO));
-        assertEquals(4, NativeLog.engineLevel(Level.FINE));
-        assertEquals(5, NativeLog.engineLevel(Level.FINEST));
+        Level[] levels = {Level.OFF, Level.SEVERE, Level.WARNING, Level.INFO, Level.CONFIG, Level.FINE, Level.FINEST};
+        int[] engine = {0, 1, 2, 3, 3, 4, 5};
+        for (int i = 0; i < levels.length; i++) {
+            atLevel(levels[i]);
+            assertEquals(levels[i].getName(), engine[i], NativeLog.engineLevel(System.getLogger(NativeLog.LOGGER)));
+        }
     }
 }

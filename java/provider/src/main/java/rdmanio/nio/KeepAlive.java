@@ -14,11 +14,19 @@ import jdk.net.ExtendedSocketOptions;
  * media learn of a dead peer by their own means (disconnect events, the shm
  * liveness channel), as SO_KEEPALIVE is kept and reported. Linux's defaults
  * and ranges; out of range is the JDK's SocketException. Guarded by the
- * owning channel's state lock.
+ * owning channel's state lock. Offered only where the {@code jdk.net} module
+ * is (a JVM run with {@code --limit-modules java.base} has none, and its
+ * channels offer none).
  */
 final class KeepAlive {
-    static final Set<SocketOption<?>> OPTIONS = Set.of(ExtendedSocketOptions.TCP_KEEPIDLE,
-            ExtendedSocketOptions.TCP_KEEPINTERVAL, ExtendedSocketOptions.TCP_KEEPCOUNT);
+    static final Set<SocketOption<?>> OPTIONS =
+            ModuleLayer.boot().findModule("jdk.net").isPresent() ? JdkNet.OPTIONS : Set.of();
+
+    /** Loaded only where jdk.net is. */
+    private static final class JdkNet {
+        static final Set<SocketOption<?>> OPTIONS = Set.of(ExtendedSocketOptions.TCP_KEEPIDLE,
+                ExtendedSocketOptions.TCP_KEEPINTERVAL, ExtendedSocketOptions.TCP_KEEPCOUNT);
+    }
 
     private int idleSeconds = 7200;
     private int intervalSeconds = 75;
@@ -30,24 +38,32 @@ final class KeepAlive {
 
     void set(SocketOption<?> name, Object value) throws SocketException {
         int v = (Integer) value;
-        int max = name == ExtendedSocketOptions.TCP_KEEPCOUNT ? 127 : 32767;
+        int max = name.name().equals("TCP_KEEPCOUNT") ? 127 : 32767;
         if (v < 1 || v > max) {
             throw new SocketException("Invalid argument");
         }
-        if (name == ExtendedSocketOptions.TCP_KEEPIDLE) {
-            idleSeconds = v;
-        } else if (name == ExtendedSocketOptions.TCP_KEEPINTERVAL) {
-            intervalSeconds = v;
-        } else {
-            count = v;
+        switch (name.name()) {
+            case "TCP_KEEPIDLE":
+                idleSeconds = v;
+                break;
+            case "TCP_KEEPINTERVAL":
+                intervalSeconds = v;
+                break;
+            default:
+                count = v;
         }
     }
 
+    /** By name: the options' class is jdk.net's, which is loaded only where it is. */
     int get(SocketOption<?> name) {
-        if (name == ExtendedSocketOptions.TCP_KEEPIDLE) {
-            return idleSeconds;
+        switch (name.name()) {
+            case "TCP_KEEPIDLE":
+                return idleSeconds;
+            case "TCP_KEEPINTERVAL":
+                return intervalSeconds;
+            default:
+                return count;
         }
-        return name == ExtendedSocketOptions.TCP_KEEPINTERVAL ? intervalSeconds : count;
     }
 
     /** {@code base} and the keep-alive options. */

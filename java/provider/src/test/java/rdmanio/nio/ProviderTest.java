@@ -39,10 +39,24 @@ public class ProviderTest {
      */
     @Test(timeout = 300_000)
     public void theSystemPropertySwitchesAnUnchangedNioProgram() throws Exception {
+        runPingPongOnTheSystemProvider();
+    }
+
+    /**
+     * The JVM-wide provider loads where only java.base is (jtreg runs OpenJDK's
+     * tests so; it failed with NoClassDefFoundError: java/util/logging/Level).
+     */
+    @Test(timeout = 300_000)
+    public void theSystemProviderNeedsOnlyJavaBase() throws Exception {
+        runPingPongOnTheSystemProvider("--limit-modules", "java.base");
+    }
+
+    private static void runPingPongOnTheSystemProvider(String... jvmOptions) throws Exception {
         String transport = Providers.IN_VM ? "rdma" : "tcp";
         String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
-        List<String> command = new ArrayList<>(List.of(java,
-                "-Djava.nio.channels.spi.SelectorProvider=" + RdmaSelectorProvider.class.getName(),
+        List<String> command = new ArrayList<>(List.of(java));
+        command.addAll(List.of(jvmOptions));
+        command.addAll(List.of("-Djava.nio.channels.spi.SelectorProvider=" + RdmaSelectorProvider.class.getName(),
                 "-Drdmanio.transport=" + transport, "-Djava.library.path=" + System.getProperty("java.library.path"),
                 "-cp", System.getProperty("rdmanio.benchClasspath"), "rdmanio.demo.NioPingPong", Providers.HOST, "200", "64",
                 "system"));
