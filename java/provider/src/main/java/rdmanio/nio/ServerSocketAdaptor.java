@@ -37,7 +37,7 @@ final class ServerSocketAdaptor extends ServerSocket {
 
     @Override
     public void bind(SocketAddress local, int backlog) throws IOException {
-        channel.bind(local, backlog);
+        AdaptorExceptions.translated(() -> channel.bind(local, backlog));
     }
 
     /**
@@ -49,17 +49,17 @@ final class ServerSocketAdaptor extends ServerSocket {
     @Override
     public Socket accept() throws IOException {
         int timeout = timeoutMillis;
-        SocketChannel accepted;
-        if (timeout > 0) {
-            if (!channel.isBlocking()) {
-                throw new IllegalBlockingModeException();
+        SocketChannel accepted = AdaptorExceptions.translated(() -> {
+            if (timeout > 0) {
+                if (!channel.isBlocking()) {
+                    throw new IllegalBlockingModeException();
+                }
+                return channel.accept(timeout);
             }
-            accepted = channel.accept(timeout);
-        } else {
-            accepted = channel.accept();
-            if (accepted == null) {
-                throw new IllegalBlockingModeException();
-            }
+            return channel.accept();
+        });
+        if (accepted == null) {
+            throw new IllegalBlockingModeException();
         }
         return accepted.socket();
     }

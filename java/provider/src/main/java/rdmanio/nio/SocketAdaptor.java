@@ -60,16 +60,14 @@ final class SocketAdaptor extends Socket {
         if (!channel.isBlocking()) {
             throw new IllegalBlockingModeException();
         }
-        if (timeout == 0) {
-            channel.connect(remote); // the provider's connect timeout (rdmanio.connectTimeoutMillis)
-        } else {
-            channel.connect(remote, timeout);
-        }
+        AdaptorExceptions.translated(() -> timeout == 0
+                ? channel.connect(remote) // the provider's connect timeout (rdmanio.connectTimeoutMillis)
+                : channel.connect(remote, timeout), true);
     }
 
     @Override
     public void bind(SocketAddress local) throws IOException {
-        channel.bind(local);
+        AdaptorExceptions.translated(() -> channel.bind(local));
     }
 
     private InetSocketAddress remote() {

@@ -13,6 +13,7 @@ import java.io.IOException;
 import java.io.InputStream;
 import java.io.OutputStream;
 import java.net.ConnectException;
+import java.net.InetAddress;
 import java.net.InetSocketAddress;
 import java.net.ServerSocket;
 import java.net.Socket;
@@ -255,6 +256,30 @@ public class SocketChannelConformanceTest {
                 assertNotNull("a waiting connection is taken in non-blocking mode", taken);
                 taken.close();
             }
+        }
+    }
+
+    /**
+     * The adaptors speak java.net: a channel's unchecked exception for a bad
+     * state is a SocketException, as OpenJDK's ExceptionTranslation test checks
+     * (a second bind threw AlreadyBoundException).
+     */
+    @Test(timeout = 60_000)
+    public void adaptorsTurnChannelStateErrorsIntoSocketExceptions() throws Exception {
+        try (SocketChannel client = provider.openSocketChannel();
+                ServerSocketChannel listener = provider.openServerSocketChannel()) {
+            Socket socket = client.socket();
+            socket.bind(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0));
+            SocketException again = assertThrows(SocketException.class,
+                    () -> socket.bind(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0)));
+            assertEquals("Already bound", again.getMessage());
+
+            ServerSocket server = listener.socket();
+            SocketException unbound = assertThrows(SocketException.class, server::accept);
+            assertEquals("Socket is not bound yet", unbound.getMessage());
+            server.bind(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0));
+            assertEquals("Already bound", assertThrows(SocketException.class,
+                    () -> server.bind(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0))).getMessage());
         }
     }
 
