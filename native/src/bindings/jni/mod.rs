@@ -74,10 +74,20 @@ fn exception_class(err: &Error) -> &'static str {
         // A Java channel closed under a blocked operation turns this into
         // AsynchronousCloseException or ClosedByInterruptException itself (in `end`).
         Error::Closed(_) => "java/io/IOException",
+        // As the JDK's sockets report the same errno values.
         Error::Os { source, .. }
-            if matches!(source.raw_os_error(), Some(libc::EADDRINUSE | libc::EADDRNOTAVAIL)) =>
+            if matches!(
+                source.raw_os_error(),
+                Some(libc::EADDRINUSE | libc::EADDRNOTAVAIL | libc::EACCES)
+            ) =>
         {
             "java/net/BindException"
+        }
+        Error::Os { source, .. } if source.raw_os_error() == Some(libc::EHOSTUNREACH) => {
+            "java/net/NoRouteToHostException"
+        }
+        Error::Os { source, .. } if source.raw_os_error() == Some(libc::ENETUNREACH) => {
+            "java/net/SocketException"
         }
         Error::Disconnected
         | Error::Failed(_)
@@ -160,4 +170,27 @@ pub(crate) fn direct_bytes<'b>(
     // SAFETY: the range lies inside the direct buffer, which the caller keeps
     // reachable (and so its memory alive) for the duration of the native call.
     Ok(unsafe { std::slice::from_raw_parts_mut(address.add(position), length) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(errno: i32) -> Error {
+        Error::Os { op: "connect(tcp)", source: std::io::Error::from_raw_os_error(errno) }
+    }
+
+    /// The exception classes the JDK's sockets throw for the same errno values.
+    #[test]
+    fn os_errors_map_to_the_jdks_exceptions() {
+        assert_eq!(exception_class(&os(libc::EHOSTUNREACH)), "java/net/NoRouteToHostException");
+        assert_eq!(exception_class(&os(libc::ENETUNREACH)), "java/net/SocketException");
+        for errno in [libc::EADDRINUSE, libc::EADDRNOTAVAIL, libc::EACCES] {
+            assert_eq!(exception_class(&os(errno)), "java/net/BindException");
+        }
+        assert_eq!(
+            exception_class(&Error::ConnectionRefused("127.0.0.1:1".parse().unwrap())),
+            "java/net/ConnectException"
+        );
+    }
 }
