@@ -25,7 +25,9 @@ use crate::sys::{self, Deadline};
 /// readable, as reads return data or end of stream from then on), and one
 /// that stopped at the mark of the peer's urgent (out-of-band) data with
 /// bytes behind it (once urgent data was seen, a short read leaves
-/// readability unknown).
+/// readability unknown). A read that fills its buffer leaves readability
+/// unknown too: more may wait or none, and a selector must not report a key
+/// that a read then finds empty, so the next look asks.
 pub struct TcpByteStream {
     socket: TcpStream,
     readable: Known,
@@ -148,10 +150,11 @@ impl ByteStream for TcpByteStream {
                 Ok(n) => {
                     // Short: the receive queue is drained, and any arrival
                     // signals; unless the read stopped at an urgent mark.
+                    // Full: more may wait or none; the next look asks (a
+                    // selector reports no key that a read finds empty).
                     self.readable = match n < out.len() {
-                        false => Known::Ready,
-                        true if self.urgent_seen => Known::Unknown,
-                        true => Known::NotReady,
+                        true if !self.urgent_seen => Known::NotReady,
+                        _ => Known::Unknown,
                     };
                     Ok(ReadOutcome::Data(n))
                 }
@@ -330,6 +333,21 @@ mod tests {
         assert_eq!(client.ready(ops::WRITE).unwrap(), 0, "a short write filled the socket");
         client.signalled(client.socket.as_raw_fd(), libc::EPOLLOUT as u32);
         assert_eq!(client.ready(ops::WRITE).unwrap(), ops::WRITE);
+    }
+
+    /// OpenJDK's SelectAfterRead: a read that took exactly what was there
+    /// leaves nothing a selector may report (it reported the key again).
+    #[test]
+    fn a_read_that_fills_its_buffer_leaves_readiness_to_the_kernel() {
+        let (mut client, mut server) = pair();
+        assert_eq!(client.try_write(b"pingpong").unwrap(), 8);
+        thread::sleep(Duration::from_millis(20));
+        server.signalled(server.socket.as_raw_fd(), libc::EPOLLIN as u32);
+        let mut half = [0u8; 4];
+        assert_eq!(server.try_read(&mut half).unwrap(), ReadOutcome::Data(4));
+        assert_eq!(server.ready(ops::READ).unwrap(), ops::READ, "four bytes wait");
+        assert_eq!(server.try_read(&mut half).unwrap(), ReadOutcome::Data(4));
+        assert_eq!(server.ready(ops::READ).unwrap(), 0, "nothing waits");
     }
 
     #[test]
