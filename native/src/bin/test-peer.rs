@@ -37,7 +37,7 @@ fn main() -> ExitCode {
             .and_then(|addr| Ok(SendStream::connect(addr, SendOptions::default(), TIMEOUT)?))
             .and_then(flood),
         ["shm-flood", ip, port] => {
-            address(ip, port).and_then(|addr| Ok(ShmStream::connect(addr, TIMEOUT)?)).and_then(flood)
+            address(ip, port).and_then(|addr| Ok(ShmStream::connect(addr, None, TIMEOUT)?)).and_then(flood)
         }
         ["idle", transport, ip, port] => idle(transport, ip, port),
         ["sends-clients", ip, port, count] => sends_clients(ip, port, count),

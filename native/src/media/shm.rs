@@ -34,6 +34,7 @@
 //! `LIVENESS_CHECK_EVERY` empty tries. A gone peer reads as closed.
 
 use std::mem;
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::ptr::NonNull;
@@ -42,6 +43,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::error::{check, Error, Result};
 use crate::media::ring::{RingConfig, RingMemory, RingReader, RingWriter};
 use crate::media::stream::{ops, ByteStream, Interest, ReadOutcome, WaitSource};
+use crate::sys::port::ReservedPort;
 use crate::sys::{self, Deadline};
 
 const MAGIC: u32 = u32::from_le_bytes(*b"rnsh");
@@ -180,6 +182,12 @@ pub struct ShmStream {
     /// The peer rang for a past sleep that did not consume it (a selector's,
     /// or its write had not landed yet): the next end of a blocking sleep does.
     ring_pending: bool,
+    /// The connection's local and peer addresses (the client's is the TCP
+    /// address it holds, which names the connection on this host).
+    addresses: Option<(SocketAddr, SocketAddr)>,
+    /// The TCP port a client holds for the connection's life, when it was
+    /// not bound by its owner.
+    _port: Option<ReservedPort>,
 }
 
 // SAFETY: the raw ring pointers point into `map`, which the stream owns.
@@ -266,7 +274,22 @@ impl ShmStream {
             idle_tries: 0,
             sleeping_for: 0,
             ring_pending: false,
+            addresses: None,
+            _port: None,
         })
+    }
+
+    /// Names the connection: `local` and `peer` addresses, and the port
+    /// reservation (if any) that holds the local one.
+    pub(crate) fn with_addresses(
+        mut self,
+        local: SocketAddr,
+        peer: SocketAddr,
+        port: Option<ReservedPort>,
+    ) -> Self {
+        self.addresses = Some((local, peer));
+        self._port = port;
+        self
     }
 
     /// Keeps `socket`, connected to the peer's process, as the stream's
@@ -530,6 +553,14 @@ impl ByteStream for ShmStream {
 
     fn sources(&self, _interest: u32) -> [WaitSource; 2] {
         [(self.doorbell_fd(), libc::POLLIN), (-1, 0)]
+    }
+
+    fn local_addr(&self) -> Option<SocketAddr> {
+        self.addresses.map(|(local, _)| local)
+    }
+
+    fn peer_addr(&self) -> Option<SocketAddr> {
+        self.addresses.map(|(_, peer)| peer)
     }
 
     fn liveness_fd(&self) -> RawFd {

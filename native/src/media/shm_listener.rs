@@ -26,10 +26,22 @@ use crate::sys::{self, fd_passing, Deadline};
 const HANDOVER_VERSION: u8 = 1;
 
 /// The abstract socket name of the shm listener on `addr`.
-fn socket_name(addr: SocketAddr) -> Result<net::SocketAddr> {
-    let name = format!("rdma-nio/shm/port/{}", addr.port());
-    net::SocketAddr::from_abstract_name(name.as_bytes())
-        .map_err(|source| Error::Os { op: "shm socket name", source })
+fn listener_name(addr: SocketAddr) -> String {
+    format!("rdma-nio/shm/port/{}", addr.port())
+}
+
+/// The abstract socket name of a client that holds the TCP address `local`:
+/// the listener reads the client's address from it.
+const CLIENT_NAME_PREFIX: &str = "rdma-nio/shm/client/";
+
+fn client_name(local: SocketAddr) -> String {
+    format!("{CLIENT_NAME_PREFIX}{local}")
+}
+
+/// The address a client's socket name gives (none for an unnamed or foreign one).
+fn client_addr(name: &net::SocketAddr) -> Option<SocketAddr> {
+    let name = std::str::from_utf8(name.as_abstract_name()?).ok()?;
+    name.strip_prefix(CLIENT_NAME_PREFIX)?.parse().ok()
 }
 
 /// Hands out shared-memory streams to local clients that connect to an address.
@@ -60,7 +72,9 @@ impl ShmListener {
     /// Listens for shm clients of `addr`, whose TCP port a TCP listener of
     /// the same `StreamListener` holds.
     pub(crate) fn bind_beside_tcp(addr: SocketAddr, config: RingConfig) -> Result<ShmListener> {
-        let socket = UnixListener::bind_addr(&socket_name(addr)?)
+        let name = net::SocketAddr::from_abstract_name(listener_name(addr).as_bytes())
+            .map_err(|source| Error::Os { op: "shm socket name", source })?;
+        let socket = UnixListener::bind_addr(&name)
             .map_err(|source| Error::Os { op: "bind(shm listener)", source })?;
         socket.set_nonblocking(true).map_err(|source| Error::Os { op: "fcntl(shm listener)", source })?;
         Ok(ShmListener { socket, addr, config, _port: None })
@@ -89,9 +103,9 @@ impl ShmListener {
 
     /// Serves a waiting client, if there is one, without waiting.
     pub(crate) fn try_accept(&self) -> Result<Option<ShmStream>> {
-        let client = loop {
+        let (client, name) = loop {
             match self.socket.accept() {
-                Ok((client, _)) => break client,
+                Ok(accepted) => break accepted,
                 Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
                 Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(source) => return Err(Error::Os { op: "accept(shm listener)", source }),
@@ -104,27 +118,57 @@ impl ShmListener {
         )?;
         // The client has its own copies now; ours close with `peer`. The socket
         // stays, to tell of the client's death.
-        Ok(Some(stream.with_liveness(client)?))
+        let stream = stream.with_liveness(client)?;
+        // A client named by the address it holds (another process could claim
+        // a port it does not hold: a local peer's port is a name, not a proof).
+        Ok(Some(match client_addr(&name) {
+            Some(client) => {
+                // A wildcard listener's connection is on the address the client reached.
+                let ip = if self.addr.ip().is_unspecified() { client.ip() } else { self.addr.ip() };
+                stream.with_addresses(SocketAddr::new(ip, self.addr.port()), client, None)
+            }
+            None => stream,
+        }))
     }
 }
 
 impl ShmStream {
-    /// Connects to the shm listener on `addr` (a process on this host).
+    /// Connects to the shm listener on `addr` (a process on this host), from
+    /// the TCP address `from` holds (a client's bind) or from a port held for
+    /// the connection's life: a connection is named by a port of its own on
+    /// both ends, as over TCP.
     ///
     /// # Errors
     /// `ConnectionRefused` when no shm listener has the address.
-    pub fn connect(addr: SocketAddr, timeout: Option<Duration>) -> Result<ShmStream> {
-        let socket = UnixStream::connect_addr(&socket_name(addr)?).map_err(|source| match source.kind() {
-            std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound => {
-                Error::ConnectionRefused(addr)
+    pub fn connect(
+        addr: SocketAddr,
+        from: Option<SocketAddr>,
+        timeout: Option<Duration>,
+    ) -> Result<ShmStream> {
+        let (local, port) = match from {
+            // Bound to a wildcard address: the connection is on the one it reached.
+            Some(from) if from.ip().is_unspecified() => (SocketAddr::new(addr.ip(), from.port()), None),
+            Some(from) => (from, None),
+            None => {
+                let port = ReservedPort::bind(SocketAddr::new(addr.ip(), 0))?;
+                (port.addr(), Some(port))
             }
-            _ => Error::Os { op: "connect(shm listener)", source },
-        })?;
+        };
+        let socket =
+            sys::unix_socket::connect_named(client_name(local).as_bytes(), listener_name(addr).as_bytes())
+                .map_err(|source| match source.kind() {
+                    std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound => {
+                        Error::ConnectionRefused(addr)
+                    }
+                    _ => Error::Os { op: "connect(shm listener)", source },
+                })?;
         socket
             .set_read_timeout(timeout)
             .map_err(|source| Error::Os { op: "shm handover timeout", source })?;
         let [region, doorbell0, doorbell1] = receive_fds(&socket, timeout)?;
-        ShmStream::open(ShmFds { region, doorbells: [doorbell0, doorbell1] }, 1)?.with_liveness(socket)
+        Ok(ShmStream::open(ShmFds { region, doorbells: [doorbell0, doorbell1] }, 1)?
+            .with_liveness(socket)?
+            .with_addresses(local, addr, port))
     }
 }
 
@@ -176,7 +220,7 @@ mod tests {
             assert_eq!(&request, b"hello");
             stream.write_all(&vec![7u8; 300_000], TIMEOUT).unwrap();
         });
-        let mut client = ShmStream::connect(addr(40001), TIMEOUT).unwrap();
+        let mut client = ShmStream::connect(addr(40001), None, TIMEOUT).unwrap();
         client.write_all(b"hello", TIMEOUT).unwrap();
         let mut reply = vec![0u8; 300_000];
         client.read_exact(&mut reply, TIMEOUT).unwrap();
@@ -186,9 +230,36 @@ mod tests {
         assert_eq!(client.read(&mut rest, TIMEOUT).unwrap(), 0, "end of stream after the server closed");
     }
 
+    /// Each end names the connection by the client's own port, as over TCP
+    /// (both reported port 0, so a server could not tell local clients apart).
+    #[test]
+    fn a_connection_is_named_by_a_port_the_client_holds() {
+        let listener = ShmListener::bind(addr(40005), RingConfig::new(4096, 1024, 1).unwrap()).unwrap();
+        let server = thread::spawn(move || {
+            (0..3)
+                .map(|_| {
+                    let served = listener.accept(TIMEOUT).unwrap();
+                    assert_eq!(served.local_addr(), Some(addr(40005)));
+                    served.peer_addr().unwrap()
+                })
+                .collect::<Vec<_>>()
+        });
+        let first = ShmStream::connect(addr(40005), None, TIMEOUT).unwrap();
+        let second = ShmStream::connect(addr(40005), None, TIMEOUT).unwrap();
+        let from = ReservedPort::bind(addr(0)).unwrap();
+        let bound = ShmStream::connect(addr(40005), Some(from.addr()), TIMEOUT).unwrap();
+        let locals: Vec<_> = [&first, &second, &bound].iter().map(|s| s.local_addr().unwrap()).collect();
+        assert_ne!(locals[0].port(), 0);
+        assert_ne!(locals[0], locals[1]);
+        assert_eq!(locals[2], from.addr());
+        assert!(std::net::TcpListener::bind(locals[0]).is_err(), "the port is held");
+        assert_eq!(first.peer_addr(), Some(addr(40005)));
+        assert_eq!(server.join().unwrap(), locals, "the server names each client by its port");
+    }
+
     #[test]
     fn nothing_listening_is_a_refusal() {
-        match ShmStream::connect(addr(40002), TIMEOUT) {
+        match ShmStream::connect(addr(40002), None, TIMEOUT) {
             Err(Error::ConnectionRefused(refused)) => assert_eq!(refused, addr(40002)),
             other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
         }
@@ -206,14 +277,15 @@ mod tests {
 
     #[test]
     fn a_foreign_peer_is_refused() {
-        let name = socket_name(addr(40004)).unwrap();
+        let name = net::SocketAddr::from_abstract_name(listener_name(addr(40004)).as_bytes()).unwrap();
         let foreign = UnixListener::bind_addr(&name).unwrap();
         let server = thread::spawn(move || {
             let (client, _) = foreign.accept().unwrap();
             use std::io::Write;
             (&client).write_all(b"?").unwrap(); // a byte, no fds
         });
-        let err = ShmStream::connect(addr(40004), TIMEOUT).err().expect("connected to a foreign listener");
+        let err =
+            ShmStream::connect(addr(40004), None, TIMEOUT).err().expect("connected to a foreign listener");
         assert!(err.to_string().contains("not an rdma-nio shm listener"), "{err}");
         server.join().unwrap();
     }

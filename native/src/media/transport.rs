@@ -30,6 +30,7 @@ use crate::media::tcp::TcpByteStream;
 use crate::rdma::completions::{CompletionGroup, GroupOffer};
 use crate::rdma::endpoint::{Listener, Request};
 use crate::rdma::hello::{Hello, PathKind};
+use crate::sys::port::ReservedPort;
 use crate::sys::{self, Deadline};
 
 /// Which medium a connection may use.
@@ -185,17 +186,20 @@ pub fn connect(
     options: &TransportOptions,
     timeout: Option<Duration>,
 ) -> Result<(Medium, Stream)> {
-    connect_offered(addr, transport, options, timeout, &GroupOffer::default())
+    connect_offered(addr, transport, options, timeout, &GroupOffer::default(), None)
 }
 
 /// `connect`, an RDMA connection at the completion group `offer` holds when
-/// its queue pair is made (that of the selector the socket is registered with).
+/// its queue pair is made (that of the selector the socket is registered
+/// with), and a TCP connection from the address `from` holds (a client's
+/// bind; the other media leave it to the caller, which names the connection by it).
 pub(crate) fn connect_offered(
     addr: SocketAddr,
     transport: Transport,
     options: &TransportOptions,
     timeout: Option<Duration>,
     offer: &GroupOffer,
+    from: Option<&ReservedPort>,
 ) -> Result<(Medium, Stream)> {
     match transport {
         Transport::Rdma => match RdmaStream::connect_offered(addr, options.rdma, timeout, offer) {
@@ -211,12 +215,13 @@ pub(crate) fn connect_offered(
             if !is_local(addr.ip()) {
                 return Err(Error::NotLocal(addr));
             }
-            Ok((Medium::Shm, Box::new(ShmStream::connect(addr, timeout)?)))
+            Ok((Medium::Shm, Box::new(ShmStream::connect(addr, from.map(ReservedPort::addr), timeout)?)))
         }
         Transport::Tcp => {
-            let socket = match timeout {
-                Some(timeout) => TcpStream::connect_timeout(&addr, timeout),
-                None => TcpStream::connect(addr),
+            let socket = match (from, timeout) {
+                (Some(from), timeout) => from.connect_tcp(addr, timeout),
+                (None, Some(timeout)) => TcpStream::connect_timeout(&addr, timeout),
+                (None, None) => TcpStream::connect(addr),
             }
             .map_err(|source| match source.kind() {
                 std::io::ErrorKind::ConnectionRefused => Error::ConnectionRefused(addr),
@@ -229,18 +234,18 @@ pub(crate) fn connect_offered(
         }
         Transport::Auto => {
             if is_local(addr.ip()) {
-                match connect_offered(addr, Transport::Shm, options, timeout, offer) {
+                match connect_offered(addr, Transport::Shm, options, timeout, offer, from) {
                     Err(Error::ConnectionRefused(_)) => {} // no rdma-nio listener here: maybe plain TCP
                     done => return done,
                 }
             }
-            match connect_offered(addr, Transport::Rdma, options, timeout, offer) {
+            match connect_offered(addr, Transport::Rdma, options, timeout, offer, from) {
                 Err(err @ (Error::NoDevice(_) | Error::Unreachable { .. } | Error::ConnectionRefused(_))) => {
                     log::debug!("auto transport to {addr}: no RDMA ({err}), using TCP");
                 }
                 done => return done,
             }
-            connect_offered(addr, Transport::Tcp, options, timeout, offer)
+            connect_offered(addr, Transport::Tcp, options, timeout, offer, from)
         }
     }
 }

@@ -38,6 +38,7 @@ use crate::nio::backlog::Backlog;
 use crate::nio::connector;
 use crate::nio::spin::AdaptiveSpin;
 use crate::rdma::completions::{CompletionChannel, CompletionGroup, GroupOffer};
+use crate::sys::port::ReservedPort;
 use crate::sys::{self, Deadline};
 
 /// Results of `read` and `write` that are not byte counts (as in the JDK's `IOStatus`).
@@ -127,6 +128,10 @@ struct State {
     connect_untaken: bool,
     /// `shutdown_input` was called: reads report end of stream.
     input_shut: bool,
+    /// The address a client was bound to (`bind`), holding its port: a TCP
+    /// connection is made from it, and a connection on another medium is
+    /// named by it for the connection's life.
+    bound: Option<Arc<ReservedPort>>,
     /// How long a blocked operation spins, when `Socket::spin` is a time.
     spin: AdaptiveSpin,
 }
@@ -166,6 +171,7 @@ impl Socket {
                 failed: None,
                 connect_untaken: false,
                 input_shut: false,
+                bound: None,
                 spin: AdaptiveSpin::new(match spin {
                     Spin::For(spin) => spin,
                     Spin::Forever => Duration::ZERO,
@@ -224,11 +230,15 @@ impl Socket {
         let (done, outcome) = mpsc::sync_channel(1);
         let signal_for_thread = Arc::clone(&signal);
         let offer = self.completions.clone();
+        let from = state.bound.clone();
         connector::run(move || {
             // Signals after the outcome is sent, or its sender dropped by a panic.
             let _signal = SignalOnDrop(signal_for_thread, addr);
             let done = done;
-            let _ = done.send(transport::connect_offered(addr, transport, &options, timeout, &offer));
+            let outcome =
+                transport::connect_offered(addr, transport, &options, timeout, &offer, from.as_deref());
+            drop(from); // before the signal: a TCP connection's socket is then the stream's alone
+            let _ = done.send(outcome);
         })?;
         state.role = Role::Connecting { addr, outcome };
         state.connect_signal = Some(signal);
@@ -258,6 +268,23 @@ impl Socket {
         };
         state.role = Role::Listening { addr, backlog, acceptor: Some(acceptor) };
         sys::signal_eventfd(&self.kick)
+    }
+
+    /// Binds a socket that is to connect to `addr` (port 0: one the kernel
+    /// picks), as the JDK's client bind does: the port is held at once.
+    ///
+    /// # Errors
+    /// `Os` naming `bind` (`EADDRINUSE`, `EADDRNOTAVAIL`); `InvalidArgument`
+    /// when the socket is bound already or connects or listens.
+    pub fn bind(&self, addr: SocketAddr) -> Result<SocketAddr> {
+        let mut state = self.fresh_state()?;
+        if state.bound.is_some() {
+            return Err(Error::InvalidArgument("the socket is bound already".into()));
+        }
+        let reserved = ReservedPort::bind(addr)?;
+        let local = reserved.addr();
+        state.bound = Some(Arc::new(reserved));
+        Ok(local)
     }
 
     fn fresh_state(&self) -> Result<MutexGuard<'_, State>> {
@@ -726,8 +753,18 @@ impl State {
             Role::Connecting { addr, outcome } => match outcome.try_recv() {
                 Err(TryRecvError::Empty) => Ok(0),
                 Ok(Ok((medium, stream))) => {
-                    // Shared memory has no addresses of its own: the peer is on this host.
-                    let local = stream.local_addr().unwrap_or(SocketAddr::new(addr.ip(), 0));
+                    // A TCP connection was made from the bound address and an
+                    // shm one named itself by it; an RDMA one, with ports of
+                    // its own, is named by it here. The reservation holds the
+                    // port for the connection's life on the media without one.
+                    if medium == Medium::Tcp {
+                        self.bound = None;
+                    }
+                    let local = match (&self.bound, stream.local_addr()) {
+                        (Some(bound), _) if medium != Medium::Shm => bound.addr(),
+                        (_, Some(local)) => local,
+                        (_, None) => SocketAddr::new(addr.ip(), 0),
+                    };
                     let peer = stream.peer_addr().unwrap_or(*addr);
                     self.role = Role::Connected(Connected { medium, stream, local, peer });
                     self.connect_untaken = true;

@@ -14,6 +14,7 @@ pub(crate) mod fd_passing;
 pub(crate) mod port;
 pub(crate) mod random;
 pub(crate) mod sockaddr;
+pub(crate) mod unix_socket;
 
 /// Makes `fd` non-blocking, so draining an event channel never sleeps.
 pub(crate) fn set_nonblocking(op: &'static str, fd: RawFd) -> Result<()> {

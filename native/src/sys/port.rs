@@ -3,16 +3,18 @@
 //! listener or connection on this host whatever the medium, and an address
 //! that is not this host's is refused as TCP refuses it.
 
-use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::Duration;
 
 use crate::error::{check, Error, Result};
 use crate::sys::sockaddr::{socket_addr, SockAddr};
+use crate::sys::{self, Deadline};
 
 /// A TCP socket bound to an address and never listening: it holds the port,
 /// and a TCP connect to it is refused.
 pub(crate) struct ReservedPort {
-    _socket: OwnedFd,
+    socket: OwnedFd,
     addr: SocketAddr,
 }
 
@@ -38,12 +40,71 @@ impl ReservedPort {
         check("getsockname", unsafe { libc::getsockname(fd, bound.as_mut_ptr(), &mut len) })?;
         let addr =
             socket_addr(&bound.0).ok_or_else(|| Error::Failed("getsockname: not an IP address".into()))?;
-        Ok(ReservedPort { _socket: socket, addr })
+        Ok(ReservedPort { socket, addr })
     }
 
     /// The address with the port it holds.
     pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Connects the reserved socket itself to `peer` (a client's bind
+    /// honoured: the connection comes from the reserved address); the stream
+    /// shares the socket through a duplicate fd, so the reservation is to be
+    /// dropped once the connection is made. Gives up after `timeout`.
+    ///
+    /// # Errors
+    /// `ConnectionRefused`, `TimedOut` and the other kinds of a failed
+    /// connect, as `TcpStream::connect_timeout` reports them.
+    pub(crate) fn connect_tcp(
+        &self,
+        peer: SocketAddr,
+        timeout: Option<Duration>,
+    ) -> std::io::Result<TcpStream> {
+        let socket = self.socket.try_clone()?;
+        let fd = socket.as_raw_fd();
+        sys::set_nonblocking("fcntl(O_NONBLOCK)", fd)
+            .map_err(|err| std::io::Error::other(err.to_string()))?;
+        // An IPv6 socket (bound to "::") reaches IPv4 peers by their mapped address.
+        let peer = match peer {
+            SocketAddr::V4(v4) if self.addr.is_ipv6() => {
+                SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port())
+            }
+            peer => peer,
+        };
+        let mut storage = SockAddr::from(peer);
+        // SAFETY: a live fd and a socket address of the length given.
+        if unsafe { libc::connect(fd, storage.as_mut_ptr(), storage.len()) } < 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EINPROGRESS) {
+                return Err(err);
+            }
+            sys::wait_for("tcp connect", [(fd, libc::POLLOUT)], Deadline::after(timeout)).map_err(|err| {
+                match err {
+                    Error::TimedOut { .. } => std::io::Error::from(std::io::ErrorKind::TimedOut),
+                    other => std::io::Error::other(other.to_string()),
+                }
+            })?;
+            let mut error: libc::c_int = 0;
+            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: a live fd and room for an int.
+            let got = unsafe {
+                libc::getsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_ERROR,
+                    (&mut error as *mut libc::c_int).cast(),
+                    &mut len,
+                )
+            };
+            if got < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if error != 0 {
+                return Err(std::io::Error::from_raw_os_error(error));
+            }
+        }
+        Ok(TcpStream::from(socket))
     }
 }
 
@@ -51,6 +112,20 @@ impl ReservedPort {
 mod tests {
     use super::*;
     use std::net::{TcpListener, TcpStream};
+
+    #[test]
+    fn a_reserved_port_connects_from_its_address() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let reserved = ReservedPort::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let stream = reserved.connect_tcp(listener.local_addr().unwrap(), None).unwrap();
+        assert_eq!(stream.local_addr().unwrap(), reserved.addr());
+        let (_, client) = listener.accept().unwrap();
+        assert_eq!(client, reserved.addr());
+
+        let closed = ReservedPort::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let refused = closed.connect_tcp(reserved.addr(), None).unwrap_err();
+        assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+    }
 
     #[test]
     fn a_reserved_port_is_held_and_refuses_connections() {

@@ -111,6 +111,16 @@ export! {
 }
 
 export! {
+    /// A client's bind: "ip:port" of the address now held.
+    fn Java_rdmanio_nio_SocketNative_bind<'l>(env, handle: jlong, ip: JString<'l>, port: jint) -> JString<'l> {
+        let addr = socket_addr(env, &ip, port)?;
+        // SAFETY: the Java side passes a live handle.
+        let local = unsafe { socket(handle)? }.bind(addr)?;
+        Ok(JString::from_str(env, local.to_string())?)
+    }
+}
+
+export! {
     fn Java_rdmanio_nio_SocketNative_finishConnect<'l>(_, handle: jlong, block: jboolean) -> jboolean {
         // SAFETY: the Java side passes a live handle.
         Ok(unsafe { socket(handle)? }.finish_connect(block)?)

@@ -161,9 +161,10 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
             if (localAddress != null) {
                 throw new AlreadyBoundException();
             }
-            // The medium picks the source address of the connection; until it
-            // is made, the channel reports the address it was bound to.
-            localAddress = address;
+            // Held at once, as the JDK's bind: a TCP connection comes from it,
+            // a connection on another medium is named by it.
+            localAddress = Addresses.parse(
+                    SocketNative.bind(socket.handle, Addresses.ip(address), address.getPort()));
         }
         return this;
     }

@@ -55,6 +55,9 @@ final class SocketNative {
      */
     static native long open(long spinMicros) throws IOException;
 
+    /** Binds a socket that is to connect, holding the port at once; returns "ip:port" held. */
+    static native String bind(long socket, String ip, int port) throws IOException;
+
     /** Starts connecting (on a helper thread). */
     static native void connect(long socket, String ip, int port, String transport, int ringBytes,
             int timeoutMillis) throws IOException;

@@ -4,6 +4,7 @@ import static org.junit.Assert.assertArrayEquals;
 import static org.junit.Assert.assertEquals;
 import static org.junit.Assert.assertFalse;
 import static org.junit.Assert.assertNotNull;
+import static org.junit.Assert.assertNotEquals;
 import static org.junit.Assert.assertNull;
 import static org.junit.Assert.assertSame;
 import static org.junit.Assert.assertThrows;
@@ -255,6 +256,34 @@ public class SocketChannelConformanceTest {
                 }
                 assertNotNull("a waiting connection is taken in non-blocking mode", taken);
                 taken.close();
+            }
+        }
+    }
+
+    /**
+     * A client's bind holds its port at once and the connection comes from it,
+     * as OpenJDK's LocalAddress test checks (the bind was only recorded: port 0
+     * after bind(0), another port once connected; over shm both ends said 0).
+     */
+    @Test(timeout = 60_000)
+    public void aClientBindHoldsItsPortAndTheConnectionComesFromIt() throws Exception {
+        try (ServerSocketChannel listener = provider.openServerSocketChannel().bind(Providers.anyPort());
+                SocketChannel client = provider.openSocketChannel()) {
+            client.bind(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0));
+            InetSocketAddress bound = (InetSocketAddress) client.getLocalAddress();
+            assertNotEquals(0, bound.getPort());
+            assertEquals(bound.getPort(), client.socket().getLocalPort());
+            try (ServerSocket taken = new ServerSocket()) {
+                assertThrows(java.net.BindException.class, () -> taken.bind(bound));
+            }
+            try (SocketChannel second = provider.openSocketChannel()) {
+                assertThrows(java.net.BindException.class, () -> second.bind(bound));
+            }
+
+            client.connect(listener.getLocalAddress());
+            try (SocketChannel server = listener.accept()) {
+                assertEquals(bound, client.getLocalAddress());
+                assertEquals(bound, server.getRemoteAddress());
             }
         }
     }
