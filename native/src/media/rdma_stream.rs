@@ -129,17 +129,19 @@ impl RdmaStream {
         options: StreamOptions,
         timeout: Option<Duration>,
     ) -> Result<RdmaStream> {
-        RdmaStream::connect_offered(addr, options, timeout, &GroupOffer::default())
+        RdmaStream::connect_offered(None, addr, options, timeout, &GroupOffer::default())
     }
 
-    /// `connect`, at the completion group `offer` holds (see `GroupOffer`).
+    /// `connect` (from `from`, a client's bind, when given), at the
+    /// completion group `offer` holds (see `GroupOffer`).
     pub(crate) fn connect_offered(
+        from: Option<SocketAddr>,
         addr: SocketAddr,
         options: StreamOptions,
         timeout: Option<Duration>,
         offer: &GroupOffer,
     ) -> Result<RdmaStream> {
-        let mut endpoint = Endpoint::resolve(addr, SHAPE, timeout, offer)?;
+        let mut endpoint = Endpoint::resolve(from, addr, SHAPE, timeout, offer)?;
         let (incoming, grant) = grant_memory(&endpoint, options)?;
         post_receives(&endpoint, RECV_DEPTH)?;
         let reply = endpoint.connect(&Hello::rings(grant))?;

@@ -190,11 +190,13 @@ fn shape(sends: u32, own_receives: u32) -> QpShape {
 impl SendStream {
     /// Connects to a listener at `addr` over the two-sided path.
     pub fn connect(addr: SocketAddr, options: SendOptions, timeout: Option<Duration>) -> Result<SendStream> {
-        SendStream::connect_offered(addr, options, timeout, &GroupOffer::default())
+        SendStream::connect_offered(None, addr, options, timeout, &GroupOffer::default())
     }
 
-    /// `connect`, at the completion group `offer` holds (see `GroupOffer`).
+    /// `connect` (from `from`, a client's bind, when given), at the
+    /// completion group `offer` holds (see `GroupOffer`).
     pub(crate) fn connect_offered(
+        from: Option<SocketAddr>,
         addr: SocketAddr,
         options: SendOptions,
         timeout: Option<Duration>,
@@ -203,7 +205,7 @@ impl SendStream {
         options.check()?;
         let own = options.grant();
         let own_receives = options.slots_per_connection() as u32;
-        let endpoint = Endpoint::resolve(addr, shape(SEND_DEPTH, own_receives), timeout, offer)?;
+        let endpoint = Endpoint::resolve(from, addr, shape(SEND_DEPTH, own_receives), timeout, offer)?;
         let slots = MemoryRegion::new(
             endpoint.pd(),
             options.slots_per_connection() * options.slot_len,

@@ -191,8 +191,9 @@ pub fn connect(
 
 /// `connect`, an RDMA connection at the completion group `offer` holds when
 /// its queue pair is made (that of the selector the socket is registered
-/// with), and a TCP connection from the address `from` holds (a client's
-/// bind; the other media leave it to the caller, which names the connection by it).
+/// with), from the address `from` holds (a client's bind): a TCP connection
+/// from its very socket, an RDMA one from its address and port (RDMA ports
+/// are a space of their own), an shm one named by it.
 pub(crate) fn connect_offered(
     addr: SocketAddr,
     transport: Transport,
@@ -202,11 +203,23 @@ pub(crate) fn connect_offered(
     from: Option<&ReservedPort>,
 ) -> Result<(Medium, Stream)> {
     match transport {
-        Transport::Rdma => match RdmaStream::connect_offered(addr, options.rdma, timeout, offer) {
+        Transport::Rdma => match RdmaStream::connect_offered(
+            from.map(ReservedPort::addr),
+            addr,
+            options.rdma,
+            timeout,
+            offer,
+        ) {
             Ok(stream) => Ok((Medium::Rdma, Box::new(stream))),
             Err(Error::SendsOnly(_)) => {
                 log::debug!("{addr} grants two-sided sends only");
-                let stream = SendStream::connect_offered(addr, options.sends, timeout, offer)?;
+                let stream = SendStream::connect_offered(
+                    from.map(ReservedPort::addr),
+                    addr,
+                    options.sends,
+                    timeout,
+                    offer,
+                )?;
                 Ok((Medium::RdmaSends, Box::new(stream)))
             }
             Err(err) => Err(err),

@@ -753,18 +753,13 @@ impl State {
             Role::Connecting { addr, outcome } => match outcome.try_recv() {
                 Err(TryRecvError::Empty) => Ok(0),
                 Ok(Ok((medium, stream))) => {
-                    // A TCP connection was made from the bound address and an
-                    // shm one named itself by it; an RDMA one, with ports of
-                    // its own, is named by it here. The reservation holds the
-                    // port for the connection's life on the media without one.
+                    // The connection was made from the bound address (see
+                    // `transport::connect_offered`); the reservation holds the
+                    // port for the connection's life on media other than TCP.
                     if medium == Medium::Tcp {
                         self.bound = None;
                     }
-                    let local = match (&self.bound, stream.local_addr()) {
-                        (Some(bound), _) if medium != Medium::Shm => bound.addr(),
-                        (_, Some(local)) => local,
-                        (_, None) => SocketAddr::new(addr.ip(), 0),
-                    };
+                    let local = stream.local_addr().unwrap_or(SocketAddr::new(addr.ip(), 0));
                     let peer = stream.peer_addr().unwrap_or(*addr);
                     self.role = Role::Connected(Connected { medium, stream, local, peer });
                     self.connect_untaken = true;

@@ -192,11 +192,20 @@ impl CmId {
         check("rdma_listen", unsafe { rdma_listen(self.0.as_ptr(), backlog) })
     }
 
-    pub(crate) fn resolve_addr(&self, addr: SocketAddr, timeout_ms: i32) -> Result<()> {
+    /// Resolves `addr`, from the address (and port) `from` when given, else
+    /// from the one the route picks.
+    pub(crate) fn resolve_addr(
+        &self,
+        from: Option<SocketAddr>,
+        addr: SocketAddr,
+        timeout_ms: i32,
+    ) -> Result<()> {
         let mut storage = SockAddr::from(addr);
+        let mut source = from.map(SockAddr::from);
+        let source_ptr = source.as_mut().map_or(ptr::null_mut(), |source| source.as_mut_ptr());
         // SAFETY: as in bind; a null source lets the route pick the local address.
         check("rdma_resolve_addr", unsafe {
-            rdma_resolve_addr(self.0.as_ptr(), ptr::null_mut(), storage.as_mut_ptr(), timeout_ms)
+            rdma_resolve_addr(self.0.as_ptr(), source_ptr, storage.as_mut_ptr(), timeout_ms)
         })
     }
 

@@ -65,7 +65,7 @@ impl Connection {
     /// when no RDMA route leads there; `TimedOut` after `timeout`.
     pub fn connect(addr: SocketAddr, timeout: Option<Duration>) -> Result<Connection> {
         let mut conn =
-            Connection::with_buffers(Endpoint::resolve(addr, SHAPE, timeout, &GroupOffer::default())?)?;
+            Connection::with_buffers(Endpoint::resolve(None, addr, SHAPE, timeout, &GroupOffer::default())?)?;
         let reply = conn.endpoint.connect(&HELLO)?;
         if reply.kind != PathKind::Messages {
             return Err(Error::InvalidArgument(format!(

@@ -186,10 +186,12 @@ pub(crate) struct Endpoint {
 }
 
 impl Endpoint {
-    /// Client side: resolves `addr` and creates the queue pair (at the group
+    /// Client side: resolves `addr` (from the address and port `from`, a
+    /// client's bind, when given) and creates the queue pair (at the group
     /// `offer` holds by then, if any), ready for `connect` once the data path
     /// has registered and posted its memory.
     pub(crate) fn resolve(
+        from: Option<SocketAddr>,
         addr: SocketAddr,
         shape: QpShape,
         timeout: Option<Duration>,
@@ -199,7 +201,7 @@ impl Endpoint {
         let deadline = Deadline::after(timeout);
         let events = EventChannel::new()?;
         let id = CmId::new(&events)?;
-        id.resolve_addr(addr, RESOLVE_TIMEOUT_MS)?;
+        id.resolve_addr(from, addr, RESOLVE_TIMEOUT_MS)?;
         await_event(
             &events,
             "rdma_resolve_addr",
