@@ -7,8 +7,10 @@
 //!   listener's shared receive queue;
 //! - `shm` and `shm_listener`: rings in shared memory, and their rendezvous by IP:port;
 //! - `tcp`: a kernel socket;
+//! - `pipe`: a kernel pipe's ends (the provider's `Pipe`), not a connection's medium;
 //! - `transport`: choosing the medium for a peer (rdma, shm, tcp, auto).
 
+pub mod pipe;
 pub mod rdma_stream;
 pub(crate) mod receive_pool;
 pub mod ring;

@@ -114,6 +114,8 @@ pub enum Medium {
     Shm,
     /// `TcpByteStream`.
     Tcp,
+    /// `PipeEnd`: an end of a kernel pipe (no connection).
+    Pipe,
 }
 
 impl fmt::Display for Medium {
@@ -123,6 +125,7 @@ impl fmt::Display for Medium {
             Medium::RdmaSends => "rdma-sends",
             Medium::Shm => "shm",
             Medium::Tcp => "tcp",
+            Medium::Pipe => "pipe",
         })
     }
 }

@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
+use crate::media::pipe::PipeEnd;
 use crate::media::stream::{ops, ReadOutcome, WaitSource};
 use crate::media::transport::{self, Medium, Stream, StreamListener, Transport, TransportOptions};
 use crate::nio::backlog::Backlog;
@@ -296,6 +297,19 @@ impl Socket {
             Role::Fresh if state.failed.is_none() && state.pending_failure.is_none() => Ok(state),
             _ => Err(Error::InvalidArgument("the socket already connects or listens".into())),
         }
+    }
+
+    /// The ends of a new kernel pipe, as sockets: (source, sink). The source
+    /// only reads and the sink only writes; each has no addresses.
+    pub fn pipe(spin: Spin) -> Result<(Arc<Socket>, Arc<Socket>)> {
+        let (source, sink) = PipeEnd::pair()?;
+        let none = SocketAddr::from(([0, 0, 0, 0], 0));
+        let end = |stream: PipeEnd| {
+            let connected =
+                Connected { medium: Medium::Pipe, stream: Box::new(stream), local: none, peer: none };
+            Socket::new(Role::Connected(connected), None, spin)
+        };
+        Ok((end(source)?, end(sink)?))
     }
 
     pub(crate) fn accepted(

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use jni::objects::{JByteBuffer, JIntArray, JString};
+use jni::objects::{JByteBuffer, JIntArray, JLongArray, JString};
 use jni::sys::{jboolean, jint, jlong};
 use jni::Env;
 
@@ -107,6 +107,17 @@ export! {
         // SAFETY: the Java side passes a live handle.
         let socket = unsafe { socket(handle)? };
         Ok(socket.start_connect(addr, transport, transport_options(ring_bytes)?, timeout(timeout_millis))?)
+    }
+}
+
+export! {
+    /// A new pipe's ends: [source, sink] handles.
+    fn Java_rdmanio_nio_SocketNative_pipe<'l>(env, spin_micros: jlong) -> JLongArray<'l> {
+        let (source, sink) = Socket::pipe(Spin::from_micros(spin_micros))?;
+        let handles = [socket_handle(source), socket_handle(sink)];
+        let array = JLongArray::new(env, handles.len())?;
+        array.set_region(env, 0, &handles)?;
+        Ok(array)
     }
 }
 

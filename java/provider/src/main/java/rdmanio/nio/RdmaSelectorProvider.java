@@ -104,7 +104,7 @@ public class RdmaSelectorProvider extends SelectorProvider {
 
     @Override
     public Pipe openPipe() throws IOException {
-        return platform().openPipe();
+        return new RdmaPipe(this);
     }
 
     /** The JDK's own provider, for what rdma-nio does not implement. */

@@ -382,7 +382,7 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
      * Checks a whole scatter or gather array before a byte moves, as the JDK
      * does: the range, no null element, no read-only buffer to read into.
      */
-    private static void checkBuffers(ByteBuffer[] buffers, int offset, int length, boolean reading) {
+    static void checkBuffers(ByteBuffer[] buffers, int offset, int length, boolean reading) {
         Objects.checkFromIndexSize(offset, length, buffers.length);
         for (int i = offset; i < offset + length; i++) {
             ByteBuffer buffer = Objects.requireNonNull(buffers[i], "buffer");

@@ -55,6 +55,9 @@ final class SocketNative {
      */
     static native long open(long spinMicros) throws IOException;
 
+    /** A new pipe's ends as sockets: {source, sink} handles (see {@link #open} for the spin). */
+    static native long[] pipe(long spinMicros) throws IOException;
+
     /** Binds a socket that is to connect, holding the port at once; returns "ip:port" held. */
     static native String bind(long socket, String ip, int port) throws IOException;
 

@@ -1,0 +1,129 @@
+package rdmanio.nio;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.channels.ClosedChannelException;
+import java.nio.channels.Pipe;
+import java.util.Objects;
+import java.util.concurrent.locks.ReentrantLock;
+
+/**
+ * The reading end of an {@link RdmaPipe}: reads as a socket channel's (a
+ * blocking read waits for a byte; -1 once the sink is closed and drained).
+ */
+final class PipeSourceChannel extends Pipe.SourceChannel implements RdmaChannel {
+    private final NativeSocket socket;
+    private final ReentrantLock readLock = new ReentrantLock();
+    private final Staging staging = new Staging();
+
+    PipeSourceChannel(RdmaSelectorProvider provider, NativeSocket socket) {
+        super(provider);
+        this.socket = socket;
+    }
+
+    @Override
+    public int read(ByteBuffer dst) throws IOException {
+        Objects.requireNonNull(dst, "dst");
+        if (dst.isReadOnly()) {
+            throw new IllegalArgumentException("read-only buffer");
+        }
+        readLock.lock();
+        try {
+            return read(dst, true);
+        } finally {
+            readLock.unlock();
+        }
+    }
+
+    @Override
+    public long read(ByteBuffer[] dsts, int offset, int length) throws IOException {
+        RdmaSocketChannel.checkBuffers(dsts, offset, length, true);
+        readLock.lock();
+        try {
+            long total = 0;
+            for (int i = offset; i < offset + length; i++) {
+                if (!dsts[i].hasRemaining()) {
+                    continue;
+                }
+                // The first read may block; the rest take only what is there already.
+                int n = read(dsts[i], total == 0);
+                if (n < 0) {
+                    return total == 0 ? -1 : total;
+                }
+                total += n;
+                if (dsts[i].hasRemaining()) {
+                    break;
+                }
+            }
+            return total;
+        } finally {
+            readLock.unlock();
+        }
+    }
+
+    @Override
+    public long read(ByteBuffer[] dsts) throws IOException {
+        return read(dsts, 0, dsts.length);
+    }
+
+    /** One native read, blocking only if {@code mayBlock} and the channel does; under readLock. */
+    private int read(ByteBuffer dst, boolean mayBlock) throws IOException {
+        if (!isOpen() || !socket.begin()) {
+            throw new ClosedChannelException();
+        }
+        boolean blocking = mayBlock && isBlocking();
+        boolean completed = false;
+        if (blocking) {
+            begin();
+        }
+        try {
+            int n = readInto(dst, blocking);
+            completed = true;
+            return n == SocketNative.UNAVAILABLE ? 0 : n;
+        } finally {
+            try {
+                if (blocking) {
+                    end(completed);
+                }
+            } finally {
+                socket.end();
+            }
+        }
+    }
+
+    private int readInto(ByteBuffer dst, boolean block) throws IOException {
+        int position = dst.position();
+        int wanted = dst.remaining();
+        if (wanted == 0) {
+            return 0;
+        }
+        if (dst.isDirect()) {
+            int n = SocketNative.read(socket.handle, dst, position, wanted, block, -1);
+            if (n > 0) {
+                dst.position(position + n);
+            }
+            return n;
+        }
+        ByteBuffer direct = staging.get(wanted);
+        int n = SocketNative.read(socket.handle, direct, 0, Math.min(wanted, direct.capacity()), block, -1);
+        if (n > 0) {
+            dst.put(direct.limit(n));
+        }
+        return n;
+    }
+
+    @Override
+    protected void implCloseSelectableChannel() {
+        socket.close(false); // a blocked read wakes and fails
+    }
+
+    @Override
+    protected void implConfigureBlocking(boolean block) {
+        // Each native call says whether it may block.
+    }
+
+    @Override
+    public boolean registerNative(long poller, int slot) throws IOException {
+        return socket.registerWith(poller, slot);
+    }
+}
