@@ -86,6 +86,18 @@ pub trait ByteStream {
         self.close();
     }
 
+    /// Sends `byte` as urgent (out-of-band) data; false when there is no
+    /// room now. Only TCP has urgent data: the other media fail.
+    fn try_send_urgent(&mut self, _byte: u8) -> Result<bool> {
+        Err(Error::Failed("urgent data: this medium has none".into()))
+    }
+
+    /// Whether urgent data the peer sends is read in line with the rest
+    /// (`SO_OOBINLINE`), else dropped. Nothing to do where none arrives.
+    fn set_urgent_inline(&mut self, _inline: bool) -> Result<()> {
+        Ok(())
+    }
+
     /// The local address, when the medium has one.
     fn local_addr(&self) -> Option<SocketAddr> {
         None
@@ -217,6 +229,14 @@ impl<S: ByteStream + ?Sized> ByteStream for Box<S> {
 
     fn abort(&mut self) {
         (**self).abort()
+    }
+
+    fn try_send_urgent(&mut self, byte: u8) -> Result<bool> {
+        (**self).try_send_urgent(byte)
+    }
+
+    fn set_urgent_inline(&mut self, inline: bool) -> Result<()> {
+        (**self).set_urgent_inline(inline)
     }
 
     fn local_addr(&self) -> Option<SocketAddr> {

@@ -103,6 +103,17 @@ impl TcpByteStream {
     }
 }
 
+/// An IPv4 peer of a dual-stack socket as IPv4 (`::ffff:127.0.0.1` is
+/// `127.0.0.1`), as the JDK reports it.
+fn unmapped(addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    match addr.ip() {
+        std::net::IpAddr::V6(v6) => {
+            v6.to_ipv4_mapped().map_or(addr, |v4| std::net::SocketAddr::new(v4.into(), addr.port()))
+        }
+        _ => addr,
+    }
+}
+
 fn io_error(op: &'static str, source: io::Error) -> Error {
     match source.kind() {
         io::ErrorKind::BrokenPipe => Error::Disconnected,
@@ -203,12 +214,50 @@ impl ByteStream for TcpByteStream {
         }
     }
 
+    fn try_send_urgent(&mut self, byte: u8) -> Result<bool> {
+        loop {
+            // SAFETY: a live fd and one byte.
+            let sent =
+                unsafe { libc::send(self.socket.as_raw_fd(), (&byte as *const u8).cast(), 1, libc::MSG_OOB) };
+            if sent == 1 {
+                return Ok(true);
+            }
+            let err = io::Error::last_os_error();
+            match err.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => {
+                    self.writable = Known::NotReady;
+                    return Ok(false);
+                }
+                _ => return Err(io_error("send(MSG_OOB)", err)),
+            }
+        }
+    }
+
+    fn set_urgent_inline(&mut self, inline: bool) -> Result<()> {
+        let on = libc::c_int::from(inline);
+        // SAFETY: a live fd and an int of the size given.
+        let set = unsafe {
+            libc::setsockopt(
+                self.socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_OOBINLINE,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if set < 0 {
+            return Err(Error::last_os("setsockopt(SO_OOBINLINE)"));
+        }
+        Ok(())
+    }
+
     fn local_addr(&self) -> Option<std::net::SocketAddr> {
-        self.socket.local_addr().ok()
+        self.socket.local_addr().ok().map(unmapped)
     }
 
     fn peer_addr(&self) -> Option<std::net::SocketAddr> {
-        self.socket.peer_addr().ok()
+        self.socket.peer_addr().ok().map(unmapped)
     }
 
     /// What the kernel last reported (see the type's documentation): no

@@ -289,13 +289,13 @@ impl StreamListener {
         let mut listener =
             StreamListener { addr, tcp: None, shm: None, rdma: None, pool: Mutex::new(None), options };
         if matches!(transport, Transport::Tcp | Transport::Auto) {
-            let tcp = TcpListener::bind(addr).map_err(|source| Error::Os { op: "bind(tcp)", source })?;
-            tcp.set_nonblocking(true).map_err(|source| Error::Os { op: "fcntl(tcp listener)", source })?;
+            let tcp = sys::port::tcp_listener(addr)?;
             listener.addr = tcp.local_addr().map_err(|source| Error::Os { op: "getsockname", source })?;
             listener.tcp = Some(tcp);
         }
         if matches!(transport, Transport::Rdma | Transport::Auto) {
-            match Listener::bind(listener.addr, 128) {
+            // The address asked for (a wildcard TCP listener is IPv6's), at the port picked.
+            match Listener::bind(SocketAddr::new(addr.ip(), listener.addr.port()), 128) {
                 Ok(rdma) => {
                     listener.addr = rdma.local_addr();
                     listener.rdma = Some(rdma);

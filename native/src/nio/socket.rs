@@ -422,6 +422,30 @@ impl Socket {
         }
     }
 
+    /// Sends `byte` as urgent data (TCP only); when `block`, waits for room,
+    /// else says false when there is none.
+    pub fn send_urgent(&self, byte: u8, block: bool) -> Result<bool> {
+        let mut state = self.state.lock();
+        loop {
+            if self.is_closed() {
+                return Err(Error::Closed("send urgent data"));
+            }
+            let sent = state.connected()?.stream.try_send_urgent(byte);
+            let sent = self.check(&mut state, sent)?;
+            if sent || !block {
+                return Ok(sent);
+            }
+            self.wait(&mut state, "write", ops::WRITE, Deadline::after(None))?;
+        }
+    }
+
+    /// Reads urgent data in line (`SO_OOBINLINE`), or drops it.
+    pub fn set_urgent_inline(&self, inline: bool) -> Result<()> {
+        let mut state = self.state.lock();
+        let set = state.connected()?.stream.set_urgent_inline(inline);
+        self.check(&mut state, set)
+    }
+
     /// Half-closes: the peer reads end of stream after the bytes written so far.
     pub fn shutdown_output(&self) -> Result<()> {
         let mut state = self.state.lock();

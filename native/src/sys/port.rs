@@ -25,21 +25,7 @@ impl ReservedPort {
     /// `Os` naming `bind` with `EADDRINUSE` when a socket holds the port, and
     /// `EADDRNOTAVAIL` when the address is not this host's.
     pub(crate) fn bind(addr: SocketAddr) -> Result<ReservedPort> {
-        let family = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
-        // SAFETY: no pointers; a new fd or -1.
-        let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-        check("socket(port reservation)", fd)?;
-        // SAFETY: fd is new and ours.
-        let socket = unsafe { OwnedFd::from_raw_fd(fd) };
-        let mut storage = SockAddr::from(addr);
-        // SAFETY: a live fd and a socket address of the length given.
-        check("bind", unsafe { libc::bind(fd, storage.as_mut_ptr(), storage.len()) })?;
-        let mut bound = SockAddr::from(addr);
-        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        // SAFETY: a live fd and room for any socket address.
-        check("getsockname", unsafe { libc::getsockname(fd, bound.as_mut_ptr(), &mut len) })?;
-        let addr =
-            socket_addr(&bound.0).ok_or_else(|| Error::Failed("getsockname: not an IP address".into()))?;
+        let (socket, addr) = bound_socket(addr, false)?;
         Ok(ReservedPort { socket, addr })
     }
 
@@ -108,10 +94,91 @@ impl ReservedPort {
     }
 }
 
+/// A TCP socket bound to `addr`, and the address it got. A wildcard address
+/// (`0.0.0.0` or `::`) binds IPv6's with IPv4 mapped in, as the JDK's sockets
+/// do, so that IPv4 and IPv6 peers reach it alike (on a host without IPv6,
+/// IPv4's). `reuse`: `SO_REUSEADDR`, as listeners have it.
+fn bound_socket(addr: SocketAddr, reuse: bool) -> Result<(OwnedFd, SocketAddr)> {
+    if addr.ip().is_unspecified() && addr.is_ipv4() {
+        let any6 = SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), addr.port());
+        match bound_socket(any6, reuse) {
+            Err(err) if err.errno() == Some(libc::EAFNOSUPPORT) => {}
+            done => return done,
+        }
+    }
+    let family = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    // SAFETY: no pointers; a new fd or -1.
+    let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    check("socket(tcp)", fd)?;
+    // SAFETY: fd is new and ours.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    if addr.is_ipv6() {
+        set_int_option(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 0, "setsockopt(IPV6_V6ONLY)")?;
+    }
+    if reuse {
+        set_int_option(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1, "setsockopt(SO_REUSEADDR)")?;
+    }
+    let mut storage = SockAddr::from(addr);
+    // SAFETY: a live fd and a socket address of the length given.
+    check("bind", unsafe { libc::bind(fd, storage.as_mut_ptr(), storage.len()) })?;
+    let mut bound = SockAddr::from(addr);
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: a live fd and room for any socket address.
+    check("getsockname", unsafe { libc::getsockname(fd, bound.as_mut_ptr(), &mut len) })?;
+    let addr = socket_addr(&bound.0).ok_or_else(|| Error::Failed("getsockname: not an IP address".into()))?;
+    Ok((socket, addr))
+}
+
+fn set_int_option(
+    fd: libc::c_int,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+    op: &'static str,
+) -> Result<()> {
+    // SAFETY: a live fd and an int of the size given.
+    check(op, unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })
+}
+
+/// A listening TCP socket on `addr` (non-blocking); a wildcard address
+/// listens on IPv4 and IPv6 alike (see `bound_socket`).
+///
+/// # Errors
+/// `Os` naming `bind` or `listen`.
+pub(crate) fn tcp_listener(addr: SocketAddr) -> Result<std::net::TcpListener> {
+    let (socket, _) = bound_socket(addr, true)?;
+    // SAFETY: a live, bound fd.
+    check("listen(tcp)", unsafe { libc::listen(socket.as_raw_fd(), 128) })?;
+    sys::set_nonblocking("fcntl(tcp listener)", socket.as_raw_fd())?;
+    Ok(std::net::TcpListener::from(socket))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::net::{TcpListener, TcpStream};
+
+    /// As the JDK's: a listener on the wildcard address takes IPv4 and IPv6
+    /// clients (it took IPv4's only: `[::1]` was refused).
+    #[test]
+    fn a_wildcard_listener_takes_ipv4_and_ipv6_clients() {
+        let listener = tcp_listener("0.0.0.0:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        assert!(addr.ip().is_unspecified(), "{addr}");
+        for client in ["127.0.0.1", "::1"] {
+            TcpStream::connect((client, addr.port())).unwrap();
+        }
+        let reserved = ReservedPort::bind("0.0.0.0:0".parse().unwrap()).unwrap();
+        assert!(TcpListener::bind(("::1", reserved.addr().port())).is_err(), "the port is held for IPv6 too");
+    }
 
     #[test]
     fn a_reserved_port_connects_from_its_address() {

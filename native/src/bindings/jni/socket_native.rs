@@ -111,6 +111,22 @@ export! {
 }
 
 export! {
+    /// Sends one byte of urgent data (TCP only); false when there is no room and not `block`.
+    fn Java_rdmanio_nio_SocketNative_sendUrgentData<'l>(_, handle: jlong, byte: jint, block: jboolean) -> jboolean {
+        // SAFETY: the Java side passes a live handle.
+        Ok(unsafe { socket(handle)? }.send_urgent(byte as u8, block)?)
+    }
+}
+
+export! {
+    /// Urgent data in line (`SO_OOBINLINE`) or dropped.
+    fn Java_rdmanio_nio_SocketNative_setUrgentInline<'l>(_, handle: jlong, inline: jboolean) {
+        // SAFETY: the Java side passes a live handle.
+        Ok(unsafe { socket(handle)? }.set_urgent_inline(inline)?)
+    }
+}
+
+export! {
     /// A new pipe's ends: [source, sink] handles.
     fn Java_rdmanio_nio_SocketNative_pipe<'l>(env, spin_micros: jlong) -> JLongArray<'l> {
         let (source, sink) = Socket::pipe(Spin::from_micros(spin_micros))?;

@@ -5,6 +5,7 @@ import java.net.InetAddress;
 import java.net.InetSocketAddress;
 import java.net.Socket;
 import java.net.SocketAddress;
+import java.net.SocketException;
 import java.net.SocketOption;
 import java.net.StandardSocketOptions;
 import java.nio.ByteBuffer;
@@ -66,6 +67,7 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
     private boolean keepAlive;
     private boolean reuseAddress;
     private int linger = -1;
+    private boolean urgentInline;
     private final KeepAlive keepAliveTuning = new KeepAlive();
     private SocketAdaptor adaptor;
     // -- end of fields guarded by stateLock
@@ -251,6 +253,9 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
                 if (state == ST_CONNECTION_PENDING) {
                     state = ST_CONNECTED;
                     localAddress = Addresses.parse(SocketNative.address(socket.handle, false));
+                    if (urgentInline) {
+                        SocketNative.setUrgentInline(socket.handle, true);
+                    }
                 }
             }
         }
@@ -533,6 +538,55 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
         synchronized (stateLock) {
             ensureOpen();
             return remoteAddress;
+        }
+    }
+
+    /**
+     * The socket adaptor's {@code setOOBInline}: urgent data the peer sends is
+     * read in line, else dropped (as the JDK's); a connection made later
+     * takes it too. Only TCP carries urgent data.
+     */
+    void setUrgentInline(boolean inline) throws IOException {
+        synchronized (stateLock) {
+            ensureOpen();
+            urgentInline = inline;
+            if (state == ST_CONNECTED) {
+                SocketNative.setUrgentInline(socket.handle, inline);
+            }
+        }
+    }
+
+    boolean urgentInline() throws IOException {
+        synchronized (stateLock) {
+            ensureOpen();
+            return urgentInline;
+        }
+    }
+
+    /**
+     * The socket adaptor's {@code sendUrgentData}: one byte of TCP urgent data,
+     * waiting for room in blocking mode ("Socket buffer full" without, as the
+     * JDK's); a SocketException on the media that have none (shm, RDMA).
+     */
+    void sendUrgentData(int data) throws IOException {
+        String medium = medium();
+        if (!medium.equals("tcp")) {
+            throw new SocketException("Urgent data not supported over " + medium + ": only TCP has urgent data");
+        }
+        writeLock.lock();
+        try {
+            boolean blocking = beginIo(true);
+            boolean sent = false;
+            try {
+                sent = SocketNative.sendUrgentData(socket.handle, data, blocking);
+            } finally {
+                endIo(blocking, sent);
+            }
+            if (!sent) {
+                throw new IOException("Socket buffer full");
+            }
+        } finally {
+            writeLock.unlock();
         }
     }
 

@@ -26,7 +26,6 @@ import java.util.Set;
 final class SocketAdaptor extends Socket {
     private final RdmaSocketChannel channel;
     private volatile int timeoutMillis;
-    private volatile boolean oobInline;
     private volatile int trafficClass;
 
     SocketAdaptor(RdmaSocketChannel channel) throws SocketException {
@@ -273,20 +272,31 @@ final class SocketAdaptor extends Socket {
     @Override
     public void setOOBInline(boolean on) throws SocketException {
         ensureNotClosed();
-        oobInline = on;
+        try {
+            channel.setUrgentInline(on);
+        } catch (IOException e) {
+            throw new SocketException(e.getMessage());
+        }
     }
 
     @Override
     public boolean getOOBInline() throws SocketException {
         ensureNotClosed();
-        return oobInline;
+        try {
+            return channel.urgentInline();
+        } catch (IOException e) {
+            throw new SocketException(e.getMessage());
+        }
     }
 
-    /** Urgent data needs TCP's urgent pointer, which no medium of rdma-nio has. */
+    /** TCP's urgent data; the other media have none (SocketException). */
     @Override
     public void sendUrgentData(int data) throws IOException {
         ensureNotClosed();
-        throw new SocketException("Urgent data not supported: rdma-nio has no urgent data");
+        AdaptorExceptions.translated(() -> {
+            channel.sendUrgentData(data);
+            return null;
+        });
     }
 
     /** The IP type of service: kept and reported (the media send no IP header of their own to mark). */

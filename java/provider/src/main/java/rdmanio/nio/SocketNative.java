@@ -55,6 +55,15 @@ final class SocketNative {
      */
     static native long open(long spinMicros) throws IOException;
 
+    /**
+     * Sends the low byte of {@code data} as urgent data (TCP only), waiting for
+     * room when {@code block}; false when there is none and not {@code block}.
+     */
+    static native boolean sendUrgentData(long socket, int data, boolean block) throws IOException;
+
+    /** Whether urgent data the peer sends is read in line ({@code SO_OOBINLINE}), else dropped. */
+    static native void setUrgentInline(long socket, boolean inline) throws IOException;
+
     /** A new pipe's ends as sockets: {source, sink} handles (see {@link #open} for the spin). */
     static native long[] pipe(long spinMicros) throws IOException;
 

@@ -96,6 +96,34 @@ public class ProviderTest {
     }
 
     /**
+     * A listener on the wildcard address takes IPv4 and IPv6 clients and says
+     * it listens on [::], as the JDK's (over tcp, [::1] was refused), and an
+     * IPv4 client is named by its IPv4 address on both ends.
+     */
+    @Test(timeout = 60_000)
+    public void aWildcardListenerTakesIpv4AndIpv6Clients() throws Exception {
+        for (SelectorProvider provider : List.of(SelectorProvider.provider(), RdmaSelectorProvider.withTransport("tcp"),
+                RdmaSelectorProvider.withTransport("shm"), RdmaSelectorProvider.withTransport("auto"))) {
+            try (ServerSocketChannel listener = provider.openServerSocketChannel().bind(new InetSocketAddress(0))) {
+                InetSocketAddress bound = (InetSocketAddress) listener.getLocalAddress();
+                assertEquals(provider.toString(), new InetSocketAddress("::", bound.getPort()), bound);
+                for (String client : List.of("127.0.0.1", "::1")) {
+                    InetSocketAddress at = new InetSocketAddress(client, bound.getPort());
+                    try (SocketChannel channel = provider.openSocketChannel()) {
+                        channel.connect(at);
+                        try (SocketChannel served = listener.accept()) {
+                            InetSocketAddress local = (InetSocketAddress) channel.getLocalAddress();
+                            assertEquals(provider + " " + client, local, served.getRemoteAddress());
+                            assertEquals(provider + " " + client, at.getAddress(), local.getAddress());
+                            assertEquals(provider + " " + client, at, served.getLocalAddress());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /**
      * shm reaches this host only: a connect elsewhere fails as an unreachable
      * address does (NoRouteToHostException) and closes the channel, as a failed
      * connect does; it threw IllegalArgumentException and stayed pending.

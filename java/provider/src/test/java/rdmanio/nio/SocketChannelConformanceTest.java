@@ -225,10 +225,6 @@ public class SocketChannelConformanceTest {
             socket.setTrafficClass(0x10);
             assertEquals(0x10, socket.getTrafficClass());
             assertThrows(IllegalArgumentException.class, () -> socket.setTrafficClass(256));
-            if (!name.equals("jdk")) {
-                SocketException urgent = assertThrows(SocketException.class, () -> socket.sendUrgentData(1));
-                assertTrue(urgent.getMessage(), urgent.getMessage().contains("Urgent data not supported"));
-            }
 
             ServerSocket server = pair.listener.socket();
             server.setReceiveBufferSize(64 * 1024);
@@ -257,6 +253,52 @@ public class SocketChannelConformanceTest {
                 assertNotNull("a waiting connection is taken in non-blocking mode", taken);
                 taken.close();
             }
+        }
+    }
+
+    /**
+     * TCP's urgent data, as OpenJDK's OutOfBand and SendUrgentData tests use
+     * it: read in line with SO_OOBINLINE, else dropped (sendUrgentData threw,
+     * and setOOBInline did not reach the kernel socket). The media without
+     * urgent data throw the documented SocketException.
+     */
+    @Test(timeout = 60_000)
+    public void urgentDataIsReadInLineOrDropped() throws Exception {
+        try (Providers.Pair pair = new Providers.Pair(provider)) {
+            Socket client = pair.client.socket();
+            Socket server = pair.server.socket();
+            String medium = name.equals("jdk") ? "tcp" : ((RdmaSocketChannel) pair.client).medium();
+            if (!medium.equals("tcp")) {
+                SocketException urgent = assertThrows(SocketException.class, () -> client.sendUrgentData(1));
+                assertTrue(urgent.getMessage(), urgent.getMessage().contains("Urgent data not supported"));
+                return;
+            }
+            server.setOOBInline(true);
+            assertTrue(server.getOOBInline());
+            client.sendUrgentData(0x155); // the low byte goes
+            ByteBuffer one = ByteBuffer.allocate(1);
+            assertEquals(1, pair.server.read(one));
+            assertEquals(0x55, one.get(0));
+
+            server.setOOBInline(false);
+            client.sendUrgentData(0x66);
+            pair.client.write(ByteBuffer.wrap(new byte[] {0x77}));
+            ByteBuffer rest = ByteBuffer.allocate(8);
+            while (rest.position() == 0) {
+                assertTrue(pair.server.read(rest) >= 0);
+            }
+            assertEquals("the urgent byte was dropped", 1, rest.position());
+            assertEquals(0x77, rest.get(0));
+
+            pair.client.configureBlocking(false);
+            ByteBuffer chunk = ByteBuffer.allocateDirect(1 << 16);
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
+            while (pair.client.write(chunk.clear()) > 0) {
+                assertTrue("the socket never filled", System.nanoTime() < deadline);
+            }
+            IOException full = assertThrows(IOException.class, () -> client.sendUrgentData(1));
+            assertEquals(IOException.class, full.getClass());
+            assertEquals("Socket buffer full", full.getMessage());
         }
     }
 
