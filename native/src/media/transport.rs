@@ -10,7 +10,7 @@
 //! asks for rings and falls back to sends when the listener says so.
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -234,18 +234,8 @@ pub(crate) fn connect_offered(
             Ok((Medium::Shm, Box::new(ShmStream::connect(addr, from.map(ReservedPort::addr), timeout)?)))
         }
         Transport::Tcp => {
-            let socket = match (from, timeout) {
-                (Some(from), timeout) => from.connect_tcp(addr, timeout),
-                (None, Some(timeout)) => TcpStream::connect_timeout(&addr, timeout),
-                (None, None) => TcpStream::connect(addr),
-            }
-            .map_err(|source| match source.kind() {
-                std::io::ErrorKind::ConnectionRefused => Error::ConnectionRefused(addr),
-                std::io::ErrorKind::TimedOut => {
-                    Error::TimedOut { op: "tcp connect", timeout: timeout.unwrap_or_default() }
-                }
-                _ => Error::Os { op: "connect(tcp)", source },
-            })?;
+            let socket = sys::port::connect_tcp(from, addr, timeout, None)
+                .map_err(|source| tcp_connect_error(addr, timeout, source))?;
             Ok((Medium::Tcp, Box::new(TcpByteStream::new(socket)?)))
         }
         Transport::Auto => {
@@ -263,6 +253,21 @@ pub(crate) fn connect_offered(
             }
             connect_offered(addr, Transport::Tcp, options, timeout, offer, from)
         }
+    }
+}
+
+/// A failed TCP connect to `addr` as the engine reports it.
+pub(crate) fn tcp_connect_error(
+    addr: SocketAddr,
+    timeout: Option<Duration>,
+    source: std::io::Error,
+) -> Error {
+    match source.kind() {
+        std::io::ErrorKind::ConnectionRefused => Error::ConnectionRefused(addr),
+        std::io::ErrorKind::TimedOut => {
+            Error::TimedOut { op: "tcp connect", timeout: timeout.unwrap_or_default() }
+        }
+        _ => Error::Os { op: "connect(tcp)", source },
     }
 }
 

@@ -33,7 +33,8 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
 use crate::media::pipe::PipeEnd;
-use crate::media::stream::{ops, ReadOutcome, WaitSource};
+use crate::media::stream::{ops, ByteStream, ReadOutcome, WaitSource};
+use crate::media::tcp::TcpByteStream;
 use crate::media::transport::{self, Medium, Stream, StreamListener, Transport, TransportOptions};
 use crate::nio::backlog::Backlog;
 use crate::nio::connector;
@@ -244,6 +245,29 @@ impl Socket {
         state.role = Role::Connecting { addr, outcome };
         state.connect_signal = Some(signal);
         // Selectors that watch this socket look again and find its new fds.
+        sys::signal_eventfd(&self.kick)
+    }
+
+    /// Connects to `addr` over TCP in the calling thread, as a blocking
+    /// channel's connect does (no connector thread: the kernel connects while
+    /// the caller waits); a close wakes it with `Closed`.
+    pub fn connect_tcp_here(&self, addr: SocketAddr, timeout: Option<Duration>) -> Result<()> {
+        let from = self.fresh_state()?.bound.clone();
+        let connected = sys::port::connect_tcp(from.as_deref(), addr, timeout, Some(self.kick.as_raw_fd()));
+        drop(from); // the stream's socket is then its own
+        let mut state = self.state.lock();
+        if self.is_closed() {
+            return Err(Error::Closed("connect"));
+        }
+        let stream = TcpByteStream::new(
+            connected.map_err(|source| transport::tcp_connect_error(addr, timeout, source))?,
+        )?;
+        let local = stream.local_addr().unwrap_or(SocketAddr::new(addr.ip(), 0));
+        let peer = stream.peer_addr().unwrap_or(addr);
+        state.bound = None;
+        state.role =
+            Role::Connected(Connected { medium: Medium::Tcp, stream: Box::new(stream), local, peer });
+        // Selectors that watch this socket (made non-blocking meanwhile) look again.
         sys::signal_eventfd(&self.kick)
     }
 

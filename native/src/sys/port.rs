@@ -4,7 +4,7 @@
 //! that is not this host's is refused as TCP refuses it.
 
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use crate::error::{check, Error, Result};
@@ -33,65 +33,89 @@ impl ReservedPort {
     pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
     }
+}
 
-    /// Connects the reserved socket itself to `peer` (a client's bind
-    /// honoured: the connection comes from the reserved address); the stream
-    /// shares the socket through a duplicate fd, so the reservation is to be
-    /// dropped once the connection is made. Gives up after `timeout`.
-    ///
-    /// # Errors
-    /// `ConnectionRefused`, `TimedOut` and the other kinds of a failed
-    /// connect, as `TcpStream::connect_timeout` reports them.
-    pub(crate) fn connect_tcp(
-        &self,
-        peer: SocketAddr,
-        timeout: Option<Duration>,
-    ) -> std::io::Result<TcpStream> {
-        let socket = self.socket.try_clone()?;
-        let fd = socket.as_raw_fd();
-        sys::set_nonblocking("fcntl(O_NONBLOCK)", fd)
-            .map_err(|err| std::io::Error::other(err.to_string()))?;
-        // An IPv6 socket (bound to "::") reaches IPv4 peers by their mapped address.
-        let peer = match peer {
-            SocketAddr::V4(v4) if self.addr.is_ipv6() => {
-                SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port())
-            }
-            peer => peer,
-        };
-        let mut storage = SockAddr::from(peer);
-        // SAFETY: a live fd and a socket address of the length given.
-        if unsafe { libc::connect(fd, storage.as_mut_ptr(), storage.len()) } < 0 {
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::EINPROGRESS) {
-                return Err(err);
-            }
-            sys::wait_for("tcp connect", [(fd, libc::POLLOUT)], Deadline::after(timeout)).map_err(|err| {
-                match err {
-                    Error::TimedOut { .. } => std::io::Error::from(std::io::ErrorKind::TimedOut),
-                    other => std::io::Error::other(other.to_string()),
-                }
-            })?;
-            let mut error: libc::c_int = 0;
-            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-            // SAFETY: a live fd and room for an int.
-            let got = unsafe {
-                libc::getsockopt(
-                    fd,
-                    libc::SOL_SOCKET,
-                    libc::SO_ERROR,
-                    (&mut error as *mut libc::c_int).cast(),
-                    &mut len,
-                )
+/// Connects a TCP socket to `peer`: the reserved socket of `from` (a
+/// client's bind honoured; the stream shares it through a duplicate fd, so
+/// the reservation is to be dropped once connected) or a new one. Gives up
+/// after `timeout`, and with `Interrupted` once `waker` (an eventfd, say a
+/// close's) is readable. The connect is non-blocking underneath, so the
+/// caller's thread is the only one it takes.
+///
+/// # Errors
+/// `ConnectionRefused`, `TimedOut`, `Interrupted` and the other kinds of a
+/// failed connect.
+pub(crate) fn connect_tcp(
+    from: Option<&ReservedPort>,
+    peer: SocketAddr,
+    timeout: Option<Duration>,
+    waker: Option<RawFd>,
+) -> std::io::Result<TcpStream> {
+    let as_io = |err: Error| std::io::Error::other(err.to_string());
+    let socket = match from {
+        Some(from) => from.socket.try_clone()?,
+        None => {
+            let family = if peer.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+            // SAFETY: no pointers; a new fd or -1.
+            let fd = unsafe {
+                libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0)
             };
-            if got < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if error != 0 {
-                return Err(std::io::Error::from_raw_os_error(error));
-            }
+            check("socket(tcp)", fd).map_err(as_io)?;
+            // SAFETY: fd is new and ours.
+            unsafe { OwnedFd::from_raw_fd(fd) }
         }
-        Ok(TcpStream::from(socket))
+    };
+    let fd = socket.as_raw_fd();
+    if from.is_some() {
+        sys::set_nonblocking("fcntl(O_NONBLOCK)", fd).map_err(as_io)?;
     }
+    // An IPv6 socket (bound to "::") reaches IPv4 peers by their mapped address.
+    let peer = match (peer, from) {
+        (SocketAddr::V4(v4), Some(from)) if from.addr.is_ipv6() => {
+            SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port())
+        }
+        (peer, _) => peer,
+    };
+    let mut storage = SockAddr::from(peer);
+    // SAFETY: a live fd and a socket address of the length given.
+    if unsafe { libc::connect(fd, storage.as_mut_ptr(), storage.len()) } < 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EINPROGRESS) {
+            return Err(err);
+        }
+        let deadline = Deadline::after(timeout);
+        let woken = sys::wait_for(
+            "tcp connect",
+            [(fd, libc::POLLOUT), (waker.unwrap_or(-1), libc::POLLIN)],
+            deadline,
+        )
+        .map_err(|err| match err {
+            Error::TimedOut { .. } => std::io::Error::from(std::io::ErrorKind::TimedOut),
+            other => as_io(other),
+        })?;
+        if woken[1] {
+            return Err(std::io::Error::from(std::io::ErrorKind::Interrupted));
+        }
+        let mut error: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: a live fd and room for an int.
+        let got = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_ERROR,
+                (&mut error as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if got < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if error != 0 {
+            return Err(std::io::Error::from_raw_os_error(error));
+        }
+    }
+    Ok(TcpStream::from(socket))
 }
 
 /// A TCP socket bound to `addr`, and the address it got. A wildcard address
@@ -184,13 +208,15 @@ mod tests {
     fn a_reserved_port_connects_from_its_address() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let reserved = ReservedPort::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let stream = reserved.connect_tcp(listener.local_addr().unwrap(), None).unwrap();
+        let stream = connect_tcp(Some(&reserved), listener.local_addr().unwrap(), None, None).unwrap();
         assert_eq!(stream.local_addr().unwrap(), reserved.addr());
         let (_, client) = listener.accept().unwrap();
         assert_eq!(client, reserved.addr());
 
         let closed = ReservedPort::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let refused = closed.connect_tcp(reserved.addr(), None).unwrap_err();
+        let refused = connect_tcp(Some(&closed), reserved.addr(), None, None).unwrap_err();
+        assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+        let refused = connect_tcp(None, reserved.addr(), None, None).unwrap_err();
         assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
     }
 

@@ -138,6 +138,21 @@ export! {
 }
 
 export! {
+    /// A blocking channel's TCP connect, made in the calling thread.
+    fn Java_rdmanio_nio_SocketNative_connectTcpHere<'l>(
+        env,
+        handle: jlong,
+        ip: JString<'l>,
+        port: jint,
+        timeout_millis: jint,
+    ) {
+        let addr = socket_addr(env, &ip, port)?;
+        // SAFETY: the Java side passes a live handle.
+        Ok(unsafe { socket(handle)? }.connect_tcp_here(addr, timeout(timeout_millis))?)
+    }
+}
+
+export! {
     /// A client's bind: "ip:port" of the address now held.
     fn Java_rdmanio_nio_SocketNative_bind<'l>(env, handle: jlong, ip: JString<'l>, port: jint) -> JString<'l> {
         let addr = socket_addr(env, &ip, port)?;

@@ -188,6 +188,8 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
         try {
             writeLock.lock();
             try {
+                // A blocking TCP connect needs no helper thread: the kernel connects while this one waits.
+                boolean here = isBlocking() && config.transport.equals("tcp");
                 synchronized (stateLock) {
                     ensureOpen();
                     if (state == ST_CONNECTED) {
@@ -196,10 +198,15 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
                     if (state == ST_CONNECTION_PENDING) {
                         throw new ConnectionPendingException();
                     }
-                    SocketNative.connect(socket.handle, target.getHostAddress(), address.getPort(), config.transport,
-                            receiveBufferSize, timeoutMillis);
+                    if (!here) {
+                        SocketNative.connect(socket.handle, target.getHostAddress(), address.getPort(),
+                                config.transport, receiveBufferSize, timeoutMillis);
+                    }
                     state = ST_CONNECTION_PENDING;
                     remoteAddress = address;
+                }
+                if (here) {
+                    connectHere(target.getHostAddress(), address.getPort(), timeoutMillis);
                 }
                 return isBlocking() && completeConnect();
             } finally {
@@ -231,6 +238,23 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
             }
         } finally {
             readLock.unlock();
+        }
+    }
+
+    /** A blocking TCP connect in this thread (interruptible, as any blocking step); a failure closes the channel. */
+    private void connectHere(String ip, int port, int timeoutMillis) throws IOException {
+        try {
+            boolean blocking = beginIo(false);
+            boolean connected = false;
+            try {
+                SocketNative.connectTcpHere(socket.handle, ip, port, timeoutMillis);
+                connected = true;
+            } finally {
+                endIo(blocking, connected);
+            }
+        } catch (IOException e) {
+            close();
+            throw e;
         }
     }
 

@@ -74,6 +74,12 @@ final class SocketNative {
     static native void connect(long socket, String ip, int port, String transport, int ringBytes,
             int timeoutMillis) throws IOException;
 
+    /**
+     * Connects over TCP in the calling thread (a blocking channel's connect:
+     * no helper thread); a close wakes it.
+     */
+    static native void connectTcpHere(long socket, String ip, int port, int timeoutMillis) throws IOException;
+
     /** True once connected; false while under way and {@code block} is false. */
     static native boolean finishConnect(long socket, boolean block) throws IOException;
 

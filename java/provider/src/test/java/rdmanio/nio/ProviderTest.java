@@ -15,6 +15,8 @@ import java.net.ServerSocket;
 import java.net.SocketTimeoutException;
 import java.net.StandardProtocolFamily;
 import java.nio.ByteBuffer;
+import java.nio.channels.AsynchronousCloseException;
+import java.nio.channels.ClosedByInterruptException;
 import java.nio.channels.DatagramChannel;
 import java.nio.channels.ServerSocketChannel;
 import java.nio.channels.SocketChannel;
@@ -23,6 +25,7 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 
 import org.junit.Test;
@@ -230,6 +233,83 @@ public class ProviderTest {
                 }
             }
         }
+    }
+
+    /**
+     * A blocking connect that hangs (the listener's backlog is full) ends when
+     * another thread closes the channel (AsynchronousCloseException) or
+     * interrupts the connecting one (ClosedByInterruptException), as the
+     * JDK's: over tcp the connect runs in the caller's thread, under auto on
+     * a helper thread.
+     */
+    @Test(timeout = 120_000)
+    public void aHangingConnectEndsWithACloseOrAnInterrupt() throws Exception {
+        try (ServerSocket full = new ServerSocket(0, 1, InetAddress.getByName(Providers.HOST))) {
+            InetSocketAddress target = new InetSocketAddress(Providers.HOST, full.getLocalPort());
+            for (SelectorProvider provider : List.of(SelectorProvider.provider(), RdmaSelectorProvider.withTransport("tcp"),
+                    RdmaSelectorProvider.withTransport("auto"))) {
+                List<SocketChannel> held = new ArrayList<>();
+                try {
+                    // Fill the backlog until a connect hangs (gives up after 300 ms).
+                    boolean hung = false;
+                    for (int i = 0; i < 16 && !hung; i++) {
+                        SocketChannel channel = provider.openSocketChannel();
+                        held.add(channel);
+                        try {
+                            channel.socket().connect(target, 300);
+                        } catch (SocketTimeoutException e) {
+                            hung = true;
+                        }
+                    }
+                    assertTrue(provider + ": no connect hung", hung);
+
+                    SocketChannel closed = provider.openSocketChannel();
+                    held.add(closed);
+                    CompletableFuture<Throwable> ended = failureOf(() -> closed.connect(target));
+                    Thread.sleep(200);
+                    closed.close();
+                    Throwable byClose = ended.get(20, TimeUnit.SECONDS);
+                    assertTrue(provider + ": " + byClose, byClose instanceof AsynchronousCloseException);
+
+                    SocketChannel interrupted = provider.openSocketChannel();
+                    held.add(interrupted);
+                    CompletableFuture<Throwable> failure = new CompletableFuture<>();
+                    Thread connecting = new Thread(() -> {
+                        try {
+                            interrupted.connect(target);
+                            failure.complete(null);
+                        } catch (Throwable t) {
+                            failure.complete(t);
+                        }
+                    });
+                    connecting.start();
+                    Thread.sleep(200);
+                    connecting.interrupt();
+                    Throwable byInterrupt = failure.get(20, TimeUnit.SECONDS);
+                    assertTrue(provider + ": " + byInterrupt, byInterrupt instanceof ClosedByInterruptException);
+                    assertFalse(interrupted.isOpen());
+                } finally {
+                    for (SocketChannel channel : held) {
+                        channel.close();
+                    }
+                }
+            }
+        }
+    }
+
+    private interface Io {
+        void run() throws Exception;
+    }
+
+    private static CompletableFuture<Throwable> failureOf(Io io) {
+        return CompletableFuture.supplyAsync(() -> {
+            try {
+                io.run();
+                return null;
+            } catch (Throwable t) {
+                return t;
+            }
+        });
     }
 
     /** Runs {@code make} with a system property set, then restores it. */
