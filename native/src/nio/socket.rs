@@ -21,7 +21,7 @@
 //! once), but the stream and its fds live until the last `Arc` goes. A selector
 //! that still watches the fds never sees them closed and reused under it.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
@@ -117,6 +117,8 @@ struct State {
     /// A connect attempt's completion signal, kept as long as the socket so its
     /// fd number is never reused while a selector may still watch it.
     connect_signal: Option<Arc<OwnedFd>>,
+    /// A failed TCP connect's socket (`Pending::Tcp`), kept likewise.
+    failed_connect: Option<OwnedFd>,
     /// A thread sleeps on the sources, for these interests.
     sleeper: Option<u32>,
     /// How many threads wait for each interest bit (indexed by bit number).
@@ -141,7 +143,7 @@ struct State {
 enum Role {
     Connecting {
         addr: SocketAddr,
-        outcome: Receiver<Result<(Medium, Stream)>>,
+        pending: Pending,
     },
     Connected(Connected),
     Listening {
@@ -152,6 +154,60 @@ enum Role {
     /// Neither connecting nor listening yet, or a connect attempt failed (its
     /// error is then the pending failure).
     Fresh,
+}
+
+/// How a connect is under way.
+enum Pending {
+    /// On a connector thread (connection setup over rdma_cm or shm's
+    /// rendezvous blocks), which sends its outcome here and then rings
+    /// `State::connect_signal`.
+    Thread(Receiver<Result<(Medium, Stream)>>),
+    /// A non-blocking kernel TCP connect, as the JDK's: its socket becomes
+    /// writable when done. It fails with `TimedOut` when looked at after
+    /// `deadline`, as a connector thread's would at the deadline.
+    Tcp { socket: Option<OwnedFd>, deadline: Deadline, timeout: Option<Duration> },
+}
+
+impl Pending {
+    /// The connection, once made: `None` while under way.
+    fn outcome(&mut self, addr: SocketAddr) -> Result<Option<(Medium, Stream)>> {
+        match self {
+            Pending::Thread(outcome) => match outcome.try_recv() {
+                Err(TryRecvError::Empty) => Ok(None),
+                Ok(made) => made.map(Some),
+                Err(TryRecvError::Disconnected) => {
+                    Err(Error::InvalidArgument("the connect thread ended without an outcome".into()))
+                }
+            },
+            Pending::Tcp { socket, deadline, timeout } => {
+                let Some(fd) = socket.as_ref() else {
+                    return Err(Error::InvalidArgument("the connect was taken".into()));
+                };
+                let done = match sys::wait_for(
+                    "tcp connect",
+                    [(fd.as_raw_fd(), libc::POLLOUT)],
+                    Deadline::after(Some(Duration::ZERO)),
+                ) {
+                    Ok(_) => true,
+                    Err(Error::TimedOut { .. }) => false,
+                    Err(err) => return Err(err),
+                };
+                if !done {
+                    if deadline.expired() {
+                        return Err(Error::TimedOut {
+                            op: "tcp connect",
+                            timeout: timeout.unwrap_or_default(),
+                        });
+                    }
+                    return Ok(None);
+                }
+                sys::port::connect_outcome(fd)
+                    .map_err(|source| transport::tcp_connect_error(addr, *timeout, source))?;
+                let connected = socket.take().map(TcpStream::from).map(TcpByteStream::new).transpose()?;
+                Ok(connected.map(|stream| (Medium::Tcp, Box::new(stream) as Stream)))
+            }
+        }
+    }
 }
 
 struct Connected {
@@ -171,6 +227,7 @@ impl Socket {
                 waiting: [0; 5],
                 pending_failure: None,
                 failed: None,
+                failed_connect: None,
                 connect_untaken: false,
                 input_shut: false,
                 bound: None,
@@ -228,6 +285,21 @@ impl Socket {
         timeout: Option<Duration>,
     ) -> Result<()> {
         let mut state = self.fresh_state()?;
+        if transport == Transport::Tcp {
+            // No thread: the kernel connects, and the socket's writability tells when.
+            match sys::port::start_tcp_connect(state.bound.as_deref(), addr) {
+                Ok(socket) => {
+                    let (deadline, pending_timeout) = (Deadline::after(timeout), timeout);
+                    let pending = Pending::Tcp { socket: Some(socket), deadline, timeout: pending_timeout };
+                    state.role = Role::Connecting { addr, pending };
+                }
+                // Failed at once: reported as a connect thread's failure would be.
+                Err(source) => {
+                    state.pending_failure = Some(transport::tcp_connect_error(addr, timeout, source))
+                }
+            }
+            return sys::signal_eventfd(&self.kick);
+        }
         let signal = Arc::new(sys::eventfd()?);
         let (done, outcome) = mpsc::sync_channel(1);
         let signal_for_thread = Arc::clone(&signal);
@@ -242,7 +314,7 @@ impl Socket {
             drop(from); // before the signal: a TCP connection's socket is then the stream's alone
             let _ = done.send(outcome);
         })?;
-        state.role = Role::Connecting { addr, outcome };
+        state.role = Role::Connecting { addr, pending: Pending::Thread(outcome) };
         state.connect_signal = Some(signal);
         // Selectors that watch this socket look again and find its new fds.
         sys::signal_eventfd(&self.kick)
@@ -812,9 +884,9 @@ impl State {
             return interest;
         }
         let ready = match &mut self.role {
-            Role::Connecting { addr, outcome } => match outcome.try_recv() {
-                Err(TryRecvError::Empty) => Ok(0),
-                Ok(Ok((medium, stream))) => {
+            Role::Connecting { addr, pending } => match pending.outcome(*addr) {
+                Ok(None) => Ok(0),
+                Ok(Some((medium, stream))) => {
                     // The connection was made from the bound address (see
                     // `transport::connect_offered`); the reservation holds the
                     // port for the connection's life on media other than TCP.
@@ -827,10 +899,7 @@ impl State {
                     self.connect_untaken = true;
                     Ok(ops::CONNECT)
                 }
-                Ok(Err(err)) => Err(err),
-                Err(TryRecvError::Disconnected) => {
-                    Err(Error::InvalidArgument("the connect thread ended without an outcome".into()))
-                }
+                Err(err) => Err(err),
             },
             Role::Connected(connected) => connected.stream.ready(interest).map(|ready| {
                 let connect = if self.connect_untaken { ops::CONNECT } else { 0 };
@@ -845,6 +914,9 @@ impl State {
             // Room or readability to report: the operation itself tells.
             Err(Error::Disconnected) => interest,
             Err(err) => {
+                if let Role::Connecting { pending: Pending::Tcp { socket, .. }, .. } = &mut self.role {
+                    self.failed_connect = socket.take(); // a selector may watch its fd yet
+                }
                 if matches!(self.role, Role::Connecting { .. }) {
                     self.role = Role::Fresh;
                 }
@@ -880,7 +952,7 @@ impl State {
     fn disarm(&mut self) -> Result<()> {
         match &mut self.role {
             Role::Connected(connected) => connected.stream.disarm(),
-            Role::Connecting { .. } => match &self.connect_signal {
+            Role::Connecting { pending: Pending::Thread(_), .. } => match &self.connect_signal {
                 Some(signal) => sys::drain_eventfd(signal).map(drop),
                 None => Ok(()),
             },
@@ -925,6 +997,10 @@ impl State {
                 [a, b, NO_SOURCE]
             }
             Role::Listening { backlog, .. } => [(backlog.waiting_fd(), libc::POLLIN), NO_SOURCE, NO_SOURCE],
+            Role::Connecting { pending: Pending::Tcp { socket, .. }, .. } => {
+                let fd = socket.as_ref().map_or(-1, |socket| socket.as_raw_fd());
+                [(fd, libc::POLLOUT), NO_SOURCE, NO_SOURCE]
+            }
             Role::Connecting { .. } => {
                 let fd = self.connect_signal.as_ref().map_or(-1, |signal| signal.as_raw_fd());
                 [(fd, libc::POLLIN), NO_SOURCE, NO_SOURCE]

@@ -35,25 +35,22 @@ impl ReservedPort {
     }
 }
 
-/// Connects a TCP socket to `peer`: the reserved socket of `from` (a
-/// client's bind honoured; the stream shares it through a duplicate fd, so
-/// the reservation is to be dropped once connected) or a new one. Gives up
-/// after `timeout`, and with `Interrupted` once `waker` (an eventfd, say a
-/// close's) is readable. The connect is non-blocking underneath, so the
-/// caller's thread is the only one it takes.
+/// Starts a non-blocking TCP connect to `peer` from the reserved socket of
+/// `from` (a client's bind honoured; the stream shares it through a
+/// duplicate fd, so the reservation is to be dropped once connected) or from
+/// a new socket. The socket is connecting, or connected already; it is
+/// writable once the connect is done, and `connect_outcome` then tells how.
 ///
 /// # Errors
-/// `ConnectionRefused`, `TimedOut`, `Interrupted` and the other kinds of a
-/// failed connect.
-pub(crate) fn connect_tcp(
-    from: Option<&ReservedPort>,
-    peer: SocketAddr,
-    timeout: Option<Duration>,
-    waker: Option<RawFd>,
-) -> std::io::Result<TcpStream> {
+/// A connect that failed at once (`ConnectionRefused` on loopback, say).
+pub(crate) fn start_tcp_connect(from: Option<&ReservedPort>, peer: SocketAddr) -> std::io::Result<OwnedFd> {
     let as_io = |err: Error| std::io::Error::other(err.to_string());
     let socket = match from {
-        Some(from) => from.socket.try_clone()?,
+        Some(from) => {
+            let socket = from.socket.try_clone()?;
+            sys::set_nonblocking("fcntl(O_NONBLOCK)", socket.as_raw_fd()).map_err(as_io)?;
+            socket
+        }
         None => {
             let family = if peer.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
             // SAFETY: no pointers; a new fd or -1.
@@ -65,10 +62,6 @@ pub(crate) fn connect_tcp(
             unsafe { OwnedFd::from_raw_fd(fd) }
         }
     };
-    let fd = socket.as_raw_fd();
-    if from.is_some() {
-        sys::set_nonblocking("fcntl(O_NONBLOCK)", fd).map_err(as_io)?;
-    }
     // An IPv6 socket (bound to "::") reaches IPv4 peers by their mapped address.
     let peer = match (peer, from) {
         (SocketAddr::V4(v4), Some(from)) if from.addr.is_ipv6() => {
@@ -78,43 +71,59 @@ pub(crate) fn connect_tcp(
     };
     let mut storage = SockAddr::from(peer);
     // SAFETY: a live fd and a socket address of the length given.
-    if unsafe { libc::connect(fd, storage.as_mut_ptr(), storage.len()) } < 0 {
+    if unsafe { libc::connect(socket.as_raw_fd(), storage.as_mut_ptr(), storage.len()) } < 0 {
         let err = std::io::Error::last_os_error();
         if err.raw_os_error() != Some(libc::EINPROGRESS) {
             return Err(err);
         }
-        let deadline = Deadline::after(timeout);
-        let woken = sys::wait_for(
-            "tcp connect",
-            [(fd, libc::POLLOUT), (waker.unwrap_or(-1), libc::POLLIN)],
-            deadline,
-        )
-        .map_err(|err| match err {
-            Error::TimedOut { .. } => std::io::Error::from(std::io::ErrorKind::TimedOut),
-            other => as_io(other),
-        })?;
-        if woken[1] {
-            return Err(std::io::Error::from(std::io::ErrorKind::Interrupted));
-        }
-        let mut error: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: a live fd and room for an int.
-        let got = unsafe {
-            libc::getsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_ERROR,
-                (&mut error as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
-        if got < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        if error != 0 {
-            return Err(std::io::Error::from_raw_os_error(error));
-        }
     }
+    Ok(socket)
+}
+
+/// How a connect `start_tcp_connect` began ended, once its socket is writable.
+pub(crate) fn connect_outcome(socket: &OwnedFd) -> std::io::Result<()> {
+    let mut error: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: a live fd and room for an int.
+    let got = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut error as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    match (got, error) {
+        (got, _) if got < 0 => Err(std::io::Error::last_os_error()),
+        (_, 0) => Ok(()),
+        (_, error) => Err(std::io::Error::from_raw_os_error(error)),
+    }
+}
+
+/// A TCP connect to `peer` (see `start_tcp_connect`) made while the caller
+/// waits: it gives up after `timeout`, and with `Interrupted` once `waker`
+/// (an eventfd, say a close's) is readable.
+///
+/// # Errors
+/// `ConnectionRefused`, `TimedOut`, `Interrupted` and the other kinds of a
+/// failed connect.
+pub(crate) fn connect_tcp(
+    from: Option<&ReservedPort>,
+    peer: SocketAddr,
+    timeout: Option<Duration>,
+    waker: Option<RawFd>,
+) -> std::io::Result<TcpStream> {
+    let socket = start_tcp_connect(from, peer)?;
+    let sources = [(socket.as_raw_fd(), libc::POLLOUT), (waker.unwrap_or(-1), libc::POLLIN)];
+    let woken = sys::wait_for("tcp connect", sources, Deadline::after(timeout)).map_err(|err| match err {
+        Error::TimedOut { .. } => std::io::Error::from(std::io::ErrorKind::TimedOut),
+        other => std::io::Error::other(other.to_string()),
+    })?;
+    if woken[1] && !woken[0] {
+        return Err(std::io::Error::from(std::io::ErrorKind::Interrupted));
+    }
+    connect_outcome(&socket)?;
     Ok(TcpStream::from(socket))
 }
 

@@ -6,6 +6,7 @@ import static org.junit.Assert.assertNotNull;
 import static org.junit.Assert.assertThrows;
 import static org.junit.Assert.assertTrue;
 
+import java.io.IOException;
 import java.net.Inet6Address;
 import java.net.InetAddress;
 import java.net.InetSocketAddress;
@@ -18,6 +19,8 @@ import java.nio.ByteBuffer;
 import java.nio.channels.AsynchronousCloseException;
 import java.nio.channels.ClosedByInterruptException;
 import java.nio.channels.DatagramChannel;
+import java.nio.channels.SelectionKey;
+import java.nio.channels.Selector;
 import java.nio.channels.ServerSocketChannel;
 import java.nio.channels.SocketChannel;
 import java.nio.channels.spi.SelectorProvider;
@@ -250,19 +253,7 @@ public class ProviderTest {
                     RdmaSelectorProvider.withTransport("auto"))) {
                 List<SocketChannel> held = new ArrayList<>();
                 try {
-                    // Fill the backlog until a connect hangs (gives up after 300 ms).
-                    boolean hung = false;
-                    for (int i = 0; i < 16 && !hung; i++) {
-                        SocketChannel channel = provider.openSocketChannel();
-                        held.add(channel);
-                        try {
-                            channel.socket().connect(target, 300);
-                        } catch (SocketTimeoutException e) {
-                            hung = true;
-                        }
-                    }
-                    assertTrue(provider + ": no connect hung", hung);
-
+                    fillBacklog(provider, target, held);
                     SocketChannel closed = provider.openSocketChannel();
                     held.add(closed);
                     CompletableFuture<Throwable> ended = failureOf(() -> closed.connect(target));
@@ -295,6 +286,85 @@ public class ProviderTest {
                 }
             }
         }
+    }
+
+    /**
+     * A non-blocking connect that a selector watches gives up after the
+     * provider's connect timeout (rdmanio.connectTimeoutMillis) as a blocking
+     * one does: over tcp it is the kernel's connect, with no thread to time it,
+     * and a look after the deadline fails it. The failed connect's socket stays
+     * open while the selector watches it (its fd was closed under the
+     * selector's epoll set: "cannot stop watching fd").
+     */
+    @Test(timeout = 120_000)
+    public void aSelectedConnectGivesUpAfterTheConnectTimeout() throws Exception {
+        SelectorProvider provider =
+                withProperty("rdmanio.connectTimeoutMillis", "500", () -> RdmaSelectorProvider.withTransport("tcp"));
+        java.util.logging.Logger engine = java.util.logging.Logger.getLogger(rdmanio.NativeLog.LOGGER);
+        List<String> warnings = new java.util.concurrent.CopyOnWriteArrayList<>();
+        java.util.logging.Handler collector = new java.util.logging.Handler() {
+            @Override
+            public void publish(java.util.logging.LogRecord record) {
+                warnings.add(record.getMessage());
+            }
+
+            @Override
+            public void flush() {}
+
+            @Override
+            public void close() {}
+        };
+        engine.addHandler(collector);
+        try (ServerSocket full = new ServerSocket(0, 1, InetAddress.getByName(Providers.HOST));
+                Selector selector = provider.openSelector()) {
+            InetSocketAddress target = new InetSocketAddress(Providers.HOST, full.getLocalPort());
+            List<SocketChannel> held = new ArrayList<>();
+            try {
+                fillBacklog(provider, target, held);
+                SocketChannel channel = provider.openSocketChannel();
+                held.add(channel);
+                channel.configureBlocking(false);
+                assertFalse(channel.connect(target));
+                channel.register(selector, SelectionKey.OP_CONNECT);
+                long start = System.nanoTime();
+                SocketTimeoutException timedOut = null;
+                while (timedOut == null && System.nanoTime() - start < TimeUnit.SECONDS.toNanos(10)) {
+                    selector.select(100);
+                    try {
+                        assertFalse("connected to a full backlog", channel.finishConnect());
+                    } catch (SocketTimeoutException e) {
+                        timedOut = e;
+                    }
+                }
+                assertNotNull("the connect never gave up", timedOut);
+                long tookMillis = (System.nanoTime() - start) / 1_000_000;
+                assertTrue("gave up after " + tookMillis + " ms", tookMillis >= 400 && tookMillis < 5_000);
+                assertFalse("a failed connect closes the channel", channel.isOpen());
+                selector.selectNow(); // the cancelled key leaves the epoll set
+                assertTrue(warnings.toString(), warnings.stream().noneMatch(w -> w.contains("cannot stop watching")));
+            } finally {
+                for (SocketChannel channel : held) {
+                    channel.close();
+                }
+            }
+        } finally {
+            engine.removeHandler(collector);
+        }
+    }
+
+    /** Connects to {@code target} until a connect hangs (its backlog is full); keeps the channels in {@code held}. */
+    private static void fillBacklog(SelectorProvider provider, InetSocketAddress target, List<SocketChannel> held)
+            throws IOException {
+        for (int i = 0; i < 16; i++) {
+            SocketChannel channel = provider.openSocketChannel();
+            held.add(channel);
+            try {
+                channel.socket().connect(target, 300);
+            } catch (SocketTimeoutException e) {
+                return;
+            }
+        }
+        throw new AssertionError(provider + ": no connect hung");
     }
 
     private interface Io {
