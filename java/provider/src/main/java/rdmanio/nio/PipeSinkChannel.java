@@ -70,7 +70,7 @@ final class PipeSinkChannel extends Pipe.SinkChannel implements RdmaChannel {
             begin();
         }
         try {
-            int n = writeFrom(src, blocking);
+            int n = NativeIo.write(socket.handle, src, staging, blocking);
             completed = true;
             return n;
         } finally {
@@ -82,32 +82,6 @@ final class PipeSinkChannel extends Pipe.SinkChannel implements RdmaChannel {
                 socket.end();
             }
         }
-    }
-
-    private int writeFrom(ByteBuffer src, boolean block) throws IOException {
-        int position = src.position();
-        int length = src.remaining();
-        if (length == 0) {
-            return 0;
-        }
-        if (src.isDirect()) {
-            int n = SocketNative.write(socket.handle, src, position, length, block);
-            src.position(position + n);
-            return n;
-        }
-        int total = 0;
-        while (src.hasRemaining()) {
-            ByteBuffer direct = staging.get(src.remaining());
-            int chunk = Math.min(src.remaining(), direct.capacity());
-            direct.put(0, src, src.position(), chunk);
-            int n = SocketNative.write(socket.handle, direct, 0, chunk, block);
-            src.position(src.position() + n);
-            total += n;
-            if (n < chunk) {
-                break; // no more room (non-blocking)
-            }
-        }
-        return total;
     }
 
     @Override

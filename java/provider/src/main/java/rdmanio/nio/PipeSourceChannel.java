@@ -77,7 +77,7 @@ final class PipeSourceChannel extends Pipe.SourceChannel implements RdmaChannel 
             begin();
         }
         try {
-            int n = readInto(dst, blocking);
+            int n = NativeIo.read(socket.handle, dst, staging, blocking, -1);
             completed = true;
             return n == SocketNative.UNAVAILABLE ? 0 : n;
         } finally {
@@ -89,27 +89,6 @@ final class PipeSourceChannel extends Pipe.SourceChannel implements RdmaChannel 
                 socket.end();
             }
         }
-    }
-
-    private int readInto(ByteBuffer dst, boolean block) throws IOException {
-        int position = dst.position();
-        int wanted = dst.remaining();
-        if (wanted == 0) {
-            return 0;
-        }
-        if (dst.isDirect()) {
-            int n = SocketNative.read(socket.handle, dst, position, wanted, block, -1);
-            if (n > 0) {
-                dst.position(position + n);
-            }
-            return n;
-        }
-        ByteBuffer direct = staging.get(wanted);
-        int n = SocketNative.read(socket.handle, direct, 0, Math.min(wanted, direct.capacity()), block, -1);
-        if (n > 0) {
-            dst.put(direct.limit(n));
-        }
-        return n;
     }
 
     @Override

@@ -341,29 +341,9 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
         }
     }
 
-    /**
-     * One native read into {@code dst}: a count, {@link SocketNative#EOF} or
-     * {@link SocketNative#UNAVAILABLE}. Within {@link #beginOperation}, under readLock.
-     */
+    /** One native read into {@code dst} (see {@link NativeIo#read}); within {@link #beginOperation}, under readLock. */
     private int readInto(ByteBuffer dst, boolean block, int timeoutMillis) throws IOException {
-        int position = dst.position();
-        int wanted = dst.remaining();
-        if (wanted == 0) {
-            return 0;
-        }
-        if (dst.isDirect()) {
-            int n = SocketNative.read(socket.handle, dst, position, wanted, block, timeoutMillis);
-            if (n > 0) {
-                dst.position(position + n);
-            }
-            return n;
-        }
-        ByteBuffer staging = readStaging.get(wanted);
-        int n = SocketNative.read(socket.handle, staging, 0, Math.min(wanted, staging.capacity()), block, timeoutMillis);
-        if (n > 0) {
-            dst.put(staging.limit(n));
-        }
-        return n;
+        return NativeIo.read(socket.handle, dst, readStaging, block, timeoutMillis);
     }
 
     @Override
@@ -462,29 +442,7 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
 
     /** Writes from {@code src}: all of it when {@code block}, else what the peer has room for (within an operation). */
     int writeFrom(ByteBuffer src, boolean block) throws IOException {
-        int position = src.position();
-        int length = src.remaining();
-        if (length == 0) {
-            return 0;
-        }
-        if (src.isDirect()) {
-            int n = SocketNative.write(socket.handle, src, position, length, block);
-            src.position(position + n);
-            return n;
-        }
-        int total = 0;
-        while (src.hasRemaining()) {
-            ByteBuffer staging = writeStaging.get(src.remaining());
-            int chunk = Math.min(src.remaining(), staging.capacity());
-            staging.put(0, src, src.position(), chunk);
-            int n = SocketNative.write(socket.handle, staging, 0, chunk, block);
-            src.position(src.position() + n);
-            total += n;
-            if (n < chunk) {
-                break; // no more room (non-blocking)
-            }
-        }
-        return total;
+        return NativeIo.write(socket.handle, src, writeStaging, block);
     }
 
     @Override

@@ -153,7 +153,7 @@ public class PipeConformanceTest {
         Pipe pipe = provider.openPipe();
         try (Pipe.SinkChannel sink = pipe.sink()) {
             Pipe.SourceChannel source = pipe.source();
-            CompletableFuture<Throwable> blocked = failureOf(() -> source.read(ByteBuffer.allocate(1)));
+            CompletableFuture<Throwable> blocked = Providers.failureOf(() -> source.read(ByteBuffer.allocate(1)));
             Thread.sleep(100);
             source.close();
             assertTrue(String.valueOf(blocked.get()), blocked.get() instanceof AsynchronousCloseException);
@@ -186,18 +186,4 @@ public class PipeConformanceTest {
         }
     }
 
-    private interface Io {
-        void run() throws IOException;
-    }
-
-    private static CompletableFuture<Throwable> failureOf(Io io) {
-        return CompletableFuture.supplyAsync(() -> {
-            try {
-                io.run();
-                return null;
-            } catch (Throwable t) {
-                return t;
-            }
-        });
-    }
 }

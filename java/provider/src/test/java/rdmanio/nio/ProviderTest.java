@@ -256,7 +256,7 @@ public class ProviderTest {
                     fillBacklog(provider, target, held);
                     SocketChannel closed = provider.openSocketChannel();
                     held.add(closed);
-                    CompletableFuture<Throwable> ended = failureOf(() -> closed.connect(target));
+                    CompletableFuture<Throwable> ended = Providers.failureOf(() -> closed.connect(target));
                     Thread.sleep(200);
                     closed.close();
                     Throwable byClose = ended.get(20, TimeUnit.SECONDS);
@@ -365,21 +365,6 @@ public class ProviderTest {
             }
         }
         throw new AssertionError(provider + ": no connect hung");
-    }
-
-    private interface Io {
-        void run() throws Exception;
-    }
-
-    private static CompletableFuture<Throwable> failureOf(Io io) {
-        return CompletableFuture.supplyAsync(() -> {
-            try {
-                io.run();
-                return null;
-            } catch (Throwable t) {
-                return t;
-            }
-        });
     }
 
     /** Runs {@code make} with a system property set, then restores it. */

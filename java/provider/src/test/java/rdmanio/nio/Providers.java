@@ -8,6 +8,7 @@ import java.nio.channels.SocketChannel;
 import java.nio.channels.spi.SelectorProvider;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.concurrent.CompletableFuture;
 
 /**
  * The providers every conformance test runs against. The JDK's own provider is
@@ -62,6 +63,23 @@ final class Providers {
             server.close();
             listener.close();
         }
+    }
+
+    /** What a test runs on another thread. */
+    interface Io {
+        void run() throws Exception;
+    }
+
+    /** Runs {@code io} on another thread: what it threw, or null. */
+    static CompletableFuture<Throwable> failureOf(Io io) {
+        return CompletableFuture.supplyAsync(() -> {
+            try {
+                io.run();
+                return null;
+            } catch (Throwable t) {
+                return t;
+            }
+        });
     }
 
     /** Bytes that differ from position to position, so a loss or a swap shows. */
