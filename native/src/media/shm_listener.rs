@@ -8,7 +8,10 @@
 //! and so is an address that is not this host's.
 //! Accepting a client means
 //! creating a fresh region with its doorbells and handing the client its fds
-//! with SCM_RIGHTS. The listener chooses the rings' shape.
+//! with SCM_RIGHTS. The listener chooses the rings' shape. A client holds a
+//! TCP port for the connection's life too and names its Unix socket after it
+//! (`client_name`), so both ends report the connection by the client's port,
+//! as over TCP.
 
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};

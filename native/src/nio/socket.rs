@@ -183,6 +183,7 @@ impl Pending {
                 let Some(fd) = socket.as_ref() else {
                     return Err(Error::InvalidArgument("the connect was taken".into()));
                 };
+                // A look: poll(2) without waiting.
                 let done = match sys::wait_for(
                     "tcp connect",
                     [(fd.as_raw_fd(), libc::POLLOUT)],
@@ -289,8 +290,8 @@ impl Socket {
             // No thread: the kernel connects, and the socket's writability tells when.
             match sys::port::start_tcp_connect(state.bound.as_deref(), addr) {
                 Ok(socket) => {
-                    let (deadline, pending_timeout) = (Deadline::after(timeout), timeout);
-                    let pending = Pending::Tcp { socket: Some(socket), deadline, timeout: pending_timeout };
+                    let pending =
+                        Pending::Tcp { socket: Some(socket), deadline: Deadline::after(timeout), timeout };
                     state.role = Role::Connecting { addr, pending };
                 }
                 // Failed at once: reported as a connect thread's failure would be.
