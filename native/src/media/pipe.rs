@@ -121,23 +121,11 @@ impl ByteStream for PipeEnd {
         Ok(()) // a pipe end has one direction, which close ends
     }
 
-    /// Releases this end now, so the other sees it closed at once, while the
-    /// fd number stays taken (by a descriptor that never signals) until the
-    /// stream drops: a selector may still watch it.
-    fn close(&mut self) {
-        // SAFETY: no pointers; a new fd or -1.
-        let placeholder = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
-        if placeholder < 0 {
-            log::debug!("pipe close: {}", std::io::Error::last_os_error());
-            return;
-        }
-        // SAFETY: both fds are live; dup2 atomically replaces ours and the
-        // placeholder is closed right after.
-        unsafe {
-            libc::dup2(placeholder, self.fd.as_raw_fd());
-            libc::close(placeholder);
-        }
-    }
+    /// Nothing now: the fd closes when the stream drops, once no selector
+    /// holds the socket any more (as the JDK defers the close of a registered
+    /// pipe end to its deregistration), and the other end then sees it closed.
+    /// Blocked threads were woken by the socket's close.
+    fn close(&mut self) {}
 
     fn ready(&mut self, interest: u32) -> Result<u32> {
         let interest = interest & self.interest();
@@ -203,9 +191,8 @@ mod tests {
         assert_eq!(source.read(&mut buf, TIMEOUT).unwrap(), 5);
         assert_eq!(&buf[..5], b"hello");
         assert_eq!(source.ready(ops::READ).unwrap(), 0, "a short read drained it");
-        sink.close();
-        assert_eq!(source.read(&mut buf, TIMEOUT).unwrap(), 0, "end of stream once the sink closed");
-        assert!(sink.sources(ops::WRITE)[0].0 >= 0, "the fd number stays taken");
+        drop(sink);
+        assert_eq!(source.read(&mut buf, TIMEOUT).unwrap(), 0, "end of stream once the sink is gone");
     }
 
     #[test]
@@ -218,7 +205,7 @@ mod tests {
         source.read(&mut buf, TIMEOUT).unwrap();
         sink.signalled(sink.sources(ops::WRITE)[0].0, libc::EPOLLOUT as u32);
         assert_eq!(sink.ready(ops::WRITE).unwrap(), ops::WRITE);
-        source.close();
+        drop(source);
         let err =
             (0..64).find_map(|_| sink.try_write(&chunk).err()).expect("writes to a closed pipe went on");
         assert!(matches!(err, Error::Disconnected), "{err}");

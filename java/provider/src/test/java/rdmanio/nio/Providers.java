@@ -65,6 +65,34 @@ final class Providers {
         }
     }
 
+    /** The engine's log records while open (java.util.logging under rdmanio.native). */
+    static final class EngineLog extends java.util.logging.Handler implements AutoCloseable {
+        private final java.util.logging.Logger engine = java.util.logging.Logger.getLogger(rdmanio.NativeLog.LOGGER);
+        final List<String> messages = new java.util.concurrent.CopyOnWriteArrayList<>();
+
+        EngineLog() {
+            engine.addHandler(this);
+        }
+
+        /** Whether a record complained that a selector's fd was closed or replaced under it. */
+        boolean lostAnFd() {
+            return messages.stream().anyMatch(m -> m.contains("cannot stop watching"));
+        }
+
+        @Override
+        public void publish(java.util.logging.LogRecord record) {
+            messages.add(record.getMessage());
+        }
+
+        @Override
+        public void flush() {}
+
+        @Override
+        public void close() {
+            engine.removeHandler(this);
+        }
+    }
+
     /** What a test runs on another thread. */
     interface Io {
         void run() throws Exception;
