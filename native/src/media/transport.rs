@@ -302,7 +302,9 @@ impl StreamListener {
             // The address asked for (a wildcard TCP listener is IPv6's), at the port picked.
             match Listener::bind(SocketAddr::new(addr.ip(), listener.addr.port()), 128) {
                 Ok(rdma) => {
-                    listener.addr = rdma.local_addr();
+                    if listener.tcp.is_none() {
+                        listener.addr = rdma.local_addr(); // the port it picked, when alone on port 0
+                    }
                     listener.rdma = Some(rdma);
                 }
                 Err(err) if transport == Transport::Auto => {
