@@ -236,20 +236,13 @@ impl ByteStream for TcpByteStream {
 
     fn set_urgent_inline(&mut self, inline: bool) -> Result<()> {
         let on = libc::c_int::from(inline);
-        // SAFETY: a live fd and an int of the size given.
-        let set = unsafe {
-            libc::setsockopt(
-                self.socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_OOBINLINE,
-                (&on as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if set < 0 {
-            return Err(Error::last_os("setsockopt(SO_OOBINLINE)"));
-        }
-        Ok(())
+        sys::set_int_option(
+            self.socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_OOBINLINE,
+            on,
+            "setsockopt(SO_OOBINLINE)",
+        )
     }
 
     fn local_addr(&self) -> Option<std::net::SocketAddr> {

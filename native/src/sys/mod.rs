@@ -211,6 +211,26 @@ pub(crate) fn wait_for<const N: usize>(
     }
 }
 
+/// Sets the int socket option `name` of `level` on `fd` to `value`; `op` names it in errors.
+pub(crate) fn set_int_option(
+    fd: libc::c_int,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+    op: &'static str,
+) -> Result<()> {
+    // SAFETY: a live fd and an int of the size given.
+    check(op, unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -146,10 +146,10 @@ fn bound_socket(addr: SocketAddr, reuse: bool) -> Result<(OwnedFd, SocketAddr)> 
     // SAFETY: fd is new and ours.
     let socket = unsafe { OwnedFd::from_raw_fd(fd) };
     if addr.is_ipv6() {
-        set_int_option(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 0, "setsockopt(IPV6_V6ONLY)")?;
+        sys::set_int_option(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 0, "setsockopt(IPV6_V6ONLY)")?;
     }
     if reuse {
-        set_int_option(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1, "setsockopt(SO_REUSEADDR)")?;
+        sys::set_int_option(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1, "setsockopt(SO_REUSEADDR)")?;
     }
     let mut storage = SockAddr::from(addr);
     // SAFETY: a live fd and a socket address of the length given.
@@ -160,25 +160,6 @@ fn bound_socket(addr: SocketAddr, reuse: bool) -> Result<(OwnedFd, SocketAddr)> 
     check("getsockname", unsafe { libc::getsockname(fd, bound.as_mut_ptr(), &mut len) })?;
     let addr = socket_addr(&bound.0).ok_or_else(|| Error::Failed("getsockname: not an IP address".into()))?;
     Ok((socket, addr))
-}
-
-fn set_int_option(
-    fd: libc::c_int,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: libc::c_int,
-    op: &'static str,
-) -> Result<()> {
-    // SAFETY: a live fd and an int of the size given.
-    check(op, unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    })
 }
 
 /// A listening TCP socket on `addr` (non-blocking); a wildcard address
