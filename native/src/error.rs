@@ -109,6 +109,11 @@ pub enum Error {
     #[error("Connection reset")]
     ConnectionReset,
 
+    /// A datagram's destination answered that nothing listens there (ICMP
+    /// port unreachable), reported to a connected datagram socket.
+    #[error("ICMP Port Unreachable")]
+    PortUnreachable,
+
     /// The peer broke the ring protocol (a corrupt or forged record, credit or tail).
     #[error("protocol violation by the peer: {0}")]
     Violation(#[from] crate::media::ring::Violation),

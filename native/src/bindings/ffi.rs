@@ -61,6 +61,7 @@ impl RnioStatus {
             | Error::Completion { .. }
             | Error::Violation(_)
             | Error::Closed(_)
+            | Error::PortUnreachable
             | Error::Failed(_) => RnioStatus::Failed,
         }
     }

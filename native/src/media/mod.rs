@@ -8,8 +8,10 @@
 //! - `shm` and `shm_listener`: rings in shared memory, and their rendezvous by IP:port;
 //! - `tcp`: a kernel socket;
 //! - `pipe`: a kernel pipe's ends (the provider's `Pipe`), not a connection's medium;
+//! - `datagram`: a kernel UDP socket (the provider's `DatagramChannel`), likewise;
 //! - `transport`: choosing the medium for a peer (rdma, shm, tcp, auto).
 
+pub mod datagram;
 pub mod pipe;
 pub mod rdma_stream;
 pub(crate) mod receive_pool;

@@ -98,6 +98,11 @@ pub trait ByteStream {
         Ok(())
     }
 
+    /// The datagram socket this is, if it is one (its own calls go past the face).
+    fn datagram(&mut self) -> Option<&mut crate::media::datagram::DatagramSocket> {
+        None
+    }
+
     /// The local address, when the medium has one.
     fn local_addr(&self) -> Option<SocketAddr> {
         None
@@ -237,6 +242,10 @@ impl<S: ByteStream + ?Sized> ByteStream for Box<S> {
 
     fn set_urgent_inline(&mut self, inline: bool) -> Result<()> {
         (**self).set_urgent_inline(inline)
+    }
+
+    fn datagram(&mut self) -> Option<&mut crate::media::datagram::DatagramSocket> {
+        (**self).datagram()
     }
 
     fn local_addr(&self) -> Option<SocketAddr> {

@@ -116,6 +116,8 @@ pub enum Medium {
     Tcp,
     /// `PipeEnd`: an end of a kernel pipe (no connection).
     Pipe,
+    /// `DatagramSocket`: a UDP socket (no connection either).
+    Datagram,
 }
 
 impl fmt::Display for Medium {
@@ -126,6 +128,7 @@ impl fmt::Display for Medium {
             Medium::Shm => "shm",
             Medium::Tcp => "tcp",
             Medium::Pipe => "pipe",
+            Medium::Datagram => "udp",
         })
     }
 }

@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
+use crate::media::datagram::DatagramSocket;
 use crate::media::pipe::PipeEnd;
 use crate::media::stream::{ops, ByteStream, ReadOutcome, WaitSource};
 use crate::media::tcp::TcpByteStream;
@@ -407,6 +408,67 @@ impl Socket {
             Socket::new(Role::Connected(connected), None, spin)
         };
         Ok((end(source)?, end(sink)?))
+    }
+
+    /// A new UDP socket (`ipv6`: IPv6 with IPv4 mapped in, else IPv4), as a
+    /// socket that selectors take; its own calls are `send_to`,
+    /// `receive_from` and `with_datagram`, a connected one's `read` and `write`.
+    pub fn datagram(ipv6: bool, spin: Spin) -> Result<Arc<Socket>> {
+        let none = SocketAddr::from(([0, 0, 0, 0], 0));
+        let stream = Box::new(DatagramSocket::open(ipv6)?);
+        Socket::new(
+            Role::Connected(Connected { medium: Medium::Datagram, stream, local: none, peer: none }),
+            None,
+            spin,
+        )
+    }
+
+    /// Runs `op` on a datagram socket (bind, connect, options, memberships).
+    pub fn with_datagram<T>(&self, op: impl FnOnce(&mut DatagramSocket) -> Result<T>) -> Result<T> {
+        let mut state = self.state.lock();
+        if self.is_closed() {
+            return Err(Error::Closed("datagram socket"));
+        }
+        op(state.datagram()?)
+    }
+
+    /// Sends one datagram to `to` (`None`: the connected peer); when `block`,
+    /// waits for room, else says `None` when there is none.
+    pub fn send_to(&self, data: &[u8], to: Option<SocketAddr>, block: bool) -> Result<Option<usize>> {
+        let mut state = self.state.lock();
+        loop {
+            if self.is_closed() {
+                return Err(Error::Closed("send"));
+            }
+            let sent = state.datagram()?.try_send_to(data, to)?;
+            if sent.is_some() || !block {
+                return Ok(sent);
+            }
+            self.wait(&mut state, "send", ops::WRITE, Deadline::after(None))?;
+        }
+    }
+
+    /// Receives one datagram into `out`: its length and sender; `None` when
+    /// none is waiting and not `block`. A blocking receive gives up with
+    /// `TimedOut` after `timeout`.
+    pub fn receive_from(
+        &self,
+        out: &mut [u8],
+        block: bool,
+        timeout: Option<Duration>,
+    ) -> Result<Option<(usize, SocketAddr)>> {
+        let deadline = Deadline::after(timeout);
+        let mut state = self.state.lock();
+        loop {
+            if self.is_closed() {
+                return Err(Error::Closed("receive"));
+            }
+            let received = state.datagram()?.try_receive_from(out)?;
+            if received.is_some() || !block {
+                return Ok(received);
+            }
+            self.wait(&mut state, "receive", ops::READ, deadline)?;
+        }
     }
 
     pub(crate) fn accepted(
@@ -798,8 +860,12 @@ impl Socket {
     fn check<T>(&self, state: &mut State, result: Result<T>) -> Result<T> {
         result.map_err(|err| {
             // Writing to a closed peer or after a half close leaves the
-            // stream sound: what arrived can still be read.
-            if !matches!(err, Error::Disconnected | Error::ConnectionReset | Error::InvalidArgument(_)) {
+            // stream sound: what arrived can still be read. A datagram
+            // socket's errors concern one datagram each.
+            let datagrams = matches!(&state.role, Role::Connected(c) if c.medium == Medium::Datagram);
+            if !datagrams
+                && !matches!(err, Error::Disconnected | Error::ConnectionReset | Error::InvalidArgument(_))
+            {
                 if state.failed.is_none() {
                     self.kick_watchers();
                 }
@@ -850,6 +916,13 @@ impl State {
             Role::Connected(connected) => Ok(connected),
             _ => Err(Error::InvalidArgument("not a connected socket".into())),
         }
+    }
+
+    fn datagram(&mut self) -> Result<&mut DatagramSocket> {
+        self.connected()?
+            .stream
+            .datagram()
+            .ok_or_else(|| Error::InvalidArgument("not a datagram socket".into()))
     }
 
     /// Reports a failure found earlier, once as itself and then as `Failed`.

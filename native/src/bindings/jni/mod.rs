@@ -1,5 +1,6 @@
 //! The JNI exports: `native` for the Java class `rdmanio.Native` (the message
-//! API), `socket_native` for `rdmanio.nio.SocketNative` (the provider), and
+//! API), `socket_native` for `rdmanio.nio.SocketNative` (the provider),
+//! `datagram_native` for `rdmanio.nio.DatagramNative` (its datagram channels), and
 //! `logger`, which forwards the engine's `log` records to `java.util.logging`.
 //!
 //! Each export is written with [`export!`]: it only converts its arguments,
@@ -18,6 +19,7 @@ use jni::Env;
 use super::panic_text;
 use crate::error::Error;
 
+mod datagram_native;
 pub(crate) mod logger;
 mod native;
 mod socket_native;
@@ -69,6 +71,7 @@ fn exception_class(err: &Error) -> &'static str {
         Error::TimedOut { .. } => "java/net/SocketTimeoutException",
         Error::ConnectionRefused(_) | Error::SendsOnly(_) => "java/net/ConnectException",
         Error::ConnectionReset => "java/net/SocketException",
+        Error::PortUnreachable => "java/net/PortUnreachableException",
         Error::Unreachable { .. } | Error::NotLocal(_) => "java/net/NoRouteToHostException",
         Error::InvalidArgument(_) | Error::MessageTooLarge { .. } => "java/lang/IllegalArgumentException",
         // A Java channel closed under a blocked operation turns this into

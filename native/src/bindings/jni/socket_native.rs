@@ -33,13 +33,13 @@ pub(crate) const CONSTANTS: [i32; 6] = [
 
 /// # Safety
 /// `handle` is 0 or a live socket handle from this module.
-unsafe fn socket<'a>(handle: jlong) -> JniResult<&'a Socket> {
+pub(super) unsafe fn socket<'a>(handle: jlong) -> JniResult<&'a Socket> {
     // SAFETY: per the contract above: a pointer from `Arc::into_raw`, not yet released.
     Ok(unsafe { (handle as *const Socket).as_ref() }
         .ok_or_else(|| Error::InvalidArgument("closed socket".into()))?)
 }
 
-fn socket_handle(socket: Arc<Socket>) -> jlong {
+pub(super) fn socket_handle(socket: Arc<Socket>) -> jlong {
     Arc::into_raw(socket) as jlong
 }
 

@@ -19,9 +19,11 @@ import java.util.Objects;
  * or by opening channels from an instance explicitly
  * ({@code new RdmaSelectorProvider().openSocketChannel()}).
  *
- * <p>Datagram channels and pipes are the JDK's own: they come from the platform
- * provider, and cannot be registered with an rdma-nio selector. When this class
- * is the JVM-wide provider, reaching the platform provider needs
+ * <p>Pipes and datagram channels are rdma-nio's too, over the kernel (datagrams
+ * never go over RDMA), so its selectors take every channel a program opens.
+ * Unix domain sockets are the JDK's own: they come from the platform provider,
+ * and cannot be registered with an rdma-nio selector. When this class is the
+ * JVM-wide provider, reaching the platform provider needs
  * {@code --add-exports java.base/sun.nio.ch=ALL-UNNAMED}.
  */
 public class RdmaSelectorProvider extends SelectorProvider {
@@ -94,12 +96,13 @@ public class RdmaSelectorProvider extends SelectorProvider {
 
     @Override
     public DatagramChannel openDatagramChannel() throws IOException {
-        return platform().openDatagramChannel();
+        return new RdmaDatagramChannel(this, RdmaDatagramChannel.defaultFamily());
     }
 
+    /** IPv4 or IPv6 (the JDK's datagram channels have no Unix domain family). */
     @Override
     public DatagramChannel openDatagramChannel(ProtocolFamily family) throws IOException {
-        return platform().openDatagramChannel(family);
+        return new RdmaDatagramChannel(this, family);
     }
 
     @Override
@@ -107,7 +110,7 @@ public class RdmaSelectorProvider extends SelectorProvider {
         return new RdmaPipe(this);
     }
 
-    /** The JDK's own provider, for what rdma-nio does not implement. */
+    /** The JDK's own provider, for what rdma-nio does not implement (Unix domain sockets). */
     static SelectorProvider platform() {
         SelectorProvider systemWide = SelectorProvider.provider();
         if (!(systemWide instanceof RdmaSelectorProvider)) {
@@ -117,7 +120,7 @@ public class RdmaSelectorProvider extends SelectorProvider {
             Class<?> defaults = Class.forName("sun.nio.ch.DefaultSelectorProvider");
             return (SelectorProvider) defaults.getMethod("get").invoke(null);
         } catch (ReflectiveOperationException | RuntimeException e) {
-            throw new UnsupportedOperationException("datagram channels and pipes come from the JDK's own provider,"
+            throw new UnsupportedOperationException("Unix domain sockets come from the JDK's own provider,"
                     + " which needs --add-exports java.base/sun.nio.ch=ALL-UNNAMED while rdma-nio is the"
                     + " system-wide provider", e);
         }

@@ -145,11 +145,13 @@ public class ProviderTest {
     }
 
     @Test
-    public void datagramsComeFromTheJdk() throws Exception {
+    public void datagramChannelsAreRdmaNiosAndUnixDomainSocketsTheJdks() throws Exception {
         RdmaSelectorProvider provider = RdmaSelectorProvider.withTransport("tcp");
-        try (DatagramChannel datagrams = provider.openDatagramChannel()) {
-            assertNotNull(datagrams);
+        try (DatagramChannel datagrams = provider.openDatagramChannel(StandardProtocolFamily.INET)) {
+            assertTrue("a datagram channel its selectors take", datagrams instanceof RdmaDatagramChannel);
         }
+        assertThrows(UnsupportedOperationException.class,
+                () -> provider.openDatagramChannel(StandardProtocolFamily.UNIX));
         try (SocketChannel unix = provider.openSocketChannel(StandardProtocolFamily.UNIX)) {
             assertTrue("Unix domain sockets are the JDK's", !(unix instanceof RdmaSocketChannel));
         }
