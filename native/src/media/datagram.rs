@@ -135,6 +135,25 @@ impl DatagramSocket {
         Ok(DatagramSocket { fd, ipv6, unconnected_local: None, readable: None, writable: None })
     }
 
+    /// A socket over an fd made elsewhere (the one a launcher passed on
+    /// standard input), of the family `ipv6` says.
+    pub(crate) fn over(fd: OwnedFd, ipv6: bool) -> Result<DatagramSocket> {
+        sys::set_nonblocking("fcntl(udp)", fd.as_raw_fd())?;
+        Ok(DatagramSocket { fd, ipv6, unconnected_local: None, readable: None, writable: None })
+    }
+
+    /// The connected peer, if any.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        let mut storage = SockAddr::from(SocketAddr::from(([0, 0, 0, 0], 0)));
+        let mut len = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        // SAFETY: a live fd and room for any socket address.
+        let done = unsafe { libc::getpeername(self.fd.as_raw_fd(), storage.as_mut_ptr(), &mut len) };
+        if done != 0 {
+            return None;
+        }
+        socket_addr(&storage.0).map(unmapped)
+    }
+
     /// The address as this socket's family takes it: on IPv6, IPv4's wildcard
     /// is IPv6's (so the socket takes both) and other IPv4 addresses are mapped.
     fn native(&self, addr: SocketAddr) -> Result<SockAddr> {

@@ -23,11 +23,15 @@
 //! |--------|---------|----------------------------------------------------------------|
 //! | 0      | `len`   | payload bytes                                                  |
 //! | 4      | `seq`   | record number; the reader demands each one in turn             |
-//! | 8      | `kind`  | 1: data; 2: padding up to the ring's end; 3: end of the stream |
+//! | 8      | `kind`  | 1: data; 2: padding up to the ring's end; 3: end of the stream; 4: one urgent byte |
 //! | 12     | `ack`   | carried for the connection (credit of the reverse direction)   |
 //! | 16     | `check` | CRC32C of the ring's seed, the fields above and the payload    |
 //! | 20     | zero    |                                                                |
 //! | 24     | payload, zero-padded to a multiple of 8                                  |
+//!
+//! An urgent record carries one byte of TCP's urgent (out-of-band) data: the
+//! reader delivers it in line with the stream or drops it, as the receiving
+//! socket's `SO_OOBINLINE` says.
 //!
 //! A record that does not fit before the end of the ring starts at offset 0
 //! instead. The writer marks the skipped bytes with a padding record when they
@@ -55,6 +59,8 @@ const KIND_DATA: u32 = 1;
 const KIND_PADDING: u32 = 2;
 /// The writer's last record (a half close): empty; nothing may follow it.
 const KIND_END: u32 = 3;
+/// One byte of urgent data: in line, or dropped (see the module's doc).
+const KIND_URGENT: u32 = 4;
 /// Room that data records leave free, so that the end record always fits
 /// without waiting for credit (a half close never blocks, as TCP's FIN does
 /// not): its header, after at most `HEADER_LEN - ALIGN` bytes skipped at the
@@ -450,6 +456,20 @@ impl RingWriter {
         written
     }
 
+    /// Frames one byte of urgent data and hands it to `copy_in` as `write`
+    /// does; false when there is no room for it now.
+    pub fn write_urgent(&mut self, byte: u8, ack: u32, mut copy_in: impl FnMut(usize, &[u8])) -> bool {
+        let Some(frame) = self.frame_kind(&[byte], ack, KIND_URGENT) else {
+            return false;
+        };
+        if let Some((at, padding)) = frame.padding {
+            copy_in(at, &padding);
+        }
+        copy_in(frame.offset, &frame.header);
+        copy_in(frame.offset + HEADER_LEN, &[byte]);
+        true
+    }
+
     /// Takes the reader's head as credit. A head behind the credit already
     /// taken is old news (credit travels by more than one path) and is ignored.
     ///
@@ -514,6 +534,8 @@ pub struct RingReader {
     ack: Option<u32>,
     /// The end-of-stream record was read.
     ended: bool,
+    /// Urgent bytes are delivered in line; else dropped.
+    urgent_inline: bool,
 }
 
 impl RingReader {
@@ -529,7 +551,14 @@ impl RingReader {
             staged_read: 0,
             ack: None,
             ended: false,
+            urgent_inline: false,
         }
+    }
+
+    /// Delivers urgent bytes in line with the stream from now on, or drops them
+    /// (the default, as a TCP socket's without `SO_OOBINLINE`).
+    pub fn set_urgent_inline(&mut self, inline: bool) {
+        self.urgent_inline = inline;
     }
 
     /// The position after the last record taken out of the ring.
@@ -636,8 +665,8 @@ impl RingReader {
         n
     }
 
-    /// Finds the next data record at the head, skipping padding, and checks its
-    /// header; returns it with its position, or `None` when none is published.
+    /// Finds the next data record at the head (or urgent record, read in
+    /// line), skipping padding and dropped urgent records, and checks its header; returns it with its position, or `None` when none is published.
     fn next_record(&mut self, ring: &(impl RingMemory + ?Sized)) -> Result<Option<(Header, u64)>, Violation> {
         loop {
             if self.head == self.tail {
@@ -686,7 +715,24 @@ impl RingReader {
                     self.head += to_end as u64;
                     self.ack = Some(header.ack);
                 }
-                KIND_DATA => {
+                KIND_URGENT if header.len != 1 => {
+                    return Err(Violation::TooLong { position, len: header.len, max: 1 });
+                }
+                KIND_URGENT if !self.urgent_inline => {
+                    if record_len(1) > published {
+                        return Err(Violation::TailInsideRecord { tail: self.tail, position });
+                    }
+                    let mut byte = [0u8; 1];
+                    ring.copy_out(self.config.index(position) + HEADER_LEN, &mut byte);
+                    let computed = header.compute_check(self.config.seed, &byte);
+                    if computed != header.check {
+                        return Err(Violation::Check { position, found: header.check, computed });
+                    }
+                    self.seq = self.seq.wrapping_add(1);
+                    self.head = position + record_len(1) as u64;
+                    self.ack = Some(header.ack);
+                }
+                KIND_DATA | KIND_URGENT => {
                     let max = self.config.max_payload.min(to_end - HEADER_LEN);
                     if header.len as usize > max {
                         return Err(Violation::TooLong { position, len: header.len, max });
@@ -964,6 +1010,12 @@ mod tests {
             ("unknown kind", Header { kind: 9, ..valid(4, 0, b"abcd") }, 32, |v| {
                 matches!(v, Violation::Kind { kind: 9, .. })
             }),
+            (
+                "urgent data of more than a byte",
+                Header { kind: KIND_URGENT, ..valid(2, 0, b"ab") },
+                32,
+                |v| matches!(v, Violation::TooLong { len: 2, max: 1, .. }),
+            ),
             ("tail inside the header", valid(4, 0, b"abcd"), 16, |v| {
                 matches!(v, Violation::TailInsideRecord { .. })
             }),
@@ -1031,6 +1083,24 @@ mod tests {
         assert_eq!(pair.read_all().unwrap(), vec![5u8; written]);
         pair.return_credit();
         assert_eq!(pair.writer.fitting(1000), 100, "a whole record again after credit");
+    }
+
+    /// Urgent bytes (TCP's out-of-band data, over shm) are dropped unless
+    /// the reader takes them in line, where they sit between the stream's bytes.
+    #[test]
+    fn an_urgent_byte_is_read_in_line_or_dropped() {
+        for inline in [false, true] {
+            let mut pair = Pair::new(256, 64);
+            pair.reader.set_urgent_inline(inline);
+            pair.send(b"ab");
+            let Pair { writer, ring, .. } = &mut pair;
+            assert!(
+                writer.write_urgent(b'!', 0, |at, bytes| ring[at..at + bytes.len()].copy_from_slice(bytes))
+            );
+            pair.send(b"cd");
+            let expected: &[u8] = if inline { b"ab!cd" } else { b"abcd" };
+            assert_eq!(pair.read_all().unwrap(), expected, "inline={inline}");
+        }
     }
 
     #[test]

@@ -360,6 +360,32 @@ impl ShmStream {
         self.notify_peer(WAITS_DATA)
     }
 
+    /// Fails a write that cannot be made (after a half close, to a closed
+    /// peer) and takes the credit the peer returned.
+    fn writable(&mut self) -> Result<()> {
+        if self.output_shut {
+            return Err(Error::InvalidArgument("write after shutdown_output".into()));
+        }
+        if self.peer_gone || self.map.word32(self.peer(CLOSED)).load(Ordering::Acquire) != 0 {
+            return Err(Error::Disconnected);
+        }
+        self.take_credit()
+    }
+
+    /// Publishes what a write placed in the ring, or counts a write that found
+    /// no room (`nothing_asked`: an empty write, which needs none).
+    fn written(&mut self, placed: bool, nothing_asked: bool) -> Result<()> {
+        if !placed && !nothing_asked {
+            self.idle_try()?;
+        }
+        if placed {
+            // Release: the records are visible before the tail that covers them.
+            self.map.word64(self.own(TAIL)).store(self.writer.tail(), Ordering::SeqCst);
+            self.notify_peer(WAITS_DATA)?;
+        }
+        Ok(())
+    }
+
     /// Closes with `how` (`CLOSED_CLEANLY` or `RESET`) unless closed already,
     /// and wakes the peer whatever it sleeps for.
     fn set_closed(&mut self, how: u32) {
@@ -438,24 +464,26 @@ impl ByteStream for ShmStream {
     /// `Disconnected` once the peer has closed; a protocol violation when the
     /// peer's credit is impossible.
     fn try_write(&mut self, data: &[u8]) -> Result<usize> {
-        if self.output_shut {
-            return Err(Error::InvalidArgument("write after shutdown_output".into()));
-        }
-        if self.peer_gone || self.map.word32(self.peer(CLOSED)).load(Ordering::Acquire) != 0 {
-            return Err(Error::Disconnected);
-        }
-        self.take_credit()?;
+        self.writable()?;
         let outgoing = &self.outgoing;
         let written = self.writer.write(data, 0, |at, bytes| outgoing.copy_in(at, bytes));
-        if written == 0 && !data.is_empty() {
-            self.idle_try()?;
-        }
-        if written > 0 {
-            // Release: the records are visible before the tail that covers them.
-            self.map.word64(self.own(TAIL)).store(self.writer.tail(), Ordering::SeqCst);
-            self.notify_peer(WAITS_DATA)?;
-        }
+        self.written(written > 0, data.is_empty())?;
         Ok(written)
+    }
+
+    /// Urgent data is a record of its own in the ring (see `ring`), which the
+    /// peer reads in line or drops, as its `SO_OOBINLINE` says.
+    fn try_send_urgent(&mut self, byte: u8) -> Result<bool> {
+        self.writable()?;
+        let outgoing = &self.outgoing;
+        let sent = self.writer.write_urgent(byte, 0, |at, bytes| outgoing.copy_in(at, bytes));
+        self.written(sent, false)?;
+        Ok(sent)
+    }
+
+    fn set_urgent_inline(&mut self, inline: bool) -> Result<()> {
+        self.reader.set_urgent_inline(inline);
+        Ok(())
     }
 
     /// Reads what the peer has published, up to `out.len()` bytes.

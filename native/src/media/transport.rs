@@ -327,6 +327,17 @@ impl StreamListener {
         Ok(listener)
     }
 
+    /// A listener on TCP alone, over a kernel listener made elsewhere (the one
+    /// a launcher passed on standard input).
+    ///
+    /// # Errors
+    /// `Os` naming `getsockname` or `fcntl`.
+    pub fn over_tcp(tcp: TcpListener, options: TransportOptions) -> Result<StreamListener> {
+        tcp.set_nonblocking(true).map_err(|source| Error::Os { op: "fcntl(tcp listener)", source })?;
+        let addr = tcp.local_addr().map_err(|source| Error::Os { op: "getsockname", source })?;
+        Ok(StreamListener { addr, tcp: Some(tcp), shm: None, rdma: None, pool: Mutex::new(None), options })
+    }
+
     /// The bound address (with the port picked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr

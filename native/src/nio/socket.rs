@@ -41,6 +41,7 @@ use crate::nio::backlog::Backlog;
 use crate::nio::connector;
 use crate::nio::spin::AdaptiveSpin;
 use crate::rdma::completions::{CompletionChannel, CompletionGroup, GroupOffer};
+use crate::sys::inherited::{self, StdinSocket};
 use crate::sys::port::ReservedPort;
 use crate::sys::{self, Deadline};
 
@@ -51,6 +52,27 @@ pub mod status {
     /// Nothing now, and the caller does not block.
     pub const UNAVAILABLE: isize = -2;
 }
+
+/// The socket a launcher passed on standard input, as `Socket::inherited` makes it.
+pub enum Inherited {
+    /// A TCP connection.
+    Connection(Arc<Socket>),
+    /// A TCP listener.
+    Listener(Arc<Socket>),
+    /// A UDP socket; `ipv6`: its family.
+    Datagram {
+        /// The socket.
+        socket: Arc<Socket>,
+        /// Whether it is IPv6 (with IPv4 mapped in), else IPv4.
+        ipv6: bool,
+    },
+    /// A socket of another family (a Unix domain socket), which the engine does not take.
+    OtherFamily,
+}
+
+/// Connections an inherited listener accepts ahead of `accept` (its kernel
+/// backlog is the launcher's).
+const INHERITED_BACKLOG: usize = 50;
 
 /// Every source a socket can have (a stream has two).
 type Sources = [WaitSource; 3];
@@ -356,6 +378,11 @@ impl Socket {
     ) -> Result<()> {
         let mut state = self.fresh_state()?;
         let listener = StreamListener::bind(addr, transport, options)?;
+        self.accept_from(&mut state, listener, backlog)
+    }
+
+    /// Starts the acceptor thread of `listener`: the socket listens.
+    fn accept_from(&self, state: &mut State, listener: StreamListener, backlog: usize) -> Result<()> {
         let addr = listener.local_addr();
         let backlog = Arc::new(Backlog::new(backlog, self.spin, self.completions.clone())?);
         let acceptor = {
@@ -421,6 +448,39 @@ impl Socket {
             None,
             spin,
         )
+    }
+
+    /// The socket a launcher passed on standard input (see `sys::inherited`),
+    /// as a socket of the engine over a duplicate of fd 0; `None` when fd 0 is
+    /// not a socket.
+    pub fn inherited(spin: Spin) -> Result<Option<Inherited>> {
+        let none = SocketAddr::from(([0, 0, 0, 0], 0));
+        Ok(Some(match inherited::stdin_socket()? {
+            None => return Ok(None),
+            Some(StdinSocket::OtherFamily) => Inherited::OtherFamily,
+            Some(StdinSocket::Connection(fd)) => {
+                let stream = TcpByteStream::new(std::net::TcpStream::from(fd))?;
+                let local = stream.local_addr().unwrap_or(none);
+                let peer = stream.peer_addr().unwrap_or(none);
+                let connected = Connected { medium: Medium::Tcp, stream: Box::new(stream), local, peer };
+                Inherited::Connection(Socket::new(Role::Connected(connected), None, spin)?)
+            }
+            Some(StdinSocket::Listener(fd)) => {
+                let listener =
+                    StreamListener::over_tcp(std::net::TcpListener::from(fd), TransportOptions::default())?;
+                let socket = Socket::open(spin)?;
+                socket.accept_from(&mut socket.state.lock(), listener, INHERITED_BACKLOG)?;
+                Inherited::Listener(socket)
+            }
+            Some(StdinSocket::Datagram { fd, ipv6 }) => {
+                let datagram = DatagramSocket::over(fd, ipv6)?;
+                let local = datagram.local()?;
+                let peer = datagram.peer().unwrap_or(none);
+                let connected =
+                    Connected { medium: Medium::Datagram, stream: Box::new(datagram), local, peer };
+                Inherited::Datagram { socket: Socket::new(Role::Connected(connected), None, spin)?, ipv6 }
+            }
+        }))
     }
 
     /// Runs `op` on a datagram socket (bind, connect, options, memberships).

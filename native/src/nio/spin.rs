@@ -56,6 +56,10 @@ const LONGEST_REST: u32 = 64;
 
 impl AdaptiveSpin {
     pub(crate) fn new(max: Duration) -> AdaptiveSpin {
+        // The load file stays open once read (one fd for the process): open it
+        // with the first socket or selector rather than amid a program's work,
+        // where it would look like a leaked fd (OpenJDK's Unref test counts them).
+        let _ = sys::runnable_threads();
         AdaptiveSpin { max, within: WHOLE, resting: 0, next_rest: FIRST_REST }
     }
 

@@ -1,6 +1,6 @@
 //! The plain syscalls the engine needs around verbs: non-blocking event fds,
 //! bounded waits for fds, and in submodules epoll sets (`epoll`), passing fds
-//! over Unix sockets (`fd_passing`), TCP ports held without listening
+//! over Unix sockets (`fd_passing`), the socket on standard input (`inherited`), TCP ports held without listening
 //! (`port`), socket addresses in the C layout (`sockaddr`) and random bytes
 //! (`random`).
 
@@ -11,6 +11,7 @@ use crate::error::{check, Error, Result};
 
 pub(crate) mod epoll;
 pub(crate) mod fd_passing;
+pub(crate) mod inherited;
 pub(crate) mod port;
 pub(crate) mod random;
 pub(crate) mod sockaddr;

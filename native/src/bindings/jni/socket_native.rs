@@ -18,7 +18,7 @@ use crate::error::Error;
 use crate::media::stream::ops;
 use crate::media::transport::{RingPeers, Transport, TransportOptions};
 use crate::nio::poller::{PollMode, Poller};
-use crate::nio::socket::{status, Socket, Spin};
+use crate::nio::socket::{status, Inherited, Socket, Spin};
 
 /// The values `SocketNative.constants()` returns, in the order its Java side
 /// reads them: ready-op bits, then read statuses.
@@ -134,6 +134,32 @@ export! {
         let array = JLongArray::new(env, handles.len())?;
         array.set_region(env, 0, &handles)?;
         Ok(array)
+    }
+}
+
+export! {
+    /// The socket a launcher passed on standard input: [kind, handle], the
+    /// kind being 0 for none, 1 a TCP connection, 2 a TCP listener, 3 an IPv4
+    /// UDP socket, 4 an IPv6 one, 5 a socket of another family (no handle).
+    fn Java_rdmanio_nio_SocketNative_inherited<'l>(env, spin_micros: jlong) -> JLongArray<'l> {
+        let (kind, socket) = match Socket::inherited(Spin::from_micros(spin_micros))? {
+            None => (0, None),
+            Some(Inherited::Connection(socket)) => (1, Some(socket)),
+            Some(Inherited::Listener(socket)) => (2, Some(socket)),
+            Some(Inherited::Datagram { socket, ipv6 }) => (if ipv6 { 4 } else { 3 }, Some(socket)),
+            Some(Inherited::OtherFamily) => (5, None),
+        };
+        let result = [kind, socket.map_or(0, socket_handle)];
+        let array = JLongArray::new(env, result.len())?;
+        array.set_region(env, 0, &result)?;
+        Ok(array)
+    }
+}
+
+export! {
+    /// Points the standard streams at /dev/null (an inherited channel closed).
+    fn Java_rdmanio_nio_SocketNative_detachStdStreams<'l>(_) {
+        Ok(crate::sys::inherited::detach_std_streams()?)
     }
 }
 

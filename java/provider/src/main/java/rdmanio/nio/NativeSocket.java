@@ -1,6 +1,7 @@
 package rdmanio.nio;
 
 import java.io.IOException;
+import java.io.UncheckedIOException;
 
 /**
  * A channel's native socket and what both channel classes need of its life:
@@ -23,6 +24,7 @@ final class NativeSocket {
     private int activeOperations;
     private boolean closing;
     private boolean released;
+    private boolean detachesStdStreams;
     // --
 
     NativeSocket(long handle) {
@@ -64,9 +66,25 @@ final class NativeSocket {
         }
         closing = true; // from now on no selector registers the socket
         SocketNative.close(handle, abortive);
+        if (detachesStdStreams) {
+            try {
+                SocketNative.detachStdStreams();
+            } catch (IOException e) {
+                throw new UncheckedIOException(e);
+            }
+        }
         if (activeOperations == 0) {
             release();
         }
+    }
+
+    /**
+     * Makes the close point the standard streams at /dev/null, as the JDK does
+     * for the channel inherited on standard input: then the socket's last
+     * reference goes with the channel.
+     */
+    synchronized void detachStdStreamsOnClose() {
+        detachesStdStreams = true;
     }
 
     synchronized boolean isClosing() {

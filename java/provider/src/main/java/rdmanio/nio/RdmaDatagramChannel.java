@@ -1,6 +1,7 @@
 package rdmanio.nio;
 
 import java.io.IOException;
+import java.lang.ref.Cleaner;
 import java.net.DatagramSocket;
 import java.net.Inet4Address;
 import java.net.Inet6Address;
@@ -46,8 +47,13 @@ final class RdmaDatagramChannel extends DatagramChannel implements RdmaChannel {
             StandardSocketOptions.SO_BROADCAST, StandardSocketOptions.IP_TOS, StandardSocketOptions.IP_MULTICAST_IF,
             StandardSocketOptions.IP_MULTICAST_TTL, StandardSocketOptions.IP_MULTICAST_LOOP);
 
+    /** Closes the sockets of channels dropped unclosed, as the JDK's datagram channels are. */
+    private static final Cleaner CLEANER = Cleaner.create();
+
     private final ProtocolFamily family;
     private final NativeSocket socket;
+    /** Closes the socket: at the channel's close, or once the channel is unreachable. */
+    private final Cleaner.Cleanable closer;
     private final ReentrantLock readLock = new ReentrantLock();
     private final ReentrantLock writeLock = new ReentrantLock();
     private final Object stateLock = new Object();
@@ -81,6 +87,24 @@ final class RdmaDatagramChannel extends DatagramChannel implements RdmaChannel {
         this.family = family;
         this.socket = new NativeSocket(DatagramNative.open(family == StandardProtocolFamily.INET6,
                 provider.config().blockingSpinMicros()));
+        this.closer = CLEANER.register(this, closing(socket));
+    }
+
+    /** The close of {@code socket}, which must not hold the channel (or it never becomes unreachable). */
+    private static Runnable closing(NativeSocket socket) {
+        return () -> socket.close(false);
+    }
+
+    /** A channel over a UDP socket made already (the one inherited on standard input). */
+    RdmaDatagramChannel(RdmaSelectorProvider provider, ProtocolFamily family, NativeSocket inherited)
+            throws IOException {
+        super(provider);
+        this.family = family;
+        this.socket = inherited;
+        this.closer = CLEANER.register(this, closing(inherited));
+        this.local = Addresses.parse(SocketNative.address(inherited.handle, false));
+        InetSocketAddress peer = Addresses.parse(SocketNative.address(inherited.handle, true));
+        this.remote = peer.getPort() == 0 ? null : peer;
     }
 
     /** The family the JDK's channels default to: IPv6 unless IPv4 is preferred. */
@@ -756,7 +780,7 @@ final class RdmaDatagramChannel extends DatagramChannel implements RdmaChannel {
             }
             memberships.clear();
         }
-        socket.close(false); // blocked operations wake and fail; the fd goes with the last selector
+        closer.clean(); // blocked operations wake and fail; the fd goes with the last selector
     }
 
     @Override

@@ -3,6 +3,7 @@ package rdmanio.nio;
 import java.io.IOException;
 import java.net.ProtocolFamily;
 import java.net.StandardProtocolFamily;
+import java.nio.channels.Channel;
 import java.nio.channels.DatagramChannel;
 import java.nio.channels.Pipe;
 import java.nio.channels.ServerSocketChannel;
@@ -108,6 +109,53 @@ public class RdmaSelectorProvider extends SelectorProvider {
     @Override
     public Pipe openPipe() throws IOException {
         return new RdmaPipe(this);
+    }
+
+    // The channel inherited on standard input: looked for once per JVM, as the JDK does.
+    private static boolean inheritedLooked;
+    private static Channel inherited;
+
+    /**
+     * The socket a launcher (inetd, systemd's {@code Accept=yes}) passed on
+     * standard input, as the JDK gives it: a socket, server socket or datagram
+     * channel of this provider's (over TCP or UDP, whatever the transport), or
+     * null when standard input is no socket. Its close points the standard
+     * streams at /dev/null. A Unix domain socket there is the JDK's channel.
+     */
+    @Override
+    public Channel inheritedChannel() throws IOException {
+        synchronized (RdmaSelectorProvider.class) {
+            if (!inheritedLooked) {
+                inherited = openInherited();
+                inheritedLooked = true;
+            }
+            return inherited;
+        }
+    }
+
+    private Channel openInherited() throws IOException {
+        long[] found = SocketNative.inherited(config.blockingSpinMicros());
+        long kind = found[0];
+        if (kind == SocketNative.INHERITED_NONE) {
+            return null;
+        }
+        if (kind == SocketNative.INHERITED_OTHER_FAMILY) {
+            try {
+                return platform().inheritedChannel();
+            } catch (UnsupportedOperationException e) {
+                throw new IOException("standard input is a Unix domain socket, which is the JDK's provider's", e);
+            }
+        }
+        NativeSocket socket = new NativeSocket(found[1]);
+        socket.detachStdStreamsOnClose();
+        if (kind == SocketNative.INHERITED_CONNECTION) {
+            return new RdmaSocketChannel(this, socket);
+        } else if (kind == SocketNative.INHERITED_LISTENER) {
+            return new RdmaServerSocketChannel(this, socket);
+        }
+        ProtocolFamily family = kind == SocketNative.INHERITED_DATAGRAM_IPV6
+                ? StandardProtocolFamily.INET6 : StandardProtocolFamily.INET;
+        return new RdmaDatagramChannel(this, family, socket);
     }
 
     /** The JDK's own provider, for what rdma-nio does not implement (Unix domain sockets). */

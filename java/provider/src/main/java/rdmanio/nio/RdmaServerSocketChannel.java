@@ -47,6 +47,14 @@ final class RdmaServerSocketChannel extends ServerSocketChannel implements RdmaC
         this.socket = NativeSocket.open(provider.config());
     }
 
+    /** A channel over a socket already listening (the one inherited on standard input). */
+    RdmaServerSocketChannel(RdmaSelectorProvider provider, NativeSocket listening) throws IOException {
+        super(provider);
+        this.provider = provider;
+        this.socket = listening;
+        this.localAddress = Addresses.parse(SocketNative.address(listening.handle, false));
+    }
+
     private void ensureOpen() throws ClosedChannelException {
         if (!isOpen()) {
             throw new ClosedChannelException();
@@ -100,7 +108,7 @@ final class RdmaServerSocketChannel extends ServerSocketChannel implements RdmaC
                 return null;
             }
             try {
-                return new RdmaSocketChannel(provider, accepted);
+                return new RdmaSocketChannel(provider, new NativeSocket(accepted));
             } catch (IOException | RuntimeException e) {
                 SocketNative.close(accepted, false); // the connection goes, and its socket with it
                 SocketNative.release(accepted);

@@ -78,14 +78,14 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
         this.socket = NativeSocket.open(config);
     }
 
-    /** A channel for a connection a server socket channel accepted. */
-    RdmaSocketChannel(RdmaSelectorProvider provider, long accepted) throws IOException {
+    /** A channel for a connection a server socket channel accepted, or inherited on standard input. */
+    RdmaSocketChannel(RdmaSelectorProvider provider, NativeSocket accepted) throws IOException {
         super(provider);
         this.config = provider.config();
-        this.socket = new NativeSocket(accepted);
+        this.socket = accepted;
         this.state = ST_CONNECTED;
-        this.localAddress = Addresses.parse(SocketNative.address(accepted, false));
-        this.remoteAddress = Addresses.parse(SocketNative.address(accepted, true));
+        this.localAddress = Addresses.parse(SocketNative.address(accepted.handle, false));
+        this.remoteAddress = Addresses.parse(SocketNative.address(accepted.handle, true));
     }
 
     private void ensureOpen() throws ClosedChannelException {
@@ -526,7 +526,7 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
     /**
      * The socket adaptor's {@code setOOBInline}: urgent data the peer sends is
      * read in line, else dropped (as the JDK's); a connection made later
-     * takes it too. Only TCP carries urgent data.
+     * takes it too. TCP and shm carry urgent data.
      */
     void setUrgentInline(boolean inline) throws IOException {
         synchronized (stateLock) {
@@ -546,14 +546,15 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
     }
 
     /**
-     * The socket adaptor's {@code sendUrgentData}: one byte of TCP urgent data,
-     * waiting for room in blocking mode ("Socket buffer full" without, as the
-     * JDK's); a SocketException on the media that have none (shm, RDMA).
+     * The socket adaptor's {@code sendUrgentData}: one byte of urgent data (TCP's
+     * own, or a record of its own in a shm ring), waiting for room in blocking
+     * mode ("Socket buffer full" without, as the JDK's); a SocketException over
+     * RDMA, which has none.
      */
     void sendUrgentData(int data) throws IOException {
         String medium = medium();
-        if (!medium.equals("tcp")) {
-            throw new SocketException("Urgent data not supported over " + medium + ": only TCP has urgent data");
+        if (!medium.equals("tcp") && !medium.equals("shm")) {
+            throw new SocketException("Urgent data not supported over " + medium + ": only TCP and shm carry it");
         }
         writeLock.lock();
         try {

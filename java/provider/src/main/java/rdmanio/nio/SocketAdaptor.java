@@ -268,7 +268,7 @@ final class SocketAdaptor extends Socket {
         return get(StandardSocketOptions.SO_LINGER);
     }
 
-    /** No medium of rdma-nio carries urgent data in or out of line: the setting is only kept. */
+    /** Urgent data the peer sends is read in line, else dropped (TCP and shm; RDMA carries none). */
     @Override
     public void setOOBInline(boolean on) throws SocketException {
         ensureNotClosed();
@@ -289,7 +289,7 @@ final class SocketAdaptor extends Socket {
         }
     }
 
-    /** TCP's urgent data; the other media have none (SocketException). */
+    /** Urgent data over TCP and shm; RDMA has none (SocketException). */
     @Override
     public void sendUrgentData(int data) throws IOException {
         ensureNotClosed();

@@ -67,6 +67,24 @@ final class SocketNative {
     /** A new pipe's ends as sockets: {source, sink} handles (see {@link #open} for the spin). */
     static native long[] pipe(long spinMicros) throws IOException;
 
+    // What {@link #inherited} found on standard input.
+    static final long INHERITED_NONE = 0;
+    static final long INHERITED_CONNECTION = 1;
+    static final long INHERITED_LISTENER = 2;
+    static final long INHERITED_DATAGRAM_IPV4 = 3;
+    static final long INHERITED_DATAGRAM_IPV6 = 4;
+    static final long INHERITED_OTHER_FAMILY = 5;
+
+    /**
+     * The socket a launcher (inetd, systemd) passed on standard input, as a socket of the
+     * engine over a duplicate of fd 0: {kind, handle}, the kind one of the INHERITED_
+     * constants (no handle for none and another family). See {@link #open} for the spin.
+     */
+    static native long[] inherited(long spinMicros) throws IOException;
+
+    /** Points fds 0, 1 and 2 at /dev/null, once the inherited channel closes. */
+    static native void detachStdStreams() throws IOException;
+
     /** Binds a socket that is to connect, holding the port at once; returns "ip:port" held. */
     static native String bind(long socket, String ip, int port) throws IOException;
 

@@ -74,6 +74,77 @@ public class ProviderTest {
     }
 
     /**
+     * An inetd-style launch (bash puts a TCP connection or a connected UDP
+     * socket on the service's standard input): System.inheritedChannel() is
+     * rdma-nio's own channel over it (it was null), and the channel's close
+     * ends the connection while the process lives on (the standard streams,
+     * which held the socket too, point at /dev/null then).
+     */
+    @Test(timeout = 120_000)
+    public void aSocketOnStandardInputIsTheInheritedChannel() throws Exception {
+        try (ServerSocketChannel listener = ServerSocketChannel.open().bind(new InetSocketAddress("127.0.0.1", 0));
+                DatagramChannel datagrams = DatagramChannel.open().bind(new InetSocketAddress("127.0.0.1", 0))) {
+            int port = ((InetSocketAddress) listener.getLocalAddress()).getPort();
+            Process tcp = inheritedEcho("/dev/tcp/127.0.0.1/" + port);
+            try (SocketChannel service = listener.accept()) {
+                String line = readLine(service);
+                assertTrue(line, line.startsWith(RdmaSocketChannel.class.getName() + " /127.0.0.1:" + port));
+                service.write(ByteBuffer.wrap("ping".getBytes(StandardCharsets.UTF_8)));
+                assertEquals("ping", readText(service.shutdownOutput(), 4));
+                assertEquals("the close ended the connection", -1, service.read(ByteBuffer.allocate(1)));
+                assertTrue("the service lives on after its close", tcp.isAlive());
+            } finally {
+                tcp.destroy();
+            }
+
+            int udpPort = ((InetSocketAddress) datagrams.getLocalAddress()).getPort();
+            Process udp = inheritedEcho("/dev/udp/127.0.0.1/" + udpPort);
+            try {
+                ByteBuffer received = ByteBuffer.allocate(256);
+                datagrams.receive(received);
+                String text = new String(received.array(), 0, received.position(), StandardCharsets.UTF_8);
+                assertTrue(text, text.startsWith(RdmaDatagramChannel.class.getName() + " /127.0.0.1:" + udpPort));
+            } finally {
+                udp.destroy();
+            }
+        }
+    }
+
+    /** Starts rdma-nio's InheritedEcho demo with {@code socket} (bash's /dev/tcp or /dev/udp) on standard input. */
+    private static Process inheritedEcho(String socket) throws IOException {
+        String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
+        String command = String.join(" ", java, "-Djava.nio.channels.spi.SelectorProvider="
+                + RdmaSelectorProvider.class.getName(), "-Djava.library.path=" + System.getProperty("java.library.path"),
+                "-cp", System.getProperty("rdmanio.benchClasspath"), "rdmanio.demo.InheritedEcho", "60000",
+                "0<>" + socket);
+        return new ProcessBuilder("bash", "-c", "exec " + command).redirectError(ProcessBuilder.Redirect.INHERIT)
+                .start();
+    }
+
+    /** Reads up to a newline. */
+    private static String readLine(SocketChannel channel) throws IOException {
+        StringBuilder line = new StringBuilder();
+        ByteBuffer one = ByteBuffer.allocate(1);
+        while (true) {
+            one.clear();
+            assertEquals("a line before the end", 1, channel.read(one));
+            if (one.get(0) == '\n') {
+                return line.toString();
+            }
+            line.append((char) one.get(0));
+        }
+    }
+
+    /** Reads exactly {@code length} bytes as text. */
+    private static String readText(SocketChannel channel, int length) throws IOException {
+        ByteBuffer bytes = ByteBuffer.allocate(length);
+        while (bytes.hasRemaining()) {
+            assertTrue("the echo ended early", channel.read(bytes) >= 0);
+        }
+        return new String(bytes.array(), StandardCharsets.UTF_8);
+    }
+
+    /**
      * Netty's localhost is the loopback interface's IPv6 address with its scope
      * ("0:0:0:0:0:0:0:1%lo"): every kernel medium binds and connects to it, as
      * the JDK does (it was refused as "not an IP address").
