@@ -6,9 +6,11 @@ import static org.junit.Assert.assertTrue;
 
 import java.io.IOException;
 import java.io.InputStream;
+import java.net.SocketAddress;
 import java.net.StandardSocketOptions;
 import java.nio.ByteBuffer;
 import java.nio.channels.CancelledKeyException;
+import java.nio.channels.DatagramChannel;
 import java.nio.channels.SelectionKey;
 import java.nio.channels.Selector;
 import java.nio.channels.ServerSocketChannel;
@@ -51,8 +53,9 @@ import org.junit.runners.Parameterized.Parameters;
  * interest sets changed by the selecting thread (OP_WRITE while a reply is
  * short) and by another thread (flow control pausing reads); clients that
  * connect non-blocking (OP_CONNECT, finishConnect) with TCP_NODELAY. Every
- * client must get each of its messages echoed intact. And an SSLEngine over
- * the channels, as replicas that authenticate their links run TLS. See
+ * client must get each of its messages echoed intact. A DatagramChannel
+ * control port on the selector of the links. And an SSLEngine over the
+ * channels, as replicas that authenticate their links run TLS. See
  * hybster-patch.
  */
 @RunWith(Parameterized.class)
@@ -332,6 +335,59 @@ public class BftUsagePatternTest {
                 }
             }
             return false;
+        }
+    }
+
+    /**
+     * A control port beside the replica links, as BFT systems keep one (for
+     * status and reconfiguration): a DatagramChannel on the same selector as
+     * the listener and its connections, each answered in turn (rdma-nio's
+     * selectors refused the JDK's datagram channels).
+     */
+    @Test(timeout = 120_000)
+    public void aDatagramControlPortSharesTheSelectorWithTheLinks() throws Exception {
+        try (Selector selector = provider.openSelector();
+                ServerSocketChannel listener = provider.openServerSocketChannel().bind(Providers.anyPort());
+                DatagramChannel control = provider.openDatagramChannel().bind(Providers.anyPort());
+                SocketChannel link = provider.openSocketChannel();
+                DatagramChannel operator = provider.openDatagramChannel().bind(Providers.anyPort())) {
+            listener.configureBlocking(false);
+            control.configureBlocking(false);
+            listener.register(selector, SelectionKey.OP_ACCEPT);
+            control.register(selector, SelectionKey.OP_READ);
+            link.connect(listener.getLocalAddress());
+            ByteBuffer in = ByteBuffer.allocate(64);
+            for (int round = 0; round < 20; round++) {
+                link.write(ByteBuffer.wrap(new byte[] {(byte) round}));
+                operator.send(ByteBuffer.wrap(new byte[] {(byte) round}), control.getLocalAddress());
+                int echoed = 0;
+                int answered = 0;
+                while (echoed == 0 || answered == 0) {
+                    selector.select(1_000);
+                    for (SelectionKey key : selector.selectedKeys()) {
+                        if (key.isAcceptable()) {
+                            SocketChannel accepted = listener.accept();
+                            accepted.configureBlocking(false);
+                            accepted.register(selector, SelectionKey.OP_READ);
+                        } else if (key.channel() == control) {
+                            SocketAddress from = control.receive(in.clear());
+                            control.send(in.flip(), from); // the status: the round asked for
+                            answered++;
+                        } else {
+                            SocketChannel connection = (SocketChannel) key.channel();
+                            assertTrue("the link stays open", connection.read(in.clear()) > 0);
+                            connection.write(in.flip());
+                            echoed++;
+                        }
+                    }
+                    selector.selectedKeys().clear();
+                }
+                assertEquals(1, link.read(in.clear()));
+                assertEquals(round, in.get(0));
+                operator.receive(in.clear());
+                assertEquals(1, in.position());
+                assertEquals(round, in.get(0));
+            }
         }
     }
 
