@@ -56,10 +56,9 @@ const LONGEST_REST: u32 = 64;
 
 impl AdaptiveSpin {
     pub(crate) fn new(max: Duration) -> AdaptiveSpin {
-        // The load file stays open once read (one fd for the process): open it
-        // with the first socket or selector rather than amid a program's work,
-        // where it would look like a leaked fd (OpenJDK's Unref test counts them).
-        let _ = sys::runnable_threads();
+        // The load sample's file opens with the first socket or selector (no
+        // syscall after that), not at the first sample amid a program's work.
+        let _ = sys::load_file();
         AdaptiveSpin { max, within: WHOLE, resting: 0, next_rest: FIRST_REST }
     }
 

@@ -63,10 +63,8 @@ pub(crate) fn drain_eventfd(fd: &OwnedFd) -> Result<bool> {
 /// stays open: each call is one `pread`.
 pub(crate) fn runnable_threads() -> Result<u32> {
     use std::os::unix::fs::FileExt;
-    static LOADAVG: std::sync::OnceLock<std::io::Result<std::fs::File>> = std::sync::OnceLock::new();
     let os = |source| Error::Os { op: "read(/proc/loadavg)", source };
-    let file = LOADAVG.get_or_init(|| std::fs::File::open("/proc/loadavg"));
-    let file = file.as_ref().map_err(|err| os(std::io::Error::new(err.kind(), err.to_string())))?;
+    let file = load_file().as_ref().map_err(|err| os(std::io::Error::new(err.kind(), err.to_string())))?;
     let mut text = [0u8; 128];
     let n = file.read_at(&mut text, 0).map_err(os)?;
     let text = String::from_utf8_lossy(&text[..n]);
@@ -75,6 +73,14 @@ pub(crate) fn runnable_threads() -> Result<u32> {
         .and_then(|field| field.split('/').next())
         .and_then(|runnable| runnable.parse().ok())
         .ok_or_else(|| Error::InvalidArgument(format!("unexpected /proc/loadavg: {text}")))
+}
+
+/// `/proc/loadavg`, opened at the first call and kept open (one fd for the
+/// process). Calling it early opens the file then, not amid a program's work
+/// where a new fd looks leaked (OpenJDK's Unref test counts them).
+pub(crate) fn load_file() -> &'static std::io::Result<std::fs::File> {
+    static LOADAVG: std::sync::OnceLock<std::io::Result<std::fs::File>> = std::sync::OnceLock::new();
+    LOADAVG.get_or_init(|| std::fs::File::open("/proc/loadavg"))
 }
 
 /// An fd and the poll(2) events that make it worth waking for.
