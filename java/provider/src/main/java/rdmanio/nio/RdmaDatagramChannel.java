@@ -393,13 +393,24 @@ final class RdmaDatagramChannel extends DatagramChannel implements RdmaChannel {
         if (dst.isReadOnly()) {
             throw new IllegalArgumentException("Read-only buffer");
         }
-        return (int) read(new ByteBuffer[] {dst}, 0, 1);
+        return transfer(true, dst, null, 0, 0);
     }
 
     @Override
     public long read(ByteBuffer[] dsts, int offset, int length) throws IOException {
         RdmaSocketChannel.checkBuffers(dsts, offset, length, true);
-        readLock.lock();
+        return transfer(true, null, dsts, offset, length);
+    }
+
+    /**
+     * A connected channel's read or write of one datagram, into or out of
+     * {@code single}, else across {@code buffers[offset, offset + length)}
+     * (two parameters rather than a one-element array: no allocation per datagram).
+     */
+    private int transfer(boolean reading, ByteBuffer single, ByteBuffer[] buffers, int offset, int length)
+            throws IOException {
+        ReentrantLock lock = reading ? readLock : writeLock;
+        lock.lock();
         try {
             ensureOpen();
             boolean blocking = isBlocking();
@@ -408,13 +419,17 @@ final class RdmaDatagramChannel extends DatagramChannel implements RdmaChannel {
             try {
                 beginOperation(blocking, true);
                 begun = true;
-                n = length == 1 ? receiveOne(dsts[offset], blocking, -1) : scatter(dsts, offset, length, blocking);
+                if (single != null) {
+                    n = reading ? receiveOne(single, blocking, -1) : writeOne(single, blocking);
+                } else {
+                    n = reading ? scatter(buffers, offset, length, blocking) : gather(buffers, offset, length, blocking);
+                }
                 return Math.max(n, 0);
             } finally {
                 endOperation(blocking, n > 0, begun);
             }
         } finally {
-            readLock.unlock();
+            lock.unlock();
         }
     }
 
@@ -495,29 +510,13 @@ final class RdmaDatagramChannel extends DatagramChannel implements RdmaChannel {
     @Override
     public int write(ByteBuffer src) throws IOException {
         Objects.requireNonNull(src, "src");
-        return (int) write(new ByteBuffer[] {src}, 0, 1);
+        return transfer(false, src, null, 0, 0);
     }
 
     @Override
     public long write(ByteBuffer[] srcs, int offset, int length) throws IOException {
         RdmaSocketChannel.checkBuffers(srcs, offset, length, false);
-        writeLock.lock();
-        try {
-            ensureOpen();
-            boolean blocking = isBlocking();
-            boolean begun = false;
-            int n = 0;
-            try {
-                beginOperation(blocking, true);
-                begun = true;
-                n = length == 1 ? writeOne(srcs[offset], blocking) : gather(srcs, offset, length, blocking);
-                return Math.max(n, 0);
-            } finally {
-                endOperation(blocking, n > 0, begun);
-            }
-        } finally {
-            writeLock.unlock();
-        }
+        return transfer(false, null, srcs, offset, length);
     }
 
     private int writeOne(ByteBuffer src, boolean blocking) throws IOException {
