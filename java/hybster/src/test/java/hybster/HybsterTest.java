@@ -146,6 +146,40 @@ public class HybsterTest {
     }
 
     /**
+     * An executed order leaves nothing behind, even where its last COMMITs
+     * arrive after it executed (a follower executes on the PREPARE and its own
+     * COMMIT): a replica that kept them would grow with every request and
+     * scan them all on every request.
+     */
+    @Test(timeout = 60_000)
+    public void executedOrdersLeaveNoStateBehind() throws Exception {
+        Cluster cluster = cluster(3);
+        List<Replica> replicas = new ArrayList<>();
+        List<LogApplication> applications = new ArrayList<>();
+        for (int id = 0; id < 3; id++) {
+            LogApplication application = new LogApplication();
+            Replica replica = track(new Replica(id, cluster, new SoftwareTrinx(id, TRINX_KEY, 1), application,
+                    SelectorProvider.provider(), Replica.Options.DEFAULTS.withViewChangeMillis(VIEW_CHANGE_MILLIS)));
+            replica.start();
+            replicas.add(replica);
+            applications.add(application);
+        }
+        Client client = track(new Client(Cluster.FIRST_CLIENT, cluster, SelectorProvider.provider(), 1000));
+        for (int i = 1; i <= 20; i++) {
+            assertEquals(i, count(client.invoke(op("r" + i), TIMEOUT_MILLIS)));
+        }
+        awaitExecuted(applications, 20);
+        long deadline = System.currentTimeMillis() + TIMEOUT_MILLIS;
+        for (Replica replica : replicas) {
+            while (replica.openOrders() > 0) {
+                assertTrue("replica " + replica.id() + " holds " + replica.openOrders() + " executed orders",
+                        System.currentTimeMillis() < deadline);
+                Thread.sleep(5);
+            }
+        }
+    }
+
+    /**
      * Three ordering instances, one led by each replica: clients of every
      * instance, sending at once and as many requests as 15, 5 and 1, each get
      * every result, and every replica executes the same sequence without a

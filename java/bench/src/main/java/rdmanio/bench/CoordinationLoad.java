@@ -5,6 +5,7 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.SplittableRandom;
 import java.util.concurrent.CyclicBarrier;
+import java.util.concurrent.TimeUnit;
 
 import hybster.Main;
 import hybster.client.Client;
@@ -15,7 +16,8 @@ import hybster.coordination.CoordinationClient;
  * Hybster cluster ({@code application=coordination}): CLIENTS clients, each
  * with its own connections, send REQUESTS requests one after the other: 90%
  * reads ({@code getData}) and 10% writes ({@code setData}) of 64-byte values
- * on 16 nodes, all ordered.
+ * on 16 nodes, all ordered. Each client warms up for {@code -Dbench.warmUpSeconds}
+ * (15) and at least a fifth of REQUESTS before the measured phase.
  *
  * <pre>
  * java rdmanio.bench.CoordinationLoad CONFIG CLIENTS REQUESTS HISTOGRAM_FILE
@@ -50,6 +52,9 @@ public final class CoordinationLoad {
         }
         Phase phase = new Phase();
         int warmUp = Math.max(50, requests / 5);
+        // Four JVMs on two cores: the replicas' JIT compilers take seconds more than
+        // a few hundred requests, and a phase that measures them measures the compiler.
+        long warmUpEnd = System.nanoTime() + TimeUnit.SECONDS.toNanos(Long.getLong("bench.warmUpSeconds", 15));
         CyclicBarrier measuring = new CyclicBarrier(clients, () -> {
             try {
                 phase.start();
@@ -65,7 +70,7 @@ public final class CoordinationLoad {
                 try (Client client = new Client(id, config.cluster(), config.provider(), 2000)) {
                     CoordinationClient coordination = new CoordinationClient(client, TIMEOUT_MILLIS);
                     SplittableRandom random = new SplittableRandom(id);
-                    for (int i = 0; i < warmUp; i++) {
+                    for (int i = 0; i < warmUp || System.nanoTime() < warmUpEnd; i++) {
                         request(coordination, random, value);
                     }
                     measuring.await();

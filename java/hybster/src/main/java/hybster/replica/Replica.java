@@ -110,6 +110,7 @@ public final class Replica implements Closeable {
     private final int instances;
     private volatile long stableCheckpoint;
     private volatile int logSize;
+    private volatile int openOrders;
     private final AtomicLong executed = new AtomicLong();
     private final AtomicLong rejected = new AtomicLong();
     private volatile int currentView;
@@ -248,6 +249,11 @@ public final class Replica implements Closeable {
         return logSize;
     }
 
+    /** Orders this replica holds PREPAREs or COMMITs of and has not executed. */
+    public int openOrders() {
+        return openOrders;
+    }
+
     /** Frames the network dropped (bad MAC, malformed). */
     public long dropped() {
         return node.dropped();
@@ -292,12 +298,13 @@ public final class Replica implements Closeable {
     private void onMessage(Message message) {
         if (message instanceof Request request) {
             onRequest(request);
-            return;
+        } else {
+            String refusal = counterOrder.offer(message, this::handleInOrder);
+            if (refusal != null) {
+                reject(message, refusal);
+            }
         }
-        String refusal = counterOrder.offer(message, this::handleInOrder);
-        if (refusal != null) {
-            reject(message, refusal);
-        }
+        openOrders = slots.size();
     }
 
     /** Handles a verified certified message that continues its sender's counter. */
@@ -481,6 +488,9 @@ public final class Replica implements Closeable {
                 || !trinx.verify(prepare.sender(), prepare.certificate(), Certified.certified(prepare))) {
             reject(commit, "its PREPARE is not the leader's");
             return;
+        }
+        if (commit.order() <= lastExecuted) {
+            return; // a COMMIT beyond the f + 1 that executed it: a slot for it would never go
         }
         slots.computeIfAbsent(commit.order(), o -> new Slot()).agreements.put(commit.sender(), commit.requestDigest());
         executeCommitted();
