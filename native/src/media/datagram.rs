@@ -523,6 +523,10 @@ impl ByteStream for DatagramSocket {
             self.readable = Some(poll_fd.revents & (libc::POLLIN | libc::POLLERR) != 0);
             self.writable = Some(poll_fd.revents & (libc::POLLOUT | libc::POLLERR) != 0);
         }
+        self.known_ready(interest)
+    }
+
+    fn known_ready(&mut self, interest: u32) -> Result<u32> {
         let mut ready = 0;
         if self.readable == Some(true) {
             ready |= ops::READ;

@@ -142,6 +142,11 @@ impl ByteStream for PipeEnd {
             self.other_end_closed |= poll_fd.revents & (libc::POLLHUP | libc::POLLERR) != 0;
             self.ready = Some(poll_fd.revents != 0);
         }
+        self.known_ready(interest)
+    }
+
+    fn known_ready(&mut self, interest: u32) -> Result<u32> {
+        let interest = interest & self.interest();
         Ok(if self.ready == Some(true) || self.other_end_closed { interest } else { 0 })
     }
 

@@ -118,6 +118,14 @@ pub trait ByteStream {
     /// here is the stream's failure, which the next read or write reports.
     fn ready(&mut self, interest: u32) -> Result<u32>;
 
+    /// What `ready` would say, without a syscall: a medium whose readiness is
+    /// the kernel's says not ready for a direction it has not heard of since
+    /// its last operation. A thread about to sleep on the kernel's fd looks
+    /// with this (the sleep itself returns at once for what is ready).
+    fn known_ready(&mut self, interest: u32) -> Result<u32> {
+        self.ready(interest)
+    }
+
     /// Asks the sources to signal the next change that may matter to `interest`.
     fn arm(&mut self, interest: u32) -> Result<()>;
 
@@ -258,6 +266,10 @@ impl<S: ByteStream + ?Sized> ByteStream for Box<S> {
 
     fn ready(&mut self, interest: u32) -> Result<u32> {
         (**self).ready(interest)
+    }
+
+    fn known_ready(&mut self, interest: u32) -> Result<u32> {
+        (**self).known_ready(interest)
     }
 
     fn arm(&mut self, interest: u32) -> Result<()> {

@@ -257,6 +257,10 @@ impl ByteStream for TcpByteStream {
     /// syscall, except once for a direction not known yet.
     fn ready(&mut self, interest: u32) -> Result<u32> {
         self.learn(interest)?;
+        self.known_ready(interest)
+    }
+
+    fn known_ready(&mut self, interest: u32) -> Result<u32> {
         let mut ready = 0;
         if self.readable == Known::Ready || self.input_ended || self.peer_closed || self.reset {
             ready |= ops::READ;

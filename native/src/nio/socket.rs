@@ -879,7 +879,7 @@ impl Socket {
         }
         let watch = state.waiting_interest();
         state.arm(watch)?;
-        if state.ready(interest) != 0 || self.is_closed() {
+        if state.known_ready(interest) != 0 || self.is_closed() {
             return state.disarm();
         }
         let [a, b, c] = state.sources(watch);
@@ -1013,7 +1013,19 @@ impl State {
         (0..self.waiting.len()).filter(|&bit| self.waiting[bit] > 0).fold(0, |ops, bit| ops | 1 << bit)
     }
 
+    /// Which of `interest` would not block now (see `ByteStream::ready`).
     fn ready(&mut self, interest: u32) -> u32 {
+        self.look(interest, true)
+    }
+
+    /// `ready` without a syscall (see `ByteStream::known_ready`): the look of
+    /// a thread about to sleep, whose sleep on a kernel fd returns at once for
+    /// what is ready.
+    fn known_ready(&mut self, interest: u32) -> u32 {
+        self.look(interest, false)
+    }
+
+    fn look(&mut self, interest: u32, ask_kernel: bool) -> u32 {
         if self.pending_failure.is_some() || self.failed.is_some() {
             return interest;
         }
@@ -1035,7 +1047,11 @@ impl State {
                 }
                 Err(err) => Err(err),
             },
-            Role::Connected(connected) => connected.stream.ready(interest).map(|ready| {
+            Role::Connected(connected) => match ask_kernel {
+                true => connected.stream.ready(interest),
+                false => connected.stream.known_ready(interest),
+            }
+            .map(|ready| {
                 let connect = if self.connect_untaken { ops::CONNECT } else { 0 };
                 let eof = if self.input_shut { ops::READ } else { 0 };
                 ready | connect | eof
@@ -1060,11 +1076,14 @@ impl State {
         }
     }
 
-    /// A connection on a medium that signals by itself, which last said it has
-    /// nothing to read (a read would only find so).
+    /// A connection on a medium that signals by itself, which has not said
+    /// since its last read that it has something to read: a blocking read
+    /// sleeps on the kernel's fd first, which returns at once if something
+    /// is there (a read first would find nothing or, as a look first would,
+    /// cost a syscall more).
     fn known_drained(&mut self) -> bool {
         matches!(&self.role, Role::Connected(connected) if connected.stream.signals_by_itself())
-            && self.ready(ops::READ) == 0
+            && self.known_ready(ops::READ) == 0
     }
 
     /// See `Look::signals_by_itself`: a connection's medium tells; a connect
