@@ -98,14 +98,25 @@ public class HybsterTest {
     List<LogApplication> startWithInstances(Cluster cluster, SelectorProvider provider, long viewChangeMillis,
             int instances, int... ids) throws IOException {
         List<LogApplication> applications = new ArrayList<>();
+        Replica.Options options =
+                Replica.Options.DEFAULTS.withViewChangeMillis(viewChangeMillis).withInstances(instances);
+        start(cluster, provider, options, applications, ids);
+        return applications;
+    }
+
+    /** Replicas {@code ids} with {@code options}; their applications join {@code applications}. */
+    List<Replica> start(Cluster cluster, SelectorProvider provider, Replica.Options options,
+            List<LogApplication> applications, int... ids) throws IOException {
+        List<Replica> replicas = new ArrayList<>();
         for (int id : ids) {
             LogApplication application = new LogApplication();
             Replica replica = track(new Replica(id, cluster, new SoftwareTrinx(id, TRINX_KEY, 1), application,
-                    provider, Replica.Options.DEFAULTS.withViewChangeMillis(viewChangeMillis).withInstances(instances)));
+                    provider, options));
             replica.start();
+            replicas.add(replica);
             applications.add(application);
         }
-        return applications;
+        return replicas;
     }
 
     static long count(byte[] result) {
@@ -154,16 +165,9 @@ public class HybsterTest {
     @Test(timeout = 60_000)
     public void executedOrdersLeaveNoStateBehind() throws Exception {
         Cluster cluster = cluster(3);
-        List<Replica> replicas = new ArrayList<>();
         List<LogApplication> applications = new ArrayList<>();
-        for (int id = 0; id < 3; id++) {
-            LogApplication application = new LogApplication();
-            Replica replica = track(new Replica(id, cluster, new SoftwareTrinx(id, TRINX_KEY, 1), application,
-                    SelectorProvider.provider(), Replica.Options.DEFAULTS.withViewChangeMillis(VIEW_CHANGE_MILLIS)));
-            replica.start();
-            replicas.add(replica);
-            applications.add(application);
-        }
+        List<Replica> replicas = start(cluster, SelectorProvider.provider(),
+                Replica.Options.DEFAULTS.withViewChangeMillis(VIEW_CHANGE_MILLIS), applications, 0, 1, 2);
         Client client = track(new Client(Cluster.FIRST_CLIENT, cluster, SelectorProvider.provider(), 1000));
         for (int i = 1; i <= 20; i++) {
             assertEquals(i, count(client.invoke(op("r" + i), TIMEOUT_MILLIS)));
@@ -358,16 +362,9 @@ public class HybsterTest {
     public void stableCheckpointsTruncateTheLogAndAViewChangeStillWorks() throws Exception {
         Cluster cluster = cluster(3);
         List<LogApplication> applications = new ArrayList<>();
-        List<Replica> replicas = new ArrayList<>();
-        for (int id = 0; id < 3; id++) {
-            LogApplication application = new LogApplication();
-            Replica replica = track(new Replica(id, cluster, new SoftwareTrinx(id, TRINX_KEY, 1), application,
-                    SelectorProvider.provider(),
-                    Replica.Options.DEFAULTS.withViewChangeMillis(VIEW_CHANGE_MILLIS).withCheckpointInterval(5)));
-            replica.start();
-            applications.add(application);
-            replicas.add(replica);
-        }
+        Replica.Options options =
+                Replica.Options.DEFAULTS.withViewChangeMillis(VIEW_CHANGE_MILLIS).withCheckpointInterval(5);
+        List<Replica> replicas = start(cluster, SelectorProvider.provider(), options, applications, 0, 1, 2);
         Client client = track(new Client(Cluster.FIRST_CLIENT, cluster, SelectorProvider.provider(), 300));
         for (int i = 1; i <= 12; i++) {
             assertEquals(i, count(client.invoke(op("c" + i), TIMEOUT_MILLIS)));
