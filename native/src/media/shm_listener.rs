@@ -148,6 +148,18 @@ impl ShmStream {
         from: Option<SocketAddr>,
         timeout: Option<Duration>,
     ) -> Result<ShmStream> {
+        Self::connect_wakeable(addr, from, timeout, None)
+    }
+
+    /// `connect`, which a signal on `waker` (readable) ends with `Closed`
+    /// while it waits for the listener's answer: a blocking connect in the
+    /// caller's thread that a close must wake.
+    pub(crate) fn connect_wakeable(
+        addr: SocketAddr,
+        from: Option<SocketAddr>,
+        timeout: Option<Duration>,
+        waker: Option<RawFd>,
+    ) -> Result<ShmStream> {
         let (local, port) = match from {
             // Bound to a wildcard address: the connection is on the one it reached.
             Some(from) if from.ip().is_unspecified() => (SocketAddr::new(addr.ip(), from.port()), None),
@@ -165,6 +177,13 @@ impl ShmStream {
                     }
                     _ => Error::Os { op: "connect(shm listener)", source },
                 })?;
+        if let Some(waker) = waker {
+            let [answered, woken] =
+                sys::wait_readable("shm handover", [socket.as_raw_fd(), waker], Deadline::after(timeout))?;
+            if woken && !answered {
+                return Err(Error::Closed("connect"));
+            }
+        }
         socket
             .set_read_timeout(timeout)
             .map_err(|source| Error::Os { op: "shm handover timeout", source })?;
@@ -276,6 +295,30 @@ mod tests {
         assert_eq!(err.errno(), Some(libc::EADDRINUSE), "{err}");
         let err = listener.accept(Some(Duration::from_millis(30))).err().expect("accepted nobody");
         assert!(matches!(err, Error::TimedOut { op: "shm accept", .. }), "{err}");
+    }
+
+    /// A connect in a caller's thread that a close must be able to end: the
+    /// listener never answers (it accepts nobody), the waker does.
+    #[test]
+    fn a_wakeable_connect_the_listener_does_not_answer_ends_with_its_waker() {
+        let _listener = ShmListener::bind(addr(40006), RingConfig::new(4096, 1024, 1).unwrap()).unwrap();
+        let waker = std::sync::Arc::new(sys::eventfd().unwrap());
+        let signaller = {
+            let waker = std::sync::Arc::clone(&waker);
+            thread::spawn(move || {
+                thread::sleep(Duration::from_millis(100));
+                sys::signal_eventfd(&waker).unwrap();
+            })
+        };
+        let err = ShmStream::connect_wakeable(addr(40006), None, TIMEOUT, Some(waker.as_raw_fd()))
+            .err()
+            .expect("connected to a listener that accepts nobody");
+        assert!(matches!(err, Error::Closed("connect")), "{err}");
+        signaller.join().unwrap();
+        let err = ShmStream::connect(addr(40006), None, Some(Duration::from_millis(50)))
+            .err()
+            .expect("connected to a listener that accepts nobody");
+        assert!(matches!(err, Error::TimedOut { .. }), "without a waker the timeout ends it: {err}");
     }
 
     #[test]

@@ -248,15 +248,32 @@ pub(crate) fn connect_offered(
                     done => return done,
                 }
             }
-            match connect_offered(addr, Transport::Rdma, options, timeout, offer, from) {
-                Err(err @ (Error::NoDevice(_) | Error::Unreachable { .. } | Error::ConnectionRefused(_))) => {
-                    log::debug!("auto transport to {addr}: no RDMA ({err}), using TCP");
-                }
-                done => return done,
-            }
-            connect_offered(addr, Transport::Tcp, options, timeout, offer, from)
+            connect_past_shm(addr, options, timeout, offer, from)
         }
     }
+}
+
+/// Whether the host has an RDMA device at all (a few syscalls: no cache, so
+/// a device added later is found). Without one, `auto` goes straight to TCP.
+pub(crate) fn host_has_rdma() -> bool {
+    crate::rdma::verbs::device_names().is_ok()
+}
+
+/// `auto` where shm does not reach the peer: RDMA when a device reaches it, else TCP.
+pub(crate) fn connect_past_shm(
+    addr: SocketAddr,
+    options: &TransportOptions,
+    timeout: Option<Duration>,
+    offer: &GroupOffer,
+    from: Option<&ReservedPort>,
+) -> Result<(Medium, Stream)> {
+    match connect_offered(addr, Transport::Rdma, options, timeout, offer, from) {
+        Err(err @ (Error::NoDevice(_) | Error::Unreachable { .. } | Error::ConnectionRefused(_))) => {
+            log::debug!("auto transport to {addr}: no RDMA ({err}), using TCP");
+        }
+        done => return done,
+    }
+    connect_offered(addr, Transport::Tcp, options, timeout, offer, from)
 }
 
 /// A failed TCP connect to `addr` as the engine reports it.

@@ -1,6 +1,7 @@
-//! The threads that make connections. A connect over rdma_cm, or over shm's
-//! rendezvous, blocks until the peer answers, so it runs off the caller's
-//! thread; starting an OS thread for each cost more than a refused connect on
+//! The threads that make connections. A connect over rdma_cm, or a
+//! non-blocking channel's over shm's rendezvous, blocks until the peer
+//! answers, so it runs off the caller's thread (a blocking channel's over shm
+//! or TCP runs in the caller's: `Socket::connect_here`); starting an OS thread for each cost more than a refused connect on
 //! the JDK takes, so the threads stay for the next connect, and one that has
 //! had nothing to do for `IDLE_FOR` ends. Concurrent connects still get a
 //! thread each: a slow connect never holds up the others.

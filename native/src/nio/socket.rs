@@ -34,6 +34,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use crate::error::{Error, Result};
 use crate::media::datagram::DatagramSocket;
 use crate::media::pipe::PipeEnd;
+use crate::media::shm::ShmStream;
 use crate::media::stream::{ops, ByteStream, ReadOutcome, WaitSource};
 use crate::media::tcp::TcpByteStream;
 use crate::media::transport::{self, Medium, Stream, StreamListener, Transport, TransportOptions};
@@ -324,6 +325,19 @@ impl Socket {
             }
             return sys::signal_eventfd(&self.kick);
         }
+        self.start_connect_thread(&mut state, addr, move |offer, from| {
+            transport::connect_offered(addr, transport, &options, timeout, offer, from)
+        })
+    }
+
+    /// Runs `connect` (given the completion group to offer and the bound
+    /// port) on a connector thread; the socket is connecting meanwhile.
+    fn start_connect_thread(
+        &self,
+        state: &mut State,
+        addr: SocketAddr,
+        connect: impl FnOnce(&GroupOffer, Option<&ReservedPort>) -> Result<(Medium, Stream)> + Send + 'static,
+    ) -> Result<()> {
         let signal = Arc::new(sys::eventfd()?);
         let (done, outcome) = mpsc::sync_channel(1);
         let signal_for_thread = Arc::clone(&signal);
@@ -333,8 +347,7 @@ impl Socket {
             // Signals after the outcome is sent, or its sender dropped by a panic.
             let _signal = SignalOnDrop(signal_for_thread, addr);
             let done = done;
-            let outcome =
-                transport::connect_offered(addr, transport, &options, timeout, &offer, from.as_deref());
+            let outcome = connect(&offer, from.as_deref());
             drop(from); // before the signal: a TCP connection's socket is then the stream's alone
             let _ = done.send(outcome);
         })?;
@@ -344,10 +357,75 @@ impl Socket {
         sys::signal_eventfd(&self.kick)
     }
 
+    /// A blocking channel's connect, in the calling thread wherever nothing
+    /// in it can block past a close (TCP's connect and shm's handover watch
+    /// the kick): true once connected. Else (RDMA, also as `auto`'s where
+    /// the host has a device) it starts as `start_connect` and says false:
+    /// `finish_connect` waits for it. The common blocking
+    /// connects thus make no thread hand-off (two wake-ups, which cost a
+    /// refused connect more than the JDK's whole connect).
+    pub fn connect_here(
+        &self,
+        addr: SocketAddr,
+        transport: Transport,
+        options: TransportOptions,
+        timeout: Option<Duration>,
+    ) -> Result<bool> {
+        match transport {
+            Transport::Tcp => self.connect_tcp_here(addr, timeout).map(|()| true),
+            Transport::Shm | Transport::Auto if transport::is_local(addr.ip()) => {
+                match self.connect_shm_here(addr, timeout) {
+                    Err(Error::ConnectionRefused(_)) if transport == Transport::Auto => {
+                        self.connect_past_shm_here(addr, options, timeout)
+                    }
+                    done => done.map(|()| true),
+                }
+            }
+            Transport::Auto => self.connect_past_shm_here(addr, options, timeout),
+            _ => self.start_connect(addr, transport, options, timeout).map(|()| false),
+        }
+    }
+
+    /// `auto` where shm does not reach: over TCP in the calling thread on a
+    /// host without an RDMA device, else (RDMA first) on a connector thread.
+    fn connect_past_shm_here(
+        &self,
+        addr: SocketAddr,
+        options: TransportOptions,
+        timeout: Option<Duration>,
+    ) -> Result<bool> {
+        if !transport::host_has_rdma() {
+            return self.connect_tcp_here(addr, timeout).map(|()| true);
+        }
+        let mut state = self.fresh_state()?;
+        self.start_connect_thread(&mut state, addr, move |offer, from| {
+            transport::connect_past_shm(addr, &options, timeout, offer, from)
+        })?;
+        Ok(false)
+    }
+
+    /// Connects to `addr` over shm in the calling thread; a close wakes it with `Closed`.
+    fn connect_shm_here(&self, addr: SocketAddr, timeout: Option<Duration>) -> Result<()> {
+        // The reservation stays the socket's: it holds the connection's port for its life.
+        let from = self.fresh_state()?.bound.as_deref().map(ReservedPort::addr);
+        let stream = ShmStream::connect_wakeable(addr, from, timeout, Some(self.kick.as_raw_fd()));
+        let mut state = self.state.lock();
+        if self.is_closed() {
+            return Err(Error::Closed("connect"));
+        }
+        let stream = stream?;
+        let local = stream.local_addr().unwrap_or(SocketAddr::new(addr.ip(), 0));
+        let peer = stream.peer_addr().unwrap_or(addr);
+        state.role =
+            Role::Connected(Connected { medium: Medium::Shm, stream: Box::new(stream), local, peer });
+        // Selectors that watch this socket (made non-blocking meanwhile) look again.
+        sys::signal_eventfd(&self.kick)
+    }
+
     /// Connects to `addr` over TCP in the calling thread, as a blocking
     /// channel's connect does (no connector thread: the kernel connects while
     /// the caller waits); a close wakes it with `Closed`.
-    pub fn connect_tcp_here(&self, addr: SocketAddr, timeout: Option<Duration>) -> Result<()> {
+    fn connect_tcp_here(&self, addr: SocketAddr, timeout: Option<Duration>) -> Result<()> {
         let from = self.fresh_state()?.bound.clone();
         let connected = sys::port::connect_tcp(from.as_deref(), addr, timeout, Some(self.kick.as_raw_fd()));
         drop(from); // the stream's socket is then its own

@@ -164,17 +164,23 @@ export! {
 }
 
 export! {
-    /// A blocking channel's TCP connect, made in the calling thread.
-    fn Java_rdmanio_nio_SocketNative_connectTcpHere<'l>(
+    /// A blocking channel's connect, made in the calling thread where it can
+    /// be (see `Socket::connect_here`): true once connected, false when it
+    /// goes on in a connector thread (`finishConnect` waits).
+    fn Java_rdmanio_nio_SocketNative_connectHere<'l>(
         env,
         handle: jlong,
         ip: JString<'l>,
         port: jint,
+        transport: JString<'l>,
+        ring_bytes: jint,
         timeout_millis: jint,
-    ) {
+    ) -> jboolean {
         let addr = socket_addr(env, &ip, port)?;
+        let transport = parse::<Transport>(env, &transport)?;
         // SAFETY: the Java side passes a live handle.
-        Ok(unsafe { socket(handle)? }.connect_tcp_here(addr, timeout(timeout_millis))?)
+        let socket = unsafe { socket(handle)? };
+        Ok(socket.connect_here(addr, transport, transport_options(ring_bytes)?, timeout(timeout_millis))?)
     }
 }
 

@@ -188,8 +188,8 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
         try {
             writeLock.lock();
             try {
-                // A blocking TCP connect needs no helper thread: the kernel connects while this one waits.
-                boolean here = isBlocking() && config.transport.equals("tcp");
+                // A blocking connect needs no helper thread where nothing in it blocks past a close.
+                boolean here = isBlocking() && !config.transport.equals("rdma");
                 synchronized (stateLock) {
                     ensureOpen();
                     if (state == ST_CONNECTED) {
@@ -206,7 +206,7 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
                     remoteAddress = address;
                 }
                 if (here) {
-                    connectHere(target.getHostAddress(), address.getPort(), timeoutMillis);
+                    connectHere(target.getHostAddress(), address.getPort(), receiveBufferSize, timeoutMillis);
                 }
                 return isBlocking() && completeConnect();
             } finally {
@@ -241,14 +241,18 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
         }
     }
 
-    /** A blocking TCP connect in this thread (interruptible, as any blocking step); a failure closes the channel. */
-    private void connectHere(String ip, int port, int timeoutMillis) throws IOException {
+    /**
+     * A blocking connect in this thread (interruptible, as any blocking step),
+     * or started in a helper thread that {@link #completeConnect} then waits
+     * for; a failure closes the channel.
+     */
+    private void connectHere(String ip, int port, int receiveBufferSize, int timeoutMillis) throws IOException {
         try {
             boolean blocking = beginIo(false);
             boolean connected = false;
             try {
-                SocketNative.connectTcpHere(socket.handle, ip, port, timeoutMillis);
-                connected = true;
+                connected = SocketNative.connectHere(socket.handle, ip, port, config.transport, receiveBufferSize,
+                        timeoutMillis);
             } finally {
                 endIo(blocking, connected);
             }

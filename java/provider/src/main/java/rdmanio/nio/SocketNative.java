@@ -93,10 +93,13 @@ final class SocketNative {
             int timeoutMillis) throws IOException;
 
     /**
-     * Connects over TCP in the calling thread (a blocking channel's connect:
-     * no helper thread); a close wakes it.
+     * A blocking channel's connect, in the calling thread where it can be
+     * (TCP; shm, also as {@code auto}'s first try): no helper thread; a close
+     * wakes it. True once connected; false when it goes on in a helper thread
+     * ({@code auto} past shm, RDMA), which {@link #finishConnect} waits for.
      */
-    static native void connectTcpHere(long socket, String ip, int port, int timeoutMillis) throws IOException;
+    static native boolean connectHere(long socket, String ip, int port, String transport, int ringBytes,
+            int timeoutMillis) throws IOException;
 
     /** True once connected; false while under way and {@code block} is false. */
     static native boolean finishConnect(long socket, boolean block) throws IOException;
