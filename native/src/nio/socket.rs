@@ -361,9 +361,9 @@ impl Socket {
     /// in it can block past a close (TCP's connect and shm's handover watch
     /// the kick): true once connected. Else (RDMA, also as `auto`'s where
     /// the host has a device) it starts as `start_connect` and says false:
-    /// `finish_connect` waits for it. The common blocking
-    /// connects thus make no thread hand-off (two wake-ups, which cost a
-    /// refused connect more than the JDK's whole connect).
+    /// `finish_connect` waits for it. The common blocking connects thus make
+    /// no thread hand-off (two wake-ups, which cost a refused connect more
+    /// than the JDK's whole connect).
     pub fn connect_here(
         &self,
         addr: SocketAddr,
