@@ -493,6 +493,10 @@ impl ByteStream for DatagramSocket {
         })
     }
 
+    fn available(&mut self) -> Result<usize> {
+        sys::bytes_readable(self.fd.as_raw_fd())
+    }
+
     fn wait(&mut self, interest: Interest, deadline: Deadline) -> Result<()> {
         let events = match interest {
             Interest::Read => libc::POLLIN,

@@ -112,6 +112,10 @@ impl ByteStream for PipeEnd {
         }
     }
 
+    fn available(&mut self) -> Result<usize> {
+        sys::bytes_readable(self.fd.as_raw_fd())
+    }
+
     fn wait(&mut self, _interest: Interest, deadline: Deadline) -> Result<()> {
         sys::wait_for("pipe", [(self.fd.as_raw_fd(), self.poll_events())], deadline)?;
         Ok(())

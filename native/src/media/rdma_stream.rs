@@ -491,6 +491,14 @@ impl ByteStream for RdmaStream {
         self.revoking_on_violation(|s| s.read_some(out))
     }
 
+    fn available(&mut self) -> Result<usize> {
+        self.revoking_on_violation(|s| {
+            s.progress()?;
+            let capacity = s.reader_capacity();
+            Ok(s.reader.available(&s.incoming.bytes()[..capacity])?)
+        })
+    }
+
     fn wait(&mut self, interest: Interest, deadline: Deadline) -> Result<()> {
         self.revoking_on_violation(|s| match interest {
             Interest::Write => {

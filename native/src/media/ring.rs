@@ -623,35 +623,71 @@ impl RingReader {
                 break;
             };
             let len = header.len as usize;
-            let payload_at = self.config.index(position) + HEADER_LEN;
             let room = out.len() - done;
-            // Copy the payload out of the ring before checking it: the writer
-            // cannot change what was checked.
-            let copy = if len <= room {
-                let dst = &mut out[done..done + len];
-                ring.copy_out(payload_at, dst);
-                &dst[..]
-            } else {
-                self.staged.resize(len, 0);
-                ring.copy_out(payload_at, &mut self.staged);
-                &self.staged[..]
-            };
-            let computed = header.compute_check(self.config.seed, copy);
-            if computed != header.check {
-                self.staged.clear();
-                return Err(Violation::Check { position, found: header.check, computed });
-            }
-            self.seq = self.seq.wrapping_add(1);
-            self.head = position + record_len(len) as u64;
-            self.ack = Some(header.ack);
             if len <= room {
+                self.take_record(ring, header, position, &mut out[done..done + len])?;
                 done += len;
             } else {
-                self.staged_read = 0;
+                self.stage_record(ring, header, position)?;
                 done += self.read_staged(&mut out[done..]);
             }
         }
         Ok(done)
+    }
+
+    /// How many stream bytes a read returns now, at least: the rest of the
+    /// record being delivered, else the whole next published record, which
+    /// is taken out of the ring and checked for it (the next reads deliver
+    /// it). 0 when no data record is published.
+    ///
+    /// # Errors
+    /// The first [`Violation`] found; the reader must not be used after one.
+    pub fn available(&mut self, ring: &(impl RingMemory + ?Sized)) -> Result<usize, Violation> {
+        if self.staged.is_empty() {
+            if let Some((header, position)) = self.next_record(ring)? {
+                self.stage_record(ring, header, position)?;
+            }
+        }
+        Ok(self.staged.len() - self.staged_read)
+    }
+
+    /// Takes the record at `position` out of the ring into the staging buffer.
+    fn stage_record(
+        &mut self,
+        ring: &(impl RingMemory + ?Sized),
+        header: Header,
+        position: u64,
+    ) -> Result<(), Violation> {
+        let mut staged = std::mem::take(&mut self.staged);
+        staged.resize(header.len as usize, 0);
+        let taken = self.take_record(ring, header, position, &mut staged);
+        self.staged = staged;
+        self.staged_read = 0;
+        if taken.is_err() {
+            self.staged.clear();
+        }
+        taken
+    }
+
+    /// Copies the payload of the record at `position` into `out` (its length),
+    /// checks it and moves past the record. The payload is copied out of the
+    /// ring before it is checked: the writer cannot change what was checked.
+    fn take_record(
+        &mut self,
+        ring: &(impl RingMemory + ?Sized),
+        header: Header,
+        position: u64,
+        out: &mut [u8],
+    ) -> Result<(), Violation> {
+        ring.copy_out(self.config.index(position) + HEADER_LEN, out);
+        let computed = header.compute_check(self.config.seed, out);
+        if computed != header.check {
+            return Err(Violation::Check { position, found: header.check, computed });
+        }
+        self.seq = self.seq.wrapping_add(1);
+        self.head = position + record_len(out.len()) as u64;
+        self.ack = Some(header.ack);
+        Ok(())
     }
 
     fn read_staged(&mut self, out: &mut [u8]) -> usize {
@@ -885,6 +921,30 @@ mod tests {
         }
         assert_eq!(got, b"abcdefghijKLM");
         assert!(!pair.reader.has_data());
+    }
+
+    #[test]
+    fn available_counts_the_record_at_hand_and_reads_deliver_it_after() {
+        let mut pair = Pair::new(256, 64);
+        assert_eq!(pair.reader.available(&pair.ring[..]).unwrap(), 0);
+        pair.send(b"abcdefghij");
+        pair.send(b"KLM");
+        assert_eq!(pair.reader.available(&pair.ring[..]).unwrap(), 10);
+        assert_eq!(pair.reader.available(&pair.ring[..]).unwrap(), 10, "a second look takes nothing more");
+        let mut out = [0u8; 4];
+        assert_eq!(pair.reader.read(&pair.ring[..], &mut out).unwrap(), 4);
+        assert_eq!(pair.reader.available(&pair.ring[..]).unwrap(), 6);
+        assert_eq!(pair.read_all().unwrap(), b"efghijKLM");
+        assert_eq!(pair.reader.available(&pair.ring[..]).unwrap(), 0);
+    }
+
+    #[test]
+    fn available_checks_the_record_it_counts() {
+        let mut pair = Pair::new(256, 64);
+        forge(&mut pair, 0, Header { check: 1, ..valid(4, 0, b"abcd") }, b"abcd");
+        pair.reader.publish(32).unwrap();
+        let err = pair.reader.available(&pair.ring[..]).expect_err("a forged record counted");
+        assert!(matches!(err, Violation::Check { found: 1, .. }), "{err}");
     }
 
     #[test]

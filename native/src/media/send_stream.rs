@@ -596,6 +596,15 @@ impl ByteStream for SendStream {
         self.revoking_on_violation(|s| s.read_some(out))
     }
 
+    /// The bytes of every message that arrived and is not yet read.
+    fn available(&mut self) -> Result<usize> {
+        self.revoking_on_violation(|s| {
+            s.progress()?;
+            let arrived: usize = s.arrivals.iter().filter(|a| !a.end).map(|a| a.len as usize).sum();
+            Ok(arrived - s.front_read)
+        })
+    }
+
     fn wait(&mut self, interest: Interest, deadline: Deadline) -> Result<()> {
         self.revoking_on_violation(|s| match interest {
             Interest::Write => {

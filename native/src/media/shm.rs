@@ -515,6 +515,12 @@ impl ByteStream for ShmStream {
         })
     }
 
+    fn available(&mut self) -> Result<usize> {
+        let tail = self.map.word64(self.peer(TAIL)).load(Ordering::Acquire);
+        self.reader.publish(tail)?;
+        Ok(self.reader.available(&self.incoming)?)
+    }
+
     fn wait(&mut self, interest: Interest, deadline: Deadline) -> Result<()> {
         match interest {
             Interest::Write => self.sleep_until("shm write", WAITS_CREDIT, deadline, |s| {
@@ -534,8 +540,11 @@ impl ByteStream for ShmStream {
         self.flush_end()
     }
 
+    /// Closes as a TCP close does: bytes left unread reset the connection
+    /// (the peer learns they were lost), else it ends after what was written.
     fn close(&mut self) {
-        self.set_closed(CLOSED_CLEANLY);
+        let unread = self.available().map_or(true, |unread| unread > 0);
+        self.set_closed(if unread { RESET } else { CLOSED_CLEANLY });
     }
 
     fn abort(&mut self) {

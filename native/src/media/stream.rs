@@ -66,6 +66,14 @@ pub trait ByteStream {
     /// A protocol violation by the peer; a failure of the medium.
     fn try_read(&mut self, out: &mut [u8]) -> Result<ReadOutcome>;
 
+    /// How many bytes a read returns now without waiting, at least (the
+    /// socket adaptor's `available()`): exact where the kernel keeps the
+    /// bytes (`FIONREAD`), the next message or record on the other media.
+    ///
+    /// # Errors
+    /// A protocol violation by the peer; a failure of the medium.
+    fn available(&mut self) -> Result<usize>;
+
     /// Sleeps until `interest` can make progress (it may wake early: callers
     /// retry), or fails with `TimedOut` at the deadline.
     fn wait(&mut self, interest: Interest, deadline: Deadline) -> Result<()>;
@@ -262,6 +270,10 @@ impl<S: ByteStream + ?Sized> ByteStream for Box<S> {
 
     fn peer_addr(&self) -> Option<SocketAddr> {
         (**self).peer_addr()
+    }
+
+    fn available(&mut self) -> Result<usize> {
+        (**self).available()
     }
 
     fn ready(&mut self, interest: u32) -> Result<u32> {

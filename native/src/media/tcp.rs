@@ -183,6 +183,10 @@ impl ByteStream for TcpByteStream {
         }
     }
 
+    fn available(&mut self) -> Result<usize> {
+        sys::bytes_readable(self.socket.as_raw_fd())
+    }
+
     fn wait(&mut self, interest: Interest, deadline: Deadline) -> Result<()> {
         let (op, events) = match interest {
             Interest::Read => ("tcp read", libc::POLLIN),
@@ -200,7 +204,14 @@ impl ByteStream for TcpByteStream {
         }
     }
 
+    /// Ends the connection as a TCP close does: with a reset when received
+    /// bytes are left unread (the peer learns they were lost), else with a
+    /// FIN after what was written.
     fn close(&mut self) {
+        if self.available().is_ok_and(|unread| unread > 0) {
+            self.abort();
+            return;
+        }
         // Not connected any more: the peer went first, nothing to tell it.
         let _ = self.socket.shutdown(std::net::Shutdown::Both);
     }
@@ -210,7 +221,7 @@ impl ByteStream for TcpByteStream {
     fn abort(&mut self) {
         if let Err(err) = sys::reset_tcp(self.socket.as_raw_fd()) {
             log::debug!("tcp abort: {err}; closing instead");
-            self.close();
+            let _ = self.socket.shutdown(std::net::Shutdown::Both);
         }
     }
 

@@ -763,6 +763,18 @@ impl Socket {
         sys::signal_eventfd(&self.kick)
     }
 
+    /// How many bytes a read returns now without waiting, at least
+    /// (`ByteStream::available`): the socket adaptor's `available()`. 0 once
+    /// reading was shut down.
+    pub fn available(&self) -> Result<usize> {
+        let mut state = self.state.lock();
+        if state.input_shut {
+            return Ok(0);
+        }
+        let available = state.connected()?.stream.available();
+        self.check(&mut state, available)
+    }
+
     /// The local and the peer's address of a connection; a listener's address twice.
     pub fn addresses(&self) -> Result<(SocketAddr, SocketAddr)> {
         let mut state = self.state.lock();

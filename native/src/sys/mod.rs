@@ -110,6 +110,15 @@ pub(crate) fn reset_tcp(socket: RawFd) -> Result<()> {
     })
 }
 
+/// The bytes waiting to be read on a socket or pipe (`FIONREAD`): for a TCP
+/// socket its received stream bytes, for a UDP socket the next datagram's.
+pub(crate) fn bytes_readable(fd: RawFd) -> Result<usize> {
+    let mut count: libc::c_int = 0;
+    // SAFETY: a live fd and an int for the count, as FIONREAD writes.
+    check("ioctl(FIONREAD)", unsafe { libc::ioctl(fd, libc::FIONREAD, &mut count as *mut libc::c_int) })?;
+    Ok(usize::try_from(count).unwrap_or(0))
+}
+
 /// The index of network interface `name` (an IPv6 scope).
 ///
 /// # Errors

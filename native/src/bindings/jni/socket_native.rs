@@ -290,6 +290,15 @@ export! {
 }
 
 export! {
+    /// The bytes a read returns now without waiting, at least (`Socket::available`).
+    fn Java_rdmanio_nio_SocketNative_available<'l>(_, handle: jlong) -> jint {
+        // SAFETY: as above.
+        let available = unsafe { socket(handle)? }.available()?;
+        Ok(jint::try_from(available).unwrap_or(jint::MAX))
+    }
+}
+
+export! {
     /// The medium's name (`Medium`'s `Display`).
     fn Java_rdmanio_nio_SocketNative_medium<'l>(env, handle: jlong) -> JString<'l> {
         // SAFETY: as above.

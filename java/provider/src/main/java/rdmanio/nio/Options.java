@@ -24,6 +24,18 @@ final class Options {
         }
     }
 
+    /**
+     * An IP_TOS value: 0-255, as the JDK checks it. (A socket channel keeps
+     * it as it keeps TCP_NODELAY, without applying it to its medium.)
+     */
+    static int trafficClass(Object value) {
+        int tos = (Integer) value;
+        if (tos < 0 || tos > 255) {
+            throw new IllegalArgumentException("Invalid IP_TOS value");
+        }
+        return tos;
+    }
+
     /** A buffer size (SO_RCVBUF, SO_SNDBUF): 0 (the default ring, as a kernel takes 0 for its least) or more. */
     static int bufferSize(Object value) {
         int size = (Integer) value;

@@ -594,8 +594,8 @@ final class RdmaDatagramChannel extends DatagramChannel implements RdmaChannel {
         if (name == StandardSocketOptions.SO_SNDBUF || name == StandardSocketOptions.SO_RCVBUF) {
             return Options.bufferSize(value);
         }
-        if (name == StandardSocketOptions.IP_TOS && (i < 0 || i > 255)) {
-            throw new IllegalArgumentException("Invalid IP_TOS value");
+        if (name == StandardSocketOptions.IP_TOS) {
+            return Options.trafficClass(value);
         }
         if (name == StandardSocketOptions.IP_MULTICAST_TTL && (i < 0 || i > 255)) {
             throw new IllegalArgumentException("Invalid TTL/hop value");

@@ -7,6 +7,7 @@ import java.net.SocketAddress;
 import java.net.SocketOption;
 import java.net.StandardSocketOptions;
 import java.nio.channels.AlreadyBoundException;
+import java.nio.channels.AsynchronousCloseException;
 import java.nio.channels.ClosedChannelException;
 import java.nio.channels.NotYetBoundException;
 import java.nio.channels.ServerSocketChannel;
@@ -92,7 +93,10 @@ final class RdmaServerSocketChannel extends ServerSocketChannel implements RdmaC
         acceptLock.lock();
         try {
             synchronized (stateLock) {
-                ensureOpen();
+                if (!isOpen()) {
+                    // The JDK's blocking accept starts its interruptible step before it looks.
+                    throw isBlocking() ? new AsynchronousCloseException() : new ClosedChannelException();
+                }
                 if (localAddress == null) {
                     throw new NotYetBoundException();
                 }

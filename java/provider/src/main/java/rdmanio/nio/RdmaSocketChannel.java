@@ -11,6 +11,7 @@ import java.net.StandardSocketOptions;
 import java.nio.ByteBuffer;
 import java.nio.channels.AlreadyBoundException;
 import java.nio.channels.AlreadyConnectedException;
+import java.nio.channels.AsynchronousCloseException;
 import java.nio.channels.ClosedChannelException;
 import java.nio.channels.ConnectionPendingException;
 import java.nio.channels.IllegalBlockingModeException;
@@ -45,7 +46,7 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
 
     private static final Set<SocketOption<?>> OPTIONS = KeepAlive.with(StandardSocketOptions.SO_RCVBUF,
             StandardSocketOptions.SO_SNDBUF, StandardSocketOptions.TCP_NODELAY, StandardSocketOptions.SO_KEEPALIVE,
-            StandardSocketOptions.SO_REUSEADDR, StandardSocketOptions.SO_LINGER);
+            StandardSocketOptions.SO_REUSEADDR, StandardSocketOptions.SO_LINGER, StandardSocketOptions.IP_TOS);
 
     private final Config config;
     private final NativeSocket socket;
@@ -67,6 +68,7 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
     private boolean keepAlive;
     private boolean reuseAddress;
     private int linger = -1;
+    private int trafficClass;
     private boolean urgentInline;
     private final KeepAlive keepAliveTuning = new KeepAlive();
     private SocketAdaptor adaptor;
@@ -91,6 +93,17 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
     private void ensureOpen() throws ClosedChannelException {
         if (!isOpen()) {
             throw new ClosedChannelException();
+        }
+    }
+
+    /**
+     * {@link #ensureOpen} for a connect: the JDK's blocking connect starts its
+     * interruptible step before it looks, so a closed channel fails it as a
+     * close during the step would ({@link AsynchronousCloseException}).
+     */
+    private void ensureOpenToConnect() throws ClosedChannelException {
+        if (!isOpen()) {
+            throw isBlocking() ? new AsynchronousCloseException() : new ClosedChannelException();
         }
     }
 
@@ -191,7 +204,7 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
                 // A blocking connect needs no helper thread where nothing in it blocks past a close.
                 boolean here = isBlocking() && !config.transport.equals("rdma");
                 synchronized (stateLock) {
-                    ensureOpen();
+                    ensureOpenToConnect();
                     if (state == ST_CONNECTED) {
                         throw new AlreadyConnectedException();
                     }
@@ -224,7 +237,7 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
             writeLock.lock();
             try {
                 synchronized (stateLock) {
-                    ensureOpen();
+                    ensureOpenToConnect();
                     if (state == ST_CONNECTED) {
                         return true;
                     }
@@ -309,9 +322,6 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
     @Override
     public int read(ByteBuffer dst) throws IOException {
         Objects.requireNonNull(dst, "dst");
-        if (dst.isReadOnly()) {
-            throw new IllegalArgumentException("read-only buffer");
-        }
         return read(dst, false, -1);
     }
 
@@ -334,6 +344,10 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
             boolean blocking = beginIo(true);
             boolean completed = false;
             try {
+                // After the state checks, as the JDK's: a closed channel's read fails as closed.
+                if (dst.isReadOnly()) {
+                    throw new IllegalArgumentException("Read-only buffer");
+                }
                 int n = inputClosed ? SocketNative.EOF : readInto(dst, blocking, timeoutMillis);
                 completed = true;
                 return n == SocketNative.UNAVAILABLE ? 0 : n;
@@ -352,9 +366,11 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
 
     @Override
     public long read(ByteBuffer[] dsts, int offset, int length) throws IOException {
-        checkBuffers(dsts, offset, length, true);
+        Objects.checkFromIndexSize(offset, length, dsts.length);
         readLock.lock();
         try {
+            ensureOpenAndConnected();
+            checkBuffers(dsts, offset, length, true);
             long total = 0;
             for (int i = offset; i < offset + length; i++) {
                 ByteBuffer dst = dsts[i];
@@ -393,7 +409,8 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
 
     /**
      * Checks a whole scatter or gather array before a byte moves, as the JDK
-     * does: the range, no null element, no read-only buffer to read into.
+     * does: the range, no null element, no read-only buffer to read into (a
+     * socket channel, as the JDK's, checks the elements after its state).
      */
     static void checkBuffers(ByteBuffer[] buffers, int offset, int length, boolean reading) {
         Objects.checkFromIndexSize(offset, length, buffers.length);
@@ -402,6 +419,19 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
             if (reading && buffer.isReadOnly()) {
                 throw new IllegalArgumentException("Read-only buffer");
             }
+        }
+    }
+
+    /**
+     * The socket adaptor's {@code available()}: the bytes a read returns now
+     * without blocking, at least; 0 after {@link #shutdownInput}, as the JDK's.
+     */
+    int available() throws IOException {
+        beginOperation();
+        try {
+            return inputClosed ? 0 : SocketNative.available(socket.handle);
+        } finally {
+            endOperation();
         }
     }
 
@@ -430,9 +460,7 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
             boolean blocking = beginIo(true);
             boolean completed = false;
             try {
-                if (outputClosed) {
-                    throw new ClosedChannelException();
-                }
+                ensureOutputOpen();
                 int n = writeFrom(src, blocking);
                 completed = true;
                 return n;
@@ -444,6 +472,17 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
         }
     }
 
+    /**
+     * Refuses a write after {@link #shutdownOutput}: with the exception the
+     * JDK's gives, {@link AsynchronousCloseException} (its write reports a
+     * shutdown during the write and before it alike).
+     */
+    private void ensureOutputOpen() throws AsynchronousCloseException {
+        if (outputClosed) {
+            throw new AsynchronousCloseException();
+        }
+    }
+
     /** Writes from {@code src}: all of it when {@code block}, else what the peer has room for (within an operation). */
     int writeFrom(ByteBuffer src, boolean block) throws IOException {
         return NativeIo.write(socket.handle, src, writeStaging, block);
@@ -451,9 +490,12 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
 
     @Override
     public long write(ByteBuffer[] srcs, int offset, int length) throws IOException {
-        checkBuffers(srcs, offset, length, false);
+        Objects.checkFromIndexSize(offset, length, srcs.length);
         writeLock.lock();
         try {
+            ensureOpenAndConnected();
+            ensureOutputOpen();
+            checkBuffers(srcs, offset, length, false);
             long total = 0;
             for (int i = offset; i < offset + length; i++) {
                 ByteBuffer src = srcs[i];
@@ -611,8 +653,11 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
                 reuseAddress = (Boolean) value;
             } else if (KeepAlive.isOne(name)) {
                 keepAliveTuning.set(name, value);
+            } else if (name == StandardSocketOptions.IP_TOS) {
+                trafficClass = Options.trafficClass(value);
             } else {
-                linger = Math.max(-1, (Integer) value);
+                // As the JDK's: negative is off, and the kernel's linger field is 16 bits.
+                linger = Math.min(Math.max(-1, (Integer) value), 65_535);
             }
         }
         return this;
@@ -637,6 +682,8 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
                 value = reuseAddress;
             } else if (KeepAlive.isOne(name)) {
                 value = keepAliveTuning.get(name);
+            } else if (name == StandardSocketOptions.IP_TOS) {
+                value = trafficClass;
             } else {
                 value = linger;
             }

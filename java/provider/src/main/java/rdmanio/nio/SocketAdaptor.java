@@ -49,7 +49,9 @@ final class SocketAdaptor extends Socket {
 
     @Override
     public void connect(SocketAddress remote, int timeout) throws IOException {
-        Objects.requireNonNull(remote, "remote");
+        if (remote == null) {
+            throw new IllegalArgumentException("connect: The address can't be null"); // as java.net.Socket's
+        }
         if (remote instanceof InetSocketAddress inet && inet.isUnresolved()) {
             throw new UnknownHostException(inet.getHostName()); // as java.net.Socket says it
         }
@@ -142,6 +144,11 @@ final class SocketAdaptor extends Socket {
                     return 0;
                 }
                 return channel.blockingRead(ByteBuffer.wrap(bytes, offset, length), timeoutMillis > 0 ? timeoutMillis : -1);
+            }
+
+            @Override
+            public int available() throws IOException {
+                return channel.available();
             }
 
             @Override
@@ -260,7 +267,7 @@ final class SocketAdaptor extends Socket {
 
     @Override
     public void setSoLinger(boolean on, int seconds) throws SocketException {
-        set(StandardSocketOptions.SO_LINGER, on ? Math.max(seconds, 0) : -1);
+        set(StandardSocketOptions.SO_LINGER, on ? seconds : -1); // as the JDK's adaptor: negative is off
     }
 
     @Override

@@ -133,6 +133,9 @@ final class SocketNative {
     /** "ip:port" of the local end, or of the peer when {@code peer}. */
     static native String address(long socket, boolean peer) throws IOException;
 
+    /** The bytes a read returns now without waiting, at least (exact over TCP, the next message or record else). */
+    static native int available(long socket) throws IOException;
+
     /** "rdma", "rdma-sends", "shm" or "tcp". */
     static native String medium(long socket) throws IOException;
 
