@@ -21,6 +21,9 @@
 
 pub mod bindings;
 pub mod error;
+#[cfg(any(test, fuzzing))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod media;
 pub mod nio;
 pub mod rdma;

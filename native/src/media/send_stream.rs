@@ -41,9 +41,9 @@ use crate::rdma::verbs::{Access, Completion, MemoryRegion, SendRequest, POLL_BAT
 use crate::sys::Deadline;
 
 /// Bytes of a message header: kind, data consumed, control consumed, zero.
-const HEADER_LEN: usize = 16;
-const KIND_DATA: u32 = 1;
-const KIND_CONTROL: u32 = 2;
+pub(crate) const HEADER_LEN: usize = 16;
+pub(crate) const KIND_DATA: u32 = 1;
+pub(crate) const KIND_CONTROL: u32 = 2;
 /// The writer's last message (a half close): empty, a control message.
 const KIND_END: u32 = 3;
 /// The slot of an end arrival, which holds none.
@@ -106,7 +106,7 @@ impl SendOptions {
 }
 
 /// The bounds any grant must keep, ours or a peer's.
-fn check_grant(grant: &SlotGrant) -> std::result::Result<(), String> {
+pub(crate) fn check_grant(grant: &SlotGrant) -> std::result::Result<(), String> {
     if !(64..=1 << 20).contains(&grant.slot_len) {
         return Err(format!("slot of {} bytes outside 64..=1048576", grant.slot_len));
     }
@@ -136,6 +136,181 @@ struct Arrival {
     end: bool,
 }
 
+/// What a peer's message turned out to be, once its header passed the checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admitted {
+    /// Stream bytes: this many, after the header.
+    Data(u32),
+    /// A credit update: its slot can be reposted at once.
+    Control,
+    /// The end of the peer's stream (a control message too).
+    End,
+}
+
+/// The message accounting of a two-sided stream, apart from the verbs: how
+/// many messages of each kind each side sent and consumed, the credits both
+/// ways, and the checks a peer's message header must pass. All counts wrap.
+#[derive(Debug)]
+pub(crate) struct Ledger {
+    own: SlotGrant,
+    peer: SlotGrant,
+    // Sending.
+    data_sent: u32,
+    control_sent: u32,
+    /// What the peer last said it consumed of ours.
+    peer_data_consumed: u32,
+    peer_control_consumed: u32,
+    // Receiving.
+    data_received: u32,
+    control_received: u32,
+    data_consumed: u32,
+    control_consumed: u32,
+    /// The consumption counts our last message carried.
+    reported_data: u32,
+    reported_control: u32,
+    end_received: bool,
+}
+
+impl Ledger {
+    /// The accounting of a stream that grants `own` and was granted `peer`.
+    pub(crate) fn new(own: SlotGrant, peer: SlotGrant) -> Ledger {
+        Ledger {
+            own,
+            peer,
+            data_sent: 0,
+            control_sent: 0,
+            peer_data_consumed: 0,
+            peer_control_consumed: 0,
+            data_received: 0,
+            control_received: 0,
+            data_consumed: 0,
+            control_consumed: 0,
+            reported_data: 0,
+            reported_control: 0,
+            end_received: false,
+        }
+    }
+
+    /// Whether the peer's credits allow a message, `kept` control credits left over.
+    pub(crate) fn credit_for(&self, control: bool, kept: u32) -> bool {
+        if control {
+            self.control_sent.wrapping_sub(self.peer_control_consumed) + kept
+                < u32::from(self.peer.control_credits)
+        } else {
+            self.data_sent.wrapping_sub(self.peer_data_consumed) < u32::from(self.peer.data_credits)
+        }
+    }
+
+    /// The header of our next message of `kind`, with what we consumed so far.
+    pub(crate) fn header(&self, kind: u32) -> [u8; HEADER_LEN] {
+        let mut header = [0u8; HEADER_LEN];
+        header[0..4].copy_from_slice(&kind.to_le_bytes());
+        header[4..8].copy_from_slice(&self.data_consumed.to_le_bytes());
+        header[8..12].copy_from_slice(&self.control_consumed.to_le_bytes());
+        header
+    }
+
+    /// Counts a message of `kind` sent with `header`'s report.
+    pub(crate) fn sent(&mut self, kind: u32) {
+        self.reported_data = self.data_consumed;
+        self.reported_control = self.control_consumed;
+        match kind {
+            KIND_DATA => self.data_sent = self.data_sent.wrapping_add(1),
+            _ => self.control_sent = self.control_sent.wrapping_add(1),
+        }
+    }
+
+    /// Whether half our data grant was consumed without saying so.
+    pub(crate) fn report_due(&self) -> bool {
+        self.data_consumed.wrapping_sub(self.reported_data) >= u32::from(self.own.data_credits).div_ceil(2)
+    }
+
+    /// Counts a data message whose last byte was read: its slot goes back.
+    pub(crate) fn consumed_data(&mut self) {
+        self.data_consumed = self.data_consumed.wrapping_add(1);
+    }
+
+    /// Checks a peer's message of `byte_len` bytes whose first bytes are
+    /// `message` (its header, at least, when it is long enough) and counts it.
+    ///
+    /// # Errors
+    /// A protocol violation: shorter than a header, an unknown kind, beyond
+    /// the granted credits, data after the end, a control message with bytes,
+    /// or consumption counts that go back or past what we sent.
+    pub(crate) fn admit(&mut self, message: &[u8], byte_len: usize) -> Result<Admitted> {
+        if byte_len < HEADER_LEN || message.len() < HEADER_LEN {
+            return Err(Violation::Message { what: "shorter than a header" }.into());
+        }
+        let word = |at: usize| u32::from_le_bytes(message[at..at + 4].try_into().unwrap());
+        let (kind, payload) = (word(0), byte_len - HEADER_LEN);
+        self.take_reports(word(4), word(8))?;
+        match kind {
+            KIND_DATA => {
+                if payload == 0 || self.end_received {
+                    return Err(Violation::Message { what: "data without bytes, or after the end" }.into());
+                }
+                if self.data_received.wrapping_sub(self.reported_data) >= u32::from(self.own.data_credits) {
+                    return Err(Violation::Message { what: "data beyond the granted credits" }.into());
+                }
+                let len = u32::try_from(payload)
+                    .map_err(|_| Violation::Message { what: "data longer than a slot" })?;
+                self.data_received = self.data_received.wrapping_add(1);
+                Ok(Admitted::Data(len))
+            }
+            KIND_CONTROL | KIND_END => {
+                if payload != 0 || (kind == KIND_END && self.end_received) {
+                    return Err(
+                        Violation::Message { what: "a control message with bytes, or a second end" }.into()
+                    );
+                }
+                if self.control_received.wrapping_sub(self.reported_control)
+                    >= u32::from(self.own.control_credits)
+                {
+                    return Err(
+                        Violation::Message { what: "control messages beyond the granted credits" }.into()
+                    );
+                }
+                self.control_received = self.control_received.wrapping_add(1);
+                self.control_consumed = self.control_consumed.wrapping_add(1);
+                self.end_received |= kind == KIND_END;
+                Ok(if kind == KIND_END { Admitted::End } else { Admitted::Control })
+            }
+            _ => Err(Violation::Message { what: "an unknown kind" }.into()),
+        }
+    }
+
+    /// Takes the peer's consumption counts from a header, if they are possible.
+    fn take_reports(&mut self, data: u32, control: u32) -> Result<()> {
+        let moves = |reported: u32, previous: u32, sent: u32| {
+            reported.wrapping_sub(previous) <= sent.wrapping_sub(previous)
+        };
+        if !moves(data, self.peer_data_consumed, self.data_sent)
+            || !moves(control, self.peer_control_consumed, self.control_sent)
+        {
+            return Err(Violation::Consumed {
+                data,
+                control,
+                data_sent: self.data_sent,
+                control_sent: self.control_sent,
+            }
+            .into());
+        }
+        self.peer_data_consumed = data;
+        self.peer_control_consumed = control;
+        Ok(())
+    }
+
+    /// Data messages admitted and not yet consumed, and our data messages the
+    /// peer has not consumed: never more than the credits granted.
+    #[cfg(any(test, fuzzing))]
+    pub(crate) fn outstanding(&self) -> (u32, u32) {
+        (
+            self.data_received.wrapping_sub(self.data_consumed),
+            self.data_sent.wrapping_sub(self.peer_data_consumed),
+        )
+    }
+}
+
 /// A byte stream to one peer over SEND/RECV.
 pub struct SendStream {
     // Memory before the endpoint: deregistered before its domain goes.
@@ -147,12 +322,8 @@ pub struct SendStream {
     endpoint: Endpoint,
     own: SlotGrant,
     peer: SlotGrant,
+    ledger: Ledger,
     // Sending.
-    data_sent: u32,
-    control_sent: u32,
-    /// What the peer last said it consumed of ours.
-    peer_data_consumed: u32,
-    peer_control_consumed: u32,
     next_outgoing: u32,
     /// The longest message we send, header included: the peer's slot, but no
     /// more than our own (a peer's huge slots must not make us stage huge buffers).
@@ -168,13 +339,7 @@ pub struct SendStream {
     arrivals: VecDeque<Arrival>,
     /// Bytes of the front arrival already read.
     front_read: usize,
-    data_received: u32,
-    control_received: u32,
-    data_consumed: u32,
-    control_consumed: u32,
-    /// The consumption counts our last message carried.
-    reported_data: u32,
-    reported_control: u32,
+    /// The end arrival was read.
     ended: bool,
     output_shut: bool,
     end_pending: bool,
@@ -258,10 +423,7 @@ impl SendStream {
             endpoint,
             own,
             peer: SlotGrant::default(),
-            data_sent: 0,
-            control_sent: 0,
-            peer_data_consumed: 0,
-            peer_control_consumed: 0,
+            ledger: Ledger::new(own, SlotGrant::default()),
             next_outgoing: 0,
             message_len: 0,
             send_slots: 0,
@@ -270,12 +432,6 @@ impl SendStream {
             unsignaled: 0,
             arrivals: VecDeque::with_capacity(usize::from(own.data_credits)),
             front_read: 0,
-            data_received: 0,
-            control_received: 0,
-            data_consumed: 0,
-            control_consumed: 0,
-            reported_data: 0,
-            reported_control: 0,
             ended: false,
             output_shut: false,
             end_pending: false,
@@ -287,6 +443,7 @@ impl SendStream {
     fn accept_peer_grant(&mut self, peer: SlotGrant) -> Result<()> {
         check_grant(&peer).map_err(|why| Error::InvalidArgument(format!("peer's slot grant: {why}")))?;
         self.peer = peer;
+        self.ledger = Ledger::new(self.own, peer);
         self.send_slots = u32::from(peer.data_credits) + u32::from(peer.control_credits);
         // Unsignaled sends retire only with a later signaled one: fewer of them
         // than slots, or a writer could wait on slots that never retire.
@@ -337,13 +494,7 @@ impl SendStream {
 
     /// Room for a message with `kept` control credits and staged slots left over.
     fn can_send(&self, control: bool, kept: u32) -> bool {
-        let credit = if control {
-            self.control_sent.wrapping_sub(self.peer_control_consumed) + kept
-                < u32::from(self.peer.control_credits)
-        } else {
-            self.data_sent.wrapping_sub(self.peer_data_consumed) < u32::from(self.peer.data_credits)
-        };
-        credit && self.sq_outstanding + kept < self.send_slots
+        self.ledger.credit_for(control, kept) && self.sq_outstanding + kept < self.send_slots
     }
 
     fn writable(&self) -> bool {
@@ -352,10 +503,7 @@ impl SendStream {
 
     /// Sends one message of `kind` with `payload`; the caller checked its credit.
     fn send(&mut self, kind: u32, payload: &[u8], signaled: bool) -> Result<()> {
-        let mut header = [0u8; HEADER_LEN];
-        header[0..4].copy_from_slice(&kind.to_le_bytes());
-        header[4..8].copy_from_slice(&self.data_consumed.to_le_bytes());
-        header[8..12].copy_from_slice(&self.control_consumed.to_le_bytes());
+        let header = self.ledger.header(kind);
         let len = HEADER_LEN + payload.len();
         self.unsignaled += 1;
         let signaled = signaled || self.unsignaled >= self.signal_every;
@@ -383,20 +531,14 @@ impl SendStream {
             self.endpoint.qp().post_send(&send.gather(outgoing, at, len))?;
         }
         self.sq_outstanding += 1;
-        self.reported_data = self.data_consumed;
-        self.reported_control = self.control_consumed;
-        match kind {
-            KIND_DATA => self.data_sent = self.data_sent.wrapping_add(1),
-            _ => self.control_sent = self.control_sent.wrapping_add(1),
-        }
+        self.ledger.sent(kind);
         Ok(())
     }
 
     /// Tells the peer what we consumed when half our data grant went unreported.
     fn send_control_if_due(&mut self) -> Result<()> {
-        let unreported = self.data_consumed.wrapping_sub(self.reported_data);
-        let due = unreported >= u32::from(self.own.data_credits).div_ceil(2);
-        if due && self.can_send(true, self.end_reserve()) && !self.endpoint.peer_closed() {
+        if self.ledger.report_due() && self.can_send(true, self.end_reserve()) && !self.endpoint.peer_closed()
+        {
             self.send(KIND_CONTROL, &[], true)?;
         }
         Ok(())
@@ -411,75 +553,21 @@ impl SendStream {
         Ok(())
     }
 
-    /// Takes the peer's consumption counts from a header, if they are possible.
-    fn take_reports(&mut self, data: u32, control: u32) -> Result<()> {
-        let moves = |reported: u32, previous: u32, sent: u32| {
-            reported.wrapping_sub(previous) <= sent.wrapping_sub(previous)
-        };
-        if !moves(data, self.peer_data_consumed, self.data_sent)
-            || !moves(control, self.peer_control_consumed, self.control_sent)
-        {
-            return Err(Violation::Consumed {
-                data,
-                control,
-                data_sent: self.data_sent,
-                control_sent: self.control_sent,
-            }
-            .into());
-        }
-        self.peer_data_consumed = data;
-        self.peer_control_consumed = control;
-        Ok(())
-    }
-
     /// Handles a message that arrived in `slot` with `byte_len` bytes.
     fn arrived(&mut self, slot: u32, byte_len: usize) -> Result<()> {
-        if byte_len < HEADER_LEN {
-            return Err(Violation::Message { what: "shorter than a header" }.into());
-        }
         let mut header = [0u8; HEADER_LEN];
-        header.copy_from_slice(&self.slot(slot)[..HEADER_LEN]);
-        let word = |at: usize| u32::from_le_bytes(header[at..at + 4].try_into().unwrap());
-        let (kind, payload) = (word(0), byte_len - HEADER_LEN);
-        self.take_reports(word(4), word(8))?;
-        match kind {
-            KIND_DATA => {
-                if payload == 0 || self.ended_received() {
-                    return Err(Violation::Message { what: "data without bytes, or after the end" }.into());
-                }
-                if self.data_received.wrapping_sub(self.reported_data) >= u32::from(self.own.data_credits) {
-                    return Err(Violation::Message { what: "data beyond the granted credits" }.into());
-                }
-                self.data_received = self.data_received.wrapping_add(1);
-                self.arrivals.push_back(Arrival { slot, len: payload as u32, end: false });
-            }
-            KIND_CONTROL | KIND_END => {
-                if payload != 0 || (kind == KIND_END && self.ended_received()) {
-                    return Err(
-                        Violation::Message { what: "a control message with bytes, or a second end" }.into()
-                    );
-                }
-                if self.control_received.wrapping_sub(self.reported_control)
-                    >= u32::from(self.own.control_credits)
-                {
-                    return Err(
-                        Violation::Message { what: "control messages beyond the granted credits" }.into()
-                    );
-                }
-                self.control_received = self.control_received.wrapping_add(1);
-                self.control_consumed = self.control_consumed.wrapping_add(1);
+        let slot_bytes = self.slot(slot);
+        let known = slot_bytes.len().min(HEADER_LEN);
+        header[..known].copy_from_slice(&slot_bytes[..known]);
+        match self.ledger.admit(&header[..known], byte_len)? {
+            Admitted::Data(len) => self.arrivals.push_back(Arrival { slot, len, end: false }),
+            Admitted::Control => self.repost(slot)?,
+            Admitted::End => {
                 self.repost(slot)?;
-                if kind == KIND_END {
-                    self.arrivals.push_back(Arrival { slot: NO_SLOT, len: 0, end: true });
-                }
+                self.arrivals.push_back(Arrival { slot: NO_SLOT, len: 0, end: true });
             }
-            _ => return Err(Violation::Message { what: "an unknown kind" }.into()),
         }
         Ok(())
-    }
-
-    fn ended_received(&self) -> bool {
-        self.arrivals.back().is_some_and(|arrival| arrival.end) || self.ended
     }
 
     /// Hands the front arrival's slot back once it is read.
@@ -490,7 +578,7 @@ impl SendStream {
             self.ended = true;
             return Ok(());
         }
-        self.data_consumed = self.data_consumed.wrapping_add(1);
+        self.ledger.consumed_data();
         self.repost(arrival.slot)
     }
 
