@@ -223,3 +223,28 @@ fn open_transfer_close_cycles_leak_nothing() {
         || RdmaStream::connect(addr, SMALL, TIMEOUT).expect("connect"),
     );
 }
+
+/// A queue pair driven into the error state (as a fatal error of the device
+/// would) fails its stream with an error that names it, its peer is told,
+/// and the listener's other connection goes on.
+#[test]
+fn a_queue_pair_in_the_error_state_fails_its_stream_alone() {
+    if no_device_here() {
+        return;
+    }
+    let listener = Listener::bind(SocketAddr::new(test_addr().unwrap(), 0), 4).expect("bind");
+    let addr = listener.local_addr();
+    let server = thread::spawn(move || {
+        let first = listener.accept_stream(SMALL, TIMEOUT).expect("accept");
+        (first, listener.accept_stream(SMALL, TIMEOUT).expect("accept"))
+    });
+    let mut failed = RdmaStream::connect(addr, SMALL, TIMEOUT).expect("connect");
+    let mut other = RdmaStream::connect(addr, SMALL, TIMEOUT).expect("connect");
+    let (mut peer, mut other_server) = server.join().expect("server thread");
+    failed.fail_queue_pair().expect("ibv_modify_qp");
+    common::assert_a_failed_queue_pair_fails_its_stream_alone(
+        &mut failed,
+        &mut peer,
+        (&mut other, &mut other_server),
+    );
+}

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use common::test_addr;
 use rdmanio::{
-    connect, Error, Medium, ReadOutcome, RingPeers, SendOptions, Stream, StreamListener, Transport,
-    TransportOptions,
+    connect, Error, Medium, ReadOutcome, RingPeers, SendOptions, SendStream, Stream, StreamListener,
+    Transport, TransportOptions,
 };
 
 const TIMEOUT: Option<Duration> = Some(Duration::from_secs(60));
@@ -317,5 +317,32 @@ fn open_transfer_close_cycles_leak_nothing() {
         common::churn_cycles(),
         move || listener.accept(TIMEOUT).expect("accept").1,
         || connect(addr, Transport::Rdma, &options, TIMEOUT).expect("connect").1,
+    );
+}
+
+/// A two-sided client's queue pair driven into the error state (as a fatal
+/// error of the device would) fails its stream with an error that names it,
+/// the listener's side is told, and the listener's other client goes on.
+#[test]
+fn a_queue_pair_in_the_error_state_fails_its_stream_alone() {
+    if no_device_here() {
+        return;
+    }
+    let options = sends_only(SendOptions::default());
+    let listener = StreamListener::bind(SocketAddr::new(test_addr().unwrap(), 0), Transport::Rdma, options)
+        .expect("bind");
+    let addr = listener.local_addr();
+    let clients = thread::spawn(move || {
+        let failed = SendStream::connect(addr, SendOptions::default(), TIMEOUT).expect("connect");
+        (failed, SendStream::connect(addr, SendOptions::default(), TIMEOUT).expect("connect"))
+    });
+    let (_, mut peer) = listener.accept(TIMEOUT).expect("accept");
+    let (_, mut other_server) = listener.accept(TIMEOUT).expect("accept");
+    let (mut failed, mut other) = clients.join().expect("client thread");
+    failed.fail_queue_pair().expect("ibv_modify_qp");
+    common::assert_a_failed_queue_pair_fails_its_stream_alone(
+        &mut failed,
+        &mut *peer,
+        (&mut other, &mut *other_server),
     );
 }

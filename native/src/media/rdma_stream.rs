@@ -205,6 +205,14 @@ impl RdmaStream {
         })
     }
 
+    /// Drives the queue pair into the error state, as a fatal error of the
+    /// device would: for tests of what follows (the stream fails with an
+    /// error that says so, the peer is told, other connections go on).
+    #[doc(hidden)]
+    pub fn fail_queue_pair(&self) -> Result<()> {
+        self.endpoint.fail_queue_pair()
+    }
+
     /// The RDMA device that carries the stream, e.g. "rxe0".
     pub fn device_name(&self) -> String {
         self.endpoint.device_name()
@@ -595,16 +603,16 @@ impl DataPath for RdmaStream {
                 self.credit_in_flight = false;
             }
         }
+        let op = match kind {
+            WR_RECV => "ring notification",
+            WR_CREDIT => "credit write",
+            _ => "ring write",
+        };
         if wc.flushed() {
-            self.endpoint.mark_peer_closed();
-            return Ok(());
+            return self.endpoint.flushed(op, wc);
         }
         if !wc.succeeded() {
-            return Err(wc.error(match kind {
-                WR_RECV => "ring notification",
-                WR_CREDIT => "credit write",
-                _ => "ring write",
-            }));
+            return Err(wc.error(op));
         }
         if kind == WR_RECV {
             post_receives(&self.endpoint, 1)?;

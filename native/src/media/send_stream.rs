@@ -452,6 +452,14 @@ impl SendStream {
         Ok(())
     }
 
+    /// Drives the queue pair into the error state, as a fatal error of the
+    /// device would: for tests of what follows (the stream fails with an
+    /// error that says so, the peer is told, other connections go on).
+    #[doc(hidden)]
+    pub fn fail_queue_pair(&self) -> Result<()> {
+        self.endpoint.fail_queue_pair()
+    }
+
     /// The RDMA device that carries the stream, e.g. "rxe0".
     pub fn device_name(&self) -> String {
         self.endpoint.device_name()
@@ -779,8 +787,7 @@ impl DataPath for SendStream {
         }
         // Our own receives and sends flush when the queue pair stops (a pool's never do).
         if wc.flushed() {
-            self.endpoint.mark_peer_closed();
-            return Ok(());
+            return self.endpoint.flushed(if is_send { "send" } else { "receive" }, wc);
         }
         if !wc.succeeded() {
             if !is_send && matches!(self.receives, Receives::Shared { .. }) {

@@ -213,8 +213,7 @@ impl DataPath for Connection {
             }
             Ok(())
         } else if wc.flushed() {
-            self.endpoint.mark_peer_closed();
-            Ok(())
+            self.endpoint.flushed(if is_send { "send" } else { "receive" }, wc)
         } else {
             Err(wc.error(if is_send { "send" } else { "receive" }))
         }

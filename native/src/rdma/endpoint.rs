@@ -352,9 +352,27 @@ impl Endpoint {
         self.peer_closed
     }
 
-    /// A flushed completion says the queue pair stopped: the peer is gone for us.
-    pub(crate) fn mark_peer_closed(&mut self) {
-        self.peer_closed = true;
+    /// A work request of `op` flushed: the queue pair stopped. After a
+    /// disconnect (the peer's or ours, which stop it on purpose) the stream
+    /// just ends. Before one, the queue pair failed under us (a fatal error
+    /// of the device, an access the device refused): the connection fails
+    /// with that error, and a disconnect tells the peer.
+    pub(crate) fn flushed(&mut self, op: &'static str, wc: &Completion) -> Result<()> {
+        if !self.peer_closed {
+            self.handle_connection_events()?; // a disconnect may wait among them
+        }
+        if self.peer_closed {
+            return Ok(());
+        }
+        log::warn!("connection to {}: the queue pair entered the error state; disconnecting", self.peer);
+        self.disconnect();
+        Err(wc.flush_error(op))
+    }
+
+    /// Drives the queue pair into the error state, as a fatal error of the
+    /// device would (tests of what follows).
+    pub(crate) fn fail_queue_pair(&self) -> Result<()> {
+        self.qp().fail()
     }
 
     /// The inline size the device granted.

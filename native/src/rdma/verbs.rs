@@ -487,6 +487,18 @@ impl QueuePair<'_> {
         unsafe { (*self.qp.as_ptr()).qp_num }
     }
 
+    /// Moves the queue pair to the error state, as a fatal error of the
+    /// device would: its work requests in flight flush. Only tests do this.
+    pub(crate) fn fail(&self) -> Result<()> {
+        // SAFETY: all-zero is a valid ibv_qp_attr; only its state is read.
+        let mut attr: ibv_qp_attr = unsafe { mem::zeroed() };
+        attr.qp_state = ibv_qp_state::IBV_QPS_ERR;
+        // SAFETY: the queue pair is live; attr is valid for the call.
+        check_errno("ibv_modify_qp(ERR)", unsafe {
+            ibv_modify_qp(self.qp.as_ptr(), &mut attr, ibv_qp_attr_mask::IBV_QP_STATE.0 as i32)
+        })
+    }
+
     /// Posts one send-queue work request.
     pub(crate) fn post_send(&self, request: &SendRequest) -> Result<()> {
         let mut sge = match request.gather {
@@ -586,6 +598,16 @@ impl Completion {
     /// request ran: outstanding requests flush.
     pub(crate) fn flushed(&self) -> bool {
         self.status == ibv_wc_status::IBV_WC_WR_FLUSH_ERR
+    }
+
+    /// The error of a flushed completion of `op` when nothing stopped the
+    /// queue pair on purpose (see `Endpoint::flushed`).
+    pub(crate) fn flush_error(&self, op: &'static str) -> Error {
+        Error::Completion {
+            op,
+            status: "a flush: the queue pair entered the error state".into(),
+            vendor_err: self.vendor_err,
+        }
     }
 
     /// The error of a failed completion of `op` (e.g. "ring write").

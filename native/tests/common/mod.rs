@@ -151,3 +151,34 @@ where
     assert!(rss_after < rss_before + 16 * 1024, "resident memory grew by {} KiB", rss_after - rss_before);
     summary
 }
+
+/// What follows a queue pair driven into the error state (`failed`'s, by the
+/// caller, as a fatal error of the device would): the stream's next read fails
+/// with an error that says so, and so does a write; its peer's stream ends or
+/// fails (the failed side disconnects) instead of waiting forever; and
+/// `other`, another connection of the same listener, still carries data both
+/// ways.
+pub fn assert_a_failed_queue_pair_fails_its_stream_alone(
+    failed: &mut dyn ByteStream,
+    peer: &mut dyn ByteStream,
+    other: (&mut dyn ByteStream, &mut dyn ByteStream),
+) {
+    let mut buf = [0u8; 64];
+    let err = failed.read(&mut buf, TIMEOUT).expect_err("a read on a queue pair in the error state");
+    assert!(err.to_string().contains("the queue pair entered the error state"), "{err}");
+    assert!(failed.write_all(b"late", TIMEOUT).is_err(), "a write on a queue pair in the error state");
+    match peer.read(&mut buf, TIMEOUT) {
+        Ok(0) => println!("the peer read end of stream"),
+        Err(Error::TimedOut { .. }) => panic!("the peer of a failed queue pair was never told"),
+        Err(err) => println!("the peer's read failed: {err}"),
+        Ok(n) => panic!("the peer read {n} bytes nobody sent"),
+    }
+    let (client, server) = other;
+    client.write_all(b"client: still fine", TIMEOUT).expect("the other connection's write");
+    let mut got = [0u8; 18];
+    server.read_exact(&mut got, TIMEOUT).expect("the other connection's read");
+    assert_eq!(&got, b"client: still fine");
+    server.write_all(b"server: still fine", TIMEOUT).expect("the other connection's answer");
+    client.read_exact(&mut got, TIMEOUT).expect("the other connection's answer read");
+    assert_eq!(&got, b"server: still fine");
+}
