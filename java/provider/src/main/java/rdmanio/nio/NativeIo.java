@@ -6,8 +6,8 @@ import java.nio.ByteBuffer;
 /**
  * One native read or write of a channel's socket with any kind of buffer:
  * direct buffers go to native code as they are, heap buffers through the
- * channel direction's {@link Staging} buffer. The caller holds that
- * direction's lock and brackets the call as an operation on the socket.
+ * thread's {@link Staging} buffer. The caller holds the direction's lock and
+ * brackets the call as an operation on the socket.
  */
 final class NativeIo {
     private NativeIo() {}
@@ -16,7 +16,7 @@ final class NativeIo {
      * Reads into {@code dst}: a count, {@link SocketNative#EOF} or
      * {@link SocketNative#UNAVAILABLE}; a negative timeout waits forever.
      */
-    static int read(long socket, ByteBuffer dst, Staging staging, boolean block, int timeoutMillis)
+    static int read(long socket, ByteBuffer dst, boolean block, int timeoutMillis)
             throws IOException {
         int position = dst.position();
         int wanted = dst.remaining();
@@ -30,7 +30,7 @@ final class NativeIo {
             }
             return n;
         }
-        ByteBuffer direct = staging.get(wanted);
+        ByteBuffer direct = Staging.get(wanted);
         int n = SocketNative.read(socket, direct, 0, Math.min(wanted, direct.capacity()), block, timeoutMillis);
         if (n > 0) {
             dst.put(direct.limit(n));
@@ -39,7 +39,7 @@ final class NativeIo {
     }
 
     /** Writes from {@code src}: all of it when {@code block}, else what the peer has room for. */
-    static int write(long socket, ByteBuffer src, Staging staging, boolean block) throws IOException {
+    static int write(long socket, ByteBuffer src, boolean block) throws IOException {
         int position = src.position();
         int length = src.remaining();
         if (length == 0) {
@@ -52,7 +52,7 @@ final class NativeIo {
         }
         int total = 0;
         while (src.hasRemaining()) {
-            ByteBuffer direct = staging.get(src.remaining());
+            ByteBuffer direct = Staging.get(src.remaining());
             int chunk = Math.min(src.remaining(), direct.capacity());
             direct.put(0, src, src.position(), chunk);
             int n = SocketNative.write(socket, direct, 0, chunk, block);

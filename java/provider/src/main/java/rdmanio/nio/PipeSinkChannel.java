@@ -14,7 +14,6 @@ import java.util.concurrent.locks.ReentrantLock;
 final class PipeSinkChannel extends Pipe.SinkChannel implements RdmaChannel {
     private final NativeSocket socket;
     private final ReentrantLock writeLock = new ReentrantLock();
-    private final Staging staging = new Staging();
 
     PipeSinkChannel(RdmaSelectorProvider provider, NativeSocket socket) {
         super(provider);
@@ -70,7 +69,7 @@ final class PipeSinkChannel extends Pipe.SinkChannel implements RdmaChannel {
             begin();
         }
         try {
-            int n = NativeIo.write(socket.handle, src, staging, blocking);
+            int n = NativeIo.write(socket.handle, src, blocking);
             completed = true;
             return n;
         } finally {

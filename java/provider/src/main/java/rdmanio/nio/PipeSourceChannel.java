@@ -14,7 +14,6 @@ import java.util.concurrent.locks.ReentrantLock;
 final class PipeSourceChannel extends Pipe.SourceChannel implements RdmaChannel {
     private final NativeSocket socket;
     private final ReentrantLock readLock = new ReentrantLock();
-    private final Staging staging = new Staging();
 
     PipeSourceChannel(RdmaSelectorProvider provider, NativeSocket socket) {
         super(provider);
@@ -77,7 +76,7 @@ final class PipeSourceChannel extends Pipe.SourceChannel implements RdmaChannel 
             begin();
         }
         try {
-            int n = NativeIo.read(socket.handle, dst, staging, blocking, -1);
+            int n = NativeIo.read(socket.handle, dst, blocking, -1);
             completed = true;
             return n == SocketNative.UNAVAILABLE ? 0 : n;
         } finally {

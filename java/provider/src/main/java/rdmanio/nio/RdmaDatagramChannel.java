@@ -38,7 +38,7 @@ import java.util.concurrent.locks.ReentrantLock;
  * and the socket closes once no selector holds it.
  *
  * <p>Locks: {@code readLock} and {@code writeLock} order the receives and the
- * sends (they guard the staging buffers and {@code sender}), then
+ * sends (they guard {@code sender}), then
  * {@code stateLock} the addresses and memberships, as in the JDK.
  */
 final class RdmaDatagramChannel extends DatagramChannel implements RdmaChannel {
@@ -59,14 +59,12 @@ final class RdmaDatagramChannel extends DatagramChannel implements RdmaChannel {
     private final Object stateLock = new Object();
 
     // -- guarded by readLock
-    private final Staging readStaging = new Staging();
     private final ByteBuffer sender =
             ByteBuffer.allocateDirect(DatagramNative.SENDER_BYTES).order(ByteOrder.BIG_ENDIAN);
     /** The last sender, as bytes and as returned: a sender that repeats is returned as the same object. */
     private final ByteBuffer lastSender = ByteBuffer.allocate(DatagramNative.SENDER_BYTES);
     private InetSocketAddress lastSenderAddress;
     // -- guarded by writeLock
-    private final Staging writeStaging = new Staging();
     // -- guarded by stateLock
     private InetSocketAddress local;
     private InetSocketAddress remote;
@@ -357,7 +355,7 @@ final class RdmaDatagramChannel extends DatagramChannel implements RdmaChannel {
             }
             return n;
         }
-        ByteBuffer direct = readStaging.get(wanted);
+        ByteBuffer direct = Staging.get(wanted);
         int n = DatagramNative.receive(socket.handle, direct, 0, Math.min(wanted, direct.capacity()), blocking,
                 timeoutMillis, sender);
         if (n > 0) {
@@ -439,7 +437,7 @@ final class RdmaDatagramChannel extends DatagramChannel implements RdmaChannel {
         for (int i = offset; i < offset + length; i++) {
             wanted += dsts[i].remaining();
         }
-        ByteBuffer direct = readStaging.get((int) Math.min(wanted, Staging.MAX));
+        ByteBuffer direct = Staging.get((int) Math.min(wanted, Staging.MAX));
         int n = receiveOne(direct.limit((int) Math.min(wanted, direct.capacity())), blocking, -1);
         direct.flip();
         for (int i = offset; i < offset + length && direct.hasRemaining(); i++) {
@@ -495,7 +493,7 @@ final class RdmaDatagramChannel extends DatagramChannel implements RdmaChannel {
         ByteBuffer direct = src;
         int from = position;
         if (!src.isDirect()) {
-            direct = writeStaging.get(length);
+            direct = Staging.get(length);
             length = Math.min(length, direct.capacity()); // longer than any datagram: the kernel refuses it
             direct.put(0, src, position, length);
             from = 0;
@@ -532,7 +530,7 @@ final class RdmaDatagramChannel extends DatagramChannel implements RdmaChannel {
         if (total == 0) {
             return 0;
         }
-        ByteBuffer direct = writeStaging.get((int) Math.min(total, Staging.MAX));
+        ByteBuffer direct = Staging.get((int) Math.min(total, Staging.MAX));
         for (int i = offset; i < offset + length && direct.hasRemaining(); i++) {
             ByteBuffer src = srcs[i];
             int chunk = Math.min(src.remaining(), direct.remaining());

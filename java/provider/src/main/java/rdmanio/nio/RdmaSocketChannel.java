@@ -53,8 +53,6 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
     private final ReentrantLock readLock = new ReentrantLock();
     private final ReentrantLock writeLock = new ReentrantLock();
     private final Object stateLock = new Object();
-    private final Staging readStaging = new Staging();
-    private final Staging writeStaging = new Staging();
 
     // -- the fields below are guarded by stateLock
     private int state;
@@ -361,7 +359,7 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
 
     /** One native read into {@code dst} (see {@link NativeIo#read}); within {@link #beginOperation}, under readLock. */
     private int readInto(ByteBuffer dst, boolean block, int timeoutMillis) throws IOException {
-        return NativeIo.read(socket.handle, dst, readStaging, block, timeoutMillis);
+        return NativeIo.read(socket.handle, dst, block, timeoutMillis);
     }
 
     @Override
@@ -485,7 +483,7 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
 
     /** Writes from {@code src}: all of it when {@code block}, else what the peer has room for (within an operation). */
     int writeFrom(ByteBuffer src, boolean block) throws IOException {
-        return NativeIo.write(socket.handle, src, writeStaging, block);
+        return NativeIo.write(socket.handle, src, block);
     }
 
     @Override

@@ -27,8 +27,6 @@ import java.util.concurrent.TimeUnit;
 import java.util.zip.CRC32C;
 
 import org.junit.Test;
-import org.junit.runner.RunWith;
-import org.junit.runners.Parameterized;
 import org.junit.runners.Parameterized.Parameter;
 import org.junit.runners.Parameterized.Parameters;
 
@@ -45,8 +43,7 @@ import org.junit.runners.Parameterized.Parameters;
  * <p>Runs on rdma-nio's tcp and shm on the host, and rdma (rings and sends) in
  * the Soft-RoCE VM, where the JDK's reference runs over the VM's own TCP.
  */
-@RunWith(Parameterized.class)
-public class BadInputTest {
+public class BadInputTest extends EveryProvider {
     /** What a case does to a fixture: a result to compare (a count, buffers, a flag), or it throws. */
     interface Case {
         Object run(Fixture f) throws Exception;
@@ -63,17 +60,11 @@ public class BadInputTest {
     private static final String RESET = ", then " + java.net.SocketException.class.getName();
     private static final String END = ", then end";
 
-    @Parameter(0)
-    public String name;
-
-    @Parameter(1)
-    public SelectorProvider provider;
-
     @Parameter(2)
     public String caseName;
 
     @Parameters(name = "{0} {2}")
-    public static List<Object[]> parameters() {
+    public static List<Object[]> providers() {
         List<Object[]> parameters = new ArrayList<>();
         for (Object[] candidate : Providers.all()) {
             if (candidate[1] instanceof RdmaSelectorProvider) {

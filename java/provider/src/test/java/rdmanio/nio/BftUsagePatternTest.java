@@ -15,7 +15,6 @@ import java.nio.channels.SelectionKey;
 import java.nio.channels.Selector;
 import java.nio.channels.ServerSocketChannel;
 import java.nio.channels.SocketChannel;
-import java.nio.channels.spi.SelectorProvider;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.security.KeyStore;
@@ -38,10 +37,6 @@ import javax.net.ssl.SSLEngineResult.HandshakeStatus;
 import javax.net.ssl.TrustManagerFactory;
 
 import org.junit.Test;
-import org.junit.runner.RunWith;
-import org.junit.runners.Parameterized;
-import org.junit.runners.Parameterized.Parameter;
-import org.junit.runners.Parameterized.Parameters;
 
 /**
  * How BFT replication systems drive NIO (Hybster's and BFT-SMaRt's network
@@ -58,23 +53,12 @@ import org.junit.runners.Parameterized.Parameters;
  * channels, as replicas that authenticate their links run TLS. See
  * hybster-patch.
  */
-@RunWith(Parameterized.class)
-public class BftUsagePatternTest {
+public class BftUsagePatternTest extends EveryProvider {
     private static final int WORKERS = 3;
     private static final int CLIENTS = 8;
     private static final int MESSAGES = Providers.IN_VM ? 60 : 300;
     private static final int MIGRATE_EVERY = 25;
 
-    @Parameter(0)
-    public String name;
-
-    @Parameter(1)
-    public SelectorProvider provider;
-
-    @Parameters(name = "{0}")
-    public static List<Object[]> providers() {
-        return Providers.all();
-    }
 
     private final List<Throwable> failures = new CopyOnWriteArrayList<>();
     private volatile boolean stopping;

@@ -26,9 +26,6 @@ import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 
 import org.junit.Test;
-import org.junit.runner.RunWith;
-import org.junit.runners.Parameterized;
-import org.junit.runners.Parameterized.Parameter;
 import org.junit.runners.Parameterized.Parameters;
 
 /**
@@ -37,14 +34,7 @@ import org.junit.runners.Parameterized.Parameters;
  * and rdma-nio (which handed out the JDK's channel, refused by its selectors
  * with IllegalSelectorException).
  */
-@RunWith(Parameterized.class)
-public class DatagramConformanceTest {
-    @Parameter(0)
-    public String name;
-
-    @Parameter(1)
-    public SelectorProvider provider;
-
+public class DatagramConformanceTest extends EveryProvider {
     @Parameters(name = "{0}")
     public static List<Object[]> providers() {
         return List.of(new Object[] {"jdk", SelectorProvider.provider()},

@@ -20,9 +20,6 @@ import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 
 import org.junit.Test;
-import org.junit.runner.RunWith;
-import org.junit.runners.Parameterized;
-import org.junit.runners.Parameterized.Parameter;
 import org.junit.runners.Parameterized.Parameters;
 
 /**
@@ -32,14 +29,7 @@ import org.junit.runners.Parameterized.Parameters;
  * a blocked end): the JDK's provider, the reference, and rdma-nio (whose
  * selectors refused the JDK's pipes with IllegalSelectorException).
  */
-@RunWith(Parameterized.class)
-public class PipeConformanceTest {
-    @Parameter(0)
-    public String name;
-
-    @Parameter(1)
-    public SelectorProvider provider;
-
+public class PipeConformanceTest extends EveryProvider {
     @Parameters(name = "{0}")
     public static List<Object[]> providers() {
         return List.of(new Object[] {"jdk", SelectorProvider.provider()},

@@ -25,10 +25,6 @@ import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 
 import org.junit.Test;
-import org.junit.runner.RunWith;
-import org.junit.runners.Parameterized;
-import org.junit.runners.Parameterized.Parameter;
-import org.junit.runners.Parameterized.Parameters;
 
 /**
  * The {@link Selector} contract, after what OpenJDK's own Selector tests check
@@ -36,19 +32,7 @@ import org.junit.runners.Parameterized.Parameters;
  * and re-registration, interest changes from other threads, the consumer form),
  * run against every provider of {@link Providers}.
  */
-@RunWith(Parameterized.class)
-public class SelectorConformanceTest {
-    @Parameter(0)
-    public String name;
-
-    @Parameter(1)
-    public SelectorProvider provider;
-
-    @Parameters(name = "{0}")
-    public static List<Object[]> providers() {
-        return Providers.all();
-    }
-
+public class SelectorConformanceTest extends EveryProvider {
     /** Selects until {@code key} is selected, with a bound; fails if it never is. */
     private static void selectUntil(Selector selector, SelectionKey key) throws IOException {
         long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(Providers.TIMEOUT_MILLIS);

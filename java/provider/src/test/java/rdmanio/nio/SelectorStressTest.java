@@ -10,7 +10,6 @@ import java.nio.channels.SelectionKey;
 import java.nio.channels.Selector;
 import java.nio.channels.ServerSocketChannel;
 import java.nio.channels.SocketChannel;
-import java.nio.channels.spi.SelectorProvider;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.CompletableFuture;
@@ -24,10 +23,6 @@ import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
 
 import org.junit.Test;
-import org.junit.runner.RunWith;
-import org.junit.runners.Parameterized;
-import org.junit.runners.Parameterized.Parameter;
-import org.junit.runners.Parameterized.Parameters;
 
 /**
  * Many channels on one selector while other threads change interest sets, wake
@@ -35,24 +30,13 @@ import org.junit.runners.Parameterized.Parameters;
  * thread serves blocking clients, and every client must get exactly its bytes
  * back. A lost readiness event shows as a client that never finishes.
  */
-@RunWith(Parameterized.class)
-public class SelectorStressTest {
+public class SelectorStressTest extends EveryProvider {
     private static final int CLIENTS = Providers.IN_VM ? 8 : 16;
     private static final int ROUNDS = Providers.IN_VM ? 30 : 100;
 
     /** Rounds each client has completed (for the failure message). */
     private java.util.concurrent.atomic.AtomicIntegerArray progress;
 
-    @Parameter(0)
-    public String name;
-
-    @Parameter(1)
-    public SelectorProvider provider;
-
-    @Parameters(name = "{0}")
-    public static List<Object[]> providers() {
-        return Providers.all();
-    }
 
     /** One accepted connection's echo state (the selecting thread's). */
     private static final class Echo {

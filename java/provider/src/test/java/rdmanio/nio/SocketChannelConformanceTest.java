@@ -38,7 +38,6 @@ import java.nio.channels.Selector;
 import java.nio.channels.ServerSocketChannel;
 import java.nio.channels.SocketChannel;
 import java.nio.channels.UnresolvedAddressException;
-import java.nio.channels.spi.SelectorProvider;
 import java.util.List;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutionException;
@@ -48,10 +47,6 @@ import java.util.zip.CRC32C;
 import jdk.net.ExtendedSocketOptions;
 
 import org.junit.Test;
-import org.junit.runner.RunWith;
-import org.junit.runners.Parameterized;
-import org.junit.runners.Parameterized.Parameter;
-import org.junit.runners.Parameterized.Parameters;
 
 /**
  * The {@link SocketChannel} and {@link ServerSocketChannel} contracts, after
@@ -60,19 +55,7 @@ import org.junit.runners.Parameterized.Parameters;
  * of each state, asynchronous close and interrupt, the socket adaptors), run
  * against every provider of {@link Providers}.
  */
-@RunWith(Parameterized.class)
-public class SocketChannelConformanceTest {
-    @Parameter(0)
-    public String name;
-
-    @Parameter(1)
-    public SelectorProvider provider;
-
-    @Parameters(name = "{0}")
-    public static List<Object[]> providers() {
-        return Providers.all();
-    }
-
+public class SocketChannelConformanceTest extends EveryProvider {
     /** Closes a resource the test goes on checking (and try-with-resources closes again). */
     private static void closeMidway(java.nio.channels.Channel channel) throws IOException {
         channel.close();
