@@ -89,7 +89,10 @@ fn exception_class(err: &Error) -> &'static str {
         Error::Os { source, .. } if source.raw_os_error() == Some(libc::EHOSTUNREACH) => {
             "java/net/NoRouteToHostException"
         }
-        Error::Os { source, .. } if source.raw_os_error() == Some(libc::ENETUNREACH) => {
+        // A datagram longer than the socket takes ("Message too long"), as the JDK's.
+        Error::Os { source, .. }
+            if matches!(source.raw_os_error(), Some(libc::ENETUNREACH | libc::EMSGSIZE)) =>
+        {
             "java/net/SocketException"
         }
         Error::Disconnected
@@ -188,6 +191,7 @@ mod tests {
     fn os_errors_map_to_the_jdks_exceptions() {
         assert_eq!(exception_class(&os(libc::EHOSTUNREACH)), "java/net/NoRouteToHostException");
         assert_eq!(exception_class(&os(libc::ENETUNREACH)), "java/net/SocketException");
+        assert_eq!(exception_class(&os(libc::EMSGSIZE)), "java/net/SocketException");
         for errno in [libc::EADDRINUSE, libc::EADDRNOTAVAIL, libc::EACCES] {
             assert_eq!(exception_class(&os(errno)), "java/net/BindException");
         }

@@ -2,7 +2,6 @@ package rdmanio.nio;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
-import java.nio.channels.ClosedChannelException;
 import java.nio.channels.Pipe;
 import java.util.Objects;
 import java.util.concurrent.locks.ReentrantLock;
@@ -60,10 +59,10 @@ final class PipeSinkChannel extends Pipe.SinkChannel implements RdmaChannel {
 
     /** All of {@code src} in blocking mode, else what fits; under writeLock. */
     private int write(ByteBuffer src, boolean mayBlock) throws IOException {
-        if (!isOpen() || !socket.begin()) {
-            throw new ClosedChannelException();
-        }
         boolean blocking = mayBlock && isBlocking();
+        if (!isOpen() || !socket.begin()) {
+            throw RdmaChannel.closed(blocking);
+        }
         boolean completed = false;
         if (blocking) {
             begin();

@@ -2,7 +2,6 @@ package rdmanio.nio;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
-import java.nio.channels.ClosedChannelException;
 import java.nio.channels.Pipe;
 import java.util.Objects;
 import java.util.concurrent.locks.ReentrantLock;
@@ -67,10 +66,10 @@ final class PipeSourceChannel extends Pipe.SourceChannel implements RdmaChannel 
 
     /** One native read, blocking only if {@code mayBlock} and the channel does; under readLock. */
     private int read(ByteBuffer dst, boolean mayBlock) throws IOException {
-        if (!isOpen() || !socket.begin()) {
-            throw new ClosedChannelException();
-        }
         boolean blocking = mayBlock && isBlocking();
+        if (!isOpen() || !socket.begin()) {
+            throw RdmaChannel.closed(blocking);
+        }
         boolean completed = false;
         if (blocking) {
             begin();

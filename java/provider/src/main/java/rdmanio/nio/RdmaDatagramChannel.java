@@ -281,7 +281,7 @@ final class RdmaDatagramChannel extends DatagramChannel implements RdmaChannel {
         }
         synchronized (stateLock) {
             if (!isOpen() || !socket.begin()) {
-                throw new ClosedChannelException();
+                throw RdmaChannel.closed(blocking);
             }
             try {
                 if (remote == null && mustBeConnected) {
@@ -325,7 +325,6 @@ final class RdmaDatagramChannel extends DatagramChannel implements RdmaChannel {
     InetSocketAddress receive(ByteBuffer dst, int timeoutMillis) throws IOException {
         readLock.lock();
         try {
-            ensureOpen();
             boolean blocking = isBlocking();
             boolean begun = false;
             InetSocketAddress from = null;
@@ -410,7 +409,6 @@ final class RdmaDatagramChannel extends DatagramChannel implements RdmaChannel {
         ReentrantLock lock = reading ? readLock : writeLock;
         lock.lock();
         try {
-            ensureOpen();
             boolean blocking = isBlocking();
             boolean begun = false;
             int n = 0;
@@ -456,7 +454,6 @@ final class RdmaDatagramChannel extends DatagramChannel implements RdmaChannel {
         InetSocketAddress to = checkAddress(target);
         writeLock.lock();
         try {
-            ensureOpen();
             boolean blocking = isBlocking();
             boolean begun = false;
             int n = -1;

@@ -7,7 +7,6 @@ import java.net.SocketAddress;
 import java.net.SocketOption;
 import java.net.StandardSocketOptions;
 import java.nio.channels.AlreadyBoundException;
-import java.nio.channels.AsynchronousCloseException;
 import java.nio.channels.ClosedChannelException;
 import java.nio.channels.NotYetBoundException;
 import java.nio.channels.ServerSocketChannel;
@@ -94,8 +93,7 @@ final class RdmaServerSocketChannel extends ServerSocketChannel implements RdmaC
         try {
             synchronized (stateLock) {
                 if (!isOpen()) {
-                    // The JDK's blocking accept starts its interruptible step before it looks.
-                    throw isBlocking() ? new AsynchronousCloseException() : new ClosedChannelException();
+                    throw RdmaChannel.closed(isBlocking());
                 }
                 if (localAddress == null) {
                     throw new NotYetBoundException();

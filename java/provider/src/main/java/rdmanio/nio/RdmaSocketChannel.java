@@ -94,14 +94,10 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
         }
     }
 
-    /**
-     * {@link #ensureOpen} for a connect: the JDK's blocking connect starts its
-     * interruptible step before it looks, so a closed channel fails it as a
-     * close during the step would ({@link AsynchronousCloseException}).
-     */
+    /** {@link #ensureOpen} for a connect, which fails as the JDK's does (see {@link RdmaChannel#closed}). */
     private void ensureOpenToConnect() throws ClosedChannelException {
         if (!isOpen()) {
-            throw isBlocking() ? new AsynchronousCloseException() : new ClosedChannelException();
+            throw RdmaChannel.closed(isBlocking());
         }
     }
 

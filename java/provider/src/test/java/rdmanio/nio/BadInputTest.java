@@ -12,6 +12,11 @@ import java.net.SocketAddress;
 import java.net.SocketOption;
 import java.net.StandardSocketOptions;
 import java.nio.ByteBuffer;
+import java.net.InetAddress;
+import java.net.NetworkInterface;
+import java.net.StandardProtocolFamily;
+import java.nio.channels.DatagramChannel;
+import java.nio.channels.Pipe;
 import java.nio.channels.SelectionKey;
 import java.nio.channels.Selector;
 import java.nio.channels.ServerSocketChannel;
@@ -31,11 +36,13 @@ import org.junit.runners.Parameterized.Parameter;
 import org.junit.runners.Parameterized.Parameters;
 
 /**
- * Bad input to every channel, selector, key and adaptor method, judged against
- * the JDK's provider in the same run: each case runs once on the JDK's provider
- * and once on rdma-nio, each on a fresh connected pair with 8 bytes waiting to
- * be read, and both must end alike: the same result or exception class, and
- * afterwards the same bytes still readable and the same bytes sent. So a bad
+ * Bad input to every channel (socket, server socket, datagram, pipe),
+ * selector, key and adaptor method, judged against the JDK's provider in the
+ * same run: each case runs once on the JDK's provider and once on rdma-nio,
+ * each on a fresh connected pair with 8 bytes waiting to be read (and, for the
+ * cases that use them, a datagram channel with a datagram waiting, a pipe with
+ * 8 bytes in it), and both must end alike: the same result or exception
+ * class, and afterwards the same bytes still readable and the same bytes sent. So a bad
  * call that consumed, sent or corrupted a byte before it threw shows as a
  * difference, whatever it threw. No expected outcome is written here: the JDK's
  * provider is the reference.
@@ -116,8 +123,8 @@ public class BadInputTest extends EveryProvider {
         if (result instanceof java.util.Collection) {
             return "a collection of " + ((java.util.Collection<?>) result).size();
         }
-        for (Class<?> kind : List.of(SocketChannel.class, ServerSocketChannel.class, Selector.class,
-                InputStream.class, OutputStream.class)) {
+        for (Class<?> kind : List.of(SocketChannel.class, ServerSocketChannel.class, DatagramChannel.class,
+                Selector.class, InputStream.class, OutputStream.class, java.nio.channels.Channel.class)) {
             if (kind.isInstance(result)) {
                 return "a " + kind.getSimpleName(); // not its toString: implementations differ
             }
@@ -138,6 +145,9 @@ public class BadInputTest extends EveryProvider {
         final SocketChannel client;
         final SocketChannel server;
         private final List<java.io.Closeable> opened = new ArrayList<>();
+        private DatagramChannel receiver;
+        private DatagramChannel sender;
+        private Pipe pipe;
 
         Fixture(SelectorProvider provider, SelectorProvider other) throws IOException {
             this.provider = provider;
@@ -147,6 +157,44 @@ public class BadInputTest extends EveryProvider {
             client.connect(listener.getLocalAddress());
             server = listener.accept();
             client.write(ByteBuffer.wrap(WAITING));
+        }
+
+        /** An IPv4 datagram channel bound to the test address, {@link #WAITING} sent to it by {@link #sender}. */
+        DatagramChannel receiver() throws IOException {
+            if (receiver == null) {
+                receiver = track(provider.openDatagramChannel(StandardProtocolFamily.INET)).bind(Providers.anyPort());
+                sender = track(provider.openDatagramChannel(StandardProtocolFamily.INET)).bind(Providers.anyPort());
+                sender.send(ByteBuffer.wrap(WAITING), receiver.getLocalAddress());
+            }
+            return receiver;
+        }
+
+        DatagramChannel sender() throws IOException {
+            receiver();
+            return sender;
+        }
+
+        /** The receiver connected to the sender, which sends {@link #WAITING} again (a connect drops what came). */
+        DatagramChannel connectedReceiver() throws IOException {
+            receiver().connect(sender.getLocalAddress());
+            sender.send(ByteBuffer.wrap(WAITING), receiver.getLocalAddress());
+            return receiver;
+        }
+
+        /** The sender, connected to the receiver. */
+        DatagramChannel connectedSender() throws IOException {
+            return sender().connect(receiver.getLocalAddress());
+        }
+
+        /** A pipe whose sink wrote {@link #WAITING}. */
+        Pipe pipe() throws IOException {
+            if (pipe == null) {
+                pipe = provider.openPipe();
+                track(pipe.source());
+                track(pipe.sink());
+                pipe.sink().write(ByteBuffer.wrap(WAITING));
+            }
+            return pipe;
         }
 
         SocketChannel unconnected() throws IOException {
@@ -207,17 +255,49 @@ public class BadInputTest extends EveryProvider {
                     resource.close(); // deregisters the server, which can then block again
                 }
             }
-            return "unread: " + drain(client, server) + "; sent: " + drain(server, client);
+            String moved = "unread: " + drain(client, server) + "; sent: " + drain(server, client);
+            if (receiver != null) {
+                moved += "; datagrams left: " + datagrams(receiver) + "; to the sender: " + datagrams(sender);
+            }
+            if (pipe != null) {
+                if (pipe.sink().isOpen()) {
+                    pipe.sink().close();
+                }
+                moved += "; in the pipe: " + drain(pipe.source());
+            }
+            return moved;
+        }
+
+        /** The datagrams waiting at {@code channel}: their lengths and checksums. */
+        private static String datagrams(DatagramChannel channel) throws IOException {
+            if (!channel.isOpen()) {
+                return "closed";
+            }
+            channel.configureBlocking(false);
+            List<String> waiting = new ArrayList<>();
+            ByteBuffer buffer = ByteBuffer.allocate(1 << 16);
+            while (channel.receive(buffer) != null) {
+                CRC32C crc = new CRC32C();
+                crc.update(buffer.flip());
+                waiting.add(buffer.limit() + " B " + Long.toHexString(crc.getValue()));
+                buffer.clear();
+            }
+            return waiting.toString();
         }
 
         private static String drain(SocketChannel writer, SocketChannel reader) throws Exception {
             if (writer.isOpen() && writer.isConnected()) {
                 writer.shutdownOutput();
             }
+            return drain(reader);
+        }
+
+        /** What {@code reader} reads to the end of its stream. */
+        private static String drain(java.nio.channels.ReadableByteChannel reader) throws IOException {
             if (!reader.isOpen()) {
                 return "closed";
             }
-            reader.configureBlocking(true);
+            ((java.nio.channels.SelectableChannel) reader).configureBlocking(true);
             ByteBuffer buffer = ByteBuffer.allocate(1 << 16);
             CRC32C crc = new CRC32C();
             long count = 0;
@@ -276,6 +356,11 @@ public class BadInputTest extends EveryProvider {
     private static ByteBuffer filled(ByteBuffer buffer) {
         buffer.put(Providers.pattern(buffer.remaining(), buffer.capacity())).flip();
         return buffer;
+    }
+
+    /** The network interface of the test address. */
+    private static NetworkInterface testInterface() throws IOException {
+        return NetworkInterface.getByInetAddress(InetAddress.getByName(Providers.HOST));
     }
 
     /** A socket address of a kind no provider supports. */
@@ -631,6 +716,118 @@ public class BadInputTest extends EveryProvider {
             key.interestOps(SelectionKey.OP_READ | SelectionKey.OP_WRITE);
             int selected = key.selector().selectNow();
             return selected + ", ready " + key.readyOps() + ", read " + f.server.read(heap(16));
+        });
+        // ---- datagram channels (the receiver has 8 bytes waiting from the sender)
+        add("datagram receive(null)", f -> f.receiver().receive(null));
+        add("datagram receive(read-only)", f -> f.receiver().receive(heap(16).asReadOnlyBuffer()));
+        add("datagram receive(empty buffer)", f -> f.receiver().receive(heap(0)) != null);
+        add("datagram receive(4 of 8)", f -> {
+            ByteBuffer half = heap(4);
+            return (f.receiver().receive(half) != null) + ", " + describe(half);
+        });
+        add("datagram receive after close", f -> {
+            DatagramChannel receiver = f.receiver();
+            receiver.close();
+            return receiver.receive(heap(16));
+        });
+        add("non-blocking datagram receive after close", f -> {
+            DatagramChannel receiver = f.receiver();
+            receiver.configureBlocking(false);
+            receiver.close();
+            return receiver.receive(heap(16));
+        });
+        add("datagram send(null, to)", f -> f.sender().send(null, f.receiver().getLocalAddress()));
+        add("datagram send(b, null)", f -> f.sender().send(filled(heap(4)), null));
+        add("datagram send to unresolved", f -> f.sender().send(filled(heap(4)), UNRESOLVED));
+        add("datagram send to an unsupported address", f -> f.sender().send(filled(heap(4)), new Unsupported()));
+        add("datagram send to port 0", f -> f.sender().send(filled(heap(4)), new InetSocketAddress(Providers.HOST, 0)));
+        add("datagram send of 70,000 bytes",
+            f -> f.sender().send(filled(heap(70_000)), f.receiver().getLocalAddress()));
+        add("datagram send(read-only)",
+            f -> f.sender().send(filled(heap(5)).asReadOnlyBuffer(), f.receiver().getLocalAddress()));
+        add("datagram send after close", f -> {
+            DatagramChannel sender = f.sender();
+            sender.close();
+            return sender.send(filled(heap(4)), f.receiver().getLocalAddress());
+        });
+        add("datagram send elsewhere when connected",
+            f -> f.connectedSender().send(filled(heap(4)), new InetSocketAddress(Providers.HOST, 9)));
+        add("datagram read unconnected", f -> f.receiver().read(heap(16)));
+        add("datagram write unconnected", f -> f.sender().write(filled(heap(4))));
+        add("datagram read(read-only), connected", f -> f.connectedReceiver().read(heap(16).asReadOnlyBuffer()));
+        add("datagram read([4, null]), connected", f -> f.connectedReceiver().read(buffers(heap(4), null)));
+        add("datagram read([4, 4]), connected", f -> {
+            ByteBuffer[] dsts = buffers(heap(4), heap(4));
+            return f.connectedReceiver().read(dsts) + ", " + describe(dsts);
+        });
+        add("datagram write([4, null]), connected", f -> f.connectedSender().write(buffers(filled(heap(4)), null)));
+        add("datagram write([3, 5]), connected",
+            f -> f.connectedSender().write(buffers(filled(heap(3)), filled(heap(5)))));
+        add("datagram connect(null)", f -> f.sender().connect(null));
+        add("datagram connect(unresolved)", f -> f.sender().connect(UNRESOLVED));
+        add("datagram connect(unsupported address)", f -> f.sender().connect(new Unsupported()));
+        add("datagram bind twice", f -> f.receiver().bind(Providers.anyPort()));
+        add("datagram bind(foreign address)",
+            f -> f.track(f.provider.openDatagramChannel(StandardProtocolFamily.INET)).bind(FOREIGN));
+        add("datagram setOption(IP_MULTICAST_TTL, 256)",
+            f -> f.receiver().setOption(StandardSocketOptions.IP_MULTICAST_TTL, 256));
+        add("datagram setOption(IP_TOS, -1)", f -> f.receiver().setOption(StandardSocketOptions.IP_TOS, -1));
+        add("datagram setOption(SO_RCVBUF, -1)", f -> f.receiver().setOption(StandardSocketOptions.SO_RCVBUF, -1));
+        add("datagram setOption(TCP_NODELAY)", f -> f.receiver().setOption(StandardSocketOptions.TCP_NODELAY, true));
+        add("datagram getOption(null)", f -> f.receiver().getOption(null));
+        add("datagram join(null, interface)", f -> f.receiver().join(null, testInterface()));
+        add("datagram join(a unicast address)",
+            f -> f.receiver().join(InetAddress.getByName(Providers.HOST), testInterface()));
+        add("datagram join(group, null)", f -> f.receiver().join(InetAddress.getByName("239.1.2.3"), null));
+        add("datagram join(an IPv6 group) on IPv4",
+            f -> f.receiver().join(InetAddress.getByName("ff02::1:2"), testInterface()));
+        add("datagram register(OP_ACCEPT)", f -> {
+            DatagramChannel receiver = f.receiver();
+            receiver.configureBlocking(false);
+            return receiver.register(f.selector(), SelectionKey.OP_ACCEPT);
+        });
+        step("datagram adaptor send(null)", f -> f.sender().socket().send(null));
+        step("datagram adaptor receive(null)", f -> f.receiver().socket().receive(null));
+        step("datagram adaptor setSoTimeout(-1)", f -> f.receiver().socket().setSoTimeout(-1));
+        // ---- pipes (the sink wrote 8 bytes)
+        add("pipe read(null)", f -> f.pipe().source().read((ByteBuffer) null));
+        add("pipe read(read-only)", f -> f.pipe().source().read(heap(16).asReadOnlyBuffer()));
+        add("pipe read([4, null])", f -> f.pipe().source().read(buffers(heap(4), null)));
+        add("pipe read([4, read-only])", f -> f.pipe().source().read(buffers(heap(4), heap(4).asReadOnlyBuffer())));
+        add("pipe read(array, 1, 2) of 2", f -> f.pipe().source().read(buffers(heap(4), heap(4)), 1, 2));
+        add("pipe read after close", f -> {
+            Pipe.SourceChannel source = f.pipe().source();
+            source.close();
+            return source.read(heap(4));
+        });
+        add("non-blocking pipe read after close", f -> {
+            Pipe.SourceChannel source = f.pipe().source();
+            source.configureBlocking(false);
+            source.close();
+            return source.read(heap(4));
+        });
+        add("pipe write(null)", f -> f.pipe().sink().write((ByteBuffer) null));
+        add("pipe write([4, null])", f -> f.pipe().sink().write(buffers(filled(heap(4)), null)));
+        add("pipe write(read-only)", f -> f.pipe().sink().write(filled(heap(5)).asReadOnlyBuffer()));
+        add("pipe write after close", f -> {
+            Pipe.SinkChannel sink = f.pipe().sink();
+            sink.close();
+            return sink.write(filled(heap(4)));
+        });
+        add("pipe read after the sink closed", f -> {
+            Pipe pipe = f.pipe();
+            pipe.sink().close();
+            return pipe.source().read(heap(16)) + ", then " + pipe.source().read(heap(16));
+        });
+        add("pipe sink register(OP_READ)", f -> {
+            Pipe.SinkChannel sink = f.pipe().sink();
+            sink.configureBlocking(false);
+            return sink.register(f.selector(), SelectionKey.OP_READ);
+        });
+        add("pipe source register(OP_WRITE)", f -> {
+            Pipe.SourceChannel source = f.pipe().source();
+            source.configureBlocking(false);
+            return source.register(f.selector(), SelectionKey.OP_WRITE);
         });
         // ---- the socket adaptors
         add("adaptor read(null, 0, 1)", f -> f.server.socket().getInputStream().read(null, 0, 1));
