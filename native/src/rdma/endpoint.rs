@@ -174,7 +174,7 @@ pub(crate) struct Endpoint {
     pd: Arc<ProtectionDomain>,
     id: CmId,
     events: EventChannel,
-    /// The peer disconnected (or the QP was flushed).
+    /// The peer disconnected, or we did (a close, a queue pair that failed).
     peer_closed: bool,
     /// The inline size the device granted.
     max_inline: u32,

@@ -38,8 +38,8 @@ import java.util.concurrent.locks.ReentrantLock;
  * and the socket closes once no selector holds it.
  *
  * <p>Locks: {@code readLock} and {@code writeLock} order the receives and the
- * sends (they guard {@code sender}), then
- * {@code stateLock} the addresses and memberships, as in the JDK.
+ * sends ({@code readLock} guards {@code sender}), then {@code stateLock} the
+ * addresses and memberships, as in the JDK.
  */
 final class RdmaDatagramChannel extends DatagramChannel implements RdmaChannel {
     private static final Set<SocketOption<?>> OPTIONS = Set.of(StandardSocketOptions.SO_SNDBUF,
@@ -64,7 +64,6 @@ final class RdmaDatagramChannel extends DatagramChannel implements RdmaChannel {
     /** The last sender, as bytes and as returned: a sender that repeats is returned as the same object. */
     private final ByteBuffer lastSender = ByteBuffer.allocate(DatagramNative.SENDER_BYTES);
     private InetSocketAddress lastSenderAddress;
-    // -- guarded by writeLock
     // -- guarded by stateLock
     private InetSocketAddress local;
     private InetSocketAddress remote;
