@@ -79,6 +79,11 @@ pub enum Error {
         vendor_err: u32,
     },
 
+    /// The device reported that the connection's port went down, or that it
+    /// failed the queue pair or itself (an asynchronous event).
+    #[error("connection failed: {0}")]
+    DeviceFailed(String),
+
     /// The socket was closed by another thread while this one used it.
     #[error("closed while {0} was in progress")]
     Closed(&'static str),

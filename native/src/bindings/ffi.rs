@@ -62,6 +62,7 @@ impl RnioStatus {
             | Error::Violation(_)
             | Error::Closed(_)
             | Error::PortUnreachable
+            | Error::DeviceFailed(_)
             | Error::Failed(_) => RnioStatus::Failed,
         }
     }

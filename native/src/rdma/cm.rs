@@ -163,6 +163,12 @@ impl CmId {
         unsafe { Device::from_ptr((*self.0.as_ptr()).verbs) }
     }
 
+    /// The device port the identifier is bound to (known with its device).
+    pub(crate) fn port_num(&self) -> u8 {
+        // SAFETY: the identifier is live.
+        unsafe { (*self.0.as_ptr()).port_num }
+    }
+
     /// The queue pair created on the identifier (null before `rdma_create_qp`).
     pub(crate) fn qp(&self) -> *mut ibv_qp {
         // SAFETY: the identifier is live.

@@ -24,6 +24,7 @@ use rdma_sys::*;
 use crate::error::{Error, Result};
 use crate::rdma::cm::{CmEvent, CmId, EventChannel};
 use crate::rdma::completions::{CompletionGroup, Completions, GroupOffer};
+use crate::rdma::device_events::{self, Watched, DRAIN_WR_ID};
 use crate::rdma::hello::{Hello, PathKind};
 use crate::rdma::verbs::{
     self, Completion, Device, ProtectionDomain, QueuePair, SharedReceiveQueue, POLL_BATCH,
@@ -49,9 +50,14 @@ pub(crate) struct QpShape {
 }
 
 impl QpShape {
+    /// The send queue's depth: the data path's, and a slot for the drain marker.
+    fn send_slots(&self) -> u32 {
+        self.send_depth + 1
+    }
+
     /// The completions the queue pair can have outstanding at once.
     fn completions(&self) -> u32 {
-        self.send_depth + self.recv_depth + self.shared_receives
+        self.send_slots() + self.recv_depth + self.shared_receives
     }
 }
 
@@ -183,6 +189,8 @@ pub(crate) struct Endpoint {
     peer: SocketAddr,
     /// Looks that found nothing to read (see `learn_of_disconnect`).
     empty_looks: u32,
+    /// The queue pair as the device's event thread sees it (`device_events`).
+    watched: Arc<Watched>,
 }
 
 impl Endpoint {
@@ -262,7 +270,7 @@ impl Endpoint {
             attr.srq = srq.as_ptr();
         }
         attr.cap = ibv_qp_cap {
-            max_send_wr: shape.send_depth,
+            max_send_wr: shape.send_slots(),
             max_recv_wr: shape.recv_depth,
             max_send_sge: 1,
             max_recv_sge: 1,
@@ -270,6 +278,7 @@ impl Endpoint {
         };
         id.create_qp(pd.as_ptr(), &mut attr)?;
         let max_inline = attr.cap.max_inline_data;
+        let watched = device_events::watch(device, id.port_num(), id.qp());
         // Built before the binding can fail: its `Drop` destroys the new QP.
         let endpoint = Endpoint {
             completions,
@@ -281,6 +290,7 @@ impl Endpoint {
             deadline,
             peer,
             empty_looks: 0,
+            watched,
         };
         endpoint.completions.bind(endpoint.qp_num())?;
         Ok(endpoint)
@@ -354,9 +364,9 @@ impl Endpoint {
 
     /// A work request of `op` flushed: the queue pair stopped. After a
     /// disconnect (the peer's or ours, which stop it on purpose) the stream
-    /// just ends. Before one, the queue pair failed under us (a fatal error
-    /// of the device, an access the device refused): the connection fails
-    /// with that error, and a disconnect tells the peer.
+    /// just ends. Before one, the queue pair failed under us (its port went
+    /// down, a fatal error of the device, an access the device refused): the
+    /// connection fails with that error, and a disconnect tells the peer.
     pub(crate) fn flushed(&mut self, op: &'static str, wc: &Completion) -> Result<()> {
         if !self.peer_closed {
             self.handle_connection_events()?; // a disconnect may wait among them
@@ -366,7 +376,10 @@ impl Endpoint {
         }
         log::warn!("connection to {}: the queue pair entered the error state; disconnecting", self.peer);
         self.disconnect();
-        Err(wc.flush_error(op))
+        Err(match self.watched.failure() {
+            Some(why) => Error::DeviceFailed(why.to_owned()),
+            None => wc.flush_error(op),
+        })
     }
 
     /// Drives the queue pair into the error state, as a fatal error of the
@@ -466,13 +479,18 @@ impl Endpoint {
     /// `Drop`, before its memory regions go.
     pub(crate) fn shutdown(&mut self) {
         self.disconnect();
+        self.destroy_qp();
+    }
+
+    fn destroy_qp(&mut self) {
+        self.watched.forget();
         self.id.destroy_qp();
     }
 }
 
 impl Drop for Endpoint {
     fn drop(&mut self) {
-        self.id.destroy_qp();
+        self.destroy_qp();
     }
 }
 
@@ -513,7 +531,12 @@ pub(crate) trait DataPath {
         loop {
             let n = self.endpoint().completions.poll(&mut wcs)?;
             for wc in &wcs[..n] {
-                self.complete(wc)?;
+                if wc.wr_id == DRAIN_WR_ID {
+                    // Not the data path's: the device's event thread failed the queue pair.
+                    self.endpoint().flushed("drain marker", wc)?;
+                } else {
+                    self.complete(wc)?;
+                }
             }
             if n < POLL_BATCH {
                 return Ok(());

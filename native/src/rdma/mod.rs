@@ -9,6 +9,8 @@
 //! - `completions`: a selector's completion queue shared by its connections,
 //!   or a connection's own, and the routing of completions to each;
 //! - `hello`: the private data of connect requests and replies;
+//! - `device_events`: a device's asynchronous events (a port gone down), which
+//!   fail the queue pairs concerned;
 //! - `endpoint`: listen, accept and connect of an RC queue pair, and the wait
 //!   loop every data path shares;
 //! - `connection`: the two-sided message connection (`Connection`).
@@ -16,6 +18,7 @@
 pub(crate) mod cm;
 pub mod completions;
 pub mod connection;
+pub(crate) mod device_events;
 pub mod endpoint;
 pub(crate) mod hello;
 pub mod verbs;

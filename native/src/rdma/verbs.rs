@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use rdma_sys::*;
 
-use crate::error::{check_errno, Error, Result};
+use crate::error::{check, check_errno, Error, Result};
 use crate::sys;
 
 /// Names of the RDMA devices on this host, e.g. `["rxe0"]`.
@@ -95,6 +95,89 @@ impl Device {
         let mut attr: ibv_device_attr = unsafe { mem::zeroed() };
         check_errno("ibv_query_device", unsafe { ibv_query_device(self.as_ptr(), &mut attr) })?;
         Ok(attr.max_cqe as u32)
+    }
+}
+
+impl Device {
+    /// Waits for the device's next asynchronous event (`ibv_get_async_event`):
+    /// one thread per device reads them (`device_events`).
+    pub(crate) fn next_async_event(self) -> Result<AsyncEvent> {
+        let mut raw = MaybeUninit::<ibv_async_event>::uninit();
+        // SAFETY: the context is live; raw is a valid out-pointer, filled on success.
+        check("ibv_get_async_event", unsafe { ibv_get_async_event(self.as_ptr(), raw.as_mut_ptr()) })?;
+        Ok(AsyncEvent { raw })
+    }
+}
+
+/// An asynchronous event of a device, acknowledged when dropped: until then,
+/// destroying the queue pair it names waits, so the pointer stays that queue
+/// pair's. Kept uninterpreted (`MaybeUninit`): a newer kernel may report an
+/// event type the bindings' Rust enum has no value for.
+pub(crate) struct AsyncEvent {
+    raw: MaybeUninit<ibv_async_event>,
+}
+
+/// What an asynchronous event reports, as far as connections care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AsyncEventKind {
+    /// A port left the active state (its link went down).
+    PortDown(u8),
+    /// The device failed a queue pair (`IBV_EVENT_QP_FATAL`, `_REQ_ERR`, `_ACCESS_ERR`).
+    QueuePairFailed(*mut ibv_qp),
+    /// The device itself failed: every queue pair on it is gone.
+    DeviceFatal,
+    /// Anything else (port active, path migration, SRQ limits, ...).
+    Other,
+}
+
+impl AsyncEvent {
+    /// The event's type number: read as an integer, since a newer kernel may
+    /// report types the bindings' enum does not have.
+    fn type_number(&self) -> u32 {
+        // SAFETY: ibv_get_async_event filled the struct; the field is a C
+        // enum, 32 bits wide, read as the integer it is.
+        unsafe { ptr::addr_of!((*self.raw.as_ptr()).event_type).cast::<u32>().read() }
+    }
+
+    /// What the event reports.
+    pub(crate) fn kind(&self) -> AsyncEventKind {
+        const QP_FATAL: u32 = ibv_event_type::IBV_EVENT_QP_FATAL as u32;
+        const QP_REQ_ERR: u32 = ibv_event_type::IBV_EVENT_QP_REQ_ERR as u32;
+        const QP_ACCESS_ERR: u32 = ibv_event_type::IBV_EVENT_QP_ACCESS_ERR as u32;
+        const PORT_ERR: u32 = ibv_event_type::IBV_EVENT_PORT_ERR as u32;
+        const DEVICE_FATAL: u32 = ibv_event_type::IBV_EVENT_DEVICE_FATAL as u32;
+        // SAFETY: filled by ibv_get_async_event; the union member read is
+        // the one the event type says is set.
+        unsafe {
+            let element = &(*self.raw.as_ptr()).element;
+            match self.type_number() {
+                QP_FATAL | QP_REQ_ERR | QP_ACCESS_ERR => AsyncEventKind::QueuePairFailed(element.qp),
+                PORT_ERR => AsyncEventKind::PortDown(element.port_num as u8),
+                DEVICE_FATAL => AsyncEventKind::DeviceFatal,
+                _ => AsyncEventKind::Other,
+            }
+        }
+    }
+
+    /// The name libibverbs gives the event, e.g. "local catastrophic error".
+    pub(crate) fn name(&self) -> String {
+        let number = self.type_number();
+        if number > ibv_event_type::IBV_EVENT_WQ_FATAL as u32 {
+            return format!("asynchronous event {number}");
+        }
+        // SAFETY: the value is one of the enum's (checked above), for which
+        // ibv_event_type_str returns a static string.
+        unsafe {
+            let kind = ptr::addr_of!((*self.raw.as_ptr()).event_type).read();
+            CStr::from_ptr(ibv_event_type_str(kind)).to_string_lossy().into_owned()
+        }
+    }
+}
+
+impl Drop for AsyncEvent {
+    fn drop(&mut self) {
+        // SAFETY: the event came from ibv_get_async_event and is acknowledged once.
+        unsafe { ibv_ack_async_event(self.raw.as_mut_ptr()) };
     }
 }
 

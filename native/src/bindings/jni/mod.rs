@@ -70,7 +70,8 @@ fn exception_class(err: &Error) -> &'static str {
         Error::NoDevice(_) => "rdmanio/NoRdmaDeviceException",
         Error::TimedOut { .. } => "java/net/SocketTimeoutException",
         Error::ConnectionRefused(_) | Error::SendsOnly(_) => "java/net/ConnectException",
-        Error::ConnectionReset => "java/net/SocketException",
+        // A link that went down: the JDK's sockets report what follows from it as SocketExceptions.
+        Error::ConnectionReset | Error::DeviceFailed(_) => "java/net/SocketException",
         Error::PortUnreachable => "java/net/PortUnreachableException",
         Error::Unreachable { .. } | Error::NotLocal(_) => "java/net/NoRouteToHostException",
         Error::InvalidArgument(_) | Error::MessageTooLarge { .. } => "java/lang/IllegalArgumentException",
