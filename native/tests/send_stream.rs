@@ -100,9 +100,9 @@ fn a_peer_that_is_no_ring_peer_gets_two_sided_sends_and_a_ring_peer_gets_rings()
     if no_device_here() {
         return;
     }
-    let ip = test_addr().unwrap();
+    let client = common::client_addr().unwrap();
     pair(sends_only(SendOptions::default()), Medium::RdmaSends);
-    let replicas = TransportOptions { ring_peers: RingPeers::Only(vec![ip]), ..Default::default() };
+    let replicas = TransportOptions { ring_peers: RingPeers::Only(vec![client]), ..Default::default() };
     pair(replicas, Medium::Rdma);
 }
 

@@ -20,6 +20,15 @@ pub fn test_addr() -> Option<IpAddr> {
     Some(std::env::var("RDMANIO_TEST_ADDR").expect("RDMANIO_TEST_ADDR").parse().expect("an IP address"))
 }
 
+/// The address the tests' clients connect from: the test address, unless the
+/// connections cross the VM's wire (tests/vm/netem sets RDMANIO_TEST_CLIENT_ADDR).
+pub fn client_addr() -> Option<IpAddr> {
+    match std::env::var("RDMANIO_TEST_CLIENT_ADDR") {
+        Ok(addr) => Some(addr.parse().expect("RDMANIO_TEST_CLIENT_ADDR: an IP address")),
+        Err(_) => test_addr(),
+    }
+}
+
 /// Starts a `test-peer` process that connects to `addr` in `mode`
 /// ("rdma-flood", "sends-flood") and writes until it is killed.
 pub fn spawn_flooder(mode: &str, addr: SocketAddr) -> Child {
