@@ -96,9 +96,7 @@ impl Device {
         check_errno("ibv_query_device", unsafe { ibv_query_device(self.as_ptr(), &mut attr) })?;
         Ok(attr.max_cqe as u32)
     }
-}
 
-impl Device {
     /// Waits for the device's next asynchronous event (`ibv_get_async_event`):
     /// one thread per device reads them (`device_events`).
     pub(crate) fn next_async_event(self) -> Result<AsyncEvent> {
