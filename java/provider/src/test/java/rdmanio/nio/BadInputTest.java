@@ -165,8 +165,25 @@ public class BadInputTest extends EveryProvider {
                 receiver = track(provider.openDatagramChannel(StandardProtocolFamily.INET)).bind(Providers.anyPort());
                 sender = track(provider.openDatagramChannel(StandardProtocolFamily.INET)).bind(Providers.anyPort());
                 sender.send(ByteBuffer.wrap(WAITING), receiver.getLocalAddress());
+                awaitWaitingDatagram();
             }
             return receiver;
+        }
+
+        /**
+         * Waits until {@link #WAITING} is at the receiver, which is left blocking: a send
+         * to a local address may return before the datagram is delivered (it did once in
+         * the VM, and the case then found none waiting).
+         */
+        private void awaitWaitingDatagram() throws IOException {
+            try (Selector selector = provider.openSelector()) {
+                receiver.configureBlocking(false);
+                receiver.register(selector, SelectionKey.OP_READ);
+                if (selector.select(Providers.TIMEOUT_MILLIS) == 0) {
+                    throw new IOException("the waiting datagram did not arrive");
+                }
+            }
+            receiver.configureBlocking(true);
         }
 
         DatagramChannel sender() throws IOException {
@@ -178,6 +195,7 @@ public class BadInputTest extends EveryProvider {
         DatagramChannel connectedReceiver() throws IOException {
             receiver().connect(sender.getLocalAddress());
             sender.send(ByteBuffer.wrap(WAITING), receiver.getLocalAddress());
+            awaitWaitingDatagram();
             return receiver;
         }
 

@@ -39,7 +39,8 @@ import org.junit.Test;
  * down there.
  */
 public class LinkDownTest {
-    private static final long FAILS_WITHIN_MILLIS = 5_000;
+    /** The port event comes at once; a JVM under emulation took up to 2.8 s to report it (2.4-2.8 s in CI). */
+    private static final long FAILS_WITHIN_MILLIS = 10_000;
 
     /** One provider's connections across the wire, waiting. */
     private static final class Waiting implements AutoCloseable {
