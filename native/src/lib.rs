@@ -31,6 +31,8 @@ mod sys;
 
 pub use bindings::ffi;
 pub use error::{Error, Result};
+#[doc(hidden)]
+pub use media::closing::closing_streams;
 pub use media::rdma_stream::{RdmaStream, StreamOptions};
 pub use media::send_stream::{SendOptions, SendStream};
 pub use media::shm_listener::ShmListener;

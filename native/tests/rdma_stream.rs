@@ -177,7 +177,7 @@ fn sixty_four_streams_carry_data_at_once() {
     for (i, client) in clients.iter_mut().enumerate() {
         assert!(read_exactly(client, BYTES) == pattern(BYTES, i as u32), "stream {i} echoed different bytes");
     }
-    let qps: std::collections::HashSet<u32> = clients.iter().map(RdmaStream::qp_num).collect();
+    let qps: std::collections::HashSet<u32> = clients.iter().map(|client| client.qp_num()).collect();
     assert_eq!(qps.len(), STREAMS, "every stream has its own queue pair");
     drop(server.join().expect("server thread"));
 }

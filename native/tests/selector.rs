@@ -2,6 +2,8 @@
 //! on every medium this machine has: TCP and shared memory on the host, and
 //! RDMA too in the Soft-RoCE VM (RDMANIO_TEST_DEVICE set).
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
@@ -427,6 +429,7 @@ fn accepted_connections_share_their_selectors_completion_queue() {
         let (listener, addr) = listen(transport);
         let poller = Poller::new(PollMode::Blocking).unwrap();
         poller.register(0, Arc::clone(&listener)).unwrap();
+        common::await_closes(); // the queues of streams closed earlier are gone
         let queues_before = rdmanio::completion_queues();
         // Enough connections that the shared queue must grow (an RDMA stream reserves 128 entries).
         let mut pairs: Vec<_> =
@@ -483,6 +486,7 @@ fn sockets_registered_before_they_connect_share_their_selectors_completion_queue
     for transport in transports() {
         let (listener, addr) = listen(transport);
         let poller = Poller::new(PollMode::Blocking).unwrap();
+        common::await_closes();
         let queues_before = rdmanio::completion_queues();
         let mut pairs = Vec::new();
         for slot in 0..CONNECTIONS {

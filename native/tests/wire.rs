@@ -10,41 +10,16 @@
 
 mod common;
 
-use std::net::{IpAddr, SocketAddr};
-use std::process::Command;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::test_addr;
-use rdmanio::{
-    ByteStream, Listener, RdmaStream, RingPeers, SendOptions, SendStream, Stream, StreamListener,
-    StreamOptions, Transport, TransportOptions,
-};
+use rdmanio::{ByteStream, Stream};
 
 const TIMEOUT: Option<Duration> = Some(Duration::from_secs(30));
-const SMALL: StreamOptions = StreamOptions { ring_capacity: 16 * 1024, max_record: 4 * 1024 };
 /// How soon a connection must fail once its link is down: the port event
 /// comes within milliseconds; this leaves room for emulation.
 const FAILS_WITHIN: Duration = Duration::from_secs(5);
-
-/// The wire's far address, and the script that takes its link down and up
-/// (tests/vm/wire), in the VM.
-fn wire() -> Option<(IpAddr, String)> {
-    if test_addr().is_none() {
-        println!("no RDMA device here: the wire tests run in the Soft-RoCE VM");
-        return None;
-    }
-    let addr =
-        std::env::var("RDMANIO_TEST_WIRE_ADDR").expect("RDMANIO_TEST_WIRE_ADDR (tests/vm/run-in-vm sets it)");
-    let script = std::env::var("RDMANIO_TEST_WIRE").expect("RDMANIO_TEST_WIRE");
-    Some((addr.parse().expect("an IP address"), script))
-}
-
-fn run_wire(script: &str, what: &str) {
-    let status = Command::new(script).arg(what).status().expect("run tests/vm/wire");
-    assert!(status.success(), "{script} {what}: {status}");
-}
 
 /// Takes the wire's link down; brings it back up when dropped, whatever the
 /// test's outcome, and waits until the RDMA ports on both ends are active.
@@ -52,36 +27,15 @@ struct LinkDown<'a>(&'a str);
 
 impl<'a> LinkDown<'a> {
     fn new(script: &'a str) -> Self {
-        run_wire(script, "down");
+        common::run_wire(script, "down");
         LinkDown(script)
     }
 }
 
 impl Drop for LinkDown<'_> {
     fn drop(&mut self) {
-        run_wire(self.0, "up");
+        common::run_wire(self.0, "up");
     }
-}
-
-/// A connected pair over rings, across the wire: (client, server).
-fn ring_pair(far: IpAddr) -> (Stream, Stream) {
-    let listener = Listener::bind(SocketAddr::new(far, 0), 4).expect("bind");
-    let addr = listener.local_addr();
-    let server = thread::spawn(move || listener.accept_stream(SMALL, TIMEOUT).expect("accept"));
-    let client = RdmaStream::connect(addr, SMALL, TIMEOUT).expect("connect");
-    (Box::new(client), Box::new(server.join().expect("server thread")))
-}
-
-/// A connected pair over two-sided sends, the server's on its listener's
-/// shared receive queue, across the wire: (client, server).
-fn sends_pair(far: IpAddr) -> (Stream, Stream) {
-    let options = TransportOptions { ring_peers: RingPeers::Only(Vec::new()), ..Default::default() };
-    let listener = StreamListener::bind(SocketAddr::new(far, 0), Transport::Rdma, options).expect("bind");
-    let addr = listener.local_addr();
-    let client =
-        thread::spawn(move || SendStream::connect(addr, SendOptions::default(), TIMEOUT).expect("connect"));
-    let (_, server) = listener.accept(TIMEOUT).expect("accept");
-    (Box::new(client.join().expect("client thread")), server)
 }
 
 /// Each end answers the other once: the pair works before the link goes.
@@ -100,9 +54,9 @@ fn exchange(a: &mut Stream, b: &mut Stream) {
 /// with an error that names it, within `FAILS_WITHIN`.
 #[test]
 fn a_link_that_goes_down_fails_every_connection_on_it() {
-    let Some((far, script)) = wire() else { return };
-    let (mut ring_client, mut ring_server) = ring_pair(far);
-    let (mut sends_client, mut sends_server) = sends_pair(far);
+    let Some((far, script)) = common::wire() else { return };
+    let (mut ring_client, mut ring_server) = common::wire_ring_pair(far);
+    let (mut sends_client, mut sends_server) = common::wire_sends_pair(far);
     for client in [&ring_client, &sends_client] {
         let near = client.local_addr().expect("a local address").ip();
         assert_ne!(near, far, "the connection does not cross the wire (its route is gone?)");

@@ -32,6 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::media::closing::{Closing, Settle, CLOSE_WAIT};
 use crate::media::ring::{RingConfig, RingReader, RingWriter, Violation};
 use crate::media::stream::{ops, ByteStream, Interest, ReadOutcome, WaitSource};
 use crate::rdma::completions::{CompletionChannel, GroupOffer};
@@ -50,8 +51,6 @@ const SLOT_LEN: usize = 64;
 /// The queue pair of a stream: no inline data (writes come from the registered shadow).
 const SHAPE: QpShape =
     QpShape { send_depth: SEND_DEPTH, recv_depth: RECV_DEPTH, max_inline: 0, shared_receives: 0 };
-/// How long a closing stream waits for its last writes to land.
-const LINGER: Duration = Duration::from_secs(2);
 
 /// Immediate data: the top bit marks control; data carries the tail's low 31 bits.
 const IMM_CONTROL: u32 = 1 << 31;
@@ -87,8 +86,12 @@ impl Listener {
     }
 }
 
-/// A byte stream to one peer over RDMA WRITE into rings.
-pub struct RdmaStream {
+/// A byte stream to one peer over RDMA WRITE into rings. Dropped, it closes,
+/// and a close delivers everything written before it (see `Closing`).
+pub type RdmaStream = Closing<RingPath>;
+
+/// The state of an `RdmaStream` (its methods are reached through it).
+pub struct RingPath {
     // Memory regions before the endpoint: deregistered before its PD goes.
     /// Our incoming ring and credit slot, which the peer writes.
     incoming: MemoryRegion,
@@ -113,6 +116,8 @@ pub struct RdmaStream {
     peer_wants_credit: bool,
     /// We asked the peer for a wake-up and wait for it.
     credit_requested: bool,
+    /// `close` was called: the disconnect follows once the writes landed.
+    closing: bool,
     /// The last write found no room: until one succeeds, every wake-up that
     /// brings too little credit is followed by a new request (see `progress`).
     write_blocked: bool,
@@ -151,7 +156,7 @@ impl RdmaStream {
                 reply.kind
             )));
         }
-        RdmaStream::build(endpoint, incoming, grant, reply.grant)
+        RingPath::build(endpoint, incoming, grant, reply.grant).map(Closing::new)
     }
 
     /// Checks the client's grant before accepting, so a bad one is refused.
@@ -159,18 +164,20 @@ impl RdmaStream {
         let (endpoint, hello) = Endpoint::from_request(request, SHAPE, None)?;
         let (incoming, grant) = grant_memory(&endpoint, options)?;
         post_receives(&endpoint, RECV_DEPTH)?;
-        let mut stream = RdmaStream::build(endpoint, incoming, grant, hello.grant)?;
+        let mut stream = RingPath::build(endpoint, incoming, grant, hello.grant)?;
         stream.endpoint.accept(&Hello::rings(grant))?;
-        Ok(stream)
+        Ok(Closing::new(stream))
     }
+}
 
+impl RingPath {
     /// Checks the peer's grant and sets up both rings' state.
     fn build(
         endpoint: Endpoint,
         incoming: MemoryRegion,
         own: RingGrant,
         peer: RingGrant,
-    ) -> Result<RdmaStream> {
+    ) -> Result<RingPath> {
         let invalid = |why: String| Error::InvalidArgument(format!("peer's ring grant: {why}"));
         let peer_ring =
             RingConfig::new(peer.capacity as usize, peer.max_payload as usize, peer.seed).map_err(invalid)?;
@@ -181,7 +188,7 @@ impl RdmaStream {
             .map_err(Error::InvalidArgument)?;
         // The shadow is only read by our own device for the writes: no access rights.
         let outgoing = MemoryRegion::new(endpoint.pd(), peer.capacity as usize + SLOT_LEN, Access::Local)?;
-        Ok(RdmaStream {
+        Ok(RingPath {
             incoming,
             outgoing,
             endpoint,
@@ -198,6 +205,7 @@ impl RdmaStream {
             credit_in_flight: false,
             peer_wants_credit: false,
             credit_requested: false,
+            closing: false,
             write_blocked: false,
             output_shut: false,
             end_pending: false,
@@ -226,6 +234,11 @@ impl RdmaStream {
     /// See `Connection::set_busy_poll`.
     pub fn set_busy_poll(&mut self, busy_poll: Duration) {
         self.busy_poll = busy_poll;
+    }
+
+    /// Every write posted was acknowledged, or none will be.
+    fn writes_landed(&self) -> bool {
+        self.sq_outstanding == 0 || self.endpoint.peer_closed()
     }
 
     fn reader_capacity(&self) -> usize {
@@ -408,7 +421,7 @@ impl RdmaStream {
 
 /// The stream operations proper; the `ByteStream` face wraps each in
 /// `revoking_on_violation` (`DataPath`).
-impl RdmaStream {
+impl RingPath {
     fn write_some(&mut self, data: &[u8]) -> Result<usize> {
         if self.output_shut {
             return Err(Error::InvalidArgument("write after shutdown_output".into()));
@@ -479,7 +492,7 @@ impl RdmaStream {
     }
 }
 
-impl ByteStream for RdmaStream {
+impl ByteStream for RingPath {
     /// Writes as much of `data` as the peer's ring has room for; returns how
     /// much (0: would block until credit comes).
     ///
@@ -526,23 +539,29 @@ impl ByteStream for RdmaStream {
         self.revoking_on_violation(Self::flush_end)
     }
 
+    /// Disconnects once the writes in flight landed (a signaled empty write
+    /// retires everything before it), waiting up to `CLOSE_WAIT`; a stream
+    /// whose writes take longer is disconnected by the closer (see `Closing`).
     fn close(&mut self) {
-        if self.endpoint.peer_closed() {
+        if self.closing || self.endpoint.peer_closed() {
             return;
         }
-        // Linger: writes still in flight would be flushed by the disconnect.
-        // A signaled empty write retires everything before it.
+        self.closing = true;
         if self.sq_outstanding > 0 {
-            let flushed = self.post(WR_DATA, 0, 0, 0, None, true).and_then(|()| {
-                self.wait_until("rdma stream close", Deadline::after(Some(LINGER)), |s| {
-                    s.sq_outstanding == 0 || s.endpoint.peer_closed()
-                })
+            let landed = self.post(WR_DATA, 0, 0, 0, None, true).and_then(|()| {
+                self.wait_until("rdma stream close", Deadline::after(Some(CLOSE_WAIT)), Self::writes_landed)
             });
-            if let Err(err) = flushed {
-                log::warn!("rdma stream close: the last writes may be lost: {err}");
+            match landed {
+                Ok(()) => {}
+                Err(Error::TimedOut { .. }) => return,
+                Err(err) => log::warn!("rdma stream close: the last writes may be lost: {err}"),
             }
         }
         self.endpoint.disconnect();
+    }
+
+    fn close_complete(&mut self) -> bool {
+        self.settle()
     }
 
     fn local_addr(&self) -> Option<SocketAddr> {
@@ -574,7 +593,7 @@ impl ByteStream for RdmaStream {
     }
 }
 
-impl DataPath for RdmaStream {
+impl DataPath for RingPath {
     fn endpoint(&mut self) -> &mut Endpoint {
         &mut self.endpoint
     }
@@ -640,7 +659,13 @@ impl DataPath for RdmaStream {
     }
 }
 
-impl Drop for RdmaStream {
+impl Settle for RingPath {
+    fn settle(&mut self) -> bool {
+        self.settle_when(Self::writes_landed)
+    }
+}
+
+impl Drop for RingPath {
     fn drop(&mut self) {
         self.close();
         self.endpoint.shutdown();

@@ -31,6 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::media::closing::{Closing, Settle, CLOSE_WAIT};
 use crate::media::receive_pool::ReceivePool;
 use crate::media::ring::Violation;
 use crate::media::stream::{ops, ByteStream, Interest, ReadOutcome, WaitSource};
@@ -54,8 +55,6 @@ const SEND_DEPTH: u32 = 16;
 /// At most every this many sends one is signaled (control and end messages always).
 const SIGNAL_EVERY: u32 = 4;
 const INLINE: u32 = 256;
-/// How long a closing stream waits for its last sends to land.
-const LINGER: Duration = Duration::from_secs(2);
 const WR_SEND: u64 = 1 << 63;
 
 /// The shape of the two-sided path.
@@ -311,8 +310,12 @@ impl Ledger {
     }
 }
 
-/// A byte stream to one peer over SEND/RECV.
-pub struct SendStream {
+/// A byte stream to one peer over SEND/RECV. Dropped, it closes, and a close
+/// delivers everything written before it (see `Closing`).
+pub type SendStream = Closing<SendPath>;
+
+/// The state of a `SendStream` (its methods are reached through it).
+pub struct SendPath {
     // Memory before the endpoint: deregistered before its domain goes.
     receives: Receives,
     /// Staging of sends too long to go inline, one slot per send the peer's
@@ -343,6 +346,8 @@ pub struct SendStream {
     ended: bool,
     output_shut: bool,
     end_pending: bool,
+    /// `close` was called: the disconnect follows once the sends landed.
+    closing: bool,
     busy_poll: Duration,
 }
 
@@ -376,7 +381,7 @@ impl SendStream {
             options.slots_per_connection() * options.slot_len,
             Access::LocalWrite,
         )?;
-        let mut stream = SendStream::build(endpoint, Receives::Own(slots), own);
+        let mut stream = SendPath::build(endpoint, Receives::Own(slots), own);
         for slot in 0..options.slots_per_connection() as u32 {
             stream.repost(slot)?;
         }
@@ -388,7 +393,7 @@ impl SendStream {
             )));
         }
         stream.accept_peer_grant(reply.slots)?;
-        Ok(stream)
+        Ok(Closing::new(stream))
     }
 
     /// Accepts a two-sided request, its receives from `pool`. A pool that is
@@ -410,14 +415,16 @@ impl SendStream {
         let shared_receives = u32::from(own.data_credits) + u32::from(own.control_credits);
         let shape = QpShape { shared_receives, ..shape(sends, 0) };
         let (endpoint, _) = Endpoint::from_request(request, shape, Some(pool.queue()))?;
-        let mut stream = SendStream::build(endpoint, receives, own);
+        let mut stream = SendPath::build(endpoint, receives, own);
         stream.accept_peer_grant(peer)?;
         stream.endpoint.accept(&Hello::sends(own))?;
-        Ok(stream)
+        Ok(Closing::new(stream))
     }
+}
 
-    fn build(endpoint: Endpoint, receives: Receives, own: SlotGrant) -> SendStream {
-        SendStream {
+impl SendPath {
+    fn build(endpoint: Endpoint, receives: Receives, own: SlotGrant) -> SendPath {
+        SendPath {
             receives,
             outgoing: None,
             endpoint,
@@ -435,6 +442,7 @@ impl SendStream {
             ended: false,
             output_shut: false,
             end_pending: false,
+            closing: false,
             busy_poll: Duration::ZERO,
         }
     }
@@ -468,6 +476,22 @@ impl SendStream {
     /// See `Connection::set_busy_poll`.
     pub fn set_busy_poll(&mut self, busy_poll: Duration) {
         self.busy_poll = busy_poll;
+    }
+
+    /// Sends a signaled credit update, if a control credit allows, so that
+    /// the unsignaled sends before it retire with it.
+    fn retire_unsignaled(&mut self) {
+        if self.unsignaled > 0 && self.can_send(true, 0) {
+            if let Err(err) = self.send(KIND_CONTROL, &[], true) {
+                log::debug!("send stream close: {err}");
+            }
+        }
+    }
+
+    /// Every send posted was acknowledged but the unsignaled ones no credit
+    /// allowed to retire (see `retire_unsignaled`), or none will be.
+    fn sends_landed(&self) -> bool {
+        self.sq_outstanding == self.unsignaled || self.endpoint.peer_closed()
     }
 
     fn own_slot_len(&self) -> usize {
@@ -683,7 +707,7 @@ impl SendStream {
     }
 }
 
-impl ByteStream for SendStream {
+impl ByteStream for SendPath {
     fn try_write(&mut self, data: &[u8]) -> Result<usize> {
         self.revoking_on_violation(|s| s.write_some(data))
     }
@@ -720,26 +744,28 @@ impl ByteStream for SendStream {
         self.revoking_on_violation(Self::flush_end)
     }
 
+    /// As `RdmaStream`'s close; the last unsignaled sends are retired by a
+    /// signaled credit update when a control credit allows.
     fn close(&mut self) {
-        if self.endpoint.peer_closed() {
+        if self.closing || self.endpoint.peer_closed() {
             return;
         }
-        // Linger, as `RdmaStream::close` does; the last unsignaled sends are
-        // retired by a signaled credit update when a control credit allows.
-        if self.unsignaled > 0 && self.can_send(true, 0) {
-            if let Err(err) = self.send(KIND_CONTROL, &[], true) {
-                log::debug!("send stream close: {err}");
-            }
-        }
-        if self.sq_outstanding > self.unsignaled {
-            let linger = self.wait_until("send stream close", Deadline::after(Some(LINGER)), |s| {
-                s.sq_outstanding == s.unsignaled || s.endpoint.peer_closed()
-            });
-            if let Err(err) = linger {
-                log::warn!("send stream close: the last sends may be lost: {err}");
+        self.closing = true;
+        self.retire_unsignaled();
+        if !self.sends_landed() {
+            let landed =
+                self.wait_until("send stream close", Deadline::after(Some(CLOSE_WAIT)), Self::sends_landed);
+            match landed {
+                Ok(()) => {}
+                Err(Error::TimedOut { .. }) => return,
+                Err(err) => log::warn!("send stream close: the last sends may be lost: {err}"),
             }
         }
         self.endpoint.disconnect();
+    }
+
+    fn close_complete(&mut self) -> bool {
+        self.settle()
     }
 
     fn local_addr(&self) -> Option<SocketAddr> {
@@ -771,7 +797,7 @@ impl ByteStream for SendStream {
     }
 }
 
-impl DataPath for SendStream {
+impl DataPath for SendPath {
     fn endpoint(&mut self) -> &mut Endpoint {
         &mut self.endpoint
     }
@@ -814,7 +840,16 @@ impl DataPath for SendStream {
     }
 }
 
-impl Drop for SendStream {
+impl Settle for SendPath {
+    fn settle(&mut self) -> bool {
+        if !self.endpoint.peer_closed() {
+            self.retire_unsignaled(); // when a credit came back since
+        }
+        self.settle_when(Self::sends_landed)
+    }
+}
+
+impl Drop for SendPath {
     fn drop(&mut self) {
         self.close();
         self.endpoint.disconnect();

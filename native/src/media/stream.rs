@@ -83,9 +83,15 @@ pub trait ByteStream {
     fn shutdown_output(&mut self) -> Result<()>;
 
     /// Closes both directions now: the peer reads end of stream after what was
-    /// written (a short linger lets writes in flight land). The resources stay
-    /// until the stream drops, so its fds remain valid for whoever watches them.
+    /// written. The resources stay until the stream drops, so its fds remain
+    /// valid for whoever watches them.
     fn close(&mut self);
+
+    /// Moves a close on without waiting; true once it is complete. Only an
+    /// RDMA stream may have more to do after `close` (`media::closing`).
+    fn close_complete(&mut self) -> bool {
+        true
+    }
 
     /// Closes abortively (`SO_LINGER` 0): what is not yet delivered may be
     /// dropped, and the peer's reads and writes fail with `ConnectionReset`
@@ -226,97 +232,114 @@ pub trait ByteStream {
     }
 }
 
+/// The body of a `ByteStream` impl for a type that dereferences to a stream:
+/// every call goes to the stream (`**self`).
+macro_rules! forward_byte_stream {
+    () => {
+        fn try_write(&mut self, data: &[u8]) -> $crate::error::Result<usize> {
+            (**self).try_write(data)
+        }
+
+        fn try_read(&mut self, out: &mut [u8]) -> $crate::error::Result<$crate::media::stream::ReadOutcome> {
+            (**self).try_read(out)
+        }
+
+        fn wait(
+            &mut self,
+            interest: $crate::media::stream::Interest,
+            deadline: $crate::sys::Deadline,
+        ) -> $crate::error::Result<()> {
+            (**self).wait(interest, deadline)
+        }
+
+        fn shutdown_output(&mut self) -> $crate::error::Result<()> {
+            (**self).shutdown_output()
+        }
+
+        fn close(&mut self) {
+            (**self).close()
+        }
+
+        fn close_complete(&mut self) -> bool {
+            (**self).close_complete()
+        }
+
+        fn abort(&mut self) {
+            (**self).abort()
+        }
+
+        fn try_send_urgent(&mut self, byte: u8) -> $crate::error::Result<bool> {
+            (**self).try_send_urgent(byte)
+        }
+
+        fn set_urgent_inline(&mut self, inline: bool) -> $crate::error::Result<()> {
+            (**self).set_urgent_inline(inline)
+        }
+
+        fn datagram(&mut self) -> Option<&mut $crate::media::datagram::DatagramSocket> {
+            (**self).datagram()
+        }
+
+        fn local_addr(&self) -> Option<std::net::SocketAddr> {
+            (**self).local_addr()
+        }
+
+        fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+            (**self).peer_addr()
+        }
+
+        fn available(&mut self) -> $crate::error::Result<usize> {
+            (**self).available()
+        }
+
+        fn ready(&mut self, interest: u32) -> $crate::error::Result<u32> {
+            (**self).ready(interest)
+        }
+
+        fn known_ready(&mut self, interest: u32) -> $crate::error::Result<u32> {
+            (**self).known_ready(interest)
+        }
+
+        fn arm(&mut self, interest: u32) -> $crate::error::Result<()> {
+            (**self).arm(interest)
+        }
+
+        fn disarm(&mut self) -> $crate::error::Result<()> {
+            (**self).disarm()
+        }
+
+        fn disarm_watched(&mut self) -> $crate::error::Result<()> {
+            (**self).disarm_watched()
+        }
+
+        fn sources(&self, interest: u32) -> [$crate::media::stream::WaitSource; 2] {
+            (**self).sources(interest)
+        }
+
+        fn signals_by_itself(&self) -> bool {
+            (**self).signals_by_itself()
+        }
+
+        fn signalled(&mut self, fd: std::os::fd::RawFd, events: u32) {
+            (**self).signalled(fd, events)
+        }
+
+        fn liveness_fd(&self) -> std::os::fd::RawFd {
+            (**self).liveness_fd()
+        }
+
+        fn check_liveness(&mut self) -> $crate::error::Result<()> {
+            (**self).check_liveness()
+        }
+
+        fn completion_channel(&self) -> Option<$crate::rdma::completions::CompletionChannel> {
+            (**self).completion_channel()
+        }
+    };
+}
+pub(crate) use forward_byte_stream;
+
 /// A boxed stream (`transport::Stream`, whatever its medium) is a stream.
 impl<S: ByteStream + ?Sized> ByteStream for Box<S> {
-    fn try_write(&mut self, data: &[u8]) -> Result<usize> {
-        (**self).try_write(data)
-    }
-
-    fn try_read(&mut self, out: &mut [u8]) -> Result<ReadOutcome> {
-        (**self).try_read(out)
-    }
-
-    fn wait(&mut self, interest: Interest, deadline: Deadline) -> Result<()> {
-        (**self).wait(interest, deadline)
-    }
-
-    fn shutdown_output(&mut self) -> Result<()> {
-        (**self).shutdown_output()
-    }
-
-    fn close(&mut self) {
-        (**self).close()
-    }
-
-    fn abort(&mut self) {
-        (**self).abort()
-    }
-
-    fn try_send_urgent(&mut self, byte: u8) -> Result<bool> {
-        (**self).try_send_urgent(byte)
-    }
-
-    fn set_urgent_inline(&mut self, inline: bool) -> Result<()> {
-        (**self).set_urgent_inline(inline)
-    }
-
-    fn datagram(&mut self) -> Option<&mut crate::media::datagram::DatagramSocket> {
-        (**self).datagram()
-    }
-
-    fn local_addr(&self) -> Option<SocketAddr> {
-        (**self).local_addr()
-    }
-
-    fn peer_addr(&self) -> Option<SocketAddr> {
-        (**self).peer_addr()
-    }
-
-    fn available(&mut self) -> Result<usize> {
-        (**self).available()
-    }
-
-    fn ready(&mut self, interest: u32) -> Result<u32> {
-        (**self).ready(interest)
-    }
-
-    fn known_ready(&mut self, interest: u32) -> Result<u32> {
-        (**self).known_ready(interest)
-    }
-
-    fn arm(&mut self, interest: u32) -> Result<()> {
-        (**self).arm(interest)
-    }
-
-    fn disarm(&mut self) -> Result<()> {
-        (**self).disarm()
-    }
-
-    fn disarm_watched(&mut self) -> Result<()> {
-        (**self).disarm_watched()
-    }
-
-    fn sources(&self, interest: u32) -> [WaitSource; 2] {
-        (**self).sources(interest)
-    }
-
-    fn signals_by_itself(&self) -> bool {
-        (**self).signals_by_itself()
-    }
-
-    fn signalled(&mut self, fd: RawFd, events: u32) {
-        (**self).signalled(fd, events)
-    }
-
-    fn liveness_fd(&self) -> RawFd {
-        (**self).liveness_fd()
-    }
-
-    fn check_liveness(&mut self) -> Result<()> {
-        (**self).check_liveness()
-    }
-
-    fn completion_channel(&self) -> Option<CompletionChannel> {
-        (**self).completion_channel()
-    }
+    forward_byte_stream!();
 }

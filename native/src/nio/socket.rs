@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
+use crate::media::closing::{self, Settle};
 use crate::media::datagram::DatagramSocket;
 use crate::media::pipe::PipeEnd;
 use crate::media::shm::ShmStream;
@@ -797,6 +798,24 @@ impl Socket {
         self.close_as(false);
     }
 
+    /// Closes as `close` does, and leaves what the stream's close could not
+    /// finish at once to the closer (`media::closing`), which holds the socket
+    /// till then: a selector may hold it too, until its next select.
+    pub fn close_handing_over(self: &Arc<Self>) {
+        self.close();
+        if !self.close_complete() {
+            closing::adopt(Box::new(Closed(Arc::clone(self))));
+        }
+    }
+
+    /// Moves the close of a closed socket's stream on; true once it is complete.
+    fn close_complete(&self) -> bool {
+        match &mut self.state.lock().role {
+            Role::Connected(connected) => connected.stream.close_complete(),
+            _ => true,
+        }
+    }
+
     /// Closes abortively (`SO_LINGER` 0): as `close`, but the peer's
     /// connection is reset where the medium can tell it (`ByteStream::abort`).
     pub fn abort(&self) {
@@ -1000,6 +1019,15 @@ impl Socket {
         }
         state.disarm()?;
         woke.map(drop)
+    }
+}
+
+/// A closed socket the closer holds until its stream's close is complete.
+struct Closed(Arc<Socket>);
+
+impl Settle for Closed {
+    fn settle(&mut self) -> bool {
+        self.0.close_complete()
     }
 }
 

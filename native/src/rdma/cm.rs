@@ -255,9 +255,11 @@ impl CmId {
 
     /// Starts an orderly disconnect and moves the QP to the error state, which
     /// flushes its outstanding work requests.
-    pub(crate) fn disconnect(&self) {
+    /// Disconnects; false when no disconnect request or reply could be sent
+    /// (the identifier never connected, or is disconnected already).
+    pub(crate) fn disconnect(&self) -> bool {
         // SAFETY: the identifier is live. Failing on an id that never connected is harmless.
-        unsafe { rdma_disconnect(self.0.as_ptr()) };
+        unsafe { rdma_disconnect(self.0.as_ptr()) == 0 }
     }
 
     /// Moves the identifier's future events to `channel`. All its events so far

@@ -182,6 +182,10 @@ pub(crate) struct Endpoint {
     events: EventChannel,
     /// The peer disconnected, or we did (a close, a queue pair that failed).
     peer_closed: bool,
+    /// The disconnect is complete: the peer's request came, or it answered
+    /// ours (or the request timed out, or none could be sent). Until then the
+    /// identifier must live: destroying it cancels our request's retries.
+    disconnected: bool,
     /// The inline size the device granted.
     max_inline: u32,
     deadline: Deadline,
@@ -286,6 +290,7 @@ impl Endpoint {
             id,
             events,
             peer_closed: false,
+            disconnected: false,
             max_inline,
             deadline,
             peer,
@@ -436,11 +441,13 @@ impl Endpoint {
         while let Some(event) = self.events.try_next()? {
             if event.kind() == rdma_cm_event_type::RDMA_CM_EVENT_DISCONNECTED {
                 log::debug!("peer {} disconnected", self.peer);
-                self.peer_closed = true;
                 drop(event);
-                // Completes our side and moves the QP to the error state, so
-                // work requests in flight flush instead of hanging.
+                // Answers the peer's request (also one that crossed ours), and
+                // moves the QP to the error state, so work requests in flight
+                // flush instead of hanging.
                 self.id.disconnect();
+                self.peer_closed = true;
+                self.disconnected = true;
             } else {
                 log::debug!("connection event {} ignored", event.name());
             }
@@ -470,9 +477,23 @@ impl Endpoint {
     /// (the QP moves to the error state; work in flight flushes).
     pub(crate) fn disconnect(&mut self) {
         if !self.peer_closed {
-            self.id.disconnect();
             self.peer_closed = true;
+            if !self.id.disconnect() {
+                self.disconnected = true; // no request went out: none to wait for
+            }
         }
+    }
+
+    /// Whether the disconnect is complete (see `disconnected`), handling the
+    /// connection events there are; a failure to read them counts as complete.
+    pub(crate) fn disconnect_confirmed(&mut self) -> bool {
+        if !self.disconnected {
+            if let Err(err) = self.handle_connection_events() {
+                log::warn!("connection to {}: {err}; not waiting for its disconnect", self.peer);
+                self.disconnected = true;
+            }
+        }
+        self.disconnected
     }
 
     /// Disconnects and destroys the queue pair: the owner calls this in its
@@ -542,6 +563,27 @@ pub(crate) trait DataPath {
                 return Ok(());
             }
         }
+    }
+
+    /// Moves a close on without waiting (`media::closing`): handles the
+    /// completions there are and disconnects once `landed` holds, or the
+    /// queue pair failed. True once the disconnect is confirmed.
+    fn settle_when(&mut self, landed: impl Fn(&Self) -> bool) -> bool
+    where
+        Self: Sized,
+    {
+        if !self.endpoint().peer_closed() {
+            if let Err(err) = self.drain_completions() {
+                log::warn!(
+                    "close of the connection to {}: the last writes may be lost: {err}",
+                    self.endpoint().peer
+                );
+            } else if !landed(self) {
+                return false;
+            }
+            self.endpoint().disconnect();
+        }
+        self.endpoint().disconnect_confirmed()
     }
 
     /// Everything a wait does between looks at its condition (by default,

@@ -9,7 +9,10 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rdmanio::{ByteStream, Error};
+use rdmanio::{
+    ByteStream, Error, Listener, RdmaStream, RingPeers, SendOptions, SendStream, Stream, StreamListener,
+    StreamOptions, Transport, TransportOptions,
+};
 
 const TIMEOUT: Option<Duration> = Some(Duration::from_secs(30));
 
@@ -27,6 +30,62 @@ pub fn client_addr() -> Option<IpAddr> {
         Ok(addr) => Some(addr.parse().expect("RDMANIO_TEST_CLIENT_ADDR: an IP address")),
         Err(_) => test_addr(),
     }
+}
+
+/// Waits until the closer holds no closed RDMA stream (each is kept until its
+/// peer confirmed the disconnect, at most a minute when the reply was lost:
+/// see `rdmanio::media::closing`).
+pub fn await_closes() {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while rdmanio::closing_streams() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} closed streams still held after 90 s",
+            rdmanio::closing_streams()
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The wire's far address, and the script that acts on the wire
+/// (tests/vm/wire), in the VM; None on a host without RDMA (said so).
+pub fn wire() -> Option<(IpAddr, String)> {
+    if test_addr().is_none() {
+        println!("no RDMA device here: the wire tests run in the Soft-RoCE VM");
+        return None;
+    }
+    let addr =
+        std::env::var("RDMANIO_TEST_WIRE_ADDR").expect("RDMANIO_TEST_WIRE_ADDR (tests/vm/run-in-vm sets it)");
+    let script = std::env::var("RDMANIO_TEST_WIRE").expect("RDMANIO_TEST_WIRE");
+    Some((addr.parse().expect("an IP address"), script))
+}
+
+/// Runs tests/vm/wire with `args` ("down", "impair loss 100%", ...).
+pub fn run_wire(script: &str, args: &str) {
+    let status = Command::new(script).args(args.split(' ')).status().expect("run tests/vm/wire");
+    assert!(status.success(), "{script} {args}: {status}");
+}
+
+/// A connected pair over rings with small rings, across the wire: (client, server).
+pub fn wire_ring_pair(far: IpAddr) -> (Stream, Stream) {
+    const SMALL: StreamOptions = StreamOptions { ring_capacity: 16 * 1024, max_record: 4 * 1024 };
+    let listener = Listener::bind(SocketAddr::new(far, 0), 4).expect("bind");
+    let addr = listener.local_addr();
+    let server = thread::spawn(move || listener.accept_stream(SMALL, TIMEOUT).expect("accept"));
+    let client = RdmaStream::connect(addr, SMALL, TIMEOUT).expect("connect");
+    (Box::new(client), Box::new(server.join().expect("server thread")))
+}
+
+/// A connected pair over two-sided sends, the server's on its listener's
+/// shared receive queue, across the wire: (client, server).
+pub fn wire_sends_pair(far: IpAddr) -> (Stream, Stream) {
+    let options = TransportOptions { ring_peers: RingPeers::Only(Vec::new()), ..Default::default() };
+    let listener = StreamListener::bind(SocketAddr::new(far, 0), Transport::Rdma, options).expect("bind");
+    let addr = listener.local_addr();
+    let client =
+        thread::spawn(move || SendStream::connect(addr, SendOptions::default(), TIMEOUT).expect("connect"));
+    let (_, server) = listener.accept(TIMEOUT).expect("accept");
+    (Box::new(client.join().expect("client thread")), server)
 }
 
 /// Starts a `test-peer` process that connects to `addr` in `mode`
@@ -141,6 +200,7 @@ where
         each_closed.recv_timeout(TIMEOUT.unwrap()).expect("the server closed its side");
     };
     (0..WARMUP).for_each(cycle);
+    await_closes();
     let (fds_before, rss_before) = (open_fds(), rss_kib());
     let started = Instant::now();
     for i in WARMUP..WARMUP + cycles {
@@ -150,6 +210,7 @@ where
         }
     }
     let _listener = server.join().expect("server thread");
+    await_closes();
     let (fds_after, rss_after) = (open_fds(), rss_kib());
     let summary = format!(
         "{cycles} open/transfer/close cycles in {:.1} s: fds {fds_before} -> {fds_after}, RSS {rss_before} -> {rss_after} KiB",

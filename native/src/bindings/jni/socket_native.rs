@@ -39,6 +39,19 @@ pub(super) unsafe fn socket<'a>(handle: jlong) -> JniResult<&'a Socket> {
         .ok_or_else(|| Error::InvalidArgument("closed socket".into()))?)
 }
 
+/// A reference of its own to the socket behind `handle` (a selector's, the closer's).
+///
+/// # Safety
+/// As `socket`.
+unsafe fn shared_socket(handle: jlong) -> JniResult<Arc<Socket>> {
+    // SAFETY: per the contract above; the count goes up for the new reference.
+    unsafe {
+        socket(handle)?;
+        Arc::increment_strong_count(handle as *const Socket);
+        Ok(Arc::from_raw(handle as *const Socket))
+    }
+}
+
 pub(super) fn socket_handle(socket: Arc<Socket>) -> jlong {
     Arc::into_raw(socket) as jlong
 }
@@ -311,12 +324,12 @@ export! {
     /// Wakes the socket's blocked threads and shuts it down, resetting the
     /// connection when `abortive` (`SO_LINGER` 0); the handle stays valid.
     fn Java_rdmanio_nio_SocketNative_close<'l>(_, handle: jlong, abortive: jboolean) {
-        // SAFETY: as above.
-        let socket = unsafe { socket(handle)? };
         if abortive {
-            socket.abort();
+            // SAFETY: as above.
+            unsafe { socket(handle)? }.abort();
         } else {
-            socket.close();
+            // SAFETY: as above; the closer may keep the reference.
+            unsafe { shared_socket(handle)? }.close_handing_over();
         }
         Ok(())
     }
@@ -345,12 +358,8 @@ export! {
 export! {
     fn Java_rdmanio_nio_SocketNative_pollerRegister<'l>(_, poller_handle: jlong, socket_handle: jlong, slot: jint) {
         let slot = usize::try_from(slot).map_err(|_| Error::InvalidArgument(format!("slot {slot}")))?;
-        // SAFETY: both handles are live; the socket's count goes up for the poller's own reference.
-        let socket = unsafe {
-            socket(socket_handle)?;
-            Arc::increment_strong_count(socket_handle as *const Socket);
-            Arc::from_raw(socket_handle as *const Socket)
-        };
+        // SAFETY: both handles are live; the poller keeps a reference of its own.
+        let socket = unsafe { shared_socket(socket_handle)? };
         // SAFETY: as above.
         Ok(unsafe { poller(poller_handle)? }.register(slot, socket)?)
     }

@@ -22,7 +22,6 @@ import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 
-import org.junit.Assume;
 import org.junit.Test;
 
 /**
@@ -119,26 +118,22 @@ public class LinkDownTest {
 
     @Test
     public void aLinkThatGoesDownFailsEveryWaitOnIt() throws Exception {
-        Assume.assumeTrue("needs the Soft-RoCE VM's wire", Providers.IN_VM);
-        String far = System.getenv("RDMANIO_TEST_WIRE_ADDR");
-        String wire = System.getenv("RDMANIO_TEST_WIRE");
-        assertTrue("RDMANIO_TEST_WIRE_ADDR and RDMANIO_TEST_WIRE (tests/vm/run-in-vm sets them)",
-            far != null && wire != null);
+        VmWire wire = VmWire.required();
         List<Waiting> waiting = new ArrayList<>();
         List<String> failures = new ArrayList<>();
         try {
             for (Object[] named : Providers.all()) {
-                waiting.add(new Waiting((String) named[0], (SelectorProvider) named[1], far));
+                waiting.add(new Waiting((String) named[0], (SelectorProvider) named[1], wire.far));
             }
             Thread.sleep(200); // the blocking readers are asleep
-            run(wire, "down"); // times count from its return: forking it takes seconds under emulation
+            wire.run("down"); // times count from its return: forking it takes seconds under emulation
             long down = System.nanoTime();
             try {
                 for (Waiting each : waiting) {
                     failures.addAll(each.failures(down));
                 }
             } finally {
-                run(wire, "up");
+                wire.run("up");
             }
         } finally {
             for (Waiting each : waiting) {
@@ -170,15 +165,6 @@ public class LinkDownTest {
         } catch (IOException e) {
             return e.toString();
         }
-    }
-
-    private static String run(String... command) throws Exception {
-        Process process = new ProcessBuilder(command).redirectErrorStream(true).start();
-        String output = new String(process.getInputStream().readAllBytes());
-        if (process.waitFor() != 0) {
-            fail(String.join(" ", command) + ": " + output);
-        }
-        return output;
     }
 
     private static long millisSince(long nanos) {

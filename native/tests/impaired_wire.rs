@@ -1,0 +1,122 @@
+//! Closes across the Soft-RoCE VM's wire (tests/vm/wire) while netem drops
+//! every packet for a while: a close must deliver every byte written before
+//! it, then the end of stream, however long the wire takes to carry them, and
+//! must not itself wait for the wire (as a TCP close without `SO_LINGER`). On
+//! the host (no device) the tests check nothing and say so.
+
+mod common;
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rdmanio::{ByteStream, Stream};
+
+const TIMEOUT: Option<Duration> = Some(Duration::from_secs(30));
+/// How long the wire drops everything: longer than a close ever waited for its
+/// writes (2 s), shorter than the transport's retries last (7 retries of
+/// rdma_cm's ACK timeout, about 1 s each on RoCE).
+const OUTAGE: Duration = Duration::from_millis(2500);
+/// A close returns well before the outage ends.
+const CLOSE_RETURNS_WITHIN: Duration = Duration::from_millis(1500);
+
+/// netem on both ends of the wire until dropped, whatever the test's outcome.
+struct Impaired<'a>(&'a str);
+
+impl<'a> Impaired<'a> {
+    fn new(script: &'a str, netem: &str) -> Self {
+        common::run_wire(script, &format!("impair {netem}"));
+        Impaired(script)
+    }
+}
+
+impl Drop for Impaired<'_> {
+    fn drop(&mut self) {
+        common::run_wire(self.0, "clear");
+    }
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len as u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect()
+}
+
+/// Reads to the end of the stream.
+fn read_to_end(stream: &mut Stream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        match stream.read(&mut buf, TIMEOUT) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(err) => panic!("read after {} bytes: {err}", got.len()),
+        }
+    }
+}
+
+/// The client writes `len` bytes while the wire drops everything and closes;
+/// the wire comes back after `OUTAGE`; the server must read them all, then the end.
+fn assert_a_close_outlasts_an_outage(what: &str, (mut client, mut server): (Stream, Stream), len: usize) {
+    let Some((_, script)) = common::wire() else { return };
+    let data = pattern(len);
+    let reader = thread::spawn(move || read_to_end(&mut server));
+    let outage = Impaired::new(&script, "loss 100%");
+    let started = Instant::now();
+    client.write_all(&data, TIMEOUT).expect("write");
+    drop(client); // the close: its writes are still to be retransmitted
+    let closed_in = started.elapsed();
+    thread::sleep(OUTAGE.saturating_sub(started.elapsed()));
+    drop(outage);
+    let got = reader.join().expect("reader");
+    println!("{what}: the close returned in {closed_in:?}; the server read {} of {len} bytes", got.len());
+    assert_eq!(got.len(), len, "{what}: bytes lost at close");
+    assert!(got == data, "{what}: the stream differs");
+    assert!(closed_in < CLOSE_RETURNS_WITHIN, "{what}: the close waited {closed_in:?} for the wire");
+}
+
+#[test]
+fn a_ring_close_delivers_what_a_long_outage_held_up() {
+    let Some((far, _)) = common::wire() else { return };
+    // Fits the server's ring: the writes are posted at once.
+    assert_a_close_outlasts_an_outage("rings", common::wire_ring_pair(far), 12 * 1024);
+}
+
+#[test]
+fn a_sends_close_delivers_what_a_long_outage_held_up() {
+    let Some((far, _)) = common::wire() else { return };
+    // Within the client's credits (4 slots of 2 KiB): the sends are posted at once.
+    assert_a_close_outlasts_an_outage("sends", common::wire_sends_pair(far), 6 * 1024);
+}
+
+/// The server closes while the wire drops everything, with nothing of its own
+/// in flight: its disconnect request is lost and must be sent again, or the
+/// client, idle in a read, never learns of the close.
+fn assert_a_lost_disconnect_request_is_sent_again(what: &str, (mut client, mut server): (Stream, Stream)) {
+    let Some((_, script)) = common::wire() else { return };
+    client.write_all(b"ping", TIMEOUT).expect("write");
+    let mut got = [0u8; 4];
+    server.read_exact(&mut got, TIMEOUT).expect("read");
+    let reader = thread::spawn(move || {
+        let mut buf = [0u8; 16];
+        let outcome = client.read(&mut buf, TIMEOUT);
+        (outcome.map_err(|err| err.to_string()), Instant::now())
+    });
+    let outage = Impaired::new(&script, "loss 100%");
+    drop(server);
+    thread::sleep(Duration::from_millis(500));
+    drop(outage);
+    let back = Instant::now();
+    let (outcome, at) = reader.join().expect("reader");
+    println!("{what}: the client's read: {outcome:?}, {:?} after the wire came back", at - back);
+    assert_eq!(outcome, Ok(0), "{what}: expected the end of stream");
+}
+
+#[test]
+fn a_ring_close_survives_a_lost_disconnect_request() {
+    let Some((far, _)) = common::wire() else { return };
+    assert_a_lost_disconnect_request_is_sent_again("rings", common::wire_ring_pair(far));
+}
+
+#[test]
+fn a_sends_close_survives_a_lost_disconnect_request() {
+    let Some((far, _)) = common::wire() else { return };
+    assert_a_lost_disconnect_request_is_sent_again("sends", common::wire_sends_pair(far));
+}
