@@ -17,7 +17,7 @@
 //! it the stream, and closing a provider's socket hands it the socket
 //! (`Socket::close_handing_over`), which a selector may hold until its next
 //! select. The closer moves each close on (`Settle`) and lets go once it is
-//! complete, or after `ORPHAN_LIMIT`. The thread runs only while it holds some.
+//! complete, or after `ORPHAN_LIMIT`. The thread ends when it held none for 2 s.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -39,6 +39,8 @@ const ORPHAN_LIMIT: Duration = Duration::from_secs(60);
 /// `LONGEST_PAUSE` while none completes.
 const SHORTEST_PAUSE: Duration = Duration::from_millis(1);
 const LONGEST_PAUSE: Duration = Duration::from_millis(100);
+/// The closer thread ends once it held nothing for this long.
+const IDLE_EXIT: Duration = Duration::from_secs(2);
 
 /// What the closer needs of a closed stream.
 pub trait Settle: Send + 'static {
@@ -137,18 +139,22 @@ fn forget_orphan(orphan: Orphan) {
     HELD.fetch_sub(1, Ordering::AcqRel);
 }
 
-/// The closer thread: settles its streams, sleeping between rounds, until it holds none.
+/// The closer thread: settles its streams, sleeping between rounds, until it
+/// held none for `IDLE_EXIT`.
 fn run() {
     let mut held: Vec<Orphan> = Vec::new();
     let mut pause = SHORTEST_PAUSE;
     loop {
         {
             let mut closer = CLOSER.lock();
-            if closer.arrived.is_empty() {
-                if held.is_empty() {
+            if closer.arrived.is_empty() && held.is_empty() {
+                // Kept a while for the next close: churning connections would
+                // otherwise start a thread for nearly every one.
+                if ARRIVAL.wait_for(&mut closer, IDLE_EXIT).timed_out() && closer.arrived.is_empty() {
                     closer.running = false;
                     return;
                 }
+            } else if closer.arrived.is_empty() {
                 ARRIVAL.wait_for(&mut closer, pause);
             }
             if !closer.arrived.is_empty() {
