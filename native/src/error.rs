@@ -84,6 +84,16 @@ pub enum Error {
     #[error("connection failed: {0}")]
     DeviceFailed(String),
 
+    /// The peer's queue pair stopped answering: a keepalive probe's retries
+    /// ran out (its process died, its disconnect request lost on the way).
+    #[error("connection to {peer} timed out: the peer stopped answering ({status})")]
+    PeerSilent {
+        /// The peer.
+        peer: SocketAddr,
+        /// The failed probe's completion.
+        status: String,
+    },
+
     /// The socket was closed by another thread while this one used it.
     #[error("closed while {0} was in progress")]
     Closed(&'static str),

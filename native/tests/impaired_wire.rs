@@ -1,15 +1,18 @@
-//! Closes across the Soft-RoCE VM's wire (tests/vm/wire) while netem drops
-//! every packet for a while: a close must deliver every byte written before
-//! it, then the end of stream, however long the wire takes to carry them, and
-//! must not itself wait for the wire (as a TCP close without `SO_LINGER`). On
-//! the host (no device) the tests check nothing and say so.
+//! Closes and peer deaths across the Soft-RoCE VM's wire (tests/vm/wire)
+//! while netem drops every packet for a while. A close must deliver every byte
+//! written before it, then the end of stream, however long the wire takes to
+//! carry them, and must not itself wait for the wire (as a TCP close without
+//! `SO_LINGER`). A peer that dies while its disconnect request is lost must
+//! still be noticed (keepalive probes), and probes must not disturb a live
+//! connection. On the host (no device) the tests check nothing and say so.
 
 mod common;
 
+use std::net::SocketAddr;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rdmanio::{ByteStream, Stream};
+use rdmanio::{ByteStream, RingPeers, Stream, StreamListener, Transport, TransportOptions};
 
 const TIMEOUT: Option<Duration> = Some(Duration::from_secs(30));
 /// How long the wire drops everything: longer than a close ever waited for its
@@ -119,4 +122,85 @@ fn a_ring_close_survives_a_lost_disconnect_request() {
 fn a_sends_close_survives_a_lost_disconnect_request() {
     let Some((far, _)) = common::wire() else { return };
     assert_a_lost_disconnect_request_is_sent_again("sends", common::wire_sends_pair(far));
+}
+
+/// The listener options that make an RDMA connection use rings, or two-sided sends.
+fn rdma_options(rings: bool) -> TransportOptions {
+    let ring_peers = if rings { RingPeers::All } else { RingPeers::Only(Vec::new()) };
+    TransportOptions { ring_peers, ..Default::default() }
+}
+
+/// A peer process (tests' `test-peer idle`) is killed (SIGKILL) while the wire
+/// drops everything: its kernel destroys its identifier, which sends one
+/// disconnect request and never again. The server, idle in a read, must still
+/// learn of the death once the wire is back, as a TCP connection learns of it
+/// from the dead peer's kernel, which keeps sending its FIN.
+fn assert_a_peer_killed_during_an_outage_is_noticed(what: &str, rings: bool) {
+    let Some((far, script)) = common::wire() else { return };
+    let listener =
+        StreamListener::bind(SocketAddr::new(far, 0), Transport::Rdma, rdma_options(rings)).expect("bind");
+    let addr = listener.local_addr();
+    // The connect completes only once accepted.
+    let accepted = thread::spawn(move || listener.accept(TIMEOUT).expect("accept").1);
+    let mut peer = common::spawn_idle_peer("rdma", addr);
+    let mut server = accepted.join().expect("accept thread");
+    // Longer than a dead peer may take to be noticed (see the bound below).
+    const READ_TIMEOUT: Option<Duration> = Some(Duration::from_secs(60));
+    let reader = thread::spawn(move || {
+        let mut buf = [0u8; 16];
+        let outcome = server.read(&mut buf, READ_TIMEOUT);
+        (outcome.map_err(|err| err.to_string()), Instant::now())
+    });
+    let outage = Impaired::new(&script, "loss 100%");
+    peer.kill().expect("kill");
+    peer.wait().expect("reap");
+    thread::sleep(Duration::from_millis(1000)); // the disconnect request is long lost
+    drop(outage);
+    let back = Instant::now();
+    let (outcome, at) = reader.join().expect("reader");
+    let noticed_in = at - back;
+    println!("{what}: the server's read: {outcome:?}, {noticed_in:?} after the wire came back");
+    match &outcome {
+        Ok(0) => {}
+        Err(err) if err.contains("stopped answering") => {}
+        _ => panic!("{what}: expected the end of stream or an unanswered peer, got {outcome:?}"),
+    }
+    // Two keepalive periods (5 s) and the transport's retries (about 8 s).
+    assert!(noticed_in < Duration::from_secs(30), "{what}: noticed only after {noticed_in:?}");
+}
+
+#[test]
+fn a_ring_peer_killed_while_its_disconnect_is_lost_is_noticed() {
+    assert_a_peer_killed_during_an_outage_is_noticed("rings", true);
+}
+
+#[test]
+fn a_sends_peer_killed_while_its_disconnect_is_lost_is_noticed() {
+    assert_a_peer_killed_during_an_outage_is_noticed("sends", false);
+}
+
+/// A connection left idle for longer than two keepalive periods is probed
+/// (a zero-length RDMA WRITE to no memory of the peer's), and carries data
+/// both ways afterwards: the probes are harmless to a live peer.
+fn assert_an_idle_connection_outlives_its_probes(what: &str, (mut client, mut server): (Stream, Stream)) {
+    thread::sleep(Duration::from_secs(12));
+    let mut got = [0u8; 5];
+    client.write_all(b"hello", TIMEOUT).expect("client write after the idle time");
+    server.read_exact(&mut got, TIMEOUT).expect("server read");
+    assert_eq!(&got, b"hello", "{what}");
+    server.write_all(b"again", TIMEOUT).expect("server write after the idle time");
+    client.read_exact(&mut got, TIMEOUT).expect("client read");
+    assert_eq!(&got, b"again", "{what}");
+}
+
+#[test]
+fn an_idle_ring_connection_outlives_its_keepalive_probes() {
+    let Some((far, _)) = common::wire() else { return };
+    assert_an_idle_connection_outlives_its_probes("rings", common::wire_ring_pair(far));
+}
+
+#[test]
+fn an_idle_sends_connection_outlives_its_keepalive_probes() {
+    let Some((far, _)) = common::wire() else { return };
+    assert_an_idle_connection_outlives_its_probes("sends", common::wire_sends_pair(far));
 }

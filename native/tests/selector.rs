@@ -4,9 +4,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -748,14 +747,7 @@ fn connection_from_an_idle_process(transport: Transport) -> (Arc<Socket>, Child)
         Transport::Shm => "shm",
         _ => "rdma",
     };
-    let mut peer = Command::new(env!("CARGO_BIN_EXE_test-peer"))
-        .args(["idle", name, &addr.ip().to_string(), &addr.port().to_string()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn test-peer");
-    let mut line = String::new();
-    BufReader::new(peer.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "connected", "{transport:?}");
+    let peer = common::spawn_idle_peer(name, addr);
     (listener.accept(true, None).unwrap().expect("the peer's connection"), peer)
 }
 

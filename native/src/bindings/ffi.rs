@@ -63,6 +63,7 @@ impl RnioStatus {
             | Error::Closed(_)
             | Error::PortUnreachable
             | Error::DeviceFailed(_)
+            | Error::PeerSilent { .. }
             | Error::Failed(_) => RnioStatus::Failed,
         }
     }

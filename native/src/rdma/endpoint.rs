@@ -24,7 +24,7 @@ use rdma_sys::*;
 use crate::error::{Error, Result};
 use crate::rdma::cm::{CmEvent, CmId, EventChannel};
 use crate::rdma::completions::{CompletionGroup, Completions, GroupOffer};
-use crate::rdma::device_events::{self, Watched, DRAIN_WR_ID};
+use crate::rdma::device_events::{self, Watched, DRAIN_WR_ID, PROBE_WR_ID};
 use crate::rdma::hello::{Hello, PathKind};
 use crate::rdma::verbs::{
     self, Completion, Device, ProtectionDomain, QueuePair, SharedReceiveQueue, POLL_BATCH,
@@ -50,9 +50,10 @@ pub(crate) struct QpShape {
 }
 
 impl QpShape {
-    /// The send queue's depth: the data path's, and a slot for the drain marker.
+    /// The send queue's depth: the data path's, and a slot each for the
+    /// drain marker and a keepalive probe (`device_events`).
     fn send_slots(&self) -> u32 {
-        self.send_depth + 1
+        self.send_depth + 2
     }
 
     /// The completions the queue pair can have outstanding at once.
@@ -318,6 +319,7 @@ impl Endpoint {
             expect_event(event, "rdma_connect", rdma_cm_event_type::RDMA_CM_EVENT_ESTABLISHED, self.peer)?;
         let reply = Hello::decode(event.private_data());
         drop(event);
+        self.watched.set_established(true);
         reply
     }
 
@@ -332,6 +334,7 @@ impl Endpoint {
             rdma_cm_event_type::RDMA_CM_EVENT_ESTABLISHED,
             self.peer,
         )?;
+        self.watched.set_established(true);
         Ok(())
     }
 
@@ -385,6 +388,23 @@ impl Endpoint {
             Some(why) => Error::DeviceFailed(why.to_owned()),
             None => wc.flush_error(op),
         })
+    }
+
+    /// A keepalive probe completed (see `device_events`). One that failed
+    /// found the peer's queue pair gone (its process died, and its disconnect
+    /// request was lost): the connection fails, as a TCP connection whose
+    /// keepalive probes go unanswered does.
+    pub(crate) fn probe_completed(&mut self, wc: &Completion) -> Result<()> {
+        self.watched.probe_completed();
+        if wc.succeeded() {
+            return Ok(());
+        }
+        if wc.flushed() || self.peer_closed {
+            return self.flushed("keepalive probe", wc);
+        }
+        log::warn!("connection to {}: the peer stopped answering; disconnecting", self.peer);
+        self.disconnect();
+        Err(Error::PeerSilent { peer: self.peer, status: wc.error("keepalive probe").to_string() })
     }
 
     /// Drives the queue pair into the error state, as a fatal error of the
@@ -448,6 +468,7 @@ impl Endpoint {
                 self.id.disconnect();
                 self.peer_closed = true;
                 self.disconnected = true;
+                self.watched.set_established(false);
             } else {
                 log::debug!("connection event {} ignored", event.name());
             }
@@ -478,6 +499,7 @@ impl Endpoint {
     pub(crate) fn disconnect(&mut self) {
         if !self.peer_closed {
             self.peer_closed = true;
+            self.watched.set_established(false);
             if !self.id.disconnect() {
                 self.disconnected = true; // no request went out: none to wait for
             }
@@ -551,13 +573,21 @@ pub(crate) trait DataPath {
         let mut wcs = [Completion::default(); POLL_BATCH];
         loop {
             let n = self.endpoint().completions.poll(&mut wcs)?;
+            let mut heard = false;
             for wc in &wcs[..n] {
+                // The first two are not the data path's but the device watcher's:
+                // it failed the queue pair, or probed an idle connection.
                 if wc.wr_id == DRAIN_WR_ID {
-                    // Not the data path's: the device's event thread failed the queue pair.
                     self.endpoint().flushed("drain marker", wc)?;
+                } else if wc.wr_id == PROBE_WR_ID {
+                    self.endpoint().probe_completed(wc)?;
                 } else {
+                    heard = true;
                     self.complete(wc)?;
                 }
+            }
+            if heard {
+                self.endpoint().watched.heard();
             }
             if n < POLL_BATCH {
                 return Ok(());
@@ -631,12 +661,14 @@ pub(crate) trait DataPath {
 }
 
 /// Connection parameters: no RDMA READ or atomics from the peer, transport
-/// retries as for a LAN, RNR retries that never give up (the message path has
+/// retries as for a LAN (6, not the largest value, 7: Soft-RoCE takes 7 to
+/// mean "retry forever", as the RNR count does, and a request to a dead peer
+/// would never fail), RNR retries that never give up (the message path has
 /// no credits yet; the ring path never causes RNR), and the hello.
 fn conn_param(hello: &[u8; Hello::LEN]) -> rdma_conn_param {
     // SAFETY: all-zero is a valid rdma_conn_param.
     let mut param: rdma_conn_param = unsafe { mem::zeroed() };
-    param.retry_count = 7;
+    param.retry_count = 6;
     param.rnr_retry_count = 7; // 7 = retry forever
     param.private_data = hello.as_ptr().cast();
     param.private_data_len = Hello::LEN as u8;

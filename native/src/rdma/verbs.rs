@@ -97,6 +97,12 @@ impl Device {
         Ok(attr.max_cqe as u32)
     }
 
+    /// The fd that becomes readable when an asynchronous event waits.
+    pub(crate) fn async_fd(self) -> RawFd {
+        // SAFETY: the context is live (see `from_ptr`); the field is set at open.
+        unsafe { (*self.as_ptr()).async_fd }
+    }
+
     /// Waits for the device's next asynchronous event (`ibv_get_async_event`):
     /// one thread per device reads them (`device_events`).
     pub(crate) fn next_async_event(self) -> Result<AsyncEvent> {
@@ -520,6 +526,13 @@ impl<'a> SendRequest<'a> {
     /// consumes a receive of the peer's and completes it).
     pub(crate) fn write(wr_id: u64, to: RemoteAddr, imm: Option<u32>) -> Self {
         SendRequest { write_to: Some(to), imm, ..Self::send(wr_id) }
+    }
+
+    /// A zero-length RDMA WRITE: it touches no memory of the peer's (so it
+    /// names none: the responder checks no key for it, IBA C9-88), but the
+    /// peer's queue pair must acknowledge it.
+    pub(crate) fn empty_write(wr_id: u64) -> Self {
+        Self::write(wr_id, RemoteAddr { addr: 0, rkey: 0 }, None)
     }
 
     /// Carries `len` bytes at `offset` of `region` (none when `len` is 0).

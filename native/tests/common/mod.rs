@@ -98,6 +98,21 @@ pub fn spawn_flooder(mode: &str, addr: SocketAddr) -> Child {
         .expect("spawn test-peer")
 }
 
+/// Starts a `test-peer idle` process that connects to `addr` over
+/// `transport` ("tcp", "shm", "rdma") and sends nothing until killed; returns
+/// once it is connected (over RDMA, someone must be accepting meanwhile).
+pub fn spawn_idle_peer(transport: &str, addr: SocketAddr) -> Child {
+    let mut peer = Command::new(env!("CARGO_BIN_EXE_test-peer"))
+        .args(["idle", transport, &addr.ip().to_string(), &addr.port().to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn test-peer");
+    let mut line = String::new();
+    BufReader::new(peer.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "connected", "{transport}");
+    peer
+}
+
 /// Reads a mebibyte from the flooder's stream, kills the process (SIGKILL,
 /// mid-transfer), then reads on: the kernel tears the dead process's connection
 /// down, so what it had sent is delivered and the stream ends or fails; it must

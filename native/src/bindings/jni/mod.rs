@@ -71,7 +71,10 @@ fn exception_class(err: &Error) -> &'static str {
         Error::TimedOut { .. } => "java/net/SocketTimeoutException",
         Error::ConnectionRefused(_) | Error::SendsOnly(_) => "java/net/ConnectException",
         // A link that went down: the JDK's sockets report what follows from it as SocketExceptions.
-        Error::ConnectionReset | Error::DeviceFailed(_) => "java/net/SocketException",
+        // As the JDK's sockets report ETIMEDOUT (keepalive) too.
+        Error::ConnectionReset | Error::DeviceFailed(_) | Error::PeerSilent { .. } => {
+            "java/net/SocketException"
+        }
         Error::PortUnreachable => "java/net/PortUnreachableException",
         Error::Unreachable { .. } | Error::NotLocal(_) => "java/net/NoRouteToHostException",
         Error::InvalidArgument(_) | Error::MessageTooLarge { .. } => "java/lang/IllegalArgumentException",
