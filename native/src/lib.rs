@@ -31,8 +31,6 @@ mod sys;
 
 pub use bindings::ffi;
 pub use error::{Error, Result};
-#[doc(hidden)]
-pub use media::closing::closing_streams;
 pub use media::rdma_stream::{RdmaStream, StreamOptions};
 pub use media::send_stream::{SendOptions, SendStream};
 pub use media::shm_listener::ShmListener;
@@ -40,6 +38,8 @@ pub use media::stream::{ByteStream, Interest, ReadOutcome};
 pub use media::transport::{
     connect, is_local, Medium, RingPeers, Stream, StreamListener, Transport, TransportOptions,
 };
+#[doc(hidden)]
+pub use rdma::closer::closing_streams;
 #[doc(hidden)]
 pub use rdma::completions::completion_queues;
 pub use rdma::connection::{Connection, MAX_MESSAGE_SIZE};

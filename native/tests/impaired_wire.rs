@@ -9,10 +9,15 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::process::Child;
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rdmanio::{ByteStream, RingPeers, Stream, StreamListener, Transport, TransportOptions};
+use rdmanio::media::stream::ops;
+use rdmanio::nio::poller::{PollMode, Poller};
+use rdmanio::nio::socket::{status, Socket};
+use rdmanio::{ByteStream, RingPeers, Stream, Transport, TransportOptions};
 
 const TIMEOUT: Option<Duration> = Some(Duration::from_secs(30));
 /// How long the wire drops everything: longer than a close ever waited for its
@@ -89,6 +94,42 @@ fn a_sends_close_delivers_what_a_long_outage_held_up() {
     assert_a_close_outlasts_an_outage("sends", common::wire_sends_pair(far), 6 * 1024);
 }
 
+/// The same for the two-sided message connection (`Connection`, behind the C
+/// API and `RdmaConnection`): the message in flight at the close is delivered,
+/// then the end of stream.
+#[test]
+fn a_message_connection_close_delivers_what_a_long_outage_held_up() {
+    let Some((far, script)) = common::wire() else { return };
+    let listener = rdmanio::Listener::bind(SocketAddr::new(far, 0), 4).expect("bind");
+    let addr = listener.local_addr();
+    let accepted = thread::spawn(move || listener.accept(TIMEOUT).expect("accept"));
+    let mut client = rdmanio::Connection::connect(addr, TIMEOUT).expect("connect");
+    let mut server = accepted.join().expect("accept thread");
+    let reader = thread::spawn(move || {
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; rdmanio::MAX_MESSAGE_SIZE];
+        while let Some(n) = server.recv(&mut buf, TIMEOUT).map_err(|err| format!("after {got:?}: {err}"))? {
+            got.push(buf[..n].to_vec());
+        }
+        Ok::<_, String>(got)
+    });
+    let message = pattern(3000);
+    let outage = Impaired::new(&script, "loss 100%");
+    let started = Instant::now();
+    client.send(&message, TIMEOUT).expect("send");
+    drop(client); // the close: the message is still to be retransmitted
+    let closed_in = started.elapsed();
+    thread::sleep(OUTAGE.saturating_sub(started.elapsed()));
+    drop(outage);
+    let got = reader.join().expect("reader");
+    println!(
+        "messages: the close returned in {closed_in:?}; the server received {got:?}",
+        got = got.as_ref().map(Vec::len)
+    );
+    assert_eq!(got, Ok(vec![message]), "messages: the message in flight at the close");
+    assert!(closed_in < CLOSE_RETURNS_WITHIN, "messages: the close waited {closed_in:?} for the wire");
+}
+
 /// The server closes while the wire drops everything, with nothing of its own
 /// in flight: its disconnect request is lost and must be sent again, or the
 /// client, idle in a read, never learns of the close.
@@ -130,53 +171,67 @@ fn rdma_options(rings: bool) -> TransportOptions {
     TransportOptions { ring_peers, ..Default::default() }
 }
 
-/// A peer process (tests' `test-peer idle`) is killed (SIGKILL) while the wire
-/// drops everything: its kernel destroys its identifier, which sends one
-/// disconnect request and never again. The server, idle in a read, must still
-/// learn of the death once the wire is back, as a TCP connection learns of it
-/// from the dead peer's kernel, which keeps sending its FIN.
-fn assert_a_peer_killed_during_an_outage_is_noticed(what: &str, rings: bool) {
+/// Peer processes (tests' `test-peer idle`) are killed while the wire drops
+/// everything: the kernel of each destroys its identifier, which sends one
+/// disconnect request and never again. The server, idle, must still learn of
+/// each death once the wire is back, in a blocking read and in a selector, as
+/// a TCP connection learns of it from the dead peer's kernel, which keeps
+/// sending its FIN.
+fn assert_peers_killed_during_an_outage_are_noticed(what: &str, rings: bool) {
     let Some((far, script)) = common::wire() else { return };
     let listener =
-        StreamListener::bind(SocketAddr::new(far, 0), Transport::Rdma, rdma_options(rings)).expect("bind");
-    let addr = listener.local_addr();
-    // The connect completes only once accepted.
-    let accepted = thread::spawn(move || listener.accept(TIMEOUT).expect("accept").1);
-    let mut peer = common::spawn_idle_peer("rdma", addr);
-    let mut server = accepted.join().expect("accept thread");
+        Socket::listen(SocketAddr::new(far, 0), Transport::Rdma, rdma_options(rings), 8).expect("listen");
+    let (addr, _) = listener.addresses().expect("addresses");
+    let mut peers: Vec<Child> = (0..2).map(|_| common::spawn_idle_peer("rdma", addr)).collect();
+    let blocked = listener.accept(true, None).expect("accept").expect("a connection");
+    let selected = listener.accept(true, None).expect("accept").expect("a connection");
+    let poller = Poller::new(PollMode::Blocking).expect("poller");
+    poller.register(0, Arc::clone(&selected)).expect("register");
+    let interests = [ops::READ as i32];
+    let mut ready = [0i32; 4];
+    assert_eq!(poller.select(&interests, &mut ready, Some(Duration::ZERO)).expect("select"), 0, "{what}");
     // Longer than a dead peer may take to be noticed (see the bound below).
-    const READ_TIMEOUT: Option<Duration> = Some(Duration::from_secs(60));
+    const WAIT: Duration = Duration::from_secs(60);
     let reader = thread::spawn(move || {
-        let mut buf = [0u8; 16];
-        let outcome = server.read(&mut buf, READ_TIMEOUT);
+        let outcome = blocked.read(&mut [0u8; 16], true, Some(WAIT));
         (outcome.map_err(|err| err.to_string()), Instant::now())
     });
     let outage = Impaired::new(&script, "loss 100%");
-    peer.kill().expect("kill");
-    peer.wait().expect("reap");
-    thread::sleep(Duration::from_millis(1000)); // the disconnect request is long lost
+    for peer in &mut peers {
+        peer.kill().expect("kill");
+        peer.wait().expect("reap");
+    }
+    thread::sleep(Duration::from_millis(1000)); // the disconnect requests are long lost
     drop(outage);
     let back = Instant::now();
-    let (outcome, at) = reader.join().expect("reader");
-    let noticed_in = at - back;
-    println!("{what}: the server's read: {outcome:?}, {noticed_in:?} after the wire came back");
-    match &outcome {
-        Ok(0) => {}
-        Err(err) if err.contains("stopped answering") => {}
-        _ => panic!("{what}: expected the end of stream or an unanswered peer, got {outcome:?}"),
+    let selected_ready = poller.select(&interests, &mut ready, Some(WAIT)).expect("select");
+    let selected_at = Instant::now();
+    assert_eq!(selected_ready, 1, "{what}: the selector timed out");
+    let selected_read = selected.read(&mut [0u8; 16], false, None).map_err(|err| err.to_string());
+    let (blocked_read, blocked_at) = reader.join().expect("reader");
+    for (wait, outcome, at) in
+        [("blocking read", blocked_read, blocked_at), ("selector", selected_read, selected_at)]
+    {
+        let noticed_in = at - back;
+        println!("{what}, {wait}: {outcome:?}, {noticed_in:?} after the wire came back");
+        match &outcome {
+            Ok(n) if *n == status::EOF => {}
+            Err(err) if err.contains("stopped answering") => {}
+            _ => panic!("{what}, {wait}: expected the end of stream or an unanswered peer, got {outcome:?}"),
+        }
+        // Two keepalive periods (5 s) and the transport's retries (about 10 s in the VM).
+        assert!(noticed_in < Duration::from_secs(30), "{what}, {wait}: noticed only after {noticed_in:?}");
     }
-    // Two keepalive periods (5 s) and the transport's retries (about 8 s).
-    assert!(noticed_in < Duration::from_secs(30), "{what}: noticed only after {noticed_in:?}");
 }
 
 #[test]
-fn a_ring_peer_killed_while_its_disconnect_is_lost_is_noticed() {
-    assert_a_peer_killed_during_an_outage_is_noticed("rings", true);
+fn ring_peers_killed_while_their_disconnects_are_lost_are_noticed() {
+    assert_peers_killed_during_an_outage_are_noticed("rings", true);
 }
 
 #[test]
-fn a_sends_peer_killed_while_its_disconnect_is_lost_is_noticed() {
-    assert_a_peer_killed_during_an_outage_is_noticed("sends", false);
+fn sends_peers_killed_while_their_disconnects_are_lost_are_noticed() {
+    assert_peers_killed_during_an_outage_are_noticed("sends", false);
 }
 
 /// A connection left idle for longer than two keepalive periods is probed

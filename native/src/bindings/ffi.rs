@@ -262,7 +262,7 @@ pub unsafe extern "C" fn rnio_set_busy_poll(conn: *mut Connection, micros: u32) 
 /// `conn` is null or an open connection.
 #[no_mangle]
 pub unsafe extern "C" fn rnio_qp_num(conn: *const Connection) -> u32 {
-    unsafe { conn.as_ref() }.map_or(0, Connection::qp_num)
+    unsafe { conn.as_ref() }.map_or(0, |conn| conn.qp_num())
 }
 
 /// Copies the name of the connection's RDMA device into `buf`; returns its length.
@@ -276,7 +276,7 @@ pub unsafe extern "C" fn rnio_device_name(
     capacity: usize,
 ) -> usize {
     let name = catch_unwind(AssertUnwindSafe(|| {
-        unsafe { conn.as_ref() }.map(Connection::device_name).unwrap_or_default()
+        unsafe { conn.as_ref() }.map(|conn| conn.device_name()).unwrap_or_default()
     }));
     unsafe { copy_c_string(&name.unwrap_or_default(), buf, capacity) }
 }
@@ -290,7 +290,9 @@ pub unsafe extern "C" fn rnio_last_error(buf: *mut c_char, capacity: usize) -> u
     LAST_ERROR.with(|last| unsafe { copy_c_string(&last.borrow(), buf, capacity) })
 }
 
-/// Closes a connection (the peer sees end of stream). Null is ignored.
+/// Closes a connection: the peer receives the message in flight, then end of
+/// stream. Returns within 0.2 s; what the wire holds up longer is finished by
+/// a thread of the library's (while the process lives). Null is ignored.
 ///
 /// # Safety
 /// `conn` is null or an open connection, not used again.

@@ -3,8 +3,6 @@
 //! - `stream`: the face (non-blocking calls, blocking ones built on them);
 //! - `ring`: the one-sided ring protocol (framing, wrap-around, credits, record checks);
 //! - `rdma_stream`: rings in the peer's memory, written by RDMA WRITE;
-//! - `closing`: a closed RDMA stream kept until its last writes landed and its
-//!   disconnect was confirmed (the closer thread);
 //! - `send_stream` and `receive_pool`: two-sided sends with credits, into a
 //!   listener's shared receive queue;
 //! - `shm` and `shm_listener`: rings in shared memory, and their rendezvous by IP:port;
@@ -13,7 +11,6 @@
 //! - `datagram`: a kernel UDP socket (the provider's `DatagramChannel`), likewise;
 //! - `transport`: choosing the medium for a peer (rdma, shm, tcp, auto).
 
-pub mod closing;
 pub mod datagram;
 pub mod pipe;
 pub mod rdma_stream;

@@ -32,9 +32,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::media::closing::{Closing, Settle, CLOSE_WAIT};
 use crate::media::ring::{RingConfig, RingReader, RingWriter, Violation};
 use crate::media::stream::{ops, ByteStream, Interest, ReadOutcome, WaitSource};
+use crate::rdma::closer::{Close, Closing, Settle, CLOSE_WAIT};
 use crate::rdma::completions::{CompletionChannel, GroupOffer};
 use crate::rdma::endpoint::{DataPath, Endpoint, Listener, QpShape, Request};
 use crate::rdma::hello::{Hello, PathKind, RingGrant};
@@ -662,6 +662,12 @@ impl DataPath for RingPath {
 impl Settle for RingPath {
     fn settle(&mut self) -> bool {
         self.settle_when(Self::writes_landed)
+    }
+}
+
+impl Close for RingPath {
+    fn start_close(&mut self) {
+        ByteStream::close(self);
     }
 }
 

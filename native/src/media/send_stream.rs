@@ -31,10 +31,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::media::closing::{Closing, Settle, CLOSE_WAIT};
 use crate::media::receive_pool::ReceivePool;
 use crate::media::ring::Violation;
 use crate::media::stream::{ops, ByteStream, Interest, ReadOutcome, WaitSource};
+use crate::rdma::closer::{Close, Closing, Settle, CLOSE_WAIT};
 use crate::rdma::completions::{CompletionChannel, GroupOffer};
 use crate::rdma::endpoint::{DataPath, Endpoint, QpShape, Request};
 use crate::rdma::hello::{Hello, PathKind, SlotGrant};
@@ -846,6 +846,12 @@ impl Settle for SendPath {
             self.retire_unsignaled(); // when a credit came back since
         }
         self.settle_when(Self::sends_landed)
+    }
+}
+
+impl Close for SendPath {
+    fn start_close(&mut self) {
+        ByteStream::close(self);
     }
 }
 

@@ -8,6 +8,7 @@ use std::os::fd::RawFd;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::rdma::closer::{Close, Closing};
 use crate::rdma::completions::CompletionChannel;
 use crate::sys::Deadline;
 
@@ -88,7 +89,7 @@ pub trait ByteStream {
     fn close(&mut self);
 
     /// Moves a close on without waiting; true once it is complete. Only an
-    /// RDMA stream may have more to do after `close` (`media::closing`).
+    /// RDMA stream may have more to do after `close` (`rdma::closer`).
     fn close_complete(&mut self) -> bool {
         true
     }
@@ -337,7 +338,11 @@ macro_rules! forward_byte_stream {
         }
     };
 }
-pub(crate) use forward_byte_stream;
+
+/// A closing RDMA stream (`RdmaStream`, `SendStream`) is its stream.
+impl<S: ByteStream + Close> ByteStream for Closing<S> {
+    forward_byte_stream!();
+}
 
 /// A boxed stream (`transport::Stream`, whatever its medium) is a stream.
 impl<S: ByteStream + ?Sized> ByteStream for Box<S> {

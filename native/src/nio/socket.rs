@@ -32,7 +32,6 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
-use crate::media::closing::{self, Settle};
 use crate::media::datagram::DatagramSocket;
 use crate::media::pipe::PipeEnd;
 use crate::media::shm::ShmStream;
@@ -42,6 +41,7 @@ use crate::media::transport::{self, Medium, Stream, StreamListener, Transport, T
 use crate::nio::backlog::Backlog;
 use crate::nio::connector;
 use crate::nio::spin::AdaptiveSpin;
+use crate::rdma::closer::{self, Settle};
 use crate::rdma::completions::{CompletionChannel, CompletionGroup, GroupOffer};
 use crate::sys::inherited::{self, StdinSocket};
 use crate::sys::port::ReservedPort;
@@ -799,12 +799,12 @@ impl Socket {
     }
 
     /// Closes as `close` does, and leaves what the stream's close could not
-    /// finish at once to the closer (`media::closing`), which holds the socket
+    /// finish at once to the closer (`rdma::closer`), which holds the socket
     /// till then: a selector may hold it too, until its next select.
     pub fn close_handing_over(self: &Arc<Self>) {
         self.close();
         if !self.close_complete() {
-            closing::adopt(Box::new(Closed(Arc::clone(self))));
+            closer::adopt(Box::new(Closed(Arc::clone(self))));
         }
     }
 

@@ -1,13 +1,16 @@
 //! The two-sided message path: whole messages up to `MAX_MESSAGE_SIZE` by
 //! SEND/RECV over one RC queue pair, with receive buffers pre-posted before the
 //! connection is established (the walking skeleton's data path; credits and a
-//! shared receive queue come with the stream engine).
+//! shared receive queue come with the stream engine). A close delivers the
+//! message in flight, as the streams' do (`closer`).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::rdma::closer::{Close, Closing, Settle, CLOSE_WAIT};
 use crate::rdma::completions::GroupOffer;
 use crate::rdma::endpoint::{DataPath, Endpoint, Listener, QpShape, Request};
 use crate::rdma::hello::{Hello, PathKind, RingGrant, SlotGrant};
@@ -28,8 +31,6 @@ const HELLO: Hello = Hello {
 };
 /// The work request id of sends; receives use their slot index.
 const SEND_WR_ID: u64 = u64::MAX;
-/// How long a closing connection waits for its last send to land.
-const LINGER: Duration = Duration::from_secs(2);
 
 impl Listener {
     /// Waits for a message connection and completes it.
@@ -45,8 +46,13 @@ struct Received {
     len: usize,
 }
 
-/// An established RC connection that sends and receives whole messages.
-pub struct Connection {
+/// An established RC connection that sends and receives whole messages; its
+/// close delivers the message in flight (see `Closing`). Everything else is
+/// its `MessagePath`'s (it dereferences to it).
+pub struct Connection(Closing<MessagePath>);
+
+/// A message connection's queue pair, buffers and state.
+pub struct MessagePath {
     // Declared before the endpoint: deregistered before its PD goes.
     recv_buffers: MemoryRegion,
     send_buffer: MemoryRegion,
@@ -64,8 +70,8 @@ impl Connection {
     /// `NoDevice`; `ConnectionRefused` when nothing listens there; `Unreachable`
     /// when no RDMA route leads there; `TimedOut` after `timeout`.
     pub fn connect(addr: SocketAddr, timeout: Option<Duration>) -> Result<Connection> {
-        let mut conn =
-            Connection::with_buffers(Endpoint::resolve(None, addr, SHAPE, timeout, &GroupOffer::default())?)?;
+        let endpoint = Endpoint::resolve(None, addr, SHAPE, timeout, &GroupOffer::default())?;
+        let mut conn = MessagePath::with_buffers(endpoint)?;
         let reply = conn.endpoint.connect(&HELLO)?;
         if reply.kind != PathKind::Messages {
             return Err(Error::InvalidArgument(format!(
@@ -74,25 +80,41 @@ impl Connection {
             )));
         }
         log::debug!("connected to {addr}, qp {}", conn.qp_num());
-        Ok(conn)
+        Ok(Connection(Closing::new(conn)))
     }
 
     fn accept(request: Request) -> Result<Connection> {
         let (endpoint, _) = Endpoint::from_request(request, SHAPE, None)?;
-        let mut conn = Connection::with_buffers(endpoint)?;
+        let mut conn = MessagePath::with_buffers(endpoint)?;
         conn.endpoint.accept(&HELLO)?;
         log::debug!("accepted a message connection, qp {}", conn.qp_num());
-        Ok(conn)
+        Ok(Connection(Closing::new(conn)))
     }
+}
 
+impl Deref for Connection {
+    type Target = MessagePath;
+
+    fn deref(&self) -> &MessagePath {
+        &self.0
+    }
+}
+
+impl DerefMut for Connection {
+    fn deref_mut(&mut self) -> &mut MessagePath {
+        &mut self.0
+    }
+}
+
+impl MessagePath {
     /// Registers the buffers and pre-posts every receive.
-    fn with_buffers(endpoint: Endpoint) -> Result<Connection> {
+    fn with_buffers(endpoint: Endpoint) -> Result<MessagePath> {
         // Minimal rights: receive buffers are written by the local device only;
         // the send buffer is only read. No remote access at all.
         let recv_buffers =
             MemoryRegion::new(endpoint.pd(), RECV_SLOTS * MAX_MESSAGE_SIZE, Access::LocalWrite)?;
         let send_buffer = MemoryRegion::new(endpoint.pd(), MAX_MESSAGE_SIZE, Access::Local)?;
-        let mut conn = Connection {
+        let mut conn = MessagePath {
             recv_buffers,
             send_buffer,
             endpoint,
@@ -175,6 +197,11 @@ impl Connection {
         Ok(Some(len))
     }
 
+    /// The message in flight, if any, was acknowledged (or never will be).
+    fn sends_landed(&self) -> bool {
+        self.sends_in_flight == 0 || self.endpoint.peer_closed()
+    }
+
     fn post_recv(&mut self, slot: usize) -> Result<()> {
         let into = (&self.recv_buffers, slot * MAX_MESSAGE_SIZE, MAX_MESSAGE_SIZE);
         self.endpoint.qp().post_recv(slot as u64, Some(into))
@@ -193,7 +220,7 @@ impl Connection {
     }
 }
 
-impl DataPath for Connection {
+impl DataPath for MessagePath {
     fn endpoint(&mut self) -> &mut Endpoint {
         &mut self.endpoint
     }
@@ -220,17 +247,30 @@ impl DataPath for Connection {
     }
 }
 
-impl Drop for Connection {
-    fn drop(&mut self) {
-        // Linger: the disconnect would flush a send still in flight.
-        if self.sends_in_flight > 0 && !self.endpoint.peer_closed() {
-            let landed = self.wait_until("close", Deadline::after(Some(LINGER)), |c| {
-                c.sends_in_flight == 0 || c.endpoint.peer_closed()
-            });
-            if let Err(err) = landed {
-                log::warn!("connection close: the last message may be lost: {err}");
-            }
+impl Close for MessagePath {
+    /// Disconnects once the message in flight landed: the disconnect would
+    /// discard it. What takes longer than `CLOSE_WAIT` is the closer's.
+    fn start_close(&mut self) {
+        if self.endpoint.peer_closed() {
+            return;
         }
+        match self.wait_until("close", Deadline::after(Some(CLOSE_WAIT)), Self::sends_landed) {
+            Ok(()) => {}
+            Err(Error::TimedOut { .. }) => return,
+            Err(err) => log::warn!("connection close: the last message may be lost: {err}"),
+        }
+        self.endpoint.disconnect();
+    }
+}
+
+impl Settle for MessagePath {
+    fn settle(&mut self) -> bool {
+        self.settle_when(Self::sends_landed)
+    }
+}
+
+impl Drop for MessagePath {
+    fn drop(&mut self) {
         self.endpoint.shutdown();
     }
 }

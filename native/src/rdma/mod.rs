@@ -13,8 +13,11 @@
 //!   fail the queue pairs concerned;
 //! - `endpoint`: listen, accept and connect of an RC queue pair, and the wait
 //!   loop every data path shares;
-//! - `connection`: the two-sided message connection (`Connection`).
+//! - `connection`: the two-sided message connection (`Connection`);
+//! - `closer`: a closed connection kept until its last writes landed and its
+//!   disconnect was confirmed (the closer thread).
 
+pub mod closer;
 pub(crate) mod cm;
 pub mod completions;
 pub mod connection;

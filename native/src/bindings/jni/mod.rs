@@ -203,5 +203,8 @@ mod tests {
             exception_class(&Error::ConnectionRefused("127.0.0.1:1".parse().unwrap())),
             "java/net/ConnectException"
         );
+        // A peer that stopped answering keepalive probes: as ETIMEDOUT on the JDK's sockets.
+        let silent = Error::PeerSilent { peer: "127.0.0.1:1".parse().unwrap(), status: "retries".into() };
+        assert_eq!(exception_class(&silent), "java/net/SocketException");
     }
 }

@@ -1,5 +1,7 @@
-//! Closed RDMA streams that outlive their owner until the close is complete,
-//! as TCP's orphaned sockets outlive `close()`.
+//! Closed RDMA connections that outlive their owner until the close is
+//! complete, as TCP's orphaned sockets outlive `close()`: the streams of
+//! `media` (rings, two-sided sends), the message `Connection`, and the
+//! provider's sockets over them.
 //!
 //! Over RDMA a close reaches the peer only as the connection manager's
 //! disconnect request, which moves our queue pair to the error state and so
@@ -14,7 +16,7 @@
 //! round trip later. Whatever takes longer (retransmissions after loss, a peer
 //! gone) is left to the closer thread (`rdmanio-closer`), and the caller goes
 //! on, as after a TCP close without `SO_LINGER`: dropping a [`Closing`] hands
-//! it the stream, and closing a provider's socket hands it the socket
+//! it the connection, and closing a provider's socket hands it the socket
 //! (`Socket::close_handing_over`), which a selector may hold until its next
 //! select. The closer moves each close on (`Settle`) and lets go once it is
 //! complete, or after `ORPHAN_LIMIT`. The thread ends when it held none for 2 s.
@@ -25,8 +27,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
-
-use crate::media::stream::{forward_byte_stream, ByteStream};
 
 /// How long a close waits in the caller for its last writes to land: a round
 /// trip on a working link, more under emulation.
@@ -42,57 +42,60 @@ const LONGEST_PAUSE: Duration = Duration::from_millis(100);
 /// The closer thread ends once it held nothing for this long.
 const IDLE_EXIT: Duration = Duration::from_secs(2);
 
-/// What the closer needs of a closed stream.
+/// What the closer needs of a closed connection.
 pub trait Settle: Send + 'static {
     /// Moves a close on without waiting: disconnects once the last writes were
     /// acknowledged (or failed). True once the peer confirmed the disconnect,
-    /// or the connection failed: then the stream may drop.
+    /// or the connection failed: then the connection may drop.
     fn settle(&mut self) -> bool;
 }
 
-/// An RDMA stream that, when dropped, closes (`ByteStream::close`) and leaves
-/// to the closer what the close could not finish at once. Everything else is
-/// the stream's (it dereferences to it).
-pub struct Closing<S: ByteStream + Settle>(Option<Box<S>>);
+/// A connection that a [`Closing`] closes when it is dropped.
+pub trait Close: Settle {
+    /// Starts the close: waits at most `CLOSE_WAIT` for the writes in flight
+    /// to land, and disconnects if they did.
+    fn start_close(&mut self);
+}
 
-impl<S: ByteStream + Settle> Closing<S> {
+/// An RDMA connection that, when dropped, closes (`Close`) and leaves to the
+/// closer what the close could not finish at once. Everything else is the
+/// connection's (it dereferences to it).
+pub struct Closing<S: Close>(Option<Box<S>>);
+
+impl<S: Close> Closing<S> {
     pub(crate) fn new(stream: S) -> Self {
         Closing(Some(Box::new(stream)))
     }
 }
 
-impl<S: ByteStream + Settle> Deref for Closing<S> {
+impl<S: Close> Deref for Closing<S> {
     type Target = S;
 
     fn deref(&self) -> &S {
-        self.0.as_deref().expect("a stream is taken only by its drop")
+        self.0.as_deref().expect("a connection is taken only by its drop")
     }
 }
 
-impl<S: ByteStream + Settle> DerefMut for Closing<S> {
+impl<S: Close> DerefMut for Closing<S> {
     fn deref_mut(&mut self) -> &mut S {
-        self.0.as_deref_mut().expect("a stream is taken only by its drop")
+        self.0.as_deref_mut().expect("a connection is taken only by its drop")
     }
 }
 
-impl<S: ByteStream + Settle> ByteStream for Closing<S> {
-    forward_byte_stream!();
-}
-
-impl<S: ByteStream + Settle> Drop for Closing<S> {
+impl<S: Close> Drop for Closing<S> {
     fn drop(&mut self) {
         let Some(mut stream) = self.0.take() else { return };
-        stream.close();
+        stream.start_close();
         if !stream.settle() {
             adopt(stream);
         }
     }
 }
 
-/// Streams the closer holds (for tests and diagnostics).
+/// Connections the closer holds (for tests and diagnostics).
 static HELD: AtomicUsize = AtomicUsize::new(0);
 
-/// How many closed streams wait for their close to complete.
+/// How many closed connections wait for their close to complete.
 pub fn closing_streams() -> usize {
     HELD.load(Ordering::Acquire)
 }
