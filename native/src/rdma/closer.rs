@@ -31,7 +31,7 @@ use parking_lot::{Condvar, Mutex};
 /// How long a close waits in the caller for its last writes to land: a round
 /// trip on a working link, more under emulation.
 pub(crate) const CLOSE_WAIT: Duration = Duration::from_millis(200);
-/// How long the closer keeps a stream at most: the peer may be gone, or its
+/// How long the closer keeps a connection at most: the peer may be gone, or its
 /// reply lost; the connection manager retries its request for about a minute
 /// (under 1% loss, a few of 1,000 closes were still unconfirmed after 30 s).
 const ORPHAN_LIMIT: Duration = Duration::from_secs(60);
@@ -105,9 +105,8 @@ struct Orphan {
     until: Instant,
 }
 
-#[derive(Default)]
 struct Closer {
-    /// Streams handed over since the thread last took them.
+    /// Connections handed over since the thread last took them.
     arrived: Vec<Orphan>,
     running: bool,
 }
@@ -173,7 +172,9 @@ fn run() {
             } else if now >= orphan.until {
                 // Its writes failed or landed long ago (the transport's retries
                 // end within seconds): the peer's reply to the disconnect is missing.
-                log::info!("a closed RDMA stream's peer did not confirm the disconnect in {ORPHAN_LIMIT:?}");
+                log::info!(
+                    "a closed RDMA connection's peer did not confirm the disconnect in {ORPHAN_LIMIT:?}"
+                );
                 forget_orphan(orphan);
             } else {
                 held.push(orphan);
