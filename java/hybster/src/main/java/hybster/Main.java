@@ -36,7 +36,9 @@ import hybster.trinx.SoftwareTrinx;
  * {@code rdma-nio} with {@code transport} (auto, rdma, shm, tcp), and
  * {@code viewChangeMillis} (how long a request may wait before the followers
  * suspect the leader; default 2000), {@code instances} (parallel ordering
- * instances, default 1; the same on every replica), and {@code application}:
+ * instances, default 1; the same on every replica), {@code maxBatch} (requests
+ * a PREPARE orders at most, default 64; 1 orders each request alone, without
+ * waiting for the last batch; the same on every replica), and {@code application}:
  * {@code counter} (default: each operation adds its length to a total) or
  * {@code coordination} (the coordination service). A replica runs
  * until killed; a client sends REQUESTS requests one after the other and prints
@@ -49,8 +51,8 @@ public final class Main {
     static final String RDMA_NIO = "rdmanio.nio.RdmaSelectorProvider";
 
     /** A deployment read from a configuration file (also for drivers that run clients of it). */
-    public record Config(Cluster cluster, SelectorProvider provider, String providerName, long viewChangeMillis,
-            int instances, String application) {
+    public record Config(Cluster cluster, SelectorProvider provider, String providerName, Replica.Options options,
+            String application) {
         public static Config read(Path file) throws IOException {
             Properties properties = new Properties();
             try (Reader reader = Files.newBufferedReader(file)) {
@@ -69,7 +71,9 @@ public final class Main {
             Cluster cluster = new Cluster(replicas, hex.parseHex(required(properties, "masterSecret", file)),
                     hex.parseHex(required(properties, "trinxKey", file)));
             long viewChangeMillis = number(properties, "viewChangeMillis", Replica.DEFAULT_VIEW_CHANGE_MILLIS, file);
-            int instances = (int) number(properties, "instances", 1, file);
+            Replica.Options options = Replica.Options.DEFAULTS.withViewChangeMillis(viewChangeMillis)
+                    .withInstances((int) number(properties, "instances", 1, file))
+                    .withMaxBatch((int) number(properties, "maxBatch", Replica.DEFAULT_MAX_BATCH, file));
             String application = properties.getProperty("application", "counter").trim();
             if (!application.equals("counter") && !application.equals("coordination")) {
                 throw new IllegalArgumentException(file + ": application '" + application
@@ -77,8 +81,7 @@ public final class Main {
             }
             String provider = properties.getProperty("provider", "jdk");
             return switch (provider) {
-                case "jdk" -> new Config(cluster, SelectorProvider.provider(), "jdk", viewChangeMillis, instances,
-                        application);
+                case "jdk" -> new Config(cluster, SelectorProvider.provider(), "jdk", options, application);
                 case "rdma-nio" -> {
                     String transport = properties.getProperty("transport", "auto");
                     // Only replicas get a ring of a replica's memory; clients get two-sided sends.
@@ -92,7 +95,7 @@ public final class Main {
                             })
                             .distinct().collect(Collectors.joining(","));
                     yield new Config(cluster, rdmaNio(transport, ringPeers), "rdma-nio (" + transport + ")",
-                            viewChangeMillis, instances, application);
+                            options, application);
                 }
                 default -> throw new IllegalArgumentException(file + ": provider '" + provider
                         + "' is not jdk or rdma-nio");
@@ -161,13 +164,17 @@ public final class Main {
         Application application =
                 config.application().equals("coordination") ? new CoordinationService() : new Counter();
         Replica replica = new Replica(id, config.cluster(), new SoftwareTrinx(id, config.cluster().trinxKey(), 1),
-                application, config.provider(),
-                Replica.Options.DEFAULTS.withViewChangeMillis(config.viewChangeMillis()).withInstances(config.instances()));
+                application, config.provider(), config.options());
         replica.start();
         System.out.println("replica " + id + " on " + config.providerName() + " at "
                 + config.cluster().replicas().get(id));
         CountDownLatch forever = new CountDownLatch(1);
-        Runtime.getRuntime().addShutdownHook(new Thread(replica::close));
+        Runtime.getRuntime().addShutdownHook(new Thread(() -> {
+            replica.close();
+            // Printed, not logged: the logging's own shutdown hook may have closed its handlers already.
+            System.out.println("replica " + id + " stopped after executing " + replica.executed()
+                    + " requests; it led " + replica.batchesPrepared() + " batches");
+        }));
         forever.await();
     }
 

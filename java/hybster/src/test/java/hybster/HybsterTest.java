@@ -119,6 +119,12 @@ public class HybsterTest {
         return replicas;
     }
 
+    /** Replicas 0, 1 and 2 on the JDK's provider. */
+    List<Replica> startAll(Cluster cluster, Replica.Options options, List<LogApplication> applications)
+            throws IOException {
+        return start(cluster, SelectorProvider.provider(), options, applications, 0, 1, 2);
+    }
+
     static long count(byte[] result) {
         return ByteBuffer.wrap(result).getLong();
     }
@@ -166,8 +172,8 @@ public class HybsterTest {
     public void executedOrdersLeaveNoStateBehind() throws Exception {
         Cluster cluster = cluster(3);
         List<LogApplication> applications = new ArrayList<>();
-        List<Replica> replicas = start(cluster, SelectorProvider.provider(),
-                Replica.Options.DEFAULTS.withViewChangeMillis(VIEW_CHANGE_MILLIS), applications, 0, 1, 2);
+        List<Replica> replicas =
+                startAll(cluster, Replica.Options.DEFAULTS.withViewChangeMillis(VIEW_CHANGE_MILLIS), applications);
         Client client = track(new Client(Cluster.FIRST_CLIENT, cluster, SelectorProvider.provider(), 1000));
         for (int i = 1; i <= 20; i++) {
             assertEquals(i, count(client.invoke(op("r" + i), TIMEOUT_MILLIS)));
@@ -192,14 +198,30 @@ public class HybsterTest {
     @Test(timeout = 60_000)
     public void parallelInstancesExecuteOneSequenceEverywhere() throws Exception {
         Cluster cluster = cluster(3);
-        List<LogApplication> applications =
-                startWithInstances(cluster, SelectorProvider.provider(), Replica.DEFAULT_VIEW_CHANGE_MILLIS, 3, 0, 1, 2);
+        List<LogApplication> applications = startWithInstances(cluster, SelectorProvider.provider(),
+                Replica.DEFAULT_VIEW_CHANGE_MILLIS, 3, 0, 1, 2);
+        assertThrows(IllegalArgumentException.class, () -> Replica.Options.DEFAULTS.withInstances(0));
+        int[] requests = {15, 5, 1}; // clients 1000, 1001, 1002: instances 1, 2, 0
+        invokeAtOnce(cluster, requests, 1000, () -> { });
+        awaitExecuted(applications, 21);
+        assertEveryRequestOnceInClientOrder(applications, requests);
+        for (AutoCloseable replica : running.subList(0, 3)) {
+            assertEquals("no view change was needed", 0, ((Replica) replica).view());
+        }
+    }
+
+    /**
+     * Clients {@code FIRST_CLIENT + c} each send {@code requests[c]} requests
+     * ("c" + c + "-" + i), one after the other, all clients at once; {@code
+     * meanwhile} runs while they do. Fails if any request failed.
+     */
+    void invokeAtOnce(Cluster cluster, int[] requests, long retransmitMillis, ThrowingRunnable meanwhile)
+            throws Exception {
         List<Thread> workers = new ArrayList<>();
         List<Throwable> failures = Collections.synchronizedList(new ArrayList<>());
-        assertThrows(IllegalArgumentException.class, () -> Replica.Options.DEFAULTS.withInstances(0));
-        int[] requests = {15, 5, 1};
-        for (int c = 0; c < 3; c++) { // clients 1000, 1001, 1002: instances 1, 2, 0
-            Client client = track(new Client(Cluster.FIRST_CLIENT + c, cluster, SelectorProvider.provider(), 1000));
+        for (int c = 0; c < requests.length; c++) {
+            Client client = track(new Client(Cluster.FIRST_CLIENT + c, cluster, SelectorProvider.provider(),
+                    retransmitMillis));
             String name = "c" + c + "-";
             int count = requests[c];
             Thread worker = new Thread(() -> {
@@ -214,18 +236,26 @@ public class HybsterTest {
             workers.add(worker);
             worker.start();
         }
+        meanwhile.run();
         for (Thread worker : workers) {
             worker.join();
         }
         assertEquals(List.of(), failures);
-        awaitExecuted(applications, 21);
-        assertEquals(applications.get(0).log, applications.get(1).log);
-        assertEquals(applications.get(0).log, applications.get(2).log);
-        assertEquals("every request once", 21, new java.util.HashSet<>(applications.get(0).log).size());
-        for (AutoCloseable replica : running.subList(0, 3)) {
-            assertEquals("no view change was needed", 0, ((Replica) replica).view());
+    }
+
+    interface ThrowingRunnable {
+        void run() throws Exception;
+    }
+
+    /** The applications' logs are one sequence, with every request of {@link #invokeAtOnce} once, in its order. */
+    static void assertEveryRequestOnceInClientOrder(List<LogApplication> applications, int[] requests) {
+        int total = java.util.Arrays.stream(requests).sum();
+        for (LogApplication application : applications.subList(1, applications.size())) {
+            assertEquals(applications.get(0).log, application.log);
         }
-        for (int c = 0; c < 3; c++) {
+        assertEquals("every request once", total, new java.util.HashSet<>(applications.get(0).log).size());
+        assertEquals("nothing else", total, applications.get(0).log.size());
+        for (int c = 0; c < requests.length; c++) {
             String name = (Cluster.FIRST_CLIENT + c) + ":c" + c + "-";
             List<String> ofClient = applications.get(0).log.stream().filter(e -> e.startsWith(name)).toList();
             assertEquals("client " + c + "'s requests in its order", requests[c], ofClient.size());
@@ -233,6 +263,145 @@ public class HybsterTest {
                 assertEquals(name + i, ofClient.get(i));
             }
         }
+    }
+
+    /**
+     * Sixteen clients at once: the leader orders what comes while a batch is
+     * in flight as the next batch, so a PREPARE orders several requests, and
+     * every replica executes each request once, in one sequence.
+     */
+    @Test(timeout = 60_000)
+    public void concurrentRequestsAreOrderedInBatches() throws Exception {
+        Cluster cluster = cluster(3);
+        List<LogApplication> applications = new ArrayList<>();
+        List<Replica> replicas = startAll(cluster, Replica.Options.DEFAULTS, applications);
+        int[] requests = new int[16];
+        java.util.Arrays.fill(requests, 25);
+        invokeAtOnce(cluster, requests, 1000, () -> { });
+        awaitExecuted(applications, 400);
+        assertEveryRequestOnceInClientOrder(applications, requests);
+        long batches = replicas.get(0).batchesPrepared();
+        assertTrue("400 requests took " + batches + " batches", batches <= 200);
+        assertEquals("followers lead nothing", 0,
+                replicas.get(1).batchesPrepared() + replicas.get(2).batchesPrepared());
+    }
+
+    /**
+     * A client's request reaches replicas 0 and 1 only (as when its link to
+     * replica 2 is down, and f+1 replies came, so it never sends it again):
+     * replica 2 cannot agree, but the PREPARE and replica 1's COMMIT commit
+     * the order, and replica 2 executes it from the batch the PREPARE carries
+     * instead of stalling behind it for good.
+     */
+    @Test(timeout = 60_000)
+    public void aFollowerExecutesACommittedRequestItNeverGotFromItsClient() throws Exception {
+        Cluster cluster = cluster(3);
+        List<LogApplication> applications = new ArrayList<>();
+        List<Replica> replicas = startAll(cluster, Replica.Options.DEFAULTS, applications);
+        Node client = track(new Node(Cluster.FIRST_CLIENT, null, cluster.addresses(), cluster.keys(),
+                SelectorProvider.provider()));
+        client.start(message -> { });
+        Request partial = new Request(Cluster.FIRST_CLIENT, 1, op("to two of three"));
+        client.execute(() -> {
+            client.send(0, partial);
+            client.send(1, partial);
+        });
+        awaitExecuted(applications, 1);
+        Client everywhere = track(new Client(Cluster.FIRST_CLIENT + 1, cluster, SelectorProvider.provider(), 1000));
+        assertEquals(2, count(everywhere.invoke(op("to all"), TIMEOUT_MILLIS)));
+        awaitExecuted(applications, 2);
+        assertEquals(applications.get(0).log, applications.get(2).log);
+        assertEquals("replica 2 took no view change for it", 0, replicas.get(2).view());
+    }
+
+    /**
+     * A leader (played by the test with replica 0's trusted subsystem) sends
+     * a batch larger than the cluster's bound: refused. Then a batch one of
+     * whose requests its client has not sent yet: the followers wait for it,
+     * then execute the batch in its order.
+     */
+    @Test(timeout = 60_000)
+    public void followersTakeABatchWithinTheBoundOnceTheyHaveEachRequest() throws Exception {
+        Cluster cluster = cluster(3);
+        List<LogApplication> applications = new ArrayList<>();
+        List<Replica> followers = start(cluster, SelectorProvider.provider(),
+                Replica.Options.DEFAULTS.withMaxBatch(2), applications, 1, 2);
+        Request a = new Request(Cluster.FIRST_CLIENT, 1, op("a"));
+        Request b = new Request(Cluster.FIRST_CLIENT + 1, 1, op("b"));
+        Request late = new Request(Cluster.FIRST_CLIENT + 2, 1, op("late"));
+        List<Node> clients = new ArrayList<>();
+        for (Request request : List.of(a, b, late)) {
+            Node client = track(new Node(request.sender(), null, cluster.addresses(), cluster.keys(),
+                    SelectorProvider.provider()));
+            client.start(message -> { });
+            clients.add(client);
+        }
+        for (int c = 0; c < 2; c++) {
+            Node client = clients.get(c);
+            Request request = c == 0 ? a : b;
+            client.execute(() -> {
+                client.send(1, request);
+                client.send(2, request);
+            });
+        }
+        TrustedCounter leaderTrinx = new SoftwareTrinx(0, TRINX_KEY, 1);
+        List<Request> tooMany = List.of(a, b, late);
+        Prepare tooLarge = new Prepare(0, 0, 1, tooMany,
+                leaderTrinx.certify(0, 1, Prepare.certified(0, 1, Prepare.batchDigest(tooMany))));
+        List<Request> batch = List.of(late, a);
+        Prepare waiting = new Prepare(0, 0, 1, batch,
+                leaderTrinx.certify(0, 2, Prepare.certified(0, 1, Prepare.batchDigest(batch))));
+        Thread.sleep(200); // the requests arrive first
+        Node leader = track(new Node(0, null, cluster.addresses(), cluster.keys(), SelectorProvider.provider()));
+        leader.start(message -> { });
+        leader.execute(() -> {
+            for (int follower = 1; follower <= 2; follower++) {
+                leader.send(follower, tooLarge);
+                leader.send(follower, waiting);
+            }
+        });
+        for (Replica follower : followers) {
+            awaitCount(follower::rejected, 1);
+        }
+        Thread.sleep(300);
+        assertEquals("nothing executes before every request of the batch came", 0, followers.get(0).executed());
+        Node lateClient = clients.get(2);
+        lateClient.execute(() -> {
+            lateClient.send(1, late);
+            lateClient.send(2, late);
+        });
+        awaitExecuted(applications, 2);
+        List<String> expected = List.of((Cluster.FIRST_CLIENT + 2) + ":late", Cluster.FIRST_CLIENT + ":a");
+        assertEquals(expected, applications.get(0).log);
+        assertEquals(expected, applications.get(1).log);
+        for (Replica follower : followers) {
+            assertEquals("only the batch over the bound was refused", 1, follower.rejected());
+        }
+    }
+
+    /**
+     * The leader stops while twelve clients keep it busy: the batches that
+     * committed survive the view change, the rest are ordered again by the
+     * new leader, and each request executes once, in one sequence.
+     */
+    @Test(timeout = 120_000)
+    public void batchesSurviveACrashedLeader() throws Exception {
+        Cluster cluster = cluster(3);
+        List<LogApplication> applications = new ArrayList<>();
+        List<Replica> replicas =
+                startAll(cluster, Replica.Options.DEFAULTS.withViewChangeMillis(VIEW_CHANGE_MILLIS), applications);
+        int[] requests = new int[12];
+        java.util.Arrays.fill(requests, 20);
+        invokeAtOnce(cluster, requests, 300, () -> {
+            awaitCount(replicas.get(0)::executed, 60);
+            replicas.get(0).close();
+        });
+        List<LogApplication> survivors = applications.subList(1, 3);
+        awaitExecuted(survivors, 240);
+        assertEveryRequestOnceInClientOrder(survivors, requests);
+        List<String> crashed = applications.get(0).log;
+        assertEquals("the crashed leader executed a prefix", crashed, survivors.get(0).log.subList(0, crashed.size()));
+        assertTrue("a view change happened", replicas.get(1).view() >= 1);
     }
 
     /**
@@ -335,16 +504,16 @@ public class HybsterTest {
             });
         }
         TrustedCounter leaderTrinx = new SoftwareTrinx(0, TRINX_KEY, 1);
-        Certificate forA = leaderTrinx.certify(0, 1, Prepare.certified(0, 1, a.digest()));
+        Certificate forA = leaderTrinx.certify(0, 1, Prepare.certified(0, 1, Prepare.batchDigest(List.of(a))));
         assertThrows("a second certificate for value 1", IllegalStateException.class,
-                () -> leaderTrinx.certify(0, 1, Prepare.certified(0, 1, b.digest())));
-        Certificate forB = leaderTrinx.certify(0, 2, Prepare.certified(0, 1, b.digest()));
+                () -> leaderTrinx.certify(0, 1, Prepare.certified(0, 1, Prepare.batchDigest(List.of(b)))));
+        Certificate forB = leaderTrinx.certify(0, 2, Prepare.certified(0, 1, Prepare.batchDigest(List.of(b))));
         Thread.sleep(200); // the requests arrive first
         Node leader = track(new Node(0, null, cluster.addresses(), cluster.keys(), SelectorProvider.provider()));
         leader.start(message -> { });
         leader.execute(() -> {
-            leader.send(1, new Prepare(0, 0, 1, a, forA));
-            leader.send(2, new Prepare(0, 0, 1, b, forB)); // counter value 2 as order 1
+            leader.send(1, new Prepare(0, 0, 1, List.of(a), forA));
+            leader.send(2, new Prepare(0, 0, 1, List.of(b), forB)); // counter value 2 as order 1
         });
         awaitExecuted(applications, 2);
         List<String> expected = List.of(Cluster.FIRST_CLIENT + ":pay alice", (Cluster.FIRST_CLIENT + 1) + ":pay bob");
@@ -433,8 +602,8 @@ public class HybsterTest {
         TrustedCounter trinx0 = new SoftwareTrinx(0, TRINX_KEY, 1);
         TrustedCounter trinx1 = new SoftwareTrinx(1, TRINX_KEY, 1);
         Request request = new Request(Cluster.FIRST_CLIENT, 1, op("x"));
-        byte[] digest = request.digest();
-        Prepare prepare = new Prepare(0, 0, 1, request, trinx0.certify(0, 1, Prepare.certified(0, 1, digest)));
+        byte[] digest = Prepare.batchDigest(List.of(request));
+        Prepare prepare = new Prepare(0, 0, 1, List.of(request), trinx0.certify(0, 1, Prepare.certified(0, 1, digest)));
         Commit commit = new Commit(1, 0, 1, prepare, trinx1.certify(0, 1, Commit.certified(0, 1, digest)));
         Node follower = track(new Node(1, null, cluster.addresses(), cluster.keys(), SelectorProvider.provider()));
         follower.start(message -> { });
@@ -479,12 +648,19 @@ public class HybsterTest {
     public void messagesRoundTripAndBadBytesAreRefused() throws Exception {
         TrustedCounter trinx = new SoftwareTrinx(0, TRINX_KEY, 1);
         Request request = new Request(Cluster.FIRST_CLIENT, 7, op("op"));
-        Prepare prepare = new Prepare(0, 3, 9, request, trinx.certify(0, 9, Prepare.certified(3, 9, request.digest())));
+        Request other = new Request(Cluster.FIRST_CLIENT + 1, 3, op("another op"));
+        byte[] batchDigest = Prepare.batchDigest(List.of(request, other));
+        Prepare prepare = new Prepare(0, 3, 9, List.of(request, other),
+                trinx.certify(0, 9, Prepare.certified(3, 9, batchDigest)));
         Prepare decoded = (Prepare) Message.decode(Message.encode(prepare));
         assertEquals(9, decoded.order());
-        assertArrayEquals(request.digest(), decoded.request().digest());
+        assertEquals(2, decoded.batch().size());
+        assertArrayEquals(request.digest(), decoded.batch().get(0).digest());
+        assertArrayEquals(batchDigest, decoded.batchDigest());
         assertEquals(prepare.certificate(), decoded.certificate());
-        assertTrue(trinx.verify(0, decoded.certificate(), Prepare.certified(3, 9, request.digest())));
+        assertTrue(trinx.verify(0, decoded.certificate(), Prepare.certified(3, 9, batchDigest)));
+        assertTrue("another order of the same requests is another batch",
+                !java.util.Arrays.equals(batchDigest, Prepare.batchDigest(List.of(other, request))));
         byte[] bytes = Message.encode(prepare);
         for (int cut = 0; cut < bytes.length; cut++) {
             byte[] shorter = java.util.Arrays.copyOf(bytes, cut);
@@ -492,5 +668,55 @@ public class HybsterTest {
         }
         byte[] huge = ByteBuffer.allocate(13).put(Message.REQUEST).putInt(1).putInt(Integer.MAX_VALUE).array();
         assertThrows(hybster.wire.MalformedMessageException.class, () -> Message.decode(huge));
+    }
+
+    /** Messages nested deeper than a view change ever nests them are refused, not decoded on and on. */
+    @Test
+    public void messagesNestedTooDeepAreRefused() throws Exception {
+        Certificate certificate = new Certificate(0, 0, 1, new byte[32]);
+        Message nested = new Message.Checkpoint(0, 1, new byte[32], certificate);
+        for (int depth = 1; depth <= Message.MAX_NESTING + 1; depth++) {
+            nested = new Message.ViewChange(0, depth, List.of(), List.of(nested), certificate);
+            if (depth == Message.MAX_NESTING) { // as deep as may be: decodes
+                byte[] deepest = Message.encode(nested);
+                assertArrayEquals(deepest, Message.encode(Message.decode(deepest)));
+            }
+        }
+        byte[] tooDeep = Message.encode(nested);
+        hybster.wire.MalformedMessageException refused =
+                assertThrows(hybster.wire.MalformedMessageException.class, () -> Message.decode(tooDeep));
+        assertTrue(refused.getMessage(), refused.getMessage().contains("nested more than"));
+    }
+
+    /**
+     * A view change whose log holds batches is larger than one operation may
+     * be: a frame of several MiB between replicas arrives whole.
+     */
+    @Test(timeout = 60_000)
+    public void aViewChangeLargerThanAnOperationCrossesTheNetwork() throws Exception {
+        Cluster cluster = cluster(3);
+        TrustedCounter trinx = new SoftwareTrinx(1, TRINX_KEY, 1);
+        List<Request> batch = new ArrayList<>();
+        for (int i = 0; i < 64; i++) {
+            batch.add(new Request(Cluster.FIRST_CLIENT + i, 1, new byte[1000]));
+        }
+        List<Message> log = new ArrayList<>();
+        for (long order = 1; order <= 60; order++) {
+            log.add(new Prepare(1, 0, order, batch, new Certificate(0, order - 1, order, new byte[32])));
+        }
+        Message.ViewChange viewChange = new Message.ViewChange(1, 1, List.of(), log,
+                trinx.certify(0, 1, Message.ViewChange.certified(1, List.of(), log)));
+        assertTrue(Message.encode(viewChange).length > 2 * Message.MAX_PAYLOAD);
+        java.util.concurrent.BlockingQueue<Message> received = new java.util.concurrent.LinkedBlockingQueue<>();
+        Node replica0 = track(new Node(0, cluster.replicas().get(0), cluster.addresses(), cluster.keys(),
+                SelectorProvider.provider()));
+        replica0.start(received::add);
+        Node replica1 = track(new Node(1, null, cluster.addresses(), cluster.keys(), SelectorProvider.provider()));
+        replica1.start(message -> { });
+        replica1.execute(() -> replica1.send(0, viewChange));
+        Message got = received.poll(TIMEOUT_MILLIS, java.util.concurrent.TimeUnit.MILLISECONDS);
+        assertTrue("the view change arrived (dropped: " + replica0.dropped() + ")", got instanceof Message.ViewChange);
+        assertEquals(60, ((Message.ViewChange) got).log().size());
+        assertEquals(0, replica0.dropped());
     }
 }

@@ -11,6 +11,8 @@ import java.nio.file.Path;
 import org.junit.After;
 import org.junit.Test;
 
+import hybster.replica.Replica;
+
 /** A node's configuration file: the application it replicates. */
 public class MainConfigTest {
     private static final String CLUSTER = "replicas=127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002\n"
@@ -43,5 +45,12 @@ public class MainConfigTest {
         IllegalArgumentException refused =
                 assertThrows(IllegalArgumentException.class, () -> read("application=ledger\n"));
         assertTrue(refused.getMessage(), refused.getMessage().contains("application 'ledger'"));
+    }
+
+    @Test
+    public void batchesHoldSixtyFourRequestsUnlessTheFileSaysOtherwise() throws IOException {
+        assertEquals(Replica.DEFAULT_MAX_BATCH, read("").options().maxBatch());
+        assertEquals(8, read("maxBatch=8\n").options().maxBatch());
+        assertThrows(IllegalArgumentException.class, () -> read("maxBatch=0\n"));
     }
 }

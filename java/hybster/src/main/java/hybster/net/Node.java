@@ -42,7 +42,12 @@ import hybster.wire.Message;
  */
 public final class Node implements Closeable {
     private static final Logger LOG = Logger.getLogger(Node.class.getName());
-    private static final int MAX_FRAME = Message.MAX_PAYLOAD + 4096;
+    private static final int MAX_FRAME = Message.MAX_MESSAGE + 4096;
+    /**
+     * A frame's buffer starts this small and doubles as its bytes arrive: a
+     * peer that announces a long frame must send it before it takes that memory.
+     */
+    private static final int FIRST_FRAME_BUFFER = 64 * 1024;
     private static final long RECONNECT_MILLIS = 100;
     private static final long MAX_RECONNECT_MILLIS = 5000;
     /** Frames kept for a replica that cannot be reached (beyond: dropped, and counted). */
@@ -332,6 +337,8 @@ public final class Node implements Closeable {
         final ArrayDeque<ByteBuffer> pending = new ArrayDeque<>();
         final ByteBuffer header = ByteBuffer.allocate(4);
         ByteBuffer frame;
+        /** The length of the frame being read (its buffer may still be shorter). */
+        int frameLength;
 
         Link(int peer) {
             this.peer = peer;
@@ -394,7 +401,8 @@ public final class Node implements Closeable {
                         close();
                         return;
                     }
-                    frame = ByteBuffer.allocate(length);
+                    frameLength = length;
+                    frame = ByteBuffer.allocate(Math.min(length, FIRST_FRAME_BUFFER));
                 }
                 if (channel.read(frame) < 0) {
                     close();
@@ -402,6 +410,10 @@ public final class Node implements Closeable {
                 }
                 if (frame.hasRemaining()) {
                     return;
+                }
+                if (frame.capacity() < frameLength) {
+                    frame = ByteBuffer.allocate((int) Math.min(frameLength, 2L * frame.capacity())).put(frame.flip());
+                    continue;
                 }
                 byte[] bytes = frame.array();
                 frame = null;

@@ -31,9 +31,9 @@ final class Certified {
     /** What a certified message's certificate covers. */
     static byte[] certified(Message message) {
         if (message instanceof Prepare p) {
-            return Prepare.certified(p.view(), p.order(), p.request().digest());
+            return Prepare.certified(p.view(), p.order(), p.batchDigest());
         } else if (message instanceof Commit c) {
-            return Commit.certified(c.view(), c.order(), c.requestDigest());
+            return Commit.certified(c.view(), c.order(), c.batchDigest());
         } else if (message instanceof ViewChange v) {
             return ViewChange.certified(v.newView(), v.stable(), v.log());
         } else if (message instanceof Checkpoint c) {

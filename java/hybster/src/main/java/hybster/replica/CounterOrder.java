@@ -38,6 +38,11 @@ final class CounterOrder {
         }
     }
 
+    /** Messages that wait for a missing one, of all senders. */
+    int waiting() {
+        return waiting.stream().mapToInt(TreeMap::size).sum();
+    }
+
     /**
      * Takes a message from the network: hands it to {@code inOrder} if it
      * continues its sender's counter (then every message that waited for it),

@@ -4,6 +4,7 @@ import java.io.Closeable;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.channels.spi.SelectorProvider;
+import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.HashMap;
@@ -50,6 +51,15 @@ import hybster.wire.Message.ViewChange;
  * requests execute in order; the client accepts a result after f+1 matching
  * REPLYs. Requests are deduplicated per client by timestamp.
  *
+ * <p>Batching. A PREPARE orders a batch of requests, which execute in the
+ * batch's order as one order number. The leader keeps one batch per instance
+ * in flight: a request that comes while its instance's last batch has not
+ * executed waits, and the next batch takes everything that waited (at most
+ * {@code maxBatch} requests and about {@link #MAX_BATCH_BYTES} of operations), as
+ * Hybster and BFT-SMaRt do: batches grow with the load and no clock decides
+ * what a batch holds. With {@code maxBatch} 1 every request is ordered as it
+ * comes, without waiting for the last.
+ *
  * <p>View change. A follower that knows a request from its client and sees it
  * unexecuted for {@code viewChangeMillis} (doubled after each view change that
  * brought no execution) sends VIEW-CHANGE(v+1) with every
@@ -95,8 +105,10 @@ public final class Replica implements Closeable {
     public static final long DEFAULT_CHECKPOINT_INTERVAL = 100;
     /** The most ordering instances (each needs a leader; more than replicas only shares them out). */
     public static final int MAX_INSTANCES = 64;
-    /** The sender of the no-op requests that fill an idle instance's orders. */
-    private static final int NO_OP = -1;
+    /** Requests per PREPARE by default: enough to amortize an ordering round over many clients. */
+    public static final int DEFAULT_MAX_BATCH = 64;
+    /** Operation bytes a batch takes before it is cut (one request larger than this goes alone). */
+    public static final int MAX_BATCH_BYTES = 64 * 1024;
 
     private final int id;
     private final Cluster cluster;
@@ -108,11 +120,13 @@ public final class Replica implements Closeable {
     private final long viewChangeMillis;
     private final long checkpointInterval;
     private final int instances;
+    private final int maxBatch;
     private volatile long stableCheckpoint;
     private volatile int logSize;
     private volatile int openOrders;
     private final AtomicLong executed = new AtomicLong();
     private final AtomicLong rejected = new AtomicLong();
+    private final AtomicLong batchesPrepared = new AtomicLong();
     private volatile int currentView;
 
     // The event loop's state.
@@ -130,6 +144,8 @@ public final class Replica implements Closeable {
     private final Map<ByteBuffer, Pending> pending = new LinkedHashMap<>();
     /** Requests the leader has ordered and not yet executed (client, timestamp). */
     private final Set<ByteBuffer> ordered = new HashSet<>();
+    /** Per instance this replica leads, the requests waiting for the next batch. */
+    private final List<ArrayDeque<Request>> unbatched = new ArrayList<>();
     private final Map<Integer, ClientRecord> clients = new HashMap<>();
     /** PREPAREs and COMMITs of views not entered yet (in counter order per sender), by view. */
     private final Map<Integer, List<Message>> aheadOfView = new HashMap<>();
@@ -145,7 +161,12 @@ public final class Replica implements Closeable {
     /** One order number's agreement. */
     private static final class Slot {
         Prepare prepare;
+        /** The PREPARE's batch digest: what f+1 agreements must match for the order to commit. */
+        byte[] prepared;
+        /** The digest of the batch this replica certified (its COMMIT, or its PREPARE as leader). */
         byte[] digest;
+        /** The batch's requests this follower has not had from their clients yet, by digest. */
+        final Set<ByteBuffer> missing = new HashSet<>();
         /** Replica to the request digest it certified for this order. */
         final Map<Integer, byte[]> agreements = new HashMap<>();
     }
@@ -158,11 +179,12 @@ public final class Replica implements Closeable {
     /**
      * How a replica runs, the same on every replica of a cluster: how long a
      * request may wait before followers suspect its leader, how many orders
-     * lie between checkpoints, and how many ordering instances run in parallel.
+     * lie between checkpoints, how many ordering instances run in parallel,
+     * and how many requests a PREPARE orders at most.
      */
-    public record Options(long viewChangeMillis, long checkpointInterval, int instances) {
+    public record Options(long viewChangeMillis, long checkpointInterval, int instances, int maxBatch) {
         public static final Options DEFAULTS =
-                new Options(DEFAULT_VIEW_CHANGE_MILLIS, DEFAULT_CHECKPOINT_INTERVAL, 1);
+                new Options(DEFAULT_VIEW_CHANGE_MILLIS, DEFAULT_CHECKPOINT_INTERVAL, 1, DEFAULT_MAX_BATCH);
 
         public Options {
             if (viewChangeMillis < 1) {
@@ -174,18 +196,25 @@ public final class Replica implements Closeable {
             if (instances < 1 || instances > MAX_INSTANCES) {
                 throw new IllegalArgumentException(instances + " ordering instances: 1 to " + MAX_INSTANCES);
             }
+            if (maxBatch < 1) {
+                throw new IllegalArgumentException("batches of at most " + maxBatch + " requests");
+            }
         }
 
         public Options withViewChangeMillis(long millis) {
-            return new Options(millis, checkpointInterval, instances);
+            return new Options(millis, checkpointInterval, instances, maxBatch);
         }
 
         public Options withCheckpointInterval(long interval) {
-            return new Options(viewChangeMillis, interval, instances);
+            return new Options(viewChangeMillis, interval, instances, maxBatch);
         }
 
         public Options withInstances(int count) {
-            return new Options(viewChangeMillis, checkpointInterval, count);
+            return new Options(viewChangeMillis, checkpointInterval, count, maxBatch);
+        }
+
+        public Options withMaxBatch(int requests) {
+            return new Options(viewChangeMillis, checkpointInterval, instances, requests);
         }
     }
 
@@ -207,6 +236,10 @@ public final class Replica implements Closeable {
         this.viewChangeMillis = options.viewChangeMillis();
         this.checkpointInterval = options.checkpointInterval();
         this.instances = options.instances();
+        this.maxBatch = options.maxBatch();
+        for (int instance = 0; instance < instances; instance++) {
+            unbatched.add(new ArrayDeque<>());
+        }
         this.counterOrder = new CounterOrder(id, cluster, trinx);
         this.viewChanges = new ViewChanges(id, cluster, trinx, viewChangeMillis);
         this.lastPrepared = new long[instances];
@@ -254,6 +287,11 @@ public final class Replica implements Closeable {
         return openOrders;
     }
 
+    /** PREPAREs of a non-empty batch this replica sent as a leader. */
+    public long batchesPrepared() {
+        return batchesPrepared.get();
+    }
+
     /** Frames the network dropped (bad MAC, malformed). */
     public long dropped() {
         return node.dropped();
@@ -289,10 +327,6 @@ public final class Replica implements Closeable {
             }
             lastPrepared[instance] = order >= 1 ? order : instance + 1 - instances;
         }
-    }
-
-    private static boolean isNoOp(Request request) {
-        return request.sender() == NO_OP;
     }
 
     private void onMessage(Message message) {
@@ -359,12 +393,14 @@ public final class Replica implements Closeable {
         if (leader(instanceOf(request), view) == id) {
             order(request);
         } else {
-            // A PREPARE that waited for this request from its client can go on now.
-            slots.values().stream()
-                    .filter(slot -> slot.prepare != null && slot.digest == null
-                            && Arrays.equals(slot.prepare.request().digest(), digest.array()))
-                    .toList()
-                    .forEach(this::agree);
+            // A PREPARE that waited for this request from its client goes on once it has its whole batch.
+            List<Slot> complete = new ArrayList<>();
+            for (Slot slot : slots.values()) {
+                if (slot.digest == null && slot.missing.remove(digest) && slot.missing.isEmpty()) {
+                    complete.add(slot);
+                }
+            }
+            complete.forEach(this::agree);
         }
     }
 
@@ -372,9 +408,35 @@ public final class Replica implements Closeable {
         if (!ordered.add(key(request.sender(), request.timestamp()))) {
             return; // a retransmission of a request already ordered
         }
-        long order = prepare(instanceOf(request), request);
-        fillInstancesBelow(order);
+        unbatched.get(instanceOf(request)).add(request);
+        prepareBatches();
         executeCommitted();
+    }
+
+    /**
+     * Cuts a batch of the waiting requests of each instance this replica
+     * leads whose last batch executed (or of every such instance at once,
+     * when batches are of one request).
+     */
+    private void prepareBatches() {
+        if (viewChanges.underWay()) {
+            return;
+        }
+        for (int instance = 0; instance < instances; instance++) {
+            ArrayDeque<Request> waiting = unbatched.get(instance);
+            while (!waiting.isEmpty() && leader(instance, view) == id
+                    && (maxBatch == 1 || lastPrepared[instance] <= lastExecuted)) {
+                List<Request> batch = new ArrayList<>();
+                long bytes = 0;
+                while (!waiting.isEmpty() && batch.size() < maxBatch
+                        && (batch.isEmpty() || bytes + waiting.peek().operation().length <= MAX_BATCH_BYTES)) {
+                    bytes += waiting.peek().operation().length;
+                    batch.add(waiting.poll());
+                }
+                batchesPrepared.incrementAndGet();
+                fillInstancesBelow(prepare(instance, batch));
+            }
+        }
     }
 
     /**
@@ -387,25 +449,25 @@ public final class Replica implements Closeable {
                 continue;
             }
             while (nextOrder(instance) < order) {
-                prepare(instance, new Request(NO_OP, nextOrder(instance), new byte[0]));
+                prepare(instance, List.of()); // a no-op
             }
         }
     }
 
-    /** Certifies and sends the PREPARE of {@code request} as the next order of {@code instance}. */
-    private long prepare(int instance, Request request) {
+    /** Certifies and sends the PREPARE of {@code batch} as the next order of {@code instance}. */
+    private long prepare(int instance, List<Request> batch) {
         long order = nextOrder(instance);
         lastPrepared[instance] = order;
-        byte[] digest = request.digest();
-        Prepare prepare = new Prepare(id, view, order, request, certify(Prepare.certified(view, order, digest)));
+        byte[] digest = Prepare.batchDigest(batch);
+        Prepare prepare = new Prepare(id, view, order, batch, certify(Prepare.certified(view, order, digest)));
         log(prepare);
         Slot slot = slots.computeIfAbsent(order, o -> new Slot());
         slot.prepare = prepare;
+        slot.prepared = digest;
         slot.digest = digest;
         slot.agreements.put(id, digest);
         broadcast(prepare);
-        LOG.fine(() -> "replica " + id + ": view " + view + " ordered request " + request.timestamp() + " of client "
-                + request.sender() + " as " + order);
+        LOG.fine(() -> "replica " + id + ": view " + view + " ordered " + batch.size() + " requests as " + order);
         return order;
     }
 
@@ -423,20 +485,30 @@ public final class Replica implements Closeable {
             reject(prepare, "order " + prepare.order() + " does not follow " + lastPrepared[instance]);
             return;
         }
-        if (isNoOp(prepare.request()) ? prepare.request().timestamp() != prepare.order()
-                : instanceOf(prepare.request()) != instance) {
-            reject(prepare, "its request belongs to another instance or order");
+        if (prepare.batch().size() > maxBatch) {
+            reject(prepare, "a batch of " + prepare.batch().size() + " requests (at most " + maxBatch + ")");
+            return;
+        }
+        if (prepare.batch().stream().anyMatch(r -> r.sender() < Cluster.FIRST_CLIENT || instanceOf(r) != instance)) {
+            reject(prepare, "its batch holds a request that is no client's of this instance");
             return;
         }
         lastPrepared[instance] = prepare.order();
         Slot slot = slots.computeIfAbsent(prepare.order(), o -> new Slot());
         slot.prepare = prepare;
-        slot.agreements.put(prepare.sender(), prepare.request().digest());
-        if (isNoOp(prepare.request()) || pending.containsKey(ByteBuffer.wrap(prepare.request().digest()))
-                || isExecuted(prepare.request())) {
+        slot.prepared = prepare.batchDigest();
+        slot.agreements.put(prepare.sender(), slot.prepared);
+        for (Request request : prepare.batch()) {
+            ByteBuffer digest = ByteBuffer.wrap(request.digest());
+            if (!pending.containsKey(digest) && !isExecuted(request)) {
+                slot.missing.add(digest);
+            }
+        }
+        if (slot.missing.isEmpty()) {
             agree(slot);
         } else {
-            LOG.fine(() -> "replica " + id + ": order " + prepare.order() + " waits for its request from the client");
+            LOG.fine(() -> "replica " + id + ": order " + prepare.order() + " waits for " + slot.missing.size()
+                    + " of its requests from their clients");
         }
         fillInstancesBelow(prepare.order());
         executeCommitted();
@@ -463,10 +535,10 @@ public final class Replica implements Closeable {
         return record != null && request.timestamp() <= record.timestamp();
     }
 
-    /** Commits to a PREPARE whose request came from its client too. */
+    /** Commits to a PREPARE whose requests came from their clients too. */
     private void agree(Slot slot) {
         Prepare prepare = slot.prepare;
-        slot.digest = prepare.request().digest();
+        slot.digest = slot.prepared;
         Commit commit = new Commit(id, view, prepare.order(), prepare,
                 certify(Commit.certified(view, prepare.order(), slot.digest)));
         log(commit);
@@ -492,36 +564,42 @@ public final class Replica implements Closeable {
         if (commit.order() <= lastExecuted) {
             return; // a COMMIT beyond the f + 1 that executed it: a slot for it would never go
         }
-        slots.computeIfAbsent(commit.order(), o -> new Slot()).agreements.put(commit.sender(), commit.requestDigest());
+        slots.computeIfAbsent(commit.order(), o -> new Slot()).agreements.put(commit.sender(), commit.batchDigest());
         executeCommitted();
     }
 
-    /** Executes committed requests in order, as far as they go. */
+    /**
+     * Executes committed batches in order, as far as they go; then the
+     * leader's next batches can go. An order commits with f+1 certified
+     * messages for its PREPARE's batch (the PREPARE and COMMITs), this
+     * replica's own COMMIT or not: a follower that never got a request from
+     * its client (the client had its f+1 replies from the others, and sent
+     * it no more) still executes it, from the batch the PREPARE carries.
+     */
     private void executeCommitted() {
         while (true) {
             Slot slot = slots.get(lastExecuted + 1);
-            if (slot == null || slot.digest == null) {
-                return;
+            if (slot == null || slot.prepared == null) {
+                break;
             }
-            long matching = slot.agreements.values().stream().filter(d -> Arrays.equals(d, slot.digest)).count();
+            long matching = slot.agreements.values().stream().filter(d -> Arrays.equals(d, slot.prepared)).count();
             if (matching < cluster.f() + 1) {
-                return;
+                break;
             }
             slots.remove(lastExecuted + 1);
-            execute(lastExecuted + 1, slot.prepare.request());
+            execute(lastExecuted + 1, slot.prepare.batch());
         }
+        prepareBatches();
     }
 
-    /** Executes {@code request} (null: nothing) as {@code order}, the next one. */
-    private void execute(long order, Request request) {
+    /** Executes {@code batch} (empty: a no-op) as {@code order}, the next one. */
+    private void execute(long order, List<Request> batch) {
         if (needsStateTransfer) {
             return;
         }
-        byte[] result = new byte[0];
-        if (request != null && isNoOp(request)) {
-            request = null; // filled an idle instance's order: executes as nothing
-        }
-        if (request != null) {
+        ByteBuffer results = ByteBuffer.allocate(32 * batch.size());
+        for (Request request : batch) {
+            byte[] result = new byte[0];
             ordered.remove(key(request.sender(), request.timestamp()));
             pending.remove(ByteBuffer.wrap(request.digest()));
             if (!isExecuted(request)) { // else ordered twice (a retransmission): executed once
@@ -532,10 +610,11 @@ public final class Replica implements Closeable {
                 viewChanges.progressed();
                 node.send(request.sender(), reply);
             }
+            results.put(Keys.digest(result));
         }
         lastExecuted = order;
         history = Keys.digest(ByteBuffer.allocate(104).put(history).putLong(order)
-                .put(request == null ? new byte[32] : request.digest()).put(Keys.digest(result)).array());
+                .put(Prepare.batchDigest(batch)).put(Keys.digest(results.array())).array());
         LOG.fine(() -> "replica " + id + ": executed order " + order);
         if (order % checkpointInterval == 0) {
             Checkpoint checkpoint = new Checkpoint(id, order, history,
@@ -604,11 +683,24 @@ public final class Replica implements Closeable {
         node.schedule(Math.max(1, viewChangeMillis / 2), this::watchRequests);
     }
 
+    /** Where execution stands: what the next order waits for (for the log of a suspicion). */
+    private String progress() {
+        Slot next = slots.get(lastExecuted + 1);
+        String waitsFor = next == null ? "nothing of it came"
+                : next.prepare == null ? "its PREPARE (" + next.agreements.size() + " COMMITs came)"
+                : "agreements (" + next.agreements.size() + " came; " + next.missing.size()
+                        + " of its requests did not come from their clients)";
+        return "executed " + lastExecuted + ", order " + (lastExecuted + 1) + " waits for " + waitsFor + "; "
+                + pending.size() + " requests pending, " + slots.size() + " orders open, " + counterOrder.waiting()
+                + " certified messages wait for a missing one";
+    }
+
     private void startViewChange(int newView) {
         if (!viewChanges.start(view, newView)) {
             return;
         }
-        LOG.info(() -> "replica " + id + ": suspects the leader of view " + view + ", asks for view " + newView);
+        LOG.info(() -> "replica " + id + ": suspects the leader of view " + view + ", asks for view " + newView
+                + "; " + progress());
         List<Message> log = List.copyOf(sentLog);
         ViewChange viewChange = new ViewChange(id, newView, stableProof, log,
                 certify(ViewChange.certified(newView, stableProof, log)));
@@ -683,7 +775,7 @@ public final class Replica implements Closeable {
         for (long order = lastExecuted + 1; order <= last && !needsStateTransfer; order++) {
             Prepare prepare = carried.get(order);
             // An order no log mentions: nothing committed there, it executes as nothing.
-            execute(order, prepare == null ? null : prepare.request());
+            execute(order, prepare == null ? List.of() : prepare.batch());
         }
         view = newView;
         currentView = newView;
@@ -691,6 +783,7 @@ public final class Replica implements Closeable {
         resetInstances(last);
         slots.clear();
         ordered.clear();
+        unbatched.forEach(ArrayDeque::clear); // still pending: ordered again below if this replica leads them
         List<Message> early = aheadOfView.remove(newView);
         aheadOfView.keySet().removeIf(v -> v < newView);
         LOG.info(() -> "replica " + id + ": entered view " + newView + " (primary " + primary(newView, cluster)

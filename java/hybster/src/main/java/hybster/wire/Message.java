@@ -17,6 +17,19 @@ import hybster.trinx.Certificate;
 public sealed interface Message {
     /** Bytes of an operation or a result, at most. */
     int MAX_PAYLOAD = 1 << 20;
+    /**
+     * Bytes of a whole message, at most: a VIEW-CHANGE carries the PREPAREs
+     * and COMMITs since a checkpoint, each with its batch, and a NEW-VIEW f+1
+     * of them.
+     */
+    int MAX_MESSAGE = 64 << 20;
+    /**
+     * Levels of messages inside messages, at most (a VIEW-CHANGE's log holds
+     * the view changes its sender took part in since its last stable
+     * checkpoint, each a few levels): deeper is a peer's attempt to overflow
+     * the decoder's stack.
+     */
+    int MAX_NESTING = 200;
 
     /** The node that sent it (a replica index, or a client id). */
     int sender();
@@ -29,12 +42,32 @@ public sealed interface Message {
         }
     }
 
-    /** The leader's order for a request, certified with its trusted counter (value = order). */
-    record Prepare(int sender, int view, long order, Request request, Certificate certificate) implements Message {
+    /**
+     * The leader's order for a batch of client requests, executed in the
+     * batch's order as one order number, certified with its trusted counter.
+     * An empty batch is a no-op (it fills an order of an idle instance).
+     */
+    record Prepare(int sender, int view, long order, List<Request> batch, Certificate certificate)
+            implements Message {
+        public Prepare {
+            batch = List.copyOf(batch);
+        }
+
+        /** What identifies the batch in the certificates of its PREPARE and COMMITs. */
+        public byte[] batchDigest() {
+            return batchDigest(batch);
+        }
+
+        public static byte[] batchDigest(List<Request> batch) {
+            ByteBuffer digests = ByteBuffer.allocate(4 + 32 * batch.size()).putInt(batch.size());
+            batch.forEach(request -> digests.put(request.digest()));
+            return Keys.digest(digests.array());
+        }
+
         /** What the leader's certificate covers. */
-        public static byte[] certified(int view, long order, byte[] requestDigest) {
-            return Keys.digest(ByteBuffer.allocate(12 + requestDigest.length).putInt(view).putLong(order)
-                    .put(requestDigest).array());
+        public static byte[] certified(int view, long order, byte[] batchDigest) {
+            return Keys.digest(ByteBuffer.allocate(12 + batchDigest.length).putInt(view).putLong(order)
+                    .put(batchDigest).array());
         }
     }
 
@@ -44,13 +77,13 @@ public sealed interface Message {
      * request from any replica's log.
      */
     record Commit(int sender, int view, long order, Prepare prepare, Certificate certificate) implements Message {
-        public byte[] requestDigest() {
-            return prepare.request().digest();
+        public byte[] batchDigest() {
+            return prepare.batchDigest();
         }
 
-        public static byte[] certified(int view, long order, byte[] requestDigest) {
-            return Keys.digest(ByteBuffer.allocate(13 + requestDigest.length).put((byte) 'C').putInt(view)
-                    .putLong(order).put(requestDigest).array());
+        public static byte[] certified(int view, long order, byte[] batchDigest) {
+            return Keys.digest(ByteBuffer.allocate(13 + batchDigest.length).put((byte) 'C').putInt(view)
+                    .putLong(order).put(batchDigest).array());
         }
     }
 
@@ -126,8 +159,9 @@ public sealed interface Message {
         if (message instanceof Request r) {
             out.type(REQUEST, r.sender()).putLong(r.timestamp()).bytes(r.operation());
         } else if (message instanceof Prepare p) {
-            out.type(PREPARE, p.sender()).putInt(p.view()).putLong(p.order()).bytes(encode(p.request()))
-                    .certificate(p.certificate());
+            out.type(PREPARE, p.sender()).putInt(p.view()).putLong(p.order()).putInt(p.batch().size());
+            p.batch().forEach(request -> out.bytes(encode(request)));
+            out.certificate(p.certificate());
         } else if (message instanceof Commit c) {
             out.type(COMMIT, c.sender()).putInt(c.view()).putLong(c.order()).bytes(encode(c.prepare()))
                     .certificate(c.certificate());
@@ -150,7 +184,14 @@ public sealed interface Message {
     }
 
     static Message decode(byte[] bytes) throws MalformedMessageException {
-        ByteBuffer in = ByteBuffer.wrap(bytes);
+        return decode(ByteBuffer.wrap(bytes), 0);
+    }
+
+    /** Decodes all of {@code in}, a message {@code depth} levels inside others. */
+    private static Message decode(ByteBuffer in, int depth) throws MalformedMessageException {
+        if (depth > MAX_NESTING) {
+            throw new MalformedMessageException("messages nested more than " + MAX_NESTING + " deep");
+        }
         try {
             byte type = in.get();
             int sender = in.getInt();
@@ -159,20 +200,24 @@ public sealed interface Message {
                 case PREPARE -> {
                     int view = in.getInt();
                     long order = in.getLong();
-                    yield new Prepare(sender, view, order, nested(in, Request.class), certificate(in));
+                    List<Request> batch = new ArrayList<>();
+                    for (int i = count(in); i > 0; i--) {
+                        batch.add(nested(in, Request.class, depth));
+                    }
+                    yield new Prepare(sender, view, order, batch, certificate(in));
                 }
-                case COMMIT -> new Commit(sender, in.getInt(), in.getLong(), nested(in, Prepare.class),
+                case COMMIT -> new Commit(sender, in.getInt(), in.getLong(), nested(in, Prepare.class, depth),
                         certificate(in));
                 case CHECKPOINT -> new Checkpoint(sender, in.getLong(), bytes(in), certificate(in));
                 case VIEW_CHANGE -> {
                     int newView = in.getInt();
                     List<Checkpoint> stable = new ArrayList<>();
                     for (int i = count(in); i > 0; i--) {
-                        stable.add(nested(in, Checkpoint.class));
+                        stable.add(nested(in, Checkpoint.class, depth));
                     }
                     List<Message> log = new ArrayList<>();
                     for (int i = count(in); i > 0; i--) {
-                        log.add(decode(bytes(in)));
+                        log.add(nested(in, Message.class, depth));
                     }
                     yield new ViewChange(sender, newView, stable, log, certificate(in));
                 }
@@ -180,7 +225,7 @@ public sealed interface Message {
                     int view = in.getInt();
                     List<ViewChange> proofs = new ArrayList<>();
                     for (int i = count(in); i > 0; i--) {
-                        proofs.add(nested(in, ViewChange.class));
+                        proofs.add(nested(in, ViewChange.class, depth));
                     }
                     yield new NewView(sender, view, proofs, certificate(in));
                 }
@@ -208,8 +253,15 @@ public sealed interface Message {
     }
 
     /** A message inside a message, of the type expected there. */
-    private static <T extends Message> T nested(ByteBuffer in, Class<T> type) throws MalformedMessageException {
-        Message inner = decode(bytes(in));
+    private static <T extends Message> T nested(ByteBuffer in, Class<T> type, int depth)
+            throws MalformedMessageException {
+        int length = in.getInt();
+        if (length < 0 || length > in.remaining()) {
+            throw new MalformedMessageException("a message of " + length + " bytes with " + in.remaining()
+                    + " left");
+        }
+        Message inner = decode(in.slice(in.position(), length), depth + 1);
+        in.position(in.position() + length);
         if (!type.isInstance(inner)) {
             throw new MalformedMessageException("a " + type.getSimpleName() + " was expected inside, not a "
                     + inner.getClass().getSimpleName());
