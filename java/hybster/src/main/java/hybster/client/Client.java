@@ -70,14 +70,22 @@ public final class Client implements Closeable {
             return done.get(timeoutMillis, TimeUnit.MILLISECONDS);
         } catch (ExecutionException e) {
             throw new IOException("request " + request.timestamp() + " failed", e.getCause());
-        } finally {
+        } catch (TimeoutException | InterruptedException e) {
             node.execute(() -> {
-                if (retransmit != null) {
-                    retransmit.cancel();
+                if (current == request) {
+                    finish();
                 }
-                current = null;
             });
+            throw e;
         }
+    }
+
+    /** Ends the current request: no more retransmissions, and later replies are ignored (loop thread). */
+    private void finish() {
+        if (retransmit != null) {
+            retransmit.cancel();
+        }
+        current = null;
     }
 
     private void send() {
@@ -101,6 +109,7 @@ public final class Client implements Closeable {
         replies.put(reply.sender(), reply);
         long matching = replies.values().stream().filter(reply::matches).count();
         if (matching >= cluster.f() + 1) {
+            finish(); // here, on the loop: the caller returns without handing the loop more work
             result.complete(reply.result());
         }
     }

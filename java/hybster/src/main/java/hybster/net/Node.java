@@ -44,10 +44,12 @@ public final class Node implements Closeable {
     private static final Logger LOG = Logger.getLogger(Node.class.getName());
     private static final int MAX_FRAME = Message.MAX_MESSAGE + 4096;
     /**
-     * A frame's buffer starts this small and doubles as its bytes arrive: a
-     * peer that announces a long frame must send it before it takes that memory.
+     * A link's input buffer: one read takes in every frame that waits, up to
+     * this much. It doubles while a longer frame arrives (a peer that announces
+     * a long frame must send it before it takes that memory), and shrinks back
+     * once that frame was handed on.
      */
-    private static final int FIRST_FRAME_BUFFER = 64 * 1024;
+    private static final int INPUT_BUFFER = 64 * 1024;
     private static final long RECONNECT_MILLIS = 100;
     private static final long MAX_RECONNECT_MILLIS = 5000;
     /** Frames kept for a replica that cannot be reached (beyond: dropped, and counted). */
@@ -335,10 +337,8 @@ public final class Node implements Closeable {
         boolean closed;
         long reconnectMillis = RECONNECT_MILLIS;
         final ArrayDeque<ByteBuffer> pending = new ArrayDeque<>();
-        final ByteBuffer header = ByteBuffer.allocate(4);
-        ByteBuffer frame;
-        /** The length of the frame being read (its buffer may still be shorter). */
-        int frameLength;
+        /** Bytes read and not yet handed on as frames (write mode between reads). */
+        ByteBuffer input = ByteBuffer.allocate(INPUT_BUFFER);
 
         Link(int peer) {
             this.peer = peer;
@@ -383,42 +383,46 @@ public final class Node implements Closeable {
             }
         }
 
+        /**
+         * Reads what the connection holds and hands on every whole frame: one
+         * read for all the frames that wait, not two each (length, then body).
+         */
         void read() throws IOException {
             while (true) {
-                if (frame == null) {
-                    if (channel.read(header) < 0) {
-                        close();
-                        return;
-                    }
-                    if (header.hasRemaining()) {
-                        return;
-                    }
-                    int length = header.flip().getInt();
-                    header.clear();
+                int count = channel.read(input);
+                if (count < 0) {
+                    close();
+                    return;
+                }
+                boolean drained = input.hasRemaining(); // the read took less than there was room for
+                input.flip();
+                while (input.remaining() >= 4) {
+                    int length = input.getInt(input.position());
                     if (length < Keys.MAC_LENGTH || length > MAX_FRAME) {
                         dropped.incrementAndGet();
                         LOG.warning("node " + id + ": a peer sent a frame of " + length + " bytes: closing it");
                         close();
                         return;
                     }
-                    frameLength = length;
-                    frame = ByteBuffer.allocate(Math.min(length, FIRST_FRAME_BUFFER));
+                    if (input.remaining() - 4 < length) {
+                        break; // the rest of it has not come yet
+                    }
+                    byte[] frame = new byte[length];
+                    input.position(input.position() + 4).get(frame);
+                    deliver(this, frame);
+                    if (channel == null) {
+                        return; // closed by what it delivered
+                    }
                 }
-                if (channel.read(frame) < 0) {
-                    close();
-                    return;
+                input.compact();
+                if (!input.hasRemaining()) {
+                    // Full with the start of a frame longer than the buffer: room for more of it.
+                    long frameBytes = 4L + input.getInt(0);
+                    input = ByteBuffer.allocate((int) Math.min(frameBytes, 2L * input.capacity())).put(input.flip());
+                } else if (input.position() == 0 && input.capacity() > INPUT_BUFFER) {
+                    input = ByteBuffer.allocate(INPUT_BUFFER);
                 }
-                if (frame.hasRemaining()) {
-                    return;
-                }
-                if (frame.capacity() < frameLength) {
-                    frame = ByteBuffer.allocate((int) Math.min(frameLength, 2L * frame.capacity())).put(frame.flip());
-                    continue;
-                }
-                byte[] bytes = frame.array();
-                frame = null;
-                deliver(this, bytes);
-                if (closed) {
+                if (drained || count == 0) {
                     return;
                 }
             }
@@ -436,8 +440,7 @@ public final class Node implements Closeable {
             channel = null;
             key = null;
             connected = false;
-            frame = null;
-            header.clear();
+            input.clear();
             if (peer < 0) {
                 closed = true;
                 pending.clear();
