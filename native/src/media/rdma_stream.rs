@@ -12,19 +12,22 @@
 //!   consumes a receive on the peer and tells it the bytes are in place.
 //! - Credit: every record carries the writer's own read position of the reverse
 //!   direction in its `ack` (free credit on two-way traffic); besides, the
-//!   reader writes `{head, reposted receives}` into the writer's slot with a
-//!   plain RDMA WRITE, which consumes no receive on the writer, once a quarter
-//!   of the ring was read or when the writer asked for a wake-up.
+//!   reader writes `{head, reposted receives}` into the writer's slot (inline,
+//!   so any number may be in flight) once a quarter of the ring was read or
+//!   when the writer asked for a wake-up.
 //! - Receives: immediate data needs a posted receive at the peer. The writer
 //!   keeps its unacknowledged immediate writes below the peer's receive depth
 //!   (the peer reports its reposts in the credit slot), keeping the last
 //!   place for a wake-up request: a sender never causes a receiver-not-ready retry.
 //! - Wake-up: a writer that finds no room sends a zero-length write with a
-//!   REQUEST immediate; the reader's next credit write then carries a WAKE
-//!   immediate, which completes on the sleeping writer's CQ.
+//!   REQUEST immediate, which makes the reader's next read write credit. Every
+//!   credit write carries a WAKE immediate (while the writer's receives allow),
+//!   which completes on the sleeping writer's CQ: a writer may have looked at
+//!   its slot just before a credit landed, and the reader may never be called
+//!   again (it read what it wanted), so no credit may land without waking it.
 //!
-//! Sends are signaled every `SIGNAL_EVERY` work requests (and credit writes
-//! always, since their source slot is reused), completions are drained in batches.
+//! Sends are signaled every `SIGNAL_EVERY` work requests, completions are
+//! drained in batches.
 
 use std::mem;
 use std::net::SocketAddr;
@@ -48,9 +51,16 @@ const SEND_DEPTH: u32 = 64;
 const SIGNAL_EVERY: u32 = 16;
 /// Bytes of the credit slot that follows each ring.
 const SLOT_LEN: usize = 64;
-/// The queue pair of a stream: no inline data (writes come from the registered shadow).
-const SHAPE: QpShape =
-    QpShape { send_depth: SEND_DEPTH, recv_depth: RECV_DEPTH, max_inline: 0, shared_receives: 0 };
+/// Bytes of a credit write: `{head, reposted receives}`, little-endian.
+const CREDIT_LEN: usize = 16;
+/// The queue pair of a stream: data is written from the registered shadow,
+/// credit inline (its bytes are copied at the post: no staging to reuse).
+const SHAPE: QpShape = QpShape {
+    send_depth: SEND_DEPTH,
+    recv_depth: RECV_DEPTH,
+    max_inline: CREDIT_LEN as u32,
+    shared_receives: 0,
+};
 
 /// Immediate data: the top bit marks control; data carries the tail's low 31 bits.
 const IMM_CONTROL: u32 = 1 << 31;
@@ -95,7 +105,7 @@ pub struct RingPath {
     // Memory regions before the endpoint: deregistered before its PD goes.
     /// Our incoming ring and credit slot, which the peer writes.
     incoming: MemoryRegion,
-    /// A shadow of the peer's ring and the staging of our outgoing credit slot.
+    /// A shadow of the peer's ring.
     outgoing: MemoryRegion,
     endpoint: Endpoint,
     reader: RingReader,
@@ -111,7 +121,6 @@ pub struct RingPath {
     /// Send work requests not yet retired by a signaled completion.
     sq_outstanding: u32,
     unsignaled: u32,
-    credit_in_flight: bool,
     /// The peer asked to be woken by our next credit.
     peer_wants_credit: bool,
     /// We asked the peer for a wake-up and wait for it.
@@ -187,7 +196,7 @@ impl RingPath {
         let own_ring = RingConfig::new(own.capacity as usize, own.max_payload as usize, own.seed)
             .map_err(Error::InvalidArgument)?;
         // The shadow is only read by our own device for the writes: no access rights.
-        let outgoing = MemoryRegion::new(endpoint.pd(), peer.capacity as usize + SLOT_LEN, Access::Local)?;
+        let outgoing = MemoryRegion::new(endpoint.pd(), peer.capacity as usize, Access::Local)?;
         Ok(RingPath {
             incoming,
             outgoing,
@@ -202,7 +211,6 @@ impl RingPath {
             reported_head: 0,
             sq_outstanding: 0,
             unsignaled: 0,
-            credit_in_flight: false,
             peer_wants_credit: false,
             credit_requested: false,
             closing: false,
@@ -252,9 +260,10 @@ impl RingPath {
 
     /// Room for a batch of `writes` work requests with one notification,
     /// keeping `kept` writes and notifications for what must never wait: the
-    /// end record (its two writes, one notification) and a wake-up request.
+    /// end record (its two writes, one notification) and a wake-up request;
+    /// and a place in the send queue for a credit write.
     fn can_post(&self, writes: u32, kept: u32) -> bool {
-        self.sq_outstanding + writes + kept <= SEND_DEPTH
+        self.sq_outstanding + writes + kept < SEND_DEPTH // the credit write's place
             && self.imm_outstanding() + 1 + u64::from(kept.min(2)) <= u64::from(self.peer.recv_depth)
     }
 
@@ -270,7 +279,7 @@ impl RingPath {
     /// Asks the peer for a wake-up with its next credit, once per wait.
     fn request_credit(&mut self) -> Result<()> {
         if self.credit_requested
-            || self.sq_outstanding + 1 > SEND_DEPTH
+            || self.sq_outstanding + 2 > SEND_DEPTH // keeping the credit write's place
             || self.imm_outstanding() + 1 > u64::from(self.peer.recv_depth)
         {
             return Ok(());
@@ -297,21 +306,35 @@ impl RingPath {
         imm: Option<u32>,
         signaled: bool,
     ) -> Result<()> {
+        let (wr_id, signaled) = self.next_work_request(kind, signaled);
+        let write = SendRequest::write(wr_id, self.remote(remote), imm)
+            .gather(&self.outgoing, local, len)
+            .signaled(signaled);
+        // The shadow bytes stay untouched until the peer credits them.
+        self.endpoint.qp().post_send(&write)?;
+        self.posted(imm);
+        Ok(())
+    }
+
+    /// The id of the next send work request of `kind`, and whether it is
+    /// signaled: when `signaled` asks, or as the `SIGNAL_EVERY`th unsignaled one.
+    fn next_work_request(&mut self, kind: u64, signaled: bool) -> (u64, bool) {
         self.unsignaled += 1;
         let signaled = signaled || self.unsignaled >= SIGNAL_EVERY;
         let retires = if signaled { mem::take(&mut self.unsignaled) } else { 0 };
-        let to = RemoteAddr { addr: self.peer.addr + remote as u64, rkey: self.peer.rkey };
-        let write = SendRequest::write(kind | u64::from(retires) << 8, to, imm)
-            .gather(&self.outgoing, local, len)
-            .signaled(signaled);
-        // The shadow bytes stay untouched until the peer credits them (data)
-        // or the signaled completion comes (credit).
-        self.endpoint.qp().post_send(&write)?;
+        (kind | u64::from(retires) << 8, signaled)
+    }
+
+    /// `offset` in the peer's grant.
+    fn remote(&self, offset: usize) -> RemoteAddr {
+        RemoteAddr { addr: self.peer.addr + offset as u64, rkey: self.peer.rkey }
+    }
+
+    fn posted(&mut self, imm: Option<u32>) {
         self.sq_outstanding += 1;
         if imm.is_some() {
             self.imm_sent += 1;
         }
-        Ok(())
     }
 
     /// Writes the shadow's bytes from `start` up to the writer's tail to the
@@ -386,9 +409,9 @@ impl RingPath {
     }
 
     /// Writes our head and reposted count into the peer's slot when it is worth
-    /// it, or when the peer waits for a wake-up; one credit write at a time.
+    /// it, or when the peer waits for a wake-up, waking the peer with it.
     fn send_credit_if_due(&mut self) -> Result<()> {
-        if self.credit_in_flight || self.sq_outstanding + 1 > SEND_DEPTH {
+        if self.sq_outstanding + 1 > SEND_DEPTH {
             return Ok(());
         }
         let head = self.reader.head();
@@ -401,15 +424,21 @@ impl RingPath {
         if !due || !news {
             return Ok(());
         }
-        // The wake-up consumes a receive at the peer: within its budget (the
-        // peer keeps the last place for exactly this).
-        let wake = self.peer_wants_credit && self.imm_outstanding() < u64::from(self.peer.recv_depth);
-        let at = self.peer.capacity as usize;
-        let slot = &mut self.outgoing.bytes_mut()[at..at + 16];
-        slot[..8].copy_from_slice(&head.to_le_bytes());
-        slot[8..].copy_from_slice(&self.reposted.to_le_bytes());
-        self.post(WR_CREDIT, at, at, 16, wake.then_some(IMM_WAKE), true)?;
-        self.credit_in_flight = true;
+        // The wake-up consumes a receive at the peer: within its budget, an
+        // unasked one keeping the places of our end record and wake-up request,
+        // an asked one taking the last place if it must.
+        let free_receives = u64::from(self.peer.recv_depth) - self.imm_outstanding();
+        let wake = free_receives > if self.peer_wants_credit { 0 } else { 2 };
+        let mut credit = [0u8; CREDIT_LEN];
+        credit[..8].copy_from_slice(&head.to_le_bytes());
+        credit[8..].copy_from_slice(&self.reposted.to_le_bytes());
+        let imm = wake.then_some(IMM_WAKE);
+        let (wr_id, signaled) = self.next_work_request(WR_CREDIT, false);
+        let write = SendRequest::write(wr_id, self.remote(self.peer.capacity as usize), imm)
+            .inline_bytes(&credit)
+            .signaled(signaled);
+        self.endpoint.qp().post_send(&write)?;
+        self.posted(imm);
         self.reported_head = head;
         self.reported_reposted = self.reposted;
         if wake {
@@ -618,9 +647,6 @@ impl DataPath for RingPath {
         let kind = wc.wr_id & 0xff;
         if kind != WR_RECV {
             self.sq_outstanding -= (wc.wr_id >> 8) as u32;
-            if kind == WR_CREDIT {
-                self.credit_in_flight = false;
-            }
         }
         let op = match kind {
             WR_RECV => "ring notification",
