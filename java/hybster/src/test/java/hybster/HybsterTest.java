@@ -668,6 +668,12 @@ public class HybsterTest {
         }
         byte[] huge = ByteBuffer.allocate(13).put(Message.REQUEST).putInt(1).putInt(Integer.MAX_VALUE).array();
         assertThrows(hybster.wire.MalformedMessageException.class, () -> Message.decode(huge));
+
+        Message.Reply reply = new Message.Reply(1, 3, 7, op("result"), op("replica 1's proof"));
+        Message.Reply replyBack = (Message.Reply) Message.decode(Message.encode(reply));
+        assertArrayEquals(op("replica 1's proof"), replyBack.proof());
+        assertTrue("replies match on their results, whatever their proofs",
+                replyBack.matches(new Message.Reply(2, 3, 7, op("result"), op("replica 2's proof"))));
     }
 
     /** Messages nested deeper than a view change ever nests them are refused, not decoded on and on. */

@@ -9,8 +9,14 @@ import static org.junit.Assert.assertTrue;
 import java.nio.ByteBuffer;
 import java.nio.channels.spi.SelectorProvider;
 import java.nio.charset.StandardCharsets;
+import java.security.KeyPair;
+import java.security.KeyPairGenerator;
+import java.security.PublicKey;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
+import java.util.Optional;
+import java.util.function.IntFunction;
 
 import org.junit.After;
 import org.junit.Test;
@@ -22,15 +28,18 @@ import hybster.coordination.CoordinationService;
 import hybster.coordination.CoordinationService.Code;
 import hybster.coordination.CoordinationService.Operation;
 import hybster.ordering.Block;
+import hybster.ordering.OrderingClient;
 import hybster.ordering.OrderingService;
+import hybster.ordering.SignedBlock;
 import hybster.replica.Application;
 import hybster.replica.Replica;
 import hybster.trinx.SoftwareTrinx;
+import rdmanio.nio.RdmaSelectorProvider;
 
 /**
  * The two services on Hybster: the coordination service's API semantics
  * (versions, sequential names, multi-op atomicity) and the ordering service's
- * blocks and chain verification, each through a three-replica cluster.
+ * blocks, chain and signatures, each through a three-replica cluster.
  */
 public class ServicesTest {
     private final List<AutoCloseable> running = new ArrayList<>();
@@ -42,16 +51,21 @@ public class ServicesTest {
         }
     }
 
-    /** A cluster of three replicas running a fresh {@code application} each; returns a client. */
-    private Client cluster(java.util.function.Supplier<Application> application) throws Exception {
+    /** A cluster of three replicas, each running {@code application.apply(its index)}; returns a client. */
+    private Client cluster(IntFunction<Application> application) throws Exception {
+        return cluster(SelectorProvider.provider(), application);
+    }
+
+    /** The same on {@code provider}, the client too. */
+    private Client cluster(SelectorProvider provider, IntFunction<Application> application) throws Exception {
         Cluster cluster = HybsterTest.cluster(3);
         for (int id = 0; id < 3; id++) {
             Replica replica = new Replica(id, cluster, new SoftwareTrinx(id, HybsterTest.TRINX_KEY, 1),
-                    application.get(), SelectorProvider.provider());
+                    application.apply(id), provider);
             running.add(replica);
             replica.start();
         }
-        Client client = new Client(Cluster.FIRST_CLIENT, cluster, SelectorProvider.provider(), 2000);
+        Client client = new Client(Cluster.FIRST_CLIENT, cluster, provider, 2000);
         running.add(client);
         return client;
     }
@@ -62,7 +76,8 @@ public class ServicesTest {
 
     @Test(timeout = 60_000)
     public void coordinationKeepsVersionsSequencesAndAtomicity() throws Exception {
-        CoordinationClient zk = new CoordinationClient(cluster(CoordinationService::new), HybsterTest.TIMEOUT_MILLIS);
+        CoordinationClient zk = new CoordinationClient(cluster(id -> new CoordinationService()),
+                HybsterTest.TIMEOUT_MILLIS);
         assertEquals("/app", zk.create("/app", bytes("config"), false));
         assertEquals(0, zk.exists("/app"));
         assertEquals(-1, zk.exists("/nothing"));
@@ -136,7 +151,7 @@ public class ServicesTest {
 
     @Test(timeout = 60_000)
     public void orderingCutsBlocksThatChainAndVerify() throws Exception {
-        Client client = cluster(() -> new OrderingService(10));
+        Client client = cluster(id -> new OrderingService(10));
         for (int i = 0; i < 25; i++) {
             long block = number(client.invoke(OrderingService.submit(bytes("tx" + i)), HybsterTest.TIMEOUT_MILLIS));
             assertEquals("transaction " + i, i / 10, block);
@@ -161,5 +176,60 @@ public class ServicesTest {
                 blocks.get(2));
         assertFalse(Block.verifyChain(tampered));
         assertFalse(Block.verifyChain(List.of(blocks.get(1))));
+    }
+
+    /**
+     * Blocks come with f+1 replicas' signatures that a third party checks with
+     * the public keys alone; replica 2 signs with a key that is not its own (a
+     * Byzantine replica), and its replies do not count. On the JDK's provider
+     * and on rdma-nio (shm here, rdma in the VM).
+     */
+    @Test(timeout = 120_000)
+    public void orderingBlocksCarrySignaturesAThirdPartyChecks() throws Exception {
+        orderingBlocksCarrySignaturesAThirdPartyChecks(SelectorProvider.provider());
+        orderingBlocksCarrySignaturesAThirdPartyChecks(
+                RdmaSelectorProvider.withTransport(HybsterTest.IN_VM ? "rdma" : "shm"));
+    }
+
+    private void orderingBlocksCarrySignaturesAThirdPartyChecks(SelectorProvider provider) throws Exception {
+        KeyPairGenerator generator = KeyPairGenerator.getInstance("Ed25519");
+        List<KeyPair> pairs = List.of(generator.generateKeyPair(), generator.generateKeyPair(),
+                generator.generateKeyPair());
+        KeyPair impostor = generator.generateKeyPair();
+        List<PublicKey> publicKeys = pairs.stream().map(KeyPair::getPublic).toList();
+        OrderingClient orderer = new OrderingClient(
+                cluster(provider, id -> new OrderingService(4, (id == 2 ? impostor : pairs.get(id)).getPrivate())),
+                publicKeys, HybsterTest.TIMEOUT_MILLIS);
+        for (int i = 0; i < 6; i++) {
+            assertEquals(i / 4, orderer.submit(bytes("tx" + i)));
+        }
+        assertEquals(1, orderer.cut());
+        assertEquals(Optional.empty(), orderer.block(2));
+
+        for (long n = 0; n < 2; n++) {
+            SignedBlock signed = orderer.block(n).orElseThrow();
+            assertEquals(n, signed.block().number());
+            for (int fetch = 0; fetch < 8; fetch++) { // whichever two replies come first
+                SignedBlock again = orderer.block(n).orElseThrow();
+                assertFalse("the impostor's signature was taken", again.signatures().containsKey(2));
+                assertEquals(2, again.signatures().size());
+            }
+            // A third party: the bytes and the public keys, nothing else.
+            SignedBlock received = SignedBlock.decode(signed.encode());
+            assertTrue(received.verify(publicKeys));
+            assertArrayEquals(bytes("tx" + 4 * n), received.block().transactions().get(0));
+
+            List<byte[]> altered = new ArrayList<>(received.block().transactions());
+            altered.set(0, bytes("forged"));
+            Block forged = new Block(n, received.block().previousHash(), altered);
+            assertFalse("a changed transaction", new SignedBlock(forged, received.signatures()).verify(publicKeys));
+            byte[] one = received.signatures().get(0);
+            assertFalse("f signatures", new SignedBlock(received.block(), Map.of(0, one)).verify(publicKeys));
+            assertFalse("one replica's signature twice, under another's index",
+                    new SignedBlock(received.block(), Map.of(0, one, 1, one)).verify(publicKeys));
+            byte[] impostors = SignedBlock.sign(impostor.getPrivate(), received.block().hash());
+            assertFalse("a signature by a key that is no replica's",
+                    new SignedBlock(received.block(), Map.of(0, one, 2, impostors)).verify(publicKeys));
+        }
     }
 }

@@ -5,11 +5,13 @@ import java.io.IOException;
 import java.nio.channels.spi.SelectorProvider;
 import java.util.HashMap;
 import java.util.Map;
+import java.util.TreeMap;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 import java.util.concurrent.atomic.AtomicLong;
+import java.util.function.Predicate;
 import java.util.logging.Logger;
 
 import hybster.Cluster;
@@ -22,6 +24,9 @@ import hybster.wire.Message.Request;
  * A Hybster client: sends each request to every replica, accepts a result once
  * f+1 replicas sent the same one (at least one of them is correct), and sends
  * the request again to all when no result comes in time. One request at a time.
+ * A caller that wants the replicas' proofs of a result (see
+ * {@code Application.prove}) names the replies it accepts, so a replica's bad
+ * proof does not count toward the f+1.
  */
 public final class Client implements Closeable {
     private static final Logger LOG = Logger.getLogger(Client.class.getName());
@@ -35,7 +40,8 @@ public final class Client implements Closeable {
 
     // The event loop's.
     private Request current;
-    private CompletableFuture<byte[]> result;
+    private Predicate<Reply> acceptable;
+    private CompletableFuture<Proven> result;
     private final Map<Integer, Reply> replies = new HashMap<>();
     private Node.Timer retransmit;
 
@@ -55,13 +61,27 @@ public final class Client implements Closeable {
         return retransmissions.get();
     }
 
+    /** A result that f+1 replicas agreed on, and their proofs of it by replica. */
+    public record Proven(byte[] result, Map<Integer, byte[]> proofs) { }
+
     /** Executes {@code operation} on the replicated service and returns the result f+1 replicas agree on. */
-    public synchronized byte[] invoke(byte[] operation, long timeoutMillis)
+    public byte[] invoke(byte[] operation, long timeoutMillis)
+            throws IOException, TimeoutException, InterruptedException {
+        return invoke(operation, timeoutMillis, reply -> true).result();
+    }
+
+    /**
+     * Executes {@code operation} and returns the result that f+1 replicas sent
+     * in replies that {@code acceptable} takes (say, whose proof verifies), with
+     * those replies' proofs; other replies are ignored.
+     */
+    public synchronized Proven invoke(byte[] operation, long timeoutMillis, Predicate<Reply> acceptable)
             throws IOException, TimeoutException, InterruptedException {
         Request request = new Request(id, ++timestamp, operation.clone());
-        CompletableFuture<byte[]> done = new CompletableFuture<>();
+        CompletableFuture<Proven> done = new CompletableFuture<>();
         node.execute(() -> {
             current = request;
+            this.acceptable = acceptable;
             result = done;
             replies.clear();
             send();
@@ -103,14 +123,15 @@ public final class Client implements Closeable {
 
     private void onMessage(Message message) {
         if (!(message instanceof Reply reply) || current == null || reply.timestamp() != current.timestamp()
-                || reply.sender() < 0 || reply.sender() >= cluster.n()) {
+                || reply.sender() < 0 || reply.sender() >= cluster.n() || !acceptable.test(reply)) {
             return;
         }
         replies.put(reply.sender(), reply);
-        long matching = replies.values().stream().filter(reply::matches).count();
-        if (matching >= cluster.f() + 1) {
+        Map<Integer, byte[]> proofs = new TreeMap<>();
+        replies.values().stream().filter(reply::matches).forEach(match -> proofs.put(match.sender(), match.proof()));
+        if (proofs.size() >= cluster.f() + 1) {
             finish(); // here, on the loop: the caller returns without handing the loop more work
-            result.complete(reply.result());
+            result.complete(new Proven(reply.result(), proofs));
         }
     }
 

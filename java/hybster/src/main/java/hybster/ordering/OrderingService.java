@@ -1,11 +1,13 @@
 package hybster.ordering;
 
 import java.nio.ByteBuffer;
+import java.security.PrivateKey;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 
 import hybster.replica.Application;
+import hybster.wire.Keys;
 
 /**
  * A BFT ordering service as a replicated state machine: clients submit
@@ -20,6 +22,10 @@ import hybster.replica.Application;
  * block it will be in), {@code [2]} cut (result: the number of the block cut, or
  * -1 if nothing was pending), {@code [3][long n]} get block n (result: the
  * encoded block, or empty while it does not exist).
+ *
+ * <p>A replica given its Ed25519 key signs each block it returns (see
+ * {@link #prove}): f+1 signatures make a {@link SignedBlock} that anyone with
+ * the replicas' public keys checks ({@link OrderingClient#block} collects them).
  */
 public final class OrderingService implements Application {
     public static final byte SUBMIT = 1;
@@ -27,14 +33,29 @@ public final class OrderingService implements Application {
     public static final byte GET_BLOCK = 3;
 
     private final int blockSize;
+    private final PrivateKey signingKey;
     private final List<Block> chain = new ArrayList<>();
     private final List<byte[]> pending = new ArrayList<>();
 
+    /** A service whose blocks this replica does not sign. */
     public OrderingService(int blockSize) {
+        this(blockSize, null);
+    }
+
+    /** A service whose blocks this replica signs with {@code signingKey} (its own Ed25519 key). */
+    public OrderingService(int blockSize, PrivateKey signingKey) {
         if (blockSize < 1) {
             throw new IllegalArgumentException("blocks hold at least one transaction");
         }
         this.blockSize = blockSize;
+        this.signingKey = signingKey;
+    }
+
+    /** This replica's signature of a block that a get-block operation returned. */
+    @Override
+    public byte[] prove(byte[] operation, byte[] result) {
+        boolean block = operation.length > 0 && operation[0] == GET_BLOCK && result.length > 8;
+        return signingKey != null && block ? SignedBlock.sign(signingKey, Keys.digest(result)) : new byte[0];
     }
 
     @Override

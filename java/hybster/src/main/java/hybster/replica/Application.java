@@ -4,4 +4,14 @@ package hybster.replica;
 public interface Application {
     /** Executes one client operation and returns its result. */
     byte[] execute(int client, byte[] operation);
+
+    /**
+     * This replica's proof of {@code result}, the result of {@code operation},
+     * for a third party (a signature with the replica's own key): sent with the
+     * reply but outside the replicated state and outside what clients match, as
+     * it differs between replicas. Empty by default.
+     */
+    default byte[] prove(byte[] operation, byte[] result) {
+        return new byte[0];
+    }
 }

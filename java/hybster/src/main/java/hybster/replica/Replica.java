@@ -604,7 +604,8 @@ public final class Replica implements Closeable {
             pending.remove(ByteBuffer.wrap(request.digest()));
             if (!isExecuted(request)) { // else ordered twice (a retransmission): executed once
                 result = application.execute(request.sender(), request.operation());
-                Reply reply = new Reply(id, view, request.timestamp(), result);
+                Reply reply = new Reply(id, view, request.timestamp(), result,
+                        application.prove(request.operation(), result));
                 clients.put(request.sender(), new ClientRecord(request.timestamp(), reply));
                 executed.incrementAndGet();
                 viewChanges.progressed();

@@ -138,8 +138,12 @@ public sealed interface Message {
         return Keys.digest(out.toBytes());
     }
 
-    /** A replica's result for a client's request. */
-    record Reply(int sender, int view, long timestamp, byte[] result) implements Message {
+    /**
+     * A replica's result for a client's request, and the replica's own proof of
+     * it (empty unless the application gives one: see {@code Application.prove}),
+     * which differs between replicas and so is not part of what replies match on.
+     */
+    record Reply(int sender, int view, long timestamp, byte[] result, byte[] proof) implements Message {
         /** Whether two replies say the same (they come from different replicas). */
         public boolean matches(Reply other) {
             return other.timestamp == timestamp && Arrays.equals(other.result, result);
@@ -178,7 +182,7 @@ public sealed interface Message {
             v.proofs().forEach(proof -> out.bytes(encode(proof)));
             out.certificate(v.certificate());
         } else if (message instanceof Reply r) {
-            out.type(REPLY, r.sender()).putInt(r.view()).putLong(r.timestamp()).bytes(r.result());
+            out.type(REPLY, r.sender()).putInt(r.view()).putLong(r.timestamp()).bytes(r.result()).bytes(r.proof());
         }
         return out.toBytes();
     }
@@ -229,7 +233,7 @@ public sealed interface Message {
                     }
                     yield new NewView(sender, view, proofs, certificate(in));
                 }
-                case REPLY -> new Reply(sender, in.getInt(), in.getLong(), bytes(in));
+                case REPLY -> new Reply(sender, in.getInt(), in.getLong(), bytes(in), bytes(in));
                 default -> throw new MalformedMessageException("unknown message type " + type);
             };
             if (in.hasRemaining()) {
