@@ -11,11 +11,15 @@ import java.nio.channels.spi.SelectorProvider;
 import java.nio.charset.StandardCharsets;
 import java.security.KeyPair;
 import java.security.KeyPairGenerator;
+import java.security.PrivateKey;
 import java.security.PublicKey;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import java.util.Optional;
+import java.util.concurrent.BlockingQueue;
+import java.util.concurrent.LinkedBlockingQueue;
+import java.util.concurrent.TimeUnit;
 import java.util.function.IntFunction;
 
 import org.junit.After;
@@ -231,5 +235,72 @@ public class ServicesTest {
             assertFalse("a signature by a key that is no replica's",
                     new SignedBlock(received.block(), Map.of(0, one, 2, impostors)).verify(publicKeys));
         }
+    }
+
+    /**
+     * A subscriber gets every block from the one it asked for, in order, each
+     * with f+1 valid signatures: those cut before it subscribed fetched, later
+     * ones from the replicas' notices (replica 2 signs with a key not its own,
+     * so its copies never count). When replica 1 sends no notices, no block
+     * gets f+1 valid copies, and the subscriber fetches each after its patience.
+     */
+    @Test(timeout = 240_000)
+    public void orderingSubscribersGetEveryBlockInOrder() throws Exception {
+        orderingSubscribersGetEveryBlockInOrder(SelectorProvider.provider());
+        orderingSubscribersGetEveryBlockInOrder(RdmaSelectorProvider.withTransport(HybsterTest.IN_VM ? "rdma" : "shm"));
+    }
+
+    private void orderingSubscribersGetEveryBlockInOrder(SelectorProvider provider) throws Exception {
+        for (boolean silentReplica : new boolean[] {false, true}) {
+            KeyPairGenerator generator = KeyPairGenerator.getInstance("Ed25519");
+            List<KeyPair> pairs = List.of(generator.generateKeyPair(), generator.generateKeyPair(),
+                    generator.generateKeyPair());
+            PrivateKey impostor = generator.generateKeyPair().getPrivate();
+            List<PublicKey> publicKeys = pairs.stream().map(KeyPair::getPublic).toList();
+            Client client = cluster(provider, id -> {
+                OrderingService service = new OrderingService(2, id == 2 ? impostor : pairs.get(id).getPrivate());
+                return silentReplica && id == 1 ? withoutNotices(service) : service;
+            });
+            OrderingClient orderer = new OrderingClient(client, publicKeys, HybsterTest.TIMEOUT_MILLIS);
+            for (int i = 0; i < 6; i++) {
+                orderer.submit(bytes("tx" + i)); // blocks 0, 1 and 2
+            }
+            BlockingQueue<SignedBlock> delivered = new LinkedBlockingQueue<>();
+            long patienceMillis = silentReplica ? 200 : HybsterTest.TIMEOUT_MILLIS;
+            try (OrderingClient.Subscription subscription = orderer.subscribe(1, patienceMillis, delivered::add)) {
+                for (int i = 6; i < 10; i++) {
+                    orderer.submit(bytes("tx" + i)); // blocks 3 and 4, cut after the subscription
+                }
+                for (long n = 1; n <= 4; n++) {
+                    SignedBlock block = delivered.poll(HybsterTest.TIMEOUT_MILLIS, TimeUnit.MILLISECONDS);
+                    assertEquals("silent replica: " + silentReplica, Long.valueOf(n),
+                            block == null ? null : block.block().number());
+                    assertTrue(block.verify(publicKeys));
+                    assertArrayEquals(bytes("tx" + 2 * n), block.block().transactions().get(0));
+                }
+                assertEquals("blocks 1 and 2 fetched, 3 and 4 " + (silentReplica ? "fetched too" : "noticed"),
+                        silentReplica ? 4 : 2, subscription.fetched());
+                assertEquals(5, subscription.next());
+            }
+            assertEquals("the subscription's close unsubscribed", -1,
+                    number(client.invoke(OrderingService.unsubscribe(), HybsterTest.TIMEOUT_MILLIS)));
+            stopAll();
+            running.clear();
+        }
+    }
+
+    /** {@code service}, but the notices it sends go nowhere (a replica that withholds them). */
+    private static Application withoutNotices(OrderingService service) {
+        return new Application() {
+            @Override
+            public byte[] execute(int client, byte[] operation) {
+                return service.execute(client, operation);
+            }
+
+            @Override
+            public byte[] prove(byte[] operation, byte[] result) {
+                return service.prove(operation, result);
+            }
+        };
     }
 }

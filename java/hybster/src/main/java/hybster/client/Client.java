@@ -11,12 +11,14 @@ import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 import java.util.concurrent.atomic.AtomicLong;
+import java.util.function.Consumer;
 import java.util.function.Predicate;
 import java.util.logging.Logger;
 
 import hybster.Cluster;
 import hybster.net.Node;
 import hybster.wire.Message;
+import hybster.wire.Message.Notice;
 import hybster.wire.Message.Reply;
 import hybster.wire.Message.Request;
 
@@ -44,6 +46,7 @@ public final class Client implements Closeable {
     private CompletableFuture<Proven> result;
     private final Map<Integer, Reply> replies = new HashMap<>();
     private Node.Timer retransmit;
+    private volatile Consumer<Notice> notices = notice -> { };
 
     public Client(int id, Cluster cluster, SelectorProvider provider, long retransmitMillis) throws IOException {
         if (id < Cluster.FIRST_CLIENT) {
@@ -121,7 +124,22 @@ public final class Client implements Closeable {
         });
     }
 
+    /**
+     * Hands every notice of a replica (see {@code Message.Notice}) to
+     * {@code listener}, on the client's event loop: it must not block, and it
+     * decides which to believe (f+1 alike).
+     */
+    public void onNotice(Consumer<Notice> listener) {
+        notices = listener;
+    }
+
     private void onMessage(Message message) {
+        if (message instanceof Notice notice) {
+            if (notice.sender() >= 0 && notice.sender() < cluster.n()) {
+                notices.accept(notice);
+            }
+            return;
+        }
         if (!(message instanceof Reply reply) || current == null || reply.timestamp() != current.timestamp()
                 || reply.sender() < 0 || reply.sender() >= cluster.n() || !acceptable.test(reply)) {
             return;

@@ -5,6 +5,8 @@ import java.security.PrivateKey;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
+import java.util.Set;
+import java.util.TreeSet;
 
 import hybster.replica.Application;
 import hybster.wire.Keys;
@@ -21,7 +23,10 @@ import hybster.wire.Keys;
  * <p>Operations: {@code [1][transaction]} submit (result: the number of the
  * block it will be in), {@code [2]} cut (result: the number of the block cut, or
  * -1 if nothing was pending), {@code [3][long n]} get block n (result: the
- * encoded block, or empty while it does not exist).
+ * encoded block, or empty while it does not exist), {@code [4]} subscribe
+ * (result: the number of the next block cut; the replicas send the client each
+ * block from that one on as a notice, the encoded block with their signature,
+ * as it is cut), {@code [5]} unsubscribe (result: 0, or -1 if it was not subscribed).
  *
  * <p>A replica given its Ed25519 key signs each block it returns (see
  * {@link #prove}): f+1 signatures make a {@link SignedBlock} that anyone with
@@ -31,11 +36,16 @@ public final class OrderingService implements Application {
     public static final byte SUBMIT = 1;
     public static final byte CUT = 2;
     public static final byte GET_BLOCK = 3;
+    public static final byte SUBSCRIBE = 4;
+    public static final byte UNSUBSCRIBE = 5;
 
     private final int blockSize;
     private final PrivateKey signingKey;
     private final List<Block> chain = new ArrayList<>();
     private final List<byte[]> pending = new ArrayList<>();
+    /** Clients that get each block as it is cut, in the order of their ids (the same on every replica). */
+    private final Set<Integer> subscribers = new TreeSet<>();
+    private Notices notices = (client, payload, proof) -> { };
 
     /** A service whose blocks this replica does not sign. */
     public OrderingService(int blockSize) {
@@ -55,7 +65,16 @@ public final class OrderingService implements Application {
     @Override
     public byte[] prove(byte[] operation, byte[] result) {
         boolean block = operation.length > 0 && operation[0] == GET_BLOCK && result.length > 8;
-        return signingKey != null && block ? SignedBlock.sign(signingKey, Keys.digest(result)) : new byte[0];
+        return block ? sign(result) : new byte[0];
+    }
+
+    private byte[] sign(byte[] encodedBlock) {
+        return signingKey == null ? new byte[0] : SignedBlock.sign(signingKey, Keys.digest(encodedBlock));
+    }
+
+    @Override
+    public void attach(Notices notices) {
+        this.notices = notices;
     }
 
     @Override
@@ -75,6 +94,13 @@ public final class OrderingService implements Application {
             case CUT -> {
                 return number(pending.isEmpty() ? -1 : cut());
             }
+            case SUBSCRIBE -> {
+                subscribers.add(client);
+                return number(chain.size());
+            }
+            case UNSUBSCRIBE -> {
+                return number(subscribers.remove(client) ? 0 : -1);
+            }
             case GET_BLOCK -> {
                 if (operation.length != 9) {
                     return number(-2);
@@ -93,6 +119,11 @@ public final class OrderingService implements Application {
         Block block = new Block(chain.size(), previous, pending);
         chain.add(block);
         pending.clear();
+        if (!subscribers.isEmpty()) {
+            byte[] encoded = block.encode();
+            byte[] signature = sign(encoded);
+            subscribers.forEach(client -> notices.send(client, encoded, signature));
+        }
         return block.number();
     }
 
@@ -108,6 +139,16 @@ public final class OrderingService implements Application {
     /** An encoded cut operation. */
     public static byte[] cutOperation() {
         return new byte[] {CUT};
+    }
+
+    /** An encoded subscribe operation. */
+    public static byte[] subscribe() {
+        return new byte[] {SUBSCRIBE};
+    }
+
+    /** An encoded unsubscribe operation. */
+    public static byte[] unsubscribe() {
+        return new byte[] {UNSUBSCRIBE};
     }
 
     /** An encoded get-block operation. */

@@ -14,4 +14,14 @@ public interface Application {
     default byte[] prove(byte[] operation, byte[] result) {
         return new byte[0];
     }
+
+    /** How an application sends clients notices (see {@code Message.Notice}). */
+    interface Notices {
+        /** Sends {@code payload} to {@code client} with this replica's {@code proof}; only from {@code execute}. */
+        void send(int client, byte[] payload, byte[] proof);
+    }
+
+    /** Hands the application its replica's notices, once, before the first {@code execute}. */
+    default void attach(Notices notices) {
+    }
 }

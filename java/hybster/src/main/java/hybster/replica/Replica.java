@@ -26,6 +26,7 @@ import hybster.wire.Message;
 import hybster.wire.Message.Checkpoint;
 import hybster.wire.Message.Commit;
 import hybster.wire.Message.NewView;
+import hybster.wire.Message.Notice;
 import hybster.wire.Message.Prepare;
 import hybster.wire.Message.Reply;
 import hybster.wire.Message.Request;
@@ -245,6 +246,7 @@ public final class Replica implements Closeable {
         this.lastPrepared = new long[instances];
         resetInstances(0);
         this.node = new Node(id, cluster.replicas().get(id), cluster.addresses(), cluster.keys(), provider);
+        application.attach((client, payload, proof) -> node.send(client, new Notice(id, payload, proof)));
     }
 
     public void start() {

@@ -150,6 +150,15 @@ public sealed interface Message {
         }
     }
 
+    /**
+     * A replica's message to a client that no request of the client's asked
+     * for: made while executing an ordered operation (a block cut for a
+     * subscriber), so correct replicas send the same ones, in the same order;
+     * the client takes one once f+1 replicas sent it alike. {@code proof} as in
+     * {@link Reply}.
+     */
+    record Notice(int sender, byte[] payload, byte[] proof) implements Message { }
+
     byte REQUEST = 1;
     byte PREPARE = 2;
     byte COMMIT = 3;
@@ -157,6 +166,7 @@ public sealed interface Message {
     byte VIEW_CHANGE = 5;
     byte NEW_VIEW = 6;
     byte CHECKPOINT = 7;
+    byte NOTICE = 8;
 
     static byte[] encode(Message message) {
         Writer out = new Writer();
@@ -183,6 +193,8 @@ public sealed interface Message {
             out.certificate(v.certificate());
         } else if (message instanceof Reply r) {
             out.type(REPLY, r.sender()).putInt(r.view()).putLong(r.timestamp()).bytes(r.result()).bytes(r.proof());
+        } else if (message instanceof Notice n) {
+            out.type(NOTICE, n.sender()).bytes(n.payload()).bytes(n.proof());
         }
         return out.toBytes();
     }
@@ -234,6 +246,7 @@ public sealed interface Message {
                     yield new NewView(sender, view, proofs, certificate(in));
                 }
                 case REPLY -> new Reply(sender, in.getInt(), in.getLong(), bytes(in), bytes(in));
+                case NOTICE -> new Notice(sender, bytes(in), bytes(in));
                 default -> throw new MalformedMessageException("unknown message type " + type);
             };
             if (in.hasRemaining()) {
