@@ -30,7 +30,9 @@ import hybster.coordination.CoordinationClient;
 import hybster.coordination.CoordinationException;
 import hybster.coordination.CoordinationService;
 import hybster.coordination.CoordinationService.Code;
+import hybster.coordination.CoordinationService.Kind;
 import hybster.coordination.CoordinationService.Operation;
+import hybster.coordination.CoordinationService.WatchedEvent;
 import hybster.ordering.Block;
 import hybster.ordering.OrderingClient;
 import hybster.ordering.OrderingService;
@@ -47,6 +49,9 @@ import rdmanio.nio.RdmaSelectorProvider;
  */
 public class ServicesTest {
     private final List<AutoCloseable> running = new ArrayList<>();
+    /** The last cluster started, and its provider. */
+    private Cluster cluster;
+    private SelectorProvider provider;
 
     @After
     public void stopAll() throws Exception {
@@ -63,6 +68,8 @@ public class ServicesTest {
     /** The same on {@code provider}, the client too. */
     private Client cluster(SelectorProvider provider, IntFunction<Application> application) throws Exception {
         Cluster cluster = HybsterTest.cluster(3);
+        this.cluster = cluster;
+        this.provider = provider;
         for (int id = 0; id < 3; id++) {
             Replica replica = new Replica(id, cluster, new SoftwareTrinx(id, HybsterTest.TRINX_KEY, 1),
                     application.apply(id), provider);
@@ -300,6 +307,96 @@ public class ServicesTest {
             @Override
             public byte[] prove(byte[] operation, byte[] result) {
                 return service.prove(operation, result);
+            }
+        };
+    }
+
+    /** Another client of the last cluster started. */
+    private Client anotherClient(int id) throws Exception {
+        Client client = new Client(id, cluster, provider, 2000);
+        running.add(client);
+        return client;
+    }
+
+    /**
+     * Watches as ZooKeeper's: one-shot, set by exists (on a missing node too),
+     * getData and getChildren, fired by another client's changes and not by a
+     * failed multi, each event taken once f+1 replicas sent it alike (replica 2
+     * forges the path of every event it sends), in the order they fired.
+     */
+    @Test(timeout = 120_000)
+    public void coordinationWatchesFireOnceInOrder() throws Exception {
+        coordinationWatchesFireOnceInOrder(SelectorProvider.provider());
+        coordinationWatchesFireOnceInOrder(RdmaSelectorProvider.withTransport(HybsterTest.IN_VM ? "rdma" : "shm"));
+    }
+
+    private void coordinationWatchesFireOnceInOrder(SelectorProvider provider) throws Exception {
+        Client client = cluster(provider, id -> id == 2 ? forgingEvents(new CoordinationService())
+                : new CoordinationService());
+        CoordinationClient watching = new CoordinationClient(client, HybsterTest.TIMEOUT_MILLIS);
+        running.add(watching);
+        CoordinationClient other = new CoordinationClient(anotherClient(Cluster.FIRST_CLIENT + 1),
+                HybsterTest.TIMEOUT_MILLIS);
+        running.add(other);
+        BlockingQueue<String> seen = new LinkedBlockingQueue<>();
+        java.util.function.Function<String, CoordinationClient.Watcher> watcher =
+                name -> event -> seen.add(name + " " + event.type() + " " + event.path());
+
+        watching.create("/app", bytes("v0"), false);
+        watching.getData("/app", watcher.apply("data"));
+        watching.getChildren("/app", watcher.apply("children"));
+        assertEquals(-1, watching.exists("/app/x", watcher.apply("created")));
+        assertThrows(CoordinationException.class, () -> watching.getData("/missing", watcher.apply("missing")));
+
+        other.setData("/app", bytes("v1"), -1);
+        assertEquals("data NODE_DATA_CHANGED /app", next(seen));
+        other.setData("/app", bytes("v2"), -1); // the data watch is spent
+        other.create("/app/x", new byte[0], false);
+        assertEquals("created NODE_CREATED /app/x", next(seen));
+        assertEquals("children NODE_CHILDREN_CHANGED /app", next(seen));
+        other.create("/missing", new byte[0], false); // the failed getData left no watch
+
+        watching.getData("/app", watcher.apply("again"));
+        assertEquals(0, watching.exists("/app/x", watcher.apply("gone")));
+        assertThrows(CoordinationException.class, () -> other.multi(List.of(
+                Operation.setData("/app", bytes("v3"), -1), Operation.delete("/nothing", -1))));
+        other.delete("/app/x", -1);
+        other.setData("/app", bytes("v3"), -1);
+        // In the order they fired, with nothing between: not the failed multi, nor a spent watch.
+        assertEquals("gone NODE_DELETED /app/x", next(seen));
+        assertEquals("again NODE_DATA_CHANGED /app", next(seen));
+        watching.exists("/app", watcher.apply("last"));
+        other.delete("/app", -1);
+        assertEquals("last NODE_DELETED /app", next(seen));
+        assertEquals("the service sent only the events of live watches", 6, watching.eventsTaken());
+        assertThrows(CoordinationException.class, () -> other.multi(List.of(Operation.watch(Kind.EXISTS, "/"))));
+        stopAll();
+        running.clear();
+    }
+
+    private static String next(BlockingQueue<String> seen) throws InterruptedException {
+        return seen.poll(HybsterTest.TIMEOUT_MILLIS, TimeUnit.MILLISECONDS);
+    }
+
+    /** {@code service}, but each event it sends names the path "/forged" (a lying replica). */
+    private static Application forgingEvents(CoordinationService service) {
+        return new Application() {
+            @Override
+            public byte[] execute(int client, byte[] operation) {
+                return service.execute(client, operation);
+            }
+
+            @Override
+            public void attach(Notices notices) {
+                service.attach((client, payload, proof) -> {
+                    try {
+                        WatchedEvent event = WatchedEvent.decode(payload);
+                        notices.send(client, new WatchedEvent(event.sequence(), event.type(), "/forged").encode(),
+                                proof);
+                    } catch (java.io.IOException e) {
+                        throw new AssertionError(e);
+                    }
+                });
             }
         };
     }

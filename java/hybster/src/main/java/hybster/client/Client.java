@@ -3,7 +3,10 @@ package hybster.client;
 import java.io.Closeable;
 import java.io.IOException;
 import java.nio.channels.spi.SelectorProvider;
+import java.util.Arrays;
+import java.util.Collection;
 import java.util.HashMap;
+import java.util.List;
 import java.util.Map;
 import java.util.TreeMap;
 import java.util.concurrent.CompletableFuture;
@@ -57,6 +60,18 @@ public final class Client implements Closeable {
         this.retransmitMillis = retransmitMillis;
         this.node = new Node(id, null, cluster.addresses(), cluster.keys(), provider);
         node.start(this::onMessage);
+    }
+
+    /** The copies among {@code copies} (a notice per replica) that f+1 replicas sent alike, or none. */
+    public List<Notice> agreed(Collection<Notice> copies) {
+        for (Notice candidate : copies) {
+            List<Notice> alike = copies.stream()
+                    .filter(copy -> Arrays.equals(copy.payload(), candidate.payload())).toList();
+            if (alike.size() >= cluster.f() + 1) {
+                return alike;
+            }
+        }
+        return List.of();
     }
 
     /** Requests sent again after a timeout, so far. */

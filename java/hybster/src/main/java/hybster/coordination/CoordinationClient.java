@@ -1,23 +1,62 @@
 package hybster.coordination;
 
+import java.io.Closeable;
 import java.io.IOException;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.LinkedHashSet;
 import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
 import java.util.concurrent.TimeoutException;
 
 import hybster.client.Client;
 import hybster.coordination.CoordinationService.Code;
+import hybster.coordination.CoordinationService.EventType;
 import hybster.coordination.CoordinationService.Kind;
 import hybster.coordination.CoordinationService.Operation;
 import hybster.coordination.CoordinationService.Result;
+import hybster.coordination.CoordinationService.WatchedEvent;
+import hybster.wire.Message.Notice;
 
-/** The coordination service's API over a Hybster client (ZooKeeper's names and meanings). */
-public final class CoordinationClient {
+/**
+ * The coordination service's API over a Hybster client (ZooKeeper's names and
+ * meanings). A read given a {@link Watcher} leaves a one-shot watch; the
+ * watcher gets the event once f+1 replicas sent it alike, events in the order
+ * the service fired them, on this client's event thread (one for all its
+ * watchers, as ZooKeeper's). With correct replicas, an event is taken before
+ * the result of any operation that the service executed after it.
+ */
+public final class CoordinationClient implements Closeable {
+    /** Events past the next one whose copies are kept. */
+    private static final int EVENT_WINDOW = 1024;
+
+    /** Receives a fired watch's event. */
+    public interface Watcher {
+        void process(WatchedEvent event);
+    }
+
     private final Client client;
     private final long timeoutMillis;
+    private final ExecutorService events = Executors.newSingleThreadExecutor(runnable -> {
+        Thread thread = new Thread(runnable, "coordination events");
+        thread.setDaemon(true);
+        return thread;
+    });
+    // Guarded by this client's watchers: what each path's watches are for, here.
+    private final Map<String, Set<Watcher>> dataWatchers = new HashMap<>();
+    private final Map<String, Set<Watcher>> childWatchers = new HashMap<>();
+    // The client's event loop's: copies of events by number and replica, and the next number to take (0: any).
+    private final Map<Long, Map<Integer, Notice>> eventCopies = new HashMap<>();
+    private long nextEvent;
+    private volatile long eventsTaken;
 
     public CoordinationClient(Client client, long timeoutMillis) {
         this.client = client;
         this.timeoutMillis = timeoutMillis;
+        client.onNotice(this::onNotice);
     }
 
     private Result call(Operation operation) throws CoordinationException, IOException, TimeoutException,
@@ -41,8 +80,13 @@ public final class CoordinationClient {
 
     /** The node's version, or -1 when it does not exist. */
     public int exists(String path) throws Exception {
+        return exists(path, null);
+    }
+
+    /** {@link #exists(String)}, leaving a watch for {@code watcher} (null: none) whether the node exists or not. */
+    public int exists(String path, Watcher watcher) throws Exception {
         try {
-            return call(Operation.read(Kind.EXISTS, path)).version();
+            return watched(Kind.EXISTS, path, watcher).version();
         } catch (CoordinationException e) {
             if (e.code() == Code.NO_NODE) {
                 return -1;
@@ -53,7 +97,12 @@ public final class CoordinationClient {
 
     /** The node's data and version. */
     public Result getData(String path) throws Exception {
-        return call(Operation.read(Kind.GET_DATA, path));
+        return getData(path, null);
+    }
+
+    /** {@link #getData(String)}, leaving a watch for {@code watcher} (null: none) if the node exists. */
+    public Result getData(String path, Watcher watcher) throws Exception {
+        return watched(Kind.GET_DATA, path, watcher);
     }
 
     /** Sets the data if the node is at {@code version} (-1: any); returns the new version. */
@@ -63,7 +112,100 @@ public final class CoordinationClient {
 
     /** The names of the node's children, sorted. */
     public List<String> getChildren(String path) throws Exception {
-        return call(Operation.read(Kind.GET_CHILDREN, path)).names();
+        return getChildren(path, null);
+    }
+
+    /** {@link #getChildren(String)}, leaving a watch for {@code watcher} (null: none) if the node exists. */
+    public List<String> getChildren(String path, Watcher watcher) throws Exception {
+        return watched(Kind.GET_CHILDREN, path, watcher).names();
+    }
+
+    /** A read that leaves a watch when {@code watcher} is given: registered here before the service can fire it. */
+    private Result watched(Kind kind, String path, Watcher watcher) throws Exception {
+        if (watcher == null) {
+            return call(Operation.read(kind, path));
+        }
+        Map<String, Set<Watcher>> watchers = kind == Kind.GET_CHILDREN ? childWatchers : dataWatchers;
+        synchronized (dataWatchers) {
+            watchers.computeIfAbsent(path, p -> new LinkedHashSet<>()).add(watcher);
+        }
+        try {
+            return call(Operation.watch(kind, path));
+        } catch (CoordinationException e) {
+            if (kind != Kind.EXISTS || e.code() != Code.NO_NODE) { // the service left no watch
+                synchronized (dataWatchers) {
+                    Set<Watcher> set = watchers.get(path);
+                    if (set != null && set.remove(watcher) && set.isEmpty()) {
+                        watchers.remove(path);
+                    }
+                }
+            }
+            throw e;
+        }
+    }
+
+    /** On the client's event loop: keeps a replica's copy of an event, and takes each event f+1 sent alike. */
+    private void onNotice(Notice notice) {
+        WatchedEvent event;
+        try {
+            event = WatchedEvent.decode(notice.payload());
+        } catch (IOException e) {
+            return; // a lying replica's
+        }
+        long number = event.sequence();
+        if (number < Math.max(nextEvent, 1) || nextEvent > 0 && number >= nextEvent + EVENT_WINDOW
+                || nextEvent == 0 && eventCopies.size() >= EVENT_WINDOW && !eventCopies.containsKey(number)) {
+            return;
+        }
+        eventCopies.computeIfAbsent(number, n -> new HashMap<>()).put(notice.sender(), notice);
+        if (nextEvent == 0 && agreed(number) != null) {
+            nextEvent = number; // the first event this client saw: later ones follow in order
+            eventCopies.keySet().removeIf(n -> n < number);
+        }
+        for (WatchedEvent agreed; nextEvent > 0 && (agreed = agreed(nextEvent)) != null; nextEvent++) {
+            eventCopies.remove(nextEvent);
+            eventsTaken++; // (only the event loop writes it)
+            dispatch(agreed);
+        }
+    }
+
+    /** Event {@code number} if f+1 replicas sent the same, else null. */
+    private WatchedEvent agreed(long number) {
+        List<Notice> alike = client.agreed(eventCopies.getOrDefault(number, Map.of()).values());
+        try {
+            return alike.isEmpty() ? null : WatchedEvent.decode(alike.get(0).payload());
+        } catch (IOException e) {
+            throw new IllegalStateException("an event that decoded once", e);
+        }
+    }
+
+    /** Ends the watches the event fired and hands it to their watchers, on the event thread. */
+    private void dispatch(WatchedEvent event) {
+        List<Watcher> fired = new ArrayList<>();
+        synchronized (dataWatchers) {
+            if (event.type() != EventType.NODE_CHILDREN_CHANGED) {
+                fired.addAll(dataWatchers.getOrDefault(event.path(), Set.of()));
+                dataWatchers.remove(event.path());
+            }
+            if (event.type() == EventType.NODE_CHILDREN_CHANGED || event.type() == EventType.NODE_DELETED) {
+                fired.addAll(childWatchers.getOrDefault(event.path(), Set.of()));
+                childWatchers.remove(event.path());
+            }
+        }
+        if (!fired.isEmpty()) {
+            events.execute(() -> fired.forEach(watcher -> watcher.process(event)));
+        }
+    }
+
+    /** Events taken from the replicas so far (each fired a watch of this client's). */
+    public long eventsTaken() {
+        return eventsTaken;
+    }
+
+    /** Stops the event thread (the Hybster client is the caller's to close). */
+    @Override
+    public void close() {
+        events.shutdown();
     }
 
     /** All of {@code operations} or none; the results in order. */

@@ -4,7 +4,6 @@ import java.io.Closeable;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.security.PublicKey;
-import java.util.Arrays;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
@@ -199,20 +198,17 @@ public final class OrderingClient {
         }
 
         private SignedBlock agreed(Map<Integer, Notice> byReplica) {
-            int f = (replicaKeys.size() - 1) / 2;
-            for (Notice candidate : byReplica.values()) {
-                Map<Integer, byte[]> signatures = new TreeMap<>();
-                byReplica.values().stream().filter(copy -> Arrays.equals(copy.payload(), candidate.payload()))
-                        .forEach(copy -> signatures.put(copy.sender(), copy.proof()));
-                if (signatures.size() >= f + 1) {
-                    try {
-                        return new SignedBlock(Block.decode(candidate.payload()), signatures);
-                    } catch (IOException e) {
-                        throw new IllegalStateException("a block that decoded once", e);
-                    }
-                }
+            List<Notice> alike = client.agreed(byReplica.values());
+            if (alike.isEmpty()) {
+                return null;
             }
-            return null;
+            Map<Integer, byte[]> signatures = new TreeMap<>();
+            alike.forEach(copy -> signatures.put(copy.sender(), copy.proof()));
+            try {
+                return new SignedBlock(Block.decode(alike.get(0).payload()), signatures);
+            } catch (IOException e) {
+                throw new IllegalStateException("a block that decoded once", e);
+            }
         }
 
         /** Stops the delivery and tells the replicas. */
