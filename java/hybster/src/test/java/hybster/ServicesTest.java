@@ -52,6 +52,7 @@ public class ServicesTest {
     /** The last cluster started, and its provider. */
     private Cluster cluster;
     private SelectorProvider provider;
+    private final List<Replica> replicas = new ArrayList<>();
 
     @After
     public void stopAll() throws Exception {
@@ -74,6 +75,7 @@ public class ServicesTest {
             Replica replica = new Replica(id, cluster, new SoftwareTrinx(id, HybsterTest.TRINX_KEY, 1),
                     application.apply(id), provider);
             running.add(replica);
+            replicas.add(replica);
             replica.start();
         }
         Client client = new Client(Cluster.FIRST_CLIENT, cluster, provider, 2000);
@@ -372,6 +374,7 @@ public class ServicesTest {
         assertThrows(CoordinationException.class, () -> other.multi(List.of(Operation.watch(Kind.EXISTS, "/"))));
         stopAll();
         running.clear();
+        replicas.clear();
     }
 
     private static String next(BlockingQueue<String> seen) throws InterruptedException {
@@ -397,6 +400,59 @@ public class ServicesTest {
                         throw new AssertionError(e);
                     }
                 });
+            }
+        };
+    }
+
+    /**
+     * A read without a watch skips ordering while every replica answers alike,
+     * and still sees each write completed before it; when a replica answers
+     * otherwise (replica 2 lies in its reads) or not at all (replica 2 is
+     * down), the read is ordered and sees the same.
+     */
+    @Test(timeout = 120_000)
+    public void coordinationReadsSkipOrderingOnlyWhileEveryReplicaAgrees() throws Exception {
+        for (boolean lyingReplica : new boolean[] {false, true}) {
+            Client client = cluster(id -> lyingReplica && id == 2 ? lyingInReads(new CoordinationService())
+                    : new CoordinationService());
+            CoordinationClient reader = new CoordinationClient(client, HybsterTest.TIMEOUT_MILLIS);
+            CoordinationClient writer = new CoordinationClient(anotherClient(Cluster.FIRST_CLIENT + 1),
+                    HybsterTest.TIMEOUT_MILLIS);
+            writer.create("/k", bytes("v0"), false);
+            for (int i = 1; i <= 20; i++) {
+                writer.setData("/k", bytes("v" + i), -1);
+                assertArrayEquals("lying replica: " + lyingReplica, bytes("v" + i), reader.getData("/k").data());
+                assertEquals(List.of(), reader.getChildren("/k"));
+            }
+            assertEquals(-1, reader.exists("/nothing"));
+            long unordered = client.unorderedReads();
+            if (lyingReplica) {
+                assertEquals("reads taken although a replica answered otherwise", 0, unordered);
+            } else {
+                assertTrue("no read skipped ordering: " + unordered, unordered > 0);
+                replicas.get(2).close();
+                writer.setData("/k", bytes("after"), -1);
+                assertArrayEquals(bytes("after"), reader.getData("/k").data());
+                assertArrayEquals(bytes("after"), reader.getData("/k").data());
+                assertEquals("reads are ordered while a replica is down", unordered, client.unorderedReads());
+            }
+            stopAll();
+            running.clear();
+            replicas.clear();
+        }
+    }
+
+    /** {@code service}, but its unordered reads answer "lie" (a lying replica). */
+    private static Application lyingInReads(CoordinationService service) {
+        return new Application() {
+            @Override
+            public byte[] execute(int client, byte[] operation) {
+                return service.execute(client, operation);
+            }
+
+            @Override
+            public byte[] read(byte[] operation) {
+                return service.read(operation) == null ? null : bytes("lie");
             }
         };
     }

@@ -6,6 +6,7 @@ import java.util.List;
 import java.util.SplittableRandom;
 import java.util.concurrent.CyclicBarrier;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicLong;
 
 import hybster.Main;
 import hybster.client.Client;
@@ -16,8 +17,10 @@ import hybster.coordination.CoordinationClient;
  * Hybster cluster ({@code application=coordination}): CLIENTS clients, each
  * with its own connections, send REQUESTS requests one after the other: 90%
  * reads ({@code getData}) and 10% writes ({@code setData}) of 64-byte values
- * on 16 nodes, all ordered. Each client warms up for {@code -Dbench.warmUpSeconds}
- * (15) and at least a fifth of REQUESTS before the measured phase.
+ * on 16 nodes, all ordered ({@code -Dbench.unorderedReads=true}: reads skip
+ * ordering while every replica answers alike, {@code Client.read}). Each
+ * client warms up for {@code -Dbench.warmUpSeconds} (15) and at least a fifth of
+ * REQUESTS before the measured phase.
  *
  * <pre>
  * java rdmanio.bench.CoordinationLoad CONFIG CLIENTS REQUESTS HISTOGRAM_FILE
@@ -31,6 +34,7 @@ public final class CoordinationLoad {
     private static final long TIMEOUT_MILLIS = 60_000;
     /** Hybster's client ids start here (the one that makes the nodes), then one per load client. */
     private static final int FIRST_CLIENT = 1000;
+    private static final boolean UNORDERED_READS = Boolean.getBoolean("bench.unorderedReads");
 
     private CoordinationLoad() {}
 
@@ -62,13 +66,15 @@ public final class CoordinationLoad {
                 throw new IllegalStateException(e);
             }
         });
+        AtomicLong unordered = new AtomicLong();
+        AtomicLong reordered = new AtomicLong();
         List<Thread> threads = new ArrayList<>();
         List<Throwable> failures = new ArrayList<>();
         for (int c = 0; c < clients; c++) {
             int id = FIRST_CLIENT + 1 + c;
             Thread thread = new Thread(() -> {
                 try (Client client = new Client(id, config.cluster(), config.provider(), 2000)) {
-                    CoordinationClient coordination = new CoordinationClient(client, TIMEOUT_MILLIS);
+                    CoordinationClient coordination = new CoordinationClient(client, TIMEOUT_MILLIS, UNORDERED_READS);
                     SplittableRandom random = new SplittableRandom(id);
                     for (int i = 0; i < warmUp || System.nanoTime() < warmUpEnd; i++) {
                         request(coordination, random, value);
@@ -79,6 +85,8 @@ public final class CoordinationLoad {
                         request(coordination, random, value);
                         phase.record(System.nanoTime() - start);
                     }
+                    unordered.addAndGet(client.unorderedReads());
+                    reordered.addAndGet(client.readsOrdered());
                 } catch (Throwable e) {
                     synchronized (failures) {
                         failures.add(e);
@@ -96,6 +104,9 @@ public final class CoordinationLoad {
             throw new IllegalStateException("a client failed", failures.get(0));
         }
         phase.end((long) clients * requests);
+        if (UNORDERED_READS) {
+            System.err.println("reads answered unordered: " + unordered + "; tried unordered, then ordered: " + reordered);
+        }
         phase.report(System.out, "cluster", config.providerName().replace(' ', '-'), clients + "clients",
                 Path.of(args[3]));
     }

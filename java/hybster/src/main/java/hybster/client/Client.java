@@ -22,6 +22,7 @@ import hybster.Cluster;
 import hybster.net.Node;
 import hybster.wire.Message;
 import hybster.wire.Message.Notice;
+import hybster.wire.Message.Read;
 import hybster.wire.Message.Reply;
 import hybster.wire.Message.Request;
 
@@ -43,8 +44,15 @@ public final class Client implements Closeable {
     private final AtomicLong retransmissions = new AtomicLong();
     private long timestamp;
 
-    // The event loop's.
-    private Request current;
+    /** Reads left to order at once, after an unordered read timed out. */
+    private int orderedReadsLeft;
+    private long unorderedReads;
+    private long readsOrdered;
+
+    // The event loop's: the message of the call in progress, its timestamp, and the matching replies it needs.
+    private Message current;
+    private long currentTimestamp;
+    private int needed;
     private Predicate<Reply> acceptable;
     private CompletableFuture<Proven> result;
     private final Map<Integer, Reply> replies = new HashMap<>();
@@ -95,10 +103,69 @@ public final class Client implements Closeable {
      */
     public synchronized Proven invoke(byte[] operation, long timeoutMillis, Predicate<Reply> acceptable)
             throws IOException, TimeoutException, InterruptedException {
-        Request request = new Request(id, ++timestamp, operation.clone());
+        long stamp = ++timestamp;
+        return call(new Request(id, stamp, operation.clone()), stamp, cluster.f() + 1, acceptable, timeoutMillis);
+    }
+
+    /**
+     * Reads with {@code operation}, which must not change the service's state
+     * (the application's {@code read} answers it): sent to every replica, which
+     * answers at once from its state, without ordering; taken when all n
+     * replies match. That is linearizable: a write that completed before the
+     * read began was executed by f+1 replicas, one of them at least correct,
+     * and replicas only move forward, so n matching replies show a state after
+     * it (f+1 matching replies would not: they might all come from replicas
+     * that have not executed it, one of them lying). When the replies differ or
+     * do not all come within the retransmission interval (a replica lags or is
+     * down), the read is ordered like any operation, and after a timeout the
+     * next 100 reads are ordered at once.
+     */
+    public synchronized byte[] read(byte[] operation, long timeoutMillis)
+            throws IOException, TimeoutException, InterruptedException {
+        if (orderedReadsLeft > 0) {
+            orderedReadsLeft--;
+            return invoke(operation, timeoutMillis);
+        }
+        long started = System.nanoTime();
+        long stamp = ++timestamp;
+        try {
+            Proven agreed = call(new Read(id, stamp, operation.clone()), stamp, cluster.n(), reply -> true,
+                    Math.min(timeoutMillis, retransmitMillis));
+            if (agreed != null) {
+                unorderedReads++;
+                return agreed.result();
+            }
+        } catch (TimeoutException e) {
+            orderedReadsLeft = 100;
+        }
+        readsOrdered++;
+        long left = timeoutMillis - (System.nanoTime() - started) / 1_000_000;
+        return invoke(operation, Math.max(1, left));
+    }
+
+    /** Reads that all replicas answered alike, without ordering (see {@link #read}). */
+    public synchronized long unorderedReads() {
+        return unorderedReads;
+    }
+
+    /** Reads tried unordered that were then ordered (the replies differed or did not all come). */
+    public synchronized long readsOrdered() {
+        return readsOrdered;
+    }
+
+    /**
+     * Sends {@code message} to every replica and returns the result that
+     * {@code needed} acceptable replies agree on; a request is sent again after
+     * each retransmission interval, a read never, and it returns null once all
+     * replicas answered without enough agreeing.
+     */
+    private Proven call(Message message, long stamp, int needed, Predicate<Reply> acceptable, long timeoutMillis)
+            throws IOException, TimeoutException, InterruptedException {
         CompletableFuture<Proven> done = new CompletableFuture<>();
         node.execute(() -> {
-            current = request;
+            current = message;
+            currentTimestamp = stamp;
+            this.needed = needed;
             this.acceptable = acceptable;
             result = done;
             replies.clear();
@@ -107,10 +174,10 @@ public final class Client implements Closeable {
         try {
             return done.get(timeoutMillis, TimeUnit.MILLISECONDS);
         } catch (ExecutionException e) {
-            throw new IOException("request " + request.timestamp() + " failed", e.getCause());
+            throw new IOException("request " + stamp + " failed", e.getCause());
         } catch (TimeoutException | InterruptedException e) {
             node.execute(() -> {
-                if (current == request) {
+                if (current == message) {
                     finish();
                 }
             });
@@ -130,10 +197,13 @@ public final class Client implements Closeable {
         for (int replica = 0; replica < cluster.n(); replica++) {
             node.send(replica, current);
         }
+        if (!(current instanceof Request)) {
+            return;
+        }
         retransmit = node.schedule(retransmitMillis, () -> {
             if (current != null && !result.isDone()) {
                 retransmissions.incrementAndGet();
-                LOG.fine(() -> "client " + id + ": no result for request " + current.timestamp() + ": sending again");
+                LOG.fine(() -> "client " + id + ": no result for request " + currentTimestamp + ": sending again");
                 send();
             }
         });
@@ -155,16 +225,19 @@ public final class Client implements Closeable {
             }
             return;
         }
-        if (!(message instanceof Reply reply) || current == null || reply.timestamp() != current.timestamp()
+        if (!(message instanceof Reply reply) || current == null || reply.timestamp() != currentTimestamp
                 || reply.sender() < 0 || reply.sender() >= cluster.n() || !acceptable.test(reply)) {
             return;
         }
         replies.put(reply.sender(), reply);
         Map<Integer, byte[]> proofs = new TreeMap<>();
         replies.values().stream().filter(reply::matches).forEach(match -> proofs.put(match.sender(), match.proof()));
-        if (proofs.size() >= cluster.f() + 1) {
+        if (proofs.size() >= needed) {
             finish(); // here, on the loop: the caller returns without handing the loop more work
             result.complete(new Proven(reply.result(), proofs));
+        } else if (replies.size() == cluster.n() && current instanceof Read) {
+            finish(); // all answered, not alike: the read is ordered instead
+            result.complete(null);
         }
     }
 

@@ -40,6 +40,7 @@ public final class CoordinationClient implements Closeable {
 
     private final Client client;
     private final long timeoutMillis;
+    private final boolean unorderedReads;
     private final ExecutorService events = Executors.newSingleThreadExecutor(runnable -> {
         Thread thread = new Thread(runnable, "coordination events");
         thread.setDaemon(true);
@@ -53,15 +54,33 @@ public final class CoordinationClient implements Closeable {
     private long nextEvent;
     private volatile long eventsTaken;
 
+    /** A client whose reads without a watch skip ordering while every replica agrees (see {@code Client.read}). */
     public CoordinationClient(Client client, long timeoutMillis) {
+        this(client, timeoutMillis, true);
+    }
+
+    /** {@code unorderedReads} false: every operation is ordered (as a benchmark of ordering wants). */
+    public CoordinationClient(Client client, long timeoutMillis, boolean unorderedReads) {
         this.client = client;
         this.timeoutMillis = timeoutMillis;
+        this.unorderedReads = unorderedReads;
         client.onNotice(this::onNotice);
     }
 
     private Result call(Operation operation) throws CoordinationException, IOException, TimeoutException,
             InterruptedException {
-        Result result = Result.decode(client.invoke(operation.encode(), timeoutMillis));
+        return check(Result.decode(client.invoke(operation.encode(), timeoutMillis)));
+    }
+
+    /** A read without a watch: answered unordered when every replica agrees, else ordered (see {@code Client.read}). */
+    private Result read(Kind kind, String path) throws CoordinationException, IOException, TimeoutException,
+            InterruptedException {
+        byte[] operation = Operation.read(kind, path).encode();
+        return check(Result.decode(unorderedReads ? client.read(operation, timeoutMillis)
+                : client.invoke(operation, timeoutMillis)));
+    }
+
+    private static Result check(Result result) throws CoordinationException {
         if (result.code() != Code.OK) {
             throw new CoordinationException(result.code(), result.text());
         }
@@ -123,7 +142,7 @@ public final class CoordinationClient implements Closeable {
     /** A read that leaves a watch when {@code watcher} is given: registered here before the service can fire it. */
     private Result watched(Kind kind, String path, Watcher watcher) throws Exception {
         if (watcher == null) {
-            return call(Operation.read(kind, path));
+            return read(kind, path);
         }
         Map<String, Set<Watcher>> watchers = kind == Kind.GET_CHILDREN ? childWatchers : dataWatchers;
         synchronized (dataWatchers) {
@@ -206,6 +225,22 @@ public final class CoordinationClient implements Closeable {
     @Override
     public void close() {
         events.shutdown();
+    }
+
+    /**
+     * ZooKeeper's sync: afterwards, reads see every write that completed before
+     * it. Every read here is linearizable already (ordered, or agreed by all
+     * replicas), so this only orders a no-op: it is for code written against
+     * ZooKeeper's API.
+     */
+    public void sync(String path) throws Exception {
+        try {
+            call(Operation.read(Kind.EXISTS, path));
+        } catch (CoordinationException e) {
+            if (e.code() != Code.NO_NODE) {
+                throw e;
+            }
+        }
     }
 
     /** All of {@code operations} or none; the results in order. */

@@ -18,7 +18,9 @@ import hybster.replica.Application;
  * of nodes with data and versions. Operations: create (persistent or
  * sequential), delete with an expected version, exists, getData, setData with an
  * expected version, getChildren, and multi (all or nothing). Every operation,
- * reads too, goes through the ordering protocol, so every result is linearizable.
+ * reads too, goes through the ordering protocol, so every result is
+ * linearizable; a read without a watch may also be answered unordered, when all
+ * replicas agree ({@link #read}, {@code Client.read}).
  *
  * <p>Watches, as ZooKeeper's: exists, getData and getChildren may leave a
  * one-shot watch for their client (exists even on a missing node; the others
@@ -81,6 +83,19 @@ public final class CoordinationService implements Application {
         }
         changes.clear();
         return result.encode();
+    }
+
+    /** Exists, getData and getChildren without a watch, answered unordered (see {@code Client.read}). */
+    @Override
+    public byte[] read(byte[] operation) {
+        Operation op;
+        try {
+            op = Operation.decode(new DataInputStream(new ByteArrayInputStream(operation)));
+        } catch (IOException | IllegalArgumentException e) {
+            return null;
+        }
+        boolean read = op.kind() == Kind.EXISTS || op.kind() == Kind.GET_DATA || op.kind() == Kind.GET_CHILDREN;
+        return read && !op.watch() ? apply(-1, op).encode() : null;
     }
 
     private Result apply(int client, Operation op) {

@@ -15,6 +15,15 @@ public interface Application {
         return new byte[0];
     }
 
+    /**
+     * The result of {@code operation} on the current state, which it must not
+     * change, for a read that is not ordered (see {@code Client.read}); null
+     * when the operation is not such a read (the client then orders it).
+     */
+    default byte[] read(byte[] operation) {
+        return null;
+    }
+
     /** How an application sends clients notices (see {@code Message.Notice}). */
     interface Notices {
         /** Sends {@code payload} to {@code client} with this replica's {@code proof}; only from {@code execute}. */

@@ -28,6 +28,7 @@ import hybster.wire.Message.Commit;
 import hybster.wire.Message.NewView;
 import hybster.wire.Message.Notice;
 import hybster.wire.Message.Prepare;
+import hybster.wire.Message.Read;
 import hybster.wire.Message.Reply;
 import hybster.wire.Message.Request;
 import hybster.wire.Message.ViewChange;
@@ -334,6 +335,8 @@ public final class Replica implements Closeable {
     private void onMessage(Message message) {
         if (message instanceof Request request) {
             onRequest(request);
+        } else if (message instanceof Read read) {
+            onRead(read);
         } else {
             String refusal = counterOrder.offer(message, this::handleInOrder);
             if (refusal != null) {
@@ -341,6 +344,18 @@ public final class Replica implements Closeable {
             }
         }
         openOrders = slots.size();
+    }
+
+    /** Answers a client's unordered read from the state executed so far (the client checks that all agree). */
+    private void onRead(Read read) {
+        if (read.sender() < Cluster.FIRST_CLIENT) {
+            reject(read, "a read from a replica");
+            return;
+        }
+        byte[] result = application.read(read.operation());
+        if (result != null) {
+            node.send(read.sender(), new Reply(id, view, read.timestamp(), result, new byte[0]));
+        }
     }
 
     /** Handles a verified certified message that continues its sender's counter. */

@@ -159,6 +159,12 @@ public sealed interface Message {
      */
     record Notice(int sender, byte[] payload, byte[] proof) implements Message { }
 
+    /**
+     * A client's read that replicas answer at once from their state, without
+     * ordering it (see {@code Client.read}): a {@link Reply} with its timestamp.
+     */
+    record Read(int sender, long timestamp, byte[] operation) implements Message { }
+
     byte REQUEST = 1;
     byte PREPARE = 2;
     byte COMMIT = 3;
@@ -167,6 +173,7 @@ public sealed interface Message {
     byte NEW_VIEW = 6;
     byte CHECKPOINT = 7;
     byte NOTICE = 8;
+    byte READ = 9;
 
     static byte[] encode(Message message) {
         Writer out = new Writer();
@@ -193,6 +200,8 @@ public sealed interface Message {
             out.certificate(v.certificate());
         } else if (message instanceof Reply r) {
             out.type(REPLY, r.sender()).putInt(r.view()).putLong(r.timestamp()).bytes(r.result()).bytes(r.proof());
+        } else if (message instanceof Read r) {
+            out.type(READ, r.sender()).putLong(r.timestamp()).bytes(r.operation());
         } else if (message instanceof Notice n) {
             out.type(NOTICE, n.sender()).bytes(n.payload()).bytes(n.proof());
         }
@@ -247,6 +256,7 @@ public sealed interface Message {
                 }
                 case REPLY -> new Reply(sender, in.getInt(), in.getLong(), bytes(in), bytes(in));
                 case NOTICE -> new Notice(sender, bytes(in), bytes(in));
+                case READ -> new Read(sender, in.getLong(), bytes(in));
                 default -> throw new MalformedMessageException("unknown message type " + type);
             };
             if (in.hasRemaining()) {
