@@ -75,8 +75,13 @@ public final class OrderingClient {
             throw new IllegalArgumentException("no block " + from);
         }
         Subscription fresh = new Subscription(from, patienceMillis, consumer);
-        client.onNotice(fresh::onNotice);
-        fresh.firstNoticed = number(client.invoke(OrderingService.subscribe(), timeoutMillis));
+        client.onNotice(fresh::onNotice); // before subscribing: the first notice may come before the reply
+        try {
+            fresh.firstNoticed = number(client.invoke(OrderingService.subscribe(), timeoutMillis));
+        } catch (IOException | TimeoutException | InterruptedException e) {
+            client.onNotice(notice -> { });
+            throw e;
+        }
         subscription = fresh;
         fresh.thread.start();
         return fresh;
@@ -166,7 +171,7 @@ public final class OrderingClient {
                     }
                 }
             } catch (InterruptedException e) {
-                Thread.currentThread().interrupt();
+                closed = true; // by close, or by someone else: either way the delivery ends
             } catch (Exception e) {
                 failure = e;
                 closed = true;
