@@ -205,8 +205,7 @@ fn a_reader_that_leaves_fails_a_blocked_writer() {
     if no_device_here() {
         return;
     }
-    let (client, server) = pair(SMALL, SMALL);
-    common::assert_a_leaving_reader_fails_a_blocked_writer(client, server);
+    common::assert_a_leaving_reader_fails_a_blocked_writer(|| pair(SMALL, SMALL));
 }
 
 /// Connection churn leaks no fd, memory region or memory (see `common::churn_cycles`).

@@ -675,6 +675,14 @@ impl DataPath for RingPath {
     fn progress(&mut self) -> Result<()> {
         self.drain_completions()?;
         self.take_credit()?;
+        if self.closing {
+            // Nothing goes out after the close's signaled write, which retires
+            // everything before it (see `close`): an unsignaled credit write
+            // behind it would keep `writes_landed` false, and the disconnect
+            // would wait for `ORPHAN_LIMIT`. Nobody reads any more, and the
+            // disconnect ends the stream as the end record would.
+            return Ok(());
+        }
         // A wake-up answered our request but brought too little credit: ask
         // again, or the peer's later credit would reach a writer that sleeps.
         if self.write_blocked && !self.credit_requested && !self.writable() {

@@ -145,18 +145,22 @@ pub fn read_through_the_kill(
 }
 
 /// A writer out of credit whose reader goes away fails with `Disconnected`
-/// instead of waiting for credit that never comes.
+/// instead of waiting for credit that never comes. Several rounds, each on a
+/// fresh pair from `pair`: what the reader's close races with (the writer's
+/// wake-up request, its last credit) differs from round to round.
 pub fn assert_a_leaving_reader_fails_a_blocked_writer<S: ByteStream + Send + 'static>(
-    mut client: S,
-    mut server: S,
+    pair: impl Fn() -> (S, S),
 ) {
-    let writer = thread::spawn(move || client.write_all(&vec![1u8; 4 << 20], TIMEOUT));
-    let mut buf = vec![0u8; 4096];
-    server.read(&mut buf, TIMEOUT).expect("read");
-    drop(server); // leaves while the writer waits for credit
-    match writer.join().expect("writer thread") {
-        Err(Error::Disconnected) => {}
-        other => panic!("expected Disconnected, got {other:?}"),
+    for round in 0..4 {
+        let (mut client, mut server) = pair();
+        let writer = thread::spawn(move || client.write_all(&vec![1u8; 4 << 20], TIMEOUT));
+        let mut buf = vec![0u8; 4096];
+        server.read(&mut buf, TIMEOUT).expect("read");
+        drop(server); // leaves while the writer waits for credit
+        match writer.join().expect("writer thread") {
+            Err(Error::Disconnected) => {}
+            other => panic!("round {round}: expected Disconnected, got {other:?}"),
+        }
     }
 }
 
