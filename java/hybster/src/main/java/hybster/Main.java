@@ -162,7 +162,7 @@ public final class Main {
 
     private static void runReplica(Config config, int id) throws Exception {
         Application application =
-                config.application().equals("coordination") ? new CoordinationService() : new Counter();
+                config.application().equals("coordination") ? new CoordinationService(config.cluster().n()) : new Counter();
         Replica replica = new Replica(id, config.cluster(), new SoftwareTrinx(id, config.cluster().trinxKey(), 1),
                 application, config.provider(), config.options());
         replica.start();

@@ -17,6 +17,7 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import java.util.Optional;
+import java.util.Set;
 import java.util.concurrent.BlockingQueue;
 import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.TimeUnit;
@@ -29,7 +30,9 @@ import hybster.client.Client;
 import hybster.coordination.CoordinationClient;
 import hybster.coordination.CoordinationException;
 import hybster.coordination.CoordinationService;
+import hybster.coordination.DistributedLock;
 import hybster.coordination.CoordinationService.Code;
+import hybster.coordination.CoordinationService.CreateMode;
 import hybster.coordination.CoordinationService.Kind;
 import hybster.coordination.CoordinationService.Operation;
 import hybster.coordination.CoordinationService.WatchedEvent;
@@ -83,22 +86,28 @@ public class ServicesTest {
         return client;
     }
 
+    /** rdma-nio as these tests run it: over shm on the host, over rdma in the VM. */
+    private static SelectorProvider rdmaNio() {
+        return RdmaSelectorProvider.withTransport(HybsterTest.IN_VM ? "rdma" : "shm");
+    }
+
     private static byte[] bytes(String text) {
         return text.getBytes(StandardCharsets.UTF_8);
     }
 
     @Test(timeout = 60_000)
     public void coordinationKeepsVersionsSequencesAndAtomicity() throws Exception {
-        CoordinationClient zk = new CoordinationClient(cluster(id -> new CoordinationService()),
+        CoordinationClient zk = new CoordinationClient(cluster(id -> new CoordinationService(3)),
                 HybsterTest.TIMEOUT_MILLIS);
-        assertEquals("/app", zk.create("/app", bytes("config"), false));
+        assertEquals("/app", zk.create("/app", bytes("config"), CreateMode.PERSISTENT));
         assertEquals(0, zk.exists("/app"));
         assertEquals(-1, zk.exists("/nothing"));
         CoordinationException exists = assertThrows(CoordinationException.class,
-                () -> zk.create("/app", bytes("again"), false));
+                () -> zk.create("/app", bytes("again"), CreateMode.PERSISTENT));
         assertEquals(Code.NODE_EXISTS, exists.code());
         assertEquals(Code.NO_NODE,
-                assertThrows(CoordinationException.class, () -> zk.create("/no/parent", bytes(""), false)).code());
+                assertThrows(CoordinationException.class,
+                        () -> zk.create("/no/parent", bytes(""), CreateMode.PERSISTENT)).code());
 
         // Versions: a write with the wrong expected version changes nothing.
         assertEquals(1, zk.setData("/app", bytes("v1"), 0));
@@ -109,9 +118,9 @@ public class ServicesTest {
         assertEquals(2, zk.setData("/app", bytes("v2"), -1));
 
         // Sequential names count up per parent, sorted children.
-        assertEquals("/app/lock-0000000000", zk.create("/app/lock-", bytes(""), true));
-        assertEquals("/app/lock-0000000001", zk.create("/app/lock-", bytes(""), true));
-        zk.create("/app/a", bytes(""), false);
+        assertEquals("/app/lock-0000000000", zk.create("/app/lock-", bytes(""), CreateMode.PERSISTENT_SEQUENTIAL));
+        assertEquals("/app/lock-0000000001", zk.create("/app/lock-", bytes(""), CreateMode.PERSISTENT_SEQUENTIAL));
+        zk.create("/app/a", bytes(""), CreateMode.PERSISTENT);
         assertEquals(List.of("a", "lock-0000000000", "lock-0000000001"), zk.getChildren("/app"));
         assertEquals(Code.NOT_EMPTY, assertThrows(CoordinationException.class, () -> zk.delete("/app", -1)).code());
         assertEquals(Code.BAD_VERSION,
@@ -120,14 +129,14 @@ public class ServicesTest {
 
         // Multi: one failing operation and nothing happened.
         CoordinationException failed = assertThrows(CoordinationException.class, () -> zk.multi(List.of(
-                Operation.create("/app/b", bytes("b"), false),
+                Operation.create("/app/b", bytes("b"), CreateMode.PERSISTENT),
                 Operation.setData("/app", bytes("v3"), 2),
                 Operation.delete("/app/missing", -1))));
         assertEquals(Code.NO_NODE, failed.code());
         assertEquals(-1, zk.exists("/app/b"));
         assertEquals(2, zk.getData("/app").version());
         List<CoordinationService.Result> results = zk.multi(List.of(
-                Operation.create("/app/b", bytes("b"), false),
+                Operation.create("/app/b", bytes("b"), CreateMode.PERSISTENT),
                 Operation.setData("/app", bytes("v3"), 2)));
         assertEquals("/app/b", results.get(0).text());
         assertEquals(3, results.get(1).version());
@@ -136,14 +145,15 @@ public class ServicesTest {
 
     @Test
     public void coordinationRefusesBadInputWithoutChange() {
-        CoordinationService service = new CoordinationService();
+        CoordinationService service = new CoordinationService(3);
         byte[] garbage = {42, 1, 2};
         assertEquals(Code.BAD_ARGUMENTS, decode(service.execute(1000, garbage)).code());
-        byte[] cutShort = java.util.Arrays.copyOf(Operation.create("/x", new byte[8], false).encode(), 6);
+        byte[] cutShort =
+                java.util.Arrays.copyOf(Operation.create("/x", new byte[8], CreateMode.PERSISTENT).encode(), 6);
         assertEquals(Code.BAD_ARGUMENTS, decode(service.execute(1000, cutShort)).code());
         for (String bad : new String[] {"relative", "/trailing/", "/a//b", "/a/../b"}) {
             CoordinationService.Result result = decode(service.execute(1000,
-                    Operation.create(bad, new byte[0], false).encode()));
+                    Operation.create(bad, new byte[0], CreateMode.PERSISTENT).encode()));
             assertEquals(bad, Code.BAD_ARGUMENTS, result.code());
         }
         assertEquals(List.of(), decode(service.execute(1000,
@@ -200,8 +210,7 @@ public class ServicesTest {
     @Test(timeout = 120_000)
     public void orderingBlocksCarrySignaturesAThirdPartyChecks() throws Exception {
         orderingBlocksCarrySignaturesAThirdPartyChecks(SelectorProvider.provider());
-        orderingBlocksCarrySignaturesAThirdPartyChecks(
-                RdmaSelectorProvider.withTransport(HybsterTest.IN_VM ? "rdma" : "shm"));
+        orderingBlocksCarrySignaturesAThirdPartyChecks(rdmaNio());
     }
 
     private void orderingBlocksCarrySignaturesAThirdPartyChecks(SelectorProvider provider) throws Exception {
@@ -256,7 +265,7 @@ public class ServicesTest {
     @Test(timeout = 240_000)
     public void orderingSubscribersGetEveryBlockInOrder() throws Exception {
         orderingSubscribersGetEveryBlockInOrder(SelectorProvider.provider());
-        orderingSubscribersGetEveryBlockInOrder(RdmaSelectorProvider.withTransport(HybsterTest.IN_VM ? "rdma" : "shm"));
+        orderingSubscribersGetEveryBlockInOrder(rdmaNio());
     }
 
     private void orderingSubscribersGetEveryBlockInOrder(SelectorProvider provider) throws Exception {
@@ -300,17 +309,51 @@ public class ServicesTest {
 
     /** {@code service}, but the notices it sends go nowhere (a replica that withholds them). */
     private static Application withoutNotices(OrderingService service) {
-        return new Application() {
+        return new Delegating(service) {
             @Override
-            public byte[] execute(int client, byte[] operation) {
-                return service.execute(client, operation);
-            }
-
-            @Override
-            public byte[] prove(byte[] operation, byte[] result) {
-                return service.prove(operation, result);
+            public void attach(Notices notices) {
+                super.attach((client, payload, proof) -> { });
             }
         };
+    }
+
+    /** An application that does what {@code inner} does: a lying replica's overrides what it lies in. */
+    private static class Delegating implements Application {
+        private final Application inner;
+
+        Delegating(Application inner) {
+            this.inner = inner;
+        }
+
+        @Override
+        public byte[] execute(int client, byte[] operation) {
+            return inner.execute(client, operation);
+        }
+
+        @Override
+        public byte[] prove(byte[] operation, byte[] result) {
+            return inner.prove(operation, result);
+        }
+
+        @Override
+        public byte[] read(byte[] operation) {
+            return inner.read(operation);
+        }
+
+        @Override
+        public void attach(Notices notices) {
+            inner.attach(notices);
+        }
+
+        @Override
+        public long tickMillis() {
+            return inner.tickMillis();
+        }
+
+        @Override
+        public byte[] clockTick(long nowMillis) {
+            return inner.clockTick(nowMillis);
+        }
     }
 
     /** Another client of the last cluster started. */
@@ -329,12 +372,12 @@ public class ServicesTest {
     @Test(timeout = 120_000)
     public void coordinationWatchesFireOnceInOrder() throws Exception {
         coordinationWatchesFireOnceInOrder(SelectorProvider.provider());
-        coordinationWatchesFireOnceInOrder(RdmaSelectorProvider.withTransport(HybsterTest.IN_VM ? "rdma" : "shm"));
+        coordinationWatchesFireOnceInOrder(rdmaNio());
     }
 
     private void coordinationWatchesFireOnceInOrder(SelectorProvider provider) throws Exception {
-        Client client = cluster(provider, id -> id == 2 ? forgingEvents(new CoordinationService())
-                : new CoordinationService());
+        Client client = cluster(provider, id -> id == 2 ? forgingEvents(new CoordinationService(3))
+                : new CoordinationService(3));
         CoordinationClient watching = new CoordinationClient(client, HybsterTest.TIMEOUT_MILLIS);
         running.add(watching);
         CoordinationClient other = new CoordinationClient(anotherClient(Cluster.FIRST_CLIENT + 1),
@@ -344,7 +387,7 @@ public class ServicesTest {
         java.util.function.Function<String, CoordinationClient.Watcher> watcher =
                 name -> event -> seen.add(name + " " + event.type() + " " + event.path());
 
-        watching.create("/app", bytes("v0"), false);
+        watching.create("/app", bytes("v0"), CreateMode.PERSISTENT);
         watching.getData("/app", watcher.apply("data"));
         watching.getChildren("/app", watcher.apply("children"));
         assertEquals(-1, watching.exists("/app/x", watcher.apply("created")));
@@ -353,10 +396,10 @@ public class ServicesTest {
         other.setData("/app", bytes("v1"), -1);
         assertEquals("data NODE_DATA_CHANGED /app", next(seen));
         other.setData("/app", bytes("v2"), -1); // the data watch is spent
-        other.create("/app/x", new byte[0], false);
+        other.create("/app/x", new byte[0], CreateMode.PERSISTENT);
         assertEquals("created NODE_CREATED /app/x", next(seen));
         assertEquals("children NODE_CHILDREN_CHANGED /app", next(seen));
-        other.create("/missing", new byte[0], false); // the failed getData left no watch
+        other.create("/missing", new byte[0], CreateMode.PERSISTENT); // the failed getData left no watch
 
         watching.getData("/app", watcher.apply("again"));
         assertEquals(0, watching.exists("/app/x", watcher.apply("gone")));
@@ -383,15 +426,10 @@ public class ServicesTest {
 
     /** {@code service}, but each event it sends names the path "/forged" (a lying replica). */
     private static Application forgingEvents(CoordinationService service) {
-        return new Application() {
-            @Override
-            public byte[] execute(int client, byte[] operation) {
-                return service.execute(client, operation);
-            }
-
+        return new Delegating(service) {
             @Override
             public void attach(Notices notices) {
-                service.attach((client, payload, proof) -> {
+                super.attach((client, payload, proof) -> {
                     try {
                         WatchedEvent event = WatchedEvent.decode(payload);
                         notices.send(client, new WatchedEvent(event.sequence(), event.type(), "/forged").encode(),
@@ -413,12 +451,12 @@ public class ServicesTest {
     @Test(timeout = 120_000)
     public void coordinationReadsSkipOrderingOnlyWhileEveryReplicaAgrees() throws Exception {
         for (boolean lyingReplica : new boolean[] {false, true}) {
-            Client client = cluster(id -> lyingReplica && id == 2 ? lyingInReads(new CoordinationService())
-                    : new CoordinationService());
+            Client client = cluster(id -> lyingReplica && id == 2 ? lyingInReads(new CoordinationService(3))
+                    : new CoordinationService(3));
             CoordinationClient reader = new CoordinationClient(client, HybsterTest.TIMEOUT_MILLIS);
             CoordinationClient writer = new CoordinationClient(anotherClient(Cluster.FIRST_CLIENT + 1),
                     HybsterTest.TIMEOUT_MILLIS);
-            writer.create("/k", bytes("v0"), false);
+            writer.create("/k", bytes("v0"), CreateMode.PERSISTENT);
             for (int i = 1; i <= 20; i++) {
                 writer.setData("/k", bytes("v" + i), -1);
                 assertArrayEquals("lying replica: " + lyingReplica, bytes("v" + i), reader.getData("/k").data());
@@ -444,15 +482,164 @@ public class ServicesTest {
 
     /** {@code service}, but its unordered reads answer "lie" (a lying replica). */
     private static Application lyingInReads(CoordinationService service) {
-        return new Application() {
-            @Override
-            public byte[] execute(int client, byte[] operation) {
-                return service.execute(client, operation);
-            }
-
+        return new Delegating(service) {
             @Override
             public byte[] read(byte[] operation) {
-                return service.read(operation) == null ? null : bytes("lie");
+                return super.read(operation) == null ? null : bytes("lie");
+            }
+        };
+    }
+
+    /** Ticks of the session tests' services (sessions of 0.2 s to 2 s). */
+    private static final long TICK_MILLIS = 100;
+
+    /**
+     * Sessions as ZooKeeper's: an ephemeral node lives while its client's
+     * session is renewed and goes, firing watches, when the session expires
+     * (the expired client hears of it and can open another) or closes. Replica
+     * 2's clock runs an hour ahead, which must not hurry any expiry on.
+     */
+    @Test(timeout = 120_000)
+    public void coordinationSessionsKeepEphemeralNodesUntilTheyExpire() throws Exception {
+        coordinationSessionsKeepEphemeralNodesUntilTheyExpire(SelectorProvider.provider());
+        coordinationSessionsKeepEphemeralNodesUntilTheyExpire(rdmaNio());
+    }
+
+    private void coordinationSessionsKeepEphemeralNodesUntilTheyExpire(SelectorProvider provider) throws Exception {
+        Client client = cluster(provider, id -> id == 2
+                ? clockAhead(new CoordinationService(3, TICK_MILLIS), TimeUnit.HOURS.toMillis(1))
+                : new CoordinationService(3, TICK_MILLIS));
+        CoordinationClient live = coordinationClient(client);
+        CoordinationClient lapsing = coordinationClient(anotherClient(Cluster.FIRST_CLIENT + 1));
+        CoordinationClient watching = coordinationClient(anotherClient(Cluster.FIRST_CLIENT + 2));
+        BlockingQueue<String> seen = new LinkedBlockingQueue<>();
+        java.util.function.Function<String, CoordinationClient.Watcher> watcher =
+                name -> event -> seen.add(name + " " + event.type() + " " + event.path());
+
+        assertEquals("an ephemeral node needs a session", Code.SESSION_EXPIRED, assertThrows(
+                CoordinationException.class, () -> live.create("/live", bytes(""), CreateMode.EPHEMERAL)).code());
+        assertEquals(1000, live.openSession(1000, watcher.apply("live")));
+        // held to the service's bounds (2 to 20 ticks), and never renewed: as a client that hangs
+        assertEquals(20 * TICK_MILLIS,
+                lapsing.openSession(60_000, TimeUnit.DAYS.toMillis(1), watcher.apply("lapsing")));
+        assertEquals(6 * TICK_MILLIS, lapsing.openSession(6 * TICK_MILLIS, TimeUnit.DAYS.toMillis(1),
+                watcher.apply("lapsing")));
+        String lapsed = lapsing.create("/lapsing-", bytes("x"), CreateMode.EPHEMERAL_SEQUENTIAL);
+        live.create("/live", bytes("y"), CreateMode.EPHEMERAL);
+        assertEquals(Code.NO_CHILDREN_FOR_EPHEMERALS, assertThrows(CoordinationException.class,
+                () -> live.create("/live/child", bytes(""), CreateMode.PERSISTENT)).code());
+        assertEquals(0, watching.exists(lapsed, watcher.apply("watching")));
+
+        Set<String> expiry = new java.util.HashSet<>();
+        for (int i = 0; i < 2; i++) {
+            expiry.add(seen.poll(20, TimeUnit.SECONDS));
+        }
+        assertEquals(Set.of("lapsing SESSION_EXPIRED ", "watching NODE_DELETED " + lapsed), expiry);
+        assertEquals(-1, watching.exists(lapsed));
+        assertEquals(Code.SESSION_EXPIRED, assertThrows(CoordinationException.class,
+                () -> lapsing.create("/again", bytes(""), CreateMode.EPHEMERAL)).code());
+
+        Thread.sleep(1500); // one and a half of its timeouts more: renewed, it stays
+        assertEquals(0, watching.exists("/live", watcher.apply("watching")));
+        assertEquals("nothing else expired", null, seen.poll());
+        live.closeSession();
+        assertEquals("watching NODE_DELETED /live", seen.poll(20, TimeUnit.SECONDS));
+        assertEquals(-1, watching.exists("/live"));
+
+        lapsing.openSession(1000, null);
+        String back = lapsing.create("/back", bytes(""), CreateMode.EPHEMERAL);
+        lapsing.close(); // closes the session
+        assertEquals(-1, watching.exists(back));
+        assertEquals(null, seen.poll());
+    }
+
+    /**
+     * ZooKeeper's lock recipe ({@code DistributedLock}): three contenders take
+     * the lock one at a time, each holder with a higher fencing token; a
+     * holder whose session expires (it stopped renewing) loses the lock to the
+     * next in line; a contender that gives up withdraws.
+     */
+    @Test(timeout = 120_000)
+    public void coordinationLockAdmitsOneHolderAtATime() throws Exception {
+        coordinationLockAdmitsOneHolderAtATime(SelectorProvider.provider());
+        coordinationLockAdmitsOneHolderAtATime(rdmaNio());
+    }
+
+    private void coordinationLockAdmitsOneHolderAtATime(SelectorProvider provider) throws Exception {
+        CoordinationClient setup = coordinationClient(cluster(provider, id -> new CoordinationService(3, TICK_MILLIS)));
+        setup.create("/lock", bytes(""), CreateMode.PERSISTENT);
+        java.util.concurrent.atomic.AtomicInteger holding = new java.util.concurrent.atomic.AtomicInteger();
+        List<Long> tokens = java.util.Collections.synchronizedList(new ArrayList<>());
+        List<String> problems = java.util.Collections.synchronizedList(new ArrayList<>());
+        List<Thread> contenders = new ArrayList<>();
+        for (int c = 0; c < 3; c++) {
+            CoordinationClient zk = coordinationClient(anotherClient(Cluster.FIRST_CLIENT + 1 + c));
+            zk.openSession(2000, null);
+            Thread contender = new Thread(() -> {
+                DistributedLock lock = new DistributedLock(zk, "/lock");
+                try {
+                    for (int round = 0; round < 5; round++) {
+                        if (!lock.tryLock(HybsterTest.TIMEOUT_MILLIS)) {
+                            problems.add("no lock in time");
+                            return;
+                        }
+                        if (holding.incrementAndGet() != 1) {
+                            problems.add("two holders at once");
+                        }
+                        tokens.add(lock.token());
+                        Thread.sleep(2);
+                        holding.decrementAndGet();
+                        lock.unlock();
+                    }
+                } catch (Exception e) {
+                    problems.add(e.toString());
+                }
+            });
+            contenders.add(contender);
+            contender.start();
+        }
+        for (Thread contender : contenders) {
+            contender.join();
+        }
+        assertEquals(List.of(), problems);
+        assertEquals(15, tokens.size());
+        for (int i = 1; i < tokens.size(); i++) {
+            assertTrue("tokens grow from holder to holder: " + tokens, tokens.get(i) > tokens.get(i - 1));
+        }
+
+        BlockingQueue<String> seen = new LinkedBlockingQueue<>();
+        CoordinationClient hanging = coordinationClient(anotherClient(Cluster.FIRST_CLIENT + 4));
+        hanging.openSession(6 * TICK_MILLIS, TimeUnit.DAYS.toMillis(1), event -> seen.add("hanging " + event.type()));
+        DistributedLock held = new DistributedLock(hanging, "/lock");
+        assertTrue(held.tryLock(HybsterTest.TIMEOUT_MILLIS));
+        CoordinationClient next = coordinationClient(anotherClient(Cluster.FIRST_CLIENT + 5));
+        next.openSession(2000, null);
+        DistributedLock waiting = new DistributedLock(next, "/lock");
+        assertTrue("the next contender gets the lock once the holder's session expired",
+                waiting.tryLock(HybsterTest.TIMEOUT_MILLIS));
+        assertTrue(waiting.token() > held.token());
+        assertEquals("hanging SESSION_EXPIRED", seen.poll(20, TimeUnit.SECONDS));
+
+        setup.openSession(2000, null);
+        DistributedLock impatient = new DistributedLock(setup, "/lock");
+        assertFalse(impatient.tryLock(300));
+        assertEquals("the impatient contender withdrew", 1, setup.getChildren("/lock").size());
+        waiting.unlock();
+        assertTrue(impatient.tryLock(HybsterTest.TIMEOUT_MILLIS));
+    }
+
+    private CoordinationClient coordinationClient(Client client) {
+        CoordinationClient zk = new CoordinationClient(client, HybsterTest.TIMEOUT_MILLIS);
+        running.add(zk);
+        return zk;
+    }
+
+    /** {@code service}, but this replica's clock ticks run {@code aheadMillis} ahead (a lying replica). */
+    private static Application clockAhead(CoordinationService service, long aheadMillis) {
+        return new Delegating(service) {
+            @Override
+            public byte[] clockTick(long nowMillis) {
+                return super.clockTick(nowMillis + aheadMillis);
             }
         };
     }

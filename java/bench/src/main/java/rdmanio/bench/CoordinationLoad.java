@@ -11,6 +11,7 @@ import java.util.concurrent.atomic.AtomicLong;
 import hybster.Main;
 import hybster.client.Client;
 import hybster.coordination.CoordinationClient;
+import hybster.coordination.CoordinationService.CreateMode;
 
 /**
  * The coordination-service workload of the benchmark suite against a running
@@ -49,9 +50,9 @@ public final class CoordinationLoad {
         byte[] value = new byte[64];
         try (Client setup = new Client(FIRST_CLIENT, config.cluster(), config.provider(), 2000)) {
             CoordinationClient coordination = new CoordinationClient(setup, TIMEOUT_MILLIS);
-            coordination.create("/bench", new byte[0], false);
+            coordination.create("/bench", new byte[0], CreateMode.PERSISTENT);
             for (int node = 0; node < NODES; node++) {
-                coordination.create("/bench/" + node, value, false);
+                coordination.create("/bench/" + node, value, CreateMode.PERSISTENT);
             }
         }
         Phase phase = new Phase();

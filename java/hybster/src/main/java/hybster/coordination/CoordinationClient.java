@@ -10,10 +10,15 @@ import java.util.Map;
 import java.util.Set;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.ScheduledFuture;
+import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
+import java.util.logging.Logger;
 
 import hybster.client.Client;
 import hybster.coordination.CoordinationService.Code;
+import hybster.coordination.CoordinationService.CreateMode;
 import hybster.coordination.CoordinationService.EventType;
 import hybster.coordination.CoordinationService.Kind;
 import hybster.coordination.CoordinationService.Operation;
@@ -28,8 +33,14 @@ import hybster.wire.Message.Notice;
  * the service fired them, on this client's event thread (one for all its
  * watchers, as ZooKeeper's). With correct replicas, an event is taken before
  * the result of any operation that the service executed after it.
+ *
+ * <p>A session ({@link #openSession}) keeps this client's ephemeral nodes: a
+ * thread renews it while it is open, and when it expires (the renewals
+ * stopped reaching the service, or this process stalled) the service deletes
+ * them and the session's watcher gets a SESSION_EXPIRED event.
  */
 public final class CoordinationClient implements Closeable {
+    private static final Logger LOG = Logger.getLogger(CoordinationClient.class.getName());
     /** Events past the next one whose copies are kept. */
     private static final int EVENT_WINDOW = 1024;
 
@@ -46,6 +57,14 @@ public final class CoordinationClient implements Closeable {
         thread.setDaemon(true);
         return thread;
     });
+    private final ScheduledExecutorService renewals = Executors.newSingleThreadScheduledExecutor(runnable -> {
+        Thread thread = new Thread(runnable, "coordination session");
+        thread.setDaemon(true);
+        return thread;
+    });
+    // Guarded by this client: the open session's renewals and watcher (null: no session).
+    private ScheduledFuture<?> renewing;
+    private Watcher sessionWatcher;
     // Guarded by this client's watchers: what each path's watches are for, here.
     private final Map<String, Set<Watcher>> dataWatchers = new HashMap<>();
     private final Map<String, Set<Watcher>> childWatchers = new HashMap<>();
@@ -87,9 +106,64 @@ public final class CoordinationClient implements Closeable {
         return result;
     }
 
-    /** Creates a node; a sequential one gets a ten-digit suffix. Returns the created path. */
-    public String create(String path, byte[] data, boolean sequential) throws Exception {
-        return call(Operation.create(path, data, sequential)).text();
+    /**
+     * Creates a node; a sequential one gets a ten-digit suffix, an ephemeral
+     * one lives as long as this client's session. Returns the created path.
+     */
+    public String create(String path, byte[] data, CreateMode mode) throws Exception {
+        return call(Operation.create(path, data, mode)).text();
+    }
+
+    /**
+     * Opens this client's session (closing one it had): the service holds
+     * {@code timeoutMillis} within its bounds (2 to 20 of its ticks) and
+     * returns what it took. The session is renewed every third of that; when
+     * it expires anyway, {@code watcher} gets a SESSION_EXPIRED event.
+     */
+    public long openSession(long timeoutMillis, Watcher watcher) throws Exception {
+        return openSession(timeoutMillis, -1, watcher);
+    }
+
+    /** {@link #openSession(long, Watcher)}, renewing every {@code renewMillis} (-1: a third of the timeout). */
+    public long openSession(long timeoutMillis, long renewMillis, Watcher watcher) throws Exception {
+        stopRenewing();
+        // Not holding this client's lock while calling: the event loop takes it to hand on an expiry.
+        long timeout = call(Operation.openSession((int) Math.min(Integer.MAX_VALUE, timeoutMillis))).version();
+        long every = renewMillis > 0 ? renewMillis : Math.max(1, timeout / 3);
+        synchronized (this) {
+            sessionWatcher = watcher;
+            renewing = renewals.scheduleWithFixedDelay(this::renew, every, every, TimeUnit.MILLISECONDS);
+        }
+        return timeout;
+    }
+
+    /** Closes this client's session: its ephemeral nodes go at once. */
+    public void closeSession() throws Exception {
+        synchronized (this) {
+            stopRenewing();
+            sessionWatcher = null;
+        }
+        call(Operation.closeSession());
+    }
+
+    private synchronized void stopRenewing() {
+        if (renewing != null) {
+            renewing.cancel(false);
+            renewing = null;
+        }
+    }
+
+    /** On the session thread: renews the session; stops once the service says it expired. */
+    private void renew() {
+        try {
+            call(Operation.ping());
+        } catch (CoordinationException e) {
+            if (e.code() == Code.SESSION_EXPIRED) {
+                stopRenewing(); // the expiry's event tells the watcher
+            }
+        } catch (Exception e) {
+            LOG.fine(() -> "session renewal: " + e); // tried again at the next renewal
+        }
     }
 
     /** Deletes a node if it is at {@code version} (-1: any) and has no children. */
@@ -201,8 +275,18 @@ public final class CoordinationClient implements Closeable {
     /** Ends the watches the event fired and hands it to their watchers, on the event thread. */
     private void dispatch(WatchedEvent event) {
         List<Watcher> fired = new ArrayList<>();
+        if (event.type() == EventType.SESSION_EXPIRED) {
+            synchronized (this) {
+                stopRenewing();
+                if (sessionWatcher != null) {
+                    fired.add(sessionWatcher);
+                    sessionWatcher = null;
+                }
+            }
+        }
         synchronized (dataWatchers) {
-            if (event.type() != EventType.NODE_CHILDREN_CHANGED) {
+            if (event.type() == EventType.NODE_CREATED || event.type() == EventType.NODE_DELETED
+                    || event.type() == EventType.NODE_DATA_CHANGED) {
                 fired.addAll(dataWatchers.getOrDefault(event.path(), Set.of()));
                 dataWatchers.remove(event.path());
             }
@@ -221,9 +305,24 @@ public final class CoordinationClient implements Closeable {
         return eventsTaken;
     }
 
-    /** Stops the event thread (the Hybster client is the caller's to close). */
+    /**
+     * Closes the session if one is open (its ephemeral nodes go), and stops
+     * this client's threads (the Hybster client is the caller's to close).
+     */
     @Override
     public void close() {
+        boolean open;
+        synchronized (this) {
+            open = renewing != null;
+        }
+        if (open) {
+            try {
+                closeSession();
+            } catch (Exception e) {
+                LOG.fine(() -> "closing the session: " + e); // it expires instead
+            }
+        }
+        renewals.shutdownNow();
         events.shutdown();
     }
 

@@ -4,7 +4,9 @@ import java.io.ByteArrayInputStream;
 import java.io.DataInputStream;
 import java.io.DataOutputStream;
 import java.io.IOException;
+import java.nio.ByteBuffer;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
@@ -16,11 +18,11 @@ import hybster.replica.Application;
 /**
  * A ZooKeeper-like coordination service as a replicated state machine: a tree
  * of nodes with data and versions. Operations: create (persistent or
- * sequential), delete with an expected version, exists, getData, setData with an
- * expected version, getChildren, and multi (all or nothing). Every operation,
- * reads too, goes through the ordering protocol, so every result is
- * linearizable; a read without a watch may also be answered unordered, when all
- * replicas agree ({@link #read}, {@code Client.read}).
+ * ephemeral, each maybe sequential), delete with an expected version, exists,
+ * getData, setData with an expected version, getChildren, and multi (all or
+ * nothing). Every operation, reads too, goes through the ordering protocol, so
+ * every result is linearizable; a read without a watch may also be answered
+ * unordered, when all replicas agree ({@link #read}, {@code Client.read}).
  *
  * <p>Watches, as ZooKeeper's: exists, getData and getChildren may leave a
  * one-shot watch for their client (exists even on a missing node; the others
@@ -29,6 +31,18 @@ import hybster.replica.Application;
  * {@link WatchedEvent}, numbered per client in execution order, so correct
  * replicas send the same events with the same numbers. A failed operation (a
  * multi that is undone) fires nothing, and operations in a multi set no watch.
+ *
+ * <p>Sessions, as ZooKeeper's: a client opens one with a timeout; its
+ * ephemeral nodes live as long as it does. Every ordered operation of the
+ * client renews it; a session not renewed within its timeout expires, which
+ * deletes its ephemeral nodes (firing their watches) and sends the client a
+ * SESSION_EXPIRED event. Time is the replicated state's own, so that every
+ * replica expires the same sessions at the same point of the order: each
+ * replica proposes its clock reading every {@code tickMillis} as an ordered
+ * operation of its own ({@code Application.clockTick}), and the service's time
+ * is the (f+1)th highest of the replicas' last readings. At least one correct
+ * replica's clock has reached it, so f lying replicas can neither hurry
+ * expiry on nor hold it back (the f+1 correct ones keep ticking).
  *
  * <p>Operations and results travel as {@link Operation} and {@link Result}
  * encodings; {@link CoordinationClient} is the client side.
@@ -40,11 +54,33 @@ public final class CoordinationService implements Application {
         int version;
         /** The next sequence number of a sequential child. */
         int sequence;
+        /** The session an ephemeral node belongs to; 0 for a persistent one. */
+        final long owner;
 
-        Znode(byte[] data) {
+        Znode(byte[] data, long owner) {
             this.data = data;
+            this.owner = owner;
         }
     }
+
+    /** A client's session: its id, timeout, and the service time of its client's last operation. */
+    private static final class Session {
+        final long id;
+        final long timeoutMillis;
+        long lastHeard;
+
+        Session(long id, long timeoutMillis, long lastHeard) {
+            this.id = id;
+            this.timeoutMillis = timeoutMillis;
+            this.lastHeard = lastHeard;
+        }
+    }
+
+    /** How often a replica proposes its clock reading, unless told otherwise. */
+    public static final long DEFAULT_TICK_MILLIS = 500;
+    /** Session timeouts are held within these many ticks (ZooKeeper's bounds). */
+    static final int MIN_TIMEOUT_TICKS = 2;
+    static final int MAX_TIMEOUT_TICKS = 20;
 
     private final TreeMap<String, Znode> tree = new TreeMap<>();
     /** Watching clients by path, in id order: set by exists and getData, and by getChildren. */
@@ -55,12 +91,42 @@ public final class CoordinationService implements Application {
     /** What the executing operation changed, to fire once it succeeded. */
     private final List<Change> changes = new ArrayList<>();
     private Notices notices = (client, payload, proof) -> { };
+    /** Replicas (their indexes are the clients that tick), and how often each ticks. */
+    private final int replicas;
+    private final long tickMillis;
+    /** Each replica's last clock reading; the service's time is the (f+1)th highest (0 before f+1 ticked). */
+    private final long[] clocks;
+    private long now;
+    /** Open sessions by client, in id order (expiry goes in that order). */
+    private final TreeMap<Integer, Session> sessions = new TreeMap<>();
+    private long lastSessionId;
 
     /** A watch table's entry that a change fires, and the event its watchers get. */
     private record Change(Map<String, TreeSet<Integer>> watches, String path, EventType type) { }
 
-    public CoordinationService() {
-        tree.put("/", new Znode(new byte[0]));
+    /** The service of a cluster of {@code replicas}, each proposing its clock every {@link #DEFAULT_TICK_MILLIS}. */
+    public CoordinationService(int replicas) {
+        this(replicas, DEFAULT_TICK_MILLIS);
+    }
+
+    public CoordinationService(int replicas, long tickMillis) {
+        if (replicas < 3 || replicas % 2 == 0 || tickMillis < 1) {
+            throw new IllegalArgumentException(replicas + " replicas ticking every " + tickMillis + " ms");
+        }
+        this.replicas = replicas;
+        this.tickMillis = tickMillis;
+        this.clocks = new long[replicas];
+        tree.put("/", new Znode(new byte[0], 0));
+    }
+
+    @Override
+    public long tickMillis() {
+        return tickMillis;
+    }
+
+    @Override
+    public byte[] clockTick(long nowMillis) {
+        return Operation.tick(nowMillis).encode();
     }
 
     @Override
@@ -77,7 +143,19 @@ public final class CoordinationService implements Application {
             return Result.error(Code.BAD_ARGUMENTS, "undecodable operation: " + e.getMessage()).encode();
         }
         changes.clear();
-        Result result = apply(client, op);
+        Result result;
+        if (client < replicas) {
+            result = op.kind() == Kind.TICK ? tick(client, op.data())
+                    : Result.error(Code.BAD_ARGUMENTS, "a replica's operation is a clock tick");
+        } else if (op.kind() == Kind.TICK) {
+            result = Result.error(Code.BAD_ARGUMENTS, "a client's clock does not count");
+        } else {
+            Session session = sessions.get(client);
+            if (session != null) {
+                session.lastHeard = now; // any ordered operation renews the session
+            }
+            result = apply(client, op);
+        }
         if (result.code() == Code.OK) {
             changes.forEach(this::fire);
         }
@@ -116,7 +194,7 @@ public final class CoordinationService implements Application {
             }
         }
         return switch (op.kind()) {
-            case CREATE -> create(op.path(), op.data(), op.sequential());
+            case CREATE -> create(client, op.path(), op.data(), op.mode());
             case DELETE -> delete(op.path(), op.version());
             case EXISTS -> node == null ? Result.error(Code.NO_NODE, op.path()) : Result.stat(node.version);
             case GET_DATA -> node == null ? Result.error(Code.NO_NODE, op.path())
@@ -125,7 +203,74 @@ public final class CoordinationService implements Application {
             case GET_CHILDREN -> node != null ? Result.children(children(op.path()))
                     : Result.error(Code.NO_NODE, op.path());
             case MULTI -> multi(client, op.operations());
+            case OPEN_SESSION -> openSession(client, op.version());
+            case CLOSE_SESSION -> closeSession(client);
+            case PING -> sessions.containsKey(client) ? Result.ok()
+                    : Result.error(Code.SESSION_EXPIRED, "client " + client + " has no session");
+            case TICK -> Result.error(Code.BAD_ARGUMENTS, "a tick inside multi");
         };
+    }
+
+    /** Opens (or reopens) the client's session with a timeout held within the tick bounds. */
+    private Result openSession(int client, int timeoutMillis) {
+        Session old = sessions.remove(client);
+        if (old != null) {
+            endSession(old);
+        }
+        long timeout = Math.max(MIN_TIMEOUT_TICKS * tickMillis, Math.min(MAX_TIMEOUT_TICKS * tickMillis,
+                timeoutMillis));
+        Session session = new Session(++lastSessionId, timeout, now);
+        sessions.put(client, session);
+        return Result.session(session.id, (int) timeout);
+    }
+
+    private Result closeSession(int client) {
+        Session session = sessions.remove(client);
+        if (session == null) {
+            return Result.error(Code.SESSION_EXPIRED, "client " + client + " has no session");
+        }
+        endSession(session);
+        return Result.ok();
+    }
+
+    /** Deletes the session's ephemeral nodes (in path order: none has children). */
+    private void endSession(Session session) {
+        List<String> ephemeral = tree.entrySet().stream()
+                .filter(entry -> entry.getValue().owner == session.id).map(Map.Entry::getKey).toList();
+        ephemeral.forEach(path -> delete(path, -1));
+    }
+
+    /**
+     * Replica {@code replica}'s clock reads {@code reading}: time moves to the
+     * (f+1)th highest reading, and the sessions not renewed within their
+     * timeout expire, in client order.
+     */
+    private Result tick(int replica, byte[] reading) {
+        if (reading.length != 8) {
+            return Result.error(Code.BAD_ARGUMENTS, "a tick holds a clock reading of 8 bytes");
+        }
+        long clock = ByteBuffer.wrap(reading).getLong();
+        clocks[replica] = Math.max(clocks[replica], clock);
+        long[] sorted = clocks.clone();
+        Arrays.sort(sorted);
+        long time = sorted[sorted.length - 1 - (replicas - 1) / 2];
+        if (time <= now) {
+            return Result.ok();
+        }
+        if (now == 0) {
+            // The first time f+1 replicas ticked: sessions opened before it count from here.
+            sessions.values().forEach(session -> session.lastHeard = time);
+        }
+        now = time;
+        List<Integer> expired = sessions.entrySet().stream()
+                .filter(entry -> now - entry.getValue().lastHeard > entry.getValue().timeoutMillis)
+                .map(Map.Entry::getKey).toList();
+        for (int client : expired) {
+            endSession(sessions.remove(client));
+            long sequence = eventsSent.merge(client, 1L, Long::sum);
+            notices.send(client, new WatchedEvent(sequence, EventType.SESSION_EXPIRED, "").encode(), new byte[0]);
+        }
+        return Result.ok();
     }
 
     /** Sends {@code change}'s event to each client watching there, whose watch it ends. */
@@ -140,21 +285,29 @@ public final class CoordinationService implements Application {
         }
     }
 
-    private Result create(String path, byte[] data, boolean sequential) {
+    private Result create(int client, String path, byte[] data, CreateMode mode) {
         String problem = Paths.check(path);
         if (problem != null || path.equals("/")) {
             return Result.error(Code.BAD_ARGUMENTS, problem != null ? problem : "the root exists");
+        }
+        Session session = sessions.get(client);
+        if (mode.isEphemeral() && session == null) {
+            return Result.error(Code.SESSION_EXPIRED, "an ephemeral node needs a session; client " + client
+                    + " has none");
         }
         Znode parent = tree.get(Paths.parent(path));
         if (parent == null) {
             return Result.error(Code.NO_NODE, Paths.parent(path));
         }
-        String name = sequential ? path + String.format("%010d", parent.sequence) : path;
+        if (parent.owner != 0) {
+            return Result.error(Code.NO_CHILDREN_FOR_EPHEMERALS, Paths.parent(path));
+        }
+        String name = mode.isSequential() ? path + String.format("%010d", parent.sequence) : path;
         if (tree.containsKey(name)) {
             return Result.error(Code.NODE_EXISTS, name);
         }
         parent.sequence++;
-        tree.put(name, new Znode(data));
+        tree.put(name, new Znode(data, mode.isEphemeral() ? session.id : 0));
         changes.add(new Change(dataWatches, name, EventType.NODE_CREATED));
         changes.add(new Change(childWatches, Paths.parent(name), EventType.NODE_CHILDREN_CHANGED));
         return Result.created(name);
@@ -212,9 +365,11 @@ public final class CoordinationService implements Application {
         TreeMap<String, Znode> before = snapshot();
         List<Result> results = new ArrayList<>();
         for (Operation op : operations) {
-            if (op.kind() == Kind.MULTI || op.watch()) {
+            String problem = op.watch() ? "a watch inside multi"
+                    : !op.kind().onTree() ? "a " + op.kind() + " inside multi" : null;
+            if (problem != null) {
                 restore(before);
-                return Result.error(Code.BAD_ARGUMENTS, op.watch() ? "a watch inside multi" : "multi inside multi");
+                return Result.error(Code.BAD_ARGUMENTS, problem);
             }
             Result result = apply(client, op);
             if (result.code() != Code.OK) {
@@ -229,7 +384,7 @@ public final class CoordinationService implements Application {
     private TreeMap<String, Znode> snapshot() {
         TreeMap<String, Znode> copy = new TreeMap<>();
         for (Map.Entry<String, Znode> entry : tree.entrySet()) {
-            Znode node = new Znode(entry.getValue().data);
+            Znode node = new Znode(entry.getValue().data, entry.getValue().owner);
             node.version = entry.getValue().version;
             node.sequence = entry.getValue().sequence;
             copy.put(entry.getKey(), node);
@@ -243,7 +398,25 @@ public final class CoordinationService implements Application {
     }
 
     /** What fired a watch (ZooKeeper's event types). */
-    public enum EventType { NODE_CREATED, NODE_DELETED, NODE_DATA_CHANGED, NODE_CHILDREN_CHANGED }
+    public enum EventType {
+        NODE_CREATED, NODE_DELETED, NODE_DATA_CHANGED, NODE_CHILDREN_CHANGED,
+        /** The client's session expired (path empty): its ephemeral nodes are gone. */
+        SESSION_EXPIRED
+    }
+
+    /** How a created node lives: as long as it is not deleted, or as long as its client's session. */
+    public enum CreateMode {
+        PERSISTENT, PERSISTENT_SEQUENTIAL, EPHEMERAL, EPHEMERAL_SEQUENTIAL;
+
+        public boolean isEphemeral() {
+            return this == EPHEMERAL || this == EPHEMERAL_SEQUENTIAL;
+        }
+
+        /** A sequential node's name gets a ten-digit suffix, the parent's next sequence number. */
+        public boolean isSequential() {
+            return this == PERSISTENT_SEQUENTIAL || this == EPHEMERAL_SEQUENTIAL;
+        }
+    }
 
     /** A fired watch: the {@code sequence}th event of its client, and what happened where. */
     public record WatchedEvent(long sequence, EventType type, String path) {
@@ -271,40 +444,78 @@ public final class CoordinationService implements Application {
     }
 
     /** What an operation does. */
-    public enum Kind { CREATE, DELETE, EXISTS, GET_DATA, SET_DATA, GET_CHILDREN, MULTI }
+    public enum Kind {
+        CREATE, DELETE, EXISTS, GET_DATA, SET_DATA, GET_CHILDREN, MULTI,
+        /** Session operations (OPEN_SESSION's timeout travels in {@code version}), and a replica's clock. */
+        OPEN_SESSION, CLOSE_SESSION, PING, TICK;
+
+        /** An operation on the tree alone: what a multi may hold (its undo restores the tree only). */
+        boolean onTree() {
+            return switch (this) {
+                case CREATE, DELETE, EXISTS, GET_DATA, SET_DATA, GET_CHILDREN -> true;
+                case MULTI, OPEN_SESSION, CLOSE_SESSION, PING, TICK -> false;
+            };
+        }
+    }
 
     /** How an operation ended. */
-    public enum Code { OK, NO_NODE, NODE_EXISTS, BAD_VERSION, NOT_EMPTY, BAD_ARGUMENTS }
+    public enum Code {
+        OK, NO_NODE, NODE_EXISTS, BAD_VERSION, NOT_EMPTY, BAD_ARGUMENTS, SESSION_EXPIRED, NO_CHILDREN_FOR_EPHEMERALS
+    }
 
     /**
      * One operation; {@code version} -1 means any, {@code watch} leaves a watch
      * (exists, getData, getChildren), {@code operations} is MULTI's.
      */
-    public record Operation(Kind kind, String path, byte[] data, int version, boolean sequential, boolean watch,
+    public record Operation(Kind kind, String path, byte[] data, int version, CreateMode mode, boolean watch,
             List<Operation> operations) {
-        public static Operation create(String path, byte[] data, boolean sequential) {
-            return new Operation(Kind.CREATE, path, data, -1, sequential, false, List.of());
+        public static Operation create(String path, byte[] data, CreateMode mode) {
+            return new Operation(Kind.CREATE, path, data, -1, mode, false, List.of());
         }
 
         public static Operation delete(String path, int version) {
-            return new Operation(Kind.DELETE, path, new byte[0], version, false, false, List.of());
+            return of(Kind.DELETE, path, new byte[0], version);
         }
 
         public static Operation setData(String path, byte[] data, int version) {
-            return new Operation(Kind.SET_DATA, path, data, version, false, false, List.of());
+            return of(Kind.SET_DATA, path, data, version);
         }
 
         public static Operation read(Kind kind, String path) {
-            return new Operation(kind, path, new byte[0], -1, false, false, List.of());
+            return of(kind, path, new byte[0], -1);
         }
 
         /** A read that leaves a watch for its client. */
         public static Operation watch(Kind kind, String path) {
-            return new Operation(kind, path, new byte[0], -1, false, true, List.of());
+            return new Operation(kind, path, new byte[0], -1, CreateMode.PERSISTENT, true, List.of());
         }
 
         public static Operation multi(List<Operation> operations) {
-            return new Operation(Kind.MULTI, "", new byte[0], -1, false, false, List.copyOf(operations));
+            return new Operation(Kind.MULTI, "", new byte[0], -1, CreateMode.PERSISTENT, false,
+                    List.copyOf(operations));
+        }
+
+        /** Opens the client's session (ending one it had) with a timeout the service holds within its bounds. */
+        public static Operation openSession(int timeoutMillis) {
+            return of(Kind.OPEN_SESSION, "", new byte[0], timeoutMillis);
+        }
+
+        public static Operation closeSession() {
+            return of(Kind.CLOSE_SESSION, "", new byte[0], -1);
+        }
+
+        /** Renews the client's session, as any ordered operation does. */
+        public static Operation ping() {
+            return of(Kind.PING, "", new byte[0], -1);
+        }
+
+        /** A replica's clock reading (only a replica's counts). */
+        public static Operation tick(long clockMillis) {
+            return of(Kind.TICK, "", ByteBuffer.allocate(8).putLong(clockMillis).array(), -1);
+        }
+
+        private static Operation of(Kind kind, String path, byte[] data, int version) {
+            return new Operation(kind, path, data, version, CreateMode.PERSISTENT, false, List.of());
         }
 
         public byte[] encode() {
@@ -317,7 +528,7 @@ public final class CoordinationService implements Application {
             out.writeInt(data.length);
             out.write(data);
             out.writeInt(version);
-            out.writeBoolean(sequential);
+            out.writeByte(mode.ordinal());
             out.writeBoolean(watch);
             out.writeInt(operations.size());
             for (Operation op : operations) {
@@ -333,7 +544,10 @@ public final class CoordinationService implements Application {
             String path = in.readUTF();
             byte[] data = Codec.readBytes(in);
             int version = in.readInt();
-            boolean sequential = in.readBoolean();
+            int mode = in.readUnsignedByte();
+            if (mode >= CreateMode.values().length) {
+                throw new IllegalArgumentException("unknown create mode " + mode);
+            }
             boolean watch = in.readBoolean();
             int count = in.readInt();
             if (count < 0 || count > 1000) {
@@ -343,7 +557,8 @@ public final class CoordinationService implements Application {
             for (int i = 0; i < count; i++) {
                 operations.add(decode(in));
             }
-            return new Operation(Kind.values()[kind], path, data, version, sequential, watch, operations);
+            return new Operation(Kind.values()[kind], path, data, version, CreateMode.values()[mode], watch,
+                    operations);
         }
     }
 
@@ -371,6 +586,11 @@ public final class CoordinationService implements Application {
 
         static Result children(List<String> names) {
             return new Result(Code.OK, "", new byte[0], -1, List.copyOf(names), List.of());
+        }
+
+        /** An opened session: its id in {@code text}, its timeout in milliseconds in {@code version}. */
+        static Result session(long id, int timeoutMillis) {
+            return new Result(Code.OK, Long.toString(id), new byte[0], timeoutMillis, List.of(), List.of());
         }
 
         static Result multi(List<Result> results) {

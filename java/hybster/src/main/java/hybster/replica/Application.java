@@ -2,8 +2,31 @@ package hybster.replica;
 
 /** The replicated service: deterministic, executed in the same order on every correct replica. */
 public interface Application {
-    /** Executes one client operation and returns its result. */
+    /**
+     * Executes one client operation and returns its result. {@code client} is
+     * a replica's index (below {@code Cluster.FIRST_CLIENT}) for that
+     * replica's clock tick (see {@link #clockTick}).
+     */
     byte[] execute(int client, byte[] operation);
+
+    /**
+     * How often each replica proposes its clock reading, in milliseconds; 0
+     * (the default) for an application that needs no time. The state must
+     * read no clock (replicas would differ), so time enters it as ordered
+     * operations: every so often each replica sends every replica a request
+     * of its own holding {@link #clockTick}'s operation, ordered as a client's
+     * (one at a time, sent again while unexecuted), and executed with the
+     * replica's index as the client. A lying replica may tick anything: the
+     * application should take a time that f+1 replicas' readings reached.
+     */
+    default long tickMillis() {
+        return 0;
+    }
+
+    /** The operation that tells the state this replica's clock reads {@code nowMillis} (see {@link #tickMillis}). */
+    default byte[] clockTick(long nowMillis) {
+        throw new UnsupportedOperationException("an application that needs no time gets no clock ticks");
+    }
 
     /**
      * This replica's proof of {@code result}, the result of {@code operation},

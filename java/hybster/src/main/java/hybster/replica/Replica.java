@@ -91,6 +91,11 @@ import hybster.wire.Message.ViewChange;
  * instance, still arrive in one checked order. With k = 1 this is the protocol
  * above.
  *
+ * <p>Time. An application that needs time (session expiry) gets it as ordered
+ * operations: every {@code Application.tickMillis} each replica proposes its
+ * clock reading as a request of its own, which the others take as a client's
+ * and which executes with the replica's index as client (no reply goes out).
+ *
  * <p>Layout: {@link CounterOrder} keeps each peer's certified messages in
  * counter order, {@link ViewChanges} holds the view change's own state and
  * checks, {@link Certified} says what a certificate covers; this class holds
@@ -123,6 +128,8 @@ public final class Replica implements Closeable {
     private final long checkpointInterval;
     private final int instances;
     private final int maxBatch;
+    /** How often this replica proposes its clock (0: the application needs no time). */
+    private final long tickMillis;
     private volatile long stableCheckpoint;
     private volatile int logSize;
     private volatile int openOrders;
@@ -159,6 +166,8 @@ public final class Replica implements Closeable {
     private List<Checkpoint> stableProof = List.of();
     /** A stable checkpoint is beyond what this replica executed: it needs the state from others. */
     private boolean needsStateTransfer;
+    /** This replica's last clock tick (a request of its own; see {@code Application.tickMillis}). */
+    private Request lastTick;
 
     /** One order number's agreement. */
     private static final class Slot {
@@ -239,6 +248,7 @@ public final class Replica implements Closeable {
         this.checkpointInterval = options.checkpointInterval();
         this.instances = options.instances();
         this.maxBatch = options.maxBatch();
+        this.tickMillis = application.tickMillis();
         for (int instance = 0; instance < instances; instance++) {
             unbatched.add(new ArrayDeque<>());
         }
@@ -253,6 +263,9 @@ public final class Replica implements Closeable {
     public void start() {
         node.start(this::onMessage);
         node.execute(this::watchRequests);
+        if (tickMillis > 0) {
+            node.schedule(tickMillis, this::tick);
+        }
         LOG.info(() -> "replica " + id + " of " + cluster.n() + " (f=" + cluster.f() + ") started in view " + view);
     }
 
@@ -346,6 +359,26 @@ public final class Replica implements Closeable {
         openOrders = slots.size();
     }
 
+    /**
+     * Proposes this replica's clock reading as a request of its own, sent to
+     * every replica as a client sends one; while the last one is unexecuted,
+     * sends that one again instead (one at a time, as a client).
+     */
+    private void tick() {
+        node.schedule(tickMillis, this::tick);
+        if (lastTick == null || isExecuted(lastTick)) {
+            long stamp = lastTick == null ? 1 : lastTick.timestamp() + 1;
+            lastTick = new Request(id, stamp, application.clockTick(System.currentTimeMillis()));
+        }
+        broadcast(lastTick);
+        onRequest(lastTick);
+    }
+
+    /** Whether {@code sender} may send requests: a client, or a replica with its clock ticks. */
+    private boolean mayRequest(int sender) {
+        return sender >= Cluster.FIRST_CLIENT || tickMillis > 0 && sender >= 0 && sender < cluster.n();
+    }
+
     /** Answers a client's unordered read from the state executed so far (the client checks that all agree). */
     private void onRead(Read read) {
         if (read.sender() < Cluster.FIRST_CLIENT) {
@@ -391,13 +424,13 @@ public final class Replica implements Closeable {
     // ---- normal case
 
     private void onRequest(Request request) {
-        if (request.sender() < Cluster.FIRST_CLIENT) {
-            reject(request, "requests come from clients");
+        if (!mayRequest(request.sender())) {
+            reject(request, "requests come from clients (and replicas' clock ticks)");
             return;
         }
         ClientRecord record = clients.get(request.sender());
         if (record != null && request.timestamp() <= record.timestamp()) {
-            if (request.timestamp() == record.timestamp()) {
+            if (request.timestamp() == record.timestamp() && request.sender() >= Cluster.FIRST_CLIENT) {
                 node.send(request.sender(), record.reply()); // the reply was lost: again
             }
             return;
@@ -506,7 +539,7 @@ public final class Replica implements Closeable {
             reject(prepare, "a batch of " + prepare.batch().size() + " requests (at most " + maxBatch + ")");
             return;
         }
-        if (prepare.batch().stream().anyMatch(r -> r.sender() < Cluster.FIRST_CLIENT || instanceOf(r) != instance)) {
+        if (prepare.batch().stream().anyMatch(r -> !mayRequest(r.sender()) || instanceOf(r) != instance)) {
             reject(prepare, "its batch holds a request that is no client's of this instance");
             return;
         }
@@ -624,9 +657,11 @@ public final class Replica implements Closeable {
                 Reply reply = new Reply(id, view, request.timestamp(), result,
                         application.prove(request.operation(), result));
                 clients.put(request.sender(), new ClientRecord(request.timestamp(), reply));
-                executed.incrementAndGet();
                 viewChanges.progressed();
-                node.send(request.sender(), reply);
+                if (request.sender() >= Cluster.FIRST_CLIENT) { // not a clock tick
+                    executed.incrementAndGet();
+                    node.send(request.sender(), reply);
+                }
             }
             results.put(Keys.digest(result));
         }
