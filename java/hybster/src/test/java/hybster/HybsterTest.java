@@ -15,6 +15,7 @@ import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.List;
+import java.util.concurrent.atomic.AtomicBoolean;
 
 import org.junit.After;
 import org.junit.Test;
@@ -587,7 +588,8 @@ public class HybsterTest {
         awaitCount(replica::dropped, 1);
 
         // Malformed: a correct MAC over bytes that are no message.
-        byte[] garbage = {Message.COMMIT, 0, 0, 0, 1, 9, 9};
+        byte[] garbage = ByteBuffer.allocate(23).putLong(1).putLong(1) // the frame's numbering, then no message
+                .put(new byte[] {Message.COMMIT, 0, 0, 0, 1, 9, 9}).array();
         byte[] mac = cluster.keys().mac(1, 0, garbage);
         try (SocketChannel raw = SocketChannel.open(cluster.replicas().get(0))) {
             ByteBuffer frame = ByteBuffer.allocate(4 + garbage.length + mac.length);
@@ -614,6 +616,122 @@ public class HybsterTest {
         awaitCount(replica::rejected, 1);
         Thread.sleep(200);
         assertEquals("the first was accepted, the replay rejected", 1, replica.rejected());
+    }
+
+    /**
+     * A connection between replicas that breaks loses no frame and delivers
+     * none twice: node 1 sends node 0 2,000 frames through a relay that
+     * forwards 1 MiB, swallows the next 256 KiB and resets both its
+     * connections (as a failed link loses what the kernel buffers held); node
+     * 1 reconnects and node 0 gets every frame once, in order. On the JDK's
+     * provider and on rdma-nio's tcp medium (a relay forwards TCP only).
+     */
+    @Test(timeout = 120_000)
+    public void aBrokenConnectionBetweenReplicasLosesNoFrame() throws Exception {
+        aBrokenConnectionBetweenReplicasLosesNoFrame(SelectorProvider.provider());
+        aBrokenConnectionBetweenReplicasLosesNoFrame(RdmaSelectorProvider.withTransport("tcp"));
+    }
+
+    private void aBrokenConnectionBetweenReplicasLosesNoFrame(SelectorProvider provider) throws Exception {
+        Cluster cluster = cluster(3);
+        InetSocketAddress relayed = cluster.replicas().get(0); // where node 1 reaches node 0: the relay
+        InetSocketAddress listen;
+        try (ServerSocket probe = new ServerSocket(0)) {
+            listen = new InetSocketAddress(HOST, probe.getLocalPort());
+        }
+        Node receiver = track(new Node(0, listen, cluster.addresses(), cluster.keys(), provider));
+        java.util.concurrent.BlockingQueue<Long> received = new java.util.concurrent.LinkedBlockingQueue<>();
+        receiver.start(message -> received.add(((Request) message).timestamp()));
+        Relay relay = track(new Relay(relayed, listen, 1 << 20, 256 << 10));
+        Node sender = track(new Node(1, null, cluster.addresses(), cluster.keys(), provider));
+        sender.start(message -> { });
+        int frames = 2000;
+        sender.execute(() -> {
+            for (int i = 1; i <= frames; i++) {
+                sender.send(0, new Request(1, i, new byte[4096])); // a frame's sender is its node
+            }
+        });
+        for (long expected = 1; expected <= frames; expected++) {
+            assertEquals(Long.valueOf(expected),
+                    received.poll(TIMEOUT_MILLIS, java.util.concurrent.TimeUnit.MILLISECONDS));
+        }
+        assertTrue("the relay broke the connection", relay.broke);
+        assertTrue("frames went again after the reconnect", receiver.duplicates() > 0);
+        Thread.sleep(200);
+        assertEquals("nothing twice", null, received.poll());
+    }
+
+    /**
+     * A TCP relay: forwards one way, from each connection it accepts to a new
+     * one to {@code target}; the first connection it breaks, abortively on
+     * both sides, once it forwarded {@code breakAfter} bytes and swallowed
+     * {@code swallow} more.
+     */
+    static final class Relay implements AutoCloseable {
+        private final java.nio.channels.ServerSocketChannel server;
+        private final InetSocketAddress target;
+        private final long breakAfter;
+        private final long swallow;
+        private final Thread thread;
+        private final AtomicBoolean first = new AtomicBoolean(true);
+        volatile boolean broke;
+
+        Relay(InetSocketAddress at, InetSocketAddress target, long breakAfter, long swallow) throws IOException {
+            this.server = java.nio.channels.ServerSocketChannel.open().bind(at);
+            this.target = target;
+            this.breakAfter = breakAfter;
+            this.swallow = swallow;
+            this.thread = new Thread(this::run, "relay");
+            thread.setDaemon(true);
+            thread.start();
+        }
+
+        private void run() {
+            try {
+                while (true) {
+                    SocketChannel in = server.accept();
+                    SocketChannel out = SocketChannel.open(target);
+                    new Thread(() -> forward(in, out), "relay connection").start();
+                }
+            } catch (IOException e) {
+                // closed
+            }
+        }
+
+        private void forward(SocketChannel in, SocketChannel out) {
+            boolean breaking = first.getAndSet(false);
+            ByteBuffer buffer = ByteBuffer.allocate(64 << 10);
+            long forwarded = 0;
+            long swallowed = 0;
+            try (in; out) {
+                while (in.read(buffer) >= 0) {
+                    buffer.flip();
+                    if (breaking && forwarded >= breakAfter) {
+                        swallowed += buffer.remaining();
+                        buffer.clear();
+                        if (swallowed >= swallow) {
+                            in.setOption(java.net.StandardSocketOptions.SO_LINGER, 0);
+                            out.setOption(java.net.StandardSocketOptions.SO_LINGER, 0);
+                            broke = true;
+                            return;
+                        }
+                        continue;
+                    }
+                    forwarded += buffer.remaining();
+                    while (buffer.hasRemaining()) {
+                        out.write(buffer);
+                    }
+                    buffer.clear();
+                }
+            } catch (IOException e) {
+                // the other side went
+            }
+        }
+
+        @Override
+        public void close() throws IOException {
+            server.close();
+        }
     }
 
     static void awaitCount(java.util.function.LongSupplier counter, long atLeast) throws InterruptedException {

@@ -11,7 +11,9 @@ import java.nio.channels.Selector;
 import java.nio.channels.ServerSocketChannel;
 import java.nio.channels.SocketChannel;
 import java.nio.channels.spi.SelectorProvider;
+import java.security.SecureRandom;
 import java.util.ArrayDeque;
+import java.util.Arrays;
 import java.util.HashMap;
 import java.util.Map;
 import java.util.PriorityQueue;
@@ -29,14 +31,21 @@ import hybster.wire.Message;
  * plain {@code java.nio} (the provider it is given: the JDK's, or rdma-nio), so
  * switching the provider switches the transport.
  *
- * <p>Frames are {@code [int length][message][HMAC-SHA256 of the link]}. A frame
- * that is too long, fails its MAC or does not decode is dropped and counted;
- * a peer that sends a bad length loses its connection. A node sends to a
- * replica over its own outgoing connection, and to a client over the
- * connection the client's last authenticated message came on. Frames for a
- * replica wait while its connection is made or remade (a replica that starts
- * late, or restarts), since every certified message must arrive, in order; the
- * frame cut by a broken connection goes again whole. Everything, including the
+ * <p>Frames are {@code [int length][long incarnation][long number][message][HMAC-SHA256
+ * of the link over all but the length]}. A frame that is too long, fails its
+ * MAC or does not decode is dropped and counted; a peer that sends a bad
+ * length loses its connection. A node sends to a replica over its own outgoing
+ * connection, and to a client over the connection the client's last
+ * authenticated message came on.
+ *
+ * <p>Every certified message must reach each replica, in order, so frames to
+ * a replica wait while its connection is made or remade (a replica that starts
+ * late, or restarts), and a broken connection loses none: a replica numbers
+ * its frames to each replica from 1 (per process: its random incarnation tells
+ * a restart), the last {@link #RETAINED_BYTES} written go again after a
+ * reconnect (what the broken connection's kernel buffers held and the peer
+ * never read is among them), and a receiver hands on only frames numbered
+ * past the last it handed on from that sender. Everything, including the
  * handler, runs on the loop thread; other threads hand work over with
  * {@link #execute}.
  */
@@ -54,6 +63,13 @@ public final class Node implements Closeable {
     private static final long MAX_RECONNECT_MILLIS = 5000;
     /** Frames kept for a replica that cannot be reached (beyond: dropped, and counted). */
     private static final int MAX_QUEUED = 100_000;
+    /**
+     * Bytes of the frames last written to a replica that go again after a
+     * reconnect: more than a connection's kernel buffers (send and receive) hold.
+     */
+    static final int RETAINED_BYTES = 16 << 20;
+    /** Frame bytes before the message: incarnation and number. */
+    private static final int NUMBERING = 16;
 
     /** Receives authenticated messages, on the loop thread. */
     public interface Handler {
@@ -69,6 +85,9 @@ public final class Node implements Closeable {
     private final Thread loop;
     private final ConcurrentLinkedQueue<Runnable> tasks = new ConcurrentLinkedQueue<>();
     private final AtomicLong dropped = new AtomicLong();
+    private final AtomicLong duplicates = new AtomicLong();
+    /** This process's frames to replicas: a receiver tells a restarted sender's (numbered from 1 again) by it. */
+    private final long incarnation = new SecureRandom().nextLong();
     private volatile Handler handler = message -> { };
     private volatile boolean running = true;
 
@@ -76,6 +95,8 @@ public final class Node implements Closeable {
     private final Map<Integer, Link> outgoing = new HashMap<>();
     private final Map<Integer, Link> routes = new HashMap<>();
     private final PriorityQueue<Timer> timers = new PriorityQueue<>();
+    /** Per replica that sent to us: the incarnation and number of the last frame handed on. */
+    private final Map<Integer, long[]> lastHandedOn = new HashMap<>();
     private long timerSequence;
 
     /**
@@ -119,6 +140,11 @@ public final class Node implements Closeable {
         return dropped.get();
     }
 
+    /** Frames from replicas that came again after a reconnect and were not handed on twice. */
+    public long duplicates() {
+        return duplicates.get();
+    }
+
     /** Runs {@code task} on the loop thread. */
     public void execute(Runnable task) {
         tasks.add(task);
@@ -138,10 +164,6 @@ public final class Node implements Closeable {
      * client's connection is gone (the client sends its request again).
      */
     public void send(int to, Message message) {
-        byte[] body = Message.encode(message);
-        byte[] mac = keys.mac(id, to, body);
-        ByteBuffer frame = ByteBuffer.allocate(4 + body.length + mac.length);
-        frame.putInt(body.length + mac.length).put(body).put(mac).flip();
         Link link = routes.get(to);
         if (link == null && replicas.containsKey(to)) {
             link = outgoing.get(to);
@@ -155,6 +177,14 @@ public final class Node implements Closeable {
             LOG.fine(() -> "node " + id + ": no way to " + to + ", message dropped");
             return;
         }
+        byte[] body = Message.encode(message);
+        // A replica numbers its frames to replicas (see the class comment); a client's and replies to one carry 0.
+        long number = link.peer >= 0 && replicas.containsKey(id) ? ++link.numbered : 0;
+        byte[] signed = ByteBuffer.allocate(NUMBERING + body.length).putLong(incarnation).putLong(number).put(body)
+                .array();
+        byte[] mac = keys.mac(id, to, signed);
+        ByteBuffer frame = ByteBuffer.allocate(4 + signed.length + mac.length);
+        frame.putInt(signed.length + mac.length).put(signed).put(mac).flip();
         link.enqueue(frame);
     }
 
@@ -240,19 +270,25 @@ public final class Node implements Closeable {
     }
 
     private void deliver(Link link, byte[] frame) {
-        int bodyLength = frame.length - Keys.MAC_LENGTH;
-        if (bodyLength < 5) {
+        int signedLength = frame.length - Keys.MAC_LENGTH;
+        if (signedLength < NUMBERING + 5) {
             dropped.incrementAndGet();
             return;
         }
-        byte[] body = java.util.Arrays.copyOf(frame, bodyLength);
-        byte[] mac = java.util.Arrays.copyOfRange(frame, bodyLength, frame.length);
-        int sender = ByteBuffer.wrap(body, 1, 4).getInt();
-        if (!keys.verify(sender, id, body, mac)) {
+        byte[] signed = Arrays.copyOf(frame, signedLength);
+        byte[] mac = Arrays.copyOfRange(frame, signedLength, frame.length);
+        int sender = ByteBuffer.wrap(signed, NUMBERING + 1, 4).getInt();
+        if (!keys.verify(sender, id, signed, mac)) {
             dropped.incrementAndGet();
             LOG.fine(() -> "node " + id + ": dropped a frame that fails its MAC (claims sender " + sender + ")");
             return;
         }
+        // A replica's frames are handed on once each (a client's requests may come twice anyway).
+        if (replicas.containsKey(sender) && !firstTime(sender, ByteBuffer.wrap(signed, 0, NUMBERING))) {
+            duplicates.incrementAndGet();
+            return;
+        }
+        byte[] body = Arrays.copyOfRange(signed, NUMBERING, signedLength);
         Message message;
         try {
             message = Message.decode(body);
@@ -265,6 +301,32 @@ public final class Node implements Closeable {
             routes.put(sender, link); // replies to a client go back the way it came
         }
         handler.onMessage(message);
+    }
+
+    /**
+     * Whether a replica's frame numbered as {@code numbering} says comes past
+     * the last one handed on from it (else it came again after a reconnect).
+     */
+    private boolean firstTime(int sender, ByteBuffer numbering) {
+        long senderIncarnation = numbering.getLong();
+        long number = numbering.getLong();
+        if (number == 0) {
+            return true; // to a client
+        }
+        long[] last = lastHandedOn.computeIfAbsent(sender, s -> new long[] {senderIncarnation, 0});
+        if (last[0] != senderIncarnation) { // the sender restarted: its frames count from 1 again
+            last[0] = senderIncarnation;
+            last[1] = 0;
+        }
+        if (number <= last[1]) {
+            return false;
+        }
+        if (number > last[1] + 1) {
+            LOG.warning("node " + id + ": frames " + (last[1] + 1) + " to " + (number - 1) + " from replica "
+                    + sender + " were lost");
+        }
+        last[1] = number;
+        return true;
     }
 
     @Override
@@ -337,6 +399,10 @@ public final class Node implements Closeable {
         boolean closed;
         long reconnectMillis = RECONNECT_MILLIS;
         final ArrayDeque<ByteBuffer> pending = new ArrayDeque<>();
+        /** An outgoing link's: frames numbered so far, and the last written ones that go again after a break. */
+        long numbered;
+        final ArrayDeque<ByteBuffer> retained = new ArrayDeque<>();
+        long retainedBytes;
         /** Bytes read and not yet handed on as frames (write mode between reads). */
         ByteBuffer input = ByteBuffer.allocate(INPUT_BUFFER);
 
@@ -373,8 +439,20 @@ public final class Node implements Closeable {
                     break;
                 }
                 pending.poll();
+                if (peer >= 0 && replicas.containsKey(id)) { // (a client sends its request again anyway)
+                    retain(next);
+                }
             }
             updateInterest();
+        }
+
+        /** Keeps a written frame until {@link #RETAINED_BYTES} of later ones were written. */
+        void retain(ByteBuffer frame) {
+            retained.add(frame);
+            retainedBytes += frame.capacity();
+            while (retainedBytes - retained.peek().capacity() >= RETAINED_BYTES) {
+                retainedBytes -= retained.poll().capacity();
+            }
         }
 
         void updateInterest() {
@@ -450,6 +528,11 @@ public final class Node implements Closeable {
             if (!pending.isEmpty()) {
                 pending.peek().rewind(); // a frame cut short goes again whole
             }
+            // What was written may never have reached the peer: it goes again first (the peer skips what it has).
+            while (!retained.isEmpty()) {
+                pending.addFirst(retained.pollLast().rewind());
+            }
+            retainedBytes = 0;
             long delay = reconnectMillis;
             reconnectMillis = Math.min(2 * reconnectMillis, MAX_RECONNECT_MILLIS);
             schedule(delay, () -> {
