@@ -161,13 +161,14 @@ public final class Main {
     }
 
     private static void runReplica(Config config, int id) throws Exception {
+        Cluster cluster = config.cluster();
         Application application =
-                config.application().equals("coordination") ? new CoordinationService(config.cluster().n()) : new Counter();
-        Replica replica = new Replica(id, config.cluster(), new SoftwareTrinx(id, config.cluster().trinxKey(), 1),
+                config.application().equals("coordination") ? new CoordinationService(cluster.n()) : new Counter();
+        Replica replica = new Replica(id, cluster, new SoftwareTrinx(id, cluster.trinxKey(), Replica.COUNTERS),
                 application, config.provider(), config.options());
         replica.start();
         System.out.println("replica " + id + " on " + config.providerName() + " at "
-                + config.cluster().replicas().get(id));
+                + cluster.replicas().get(id));
         CountDownLatch forever = new CountDownLatch(1);
         Runtime.getRuntime().addShutdownHook(new Thread(() -> {
             replica.close();

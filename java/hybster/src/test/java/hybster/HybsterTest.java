@@ -111,8 +111,8 @@ public class HybsterTest {
         List<Replica> replicas = new ArrayList<>();
         for (int id : ids) {
             LogApplication application = new LogApplication();
-            Replica replica = track(new Replica(id, cluster, new SoftwareTrinx(id, TRINX_KEY, 1), application,
-                    provider, options));
+            Replica replica = track(new Replica(id, cluster, new SoftwareTrinx(id, TRINX_KEY, Replica.COUNTERS),
+                    application, provider, options));
             replica.start();
             replicas.add(replica);
             applications.add(application);

@@ -27,6 +27,7 @@ import org.junit.After;
 import org.junit.Test;
 
 import hybster.client.Client;
+import hybster.net.Node;
 import hybster.coordination.CoordinationClient;
 import hybster.coordination.CoordinationException;
 import hybster.coordination.CoordinationService;
@@ -43,6 +44,7 @@ import hybster.ordering.SignedBlock;
 import hybster.replica.Application;
 import hybster.replica.Replica;
 import hybster.trinx.SoftwareTrinx;
+import hybster.wire.Message;
 import rdmanio.nio.RdmaSelectorProvider;
 
 /**
@@ -75,7 +77,7 @@ public class ServicesTest {
         this.cluster = cluster;
         this.provider = provider;
         for (int id = 0; id < 3; id++) {
-            Replica replica = new Replica(id, cluster, new SoftwareTrinx(id, HybsterTest.TRINX_KEY, 1),
+            Replica replica = new Replica(id, cluster, new SoftwareTrinx(id, HybsterTest.TRINX_KEY, Replica.COUNTERS),
                     application.apply(id), provider);
             running.add(replica);
             replicas.add(replica);
@@ -529,6 +531,7 @@ public class ServicesTest {
         assertEquals(Code.NO_CHILDREN_FOR_EPHEMERALS, assertThrows(CoordinationException.class,
                 () -> live.create("/live/child", bytes(""), CreateMode.PERSISTENT)).code());
         assertEquals(0, watching.exists(lapsed, watcher.apply("watching")));
+        forgeClockTicks(TimeUnit.HOURS.toMillis(1));
 
         Set<String> expiry = new java.util.HashSet<>();
         for (int i = 0; i < 2; i++) {
@@ -551,6 +554,9 @@ public class ServicesTest {
         lapsing.close(); // closes the session
         assertEquals(-1, watching.exists(back));
         assertEquals(null, seen.poll());
+        stopAll();
+        running.clear();
+        replicas.clear();
     }
 
     /**
@@ -626,6 +632,38 @@ public class ServicesTest {
         assertEquals("the impatient contender withdrew", 1, setup.getChildren("/lock").size());
         waiting.unlock();
         assertTrue(impatient.tryLock(HybsterTest.TIMEOUT_MILLIS));
+        stopAll();
+        running.clear();
+        replicas.clear();
+    }
+
+    /**
+     * Sends every replica a clock tick {@code aheadMillis} ahead as if from
+     * replicas 1 and 2, as a client can (link keys derive from the master
+     * secret it holds), but without their trusted counters' certificates:
+     * each replica must refuse them.
+     */
+    private void forgeClockTicks(long aheadMillis) throws Exception {
+        long[] rejectedBefore = replicas.stream().mapToLong(Replica::rejected).toArray();
+        byte[] tick = Operation.tick(System.currentTimeMillis() + aheadMillis).encode();
+        byte[] uncertified = ByteBuffer.allocate(40 + tick.length).putLong(0).put(new byte[32]).put(tick).array();
+        for (int impersonated = 1; impersonated <= 2; impersonated++) {
+            Node forger = new Node(impersonated, null, cluster.addresses(), cluster.keys(), provider);
+            running.add(forger);
+            forger.start(message -> { });
+            int as = impersonated;
+            forger.execute(() -> {
+                for (int replica = 0; replica < 3; replica++) {
+                    if (replica != as) {
+                        forger.send(replica, new Message.Request(as, 1_000_000, uncertified));
+                    }
+                }
+            });
+        }
+        for (int replica = 0; replica < 3; replica++) {
+            int forged = replica == 0 ? 2 : 1; // a replica is not sent its own
+            HybsterTest.awaitCount(replicas.get(replica)::rejected, rejectedBefore[replica] + forged);
+        }
     }
 
     private CoordinationClient coordinationClient(Client client) {

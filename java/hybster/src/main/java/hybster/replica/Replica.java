@@ -95,6 +95,8 @@ import hybster.wire.Message.ViewChange;
  * operations: every {@code Application.tickMillis} each replica proposes its
  * clock reading as a request of its own, which the others take as a client's
  * and which executes with the replica's index as client (no reply goes out).
+ * Its trusted counter certifies each tick ({@link #TICK_COUNTER}), since the
+ * link keys that authenticate requests are derived from a secret clients hold.
  *
  * <p>Layout: {@link CounterOrder} keeps each peer's certified messages in
  * counter order, {@link ViewChanges} holds the view change's own state and
@@ -108,6 +110,12 @@ public final class Replica implements Closeable {
     private static final Logger LOG = Logger.getLogger(Replica.class.getName());
     /** The TrInX counter every certified message uses. */
     static final int COUNTER = 0;
+    /** The TrInX counter that certifies this replica's clock ticks (see {@link #tick}). */
+    static final int TICK_COUNTER = 1;
+    /** The counters a replica's trusted subsystem needs. */
+    public static final int COUNTERS = 2;
+    /** Bytes of the certificate in front of a tick's operation: the counter's previous value and the tag. */
+    private static final int TICK_CERTIFICATE_BYTES = 8 + 32;
     public static final long DEFAULT_VIEW_CHANGE_MILLIS = 2000;
     public static final long DEFAULT_CHECKPOINT_INTERVAL = 100;
     /** The most ordering instances (each needs a leader; more than replicas only shares them out). */
@@ -249,6 +257,14 @@ public final class Replica implements Closeable {
         this.instances = options.instances();
         this.maxBatch = options.maxBatch();
         this.tickMillis = application.tickMillis();
+        if (tickMillis > 0) {
+            try {
+                trinx.value(TICK_COUNTER);
+            } catch (RuntimeException e) { // (SoftwareTrinx: out of bounds)
+                throw new IllegalArgumentException("the application's clock ticks need the trusted subsystem's "
+                        + "counter " + TICK_COUNTER + ": give it " + COUNTERS + " counters", e);
+            }
+        }
         for (int instance = 0; instance < instances; instance++) {
             unbatched.add(new ArrayDeque<>());
         }
@@ -367,16 +383,43 @@ public final class Replica implements Closeable {
     private void tick() {
         node.schedule(tickMillis, this::tick);
         if (lastTick == null || isExecuted(lastTick)) {
-            long stamp = lastTick == null ? 1 : lastTick.timestamp() + 1;
-            lastTick = new Request(id, stamp, application.clockTick(System.currentTimeMillis()));
+            long stamp = trinx.value(TICK_COUNTER) + 1;
+            byte[] operation = application.clockTick(System.currentTimeMillis());
+            Certificate certificate = trinx.certify(TICK_COUNTER, stamp, Keys.digest(operation));
+            lastTick = new Request(id, stamp, ByteBuffer.allocate(TICK_CERTIFICATE_BYTES + operation.length)
+                    .putLong(certificate.previous()).put(certificate.tag()).put(operation).array());
         }
         broadcast(lastTick);
         onRequest(lastTick);
     }
 
-    /** Whether {@code sender} may send requests: a client, or a replica with its clock ticks. */
-    private boolean mayRequest(int sender) {
-        return sender >= Cluster.FIRST_CLIENT || tickMillis > 0 && sender >= 0 && sender < cluster.n();
+    /**
+     * What {@code request} asks the application to execute: a client's
+     * operation, or a replica's tick without the certificate in front of it:
+     * {@code [long previous][32-byte tag][operation]}, certifying the
+     * operation's digest with counter value {@code timestamp}.
+     */
+    private static byte[] operationOf(Request request) {
+        return request.sender() >= Cluster.FIRST_CLIENT ? request.operation()
+                : Arrays.copyOfRange(request.operation(), TICK_CERTIFICATE_BYTES, request.operation().length);
+    }
+
+    /** Whether {@code request} may be ordered: a client's, or a clock tick its replica's trusted counter certified. */
+    private boolean mayOrder(Request request) {
+        int sender = request.sender();
+        if (sender >= Cluster.FIRST_CLIENT) {
+            return true;
+        }
+        if (tickMillis == 0 || sender < 0 || sender >= cluster.n()
+                || request.operation().length < TICK_CERTIFICATE_BYTES) {
+            return false;
+        }
+        ByteBuffer tick = ByteBuffer.wrap(request.operation());
+        long previous = tick.getLong();
+        byte[] tag = new byte[TICK_CERTIFICATE_BYTES - 8];
+        tick.get(tag);
+        Certificate certificate = new Certificate(TICK_COUNTER, previous, request.timestamp(), tag);
+        return trinx.verify(sender, certificate, Keys.digest(operationOf(request)));
     }
 
     /** Answers a client's unordered read from the state executed so far (the client checks that all agree). */
@@ -424,8 +467,8 @@ public final class Replica implements Closeable {
     // ---- normal case
 
     private void onRequest(Request request) {
-        if (!mayRequest(request.sender())) {
-            reject(request, "requests come from clients (and replicas' clock ticks)");
+        if (!mayOrder(request)) {
+            reject(request, "requests come from clients (and replicas' certified clock ticks)");
             return;
         }
         ClientRecord record = clients.get(request.sender());
@@ -539,7 +582,7 @@ public final class Replica implements Closeable {
             reject(prepare, "a batch of " + prepare.batch().size() + " requests (at most " + maxBatch + ")");
             return;
         }
-        if (prepare.batch().stream().anyMatch(r -> !mayRequest(r.sender()) || instanceOf(r) != instance)) {
+        if (prepare.batch().stream().anyMatch(r -> !mayOrder(r) || instanceOf(r) != instance)) {
             reject(prepare, "its batch holds a request that is no client's of this instance");
             return;
         }
@@ -653,9 +696,9 @@ public final class Replica implements Closeable {
             ordered.remove(key(request.sender(), request.timestamp()));
             pending.remove(ByteBuffer.wrap(request.digest()));
             if (!isExecuted(request)) { // else ordered twice (a retransmission): executed once
-                result = application.execute(request.sender(), request.operation());
-                Reply reply = new Reply(id, view, request.timestamp(), result,
-                        application.prove(request.operation(), result));
+                byte[] operation = operationOf(request);
+                result = application.execute(request.sender(), operation);
+                Reply reply = new Reply(id, view, request.timestamp(), result, application.prove(operation, result));
                 clients.put(request.sender(), new ClientRecord(request.timestamp(), reply));
                 viewChanges.progressed();
                 if (request.sender() >= Cluster.FIRST_CLIENT) { // not a clock tick
