@@ -492,8 +492,11 @@ public class ServicesTest {
         };
     }
 
-    /** Ticks of the session tests' services (sessions of 0.2 s to 2 s). */
-    private static final long TICK_MILLIS = 100;
+    /**
+     * Ticks of the session tests' services: sessions of 0.2 s to 2 s, five
+     * times that under emulation (an ordered operation takes far longer there).
+     */
+    private static final long TICK_MILLIS = HybsterTest.IN_VM ? 500 : 100;
 
     /**
      * Sessions as ZooKeeper's: an ephemeral node lives while its client's
@@ -520,7 +523,7 @@ public class ServicesTest {
 
         assertEquals("an ephemeral node needs a session", Code.SESSION_EXPIRED, assertThrows(
                 CoordinationException.class, () -> live.create("/live", bytes(""), CreateMode.EPHEMERAL)).code());
-        assertEquals(1000, live.openSession(1000, watcher.apply("live")));
+        assertEquals(10 * TICK_MILLIS, live.openSession(10 * TICK_MILLIS, watcher.apply("live")));
         // held to the service's bounds (2 to 20 ticks), and never renewed: as a client that hangs
         assertEquals(20 * TICK_MILLIS,
                 lapsing.openSession(60_000, TimeUnit.DAYS.toMillis(1), watcher.apply("lapsing")));
@@ -542,14 +545,14 @@ public class ServicesTest {
         assertEquals(Code.SESSION_EXPIRED, assertThrows(CoordinationException.class,
                 () -> lapsing.create("/again", bytes(""), CreateMode.EPHEMERAL)).code());
 
-        Thread.sleep(1500); // one and a half of its timeouts more: renewed, it stays
+        Thread.sleep(15 * TICK_MILLIS); // one and a half of its timeouts more: renewed, it stays
         assertEquals(0, watching.exists("/live", watcher.apply("watching")));
         assertEquals("nothing else expired", null, seen.poll());
         live.closeSession();
         assertEquals("watching NODE_DELETED /live", seen.poll(20, TimeUnit.SECONDS));
         assertEquals(-1, watching.exists("/live"));
 
-        lapsing.openSession(1000, null);
+        lapsing.openSession(10 * TICK_MILLIS, null);
         String back = lapsing.create("/back", bytes(""), CreateMode.EPHEMERAL);
         lapsing.close(); // closes the session
         assertEquals(-1, watching.exists(back));
@@ -580,7 +583,7 @@ public class ServicesTest {
         List<Thread> contenders = new ArrayList<>();
         for (int c = 0; c < 3; c++) {
             CoordinationClient zk = coordinationClient(anotherClient(Cluster.FIRST_CLIENT + 1 + c));
-            zk.openSession(2000, null);
+            zk.openSession(20 * TICK_MILLIS, null);
             Thread contender = new Thread(() -> {
                 DistributedLock lock = new DistributedLock(zk, "/lock");
                 try {
@@ -619,16 +622,16 @@ public class ServicesTest {
         DistributedLock held = new DistributedLock(hanging, "/lock");
         assertTrue(held.tryLock(HybsterTest.TIMEOUT_MILLIS));
         CoordinationClient next = coordinationClient(anotherClient(Cluster.FIRST_CLIENT + 5));
-        next.openSession(2000, null);
+        next.openSession(20 * TICK_MILLIS, null);
         DistributedLock waiting = new DistributedLock(next, "/lock");
         assertTrue("the next contender gets the lock once the holder's session expired",
                 waiting.tryLock(HybsterTest.TIMEOUT_MILLIS));
         assertTrue(waiting.token() > held.token());
         assertEquals("hanging SESSION_EXPIRED", seen.poll(20, TimeUnit.SECONDS));
 
-        setup.openSession(2000, null);
+        setup.openSession(20 * TICK_MILLIS, null);
         DistributedLock impatient = new DistributedLock(setup, "/lock");
-        assertFalse(impatient.tryLock(300));
+        assertFalse(impatient.tryLock(3 * TICK_MILLIS));
         assertEquals("the impatient contender withdrew", 1, setup.getChildren("/lock").size());
         waiting.unlock();
         assertTrue(impatient.tryLock(HybsterTest.TIMEOUT_MILLIS));
