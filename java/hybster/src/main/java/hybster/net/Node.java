@@ -180,11 +180,10 @@ public final class Node implements Closeable {
         byte[] body = Message.encode(message);
         // A replica numbers its frames to replicas (see the class comment); a client's and replies to one carry 0.
         long number = link.peer >= 0 && replicas.containsKey(id) ? ++link.numbered : 0;
-        byte[] signed = ByteBuffer.allocate(NUMBERING + body.length).putLong(incarnation).putLong(number).put(body)
-                .array();
-        byte[] mac = keys.mac(id, to, signed);
-        ByteBuffer frame = ByteBuffer.allocate(4 + signed.length + mac.length);
-        frame.putInt(signed.length + mac.length).put(signed).put(mac).flip();
+        int signed = NUMBERING + body.length;
+        ByteBuffer frame = ByteBuffer.allocate(4 + signed + Keys.MAC_LENGTH);
+        frame.putInt(signed + Keys.MAC_LENGTH).putLong(incarnation).putLong(number).put(body);
+        frame.put(keys.mac(id, to, frame.array(), 4, signed)).flip();
         link.enqueue(frame);
     }
 
@@ -275,20 +274,19 @@ public final class Node implements Closeable {
             dropped.incrementAndGet();
             return;
         }
-        byte[] signed = Arrays.copyOf(frame, signedLength);
         byte[] mac = Arrays.copyOfRange(frame, signedLength, frame.length);
-        int sender = ByteBuffer.wrap(signed, NUMBERING + 1, 4).getInt();
-        if (!keys.verify(sender, id, signed, mac)) {
+        int sender = ByteBuffer.wrap(frame, NUMBERING + 1, 4).getInt();
+        if (!keys.verify(sender, id, frame, 0, signedLength, mac)) {
             dropped.incrementAndGet();
             LOG.fine(() -> "node " + id + ": dropped a frame that fails its MAC (claims sender " + sender + ")");
             return;
         }
         // A replica's frames are handed on once each (a client's requests may come twice anyway).
-        if (replicas.containsKey(sender) && !firstTime(sender, ByteBuffer.wrap(signed, 0, NUMBERING))) {
+        if (replicas.containsKey(sender) && !firstTime(sender, ByteBuffer.wrap(frame, 0, NUMBERING))) {
             duplicates.incrementAndGet();
             return;
         }
-        byte[] body = Arrays.copyOfRange(signed, NUMBERING, signedLength);
+        byte[] body = Arrays.copyOfRange(frame, NUMBERING, signedLength);
         Message message;
         try {
             message = Message.decode(body);

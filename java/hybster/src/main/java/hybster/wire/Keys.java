@@ -55,20 +55,35 @@ public final class Keys {
         return hmac(linkKey(sender, receiver), body);
     }
 
+    /** The MAC of {@code length} bytes of {@code data} from {@code offset}, from {@code sender} to {@code receiver}. */
+    public byte[] mac(int sender, int receiver, byte[] data, int offset, int length) {
+        return hmac(linkKey(sender, receiver), data, offset, length);
+    }
+
     /** Whether {@code mac} authenticates {@code body} on the link of sender and receiver. */
     public boolean verify(int sender, int receiver, byte[] body, byte[] mac) {
         return MessageDigest.isEqual(mac(sender, receiver, body), mac);
     }
 
+    /** Whether {@code mac} authenticates the {@code length} bytes of {@code data} from {@code offset}. */
+    public boolean verify(int sender, int receiver, byte[] data, int offset, int length, byte[] mac) {
+        return MessageDigest.isEqual(mac(sender, receiver, data, offset, length), mac);
+    }
+
     /** HMAC-SHA256 of {@code data} under {@code key}. */
     public static byte[] hmac(SecretKeySpec key, byte[] data) {
+        return hmac(key, data, 0, data.length);
+    }
+
+    private static byte[] hmac(SecretKeySpec key, byte[] data, int offset, int length) {
         Mac mac = HMAC.get();
         try {
             mac.init(key);
         } catch (GeneralSecurityException e) {
             throw new IllegalArgumentException("not an HMAC key", e);
         }
-        return mac.doFinal(data);
+        mac.update(data, offset, length);
+        return mac.doFinal();
     }
 
     /** SHA-256 of {@code data}. */
