@@ -11,6 +11,7 @@
 //! - `datagram`: a kernel UDP socket (the provider's `DatagramChannel`), likewise;
 //! - `transport`: choosing the medium for a peer (rdma, shm, tcp, auto).
 
+pub(crate) mod connecting;
 pub mod datagram;
 pub mod pipe;
 pub mod rdma_stream;

@@ -31,6 +31,7 @@
 
 use std::mem;
 use std::net::SocketAddr;
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -39,7 +40,7 @@ use crate::media::ring::{RingConfig, RingReader, RingWriter, Violation};
 use crate::media::stream::{ops, ByteStream, Interest, ReadOutcome, WaitSource};
 use crate::rdma::closer::{Close, Closing, Settle, CLOSE_WAIT};
 use crate::rdma::completions::{CompletionChannel, GroupOffer};
-use crate::rdma::endpoint::{DataPath, Endpoint, Listener, QpShape, Request};
+use crate::rdma::endpoint::{DataPath, Endpoint, Listener, QpShape, Request, Resolving};
 use crate::rdma::hello::{Hello, PathKind, RingGrant};
 use crate::rdma::verbs::{Access, Completion, MemoryRegion, RemoteAddr, SendRequest};
 use crate::sys::{self, Deadline};
@@ -155,17 +156,30 @@ impl RdmaStream {
         timeout: Option<Duration>,
         offer: &GroupOffer,
     ) -> Result<RdmaStream> {
-        let mut endpoint = Endpoint::resolve(from, addr, SHAPE, timeout, offer)?;
+        let endpoint = Endpoint::resolve(from, addr, SHAPE, timeout, offer)?;
+        let mut connecting = RdmaStream::start_connect(endpoint, options)?;
+        let reply = connecting.await_connected()?;
+        connecting.finish(reply)
+    }
+
+    /// Starts resolving `addr` for a ring stream's queue pair (from `from`,
+    /// a client's bind, when given): `start_connect` takes the endpoint.
+    pub(crate) fn resolve(
+        from: Option<SocketAddr>,
+        addr: SocketAddr,
+        deadline: Deadline,
+    ) -> Result<Resolving> {
+        Resolving::start(from, addr, SHAPE, deadline)
+    }
+
+    /// Registers the ring's memory on a resolved `endpoint` and sends the
+    /// connect request: `RingsConnecting::finish` builds the stream from the
+    /// answer `Endpoint::connected` brings.
+    pub(crate) fn start_connect(mut endpoint: Endpoint, options: StreamOptions) -> Result<RingsConnecting> {
         let (incoming, grant) = grant_memory(&endpoint, options)?;
         post_receives(&endpoint, RECV_DEPTH)?;
-        let reply = endpoint.connect(&Hello::rings(grant))?;
-        if reply.kind != PathKind::Rings {
-            return Err(Error::InvalidArgument(format!(
-                "{addr} answered with a {:?} connection",
-                reply.kind
-            )));
-        }
-        RingPath::build(endpoint, incoming, grant, reply.grant).map(Closing::new)
+        endpoint.start_connect(&Hello::rings(grant))?;
+        Ok(RingsConnecting { incoming, grant, endpoint })
     }
 
     /// Checks the client's grant before accepting, so a bad one is refused.
@@ -176,6 +190,43 @@ impl RdmaStream {
         let mut stream = RingPath::build(endpoint, incoming, grant, hello.grant)?;
         stream.endpoint.accept(&Hello::rings(grant))?;
         Ok(Closing::new(stream))
+    }
+}
+
+/// A ring stream's connect whose request is out, waiting for the answer.
+pub(crate) struct RingsConnecting {
+    // Declared before the endpoint: the memory goes before its PD.
+    incoming: MemoryRegion,
+    grant: RingGrant,
+    endpoint: Endpoint,
+}
+
+impl RingsConnecting {
+    /// The fd that becomes readable when the answer is there.
+    pub(crate) fn event_fd(&self) -> RawFd {
+        self.endpoint.event_fd()
+    }
+
+    /// The peer's hello once it answered (see `Endpoint::connected`).
+    pub(crate) fn connected(&mut self) -> Result<Option<Hello>> {
+        self.endpoint.connected()
+    }
+
+    /// Waits for the peer's answer.
+    fn await_connected(&mut self) -> Result<Hello> {
+        self.endpoint.await_connected()
+    }
+
+    /// The stream, from the peer's answer (`reply`).
+    pub(crate) fn finish(self, reply: Hello) -> Result<RdmaStream> {
+        if reply.kind != PathKind::Rings {
+            return Err(Error::InvalidArgument(format!(
+                "{} answered with a {:?} connection",
+                self.endpoint.peer(),
+                reply.kind
+            )));
+        }
+        RingPath::build(self.endpoint, self.incoming, self.grant, reply.grant).map(Closing::new)
     }
 }
 

@@ -27,6 +27,7 @@
 use std::collections::VecDeque;
 use std::mem;
 use std::net::SocketAddr;
+use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,7 +37,7 @@ use crate::media::ring::Violation;
 use crate::media::stream::{ops, ByteStream, Interest, ReadOutcome, WaitSource};
 use crate::rdma::closer::{Close, Closing, Settle, CLOSE_WAIT};
 use crate::rdma::completions::{CompletionChannel, GroupOffer};
-use crate::rdma::endpoint::{DataPath, Endpoint, QpShape, Request};
+use crate::rdma::endpoint::{DataPath, Endpoint, QpShape, Request, Resolving};
 use crate::rdma::hello::{Hello, PathKind, SlotGrant};
 use crate::rdma::verbs::{Access, Completion, MemoryRegion, SendRequest, POLL_BATCH};
 use crate::sys::Deadline;
@@ -372,28 +373,39 @@ impl SendStream {
         timeout: Option<Duration>,
         offer: &GroupOffer,
     ) -> Result<SendStream> {
-        options.check()?;
+        let endpoint = Endpoint::resolve(from, addr, connect_shape(&options)?, timeout, offer)?;
+        let mut connecting = SendStream::start_connect(endpoint, options)?;
+        let reply = connecting.await_connected()?;
+        connecting.finish(reply)
+    }
+
+    /// Starts resolving `addr` for a two-sided stream's queue pair (from
+    /// `from`, a client's bind, when given): `start_connect` takes the endpoint.
+    pub(crate) fn resolve(
+        from: Option<SocketAddr>,
+        addr: SocketAddr,
+        options: &SendOptions,
+        deadline: Deadline,
+    ) -> Result<Resolving> {
+        Resolving::start(from, addr, connect_shape(options)?, deadline)
+    }
+
+    /// Registers and posts the receive slots on a resolved `endpoint` and
+    /// sends the connect request: `SendsConnecting::finish` builds the stream
+    /// from the answer `Endpoint::connected` brings.
+    pub(crate) fn start_connect(endpoint: Endpoint, options: SendOptions) -> Result<SendsConnecting> {
         let own = options.grant();
-        let own_receives = options.slots_per_connection() as u32;
-        let endpoint = Endpoint::resolve(from, addr, shape(SEND_DEPTH, own_receives), timeout, offer)?;
         let slots = MemoryRegion::new(
             endpoint.pd(),
             options.slots_per_connection() * options.slot_len,
             Access::LocalWrite,
         )?;
-        let mut stream = SendPath::build(endpoint, Receives::Own(slots), own);
+        let mut path = SendPath::build(endpoint, Receives::Own(slots), own);
         for slot in 0..options.slots_per_connection() as u32 {
-            stream.repost(slot)?;
+            path.repost(slot)?;
         }
-        let reply = stream.endpoint.connect(&Hello::sends(own))?;
-        if reply.kind != PathKind::Sends {
-            return Err(Error::InvalidArgument(format!(
-                "{addr} answered with a {:?} connection",
-                reply.kind
-            )));
-        }
-        stream.accept_peer_grant(reply.slots)?;
-        Ok(Closing::new(stream))
+        path.endpoint.start_connect(&Hello::sends(own))?;
+        Ok(SendsConnecting { path })
     }
 
     /// Accepts a two-sided request, its receives from `pool`. A pool that is
@@ -419,6 +431,47 @@ impl SendStream {
         stream.accept_peer_grant(peer)?;
         stream.endpoint.accept(&Hello::sends(own))?;
         Ok(Closing::new(stream))
+    }
+}
+
+/// A client's queue pair shape for `options` (checked): its own receives.
+fn connect_shape(options: &SendOptions) -> Result<QpShape> {
+    options.check()?;
+    Ok(shape(SEND_DEPTH, options.slots_per_connection() as u32))
+}
+
+/// A two-sided stream's connect whose request is out, waiting for the answer.
+pub(crate) struct SendsConnecting {
+    path: SendPath,
+}
+
+impl SendsConnecting {
+    /// The fd that becomes readable when the answer is there.
+    pub(crate) fn event_fd(&self) -> RawFd {
+        self.path.endpoint.event_fd()
+    }
+
+    /// The peer's hello once it answered (see `Endpoint::connected`).
+    pub(crate) fn connected(&mut self) -> Result<Option<Hello>> {
+        self.path.endpoint.connected()
+    }
+
+    /// Waits for the peer's answer.
+    fn await_connected(&mut self) -> Result<Hello> {
+        self.path.endpoint.await_connected()
+    }
+
+    /// The stream, from the peer's answer (`reply`).
+    pub(crate) fn finish(mut self, reply: Hello) -> Result<SendStream> {
+        if reply.kind != PathKind::Sends {
+            return Err(Error::InvalidArgument(format!(
+                "{} answered with a {:?} connection",
+                self.path.endpoint.peer(),
+                reply.kind
+            )));
+        }
+        self.path.accept_peer_grant(reply.slots)?;
+        Ok(Closing::new(self.path))
     }
 }
 

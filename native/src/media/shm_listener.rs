@@ -160,6 +160,44 @@ impl ShmStream {
         timeout: Option<Duration>,
         waker: Option<RawFd>,
     ) -> Result<ShmStream> {
+        let mut handover = ShmHandover::start(addr, from, Deadline::after(timeout))?;
+        loop {
+            if let Some(stream) = handover.try_finish()? {
+                return Ok(stream);
+            }
+            let waiting = [handover.fd(), waker.unwrap_or(-1)];
+            let [answered, woken] = sys::wait_readable("shm handover", waiting, handover.deadline)?;
+            if woken && !answered {
+                return Err(Error::Closed("connect"));
+            }
+        }
+    }
+}
+
+/// A client's connect to an shm listener whose answer (the region's fds)
+/// has not come yet: `try_finish` takes it without waiting once `fd` is
+/// readable, so a connect needs no thread to wait for it.
+pub(crate) struct ShmHandover {
+    /// Until it goes to the stream (its liveness socket: the fd a selector
+    /// watched stays the connection's).
+    socket: Option<UnixStream>,
+    local: SocketAddr,
+    addr: SocketAddr,
+    /// The port held for the connection's life, when the client had no bind.
+    port: Option<ReservedPort>,
+    deadline: Deadline,
+}
+
+impl ShmHandover {
+    /// Connects to the listener on `addr` (see `ShmListener::connect`).
+    ///
+    /// # Errors
+    /// `ConnectionRefused` when no shm listener has the address.
+    pub(crate) fn start(
+        addr: SocketAddr,
+        from: Option<SocketAddr>,
+        deadline: Deadline,
+    ) -> Result<ShmHandover> {
         let (local, port) = match from {
             // Bound to a wildcard address: the connection is on the one it reached.
             Some(from) if from.ip().is_unspecified() => (SocketAddr::new(addr.ip(), from.port()), None),
@@ -177,20 +215,32 @@ impl ShmStream {
                     }
                     _ => Error::Os { op: "connect(shm listener)", source },
                 })?;
-        if let Some(waker) = waker {
-            let [answered, woken] =
-                sys::wait_readable("shm handover", [socket.as_raw_fd(), waker], Deadline::after(timeout))?;
-            if woken && !answered {
-                return Err(Error::Closed("connect"));
-            }
-        }
-        socket
-            .set_read_timeout(timeout)
-            .map_err(|source| Error::Os { op: "shm handover timeout", source })?;
-        let [region, doorbell0, doorbell1] = receive_fds(&socket, timeout)?;
-        Ok(ShmStream::open(ShmFds { region, doorbells: [doorbell0, doorbell1] }, 1)?
-            .with_liveness(socket)?
-            .with_addresses(local, addr, port))
+        socket.set_nonblocking(true).map_err(|source| Error::Os { op: "fcntl(shm handover)", source })?;
+        Ok(ShmHandover { socket: Some(socket), local, addr, port, deadline })
+    }
+
+    /// The fd that becomes readable when the listener has answered.
+    pub(crate) fn fd(&self) -> RawFd {
+        self.socket.as_ref().map_or(-1, AsRawFd::as_raw_fd)
+    }
+
+    /// The stream once the listener's answer is there, `None` before.
+    ///
+    /// # Errors
+    /// `TimedOut` once the deadline passed without an answer; an answer that
+    /// is not an rdma-nio shm listener's of this version.
+    pub(crate) fn try_finish(&mut self) -> Result<Option<ShmStream>> {
+        let socket =
+            self.socket.as_ref().ok_or_else(|| Error::InvalidArgument("the handover is done".into()))?;
+        let Some([region, doorbell0, doorbell1]) = receive_fds(socket)? else {
+            return match self.deadline.expired() {
+                true => Err(self.deadline.timed_out("shm handover")),
+                false => Ok(None),
+            };
+        };
+        let stream = ShmStream::open(ShmFds { region, doorbells: [doorbell0, doorbell1] }, 1)?;
+        let socket = self.socket.take().expect("looked at above");
+        Ok(Some(stream.with_liveness(socket)?.with_addresses(self.local, self.addr, self.port.take())))
     }
 }
 
@@ -200,15 +250,15 @@ fn send_fds(socket: &UnixStream, fds: &[RawFd; 3]) -> Result<()> {
         .map_err(|source| Error::Os { op: "sendmsg(shm handover)", source })
 }
 
-/// Receives the version byte and exactly three fds.
-fn receive_fds(socket: &UnixStream, timeout: Option<Duration>) -> Result<[OwnedFd; 3]> {
+/// Receives the version byte and exactly three fds: `None` while nothing
+/// came (the socket is non-blocking).
+fn receive_fds(socket: &UnixStream) -> Result<Option<[OwnedFd; 3]>> {
     let invalid = |why: &str| Error::InvalidArgument(format!("shm handover: {why}"));
-    let received = fd_passing::receive(socket, 3).map_err(|source| match source.kind() {
-        std::io::ErrorKind::WouldBlock => {
-            Error::TimedOut { op: "shm handover", timeout: timeout.unwrap_or_default() }
-        }
-        _ => Error::Os { op: "recvmsg(shm handover)", source },
-    })?;
+    let received = match fd_passing::receive(socket, 3) {
+        Ok(received) => received,
+        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
+        Err(source) => return Err(Error::Os { op: "recvmsg(shm handover)", source }),
+    };
     if received.byte != Some(HANDOVER_VERSION) {
         return Err(invalid("not an rdma-nio shm listener of this version"));
     }
@@ -216,7 +266,7 @@ fn receive_fds(socket: &UnixStream, timeout: Option<Duration>) -> Result<[OwnedF
         return Err(invalid("more fds than expected"));
     }
     let fds = received.fds;
-    fds.try_into().map_err(|fds: Vec<OwnedFd>| invalid(&format!("{} fds, expected 3", fds.len())))
+    fds.try_into().map(Some).map_err(|fds: Vec<OwnedFd>| invalid(&format!("{} fds, expected 3", fds.len())))
 }
 
 #[cfg(test)]

@@ -19,18 +19,17 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
+use crate::media::connecting::Connect;
 use crate::media::rdma_stream::{RdmaStream, StreamOptions};
 use crate::media::receive_pool::ReceivePool;
 use crate::media::ring::RingConfig;
 use crate::media::send_stream::{SendOptions, SendStream};
-use crate::media::shm::ShmStream;
 use crate::media::shm_listener::ShmListener;
 use crate::media::stream::{ByteStream, WaitSource};
 use crate::media::tcp::TcpByteStream;
 use crate::rdma::completions::{CompletionGroup, GroupOffer};
 use crate::rdma::endpoint::{Listener, Request};
 use crate::rdma::hello::{Hello, PathKind};
-use crate::sys::port::ReservedPort;
 use crate::sys::{self, Deadline};
 
 /// Which medium a connection may use.
@@ -192,88 +191,13 @@ pub fn connect(
     options: &TransportOptions,
     timeout: Option<Duration>,
 ) -> Result<(Medium, Stream)> {
-    connect_offered(addr, transport, options, timeout, &GroupOffer::default(), None)
-}
-
-/// `connect`, an RDMA connection at the completion group `offer` holds when
-/// its queue pair is made (that of the selector the socket is registered
-/// with), from the address `from` holds (a client's bind): a TCP connection
-/// from its very socket, an RDMA one from its address and port (RDMA ports
-/// are a space of their own), an shm one named by it.
-pub(crate) fn connect_offered(
-    addr: SocketAddr,
-    transport: Transport,
-    options: &TransportOptions,
-    timeout: Option<Duration>,
-    offer: &GroupOffer,
-    from: Option<&ReservedPort>,
-) -> Result<(Medium, Stream)> {
-    match transport {
-        Transport::Rdma => match RdmaStream::connect_offered(
-            from.map(ReservedPort::addr),
-            addr,
-            options.rdma,
-            timeout,
-            offer,
-        ) {
-            Ok(stream) => Ok((Medium::Rdma, Box::new(stream))),
-            Err(Error::SendsOnly(_)) => {
-                log::debug!("{addr} grants two-sided sends only");
-                let stream = SendStream::connect_offered(
-                    from.map(ReservedPort::addr),
-                    addr,
-                    options.sends,
-                    timeout,
-                    offer,
-                )?;
-                Ok((Medium::RdmaSends, Box::new(stream)))
-            }
-            Err(err) => Err(err),
-        },
-        Transport::Shm => {
-            if !is_local(addr.ip()) {
-                return Err(Error::NotLocal(addr));
-            }
-            Ok((Medium::Shm, Box::new(ShmStream::connect(addr, from.map(ReservedPort::addr), timeout)?)))
-        }
-        Transport::Tcp => {
-            let socket = sys::port::connect_tcp(from, addr, timeout, None)
-                .map_err(|source| tcp_connect_error(addr, timeout, source))?;
-            Ok((Medium::Tcp, Box::new(TcpByteStream::new(socket)?)))
-        }
-        Transport::Auto => {
-            if is_local(addr.ip()) {
-                match connect_offered(addr, Transport::Shm, options, timeout, offer, from) {
-                    Err(Error::ConnectionRefused(_)) => {} // no rdma-nio listener here: maybe plain TCP
-                    done => return done,
-                }
-            }
-            connect_past_shm(addr, options, timeout, offer, from)
-        }
-    }
+    Connect::start(addr, transport, options.clone(), timeout, GroupOffer::default(), None)?.finish_blocking()
 }
 
 /// Whether the host has an RDMA device at all (a few syscalls: no cache, so
 /// a device added later is found). Without one, `auto` goes straight to TCP.
 pub(crate) fn host_has_rdma() -> bool {
     crate::rdma::verbs::device_names().is_ok()
-}
-
-/// `auto` where shm does not reach the peer: RDMA when a device reaches it, else TCP.
-pub(crate) fn connect_past_shm(
-    addr: SocketAddr,
-    options: &TransportOptions,
-    timeout: Option<Duration>,
-    offer: &GroupOffer,
-    from: Option<&ReservedPort>,
-) -> Result<(Medium, Stream)> {
-    match connect_offered(addr, Transport::Rdma, options, timeout, offer, from) {
-        Err(err @ (Error::NoDevice(_) | Error::Unreachable { .. } | Error::ConnectionRefused(_))) => {
-            log::debug!("auto transport to {addr}: no RDMA ({err}), using TCP");
-        }
-        done => return done,
-    }
-    connect_offered(addr, Transport::Tcp, options, timeout, offer, from)
 }
 
 /// A failed TCP connect to `addr` as the engine reports it.

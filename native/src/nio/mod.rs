@@ -9,7 +9,6 @@
 //! - `spin`: when a waiter spins before it sleeps (adaptive polling).
 
 pub(crate) mod backlog;
-pub(crate) mod connector;
 pub mod poller;
 pub mod socket;
 pub(crate) mod spin;

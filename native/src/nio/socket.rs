@@ -21,10 +21,9 @@
 //! once), but the stream and its fds live until the last `Arc` goes. A selector
 //! that still watches the fds never sees them closed and reused under it.
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -32,6 +31,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
+use crate::media::connecting::Connect;
 use crate::media::datagram::DatagramSocket;
 use crate::media::pipe::PipeEnd;
 use crate::media::shm::ShmStream;
@@ -39,7 +39,6 @@ use crate::media::stream::{ops, ByteStream, ReadOutcome, WaitSource};
 use crate::media::tcp::TcpByteStream;
 use crate::media::transport::{self, Medium, Stream, StreamListener, Transport, TransportOptions};
 use crate::nio::backlog::Backlog;
-use crate::nio::connector;
 use crate::nio::spin::AdaptiveSpin;
 use crate::rdma::closer::{self, Settle};
 use crate::rdma::completions::{CompletionChannel, CompletionGroup, GroupOffer};
@@ -80,18 +79,6 @@ const INHERITED_BACKLOG: usize = 50;
 type Sources = [WaitSource; 3];
 const NO_SOURCE: WaitSource = (-1, 0);
 
-/// Signals a connect's completion eventfd when dropped: whatever became of
-/// the connect, its waiters wake and find out.
-struct SignalOnDrop(Arc<OwnedFd>, SocketAddr);
-
-impl Drop for SignalOnDrop {
-    fn drop(&mut self) {
-        if let Err(err) = sys::signal_eventfd(&self.0) {
-            log::error!("connect to {}: cannot signal completion: {err}", self.1);
-        }
-    }
-}
-
 /// What a look at a socket found (`Socket::look`).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Look {
@@ -108,7 +95,7 @@ pub struct Socket {
     turn: Condvar,
     /// Written to wake the sleeper: by `close` (for good), by a new waiter, and
     /// by changes no source signals (also for the selectors that watch it).
-    kick: OwnedFd,
+    kick: Arc<OwnedFd>,
     closed: AtomicBool,
     /// How long a blocked operation polls before it sleeps (a time is the
     /// most it spins: see `State::spin`).
@@ -139,11 +126,13 @@ impl Spin {
 
 struct State {
     role: Role,
-    /// A connect attempt's completion signal, kept as long as the socket so its
-    /// fd number is never reused while a selector may still watch it.
-    connect_signal: Option<Arc<OwnedFd>>,
-    /// A failed TCP connect's socket (`Pending::Tcp`), kept likewise.
-    failed_connect: Option<OwnedFd>,
+    /// The socket's kick (`Socket::kick`): a connect that moves on to another
+    /// fd rings it, so that selectors watch the new one.
+    kick: Arc<OwnedFd>,
+    /// The connect, once it is over (made or failed), kept as long as the
+    /// socket so the fd numbers it had are never reused while a selector
+    /// may still watch them.
+    spent_connect: Option<Box<Connect>>,
     /// A thread sleeps on the sources, for these interests.
     sleeper: Option<u32>,
     /// How many threads wait for each interest bit (indexed by bit number).
@@ -166,9 +155,10 @@ struct State {
 }
 
 enum Role {
+    /// Its fd is among the sources: a look moves it on.
     Connecting {
         addr: SocketAddr,
-        pending: Pending,
+        connect: Box<Connect>,
     },
     Connected(Connected),
     Listening {
@@ -181,61 +171,6 @@ enum Role {
     Fresh,
 }
 
-/// How a connect is under way.
-enum Pending {
-    /// On a connector thread (connection setup over rdma_cm or shm's
-    /// rendezvous blocks), which sends its outcome here and then rings
-    /// `State::connect_signal`.
-    Thread(Receiver<Result<(Medium, Stream)>>),
-    /// A non-blocking kernel TCP connect, as the JDK's: its socket becomes
-    /// writable when done. It fails with `TimedOut` when looked at after
-    /// `deadline`, as a connector thread's would at the deadline.
-    Tcp { socket: Option<OwnedFd>, deadline: Deadline, timeout: Option<Duration> },
-}
-
-impl Pending {
-    /// The connection, once made: `None` while under way.
-    fn outcome(&mut self, addr: SocketAddr) -> Result<Option<(Medium, Stream)>> {
-        match self {
-            Pending::Thread(outcome) => match outcome.try_recv() {
-                Err(TryRecvError::Empty) => Ok(None),
-                Ok(made) => made.map(Some),
-                Err(TryRecvError::Disconnected) => {
-                    Err(Error::InvalidArgument("the connect thread ended without an outcome".into()))
-                }
-            },
-            Pending::Tcp { socket, deadline, timeout } => {
-                let Some(fd) = socket.as_ref() else {
-                    return Err(Error::InvalidArgument("the connect was taken".into()));
-                };
-                // A look: poll(2) without waiting.
-                let done = match sys::wait_for(
-                    "tcp connect",
-                    [(fd.as_raw_fd(), libc::POLLOUT)],
-                    Deadline::after(Some(Duration::ZERO)),
-                ) {
-                    Ok(_) => true,
-                    Err(Error::TimedOut { .. }) => false,
-                    Err(err) => return Err(err),
-                };
-                if !done {
-                    if deadline.expired() {
-                        return Err(Error::TimedOut {
-                            op: "tcp connect",
-                            timeout: timeout.unwrap_or_default(),
-                        });
-                    }
-                    return Ok(None);
-                }
-                sys::port::connect_outcome(fd)
-                    .map_err(|source| transport::tcp_connect_error(addr, *timeout, source))?;
-                let connected = socket.take().map(TcpStream::from).map(TcpByteStream::new).transpose()?;
-                Ok(connected.map(|stream| (Medium::Tcp, Box::new(stream) as Stream)))
-            }
-        }
-    }
-}
-
 struct Connected {
     medium: Medium,
     stream: Stream,
@@ -244,16 +179,17 @@ struct Connected {
 }
 
 impl Socket {
-    fn new(role: Role, connect_signal: Option<Arc<OwnedFd>>, spin: Spin) -> Result<Arc<Socket>> {
+    fn new(role: Role, spin: Spin) -> Result<Arc<Socket>> {
+        let kick = Arc::new(sys::eventfd()?);
         Ok(Arc::new(Socket {
             state: Mutex::new(State {
                 role,
-                connect_signal,
+                kick: Arc::clone(&kick),
+                spent_connect: None,
                 sleeper: None,
                 waiting: [0; 5],
                 pending_failure: None,
                 failed: None,
-                failed_connect: None,
                 connect_untaken: false,
                 input_shut: false,
                 bound: None,
@@ -263,7 +199,7 @@ impl Socket {
                 }),
             }),
             turn: Condvar::new(),
-            kick: sys::eventfd()?,
+            kick,
             closed: AtomicBool::new(false),
             spin,
             completions: GroupOffer::default(),
@@ -273,7 +209,7 @@ impl Socket {
     /// A socket that neither connects nor listens yet: a selector can watch it
     /// from the start (`start_connect` and `start_listen` wake it).
     pub fn open(spin: Spin) -> Result<Arc<Socket>> {
-        Socket::new(Role::Fresh, None, spin)
+        Socket::new(Role::Fresh, spin)
     }
 
     /// A socket connecting to `addr` (see `start_connect`).
@@ -300,9 +236,8 @@ impl Socket {
         Ok(socket)
     }
 
-    /// Starts connecting to `addr` on a connector thread (connection setup
-    /// over rdma_cm blocks: `connector`); `finish_connect` or a selector learn
-    /// when it is done.
+    /// Starts connecting to `addr` (see `Connect`): `finish_connect` or a
+    /// selector learn when it is done.
     pub fn start_connect(
         &self,
         addr: SocketAddr,
@@ -311,49 +246,12 @@ impl Socket {
         timeout: Option<Duration>,
     ) -> Result<()> {
         let mut state = self.fresh_state()?;
-        if transport == Transport::Tcp {
-            // No thread: the kernel connects, and the socket's writability tells when.
-            match sys::port::start_tcp_connect(state.bound.as_deref(), addr) {
-                Ok(socket) => {
-                    let pending =
-                        Pending::Tcp { socket: Some(socket), deadline: Deadline::after(timeout), timeout };
-                    state.role = Role::Connecting { addr, pending };
-                }
-                // Failed at once: reported as a connect thread's failure would be.
-                Err(source) => {
-                    state.pending_failure = Some(transport::tcp_connect_error(addr, timeout, source))
-                }
-            }
-            return sys::signal_eventfd(&self.kick);
-        }
-        self.start_connect_thread(&mut state, addr, move |offer, from| {
-            transport::connect_offered(addr, transport, &options, timeout, offer, from)
-        })
-    }
-
-    /// Runs `connect` (given the completion group to offer and the bound
-    /// port) on a connector thread; the socket is connecting meanwhile.
-    fn start_connect_thread(
-        &self,
-        state: &mut State,
-        addr: SocketAddr,
-        connect: impl FnOnce(&GroupOffer, Option<&ReservedPort>) -> Result<(Medium, Stream)> + Send + 'static,
-    ) -> Result<()> {
-        let signal = Arc::new(sys::eventfd()?);
-        let (done, outcome) = mpsc::sync_channel(1);
-        let signal_for_thread = Arc::clone(&signal);
-        let offer = self.completions.clone();
         let from = state.bound.clone();
-        connector::run(move || {
-            // Signals after the outcome is sent, or its sender dropped by a panic.
-            let _signal = SignalOnDrop(signal_for_thread, addr);
-            let done = done;
-            let outcome = connect(&offer, from.as_deref());
-            drop(from); // before the signal: a TCP connection's socket is then the stream's alone
-            let _ = done.send(outcome);
-        })?;
-        state.role = Role::Connecting { addr, pending: Pending::Thread(outcome) };
-        state.connect_signal = Some(signal);
+        match Connect::start(addr, transport, options, timeout, self.completions.clone(), from) {
+            Ok(connect) => state.role = Role::Connecting { addr, connect: Box::new(connect) },
+            // Failed at once: reported when it is looked at, as a later failure is.
+            Err(err) => state.pending_failure = Some(err),
+        }
         // Selectors that watch this socket look again and find its new fds.
         sys::signal_eventfd(&self.kick)
     }
@@ -363,8 +261,7 @@ impl Socket {
     /// the kick): true once connected. Else (RDMA, also as `auto`'s where
     /// the host has a device) it starts as `start_connect` and says false:
     /// `finish_connect` waits for it. The common blocking connects thus make
-    /// no thread hand-off (two wake-ups, which cost a refused connect more
-    /// than the JDK's whole connect).
+    /// no more syscalls than they need (a refused connect on the JDK is cheap).
     pub fn connect_here(
         &self,
         addr: SocketAddr,
@@ -388,7 +285,7 @@ impl Socket {
     }
 
     /// `auto` where shm does not reach: over TCP in the calling thread on a
-    /// host without an RDMA device, else (RDMA first) on a connector thread.
+    /// host without an RDMA device, else (RDMA first) as `start_connect`.
     fn connect_past_shm_here(
         &self,
         addr: SocketAddr,
@@ -398,11 +295,7 @@ impl Socket {
         if !transport::host_has_rdma() {
             return self.connect_tcp_here(addr, timeout).map(|()| true);
         }
-        let mut state = self.fresh_state()?;
-        self.start_connect_thread(&mut state, addr, move |offer, from| {
-            transport::connect_past_shm(addr, &options, timeout, offer, from)
-        })?;
-        Ok(false)
+        self.start_connect(addr, Transport::Auto, options, timeout).map(|()| false)
     }
 
     /// Connects to `addr` over shm in the calling thread; a close wakes it with `Closed`.
@@ -511,7 +404,7 @@ impl Socket {
         let end = |stream: PipeEnd| {
             let connected =
                 Connected { medium: Medium::Pipe, stream: Box::new(stream), local: none, peer: none };
-            Socket::new(Role::Connected(connected), None, spin)
+            Socket::new(Role::Connected(connected), spin)
         };
         Ok((end(source)?, end(sink)?))
     }
@@ -524,7 +417,6 @@ impl Socket {
         let stream = Box::new(DatagramSocket::open(ipv6)?);
         Socket::new(
             Role::Connected(Connected { medium: Medium::Datagram, stream, local: none, peer: none }),
-            None,
             spin,
         )
     }
@@ -542,7 +434,7 @@ impl Socket {
                 let local = stream.local_addr().unwrap_or(none);
                 let peer = stream.peer_addr().unwrap_or(none);
                 let connected = Connected { medium: Medium::Tcp, stream: Box::new(stream), local, peer };
-                Inherited::Connection(Socket::new(Role::Connected(connected), None, spin)?)
+                Inherited::Connection(Socket::new(Role::Connected(connected), spin)?)
             }
             Some(StdinSocket::Listener(fd)) => {
                 let listener =
@@ -557,7 +449,7 @@ impl Socket {
                 let peer = datagram.peer().unwrap_or(none);
                 let connected =
                     Connected { medium: Medium::Datagram, stream: Box::new(datagram), local, peer };
-                Inherited::Datagram { socket: Socket::new(Role::Connected(connected), None, spin)?, ipv6 }
+                Inherited::Datagram { socket: Socket::new(Role::Connected(connected), spin)?, ipv6 }
             }
         }))
     }
@@ -619,7 +511,7 @@ impl Socket {
         let unknown = SocketAddr::new(listener_addr.ip(), 0);
         let local = stream.local_addr().unwrap_or(listener_addr);
         let peer = stream.peer_addr().unwrap_or(unknown);
-        Socket::new(Role::Connected(Connected { medium, stream, local, peer }), None, spin)
+        Socket::new(Role::Connected(Connected { medium, stream, local, peer }), spin)
     }
 
     /// Whether `close` was called.
@@ -637,14 +529,19 @@ impl Socket {
         loop {
             state.ready(ops::CONNECT);
             state.take_failure()?;
-            match state.role {
+            match &state.role {
                 Role::Connected(_) => {
                     state.connect_untaken = false;
                     return Ok(true);
                 }
                 Role::Connecting { .. } if !block => return Ok(false),
-                Role::Connecting { .. } => {
-                    self.wait(&mut state, "connect", ops::CONNECT, Deadline::after(None))?
+                Role::Connecting { connect, .. } => {
+                    // At the connect's deadline the next look fails it.
+                    let deadline = connect.deadline();
+                    match self.wait(&mut state, "connect", ops::CONNECT, deadline) {
+                        Ok(()) | Err(Error::TimedOut { .. }) => {}
+                        Err(err) => return Err(err),
+                    }
                 }
                 _ => return Err(Error::InvalidArgument("not a connecting socket".into())),
             }
@@ -1148,23 +1045,37 @@ impl State {
             return interest;
         }
         let ready = match &mut self.role {
-            Role::Connecting { addr, pending } => match pending.outcome(*addr) {
-                Ok(None) => Ok(0),
-                Ok(Some((medium, stream))) => {
-                    // The connection was made from the bound address (see
-                    // `transport::connect_offered`); the reservation holds the
-                    // port for the connection's life on media other than TCP.
-                    if medium == Medium::Tcp {
-                        self.bound = None;
+            Role::Connecting { addr, connect } => {
+                let watched = connect.source();
+                match connect.advance() {
+                    Ok(None) => {
+                        if connect.source() != watched {
+                            // Selectors look again and watch the new fd.
+                            sys::signal_eventfd(&self.kick).map(|()| 0)
+                        } else {
+                            Ok(0)
+                        }
                     }
-                    let local = stream.local_addr().unwrap_or(SocketAddr::new(addr.ip(), 0));
-                    let peer = stream.peer_addr().unwrap_or(*addr);
-                    self.role = Role::Connected(Connected { medium, stream, local, peer });
-                    self.connect_untaken = true;
-                    Ok(ops::CONNECT)
+                    Ok(Some((medium, stream))) => {
+                        // The connection was made from the bound address (see
+                        // `Connect::from`); the reservation holds the port for
+                        // the connection's life on media other than TCP.
+                        if medium == Medium::Tcp {
+                            self.bound = None;
+                        }
+                        let local = stream.local_addr().unwrap_or(SocketAddr::new(addr.ip(), 0));
+                        let peer = stream.peer_addr().unwrap_or(*addr);
+                        let connected = Role::Connected(Connected { medium, stream, local, peer });
+                        if let Role::Connecting { connect, .. } = std::mem::replace(&mut self.role, connected)
+                        {
+                            self.spent_connect = Some(connect);
+                        }
+                        self.connect_untaken = true;
+                        Ok(ops::CONNECT)
+                    }
+                    Err(err) => Err(err),
                 }
-                Err(err) => Err(err),
-            },
+            }
             Role::Connected(connected) => match ask_kernel {
                 true => connected.stream.ready(interest),
                 false => connected.stream.known_ready(interest),
@@ -1182,11 +1093,10 @@ impl State {
             // Room or readability to report: the operation itself tells.
             Err(Error::Disconnected) => interest,
             Err(err) => {
-                if let Role::Connecting { pending: Pending::Tcp { socket, .. }, .. } = &mut self.role {
-                    self.failed_connect = socket.take(); // a selector may watch its fd yet
-                }
                 if matches!(self.role, Role::Connecting { .. }) {
-                    self.role = Role::Fresh;
+                    if let Role::Connecting { connect, .. } = std::mem::replace(&mut self.role, Role::Fresh) {
+                        self.spent_connect = Some(connect);
+                    }
                 }
                 self.pending_failure = Some(err);
                 interest
@@ -1223,11 +1133,7 @@ impl State {
     fn disarm(&mut self) -> Result<()> {
         match &mut self.role {
             Role::Connected(connected) => connected.stream.disarm(),
-            Role::Connecting { pending: Pending::Thread(_), .. } => match &self.connect_signal {
-                Some(signal) => sys::drain_eventfd(signal).map(drop),
-                None => Ok(()),
-            },
-            _ => Ok(()),
+            _ => Ok(()), // a connect's look takes what signalled
         }
     }
 
@@ -1268,14 +1174,7 @@ impl State {
                 [a, b, NO_SOURCE]
             }
             Role::Listening { backlog, .. } => [(backlog.waiting_fd(), libc::POLLIN), NO_SOURCE, NO_SOURCE],
-            Role::Connecting { pending: Pending::Tcp { socket, .. }, .. } => {
-                let fd = socket.as_ref().map_or(-1, |socket| socket.as_raw_fd());
-                [(fd, libc::POLLOUT), NO_SOURCE, NO_SOURCE]
-            }
-            Role::Connecting { .. } => {
-                let fd = self.connect_signal.as_ref().map_or(-1, |signal| signal.as_raw_fd());
-                [(fd, libc::POLLIN), NO_SOURCE, NO_SOURCE]
-            }
+            Role::Connecting { connect, .. } => [connect.source(), NO_SOURCE, NO_SOURCE],
             Role::Fresh => [NO_SOURCE; 3],
         }
     }

@@ -20,6 +20,11 @@ pub(crate) struct EventChannel(NonNull<rdma_event_channel>);
 // SAFETY: librdmacm event channels are plain fds; the engine uses each from one
 // thread at a time.
 unsafe impl Send for EventChannel {}
+// SAFETY: its only operation through a shared reference, rdma_get_cm_event,
+// reads an event from the channel's fd, which the kernel serializes; a
+// channel is shared by the steps of one connect (`Resolving`, `Endpoint`),
+// which use it in turn, never at once.
+unsafe impl Sync for EventChannel {}
 
 impl EventChannel {
     pub(crate) fn new() -> Result<Self> {

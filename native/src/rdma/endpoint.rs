@@ -16,6 +16,7 @@
 
 use std::mem;
 use std::net::SocketAddr;
+use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -168,6 +169,89 @@ impl Listener {
     }
 }
 
+/// A client's address and route resolution under way, one rdma_cm event at
+/// a time and without waiting: a look (`advance`) when `event_fd` is
+/// readable takes the next step, and the last one opens the endpoint.
+pub(crate) struct Resolving {
+    // Declared before `events`: the identifier must go before its channel.
+    /// Until it goes to the endpoint.
+    id: Option<CmId>,
+    /// Shared with the endpoint, so its fd stays the connect's from the
+    /// first step to the last (a selector watches one fd).
+    events: Arc<EventChannel>,
+    addr: SocketAddr,
+    shape: QpShape,
+    deadline: Deadline,
+    route_asked: bool,
+}
+
+impl Resolving {
+    /// Starts resolving `addr` (from `from`, a client's bind, when given).
+    ///
+    /// # Errors
+    /// `NoDevice` on a host without RDMA; what rdma_cm reports at once.
+    pub(crate) fn start(
+        from: Option<SocketAddr>,
+        addr: SocketAddr,
+        shape: QpShape,
+        deadline: Deadline,
+    ) -> Result<Resolving> {
+        verbs::device_names()?;
+        let events = Arc::new(EventChannel::new()?);
+        let id = CmId::new(&events)?;
+        id.resolve_addr(from, addr, RESOLVE_TIMEOUT_MS)?;
+        Ok(Resolving { id: Some(id), events, addr, shape, deadline, route_asked: false })
+    }
+
+    /// The fd that becomes readable when the next step's event is pending.
+    pub(crate) fn event_fd(&self) -> RawFd {
+        self.events.fd()
+    }
+
+    /// The channel its events, and the endpoint's, come to.
+    pub(crate) fn channel(&self) -> Arc<EventChannel> {
+        Arc::clone(&self.events)
+    }
+
+    fn step_name(&self) -> &'static str {
+        match self.route_asked {
+            false => "rdma_resolve_addr",
+            true => "rdma_resolve_route",
+        }
+    }
+
+    /// Takes the step whose event is pending, if any: the endpoint (its queue
+    /// pair at the group `offer` holds by then) once the route is resolved.
+    ///
+    /// # Errors
+    /// `Unreachable` when no route leads to the peer; `TimedOut` once the
+    /// deadline passed.
+    pub(crate) fn advance(&mut self, offer: &GroupOffer) -> Result<Option<Endpoint>> {
+        use rdma_cm_event_type::*;
+        let resolved_already = || Error::InvalidArgument("the endpoint was opened already".into());
+        while let Some(event) = self.events.try_next()? {
+            let id = self.id.as_ref().ok_or_else(resolved_already)?;
+            let want =
+                if self.route_asked { RDMA_CM_EVENT_ROUTE_RESOLVED } else { RDMA_CM_EVENT_ADDR_RESOLVED };
+            drop(expect_event(event, self.step_name(), want, self.addr)?);
+            if !self.route_asked {
+                id.resolve_route(RESOLVE_TIMEOUT_MS)?;
+                self.route_asked = true;
+                continue;
+            }
+            let id = self.id.take().ok_or_else(resolved_already)?;
+            let events = Arc::clone(&self.events);
+            let group = offer.current();
+            return Endpoint::open(events, id, self.shape, self.deadline, self.addr, None, group.as_deref())
+                .map(Some);
+        }
+        match self.deadline.expired() {
+            true => Err(self.deadline.timed_out(self.step_name())),
+            false => Ok(None),
+        }
+    }
+}
+
 /// An RC queue pair connected (or being connected) through rdma_cm.
 pub(crate) struct Endpoint {
     // Fields drop in declaration order: the identifier before its channel. The
@@ -180,7 +264,8 @@ pub(crate) struct Endpoint {
     /// The connection's own domain, or the one of the shared receive queue it uses.
     pd: Arc<ProtectionDomain>,
     id: CmId,
-    events: EventChannel,
+    /// Its own, or shared with the `Resolving` that opened it.
+    events: Arc<EventChannel>,
     /// The peer disconnected, or we did (a close, a queue pair that failed).
     peer_closed: bool,
     /// The disconnect is complete: the peer's request came, or it answered
@@ -202,7 +287,8 @@ impl Endpoint {
     /// Client side: resolves `addr` (from the address and port `from`, a
     /// client's bind, when given) and creates the queue pair (at the group
     /// `offer` holds by then, if any), ready for `connect` once the data path
-    /// has registered and posted its memory.
+    /// has registered and posted its memory. Blocks; `Resolving` is the
+    /// same without waiting.
     pub(crate) fn resolve(
         from: Option<SocketAddr>,
         addr: SocketAddr,
@@ -210,27 +296,13 @@ impl Endpoint {
         timeout: Option<Duration>,
         offer: &GroupOffer,
     ) -> Result<Endpoint> {
-        verbs::device_names()?;
-        let deadline = Deadline::after(timeout);
-        let events = EventChannel::new()?;
-        let id = CmId::new(&events)?;
-        id.resolve_addr(from, addr, RESOLVE_TIMEOUT_MS)?;
-        await_event(
-            &events,
-            "rdma_resolve_addr",
-            deadline,
-            rdma_cm_event_type::RDMA_CM_EVENT_ADDR_RESOLVED,
-            addr,
-        )?;
-        id.resolve_route(RESOLVE_TIMEOUT_MS)?;
-        await_event(
-            &events,
-            "rdma_resolve_route",
-            deadline,
-            rdma_cm_event_type::RDMA_CM_EVENT_ROUTE_RESOLVED,
-            addr,
-        )?;
-        Endpoint::open(events, id, shape, deadline, addr, None, offer.current().as_deref())
+        let mut resolving = Resolving::start(from, addr, shape, Deadline::after(timeout))?;
+        loop {
+            if let Some(endpoint) = resolving.advance(offer)? {
+                return Ok(endpoint);
+            }
+            sys::wait_readable(resolving.step_name(), [resolving.event_fd()], resolving.deadline)?;
+        }
     }
 
     /// Server side: takes over a request's identifier, on a channel of its own
@@ -243,7 +315,7 @@ impl Endpoint {
         shared: Option<&SharedReceiveQueue>,
     ) -> Result<(Endpoint, Hello)> {
         let Request { id, hello, deadline, completions } = request;
-        let events = EventChannel::new()?;
+        let events = Arc::new(EventChannel::new()?);
         id.migrate(&events)?;
         let peer = id.peer_addr().unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
         let endpoint = Endpoint::open(events, id, shape, deadline, peer, shared, completions.as_deref())?;
@@ -252,7 +324,7 @@ impl Endpoint {
 
     /// (Parameters drop in reverse order on failure: `id` before its channel.)
     fn open(
-        events: EventChannel,
+        events: Arc<EventChannel>,
         id: CmId,
         shape: QpShape,
         deadline: Deadline,
@@ -302,14 +374,45 @@ impl Endpoint {
         Ok(endpoint)
     }
 
-    /// Client side: connects with `hello`; returns the peer's.
+    /// Client side: connects with `hello`; returns the peer's. Blocks;
+    /// `start_connect` and `connected` are the same without waiting.
     ///
     /// # Errors
     /// `SendsOnly` when the listener grants this peer two-sided sends only.
     pub(crate) fn connect(&mut self, hello: &Hello) -> Result<Hello> {
+        self.start_connect(hello)?;
+        self.await_connected()
+    }
+
+    /// Waits for the answer to `start_connect`: the peer's hello.
+    pub(crate) fn await_connected(&mut self) -> Result<Hello> {
+        loop {
+            if let Some(reply) = self.connected()? {
+                return Ok(reply);
+            }
+            sys::wait_readable("rdma_connect", [self.events.fd()], self.deadline)?;
+        }
+    }
+
+    /// Client side: sends the connect request with `hello`; `connected`
+    /// learns the answer.
+    pub(crate) fn start_connect(&mut self, hello: &Hello) -> Result<()> {
         let bytes = hello.encode();
-        self.id.connect(&mut conn_param(&bytes))?;
-        let event = self.events.next("rdma_connect", self.deadline)?;
+        self.id.connect(&mut conn_param(&bytes))
+    }
+
+    /// The peer's hello once the connection is established, `None` while the
+    /// answer has not come (its event makes `event_fd` readable).
+    ///
+    /// # Errors
+    /// As `connect`; `TimedOut` once the deadline passed without an answer.
+    pub(crate) fn connected(&mut self) -> Result<Option<Hello>> {
+        let Some(event) = self.events.try_next()? else {
+            return match self.deadline.expired() {
+                true => Err(self.deadline.timed_out("rdma_connect")),
+                false => Ok(None),
+            };
+        };
         if event.kind() == rdma_cm_event_type::RDMA_CM_EVENT_REJECTED
             && Hello::decode(event.private_data()).is_ok_and(|to| to.kind == PathKind::Sends)
         {
@@ -320,7 +423,12 @@ impl Endpoint {
         let reply = Hello::decode(event.private_data());
         drop(event);
         self.watched.set_established(true);
-        reply
+        reply.map(Some)
+    }
+
+    /// The fd that becomes readable when a connection event is pending.
+    pub(crate) fn event_fd(&self) -> RawFd {
+        self.events.fd()
     }
 
     /// Server side: accepts with `hello`.

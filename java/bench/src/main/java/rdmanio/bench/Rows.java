@@ -31,6 +31,7 @@ import rdmanio.nio.RdmaSelectorProvider;
  *   echo CONNECTIONS MESSAGES      one client selector drives CONNECTIONS connections,
  *                                  each echoing MESSAGES messages of 1-4096 B
  *   connect CYCLES                 connect, 64 B echo, close
+ *   connect-nb CYCLES              the same with a non-blocking connect through a selector
  *   refused CYCLES                 connect to a port with no listener
  * </pre>
  *
@@ -68,8 +69,8 @@ public final class Rows {
                 echo(provider, address, first, second, phase);
                 param = first + "conn";
             }
-            case "connect" -> {
-                connectCycles(provider, address, first, phase);
+            case "connect", "connect-nb" -> {
+                connectCycles(provider, address, first, row.equals("connect-nb"), phase);
                 param = "64B";
             }
             case "refused" -> {
@@ -284,19 +285,20 @@ public final class Rows {
         }
     }
 
-    private static void connectCycles(SelectorProvider provider, InetAddress address, int cycles, Phase phase)
-            throws IOException {
-        try (EchoServer server = new EchoServer(provider, address, 4096)) {
+    private static void connectCycles(SelectorProvider provider, InetAddress address, int cycles,
+            boolean nonBlocking, Phase phase) throws IOException {
+        try (EchoServer server = new EchoServer(provider, address, 4096);
+             Selector selector = nonBlocking ? provider.openSelector() : null) {
             SocketAddress target = server.address();
             ByteBuffer message = ByteBuffer.allocateDirect(64);
             ByteBuffer reply = ByteBuffer.allocateDirect(64);
             for (int i = 0; i < Math.max(200, cycles / 5); i++) {
-                cycle(provider, target, message, reply);
+                cycle(provider, selector, target, message, reply);
             }
             phase.start();
             for (int i = 0; i < cycles; i++) {
                 long start = System.nanoTime();
-                cycle(provider, target, message, reply);
+                cycle(provider, selector, target, message, reply);
                 phase.record(System.nanoTime() - start);
             }
             phase.end(cycles);
@@ -304,10 +306,25 @@ public final class Rows {
         }
     }
 
-    private static void cycle(SelectorProvider provider, SocketAddress target, ByteBuffer message, ByteBuffer reply)
-            throws IOException {
+    /** Connects (without blocking, through {@code selector}, when one is given), echoes 64 B and closes. */
+    private static void cycle(SelectorProvider provider, Selector selector, SocketAddress target,
+            ByteBuffer message, ByteBuffer reply) throws IOException {
         try (SocketChannel client = provider.openSocketChannel()) {
-            client.connect(target);
+            if (selector == null) {
+                client.connect(target);
+            } else {
+                client.configureBlocking(false);
+                SelectionKey key = client.register(selector, SelectionKey.OP_CONNECT);
+                if (!client.connect(target)) {
+                    while (!client.finishConnect()) {
+                        selector.select();
+                        selector.selectedKeys().clear();
+                    }
+                }
+                key.cancel();
+                selector.selectNow(); // the key goes, so the channel may block again
+                client.configureBlocking(true);
+            }
             roundTrip(client, message, reply);
         }
     }

@@ -255,9 +255,8 @@ public class SoakTest extends EveryProvider {
         }
 
         /**
-         * The footprint once what winds down has (a pooled connector thread
-         * stays 2 s for the next connect; a closed connection's fds go with
-         * its last user): taken until it holds no more than {@code before}
+         * The footprint once what winds down has (a closed connection's fds
+         * go with its last user): taken until it holds no more than {@code before}
          * of what is counted, or for 10 s.
          */
         static Footprint settled(Footprint before) throws Exception {
