@@ -34,6 +34,7 @@ import hybster.coordination.CoordinationService;
 import hybster.coordination.DistributedLock;
 import hybster.coordination.CoordinationService.Code;
 import hybster.coordination.CoordinationService.CreateMode;
+import hybster.coordination.CoordinationService.EventType;
 import hybster.coordination.CoordinationService.Kind;
 import hybster.coordination.CoordinationService.Operation;
 import hybster.coordination.CoordinationService.WatchedEvent;
@@ -529,6 +530,7 @@ public class ServicesTest {
                 lapsing.openSession(60_000, TimeUnit.DAYS.toMillis(1), watcher.apply("lapsing")));
         assertEquals(6 * TICK_MILLIS, lapsing.openSession(6 * TICK_MILLIS, TimeUnit.DAYS.toMillis(1),
                 watcher.apply("lapsing")));
+        long lapsingSession = lapsing.sessionId();
         String lapsed = lapsing.create("/lapsing-", bytes("x"), CreateMode.EPHEMERAL_SEQUENTIAL);
         live.create("/live", bytes("y"), CreateMode.EPHEMERAL);
         assertEquals(Code.NO_CHILDREN_FOR_EPHEMERALS, assertThrows(CoordinationException.class,
@@ -540,7 +542,7 @@ public class ServicesTest {
         for (int i = 0; i < 2; i++) {
             expiry.add(seen.poll(20, TimeUnit.SECONDS));
         }
-        assertEquals(Set.of("lapsing SESSION_EXPIRED ", "watching NODE_DELETED " + lapsed), expiry);
+        assertEquals(Set.of("lapsing SESSION_EXPIRED " + lapsingSession, "watching NODE_DELETED " + lapsed), expiry);
         assertEquals(-1, watching.exists(lapsed));
         assertEquals(Code.SESSION_EXPIRED, assertThrows(CoordinationException.class,
                 () -> lapsing.create("/again", bytes(""), CreateMode.EPHEMERAL)).code());
@@ -560,6 +562,93 @@ public class ServicesTest {
         stopAll();
         running.clear();
         replicas.clear();
+    }
+
+    /**
+     * An expiry ends only the session it names: one that reaches a client
+     * after it opened another (replica 1 is slow to send its notices, replica
+     * 2 sends no expiry at all, so the client takes the expiry once replica
+     * 1's copy comes) leaves the new session its renewals, its watcher and its
+     * ephemeral nodes.
+     */
+    @Test(timeout = 120_000)
+    public void coordinationAnEarlierSessionsExpiryEndsNoLaterSession() throws Exception {
+        coordinationAnEarlierSessionsExpiryEndsNoLaterSession(SelectorProvider.provider());
+        coordinationAnEarlierSessionsExpiryEndsNoLaterSession(rdmaNio());
+    }
+
+    private void coordinationAnEarlierSessionsExpiryEndsNoLaterSession(SelectorProvider provider)
+            throws Exception {
+        long late = 10 * TICK_MILLIS;
+        Client client = cluster(provider, id -> switch (id) {
+            case 1 -> noticesLate(new CoordinationService(3, TICK_MILLIS), late);
+            case 2 -> withoutSessionExpiries(new CoordinationService(3, TICK_MILLIS));
+            default -> new CoordinationService(3, TICK_MILLIS);
+        });
+        CoordinationClient reopening = coordinationClient(client);
+        CoordinationClient watching = coordinationClient(anotherClient(Cluster.FIRST_CLIENT + 1));
+        BlockingQueue<String> seen = new LinkedBlockingQueue<>();
+        java.util.function.Function<String, CoordinationClient.Watcher> watcher =
+                name -> event -> seen.add(name + " " + event.type() + " " + event.path());
+
+        reopening.openSession(2 * TICK_MILLIS, TimeUnit.DAYS.toMillis(1), watcher.apply("first")); // never renewed
+        String first = reopening.create("/first", bytes(""), CreateMode.EPHEMERAL);
+        assertEquals(0, watching.exists(first, watcher.apply("watching")));
+        assertEquals("the first session expired", "watching NODE_DELETED /first", next(seen));
+        long timeout = reopening.openSession(4 * TICK_MILLIS, watcher.apply("second"));
+        String second = reopening.create("/second", bytes(""), CreateMode.EPHEMERAL);
+        HybsterTest.awaitCount(reopening::eventsTaken, 1); // the first session's expiry, after the reopening
+        Thread.sleep(3 * timeout);
+        assertEquals("no watcher was told of an expiry", null, seen.poll());
+        assertEquals("the second session's node stays", 0, watching.exists(second));
+        reopening.closeSession();
+        stopAll();
+        running.clear();
+        replicas.clear();
+    }
+
+    /** {@code service}, but each notice goes out {@code lateMillis} late (a slow replica), at a later execution. */
+    private static Application noticesLate(CoordinationService service, long lateMillis) {
+        return new Delegating(service) {
+            // The replica's loop thread's, as every call here is: each held notice's sending and when it is due.
+            private final java.util.ArrayDeque<Runnable> held = new java.util.ArrayDeque<>();
+            private final java.util.ArrayDeque<Long> due = new java.util.ArrayDeque<>();
+
+            @Override
+            public void attach(Notices notices) {
+                super.attach((client, payload, proof) -> {
+                    held.add(() -> notices.send(client, payload, proof));
+                    due.add(System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(lateMillis));
+                });
+            }
+
+            @Override
+            public byte[] execute(int client, byte[] operation) {
+                while (!due.isEmpty() && due.peek() <= System.nanoTime()) {
+                    due.poll();
+                    held.poll().run();
+                }
+                return super.execute(client, operation);
+            }
+        };
+    }
+
+    /** {@code service}, but it sends no SESSION_EXPIRED event (a lying replica). */
+    private static Application withoutSessionExpiries(CoordinationService service) {
+        return new Delegating(service) {
+            @Override
+            public void attach(Notices notices) {
+                super.attach((client, payload, proof) -> {
+                    try {
+                        if (WatchedEvent.decode(payload).type() != EventType.SESSION_EXPIRED) {
+                            notices.send(client, payload, proof);
+                        }
+                    } catch (java.io.IOException e) {
+                        throw new AssertionError(e);
+                    }
+                });
+            }
+        };
     }
 
     /**

@@ -37,7 +37,9 @@ import hybster.wire.Message.Notice;
  * <p>A session ({@link #openSession}) keeps this client's ephemeral nodes: a
  * thread renews it while it is open, and when it expires (the renewals
  * stopped reaching the service, or this process stalled) the service deletes
- * them and the session's watcher gets a SESSION_EXPIRED event.
+ * them and the session's watcher gets a SESSION_EXPIRED event. An expiry
+ * names its session: that of a session this client has left since (it
+ * reopened one) ends nothing.
  */
 public final class CoordinationClient implements Closeable {
     private static final Logger LOG = Logger.getLogger(CoordinationClient.class.getName());
@@ -62,7 +64,8 @@ public final class CoordinationClient implements Closeable {
         thread.setDaemon(true);
         return thread;
     });
-    // Guarded by this client: the open session's renewals and watcher (null: no session).
+    // Guarded by this client: the open session's id (0: none), renewals and watcher.
+    private long sessionId;
     private ScheduledFuture<?> renewing;
     private Watcher sessionWatcher;
     // Guarded by this client's watchers: what each path's watches are for, here.
@@ -128,19 +131,27 @@ public final class CoordinationClient implements Closeable {
     public long openSession(long timeoutMillis, long renewMillis, Watcher watcher) throws Exception {
         stopRenewing();
         // Not holding this client's lock while calling: the event loop takes it to hand on an expiry.
-        long timeout = call(Operation.openSession((int) Math.min(Integer.MAX_VALUE, timeoutMillis))).version();
+        Result opened = call(Operation.openSession((int) Math.min(Integer.MAX_VALUE, timeoutMillis)));
+        long timeout = opened.version();
         long every = renewMillis > 0 ? renewMillis : Math.max(1, timeout / 3);
         synchronized (this) {
+            sessionId = Long.parseLong(opened.text());
             sessionWatcher = watcher;
             renewing = renewals.scheduleWithFixedDelay(this::renew, every, every, TimeUnit.MILLISECONDS);
         }
         return timeout;
     }
 
+    /** The open session's id, as its expiry event names it (0: none open). */
+    public synchronized long sessionId() {
+        return sessionId;
+    }
+
     /** Closes this client's session: its ephemeral nodes go at once. */
     public void closeSession() throws Exception {
         synchronized (this) {
             stopRenewing();
+            sessionId = 0;
             sessionWatcher = null;
         }
         call(Operation.closeSession());
@@ -277,7 +288,13 @@ public final class CoordinationClient implements Closeable {
         List<Watcher> fired = new ArrayList<>();
         if (event.type() == EventType.SESSION_EXPIRED) {
             synchronized (this) {
+                // An earlier session's expiry may come after this client opened another.
+                if (!event.path().equals(Long.toString(sessionId))) {
+                    LOG.fine(() -> "session " + event.path() + " expired; the open one is " + sessionId);
+                    return;
+                }
                 stopRenewing();
+                sessionId = 0;
                 if (sessionWatcher != null) {
                     fired.add(sessionWatcher);
                     sessionWatcher = null;

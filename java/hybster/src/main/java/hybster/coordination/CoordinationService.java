@@ -266,9 +266,11 @@ public final class CoordinationService implements Application {
                 .filter(entry -> now - entry.getValue().lastHeard > entry.getValue().timeoutMillis)
                 .map(Map.Entry::getKey).toList();
         for (int client : expired) {
-            endSession(sessions.remove(client));
+            Session session = sessions.remove(client);
+            endSession(session);
             long sequence = eventsSent.merge(client, 1L, Long::sum);
-            notices.send(client, new WatchedEvent(sequence, EventType.SESSION_EXPIRED, "").encode(), new byte[0]);
+            String named = Long.toString(session.id);
+            notices.send(client, new WatchedEvent(sequence, EventType.SESSION_EXPIRED, named).encode(), new byte[0]);
         }
         return Result.ok();
     }
@@ -418,7 +420,12 @@ public final class CoordinationService implements Application {
         }
     }
 
-    /** A fired watch: the {@code sequence}th event of its client, and what happened where. */
+    /**
+     * A fired watch: the {@code sequence}th event of its client, and what
+     * happened where; a SESSION_EXPIRED event's {@code path} is the expired
+     * session's id (in decimal), so that a client can tell it from the one it
+     * opened since.
+     */
     public record WatchedEvent(long sequence, EventType type, String path) {
         public byte[] encode() {
             return Codec.encode(out -> {
