@@ -143,6 +143,19 @@ public final class Main {
             total += operation.length;
             return ByteBuffer.allocate(8).putLong(total).array();
         }
+
+        @Override
+        public byte[] snapshot() {
+            return ByteBuffer.allocate(8).putLong(total).array();
+        }
+
+        @Override
+        public void restore(byte[] snapshot) {
+            if (snapshot.length != 8) {
+                throw new IllegalArgumentException("a counter's snapshot is 8 bytes, not " + snapshot.length);
+            }
+            total = ByteBuffer.wrap(snapshot).getLong();
+        }
     }
 
     public static void main(String[] args) throws Exception {

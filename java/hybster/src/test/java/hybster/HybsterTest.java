@@ -61,6 +61,37 @@ public class HybsterTest {
             log.add(client + ":" + new String(operation, StandardCharsets.UTF_8));
             return ByteBuffer.allocate(8).putLong(log.size()).array();
         }
+
+        @Override
+        public byte[] snapshot() {
+            java.io.ByteArrayOutputStream bytes = new java.io.ByteArrayOutputStream();
+            try (java.io.DataOutputStream out = new java.io.DataOutputStream(bytes)) {
+                synchronized (log) {
+                    out.writeInt(log.size());
+                    for (String entry : log) {
+                        out.writeUTF(entry);
+                    }
+                }
+            } catch (IOException e) {
+                throw new java.io.UncheckedIOException(e);
+            }
+            return bytes.toByteArray();
+        }
+
+        @Override
+        public void restore(byte[] snapshot) {
+            try {
+                java.io.DataInputStream in = new java.io.DataInputStream(new java.io.ByteArrayInputStream(snapshot));
+                List<String> entries = new ArrayList<>();
+                for (int i = in.readInt(); i > 0; i--) {
+                    entries.add(in.readUTF());
+                }
+                log.clear();
+                log.addAll(entries);
+            } catch (IOException e) {
+                throw new IllegalArgumentException(e);
+            }
+        }
     }
 
     static Cluster cluster(int n) throws IOException {

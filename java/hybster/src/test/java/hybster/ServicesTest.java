@@ -14,6 +14,7 @@ import java.security.KeyPairGenerator;
 import java.security.PrivateKey;
 import java.security.PublicKey;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
 import java.util.Map;
 import java.util.Optional;
@@ -334,6 +335,16 @@ public class ServicesTest {
         }
 
         @Override
+        public byte[] snapshot() {
+            return inner.snapshot();
+        }
+
+        @Override
+        public void restore(byte[] snapshot) {
+            inner.restore(snapshot);
+        }
+
+        @Override
         public byte[] prove(byte[] operation, byte[] result) {
             return inner.prove(operation, result);
         }
@@ -649,6 +660,129 @@ public class ServicesTest {
                 });
             }
         };
+    }
+
+    /**
+     * A coordination snapshot holds the whole state: restored into a fresh
+     * service it gives the same snapshot, and the same operations then give
+     * the same results and events on both (sequence numbers, versions, a
+     * watch, a session's expiry at the next tick).
+     */
+    @Test
+    public void coordinationSnapshotsRestoreTheWholeState() {
+        CoordinationService original = new CoordinationService(3, 100);
+        List<String> originalEvents = new ArrayList<>();
+        original.attach((client, payload, proof) -> originalEvents.add(client + " " + decodeEvent(payload)));
+        int client = Cluster.FIRST_CLIENT;
+        for (int replica = 0; replica < 3; replica++) {
+            original.execute(replica, Operation.tick(1_000).encode());
+        }
+        original.execute(client, Operation.openSession(200).encode());
+        original.execute(client, Operation.create("/queue-", bytes("a"), CreateMode.PERSISTENT_SEQUENTIAL).encode());
+        original.execute(client, Operation.create("/mine", bytes("b"), CreateMode.EPHEMERAL).encode());
+        original.execute(client + 1, Operation.watch(Kind.GET_DATA, "/mine").encode());
+        original.execute(client + 1, Operation.create("/kept", bytes("c"), CreateMode.PERSISTENT).encode());
+        original.execute(client + 1, Operation.setData("/kept", bytes("d"), 0).encode());
+
+        CoordinationService restored = new CoordinationService(3, 100);
+        List<String> restoredEvents = new ArrayList<>();
+        restored.attach((to, payload, proof) -> restoredEvents.add(to + " " + decodeEvent(payload)));
+        restored.restore(original.snapshot());
+        assertArrayEquals(original.snapshot(), restored.snapshot());
+        List<byte[]> next = List.of(
+                Operation.create("/queue-", bytes("e"), CreateMode.PERSISTENT_SEQUENTIAL).encode(),
+                Operation.setData("/kept", bytes("f"), 1).encode(),
+                Operation.read(Kind.GET_DATA, "/kept").encode());
+        for (byte[] operation : next) {
+            assertArrayEquals(original.execute(client + 1, operation), restored.execute(client + 1, operation));
+        }
+        for (int replica = 0; replica < 3; replica++) { // the session (200 ms, unrenewed) expires
+            byte[] tick = Operation.tick(2_000).encode();
+            assertArrayEquals(original.execute(replica, tick), restored.execute(replica, tick));
+        }
+        assertFalse("the session expired, firing the watch", originalEvents.isEmpty());
+        assertEquals(originalEvents, restoredEvents);
+        assertArrayEquals(original.snapshot(), restored.snapshot());
+        assertThrows(IllegalArgumentException.class, () -> restored.restore(bytes("not a snapshot")));
+    }
+
+    /** An ordering snapshot holds the chain, what waits to be cut and the subscribers. */
+    @Test
+    public void orderingSnapshotsRestoreTheWholeState() {
+        OrderingService original = new OrderingService(2);
+        List<String> originalNotices = new ArrayList<>();
+        original.attach((client, payload, proof) -> originalNotices.add(client + " " + Arrays.toString(payload)));
+        int client = Cluster.FIRST_CLIENT;
+        original.execute(client, OrderingService.subscribe());
+        for (String transaction : List.of("t1", "t2", "t3")) { // block 0 cut, t3 waits
+            original.execute(client + 1, OrderingService.submit(bytes(transaction)));
+        }
+        OrderingService restored = new OrderingService(2);
+        List<String> restoredNotices = new ArrayList<>();
+        restored.attach((to, payload, proof) -> restoredNotices.add(to + " " + Arrays.toString(payload)));
+        restored.restore(original.snapshot());
+        assertArrayEquals(original.snapshot(), restored.snapshot());
+        originalNotices.clear();
+        for (byte[] operation : List.of(OrderingService.submit(bytes("t4")), OrderingService.getBlock(0),
+                OrderingService.getBlock(1), OrderingService.cutOperation())) {
+            assertArrayEquals(original.execute(client + 1, operation), restored.execute(client + 1, operation));
+        }
+        assertEquals("block 1 went to the subscriber", 1, originalNotices.size());
+        assertEquals(originalNotices, restoredNotices);
+        assertThrows(IllegalArgumentException.class, () -> restored.restore(bytes("not a snapshot")));
+    }
+
+    /**
+     * A checkpoint certifies the replica's state, the application's snapshot
+     * among it, not only what it executed: replica 2, whose snapshot differs
+     * from the others' (its state went another way without its results
+     * showing it), finds no checkpoint stable, while the others do, with the
+     * same snapshot.
+     */
+    @Test(timeout = 120_000)
+    public void checkpointsCertifyTheApplicationsState() throws Exception {
+        cluster = HybsterTest.cluster(3);
+        provider = SelectorProvider.provider();
+        Replica.Options options = Replica.Options.DEFAULTS.withCheckpointInterval(10);
+        for (int id = 0; id < 3; id++) {
+            Application application = id == 2 ? divergingSnapshot(new CoordinationService(3, TICK_MILLIS))
+                    : new CoordinationService(3, TICK_MILLIS);
+            Replica replica = new Replica(id, cluster, new SoftwareTrinx(id, HybsterTest.TRINX_KEY, Replica.COUNTERS),
+                    application, provider, options);
+            running.add(replica);
+            replicas.add(replica);
+            replica.start();
+        }
+        CoordinationClient client = coordinationClient(anotherClient(Cluster.FIRST_CLIENT));
+        for (int i = 0; i < 30; i++) {
+            client.create("/n" + i, bytes("x"), CreateMode.PERSISTENT);
+        }
+        HybsterTest.awaitCount(replicas.get(0)::stableCheckpoint, 20);
+        HybsterTest.awaitCount(replicas.get(1)::stableCheckpoint, 20);
+        assertEquals("replica 2's checkpoints match no other's", 0, replicas.get(2).stableCheckpoint());
+        for (int i = 0; i < 1000 && replicas.get(0).stableCheckpoint() != replicas.get(1).stableCheckpoint(); i++) {
+            Thread.sleep(10); // one of them may have taken the next already
+        }
+        assertArrayEquals(replicas.get(0).stableSnapshot(), replicas.get(1).stableSnapshot());
+    }
+
+    /** {@code service}, but its snapshot has a byte more than its state (a replica gone another way). */
+    private static Application divergingSnapshot(CoordinationService service) {
+        return new Delegating(service) {
+            @Override
+            public byte[] snapshot() {
+                return Arrays.copyOf(super.snapshot(), super.snapshot().length + 1);
+            }
+        };
+    }
+
+    private static String decodeEvent(byte[] payload) {
+        try {
+            WatchedEvent event = WatchedEvent.decode(payload);
+            return event.sequence() + " " + event.type() + " " + event.path();
+        } catch (java.io.IOException e) {
+            throw new AssertionError(e);
+        }
     }
 
     /**

@@ -37,10 +37,26 @@ final class Codec {
     }
 
     static int readCount(DataInputStream in) throws IOException {
+        return readCount(in, 100_000);
+    }
+
+    static int readCount(DataInputStream in, int most) throws IOException {
         int count = in.readInt();
-        if (count < 0 || count > 100_000) {
+        if (count < 0 || count > most) {
             throw new IOException("count " + count);
         }
         return count;
+    }
+
+    /** The data stream of {@code bytes}: decoding is to use all of them ({@link #end}). */
+    static DataInputStream decoding(byte[] bytes) {
+        return new DataInputStream(new java.io.ByteArrayInputStream(bytes));
+    }
+
+    /** Refuses bytes left over after decoding. */
+    static void end(DataInputStream in, String what) throws IOException {
+        if (in.available() > 0) {
+            throw new IOException(in.available() + " bytes after the " + what);
+        }
     }
 }

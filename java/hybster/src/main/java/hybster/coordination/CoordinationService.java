@@ -134,6 +134,123 @@ public final class CoordinationService implements Application {
         this.notices = notices;
     }
 
+    /**
+     * The tree, watches, event numbers, clocks and sessions, each in key
+     * order (see {@code Application.snapshot}).
+     */
+    @Override
+    public byte[] snapshot() {
+        return Codec.encode(out -> {
+            out.writeInt(tree.size());
+            for (Map.Entry<String, Znode> entry : tree.entrySet()) {
+                Znode node = entry.getValue();
+                out.writeUTF(entry.getKey());
+                out.writeInt(node.data.length);
+                out.write(node.data);
+                out.writeInt(node.version);
+                out.writeInt(node.sequence);
+                out.writeLong(node.owner);
+            }
+            writeWatches(out, dataWatches);
+            writeWatches(out, childWatches);
+            TreeMap<Integer, Long> events = new TreeMap<>(eventsSent);
+            out.writeInt(events.size());
+            for (Map.Entry<Integer, Long> entry : events.entrySet()) {
+                out.writeInt(entry.getKey());
+                out.writeLong(entry.getValue());
+            }
+            for (long clock : clocks) {
+                out.writeLong(clock);
+            }
+            out.writeLong(now);
+            out.writeInt(sessions.size());
+            for (Map.Entry<Integer, Session> entry : sessions.entrySet()) {
+                Session session = entry.getValue();
+                out.writeInt(entry.getKey());
+                out.writeLong(session.id);
+                out.writeLong(session.timeoutMillis);
+                out.writeLong(session.lastHeard);
+            }
+            out.writeLong(lastSessionId);
+        });
+    }
+
+    private static void writeWatches(DataOutputStream out, Map<String, TreeSet<Integer>> watches)
+            throws IOException {
+        TreeMap<String, TreeSet<Integer>> sorted = new TreeMap<>(watches);
+        out.writeInt(sorted.size());
+        for (Map.Entry<String, TreeSet<Integer>> entry : sorted.entrySet()) {
+            out.writeUTF(entry.getKey());
+            out.writeInt(entry.getValue().size());
+            for (int client : entry.getValue()) {
+                out.writeInt(client);
+            }
+        }
+    }
+
+    @Override
+    public void restore(byte[] snapshot) {
+        try {
+            DataInputStream in = Codec.decoding(snapshot);
+            TreeMap<String, Znode> nodes = new TreeMap<>();
+            for (int i = Codec.readCount(in, Integer.MAX_VALUE); i > 0; i--) {
+                String path = in.readUTF();
+                byte[] data = Codec.readBytes(in);
+                int version = in.readInt();
+                int sequence = in.readInt();
+                Znode node = new Znode(data, in.readLong());
+                node.version = version;
+                node.sequence = sequence;
+                nodes.put(path, node);
+            }
+            Map<String, TreeSet<Integer>> data = readWatches(in);
+            Map<String, TreeSet<Integer>> children = readWatches(in);
+            Map<Integer, Long> events = new HashMap<>();
+            for (int i = Codec.readCount(in, Integer.MAX_VALUE); i > 0; i--) {
+                events.put(in.readInt(), in.readLong());
+            }
+            long[] readings = new long[replicas];
+            for (int i = 0; i < replicas; i++) {
+                readings[i] = in.readLong();
+            }
+            long time = in.readLong();
+            TreeMap<Integer, Session> open = new TreeMap<>();
+            for (int i = Codec.readCount(in, Integer.MAX_VALUE); i > 0; i--) {
+                open.put(in.readInt(), new Session(in.readLong(), in.readLong(), in.readLong()));
+            }
+            long lastId = in.readLong();
+            Codec.end(in, "snapshot");
+            tree.clear();
+            tree.putAll(nodes);
+            dataWatches.clear();
+            dataWatches.putAll(data);
+            childWatches.clear();
+            childWatches.putAll(children);
+            eventsSent.clear();
+            eventsSent.putAll(events);
+            System.arraycopy(readings, 0, clocks, 0, replicas);
+            now = time;
+            sessions.clear();
+            sessions.putAll(open);
+            lastSessionId = lastId;
+        } catch (IOException e) {
+            throw new IllegalArgumentException("not a coordination snapshot of " + replicas + " replicas", e);
+        }
+    }
+
+    private static Map<String, TreeSet<Integer>> readWatches(DataInputStream in) throws IOException {
+        Map<String, TreeSet<Integer>> watches = new HashMap<>();
+        for (int i = Codec.readCount(in, Integer.MAX_VALUE); i > 0; i--) {
+            String path = in.readUTF();
+            TreeSet<Integer> clients = new TreeSet<>();
+            for (int j = Codec.readCount(in, Integer.MAX_VALUE); j > 0; j--) {
+                clients.add(in.readInt());
+            }
+            watches.put(path, clients);
+        }
+        return watches;
+    }
+
     @Override
     public byte[] execute(int client, byte[] operation) {
         Operation op;
@@ -364,18 +481,18 @@ public final class CoordinationService implements Application {
 
     /** All or nothing: on the first failure the tree is as before, and that failure is the result. */
     private Result multi(int client, List<Operation> operations) {
-        TreeMap<String, Znode> before = snapshot();
+        TreeMap<String, Znode> before = treeCopy();
         List<Result> results = new ArrayList<>();
         for (Operation op : operations) {
             String problem = op.watch() ? "a watch inside multi"
                     : !op.kind().onTree() ? "a " + op.kind() + " inside multi" : null;
             if (problem != null) {
-                restore(before);
+                undo(before);
                 return Result.error(Code.BAD_ARGUMENTS, problem);
             }
             Result result = apply(client, op);
             if (result.code() != Code.OK) {
-                restore(before);
+                undo(before);
                 return result;
             }
             results.add(result);
@@ -383,7 +500,7 @@ public final class CoordinationService implements Application {
         return Result.multi(results);
     }
 
-    private TreeMap<String, Znode> snapshot() {
+    private TreeMap<String, Znode> treeCopy() {
         TreeMap<String, Znode> copy = new TreeMap<>();
         for (Map.Entry<String, Znode> entry : tree.entrySet()) {
             Znode node = new Znode(entry.getValue().data, entry.getValue().owner);
@@ -394,9 +511,9 @@ public final class CoordinationService implements Application {
         return copy;
     }
 
-    private void restore(TreeMap<String, Znode> snapshot) {
+    private void undo(TreeMap<String, Znode> before) {
         tree.clear();
-        tree.putAll(snapshot);
+        tree.putAll(before);
     }
 
     /** What fired a watch (ZooKeeper's event types). */

@@ -1,5 +1,11 @@
 package hybster.ordering;
 
+import java.io.ByteArrayInputStream;
+import java.io.ByteArrayOutputStream;
+import java.io.DataInputStream;
+import java.io.DataOutputStream;
+import java.io.IOException;
+import java.io.UncheckedIOException;
 import java.nio.ByteBuffer;
 import java.security.PrivateKey;
 import java.util.ArrayList;
@@ -75,6 +81,83 @@ public final class OrderingService implements Application {
     @Override
     public void attach(Notices notices) {
         this.notices = notices;
+    }
+
+    /** The chain, the transactions not cut yet, and the subscribers (see {@code Application.snapshot}). */
+    @Override
+    public byte[] snapshot() {
+        ByteArrayOutputStream bytes = new ByteArrayOutputStream();
+        try (DataOutputStream out = new DataOutputStream(bytes)) {
+            out.writeInt(chain.size());
+            for (Block block : chain) {
+                byte[] encoded = block.encode();
+                out.writeInt(encoded.length);
+                out.write(encoded);
+            }
+            out.writeInt(pending.size());
+            for (byte[] transaction : pending) {
+                out.writeInt(transaction.length);
+                out.write(transaction);
+            }
+            out.writeInt(subscribers.size());
+            for (int client : subscribers) {
+                out.writeInt(client);
+            }
+        } catch (IOException e) {
+            throw new UncheckedIOException("writing to memory", e);
+        }
+        return bytes.toByteArray();
+    }
+
+    @Override
+    public void restore(byte[] snapshot) {
+        try {
+            DataInputStream in = new DataInputStream(new ByteArrayInputStream(snapshot));
+            List<Block> blocks = new ArrayList<>();
+            for (int i = count(in); i > 0; i--) {
+                Block block = Block.decode(bytes(in));
+                byte[] previous = blocks.isEmpty() ? Block.GENESIS_PREVIOUS : blocks.get(blocks.size() - 1).hash();
+                if (block.number() != blocks.size() || !Arrays.equals(block.previousHash(), previous)) {
+                    throw new IOException("block " + block.number() + " does not continue the chain");
+                }
+                blocks.add(block);
+            }
+            List<byte[]> transactions = new ArrayList<>();
+            for (int i = count(in); i > 0; i--) {
+                transactions.add(bytes(in));
+            }
+            Set<Integer> clients = new TreeSet<>();
+            for (int i = count(in); i > 0; i--) {
+                clients.add(in.readInt());
+            }
+            if (in.available() > 0) {
+                throw new IOException(in.available() + " bytes after the snapshot");
+            }
+            chain.clear();
+            chain.addAll(blocks);
+            pending.clear();
+            pending.addAll(transactions);
+            subscribers.clear();
+            subscribers.addAll(clients);
+        } catch (IOException e) {
+            throw new IllegalArgumentException("not an ordering snapshot", e);
+        }
+    }
+
+    private static int count(DataInputStream in) throws IOException {
+        int count = in.readInt();
+        if (count < 0) {
+            throw new IOException("count " + count);
+        }
+        return count;
+    }
+
+    private static byte[] bytes(DataInputStream in) throws IOException {
+        int length = in.readInt();
+        if (length < 0 || length > in.available()) {
+            throw new IOException("byte string of " + length + " bytes");
+        }
+        return in.readNBytes(length);
     }
 
     @Override

@@ -10,6 +10,23 @@ public interface Application {
     byte[] execute(int client, byte[] operation);
 
     /**
+     * The state as bytes that {@link #restore} rebuilds it from, on this
+     * replica or another. Taken at every checkpoint, whose certified digest
+     * covers it: two correct replicas that executed the same operations give
+     * the same bytes (no iteration order of a hash table, nothing of the
+     * replica's own such as keys or the notices it was attached to).
+     */
+    byte[] snapshot();
+
+    /**
+     * Replaces the state with the one {@code snapshot} holds (the bytes of
+     * {@link #snapshot}, which a checkpoint's digest certified).
+     *
+     * @throws IllegalArgumentException when the bytes are no snapshot
+     */
+    void restore(byte[] snapshot);
+
+    /**
      * How often each replica proposes its clock reading, in milliseconds; 0
      * (the default) for an application that needs no time. The state must
      * read no clock (replicas would differ), so time enters it as ordered

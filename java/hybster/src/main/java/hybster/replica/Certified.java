@@ -37,7 +37,7 @@ final class Certified {
         } else if (message instanceof ViewChange v) {
             return ViewChange.certified(v.newView(), v.stable(), v.log());
         } else if (message instanceof Checkpoint c) {
-            return Checkpoint.certified(c.order(), c.historyDigest());
+            return Checkpoint.certified(c.order(), c.stateDigest());
         } else {
             NewView v = (NewView) message;
             return NewView.certified(v.view(), v.proofs());

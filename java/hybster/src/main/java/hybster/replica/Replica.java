@@ -72,10 +72,13 @@ import hybster.wire.Message.ViewChange;
  * them. It executes what it has not yet, and the new leader orders from there.
  *
  * <p>Checkpoints. Every {@code checkpointInterval} orders a replica certifies a
- * CHECKPOINT with the digest of its history (the chain of what it executed);
- * f+1 matching ones, its own among them, make it stable, and the replica drops
- * its log up to its own CHECKPOINT there. A VIEW-CHANGE then carries the stable
- * checkpoint's proof and the log since.
+ * CHECKPOINT with the digest of its state ({@link #snapshot}: its history, the
+ * chain of what it executed; each client's last result; the application's
+ * snapshot); f+1 matching ones, its own among them, make it stable, and the
+ * replica drops its log up to its own CHECKPOINT there and keeps that
+ * checkpoint's snapshot. A VIEW-CHANGE then carries the stable checkpoint's
+ * proof and the log since. So a replica whose state went another way than
+ * the others' (a fault its results did not show) finds no checkpoint stable.
  *
  * <p>Parallel ordering instances (Hybster's consensus-oriented
  * parallelization, as a configuration option). With k instances, instance i
@@ -104,7 +107,8 @@ import hybster.wire.Message.ViewChange;
  * the ordering state and acts on all of them, on its node's event loop.
  *
  * <p>Not here yet: state transfer (a replica that finds a stable checkpoint
- * beyond what it executed stops executing and says so).
+ * beyond what it executed stops executing and says so; the snapshot the
+ * others keep is what it would fetch and check against the proof's digest).
  */
 public final class Replica implements Closeable {
     private static final Logger LOG = Logger.getLogger(Replica.class.getName());
@@ -172,6 +176,10 @@ public final class Replica implements Closeable {
     private final Map<Long, Map<Integer, Checkpoint>> checkpoints = new HashMap<>();
     /** The proof of the last stable checkpoint (empty before the first). */
     private List<Checkpoint> stableProof = List.of();
+    /** This replica's snapshots at its checkpoints from the last stable one on, by order. */
+    private final TreeMap<Long, byte[]> snapshots = new TreeMap<>();
+    /** The last stable checkpoint's snapshot, for readers off the loop thread (empty before the first). */
+    private volatile byte[] stableSnapshot = new byte[0];
     /** A stable checkpoint is beyond what this replica executed: it needs the state from others. */
     private boolean needsStateTransfer;
     /** This replica's last clock tick (a request of its own; see {@code Application.tickMillis}). */
@@ -713,12 +721,38 @@ public final class Replica implements Closeable {
                 .put(Prepare.batchDigest(batch)).put(Keys.digest(results.array())).array());
         LOG.fine(() -> "replica " + id + ": executed order " + order);
         if (order % checkpointInterval == 0) {
-            Checkpoint checkpoint = new Checkpoint(id, order, history,
-                    certify(Checkpoint.certified(order, history)));
+            byte[] snapshot = snapshot();
+            snapshots.put(order, snapshot);
+            byte[] digest = Keys.digest(snapshot);
+            Checkpoint checkpoint = new Checkpoint(id, order, digest, certify(Checkpoint.certified(order, digest)));
             log(checkpoint);
             broadcast(checkpoint);
             onCheckpoint(checkpoint);
         }
+    }
+
+    /**
+     * The state a checkpoint certifies, as bytes: the history, each client's
+     * last request and result (in client order; not the reply, which names
+     * this replica and its view), then the application's snapshot.
+     */
+    private byte[] snapshot() {
+        byte[] application = this.application.snapshot();
+        int size = history.length + 4 + 4 + application.length;
+        for (ClientRecord record : clients.values()) {
+            size += 4 + 8 + 4 + record.reply().result().length;
+        }
+        ByteBuffer state = ByteBuffer.allocate(size).put(history).putInt(clients.size());
+        for (Map.Entry<Integer, ClientRecord> entry : new TreeMap<>(clients).entrySet()) {
+            byte[] result = entry.getValue().reply().result();
+            state.putInt(entry.getKey()).putLong(entry.getValue().timestamp()).putInt(result.length).put(result);
+        }
+        return state.putInt(application.length).put(application).array();
+    }
+
+    /** The snapshot of the last stable checkpoint (empty before the first). */
+    public byte[] stableSnapshot() {
+        return stableSnapshot.clone();
     }
 
     private void log(Message certified) {
@@ -739,13 +773,15 @@ public final class Replica implements Closeable {
             return; // stable for this replica only once it got there itself
         }
         List<Checkpoint> matching = forOrder.values().stream()
-                .filter(c -> Arrays.equals(c.historyDigest(), own.historyDigest()))
+                .filter(c -> Arrays.equals(c.stateDigest(), own.stateDigest()))
                 .sorted((a, b) -> Integer.compare(a.sender(), b.sender())).toList();
         if (matching.size() < cluster.f() + 1) {
             return;
         }
         stableProof = matching;
         stableCheckpoint = checkpoint.order();
+        snapshots.headMap(checkpoint.order()).clear();
+        stableSnapshot = snapshots.get(checkpoint.order());
         checkpoints.keySet().removeIf(order -> order <= checkpoint.order());
         // The log restarts after our own CHECKPOINT: a view change proves the rest by it.
         int at = sentLog.indexOf(own);

@@ -144,7 +144,7 @@ final class ViewChanges {
             Checkpoint own = null;
             for (Checkpoint checkpoint : viewChange.stable()) {
                 if (checkpoint.order() != first.order()
-                        || !Arrays.equals(checkpoint.historyDigest(), first.historyDigest())
+                        || !Arrays.equals(checkpoint.stateDigest(), first.stateDigest())
                         || checkpoint.sender() < 0 || checkpoint.sender() >= cluster.n()
                         || !trinx.verify(checkpoint.sender(), checkpoint.certificate(),
                                 Certified.certified(checkpoint))) {

@@ -88,14 +88,15 @@ public sealed interface Message {
     }
 
     /**
-     * A replica's statement that its history up to {@code order} (every request
-     * executed, in order) has this digest. f+1 matching ones make the
-     * checkpoint stable, and the messages before it can go.
+     * A replica's statement that its state after executing up to {@code order}
+     * has this digest: its history (every request executed, in order), each
+     * client's last result and the application's snapshot. f+1 matching ones
+     * make the checkpoint stable, and the messages before it can go.
      */
-    record Checkpoint(int sender, long order, byte[] historyDigest, Certificate certificate) implements Message {
-        public static byte[] certified(long order, byte[] historyDigest) {
-            return Keys.digest(ByteBuffer.allocate(9 + historyDigest.length).put((byte) 'K').putLong(order)
-                    .put(historyDigest).array());
+    record Checkpoint(int sender, long order, byte[] stateDigest, Certificate certificate) implements Message {
+        public static byte[] certified(long order, byte[] stateDigest) {
+            return Keys.digest(ByteBuffer.allocate(9 + stateDigest.length).put((byte) 'K').putLong(order)
+                    .put(stateDigest).array());
         }
     }
 
@@ -187,7 +188,7 @@ public sealed interface Message {
             out.type(COMMIT, c.sender()).putInt(c.view()).putLong(c.order()).bytes(encode(c.prepare()))
                     .certificate(c.certificate());
         } else if (message instanceof Checkpoint c) {
-            out.type(CHECKPOINT, c.sender()).putLong(c.order()).bytes(c.historyDigest()).certificate(c.certificate());
+            out.type(CHECKPOINT, c.sender()).putLong(c.order()).bytes(c.stateDigest()).certificate(c.certificate());
         } else if (message instanceof ViewChange v) {
             out.type(VIEW_CHANGE, v.sender()).putInt(v.newView()).putInt(v.stable().size());
             v.stable().forEach(checkpoint -> out.bytes(encode(checkpoint)));
