@@ -693,6 +693,55 @@ public class HybsterTest {
     }
 
     /**
+     * A follower that missed more than its leader keeps to send again (the
+     * leader's connection to it swallowed a stretch, then broke) finds
+     * stable checkpoints it cannot reach by executing, takes the state of one
+     * from the others, checked against the checkpoint's certified digest, and
+     * goes on executing with them: in the end its state is theirs.
+     */
+    @Test(timeout = 240_000)
+    public void aFollowerThatMissedTooMuchCatchesUpByStateTransfer() throws Exception {
+        aFollowerThatMissedTooMuchCatchesUpByStateTransfer(SelectorProvider.provider());
+        aFollowerThatMissedTooMuchCatchesUpByStateTransfer(RdmaSelectorProvider.withTransport("tcp"));
+    }
+
+    private void aFollowerThatMissedTooMuchCatchesUpByStateTransfer(SelectorProvider provider) throws Exception {
+        Cluster cluster = cluster(3);
+        // Bound at once: a port probed and let go might be one the cluster's replicas take.
+        Relay relay = track(new Relay(new InetSocketAddress(HOST, 0), cluster.replicas().get(2), 32 << 10, 256 << 10));
+        List<InetSocketAddress> leaderReaches = new ArrayList<>(cluster.replicas());
+        leaderReaches.set(2, relay.address()); // replica 0 reaches replica 2 through the relay, replica 1 directly
+        Cluster leadersView = new Cluster(leaderReaches, MASTER, TRINX_KEY);
+        // No view change: the follower that waits for what it missed would suspect its leader alone.
+        Replica.Options options = Replica.Options.DEFAULTS.withViewChangeMillis(600_000)
+                .withCheckpointInterval(20).withRetainedBytes(8 << 10);
+        List<LogApplication> applications = new ArrayList<>();
+        List<Replica> replicas = new ArrayList<>();
+        for (int id = 0; id < 3; id++) {
+            LogApplication application = new LogApplication();
+            replicas.add(track(new Replica(id, id == 0 ? leadersView : cluster,
+                    new SoftwareTrinx(id, TRINX_KEY, Replica.COUNTERS), application, provider, options)));
+            replicas.get(id).start();
+            applications.add(application);
+        }
+        Client client = track(new Client(Cluster.FIRST_CLIENT, cluster, provider, 1000));
+        byte[] padding = new byte[1024];
+        java.util.Arrays.fill(padding, (byte) 'x');
+        for (int i = 0; i < 400; i++) {
+            client.invoke(op(i + new String(padding, StandardCharsets.UTF_8)), TIMEOUT_MILLIS);
+        }
+        assertTrue("the relay broke the leader's connection", relay.broke);
+        awaitCount(replicas.get(2)::stateTransfers, 1);
+        for (int i = 400; i < 450; i++) { // after it, the follower executes with the others
+            client.invoke(op(Integer.toString(i)), TIMEOUT_MILLIS);
+        }
+        awaitCount(() -> applications.get(2).log.size(), 450);
+        assertEquals(applications.get(0).log, applications.get(2).log);
+        stopAll();
+        running.clear();
+    }
+
+    /**
      * A TCP relay: forwards one way, from each connection it accepts to a new
      * one to {@code target}; the first connection it breaks, abortively on
      * both sides, once it forwarded {@code breakAfter} bytes and swallowed
@@ -759,6 +808,10 @@ public class HybsterTest {
             }
         }
 
+        InetSocketAddress address() throws IOException {
+            return (InetSocketAddress) server.getLocalAddress();
+        }
+
         @Override
         public void close() throws IOException {
             server.close();
@@ -823,6 +876,14 @@ public class HybsterTest {
         assertArrayEquals(op("replica 1's proof"), replyBack.proof());
         assertTrue("replies match on their results, whatever their proofs",
                 replyBack.matches(new Message.Reply(2, 3, 7, op("result"), op("replica 2's proof"))));
+
+        // A state may be larger than an operation: a snapshot of 2 MiB crosses with its proof.
+        Message.Checkpoint checkpoint = new Message.Checkpoint(1, 40, new byte[32], prepare.certificate());
+        Message.State state = new Message.State(1, 40, new byte[2 << 20], List.of(checkpoint, checkpoint));
+        byte[] stateBytes = Message.encode(state);
+        assertArrayEquals(stateBytes, Message.encode(Message.decode(stateBytes)));
+        Message ask = Message.decode(Message.encode(new Message.StateRequest(2, 40)));
+        assertEquals(40, ((Message.StateRequest) ask).order());
     }
 
     /** Messages nested deeper than a view change ever nests them are refused, not decoded on and on. */

@@ -42,7 +42,8 @@ import hybster.wire.Message;
  * a replica wait while its connection is made or remade (a replica that starts
  * late, or restarts), and a broken connection loses none: a replica numbers
  * its frames to each replica from 1 (per process: its random incarnation tells
- * a restart), the last {@link #RETAINED_BYTES} written go again after a
+ * a restart), the last {@link #RETAINED_BYTES} written (or as many as it is
+ * told to keep) go again after a
  * reconnect (what the broken connection's kernel buffers held and the peer
  * never read is among them), and a receiver hands on only frames numbered
  * past the last it handed on from that sender. Everything, including the
@@ -67,7 +68,7 @@ public final class Node implements Closeable {
      * Bytes of the frames last written to a replica that go again after a
      * reconnect: more than a connection's kernel buffers (send and receive) hold.
      */
-    static final int RETAINED_BYTES = 16 << 20;
+    public static final long RETAINED_BYTES = 16 << 20;
     /** Frame bytes before the message: incarnation and number. */
     private static final int NUMBERING = 16;
 
@@ -98,6 +99,8 @@ public final class Node implements Closeable {
     /** Per replica that sent to us: the incarnation and number of the last frame handed on. */
     private final Map<Integer, long[]> lastHandedOn = new HashMap<>();
     private long timerSequence;
+    /** Bytes of frames to each replica kept to go again after a reconnect. */
+    private final long retainedBytes;
 
     /**
      * A node with {@code id}; it listens on {@code listen} (null for a client)
@@ -105,7 +108,14 @@ public final class Node implements Closeable {
      */
     public Node(int id, InetSocketAddress listen, Map<Integer, InetSocketAddress> replicas, Keys keys,
             SelectorProvider provider) throws IOException {
+        this(id, listen, replicas, keys, provider, RETAINED_BYTES);
+    }
+
+    /** The same, keeping the last {@code retainedBytes} of frames written to each replica. */
+    public Node(int id, InetSocketAddress listen, Map<Integer, InetSocketAddress> replicas, Keys keys,
+            SelectorProvider provider, long retainedBytes) throws IOException {
         this.id = id;
+        this.retainedBytes = retainedBytes;
         this.replicas = Map.copyOf(replicas);
         this.keys = keys;
         this.provider = provider;
@@ -400,7 +410,7 @@ public final class Node implements Closeable {
         /** An outgoing link's: frames numbered so far, and the last written ones that go again after a break. */
         long numbered;
         final ArrayDeque<ByteBuffer> retained = new ArrayDeque<>();
-        long retainedBytes;
+        long retainedSize;
         /** Bytes read and not yet handed on as frames (write mode between reads). */
         ByteBuffer input = ByteBuffer.allocate(INPUT_BUFFER);
 
@@ -444,12 +454,12 @@ public final class Node implements Closeable {
             updateInterest();
         }
 
-        /** Keeps a written frame until {@link #RETAINED_BYTES} of later ones were written. */
+        /** Keeps a written frame until the node's {@code retainedBytes} of later ones were written. */
         void retain(ByteBuffer frame) {
             retained.add(frame);
-            retainedBytes += frame.capacity();
-            while (retainedBytes - retained.peek().capacity() >= RETAINED_BYTES) {
-                retainedBytes -= retained.poll().capacity();
+            retainedSize += frame.capacity();
+            while (retainedSize - retained.peek().capacity() >= retainedBytes) {
+                retainedSize -= retained.poll().capacity();
             }
         }
 
@@ -530,7 +540,7 @@ public final class Node implements Closeable {
             while (!retained.isEmpty()) {
                 pending.addFirst(retained.pollLast().rewind());
             }
-            retainedBytes = 0;
+            retainedSize = 0;
             long delay = reconnectMillis;
             reconnectMillis = Math.min(2 * reconnectMillis, MAX_RECONNECT_MILLIS);
             schedule(delay, () -> {

@@ -9,6 +9,7 @@ import hybster.Cluster;
 import hybster.trinx.Certificate;
 import hybster.trinx.TrustedCounter;
 import hybster.wire.Message;
+import hybster.wire.Message.Checkpoint;
 
 /**
  * Each peer's certified messages in the order of its trusted counter: a
@@ -25,6 +26,8 @@ final class CounterOrder {
     private final TrustedCounter trinx;
     /** Per sender, the counter value of the last message handed on. */
     private final long[] lastSeen;
+    /** Per sender, the counter value up to which its messages were gone past (see {@link #skipTo}). */
+    private final long[] skipped;
     /** Per sender, the messages that came ahead of a missing one, by their previous value. */
     private final List<TreeMap<Long, Message>> waiting = new ArrayList<>();
 
@@ -33,6 +36,7 @@ final class CounterOrder {
         this.cluster = cluster;
         this.trinx = trinx;
         this.lastSeen = new long[cluster.n()];
+        this.skipped = new long[cluster.n()];
         for (int i = 0; i < cluster.n(); i++) {
             waiting.add(new TreeMap<>());
         }
@@ -41,6 +45,40 @@ final class CounterOrder {
     /** Messages that wait for a missing one, of all senders. */
     int waiting() {
         return waiting.stream().mapToInt(TreeMap::size).sum();
+    }
+
+    /** The CHECKPOINTs that wait for a missing message (each verified when it came). */
+    List<Checkpoint> waitingCheckpoints() {
+        List<Checkpoint> found = new ArrayList<>();
+        for (TreeMap<Long, Message> messages : waiting) {
+            for (Message message : messages.values()) {
+                if (message instanceof Checkpoint checkpoint) {
+                    found.add(checkpoint);
+                }
+            }
+        }
+        return found;
+    }
+
+    /**
+     * Goes past {@code sender}'s messages up to counter value {@code value}
+     * (its CHECKPOINT of a stable checkpoint whose state this replica took:
+     * what the sender certified before it is in that state), dropping those
+     * that wait, and hands {@code inOrder} the ones that wait after it.
+     */
+    void skipTo(int sender, long value, Consumer<Message> inOrder) {
+        if (value <= lastSeen[sender]) {
+            return;
+        }
+        lastSeen[sender] = value;
+        skipped[sender] = value;
+        TreeMap<Long, Message> ahead = waiting.get(sender);
+        ahead.headMap(value).clear();
+        Message next;
+        while ((next = ahead.remove(lastSeen[sender])) != null) {
+            lastSeen[sender] = Certified.certificateOf(next).value();
+            inOrder.accept(next);
+        }
     }
 
     /**
@@ -58,6 +96,9 @@ final class CounterOrder {
         if (certificate.counter() != Replica.COUNTER
                 || !trinx.verify(sender, certificate, Certified.certified(message))) {
             return "its certificate does not verify";
+        }
+        if (certificate.value() <= skipped[sender]) {
+            return null; // a message of what a state transfer took in, late: nothing to do
         }
         if (certificate.previous() < lastSeen[sender]) {
             return "counter value " + certificate.value() + " was shown before (replay or equivocation)";

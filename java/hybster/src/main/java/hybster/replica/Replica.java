@@ -31,6 +31,8 @@ import hybster.wire.Message.Prepare;
 import hybster.wire.Message.Read;
 import hybster.wire.Message.Reply;
 import hybster.wire.Message.Request;
+import hybster.wire.Message.State;
+import hybster.wire.Message.StateRequest;
 import hybster.wire.Message.ViewChange;
 
 /**
@@ -106,9 +108,21 @@ import hybster.wire.Message.ViewChange;
  * checks, {@link Certified} says what a certificate covers; this class holds
  * the ordering state and acts on all of them, on its node's event loop.
  *
- * <p>Not here yet: state transfer (a replica that finds a stable checkpoint
- * beyond what it executed stops executing and says so; the snapshot the
- * others keep is what it would fetch and check against the proof's digest).
+ * <p>State transfer. A replica that missed more of a peer's messages than the
+ * peer keeps to send again ({@code Options.retainedBytes}) waits in counter
+ * order for them for good. When f+1 replicas certified a checkpoint alike
+ * beyond what it executed, and it cannot get there by executing (one of the
+ * CHECKPOINTs waits behind a missing message, or the checkpoint lies two
+ * intervals or more ahead; a NEW-VIEW's stable checkpoint beyond it too), it
+ * asks those replicas for their stable state (STATE-REQUEST; one not there
+ * yet answers once it is), takes the first STATE whose proof holds f+1
+ * matching verified CHECKPOINTs with the snapshot's digest, installs it, goes
+ * past each proof replica's messages up to its CHECKPOINT, and executes on
+ * from there. Not covered yet: a view change while it was cut off (it would
+ * wait for a NEW-VIEW it missed), and PREPAREs a leader certified before its
+ * CHECKPOINT for later orders (with {@code maxBatch} 1 or parallel
+ * instances: the replica then waits until the next stable checkpoint and
+ * fetches again). A reply sent again after an installed state has no proof.
  */
 public final class Replica implements Closeable {
     private static final Logger LOG = Logger.getLogger(Replica.class.getName());
@@ -182,6 +196,12 @@ public final class Replica implements Closeable {
     private volatile byte[] stableSnapshot = new byte[0];
     /** A stable checkpoint is beyond what this replica executed: it needs the state from others. */
     private boolean needsStateTransfer;
+    /** The stable checkpoint whose state this replica fetches, and its proof (0 and empty: none). */
+    private long fetching;
+    private List<Checkpoint> fetchProof = List.of();
+    private final AtomicLong stateTransfers = new AtomicLong();
+    /** Replicas that asked for the state of a checkpoint not stable here yet, and the order they asked for. */
+    private final Map<Integer, Long> stateWanted = new HashMap<>();
     /** This replica's last clock tick (a request of its own; see {@code Application.tickMillis}). */
     private Request lastTick;
 
@@ -207,11 +227,14 @@ public final class Replica implements Closeable {
      * How a replica runs, the same on every replica of a cluster: how long a
      * request may wait before followers suspect its leader, how many orders
      * lie between checkpoints, how many ordering instances run in parallel,
-     * and how many requests a PREPARE orders at most.
+     * how many requests a PREPARE orders at most, and how many bytes of the
+     * frames last sent to each replica go again after a broken connection
+     * (a replica that missed more catches up by state transfer).
      */
-    public record Options(long viewChangeMillis, long checkpointInterval, int instances, int maxBatch) {
-        public static final Options DEFAULTS =
-                new Options(DEFAULT_VIEW_CHANGE_MILLIS, DEFAULT_CHECKPOINT_INTERVAL, 1, DEFAULT_MAX_BATCH);
+    public record Options(long viewChangeMillis, long checkpointInterval, int instances, int maxBatch,
+            long retainedBytes) {
+        public static final Options DEFAULTS = new Options(DEFAULT_VIEW_CHANGE_MILLIS, DEFAULT_CHECKPOINT_INTERVAL,
+                1, DEFAULT_MAX_BATCH, Node.RETAINED_BYTES);
 
         public Options {
             if (viewChangeMillis < 1) {
@@ -226,22 +249,29 @@ public final class Replica implements Closeable {
             if (maxBatch < 1) {
                 throw new IllegalArgumentException("batches of at most " + maxBatch + " requests");
             }
+            if (retainedBytes < 0) {
+                throw new IllegalArgumentException(retainedBytes + " bytes retained");
+            }
         }
 
         public Options withViewChangeMillis(long millis) {
-            return new Options(millis, checkpointInterval, instances, maxBatch);
+            return new Options(millis, checkpointInterval, instances, maxBatch, retainedBytes);
         }
 
         public Options withCheckpointInterval(long interval) {
-            return new Options(viewChangeMillis, interval, instances, maxBatch);
+            return new Options(viewChangeMillis, interval, instances, maxBatch, retainedBytes);
         }
 
         public Options withInstances(int count) {
-            return new Options(viewChangeMillis, checkpointInterval, count, maxBatch);
+            return new Options(viewChangeMillis, checkpointInterval, count, maxBatch, retainedBytes);
         }
 
         public Options withMaxBatch(int requests) {
-            return new Options(viewChangeMillis, checkpointInterval, instances, requests);
+            return new Options(viewChangeMillis, checkpointInterval, instances, requests, retainedBytes);
+        }
+
+        public Options withRetainedBytes(long bytes) {
+            return new Options(viewChangeMillis, checkpointInterval, instances, maxBatch, bytes);
         }
     }
 
@@ -280,7 +310,8 @@ public final class Replica implements Closeable {
         this.viewChanges = new ViewChanges(id, cluster, trinx, viewChangeMillis);
         this.lastPrepared = new long[instances];
         resetInstances(0);
-        this.node = new Node(id, cluster.replicas().get(id), cluster.addresses(), cluster.keys(), provider);
+        this.node = new Node(id, cluster.replicas().get(id), cluster.addresses(), cluster.keys(), provider,
+                options.retainedBytes());
         application.attach((client, payload, proof) -> node.send(client, new Notice(id, payload, proof)));
     }
 
@@ -374,10 +405,16 @@ public final class Replica implements Closeable {
             onRequest(request);
         } else if (message instanceof Read read) {
             onRead(read);
+        } else if (message instanceof StateRequest request) {
+            onStateRequest(request);
+        } else if (message instanceof State state) {
+            onState(state);
         } else {
             String refusal = counterOrder.offer(message, this::handleInOrder);
             if (refusal != null) {
                 reject(message, refusal);
+            } else if (message instanceof Checkpoint) {
+                lookForStableAhead();
             }
         }
         openOrders = slots.size();
@@ -770,6 +807,7 @@ public final class Replica implements Closeable {
         forOrder.put(checkpoint.sender(), checkpoint);
         Checkpoint own = forOrder.get(id);
         if (own == null) {
+            lookForStableAhead();
             return; // stable for this replica only once it got there itself
         }
         List<Checkpoint> matching = forOrder.values().stream()
@@ -782,6 +820,13 @@ public final class Replica implements Closeable {
         stableCheckpoint = checkpoint.order();
         snapshots.headMap(checkpoint.order()).clear();
         stableSnapshot = snapshots.get(checkpoint.order());
+        stateWanted.entrySet().removeIf(wanted -> {
+            boolean answered = wanted.getValue() <= stableCheckpoint;
+            if (answered) {
+                node.send(wanted.getKey(), new State(id, stableCheckpoint, stableSnapshot, stableProof));
+            }
+            return answered;
+        });
         checkpoints.keySet().removeIf(order -> order <= checkpoint.order());
         // The log restarts after our own CHECKPOINT: a view change proves the rest by it.
         int at = sentLog.indexOf(own);
@@ -789,6 +834,165 @@ public final class Replica implements Closeable {
         logSize = sentLog.size();
         LOG.info(() -> "replica " + id + ": view " + view + ", checkpoint " + checkpoint.order()
                 + " stable, log truncated to " + sentLog.size() + " messages");
+    }
+
+    // ---- state transfer
+
+    /**
+     * Fetches the state of a checkpoint that f+1 replicas certified alike
+     * beyond what this replica executed, when it cannot get there by
+     * executing: one of those CHECKPOINTs waits behind a message that never
+     * came (more went missing than its sender kept to send again), or the
+     * checkpoint lies two intervals or more ahead (a NEW-VIEW left it behind
+     * its stable checkpoint; a replica merely slow is rarely that far).
+     */
+    private void lookForStableAhead() {
+        List<Checkpoint> waiting = counterOrder.waitingCheckpoints();
+        List<Checkpoint> known = new ArrayList<>(waiting);
+        checkpoints.values().forEach(bySender -> known.addAll(bySender.values()));
+        Map<ByteBuffer, Map<Integer, Checkpoint>> alike = new HashMap<>();
+        for (Checkpoint checkpoint : known) {
+            if (checkpoint.order() > Math.max(lastExecuted, fetching) && checkpoint.sender() != id) {
+                ByteBuffer key = ByteBuffer.allocate(8 + checkpoint.stateDigest().length)
+                        .putLong(checkpoint.order()).put(checkpoint.stateDigest()).flip();
+                alike.computeIfAbsent(key, k -> new TreeMap<>()).put(checkpoint.sender(), checkpoint);
+            }
+        }
+        alike.values().stream()
+                .filter(bySender -> bySender.size() >= cluster.f() + 1)
+                .map(bySender -> List.copyOf(bySender.values()))
+                .filter(proof -> proof.stream().anyMatch(waiting::contains)
+                        || proof.get(0).order() >= lastExecuted + 2 * checkpointInterval)
+                .max((a, b) -> Long.compare(a.get(0).order(), b.get(0).order()))
+                .ifPresent(this::fetch);
+    }
+
+    /** Asks the replicas of {@code proof} for their stable state, again while it has not come. */
+    private void fetch(List<Checkpoint> proof) {
+        long order = proof.get(0).order();
+        if (order <= Math.max(lastExecuted, fetching)) {
+            return;
+        }
+        fetching = order;
+        fetchProof = proof;
+        LOG.info(() -> "replica " + id + ": executed up to " + lastExecuted + ", fetches the state of checkpoint "
+                + order);
+        askForState(order);
+    }
+
+    private void askForState(long order) {
+        if (fetching != order) {
+            return; // it came (or a later one is wanted)
+        }
+        fetchProof.stream().filter(checkpoint -> checkpoint.sender() != id)
+                .forEach(checkpoint -> node.send(checkpoint.sender(), new StateRequest(id, order)));
+        node.schedule(viewChangeMillis, () -> askForState(order));
+    }
+
+    /** Sends a replica that asks the state of this replica's last stable checkpoint, if it is as far. */
+    private void onStateRequest(StateRequest request) {
+        if (request.sender() < 0 || request.sender() >= cluster.n() || request.sender() == id) {
+            reject(request, "a state request from no other replica");
+            return;
+        }
+        if (stableCheckpoint >= request.order() && stableSnapshot.length > 0) {
+            node.send(request.sender(), new State(id, stableCheckpoint, stableSnapshot, stableProof));
+        } else {
+            stateWanted.put(request.sender(), request.order()); // answered once it is stable here
+        }
+    }
+
+    /** Takes a state beyond what this replica executed whose proof holds and whose digest it has. */
+    private void onState(State state) {
+        if (state.order() <= lastExecuted || fetching == 0) {
+            return; // this replica got there meanwhile, or asked for nothing
+        }
+        String problem = checkProof(state);
+        if (problem != null) {
+            reject(state, problem);
+            return;
+        }
+        install(state.order(), state.snapshot(), state.proof());
+    }
+
+    /** Why {@code state}'s proof does not show its snapshot stable, or null. */
+    private String checkProof(State state) {
+        byte[] digest = Keys.digest(state.snapshot());
+        Set<Integer> senders = new HashSet<>();
+        for (Checkpoint checkpoint : state.proof()) {
+            if (checkpoint.order() != state.order() || !Arrays.equals(checkpoint.stateDigest(), digest)) {
+                return "a proof's CHECKPOINT is of another order or state";
+            }
+            if (checkpoint.sender() < 0 || checkpoint.sender() >= cluster.n()
+                    || !trinx.verify(checkpoint.sender(), checkpoint.certificate(), Certified.certified(checkpoint))) {
+                return "a proof's CHECKPOINT does not verify";
+            }
+            senders.add(checkpoint.sender());
+        }
+        return senders.size() < cluster.f() + 1 ? "a proof of " + senders.size() + " replicas" : null;
+    }
+
+    /**
+     * Replaces this replica's state with a stable checkpoint's (see
+     * {@link #snapshot} for the layout) and goes on from there: past each
+     * proof replica's messages up to its CHECKPOINT, and executing what
+     * committed after it.
+     */
+    private void install(long order, byte[] snapshot, List<Checkpoint> proof) {
+        ByteBuffer in = ByteBuffer.wrap(snapshot);
+        byte[] chain = new byte[history.length];
+        in.get(chain);
+        Map<Integer, ClientRecord> records = new HashMap<>();
+        for (int i = in.getInt(); i > 0; i--) {
+            int client = in.getInt();
+            long timestamp = in.getLong();
+            byte[] result = new byte[in.getInt()];
+            in.get(result);
+            // No proof: it would need the operation (a client asking again gets the others').
+            records.put(client, new ClientRecord(timestamp, new Reply(id, view, timestamp, result, new byte[0])));
+        }
+        byte[] state = new byte[in.getInt()];
+        in.get(state);
+        application.restore(state);
+        history = chain;
+        clients.clear();
+        clients.putAll(records);
+        lastExecuted = order;
+        slots.keySet().removeIf(slot -> slot <= order);
+        pending.values().removeIf(waiting -> isExecuted(waiting.request()));
+        ordered.removeIf(key -> {
+            ClientRecord record = clients.get((int) key.getLong(0));
+            return record != null && key.getLong(8) <= record.timestamp();
+        });
+        for (int instance = 0; instance < instances; instance++) {
+            long last = order;
+            while (last >= 1 && instanceOf(last) != instance) {
+                last--;
+            }
+            lastPrepared[instance] = Math.max(lastPrepared[instance], last >= 1 ? last : instance + 1 - instances);
+        }
+        stableCheckpoint = order;
+        stableProof = List.copyOf(proof);
+        snapshots.clear();
+        snapshots.put(order, snapshot);
+        stableSnapshot = snapshot;
+        checkpoints.keySet().removeIf(checkpoint -> checkpoint <= order);
+        needsStateTransfer = false;
+        fetching = 0;
+        fetchProof = List.of();
+        stateTransfers.incrementAndGet();
+        LOG.info(() -> "replica " + id + ": took the state of checkpoint " + order);
+        for (Checkpoint checkpoint : proof) {
+            if (checkpoint.sender() != id) {
+                counterOrder.skipTo(checkpoint.sender(), checkpoint.certificate().value(), this::handleInOrder);
+            }
+        }
+        executeCommitted();
+    }
+
+    /** State transfers this replica made (each took a stable checkpoint's state from others). */
+    public long stateTransfers() {
+        return stateTransfers.get();
     }
 
     private void broadcast(Message message) {
@@ -889,9 +1093,10 @@ public final class Replica implements Closeable {
                 .mapToLong(Checkpoint::order).max().orElse(0);
         if (stableInProofs > lastExecuted) {
             needsStateTransfer = true;
-            LOG.severe(() -> "replica " + id + ": checkpoint " + stableInProofs + " is stable but this replica "
-                    + "executed only up to " + lastExecuted + ": it needs a state transfer, which is not "
-                    + "implemented; it stops executing");
+            LOG.warning(() -> "replica " + id + ": checkpoint " + stableInProofs + " is stable but this replica "
+                    + "executed only up to " + lastExecuted + ": it fetches the state");
+            proofs.stream().map(ViewChange::stable).filter(stable -> !stable.isEmpty()
+                    && stable.get(0).order() == stableInProofs).findFirst().ifPresent(this::fetch);
         }
         TreeMap<Long, Prepare> carried = new TreeMap<>();
         for (ViewChange proof : proofs) {

@@ -166,6 +166,19 @@ public sealed interface Message {
      */
     record Read(int sender, long timestamp, byte[] operation) implements Message { }
 
+    /**
+     * A replica's ask for the state of a stable checkpoint at {@code order} or
+     * later, which it found beyond what it executed (see {@link State}).
+     */
+    record StateRequest(int sender, long order) implements Message { }
+
+    /**
+     * A replica's state at its last stable checkpoint: its snapshot and the
+     * checkpoint's proof (f+1 matching CHECKPOINTs), whose certified digest
+     * the snapshot must have.
+     */
+    record State(int sender, long order, byte[] snapshot, List<Checkpoint> proof) implements Message { }
+
     byte REQUEST = 1;
     byte PREPARE = 2;
     byte COMMIT = 3;
@@ -175,6 +188,8 @@ public sealed interface Message {
     byte CHECKPOINT = 7;
     byte NOTICE = 8;
     byte READ = 9;
+    byte STATE_REQUEST = 10;
+    byte STATE = 11;
 
     static byte[] encode(Message message) {
         Writer out = new Writer();
@@ -205,6 +220,12 @@ public sealed interface Message {
             out.type(READ, r.sender()).putLong(r.timestamp()).bytes(r.operation());
         } else if (message instanceof Notice n) {
             out.type(NOTICE, n.sender()).bytes(n.payload()).bytes(n.proof());
+        } else if (message instanceof StateRequest r) {
+            out.type(STATE_REQUEST, r.sender()).putLong(r.order());
+        } else if (message instanceof State state) {
+            out.type(STATE, state.sender()).putLong(state.order()).bytes(state.snapshot())
+                    .putInt(state.proof().size());
+            state.proof().forEach(checkpoint -> out.bytes(encode(checkpoint)));
         }
         return out.toBytes();
     }
@@ -258,6 +279,16 @@ public sealed interface Message {
                 case REPLY -> new Reply(sender, in.getInt(), in.getLong(), bytes(in), bytes(in));
                 case NOTICE -> new Notice(sender, bytes(in), bytes(in));
                 case READ -> new Read(sender, in.getLong(), bytes(in));
+                case STATE_REQUEST -> new StateRequest(sender, in.getLong());
+                case STATE -> {
+                    long order = in.getLong();
+                    byte[] snapshot = bytes(in, MAX_MESSAGE);
+                    List<Checkpoint> proof = new ArrayList<>();
+                    for (int i = count(in); i > 0; i--) {
+                        proof.add(nested(in, Checkpoint.class, depth));
+                    }
+                    yield new State(sender, order, snapshot, proof);
+                }
                 default -> throw new MalformedMessageException("unknown message type " + type);
             };
             if (in.hasRemaining()) {
@@ -270,8 +301,13 @@ public sealed interface Message {
     }
 
     private static byte[] bytes(ByteBuffer in) throws MalformedMessageException {
+        return bytes(in, MAX_PAYLOAD);
+    }
+
+    /** A byte string of at most {@code most} bytes. */
+    private static byte[] bytes(ByteBuffer in, int most) throws MalformedMessageException {
         int length = in.getInt();
-        if (length < 0 || length > Math.min(MAX_PAYLOAD, in.remaining())) {
+        if (length < 0 || length > Math.min(most, in.remaining())) {
             throw new MalformedMessageException("byte string of " + length + " bytes with " + in.remaining()
                     + " left");
         }
