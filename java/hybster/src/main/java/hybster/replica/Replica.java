@@ -210,8 +210,8 @@ public final class Replica implements Closeable {
         Prepare prepare;
         /** The PREPARE's batch digest: what f+1 agreements must match for the order to commit. */
         byte[] prepared;
-        /** The digest of the batch this replica certified (its COMMIT, or its PREPARE as leader). */
-        byte[] digest;
+        /** This replica certified the batch (its COMMIT, or its PREPARE as leader). */
+        boolean agreed;
         /** The batch's requests this follower has not had from their clients yet, by digest. */
         final Set<ByteBuffer> missing = new HashSet<>();
         /** Replica to the request digest it certified for this order. */
@@ -534,7 +534,7 @@ public final class Replica implements Closeable {
             // A PREPARE that waited for this request from its client goes on once it has its whole batch.
             List<Slot> complete = new ArrayList<>();
             for (Slot slot : slots.values()) {
-                if (slot.digest == null && slot.missing.remove(digest) && slot.missing.isEmpty()) {
+                if (!slot.agreed && slot.missing.remove(digest) && slot.missing.isEmpty()) {
                     complete.add(slot);
                 }
             }
@@ -602,7 +602,7 @@ public final class Replica implements Closeable {
         Slot slot = slots.computeIfAbsent(order, o -> new Slot());
         slot.prepare = prepare;
         slot.prepared = digest;
-        slot.digest = digest;
+        slot.agreed = true;
         slot.agreements.put(id, digest);
         broadcast(prepare);
         LOG.fine(() -> "replica " + id + ": view " + view + " ordered " + batch.size() + " requests as " + order);
@@ -676,11 +676,11 @@ public final class Replica implements Closeable {
     /** Commits to a PREPARE whose requests came from their clients too. */
     private void agree(Slot slot) {
         Prepare prepare = slot.prepare;
-        slot.digest = slot.prepared;
+        slot.agreed = true;
         Commit commit = new Commit(id, view, prepare.order(), prepare,
-                certify(Commit.certified(view, prepare.order(), slot.digest)));
+                certify(Commit.certified(view, prepare.order(), slot.prepared)));
         log(commit);
-        slot.agreements.put(id, slot.digest);
+        slot.agreements.put(id, slot.prepared);
         broadcast(commit);
         executeCommitted();
     }
