@@ -717,6 +717,28 @@ fn many_clients_connect_at_once_and_each_is_accepted() {
     }
 }
 
+/// `auto` to a plain TCP listener (no rdma-nio listener there): shm refuses at
+/// once and, where the host has an RDMA device, rdma_cm refuses after a round
+/// trip, so the connect goes on over TCP, on another fd than the one the
+/// selector watched first; the selector sees it connect, and bytes cross.
+#[test]
+fn an_auto_connect_past_a_refusing_medium_is_seen_by_its_selector() {
+    let plain = TcpListener::bind((ip(), 0)).unwrap();
+    let addr = plain.local_addr().unwrap();
+    let poller = Poller::new(PollMode::Blocking).unwrap();
+    let client = Socket::open(Spin::For(Duration::ZERO)).unwrap();
+    poller.register(0, Arc::clone(&client)).unwrap();
+    client.start_connect(addr, Transport::Auto, TransportOptions::default(), TIMEOUT).unwrap();
+    assert_eq!(select_for(&poller, &[ops::CONNECT as i32], 0, ops::CONNECT), ops::CONNECT);
+    assert!(client.finish_connect(false).unwrap());
+    let (mut served, _) = plain.accept().unwrap();
+    assert_eq!(client.write(b"plain", true).unwrap(), 5);
+    let mut received = [0u8; 5];
+    std::io::Read::read_exact(&mut served, &mut received).unwrap();
+    assert_eq!(&received, b"plain");
+    poller.deregister(0);
+}
+
 /// A reader and a writer thread blocked on each end of one connection at once,
 /// both polling before they sleep: a mebibyte each way, no wakeup lost.
 #[test]
