@@ -706,6 +706,34 @@ public class ServicesTest {
         assertThrows(IllegalArgumentException.class, () -> restored.restore(bytes("not a snapshot")));
     }
 
+    /**
+     * A session's end deletes each of its ephemeral nodes, also one that a
+     * failed multi deleted and its undo restored, and one created in a
+     * snapshot's state; nodes of other sessions stay.
+     */
+    @Test
+    public void coordinationSessionEndsDeleteEveryEphemeralNodeOfTheirOwn() {
+        CoordinationService service = new CoordinationService(3, 100);
+        int client = Cluster.FIRST_CLIENT;
+        for (int owner : new int[] {client, client + 1}) {
+            service.execute(owner, Operation.openSession(200).encode());
+            service.execute(owner, Operation.create("/e" + owner, bytes(""), CreateMode.EPHEMERAL).encode());
+        }
+        CoordinationService.Result failed = decode(service.execute(client, Operation.multi(List.of(
+                Operation.delete("/e" + client, -1),
+                Operation.create("/missing/child", bytes(""), CreateMode.PERSISTENT))).encode()));
+        assertEquals(Code.NO_NODE, failed.code());
+        CoordinationService restored = new CoordinationService(3, 100);
+        restored.restore(service.snapshot());
+        for (CoordinationService each : List.of(service, restored)) {
+            assertEquals(Code.OK, decode(each.execute(client, Operation.closeSession().encode())).code());
+            assertEquals("the multi's undo restored it, the session's end took it", Code.NO_NODE,
+                    decode(each.execute(client, Operation.read(Kind.EXISTS, "/e" + client).encode())).code());
+            assertEquals("another session's stays", Code.OK,
+                    decode(each.execute(client, Operation.read(Kind.EXISTS, "/e" + (client + 1)).encode())).code());
+        }
+    }
+
     /** An ordering snapshot holds the chain, what waits to be cut and the subscribers. */
     @Test
     public void orderingSnapshotsRestoreTheWholeState() {

@@ -99,6 +99,8 @@ public final class CoordinationService implements Application {
     private long now;
     /** Open sessions by client, in id order (expiry goes in that order). */
     private final TreeMap<Integer, Session> sessions = new TreeMap<>();
+    /** Each session's ephemeral nodes (derived from the tree's owners: not in the snapshot). */
+    private final Map<Long, TreeSet<String>> ephemerals = new HashMap<>();
     private long lastSessionId;
 
     /** A watch table's entry that a change fires, and the event its watchers get. */
@@ -233,6 +235,7 @@ public final class CoordinationService implements Application {
             sessions.clear();
             sessions.putAll(open);
             lastSessionId = lastId;
+            indexEphemerals();
         } catch (IOException e) {
             throw new IllegalArgumentException("not a coordination snapshot of " + replicas + " replicas", e);
         }
@@ -352,9 +355,20 @@ public final class CoordinationService implements Application {
 
     /** Deletes the session's ephemeral nodes (in path order: none has children). */
     private void endSession(Session session) {
-        List<String> ephemeral = tree.entrySet().stream()
-                .filter(entry -> entry.getValue().owner == session.id).map(Map.Entry::getKey).toList();
-        ephemeral.forEach(path -> delete(path, -1));
+        TreeSet<String> owned = ephemerals.remove(session.id);
+        if (owned != null) {
+            List.copyOf(owned).forEach(path -> delete(path, -1));
+        }
+    }
+
+    /** Each session's ephemeral nodes, from the tree (after it was replaced whole). */
+    private void indexEphemerals() {
+        ephemerals.clear();
+        tree.forEach((path, node) -> {
+            if (node.owner != 0) {
+                ephemerals.computeIfAbsent(node.owner, id -> new TreeSet<>()).add(path);
+            }
+        });
     }
 
     /**
@@ -427,6 +441,9 @@ public final class CoordinationService implements Application {
         }
         parent.sequence++;
         tree.put(name, new Znode(data, mode.isEphemeral() ? session.id : 0));
+        if (mode.isEphemeral()) {
+            ephemerals.computeIfAbsent(session.id, id -> new TreeSet<>()).add(name);
+        }
         changes.add(new Change(dataWatches, name, EventType.NODE_CREATED));
         changes.add(new Change(childWatches, Paths.parent(name), EventType.NODE_CHILDREN_CHANGED));
         return Result.created(name);
@@ -444,6 +461,10 @@ public final class CoordinationService implements Application {
             return Result.error(Code.NOT_EMPTY, path);
         }
         tree.remove(path);
+        TreeSet<String> owned = ephemerals.get(node.owner);
+        if (owned != null) {
+            owned.remove(path);
+        }
         changes.add(new Change(dataWatches, path, EventType.NODE_DELETED));
         changes.add(new Change(childWatches, path, EventType.NODE_DELETED));
         changes.add(new Change(childWatches, Paths.parent(path), EventType.NODE_CHILDREN_CHANGED));
@@ -514,6 +535,7 @@ public final class CoordinationService implements Application {
     private void undo(TreeMap<String, Znode> before) {
         tree.clear();
         tree.putAll(before);
+        indexEphemerals(); // (a failed multi's: rare enough to rebuild)
     }
 
     /** What fired a watch (ZooKeeper's event types). */
