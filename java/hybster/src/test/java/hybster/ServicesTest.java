@@ -734,6 +734,15 @@ public class ServicesTest {
         }
     }
 
+    /** An application that ticks needs the trusted subsystem's tick counter: a replica without it refuses to start. */
+    @Test
+    public void aTickingApplicationNeedsTheTickCounter() throws Exception {
+        IllegalArgumentException refused = assertThrows(IllegalArgumentException.class, () -> new Replica(0,
+                HybsterTest.cluster(3), new SoftwareTrinx(0, HybsterTest.TRINX_KEY, 1), new CoordinationService(3),
+                SelectorProvider.provider()));
+        assertTrue(refused.getMessage(), refused.getMessage().contains("give it " + Replica.COUNTERS + " counters"));
+    }
+
     /** An ordering snapshot holds the chain, what waits to be cut and the subscribers. */
     @Test
     public void orderingSnapshotsRestoreTheWholeState() {

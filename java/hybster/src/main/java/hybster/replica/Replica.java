@@ -295,13 +295,9 @@ public final class Replica implements Closeable {
         this.instances = options.instances();
         this.maxBatch = options.maxBatch();
         this.tickMillis = application.tickMillis();
-        if (tickMillis > 0) {
-            try {
-                trinx.value(TICK_COUNTER);
-            } catch (RuntimeException e) { // (SoftwareTrinx: out of bounds)
-                throw new IllegalArgumentException("the application's clock ticks need the trusted subsystem's "
-                        + "counter " + TICK_COUNTER + ": give it " + COUNTERS + " counters", e);
-            }
+        if (tickMillis > 0 && trinx.counters() <= TICK_COUNTER) {
+            throw new IllegalArgumentException("the application's clock ticks need the trusted subsystem's counter "
+                    + TICK_COUNTER + ": give it " + COUNTERS + " counters, not " + trinx.counters());
         }
         for (int instance = 0; instance < instances; instance++) {
             unbatched.add(new ArrayDeque<>());

@@ -36,6 +36,11 @@ public final class SoftwareTrinx implements TrustedCounter {
     }
 
     @Override
+    public int counters() {
+        return counters.length;
+    }
+
+    @Override
     public synchronized long value(int counter) {
         return counters[counter];
     }

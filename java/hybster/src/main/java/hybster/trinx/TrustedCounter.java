@@ -13,6 +13,9 @@ public interface TrustedCounter {
     /** The replica this subsystem belongs to. */
     int owner();
 
+    /** How many counters it has (numbered from 0). */
+    int counters();
+
     /** The counter's current value (0 before the first certificate). */
     long value(int counter);
 
