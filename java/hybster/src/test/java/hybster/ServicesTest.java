@@ -582,7 +582,7 @@ public class ServicesTest {
      * 1's copy comes) leaves the new session its renewals, its watcher and its
      * ephemeral nodes.
      */
-    @Test(timeout = 120_000)
+    @Test(timeout = 240_000)
     public void coordinationAnEarlierSessionsExpiryEndsNoLaterSession() throws Exception {
         coordinationAnEarlierSessionsExpiryEndsNoLaterSession(SelectorProvider.provider());
         coordinationAnEarlierSessionsExpiryEndsNoLaterSession(rdmaNio());
@@ -602,11 +602,12 @@ public class ServicesTest {
         java.util.function.Function<String, CoordinationClient.Watcher> watcher =
                 name -> event -> seen.add(name + " " + event.type() + " " + event.path());
 
-        reopening.openSession(2 * TICK_MILLIS, TimeUnit.DAYS.toMillis(1), watcher.apply("first")); // never renewed
+        // Never renewed; long enough for the create after it under emulation (an ordered operation is slow there).
+        reopening.openSession(10 * TICK_MILLIS, TimeUnit.DAYS.toMillis(1), watcher.apply("first"));
         String first = reopening.create("/first", bytes(""), CreateMode.EPHEMERAL);
         assertEquals(0, watching.exists(first, watcher.apply("watching")));
         assertEquals("the first session expired", "watching NODE_DELETED /first", next(seen));
-        long timeout = reopening.openSession(4 * TICK_MILLIS, watcher.apply("second"));
+        long timeout = reopening.openSession(10 * TICK_MILLIS, watcher.apply("second"));
         String second = reopening.create("/second", bytes(""), CreateMode.EPHEMERAL);
         HybsterTest.awaitCount(reopening::eventsTaken, 1); // the first session's expiry, after the reopening
         Thread.sleep(3 * timeout);
