@@ -852,3 +852,74 @@ fn a_blocked_reader_sees_a_killed_peer_process() {
         println!("{transport:?}: a blocked reader saw the peer's death {seen_after:?} after it was reaped");
     }
 }
+
+/// A blocking read without a timeout on the tcp medium sleeps in the
+/// kernel's `recv` itself (one syscall per read, as the JDK's blocking
+/// channel), and each way its wait can end wakes it there: data, reading
+/// shut down (end of stream), a close and an abortive close (`Closed`; the
+/// peer of the latter sees the reset).
+#[test]
+fn a_blocking_tcp_read_sleeps_in_recv_and_every_end_wakes_it() {
+    for end in ["data", "shutdown_input", "close", "abort"] {
+        let (listener, addr) = listen(Transport::Tcp);
+        let client = Socket::connect(addr, Transport::Tcp, TransportOptions::default(), TIMEOUT).unwrap();
+        assert!(client.finish_connect(true).unwrap());
+        let server = listener.accept(true, None).unwrap().unwrap();
+        let (tid_sender, tid) = std::sync::mpsc::channel();
+        let reader = {
+            let client = Arc::clone(&client);
+            thread::spawn(move || {
+                // SAFETY: gettid has no arguments and cannot fail.
+                tid_sender.send(unsafe { libc::gettid() }).unwrap();
+                let mut buf = [0u8; 8];
+                client.read(&mut buf, true, None).map(|n| (n, buf))
+            })
+        };
+        let asleep_in = syscall_asleep_in(tid.recv().unwrap());
+        assert_eq!(
+            asleep_in,
+            libc::SYS_recvfrom,
+            "{end}: the reader sleeps in syscall {asleep_in}, not in recv"
+        );
+        match end {
+            "data" => assert_eq!(server.write(b"ping", true).unwrap(), 4),
+            "shutdown_input" => client.shutdown_input().unwrap(),
+            "close" => client.close(),
+            _ => client.abort(),
+        }
+        let read = reader.join().unwrap();
+        match end {
+            "data" => assert!(matches!(read, Ok((4, [b'p', b'i', b'n', b'g', ..]))), "{end}: {read:?}"),
+            "shutdown_input" => assert!(matches!(read, Ok((status::EOF, _))), "{end}: {read:?}"),
+            _ => assert!(matches!(read, Err(rdmanio::Error::Closed("read"))), "{end}: {read:?}"),
+        }
+        if end == "abort" {
+            let seen = server.read(&mut [0u8; 8], true, TIMEOUT);
+            assert!(
+                matches!(seen, Err(rdmanio::Error::ConnectionReset)),
+                "the peer of an abort read {seen:?}"
+            );
+        }
+    }
+}
+
+/// The syscall thread `tid` of this process sleeps in, once it sleeps in
+/// the same one at two looks 20 ms apart (its number, as
+/// `/proc/self/task/TID/syscall` gives it); -1 if it never did within `TIMEOUT`.
+fn syscall_asleep_in(tid: libc::pid_t) -> libc::c_long {
+    let in_syscall = || {
+        let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")).unwrap_or_default();
+        text.split_whitespace().next().and_then(|number| number.parse::<libc::c_long>().ok())
+    };
+    let deadline = Instant::now() + TIMEOUT.unwrap();
+    let mut last = None;
+    while Instant::now() < deadline {
+        let now = in_syscall();
+        if let Some(number) = now.filter(|_| now == last) {
+            return number;
+        }
+        last = now;
+        thread::sleep(Duration::from_millis(20));
+    }
+    -1
+}

@@ -67,6 +67,22 @@ pub trait ByteStream {
     /// A protocol violation by the peer; a failure of the medium.
     fn try_read(&mut self, out: &mut [u8]) -> Result<ReadOutcome>;
 
+    /// The kernel socket the stream is, if it is one: a blocking read may
+    /// then sleep in its `recv` (without `MSG_DONTWAIT`) outside the
+    /// socket's lock, and hands what it got to `kernel_read_done`.
+    fn kernel_socket(&self) -> Option<RawFd> {
+        None
+    }
+
+    /// Takes what a `recv` of up to `asked` bytes on `kernel_socket` got, as
+    /// `try_read` takes its own (an interrupted one would have blocked).
+    ///
+    /// # Errors
+    /// The socket's failure; on a stream that is no kernel socket, always.
+    fn kernel_read_done(&mut self, _received: std::io::Result<usize>, _asked: usize) -> Result<ReadOutcome> {
+        Err(Error::Failed("a kernel read on a stream that is no kernel socket".into()))
+    }
+
     /// How many bytes a read returns now without waiting, at least (the
     /// socket adaptor's `available()`): exact where the kernel keeps the
     /// bytes (`FIONREAD`), the next message or record on the other media.
@@ -243,6 +259,18 @@ macro_rules! forward_byte_stream {
 
         fn try_read(&mut self, out: &mut [u8]) -> $crate::error::Result<$crate::media::stream::ReadOutcome> {
             (**self).try_read(out)
+        }
+
+        fn kernel_socket(&self) -> Option<std::os::fd::RawFd> {
+            (**self).kernel_socket()
+        }
+
+        fn kernel_read_done(
+            &mut self,
+            received: std::io::Result<usize>,
+            asked: usize,
+        ) -> $crate::error::Result<$crate::media::stream::ReadOutcome> {
+            (**self).kernel_read_done(received, asked)
         }
 
         fn wait(

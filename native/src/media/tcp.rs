@@ -1,7 +1,7 @@
 //! The TCP medium: a plain kernel socket behind the same byte-stream face,
 //! for peers that no RDMA device or shared memory reaches.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, RawFd};
 
@@ -28,6 +28,11 @@ use crate::sys::{self, Deadline};
 /// readability unknown). A read that fills its buffer leaves readability
 /// unknown too: more may wait or none, and a selector must not report a key
 /// that a read then finds empty, so the next look asks.
+///
+/// The socket itself is in blocking mode and every call here says
+/// `MSG_DONTWAIT`: so a blocking channel's read can sleep in `recv` itself
+/// (`kernel_socket`), one syscall where a wait and a read take two, as the
+/// JDK's blocking channel does.
 pub struct TcpByteStream {
     socket: TcpStream,
     readable: Known,
@@ -55,11 +60,12 @@ enum Known {
 }
 
 impl TcpByteStream {
-    /// Wraps a connected socket: makes it non-blocking and disables Nagle
-    /// (each write goes out at once, as RDMA writes do).
+    /// Wraps a connected socket: puts it in blocking mode (see the type's
+    /// documentation) and disables Nagle (each write goes out at once, as
+    /// RDMA writes do).
     pub fn new(socket: TcpStream) -> Result<TcpByteStream> {
         let os = |op| move |source| Error::Os { op, source };
-        socket.set_nonblocking(true).map_err(os("fcntl(O_NONBLOCK)"))?;
+        socket.set_nonblocking(false).map_err(os("fcntl(O_NONBLOCK)"))?;
         socket.set_nodelay(true).map_err(os("setsockopt(TCP_NODELAY)"))?;
         Ok(TcpByteStream {
             socket,
@@ -125,7 +131,7 @@ fn io_error(op: &'static str, source: io::Error) -> Error {
 impl ByteStream for TcpByteStream {
     fn try_write(&mut self, data: &[u8]) -> Result<usize> {
         loop {
-            match self.socket.write(data) {
+            match sys::send(self.socket.as_raw_fd(), data, libc::MSG_DONTWAIT) {
                 Ok(n) => {
                     // Short: the kernel ran out of send space and signals when it frees some.
                     self.writable = if n < data.len() { Known::NotReady } else { Known::Ready };
@@ -152,34 +158,45 @@ impl ByteStream for TcpByteStream {
             return Ok(ReadOutcome::EndOfStream);
         }
         loop {
-            return match self.socket.read(out) {
-                Ok(0) if !out.is_empty() => {
-                    self.peer_closed = true;
-                    Ok(ReadOutcome::EndOfStream)
-                }
-                Ok(0) => Ok(ReadOutcome::WouldBlock),
-                Ok(n) => {
-                    // Short: the receive queue is drained, and any arrival
-                    // signals; unless the read stopped at an urgent mark.
-                    // Full: more may wait or none; the next look asks (a
-                    // selector reports no key that a read finds empty).
-                    self.readable = match n < out.len() {
-                        true if !self.urgent_seen => Known::NotReady,
-                        _ => Known::Unknown,
-                    };
-                    Ok(ReadOutcome::Data(n))
-                }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    self.readable = Known::NotReady;
-                    Ok(ReadOutcome::WouldBlock)
-                }
+            match sys::recv(self.socket.as_raw_fd(), out, libc::MSG_DONTWAIT) {
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) => {
-                    let err = io_error("recv", err);
-                    self.reset = matches!(err, Error::ConnectionReset);
-                    Err(err)
-                }
-            };
+                received => return self.kernel_read_done(received, out.len()),
+            }
+        }
+    }
+
+    fn kernel_socket(&self) -> Option<RawFd> {
+        Some(self.socket.as_raw_fd())
+    }
+
+    fn kernel_read_done(&mut self, received: io::Result<usize>, asked: usize) -> Result<ReadOutcome> {
+        match received {
+            Ok(0) if asked > 0 => {
+                self.peer_closed = true;
+                Ok(ReadOutcome::EndOfStream)
+            }
+            Ok(0) => Ok(ReadOutcome::WouldBlock),
+            Ok(n) => {
+                // Short: the receive queue is drained, and any arrival
+                // signals; unless the read stopped at an urgent mark.
+                // Full: more may wait or none; the next look asks (a
+                // selector reports no key that a read finds empty).
+                self.readable = match n < asked {
+                    true if !self.urgent_seen => Known::NotReady,
+                    _ => Known::Unknown,
+                };
+                Ok(ReadOutcome::Data(n))
+            }
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                self.readable = Known::NotReady;
+                Ok(ReadOutcome::WouldBlock)
+            }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => Ok(ReadOutcome::WouldBlock),
+            Err(err) => {
+                let err = io_error("recv", err);
+                self.reset = matches!(err, Error::ConnectionReset);
+                Err(err)
+            }
         }
     }
 
@@ -227,20 +244,14 @@ impl ByteStream for TcpByteStream {
 
     fn try_send_urgent(&mut self, byte: u8) -> Result<bool> {
         loop {
-            // SAFETY: a live fd and one byte.
-            let sent =
-                unsafe { libc::send(self.socket.as_raw_fd(), (&byte as *const u8).cast(), 1, libc::MSG_OOB) };
-            if sent == 1 {
-                return Ok(true);
-            }
-            let err = io::Error::last_os_error();
-            match err.kind() {
-                io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock => {
+            match sys::send(self.socket.as_raw_fd(), &[byte], libc::MSG_OOB | libc::MSG_DONTWAIT) {
+                Ok(sent) => return Ok(sent == 1),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
                     self.writable = Known::NotReady;
                     return Ok(false);
                 }
-                _ => return Err(io_error("send(MSG_OOB)", err)),
+                Err(err) => return Err(io_error("send(MSG_OOB)", err)),
             }
         }
     }

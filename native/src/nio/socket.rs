@@ -13,6 +13,8 @@
 //! others wait on `turn`, which the sleeper signals when it wakes. So a
 //! completion that one thread consumes never leaves another asleep. `close`
 //! sets `closed` and writes the kick fd, which stays readable from then on.
+//! A blocking read of a kernel socket without a deadline sleeps in its `recv`
+//! instead (`read_in_kernel`), which `close` and `shutdown_input` end.
 //!
 //! Listening: an acceptor thread per listener completes connection handshakes
 //! into a bounded backlog (`backlog`), as the kernel does for TCP.
@@ -146,6 +148,8 @@ struct State {
     connect_untaken: bool,
     /// `shutdown_input` was called: reads report end of stream.
     input_shut: bool,
+    /// A read sleeps in the kernel's `recv`, outside the lock (`read_in_kernel`).
+    reading_in_kernel: bool,
     /// The address a client was bound to (`bind`), holding its port: a TCP
     /// connection is made from it, and a connection on another medium is
     /// named by it for the connection's life.
@@ -192,6 +196,7 @@ impl Socket {
                 failed: None,
                 connect_untaken: false,
                 input_shut: false,
+                reading_in_kernel: false,
                 bound: None,
                 spin: AdaptiveSpin::new(match spin {
                     Spin::For(spin) => spin,
@@ -585,17 +590,69 @@ impl Socket {
             if state.input_shut {
                 return Ok(status::EOF);
             }
-            if std::mem::take(&mut drained) {
+            let outcome = if !std::mem::take(&mut drained) {
+                let outcome = state.connected()?.stream.try_read(out);
+                self.check(&mut state, outcome)?
+            } else if let Some(outcome) = self.read_in_kernel(&mut state, out, deadline)? {
+                outcome
+            } else {
                 self.wait(&mut state, "read", ops::READ, deadline)?;
                 continue;
-            }
-            let outcome = state.connected()?.stream.try_read(out);
-            match self.check(&mut state, outcome)? {
+            };
+            match outcome {
                 ReadOutcome::Data(n) => return Ok(n as isize),
                 ReadOutcome::EndOfStream => return Ok(status::EOF),
                 ReadOutcome::WouldBlock if !block => return Ok(status::UNAVAILABLE),
-                ReadOutcome::WouldBlock => self.wait(&mut state, "read", ops::READ, deadline)?,
+                ReadOutcome::WouldBlock => drained = true,
             }
+        }
+    }
+
+    /// A blocking read of a kernel socket without a deadline sleeps in its
+    /// `recv`, outside the lock: one syscall where a wait and a read take
+    /// two, as the JDK's blocking channel. `close` and `shutdown_input` wake
+    /// it (`wake_kernel_reader`). None where it cannot: another medium, a
+    /// deadline, an empty buffer (`recv` would not sleep), a reader already there.
+    fn read_in_kernel(
+        &self,
+        state: &mut MutexGuard<'_, State>,
+        out: &mut [u8],
+        deadline: Deadline,
+    ) -> Result<Option<ReadOutcome>> {
+        if deadline.instant().is_some() || out.is_empty() || state.reading_in_kernel {
+            return Ok(None);
+        }
+        let Some(socket) = state.connected()?.stream.kernel_socket() else {
+            return Ok(None);
+        };
+        // The fd lives as long as the socket's stream, which outlives `self`'s borrow.
+        state.reading_in_kernel = true;
+        let received = MutexGuard::unlocked(state, || sys::recv(socket, out, 0));
+        state.reading_in_kernel = false;
+        self.turn.notify_all(); // a close may wait for the read to leave the kernel
+        if (self.is_closed() || state.input_shut) && !matches!(received, Ok(1..)) {
+            return Ok(Some(ReadOutcome::WouldBlock)); // woken for that: the caller reports it
+        }
+        let outcome = state.connected()?.stream.kernel_read_done(received, out.len());
+        self.check(state, outcome).map(Some)
+    }
+
+    /// Wakes a read asleep in the kernel's `recv` (`read_in_kernel`) by
+    /// shutting the socket's reading down, and waits until it has left.
+    fn wake_kernel_reader(&self, state: &mut MutexGuard<'_, State>) {
+        let socket = match &state.role {
+            Role::Connected(connected) if state.reading_in_kernel => connected.stream.kernel_socket(),
+            _ => None,
+        };
+        let Some(socket) = socket else {
+            return;
+        };
+        if let Err(err) = sys::shutdown_read(socket) {
+            log::error!("socket: cannot wake a read asleep in the kernel: {err}");
+            return;
+        }
+        while state.reading_in_kernel {
+            self.turn.wait(state);
         }
     }
 
@@ -657,6 +714,7 @@ impl Socket {
         let mut state = self.state.lock();
         state.connected()?;
         state.input_shut = true;
+        self.wake_kernel_reader(&mut state);
         self.turn.notify_all();
         sys::signal_eventfd(&self.kick)
     }
@@ -728,6 +786,8 @@ impl Socket {
         }
         let mut state = self.state.lock();
         self.turn.notify_all();
+        // First, so a read asleep in the kernel reports the close, not the reset.
+        self.wake_kernel_reader(&mut state);
         let acceptor = match &mut state.role {
             Role::Connected(connected) => {
                 if abortive {

@@ -110,6 +110,35 @@ pub(crate) fn reset_tcp(socket: RawFd) -> Result<()> {
     })
 }
 
+/// `recv(2)` into `out`; with `libc::MSG_DONTWAIT` in `flags` it never
+/// sleeps, without it it sleeps on a blocking-mode socket until something
+/// arrives, the peer ends or the socket's reading is shut down.
+pub(crate) fn recv(socket: RawFd, out: &mut [u8], flags: libc::c_int) -> std::io::Result<usize> {
+    // SAFETY: a live socket and a buffer of the length given.
+    let n = unsafe { libc::recv(socket, out.as_mut_ptr().cast(), out.len(), flags) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// `send(2)` of `data` with `flags` (and `MSG_NOSIGNAL`: a closed peer is an
+/// `EPIPE`, never a signal).
+pub(crate) fn send(socket: RawFd, data: &[u8], flags: libc::c_int) -> std::io::Result<usize> {
+    // SAFETY: a live socket and a buffer of the length given.
+    let n = unsafe { libc::send(socket, data.as_ptr().cast(), data.len(), flags | libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// Shuts a socket's reading down: a thread asleep in its `recv` wakes with 0.
+pub(crate) fn shutdown_read(socket: RawFd) -> Result<()> {
+    // SAFETY: a live socket; no memory is passed.
+    check("shutdown(SHUT_RD)", unsafe { libc::shutdown(socket, libc::SHUT_RD) })
+}
+
 /// The bytes waiting to be read on a socket or pipe (`FIONREAD`): for a TCP
 /// socket its received stream bytes, for a UDP socket the next datagram's.
 pub(crate) fn bytes_readable(fd: RawFd) -> Result<usize> {
