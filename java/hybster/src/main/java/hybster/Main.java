@@ -21,6 +21,7 @@ import hybster.coordination.CoordinationService;
 import hybster.replica.Application;
 import hybster.replica.Replica;
 import hybster.trinx.SoftwareTrinx;
+import hybster.trinx.TrustedCounter;
 
 /**
  * Runs one node of a local Hybster cluster from a configuration file:
@@ -40,7 +41,10 @@ import hybster.trinx.SoftwareTrinx;
  * a PREPARE orders at most, default 64; 1 orders each request alone, without
  * waiting for the last batch; the same on every replica), and {@code application}:
  * {@code counter} (default: each operation adds its length to a total) or
- * {@code coordination} (the coordination service). A replica runs
+ * {@code coordination} (the coordination service), and {@code sealDirectory}:
+ * where each replica seals its trusted counters ({@code replica-ID.seal}), so
+ * that one killed and started again recovers (see {@code Replica}); without
+ * it a restarted replica's counter starts at 0 and its peers refuse it. A replica runs
  * until killed; a client sends REQUESTS requests one after the other and prints
  * their latency percentiles and the throughput.
  */
@@ -52,7 +56,7 @@ public final class Main {
 
     /** A deployment read from a configuration file (also for drivers that run clients of it). */
     public record Config(Cluster cluster, SelectorProvider provider, String providerName, Replica.Options options,
-            String application) {
+            String application, Path sealDirectory) {
         public static Config read(Path file) throws IOException {
             Properties properties = new Properties();
             try (Reader reader = Files.newBufferedReader(file)) {
@@ -79,9 +83,12 @@ public final class Main {
                 throw new IllegalArgumentException(file + ": application '" + application
                         + "' is not counter or coordination");
             }
+            String sealing = properties.getProperty("sealDirectory");
+            Path seals = sealing == null ? null : Path.of(sealing.trim());
             String provider = properties.getProperty("provider", "jdk");
             return switch (provider) {
-                case "jdk" -> new Config(cluster, SelectorProvider.provider(), "jdk", options, application);
+                case "jdk" -> new Config(cluster, SelectorProvider.provider(), "jdk", options, application,
+                        seals);
                 case "rdma-nio" -> {
                     String transport = properties.getProperty("transport", "auto");
                     // Only replicas get a ring of a replica's memory; clients get two-sided sends.
@@ -95,7 +102,7 @@ public final class Main {
                             })
                             .distinct().collect(Collectors.joining(","));
                     yield new Config(cluster, rdmaNio(transport, ringPeers), "rdma-nio (" + transport + ")",
-                            options, application);
+                            options, application, seals);
                 }
                 default -> throw new IllegalArgumentException(file + ": provider '" + provider
                         + "' is not jdk or rdma-nio");
@@ -177,8 +184,11 @@ public final class Main {
         Cluster cluster = config.cluster();
         Application application =
                 config.application().equals("coordination") ? new CoordinationService(cluster.n()) : new Counter();
-        Replica replica = new Replica(id, cluster, new SoftwareTrinx(id, cluster.trinxKey(), Replica.COUNTERS),
-                application, config.provider(), config.options());
+        TrustedCounter trinx = config.sealDirectory() == null
+                ? new SoftwareTrinx(id, cluster.trinxKey(), Replica.COUNTERS)
+                : SoftwareTrinx.sealed(id, cluster.trinxKey(), Replica.COUNTERS,
+                        config.sealDirectory().resolve("replica-" + id + ".seal"));
+        Replica replica = new Replica(id, cluster, trinx, application, config.provider(), config.options());
         replica.start();
         System.out.println("replica " + id + " on " + config.providerName() + " at "
                 + cluster.replicas().get(id));

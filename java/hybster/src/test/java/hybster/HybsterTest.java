@@ -16,6 +16,8 @@ import java.util.ArrayList;
 import java.util.Collections;
 import java.util.List;
 import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.atomic.AtomicReference;
 
 import org.junit.After;
 import org.junit.Test;
@@ -742,6 +744,86 @@ public class HybsterTest {
     }
 
     /**
+     * Recovery: under a client's steady load, a follower and then the leader
+     * are stopped (nothing is written on the way out, as with kill -9: what
+     * survives is the sealed trusted counter) and started again from their
+     * seal files. Each recovers (RECOVER, the answers, a stable checkpoint's
+     * state), and the cluster changes view past the leader meanwhile. Then
+     * the third replica stops for good, and the two restarted ones go on
+     * alone. Every replica, the restarted ones too, executed each request
+     * once, in the client's order.
+     */
+    @Test(timeout = 240_000)
+    public void restartedReplicasRecoverUnderLoadAndEveryRequestExecutesOnceInOneOrder() throws Exception {
+        restartedReplicasRecover(SelectorProvider.provider());
+        restartedReplicasRecover(RdmaSelectorProvider.withTransport(IN_VM ? "rdma" : "shm"));
+    }
+
+    private void restartedReplicasRecover(SelectorProvider provider) throws Exception {
+        Cluster cluster = cluster(3);
+        java.nio.file.Path seals = java.nio.file.Files.createTempDirectory("hybster-seals");
+        Replica.Options options =
+                Replica.Options.DEFAULTS.withViewChangeMillis(VIEW_CHANGE_MILLIS).withCheckpointInterval(10);
+        Replica[] replicas = new Replica[3];
+        LogApplication[] applications = new LogApplication[3];
+        for (int id = 0; id < 3; id++) {
+            startSealed(id, cluster, provider, options, seals, replicas, applications);
+        }
+        Client client = track(new Client(Cluster.FIRST_CLIENT, cluster, provider, 300));
+        AtomicLong done = new AtomicLong();
+        AtomicBoolean stop = new AtomicBoolean();
+        AtomicReference<Throwable> failure = new AtomicReference<>();
+        Thread load = new Thread(() -> {
+            try {
+                for (long i = 0; !stop.get(); i++) {
+                    client.invoke(op("r" + i), TIMEOUT_MILLIS);
+                    done.incrementAndGet();
+                }
+            } catch (Throwable e) {
+                failure.set(e);
+            }
+        }, "load");
+        load.start();
+        for (int crashing : new int[] {2, 0}) { // a follower, then the leader of view 0
+            awaitCount(done::get, done.get() + 30);
+            replicas[crashing].close();
+            if (crashing == 2) {
+                awaitCount(done::get, done.get() + 30); // the others go on without it
+            } // the leader restarts at once: its RECOVER makes the others change view
+            startSealed(crashing, cluster, provider, options, seals, replicas, applications);
+            assertTrue("replica " + crashing + " restarted from its seal", replicas[crashing].recovering());
+            awaitCount(replicas[crashing]::recoveries, 1);
+        }
+        awaitCount(done::get, done.get() + 30); // all three order again
+        replicas[1].close(); // the leader the others moved to: the restarted ones must go on alone
+        awaitCount(done::get, done.get() + 30);
+        stop.set(true);
+        load.join();
+        assertEquals("the load's client failed", null, failure.get());
+        assertTrue("the view moved past the restarted leader", replicas[1].view() >= 1);
+        List<String> expected = new ArrayList<>();
+        for (long i = 0; i < done.get(); i++) {
+            expected.add(Cluster.FIRST_CLIENT + ":r" + i);
+        }
+        awaitExecuted(List.of(applications[0], applications[2]), expected.size());
+        for (int id : new int[] {0, 2}) {
+            assertEquals("replica " + id + "'s log", expected, applications[id].log);
+        }
+        assertEquals(expected.subList(0, applications[1].log.size()), applications[1].log);
+        stopAll();
+        running.clear();
+    }
+
+    /** Starts replica {@code id} with its trusted counter sealed in {@code seals}. */
+    private void startSealed(int id, Cluster cluster, SelectorProvider provider, Replica.Options options,
+            java.nio.file.Path seals, Replica[] replicas, LogApplication[] applications) throws IOException {
+        applications[id] = new LogApplication();
+        TrustedCounter trinx = SoftwareTrinx.sealed(id, TRINX_KEY, Replica.COUNTERS, seals.resolve("replica-" + id));
+        replicas[id] = track(new Replica(id, cluster, trinx, applications[id], provider, options));
+        replicas[id].start();
+    }
+
+    /**
      * A TCP relay: forwards one way, from each connection it accepts to a new
      * one to {@code target}; the first connection it breaks, abortively on
      * both sides, once it forwarded {@code breakAfter} bytes and swallowed
@@ -884,6 +966,48 @@ public class HybsterTest {
         assertArrayEquals(stateBytes, Message.encode(Message.decode(stateBytes)));
         Message ask = Message.decode(Message.encode(new Message.StateRequest(2, 40)));
         assertEquals(40, ((Message.StateRequest) ask).order());
+
+        Message.Recover recover = new Message.Recover(2, prepare.certificate());
+        assertEquals(prepare.certificate(), ((Message.Recover) Message.decode(Message.encode(recover))).certificate());
+        Message.NewView newView = new Message.NewView(1, 1, List.of(), prepare.certificate());
+        Message.RecoveryAnswer answer =
+                new Message.RecoveryAnswer(1, 2, 1027, 180, List.of(newView), prepare.certificate());
+        byte[] answerBytes = Message.encode(answer);
+        Message.RecoveryAnswer answerBack = (Message.RecoveryAnswer) Message.decode(answerBytes);
+        assertEquals(180, answerBack.highestOrder());
+        assertArrayEquals(answerBytes, Message.encode(answerBack));
+        for (int cut = 0; cut < answerBytes.length; cut++) {
+            byte[] shorter = java.util.Arrays.copyOf(answerBytes, cut);
+            assertThrows(hybster.wire.MalformedMessageException.class, () -> Message.decode(shorter));
+        }
+    }
+
+    /**
+     * A sealed trusted counter opened again from its file goes on past every
+     * value it certified (a restarted replica never certifies a value twice),
+     * and a seal changed or of another replica is refused.
+     */
+    @Test
+    public void aSealedTrustedCounterGoesOnPastEveryValueItCertified() throws Exception {
+        java.nio.file.Path file = java.nio.file.Files.createTempDirectory("seal").resolve("replica-1");
+        byte[] digest = Keys.digest(op("a message"));
+        SoftwareTrinx first = SoftwareTrinx.sealed(1, TRINX_KEY, 2, file);
+        assertEquals("a new seal starts at 0", 0, first.value(0));
+        long last = SoftwareTrinx.SEAL_AHEAD + 5; // past the first reservation
+        for (long value = 1; value <= last; value++) {
+            first.certify(0, value, digest);
+        }
+        first.certify(1, 3, digest);
+        SoftwareTrinx again = SoftwareTrinx.sealed(1, TRINX_KEY, 2, file);
+        assertTrue("counter 0 went on at " + again.value(0) + ", not past " + last, again.value(0) > last);
+        assertTrue("counter 1 went on at " + again.value(1), again.value(1) > 3);
+        Certificate next = again.certify(0, again.value(0) + 1, digest);
+        assertTrue(new SoftwareTrinx(0, TRINX_KEY, 2).verify(1, next, digest));
+        assertThrows(IOException.class, () -> SoftwareTrinx.sealed(2, TRINX_KEY, 2, file));
+        byte[] sealed = java.nio.file.Files.readAllBytes(file);
+        sealed[15] ^= 1; // counter 0's reservation, rolled
+        java.nio.file.Files.write(file, sealed);
+        assertThrows(IOException.class, () -> SoftwareTrinx.sealed(1, TRINX_KEY, 2, file));
     }
 
     /** Messages nested deeper than a view change ever nests them are refused, not decoded on and on. */

@@ -6,6 +6,8 @@ import hybster.wire.Message.Checkpoint;
 import hybster.wire.Message.Commit;
 import hybster.wire.Message.NewView;
 import hybster.wire.Message.Prepare;
+import hybster.wire.Message.Recover;
+import hybster.wire.Message.RecoveryAnswer;
 import hybster.wire.Message.ViewChange;
 
 /** The certified messages (those that take a trusted counter value): their certificate, and what it covers. */
@@ -24,6 +26,10 @@ final class Certified {
             return v.certificate();
         } else if (message instanceof Checkpoint c) {
             return c.certificate();
+        } else if (message instanceof Recover r) {
+            return r.certificate();
+        } else if (message instanceof RecoveryAnswer a) {
+            return a.certificate();
         }
         return null;
     }
@@ -38,6 +44,10 @@ final class Certified {
             return ViewChange.certified(v.newView(), v.stable(), v.log());
         } else if (message instanceof Checkpoint c) {
             return Checkpoint.certified(c.order(), c.stateDigest());
+        } else if (message instanceof Recover) {
+            return Recover.certified();
+        } else if (message instanceof RecoveryAnswer a) {
+            return RecoveryAnswer.certified(a.recovering(), a.recoverValue(), a.highestOrder(), a.view());
         } else {
             NewView v = (NewView) message;
             return NewView.certified(v.view(), v.proofs());

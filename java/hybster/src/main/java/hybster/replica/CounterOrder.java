@@ -10,12 +10,20 @@ import hybster.trinx.Certificate;
 import hybster.trinx.TrustedCounter;
 import hybster.wire.Message;
 import hybster.wire.Message.Checkpoint;
+import hybster.wire.Message.Recover;
+import hybster.wire.Message.RecoveryAnswer;
 
 /**
  * Each peer's certified messages in the order of its trusted counter: a
  * message must verify, a counter value shown before is refused (a replay or an
  * equivocation), and a message ahead of a missing one waits for it. So every
  * correct replica sees the same sequence of messages from each peer.
+ *
+ * <p>Three ways past a gap: a state transfer goes past a peer's messages up
+ * to its CHECKPOINT of the state taken ({@link #skipTo}); a restarted peer's
+ * RECOVER comes after values it certified and lost with its state; and a
+ * restarted replica, knowing nothing of its peers' counters, starts each
+ * peer's sequence at its RECOVERY-ANSWER to this replica's RECOVER ({@link #startAtAnswersTo}).
  */
 final class CounterOrder {
     /** Messages of one peer kept while they wait for a missing one (a bound against a flooding peer). */
@@ -30,6 +38,10 @@ final class CounterOrder {
     private final long[] skipped;
     /** Per sender, the messages that came ahead of a missing one, by their previous value. */
     private final List<TreeMap<Long, Message>> waiting = new ArrayList<>();
+    /** This replica's RECOVER's counter value, whose answers start their senders' sequences (0: none). */
+    private long recoverValue;
+    /** Per sender, whether its sequence started at its answer. */
+    private final boolean[] answered;
 
     CounterOrder(int self, Cluster cluster, TrustedCounter trinx) {
         this.self = self;
@@ -37,6 +49,7 @@ final class CounterOrder {
         this.trinx = trinx;
         this.lastSeen = new long[cluster.n()];
         this.skipped = new long[cluster.n()];
+        this.answered = new boolean[cluster.n()];
         for (int i = 0; i < cluster.n(); i++) {
             waiting.add(new TreeMap<>());
         }
@@ -70,15 +83,29 @@ final class CounterOrder {
         if (value <= lastSeen[sender]) {
             return;
         }
-        lastSeen[sender] = value;
-        skipped[sender] = value;
+        jumpTo(sender, value);
         TreeMap<Long, Message> ahead = waiting.get(sender);
-        ahead.headMap(value).clear();
         Message next;
         while ((next = ahead.remove(lastSeen[sender])) != null) {
             lastSeen[sender] = Certified.certificateOf(next).value();
             inOrder.accept(next);
         }
+    }
+
+    /**
+     * Starts each peer's sequence at its RECOVERY-ANSWER to this replica's
+     * RECOVER of counter value {@code value}: a restarted replica knows
+     * nothing of what its peers certified before.
+     */
+    void startAtAnswersTo(long value) {
+        recoverValue = value;
+    }
+
+    /** Goes past {@code sender}'s values up to {@code value}, dropping its messages that wait below it. */
+    private void jumpTo(int sender, long value) {
+        lastSeen[sender] = value;
+        skipped[sender] = Math.max(skipped[sender], value);
+        waiting.get(sender).headMap(value).clear();
     }
 
     /**
@@ -102,6 +129,12 @@ final class CounterOrder {
         }
         if (certificate.previous() < lastSeen[sender]) {
             return "counter value " + certificate.value() + " was shown before (replay or equivocation)";
+        }
+        if (message instanceof Recover
+                || message instanceof RecoveryAnswer answer && recoverValue != 0 && !answered[sender]
+                        && answer.recovering() == self && answer.recoverValue() == recoverValue) {
+            answered[sender] |= message instanceof RecoveryAnswer;
+            jumpTo(sender, certificate.previous()); // the gap: values lost with a restarted replica's state
         }
         if (certificate.value() != certificate.previous() + 1) {
             return "counter values move by one";

@@ -29,6 +29,8 @@ import hybster.wire.Message.NewView;
 import hybster.wire.Message.Notice;
 import hybster.wire.Message.Prepare;
 import hybster.wire.Message.Read;
+import hybster.wire.Message.Recover;
+import hybster.wire.Message.RecoveryAnswer;
 import hybster.wire.Message.Reply;
 import hybster.wire.Message.Request;
 import hybster.wire.Message.State;
@@ -123,6 +125,24 @@ import hybster.wire.Message.ViewChange;
  * CHECKPOINT for later orders (with {@code maxBatch} 1 or parallel
  * instances: the replica then waits until the next stable checkpoint and
  * fetches again). A reply sent again after an installed state has no proof.
+ *
+ * <p>Recovery. A replica whose trusted counter went on from a sealed state
+ * (see {@code SoftwareTrinx.sealed}) restarted and lost what it knew: what
+ * it certified before the crash is gone, so its view changes could leave out
+ * an order it agreed to. It sends RECOVER first, which its peers take across
+ * the gap in its counter values; each answers with RECOVERY-ANSWER (the
+ * highest order it holds a PREPARE of, and the NEW-VIEW that proves its
+ * view) and suspects the view if the replica leads in it. The recovering
+ * replica starts each peer's counter sequence at its answer, takes the view
+ * the answers prove, and takes no part (no COMMIT, no VIEW-CHANGE, no
+ * execution: it keeps the PREPAREs and COMMITs that come) until f+1
+ * answers came and f+1 replicas certified a checkpoint alike at or past
+ * every order they named: any order it may have agreed to before is then
+ * within a stable checkpoint. It fetches that state, certifies its own
+ * CHECKPOINT there (its log is complete from it on) and goes on with what
+ * it kept. One replica recovers at a time (a recovering replica is one of
+ * the f faulty ones and answers no RECOVER); a recovery ends only when
+ * checkpoints are made, so under load.
  */
 public final class Replica implements Closeable {
     private static final Logger LOG = Logger.getLogger(Replica.class.getName());
@@ -163,6 +183,7 @@ public final class Replica implements Closeable {
     private final AtomicLong rejected = new AtomicLong();
     private final AtomicLong batchesPrepared = new AtomicLong();
     private volatile int currentView;
+    private volatile boolean currentlyRecovering;
 
     // The event loop's state.
     private int view;
@@ -174,7 +195,7 @@ public final class Replica implements Closeable {
     private long lastExecuted;
     /** Every certified message this replica sent, in counter order (its view-change log). */
     private final List<Message> sentLog = new ArrayList<>();
-    private final Map<Long, Slot> slots = new TreeMap<>();
+    private final TreeMap<Long, Slot> slots = new TreeMap<>();
     /** Requests received from their clients and not executed, by digest, with when they came. */
     private final Map<ByteBuffer, Pending> pending = new LinkedHashMap<>();
     /** Requests the leader has ordered and not yet executed (client, timestamp). */
@@ -204,6 +225,17 @@ public final class Replica implements Closeable {
     private final Map<Integer, Long> stateWanted = new HashMap<>();
     /** This replica's last clock tick (a request of its own; see {@code Application.tickMillis}). */
     private Request lastTick;
+    /** The NEW-VIEW that started this replica's view (null in view 0). */
+    private NewView viewStart;
+    /** This replica restarted with a sealed trusted counter and has no stable state yet (see Recovery above). */
+    private boolean recovering;
+    /** Its RECOVER's counter value. */
+    private long recoverValue;
+    /** While recovering: the answers to its RECOVER, by sender. */
+    private final Map<Integer, RecoveryAnswer> answers = new HashMap<>();
+    /** While recovering: the PREPAREs and COMMITs that came, in the order they came. */
+    private final List<Message> keptWhileRecovering = new ArrayList<>();
+    private final AtomicLong recoveries = new AtomicLong();
 
     /** One order number's agreement. */
     private static final class Slot {
@@ -306,6 +338,8 @@ public final class Replica implements Closeable {
         this.viewChanges = new ViewChanges(id, cluster, trinx, viewChangeMillis);
         this.lastPrepared = new long[instances];
         resetInstances(0);
+        this.recovering = trinx.value(COUNTER) > 0; // its counter went on from a sealed state: a restart
+        this.currentlyRecovering = recovering;
         this.node = new Node(id, cluster.replicas().get(id), cluster.addresses(), cluster.keys(), provider,
                 options.retainedBytes());
         application.attach((client, payload, proof) -> node.send(client, new Notice(id, payload, proof)));
@@ -313,6 +347,9 @@ public final class Replica implements Closeable {
 
     public void start() {
         node.start(this::onMessage);
+        if (recovering) {
+            node.execute(this::recover);
+        }
         node.execute(this::watchRequests);
         if (tickMillis > 0) {
             node.schedule(tickMillis, this::tick);
@@ -337,6 +374,16 @@ public final class Replica implements Closeable {
     /** Certified messages rejected so far (bad certificate, replayed counter value, wrong leader, order or view). */
     public long rejected() {
         return rejected.get();
+    }
+
+    /** Recoveries this replica completed since it started (0 or 1: see Recovery above). */
+    public long recoveries() {
+        return recoveries.get();
+    }
+
+    /** Whether it restarted and has not recovered yet. */
+    public boolean recovering() {
+        return currentlyRecovering;
     }
 
     /** The order of the last stable checkpoint. */
@@ -423,6 +470,9 @@ public final class Replica implements Closeable {
      */
     private void tick() {
         node.schedule(tickMillis, this::tick);
+        if (recovering) {
+            return;
+        }
         if (lastTick == null || isExecuted(lastTick)) {
             long stamp = trinx.value(TICK_COUNTER) + 1;
             byte[] operation = application.clockTick(System.currentTimeMillis());
@@ -477,12 +527,22 @@ public final class Replica implements Closeable {
 
     /** Handles a verified certified message that continues its sender's counter. */
     private void handleInOrder(Message message) {
-        if (message instanceof Prepare prepare) {
+        if (recovering && (message instanceof Prepare || message instanceof Commit)) {
+            if (keptWhileRecovering.size() < CounterOrder.MAX_WAITING) {
+                keptWhileRecovering.add(message); // for when it has the state
+            }
+        } else if (message instanceof Recover recover) {
+            onRecover(recover);
+        } else if (message instanceof RecoveryAnswer answer) {
+            onRecoveryAnswer(answer);
+        } else if (message instanceof Prepare prepare) {
             onPrepare(prepare);
         } else if (message instanceof Commit commit) {
             onCommit(commit);
         } else if (message instanceof ViewChange viewChange) {
-            onViewChange(viewChange);
+            if (!recovering) { // a recovering replica takes no part in a view change
+                onViewChange(viewChange);
+            }
         } else if (message instanceof NewView newView) {
             onNewView(newView);
         } else if (message instanceof Checkpoint checkpoint) {
@@ -521,7 +581,7 @@ public final class Replica implements Closeable {
         }
         ByteBuffer digest = ByteBuffer.wrap(request.digest());
         pending.putIfAbsent(digest, new Pending(request, System.nanoTime()));
-        if (viewChanges.underWay()) {
+        if (viewChanges.underWay() || recovering) {
             return;
         }
         if (leader(instanceOf(request), view) == id) {
@@ -843,7 +903,9 @@ public final class Replica implements Closeable {
      * its stable checkpoint; a replica merely slow is rarely that far).
      */
     private void lookForStableAhead() {
-        List<Checkpoint> waiting = counterOrder.waitingCheckpoints();
+        // A recovering replica counts only CHECKPOINTs that came after the answers (see Recovery above).
+        List<Checkpoint> waiting = recovering ? List.of() : counterOrder.waitingCheckpoints();
+        long recoverAt = recoveryTarget();
         List<Checkpoint> known = new ArrayList<>(waiting);
         checkpoints.values().forEach(bySender -> known.addAll(bySender.values()));
         Map<ByteBuffer, Map<Integer, Checkpoint>> alike = new HashMap<>();
@@ -857,8 +919,9 @@ public final class Replica implements Closeable {
         alike.values().stream()
                 .filter(bySender -> bySender.size() >= cluster.f() + 1)
                 .map(bySender -> List.copyOf(bySender.values()))
-                .filter(proof -> proof.stream().anyMatch(waiting::contains)
-                        || proof.get(0).order() >= lastExecuted + 2 * checkpointInterval)
+                .filter(proof -> recovering ? proof.get(0).order() >= recoverAt
+                        : proof.stream().anyMatch(waiting::contains)
+                                || proof.get(0).order() >= lastExecuted + 2 * checkpointInterval)
                 .max((a, b) -> Long.compare(a.get(0).order(), b.get(0).order()))
                 .ifPresent(this::fetch);
     }
@@ -983,12 +1046,106 @@ public final class Replica implements Closeable {
                 counterOrder.skipTo(checkpoint.sender(), checkpoint.certificate().value(), this::handleInOrder);
             }
         }
+        if (recovering) {
+            endRecovery(order, snapshot);
+        }
         executeCommitted();
     }
 
     /** State transfers this replica made (each took a stable checkpoint's state from others). */
     public long stateTransfers() {
         return stateTransfers.get();
+    }
+
+    // ---- recovery
+
+    /** A restarted replica's first step: RECOVER to every peer (see Recovery above). */
+    private void recover() {
+        Recover recover = new Recover(id, certify(Recover.certified()));
+        recoverValue = recover.certificate().value();
+        counterOrder.startAtAnswersTo(recoverValue);
+        log(recover);
+        broadcast(recover);
+        LOG.info(() -> "replica " + id + " restarted: its counter went on at " + recoverValue + ", it recovers");
+    }
+
+    /** A peer restarted: tells it how far ordering went and in which view, and suspects the view if it led in it. */
+    private void onRecover(Recover recover) {
+        if (recovering) {
+            return; // knows nothing to tell (one replica recovers at a time)
+        }
+        int from = recover.sender();
+        long value = recover.certificate().value();
+        long highest = Math.max(lastExecuted, slots.isEmpty() ? 0 : slots.lastKey());
+        for (long last : lastPrepared) {
+            highest = Math.max(highest, last);
+        }
+        List<NewView> started = viewStart == null ? List.of() : List.of(viewStart);
+        RecoveryAnswer answer = new RecoveryAnswer(id, from, value, highest, started,
+                certify(RecoveryAnswer.certified(from, value, highest, started)));
+        log(answer);
+        broadcast(answer);
+        long highestOrder = highest;
+        LOG.info(() -> "replica " + id + ": replica " + from + " restarted; ordering went up to " + highestOrder);
+        for (int instance = 0; instance < instances; instance++) {
+            if (leader(instance, view) == from) {
+                startViewChange(Math.max(view, viewChanges.changingTo()) + 1); // it lost what it led
+                break;
+            }
+        }
+    }
+
+    private void onRecoveryAnswer(RecoveryAnswer answer) {
+        if (!recovering || answer.recovering() != id || answer.recoverValue() != recoverValue) {
+            return; // to another replica, or to an earlier restart of this one
+        }
+        answers.put(answer.sender(), answer);
+        answer.view().stream().filter(newView -> newView.view() > view).forEach(this::onNewView);
+        lookForStableAhead();
+    }
+
+    /**
+     * The checkpoint a recovering replica's state must be at or past: the
+     * highest order f+1 answers named (one correct replica that agreed with
+     * it to any order it agreed to before the crash is among any f+1);
+     * unknown (Long.MAX_VALUE) before f+1 answers.
+     */
+    private long recoveryTarget() {
+        if (answers.size() < cluster.f() + 1) {
+            return Long.MAX_VALUE;
+        }
+        return answers.values().stream().mapToLong(RecoveryAnswer::highestOrder).max().orElse(0);
+    }
+
+    /**
+     * The state of checkpoint {@code order} is installed: certifies its own
+     * CHECKPOINT there (its log restarts after it, so its view changes prove
+     * themselves again) and goes on with the PREPAREs and COMMITs it kept.
+     */
+    private void endRecovery(long order, byte[] snapshot) {
+        recovering = false;
+        currentlyRecovering = false;
+        byte[] digest = Keys.digest(snapshot);
+        Checkpoint own = new Checkpoint(id, order, digest, certify(Checkpoint.certified(order, digest)));
+        broadcast(own);
+        List<Checkpoint> proof = new ArrayList<>(stableProof);
+        proof.removeIf(checkpoint -> checkpoint.sender() == id); // one its earlier life certified, if any
+        proof.add(own);
+        stableProof = List.copyOf(proof);
+        sentLog.clear();
+        logSize = 0;
+        answers.clear();
+        recoveries.incrementAndGet();
+        LOG.info(() -> "replica " + id + ": recovered at checkpoint " + order + " in view " + view);
+        List<Message> kept = List.copyOf(keptWhileRecovering);
+        keptWhileRecovering.clear();
+        for (Message message : kept) {
+            if (message instanceof Prepare prepare && prepare.order() > order && prepare.view() >= view) {
+                onPrepare(prepare);
+            } else if (message instanceof Commit commit && commit.order() > order && commit.view() >= view) {
+                onCommit(commit);
+            }
+        }
     }
 
     private void broadcast(Message message) {
@@ -1005,7 +1162,7 @@ public final class Replica implements Closeable {
     private void watchRequests() {
         long now = System.nanoTime();
         // A replica does not suspect itself: its own instances' requests it orders at once.
-        boolean overdue = pending.values().stream()
+        boolean overdue = !recovering && pending.values().stream()
                 .anyMatch(p -> now - p.since() > viewChanges.suspectAfterMillis() * 1_000_000
                         && !isExecuted(p.request())
                         && leader(instanceOf(p.request()), view) != id);
@@ -1060,6 +1217,7 @@ public final class Replica implements Closeable {
                 NewView newViewMessage = new NewView(id, newView, proofs, certify(NewView.certified(newView, proofs)));
                 log(newViewMessage);
                 broadcast(newViewMessage);
+                viewStart = newViewMessage;
                 enterView(newView, proofs);
             }
             case WAIT -> { }
@@ -1067,6 +1225,9 @@ public final class Replica implements Closeable {
     }
 
     private void onNewView(NewView newView) {
+        if (viewStart != null && newView.certificate().equals(viewStart.certificate())) {
+            return; // the NEW-VIEW of this view, which a recovering replica had from an answer first
+        }
         if (newView.view() <= view || newView.sender() != primary(newView.view(), cluster)) {
             reject(newView, "not from the leader of view " + newView.view());
             return;
@@ -1074,6 +1235,13 @@ public final class Replica implements Closeable {
         String refusal = viewChanges.refusal(newView);
         if (refusal != null) {
             reject(newView, refusal);
+            return;
+        }
+        viewStart = newView;
+        if (recovering) { // it takes the view and executes nothing: its state comes with a checkpoint
+            view = newView.view();
+            currentView = view;
+            viewChanges.entered(view);
             return;
         }
         enterView(newView.view(), newView.proofs());

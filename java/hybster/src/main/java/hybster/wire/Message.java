@@ -179,6 +179,37 @@ public sealed interface Message {
      */
     record State(int sender, long order, byte[] snapshot, List<Checkpoint> proof) implements Message { }
 
+    /**
+     * A restarted replica's first certified message: its sealed trusted
+     * counter went on past every value it certified before the crash, and
+     * its peers take this one across the gap (what they missed of it before
+     * is lost with its state).
+     */
+    record Recover(int sender, Certificate certificate) implements Message {
+        public static byte[] certified() {
+            return Keys.digest(new byte[] {'R'});
+        }
+    }
+
+    /**
+     * A replica's answer to {@code recovering}'s RECOVER (certified with
+     * counter value {@code recoverValue}): the highest order it holds a
+     * PREPARE of (the recovering replica may have agreed to any order up to
+     * it before its crash), and the NEW-VIEW of its view (none in view 0),
+     * which proves that view to the recovering replica.
+     */
+    record RecoveryAnswer(int sender, int recovering, long recoverValue, long highestOrder, List<NewView> view,
+            Certificate certificate) implements Message {
+        public RecoveryAnswer {
+            view = List.copyOf(view);
+        }
+
+        public static byte[] certified(int recovering, long recoverValue, long highestOrder, List<NewView> view) {
+            return Keys.digest(ByteBuffer.allocate(53).put((byte) 'A').putInt(recovering).putLong(recoverValue)
+                    .putLong(highestOrder).put(digestAll(view)).array());
+        }
+    }
+
     byte REQUEST = 1;
     byte PREPARE = 2;
     byte COMMIT = 3;
@@ -190,6 +221,8 @@ public sealed interface Message {
     byte READ = 9;
     byte STATE_REQUEST = 10;
     byte STATE = 11;
+    byte RECOVER = 12;
+    byte RECOVERY_ANSWER = 13;
 
     static byte[] encode(Message message) {
         Writer out = new Writer();
@@ -226,6 +259,13 @@ public sealed interface Message {
             out.type(STATE, state.sender()).putLong(state.order()).bytes(state.snapshot())
                     .putInt(state.proof().size());
             state.proof().forEach(checkpoint -> out.bytes(encode(checkpoint)));
+        } else if (message instanceof Recover r) {
+            out.type(RECOVER, r.sender()).certificate(r.certificate());
+        } else if (message instanceof RecoveryAnswer a) {
+            out.type(RECOVERY_ANSWER, a.sender()).putInt(a.recovering()).putLong(a.recoverValue())
+                    .putLong(a.highestOrder()).putInt(a.view().size());
+            a.view().forEach(newView -> out.bytes(encode(newView)));
+            out.certificate(a.certificate());
         }
         return out.toBytes();
     }
@@ -288,6 +328,17 @@ public sealed interface Message {
                         proof.add(nested(in, Checkpoint.class, depth));
                     }
                     yield new State(sender, order, snapshot, proof);
+                }
+                case RECOVER -> new Recover(sender, certificate(in));
+                case RECOVERY_ANSWER -> {
+                    int recovering = in.getInt();
+                    long recoverValue = in.getLong();
+                    long highestOrder = in.getLong();
+                    List<NewView> view = new ArrayList<>();
+                    for (int i = count(in); i > 0; i--) {
+                        view.add(nested(in, NewView.class, depth));
+                    }
+                    yield new RecoveryAnswer(sender, recovering, recoverValue, highestOrder, view, certificate(in));
                 }
                 default -> throw new MalformedMessageException("unknown message type " + type);
             };
