@@ -744,6 +744,82 @@ public class HybsterTest {
     }
 
     /**
+     * State transfer across a missed view change: replica 2 of 5 is cut off
+     * from its peers (it still reaches them, and the client reaches it) while
+     * the others order on, change view past their leader and make
+     * checkpoints. Once the cut mends it cannot get there by executing
+     * (retention is small), takes a stable checkpoint's state and with it the
+     * NEW-VIEW of the view the others are in. Then that view's leader stops,
+     * and the three left need replica 2's VIEW-CHANGE to change view (it
+     * proves itself by replica 2's own last stable checkpoint, not by the
+     * state's, when it comes before replica 2 made one of its own again);
+     * they all executed the same.
+     */
+    @Test(timeout = 120_000)
+    public void aFollowerThatMissedAViewChangeCatchesUpByStateTransfer() throws Exception {
+        aFollowerThatMissedAViewChangeCatchesUp(SelectorProvider.provider());
+        aFollowerThatMissedAViewChangeCatchesUp(RdmaSelectorProvider.withTransport("tcp"));
+    }
+
+    private void aFollowerThatMissedAViewChangeCatchesUp(SelectorProvider provider) throws Exception {
+        Cluster cluster = cluster(5);
+        Replica.Options options = Replica.Options.DEFAULTS.withViewChangeMillis(VIEW_CHANGE_MILLIS)
+                .withCheckpointInterval(20).withRetainedBytes(8 << 10);
+        List<Relay> relays = new ArrayList<>();
+        List<Replica> replicas = new ArrayList<>();
+        List<LogApplication> applications = new ArrayList<>();
+        for (int id = 0; id < 5; id++) {
+            Cluster view = cluster;
+            if (id != 2) { // it reaches replica 2 through a relay of its own
+                Relay relay = track(new Relay(new InetSocketAddress(HOST, 0), cluster.replicas().get(2),
+                        Long.MAX_VALUE, 0));
+                relays.add(relay);
+                List<InetSocketAddress> reaches = new ArrayList<>(cluster.replicas());
+                reaches.set(2, relay.address());
+                view = new Cluster(reaches, MASTER, TRINX_KEY);
+            }
+            LogApplication application = new LogApplication();
+            replicas.add(track(new Replica(id, view, new SoftwareTrinx(id, TRINX_KEY, Replica.COUNTERS),
+                    application, provider, options)));
+            replicas.get(id).start();
+            applications.add(application);
+        }
+        Client client = track(new Client(Cluster.FIRST_CLIENT, cluster, provider, 300));
+        String padding = "x".repeat(1024); // what replica 2 misses is more than its peers keep
+        for (int i = 0; i < 20; i++) {
+            client.invoke(op(i + padding), TIMEOUT_MILLIS);
+        }
+        awaitCount(() -> applications.get(2).log.size(), 20);
+        relays.forEach(Relay::cut);
+        for (int i = 20; i < 60; i++) {
+            client.invoke(op(i + padding), TIMEOUT_MILLIS);
+        }
+        replicas.get(0).close(); // the leader of view 0: the others move to view 1 without replica 2
+        for (int i = 60; i < 120; i++) {
+            client.invoke(op(i + padding), TIMEOUT_MILLIS);
+        }
+        assertTrue("the others changed view", replicas.get(1).view() >= 1);
+        relays.forEach(Relay::mend);
+        int done = 120;
+        for (; replicas.get(2).stateTransfers() == 0; done++) {
+            assertTrue("replica 2 made no state transfer", done < 300);
+            client.invoke(op(Integer.toString(done)), TIMEOUT_MILLIS);
+        }
+        awaitCount(() -> replicas.get(2).view(), replicas.get(1).view()); // entered with the state
+        replicas.get(1).close(); // the leader of view 1: replica 2 is the primary of view 2
+        for (int end = done + 20; done < end; done++) {
+            client.invoke(op(Integer.toString(done)), TIMEOUT_MILLIS);
+        }
+        int executed = done;
+        awaitCount(() -> applications.get(2).log.size(), executed);
+        awaitCount(() -> applications.get(3).log.size(), executed);
+        assertEquals(applications.get(3).log, applications.get(2).log);
+        assertEquals("replica 2 is in the others' view", replicas.get(3).view(), replicas.get(2).view());
+        stopAll();
+        running.clear();
+    }
+
+    /**
      * Recovery: under a client's steady load, a follower and then the leader
      * are stopped (nothing is written on the way out, as with kill -9: what
      * survives is the sealed trusted counter) and started again from their
@@ -827,7 +903,8 @@ public class HybsterTest {
      * A TCP relay: forwards one way, from each connection it accepts to a new
      * one to {@code target}; the first connection it breaks, abortively on
      * both sides, once it forwarded {@code breakAfter} bytes and swallowed
-     * {@code swallow} more.
+     * {@code swallow} more. While {@link #cut}, it swallows everything; a
+     * connection that swallowed so breaks at its first bytes after {@link #mend}.
      */
     static final class Relay implements AutoCloseable {
         private final java.nio.channels.ServerSocketChannel server;
@@ -837,6 +914,7 @@ public class HybsterTest {
         private final Thread thread;
         private final AtomicBoolean first = new AtomicBoolean(true);
         volatile boolean broke;
+        private volatile boolean cut;
 
         Relay(InetSocketAddress at, InetSocketAddress target, long breakAfter, long swallow) throws IOException {
             this.server = java.nio.channels.ServerSocketChannel.open().bind(at);
@@ -865,19 +943,26 @@ public class HybsterTest {
             ByteBuffer buffer = ByteBuffer.allocate(64 << 10);
             long forwarded = 0;
             long swallowed = 0;
+            boolean swallowedWhileCut = false;
             try (in; out) {
                 while (in.read(buffer) >= 0) {
                     buffer.flip();
-                    if (breaking && forwarded >= breakAfter) {
+                    if (cut || breaking && forwarded >= breakAfter) {
+                        swallowedWhileCut |= cut;
                         swallowed += buffer.remaining();
                         buffer.clear();
-                        if (swallowed >= swallow) {
+                        if (!cut && swallowed >= swallow) {
                             in.setOption(java.net.StandardSocketOptions.SO_LINGER, 0);
                             out.setOption(java.net.StandardSocketOptions.SO_LINGER, 0);
                             broke = true;
                             return;
                         }
                         continue;
+                    }
+                    if (swallowedWhileCut) { // mended: what it swallowed is lost, the connection goes
+                        in.setOption(java.net.StandardSocketOptions.SO_LINGER, 0);
+                        out.setOption(java.net.StandardSocketOptions.SO_LINGER, 0);
+                        return;
                     }
                     forwarded += buffer.remaining();
                     while (buffer.hasRemaining()) {
@@ -892,6 +977,16 @@ public class HybsterTest {
 
         InetSocketAddress address() throws IOException {
             return (InetSocketAddress) server.getLocalAddress();
+        }
+
+        /** From now on swallows everything. */
+        void cut() {
+            cut = true;
+        }
+
+        /** Forwards again, on new connections. */
+        void mend() {
+            cut = false;
         }
 
         @Override
@@ -961,7 +1056,9 @@ public class HybsterTest {
 
         // A state may be larger than an operation: a snapshot of 2 MiB crosses with its proof.
         Message.Checkpoint checkpoint = new Message.Checkpoint(1, 40, new byte[32], prepare.certificate());
-        Message.State state = new Message.State(1, 40, new byte[2 << 20], List.of(checkpoint, checkpoint));
+        Message.NewView started = new Message.NewView(1, 1, List.of(), prepare.certificate());
+        Message.State state =
+                new Message.State(1, 40, new byte[2 << 20], List.of(checkpoint, checkpoint), List.of(started));
         byte[] stateBytes = Message.encode(state);
         assertArrayEquals(stateBytes, Message.encode(Message.decode(stateBytes)));
         Message ask = Message.decode(Message.encode(new Message.StateRequest(2, 40)));

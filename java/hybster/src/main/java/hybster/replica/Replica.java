@@ -120,11 +120,13 @@ import hybster.wire.Message.ViewChange;
  * yet answers once it is), takes the first STATE whose proof holds f+1
  * matching verified CHECKPOINTs with the snapshot's digest, installs it, goes
  * past each proof replica's messages up to its CHECKPOINT, and executes on
- * from there. Not covered yet: a view change while it was cut off (it would
- * wait for a NEW-VIEW it missed), and PREPAREs a leader certified before its
- * CHECKPOINT for later orders (with {@code maxBatch} 1 or parallel
- * instances: the replica then waits until the next stable checkpoint and
- * fetches again). A reply sent again after an installed state has no proof.
+ * from there; a STATE carries the NEW-VIEW of its sender's view, which the
+ * replica enters if it missed that view change. Its VIEW-CHANGEs go on
+ * proving themselves by its own last stable checkpoint (the state's has no
+ * CHECKPOINT of its own) until it makes another. Not covered yet: PREPAREs
+ * a leader certified before its CHECKPOINT for later orders (with
+ * {@code maxBatch} 1 or parallel instances: the replica then waits until the
+ * next stable checkpoint and fetches again). A reply sent again after an installed state has no proof.
  *
  * <p>Recovery. A replica whose trusted counter went on from a sealed state
  * (see {@code SoftwareTrinx.sealed}) restarted and lost what it knew: what
@@ -202,7 +204,8 @@ public final class Replica implements Closeable {
     private final Set<ByteBuffer> ordered = new HashSet<>();
     /** Per instance this replica leads, the requests waiting for the next batch. */
     private final List<ArrayDeque<Request>> unbatched = new ArrayList<>();
-    private final Map<Integer, ClientRecord> clients = new HashMap<>();
+    /** Per client (in client order, as a snapshot writes them), its last executed request. */
+    private final TreeMap<Integer, ClientRecord> clients = new TreeMap<>();
     /** PREPAREs and COMMITs of views not entered yet (in counter order per sender), by view. */
     private final Map<Integer, List<Message>> aheadOfView = new HashMap<>();
     /** The chain of everything executed: what a CHECKPOINT certifies. */
@@ -211,6 +214,13 @@ public final class Replica implements Closeable {
     private final Map<Long, Map<Integer, Checkpoint>> checkpoints = new HashMap<>();
     /** The proof of the last stable checkpoint (empty before the first). */
     private List<Checkpoint> stableProof = List.of();
+    /**
+     * The proof of the last stable checkpoint with this replica's own
+     * CHECKPOINT in it, which its VIEW-CHANGEs carry with the log since that
+     * CHECKPOINT (a state transfer's checkpoint has none of its own: its log
+     * goes on from the earlier one).
+     */
+    private List<Checkpoint> ownStableProof = List.of();
     /** This replica's snapshots at its checkpoints from the last stable one on, by order. */
     private final TreeMap<Long, byte[]> snapshots = new TreeMap<>();
     /** The last stable checkpoint's snapshot, for readers off the loop thread (empty before the first). */
@@ -435,12 +445,17 @@ public final class Replica implements Closeable {
     /** Every instance's last prepared order as of {@code last}, the last order of all. */
     private void resetInstances(long last) {
         for (int instance = 0; instance < instances; instance++) {
-            long order = last;
-            while (order >= 1 && instanceOf(order) != instance) {
-                order--;
-            }
-            lastPrepared[instance] = order >= 1 ? order : instance + 1 - instances;
+            lastPrepared[instance] = lastOfInstanceUpTo(instance, last);
         }
+    }
+
+    /** Instance {@code instance}'s last order at or below {@code last} (before its first: k below it). */
+    private long lastOfInstanceUpTo(int instance, long last) {
+        long order = last;
+        while (order >= 1 && instanceOf(order) != instance) {
+            order--;
+        }
+        return order >= 1 ? order : instance + 1 - instances;
     }
 
     private void onMessage(Message message) {
@@ -836,7 +851,7 @@ public final class Replica implements Closeable {
             size += 4 + 8 + 4 + record.reply().result().length;
         }
         ByteBuffer state = ByteBuffer.allocate(size).put(history).putInt(clients.size());
-        for (Map.Entry<Integer, ClientRecord> entry : new TreeMap<>(clients).entrySet()) {
+        for (Map.Entry<Integer, ClientRecord> entry : clients.entrySet()) {
             byte[] result = entry.getValue().reply().result();
             state.putInt(entry.getKey()).putLong(entry.getValue().timestamp()).putInt(result.length).put(result);
         }
@@ -873,13 +888,14 @@ public final class Replica implements Closeable {
             return;
         }
         stableProof = matching;
+        ownStableProof = matching;
         stableCheckpoint = checkpoint.order();
         snapshots.headMap(checkpoint.order()).clear();
         stableSnapshot = snapshots.get(checkpoint.order());
         stateWanted.entrySet().removeIf(wanted -> {
             boolean answered = wanted.getValue() <= stableCheckpoint;
             if (answered) {
-                node.send(wanted.getKey(), new State(id, stableCheckpoint, stableSnapshot, stableProof));
+                node.send(wanted.getKey(), stateMessage());
             }
             return answered;
         });
@@ -955,13 +971,23 @@ public final class Replica implements Closeable {
             return;
         }
         if (stableCheckpoint >= request.order() && stableSnapshot.length > 0) {
-            node.send(request.sender(), new State(id, stableCheckpoint, stableSnapshot, stableProof));
+            node.send(request.sender(), stateMessage());
         } else {
             stateWanted.put(request.sender(), request.order()); // answered once it is stable here
         }
     }
 
-    /** Takes a state beyond what this replica executed whose proof holds and whose digest it has. */
+    /** This replica's stable state, with the NEW-VIEW of its view (a replica cut off may have missed it). */
+    private State stateMessage() {
+        return new State(id, stableCheckpoint, stableSnapshot, stableProof,
+                viewStart == null ? List.of() : List.of(viewStart));
+    }
+
+    /**
+     * Takes a state beyond what this replica executed whose proof holds and
+     * whose digest it has, and enters the view the state's NEW-VIEW proves
+     * if it is beyond this replica's (it missed that view change).
+     */
     private void onState(State state) {
         if (state.order() <= lastExecuted || fetching == 0) {
             return; // this replica got there meanwhile, or asked for nothing
@@ -972,6 +998,7 @@ public final class Replica implements Closeable {
             return;
         }
         install(state.order(), state.snapshot(), state.proof());
+        state.view().stream().filter(newView -> newView.view() > view).forEach(this::onNewView);
     }
 
     /** Why {@code state}'s proof does not show its snapshot stable, or null. */
@@ -1024,11 +1051,7 @@ public final class Replica implements Closeable {
             return record != null && key.getLong(8) <= record.timestamp();
         });
         for (int instance = 0; instance < instances; instance++) {
-            long last = order;
-            while (last >= 1 && instanceOf(last) != instance) {
-                last--;
-            }
-            lastPrepared[instance] = Math.max(lastPrepared[instance], last >= 1 ? last : instance + 1 - instances);
+            lastPrepared[instance] = Math.max(lastPrepared[instance], lastOfInstanceUpTo(instance, order));
         }
         stableCheckpoint = order;
         stableProof = List.copyOf(proof);
@@ -1132,6 +1155,7 @@ public final class Replica implements Closeable {
         proof.removeIf(checkpoint -> checkpoint.sender() == id); // one its earlier life certified, if any
         proof.add(own);
         stableProof = List.copyOf(proof);
+        ownStableProof = stableProof;
         sentLog.clear();
         logSize = 0;
         answers.clear();
@@ -1191,8 +1215,8 @@ public final class Replica implements Closeable {
         LOG.info(() -> "replica " + id + ": suspects the leader of view " + view + ", asks for view " + newView
                 + "; " + progress());
         List<Message> log = List.copyOf(sentLog);
-        ViewChange viewChange = new ViewChange(id, newView, stableProof, log,
-                certify(ViewChange.certified(newView, stableProof, log)));
+        ViewChange viewChange = new ViewChange(id, newView, ownStableProof, log,
+                certify(ViewChange.certified(newView, ownStableProof, log)));
         log(viewChange);
         broadcast(viewChange);
         onViewChange(viewChange);

@@ -175,9 +175,16 @@ public sealed interface Message {
     /**
      * A replica's state at its last stable checkpoint: its snapshot and the
      * checkpoint's proof (f+1 matching CHECKPOINTs), whose certified digest
-     * the snapshot must have.
+     * the snapshot must have; and the NEW-VIEW of the sender's view (none in
+     * view 0), for a replica that missed that view change.
      */
-    record State(int sender, long order, byte[] snapshot, List<Checkpoint> proof) implements Message { }
+    record State(int sender, long order, byte[] snapshot, List<Checkpoint> proof, List<NewView> view)
+            implements Message {
+        public State {
+            proof = List.copyOf(proof);
+            view = List.copyOf(view);
+        }
+    }
 
     /**
      * A restarted replica's first certified message: its sealed trusted
@@ -259,6 +266,8 @@ public sealed interface Message {
             out.type(STATE, state.sender()).putLong(state.order()).bytes(state.snapshot())
                     .putInt(state.proof().size());
             state.proof().forEach(checkpoint -> out.bytes(encode(checkpoint)));
+            out.putInt(state.view().size());
+            state.view().forEach(newView -> out.bytes(encode(newView)));
         } else if (message instanceof Recover r) {
             out.type(RECOVER, r.sender()).certificate(r.certificate());
         } else if (message instanceof RecoveryAnswer a) {
@@ -327,7 +336,11 @@ public sealed interface Message {
                     for (int i = count(in); i > 0; i--) {
                         proof.add(nested(in, Checkpoint.class, depth));
                     }
-                    yield new State(sender, order, snapshot, proof);
+                    List<NewView> view = new ArrayList<>();
+                    for (int i = count(in); i > 0; i--) {
+                        view.add(nested(in, NewView.class, depth));
+                    }
+                    yield new State(sender, order, snapshot, proof, view);
                 }
                 case RECOVER -> new Recover(sender, certificate(in));
                 case RECOVERY_ANSWER -> {
