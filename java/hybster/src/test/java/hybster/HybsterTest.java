@@ -738,6 +738,7 @@ public class HybsterTest {
             client.invoke(op(Integer.toString(i)), TIMEOUT_MILLIS);
         }
         awaitCount(() -> applications.get(2).log.size(), 450);
+        awaitCount(() -> applications.get(0).log.size(), 450); // the client's f+1 replies need not be the leader's
         assertEquals(applications.get(0).log, applications.get(2).log);
         stopAll();
         running.clear();
