@@ -62,19 +62,11 @@ public class KilledReplicasTest {
             }
         }
 
-        /** Waits until a line from {@code from} on contains {@code text}. */
-        void await(String text, int from) throws InterruptedException {
-            long deadline = System.currentTimeMillis() + TIMEOUT_MILLIS;
-            while (true) {
-                synchronized (lines) {
-                    if (lines.subList(Math.min(from, lines.size()), lines.size()).stream()
-                            .anyMatch(line -> line.contains(text))) {
-                        return;
-                    }
-                    assertTrue("no '" + text + "' in the replica's output:\n" + String.join("\n", lines),
-                            System.currentTimeMillis() < deadline);
-                }
-                Thread.sleep(20);
+        /** Whether a line from {@code from} on contains {@code text}. */
+        boolean printed(String text, int from) {
+            synchronized (lines) {
+                return lines.subList(Math.min(from, lines.size()), lines.size()).stream()
+                        .anyMatch(line -> line.contains(text));
             }
         }
     }
@@ -112,7 +104,7 @@ public class KilledReplicasTest {
             replica[id] = start(config, id);
         }
         for (int id = 0; id < 3; id++) {
-            replica[id].await("replica " + id + " on jdk at", 0); // before the first request's timeout runs
+            await(replica[id], "replica " + id + " on jdk at", 0); // before the first request's timeout runs
         }
         Client client = new Client(Cluster.FIRST_CLIENT, cluster, SelectorProvider.provider(), 300);
         AtomicLong done = new AtomicLong();
@@ -138,14 +130,14 @@ public class KilledReplicasTest {
                     awaitDone(done, failure, done.get() + 50); // the others go on without it
                 }
                 replica[killed] = start(config, killed);
-                replica[killed].await("recovered at checkpoint", 0);
+                await(replica[killed], "recovered at checkpoint", 0);
             }
             awaitDone(done, failure, done.get() + 50);
             replica[1].process.destroyForcibly().waitFor(); // the leader of the view the others moved to
             int[] from = {replica[0].lineCount(), 0, replica[2].lineCount()};
             awaitDone(done, failure, done.get() + 250); // past a checkpoint (one every 100 orders)
             for (int id : new int[] {0, 2}) {
-                replica[id].await(" stable, log truncated", from[id]);
+                await(replica[id], " stable, log truncated", from[id]);
             }
         } finally {
             stop.set(true);
@@ -153,6 +145,15 @@ public class KilledReplicasTest {
             client.close();
         }
         assertEquals("the load's client failed; " + outputs(), null, failure.get());
+    }
+
+    /** Waits until {@code replica} printed a line with {@code text} from its line {@code from} on. */
+    private void await(ReplicaProcess replica, String text, int from) throws InterruptedException {
+        long deadline = System.currentTimeMillis() + TIMEOUT_MILLIS;
+        while (!replica.printed(text, from)) {
+            assertTrue("no '" + text + "' from a replica; " + outputs(), System.currentTimeMillis() < deadline);
+            Thread.sleep(20);
+        }
     }
 
     private ReplicaProcess start(Path config, int id) throws IOException {

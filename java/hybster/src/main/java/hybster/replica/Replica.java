@@ -144,7 +144,11 @@ import hybster.wire.Message.ViewChange;
  * CHECKPOINT there (its log is complete from it on) and goes on with what
  * it kept. One replica recovers at a time (a recovering replica is one of
  * the f faulty ones and answers no RECOVER); a recovery ends only when
- * checkpoints are made, so under load.
+ * checkpoints are made, so under load. While one recovers, ordering needs
+ * every other replica: a follower that suspects its leader alone (a slow
+ * host) stays in its view change, since its VIEW-CHANGE is certified at
+ * once (MinBFT first asks with an uncertified REQ-VIEW-CHANGE and certifies
+ * only once f+1 ask), and then ordering and the recovery wait for good.
  */
 public final class Replica implements Closeable {
     private static final Logger LOG = Logger.getLogger(Replica.class.getName());
