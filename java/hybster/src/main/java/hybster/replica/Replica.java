@@ -126,7 +126,8 @@ import hybster.wire.Message.ViewChange;
  * CHECKPOINT of its own) until it makes another. Not covered yet: PREPAREs
  * a leader certified before its CHECKPOINT for later orders (with
  * {@code maxBatch} 1 or parallel instances: the replica then waits until the
- * next stable checkpoint and fetches again). A reply sent again after an installed state has no proof.
+ * next stable checkpoint and fetches again). A reply sent again after an
+ * installed state has no proof.
  *
  * <p>Recovery. A replica whose trusted counter went on from a sealed state
  * (see {@code SoftwareTrinx.sealed}) restarted and lost what it knew: what
