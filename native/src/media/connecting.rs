@@ -254,7 +254,7 @@ impl Connect {
 
     /// Resolves the peer for a ring stream, or for a two-sided one.
     fn start_rdma(&mut self, rings: bool) -> Result<Step> {
-        let from = self.from.as_deref().map(ReservedPort::addr);
+        let from = self.from.clone();
         let resolving = match rings {
             true => RdmaStream::resolve(from, self.addr, self.deadline)?,
             false => SendStream::resolve(from, self.addr, &self.options.sends, self.deadline)?,

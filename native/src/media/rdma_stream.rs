@@ -33,6 +33,7 @@ use std::mem;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -43,6 +44,7 @@ use crate::rdma::completions::{CompletionChannel, GroupOffer};
 use crate::rdma::endpoint::{DataPath, Endpoint, Listener, QpShape, Request, Resolving};
 use crate::rdma::hello::{Hello, PathKind, RingGrant};
 use crate::rdma::verbs::{Access, Completion, MemoryRegion, RemoteAddr, SendRequest};
+use crate::sys::port::ReservedPort;
 use crate::sys::{self, Deadline};
 
 /// Receives posted for immediate-data notifications (zero-length: no buffers).
@@ -144,28 +146,16 @@ impl RdmaStream {
         options: StreamOptions,
         timeout: Option<Duration>,
     ) -> Result<RdmaStream> {
-        RdmaStream::connect_offered(None, addr, options, timeout, &GroupOffer::default())
-    }
-
-    /// `connect` (from `from`, a client's bind, when given), at the
-    /// completion group `offer` holds (see `GroupOffer`).
-    pub(crate) fn connect_offered(
-        from: Option<SocketAddr>,
-        addr: SocketAddr,
-        options: StreamOptions,
-        timeout: Option<Duration>,
-        offer: &GroupOffer,
-    ) -> Result<RdmaStream> {
-        let endpoint = Endpoint::resolve(from, addr, SHAPE, timeout, offer)?;
+        let endpoint = Endpoint::resolve(addr, SHAPE, timeout, &GroupOffer::default())?;
         let mut connecting = RdmaStream::start_connect(endpoint, options)?;
         let reply = connecting.await_connected()?;
         connecting.finish(reply)
     }
 
-    /// Starts resolving `addr` for a ring stream's queue pair (from `from`,
-    /// a client's bind, when given): `start_connect` takes the endpoint.
+    /// Starts resolving `addr` for a ring stream's queue pair (from the port
+    /// `from` holds, a client's bind, when given): `start_connect` takes the endpoint.
     pub(crate) fn resolve(
-        from: Option<SocketAddr>,
+        from: Option<Arc<ReservedPort>>,
         addr: SocketAddr,
         deadline: Deadline,
     ) -> Result<Resolving> {

@@ -40,6 +40,7 @@ use crate::rdma::completions::{CompletionChannel, GroupOffer};
 use crate::rdma::endpoint::{DataPath, Endpoint, QpShape, Request, Resolving};
 use crate::rdma::hello::{Hello, PathKind, SlotGrant};
 use crate::rdma::verbs::{Access, Completion, MemoryRegion, SendRequest, POLL_BATCH};
+use crate::sys::port::ReservedPort;
 use crate::sys::Deadline;
 
 /// Bytes of a message header: kind, data consumed, control consumed, zero.
@@ -361,28 +362,16 @@ fn shape(sends: u32, own_receives: u32) -> QpShape {
 impl SendStream {
     /// Connects to a listener at `addr` over the two-sided path.
     pub fn connect(addr: SocketAddr, options: SendOptions, timeout: Option<Duration>) -> Result<SendStream> {
-        SendStream::connect_offered(None, addr, options, timeout, &GroupOffer::default())
-    }
-
-    /// `connect` (from `from`, a client's bind, when given), at the
-    /// completion group `offer` holds (see `GroupOffer`).
-    pub(crate) fn connect_offered(
-        from: Option<SocketAddr>,
-        addr: SocketAddr,
-        options: SendOptions,
-        timeout: Option<Duration>,
-        offer: &GroupOffer,
-    ) -> Result<SendStream> {
-        let endpoint = Endpoint::resolve(from, addr, connect_shape(&options)?, timeout, offer)?;
+        let endpoint = Endpoint::resolve(addr, connect_shape(&options)?, timeout, &GroupOffer::default())?;
         let mut connecting = SendStream::start_connect(endpoint, options)?;
         let reply = connecting.await_connected()?;
         connecting.finish(reply)
     }
 
-    /// Starts resolving `addr` for a two-sided stream's queue pair (from
-    /// `from`, a client's bind, when given): `start_connect` takes the endpoint.
+    /// Starts resolving `addr` for a two-sided stream's queue pair (from the
+    /// port `from` holds, a client's bind, when given): `start_connect` takes the endpoint.
     pub(crate) fn resolve(
-        from: Option<SocketAddr>,
+        from: Option<Arc<ReservedPort>>,
         addr: SocketAddr,
         options: &SendOptions,
         deadline: Deadline,

@@ -30,6 +30,7 @@ use crate::media::tcp::TcpByteStream;
 use crate::rdma::completions::{CompletionGroup, GroupOffer};
 use crate::rdma::endpoint::{Listener, Request};
 use crate::rdma::hello::{Hello, PathKind};
+use crate::sys::port::ReservedPort;
 use crate::sys::{self, Deadline};
 
 /// Which medium a connection may use.
@@ -222,6 +223,9 @@ pub struct StreamListener {
     tcp: Option<TcpListener>,
     shm: Option<ShmListener>,
     rdma: Option<Listener>,
+    /// RDMA's port held in TCP's port space, when no TCP listener holds it
+    /// (see `Resolving::start`); declared after `rdma`, which goes first.
+    held: Option<ReservedPort>,
     /// The receive slots of two-sided connections, made at the first one.
     pool: Mutex<Option<Arc<ReceivePool>>>,
     options: TransportOptions,
@@ -235,12 +239,24 @@ impl StreamListener {
     /// Whatever binding a medium reports.
     pub fn bind(addr: SocketAddr, transport: Transport, options: TransportOptions) -> Result<StreamListener> {
         let shm_rings = options.shm;
-        let mut listener =
-            StreamListener { addr, tcp: None, shm: None, rdma: None, pool: Mutex::new(None), options };
+        let mut listener = StreamListener {
+            addr,
+            tcp: None,
+            shm: None,
+            rdma: None,
+            held: None,
+            pool: Mutex::new(None),
+            options,
+        };
         if matches!(transport, Transport::Tcp | Transport::Auto) {
             let tcp = sys::port::tcp_listener(addr)?;
             listener.addr = tcp.local_addr().map_err(|source| Error::Os { op: "getsockname", source })?;
             listener.tcp = Some(tcp);
+        }
+        if transport == Transport::Rdma {
+            let held = ReservedPort::bind(addr)?;
+            listener.addr = SocketAddr::new(addr.ip(), held.addr().port());
+            listener.held = Some(held);
         }
         if matches!(transport, Transport::Rdma | Transport::Auto) {
             // The address asked for (a wildcard TCP listener is IPv6's), at the port picked.
@@ -276,7 +292,15 @@ impl StreamListener {
     pub fn over_tcp(tcp: TcpListener, options: TransportOptions) -> Result<StreamListener> {
         tcp.set_nonblocking(true).map_err(|source| Error::Os { op: "fcntl(tcp listener)", source })?;
         let addr = tcp.local_addr().map_err(|source| Error::Os { op: "getsockname", source })?;
-        Ok(StreamListener { addr, tcp: Some(tcp), shm: None, rdma: None, pool: Mutex::new(None), options })
+        Ok(StreamListener {
+            addr,
+            tcp: Some(tcp),
+            shm: None,
+            rdma: None,
+            held: None,
+            pool: Mutex::new(None),
+            options,
+        })
     }
 
     /// The bound address (with the port picked for port 0).

@@ -70,7 +70,7 @@ impl Connection {
     /// `NoDevice`; `ConnectionRefused` when nothing listens there; `Unreachable`
     /// when no RDMA route leads there; `TimedOut` after `timeout`.
     pub fn connect(addr: SocketAddr, timeout: Option<Duration>) -> Result<Connection> {
-        let endpoint = Endpoint::resolve(None, addr, SHAPE, timeout, &GroupOffer::default())?;
+        let endpoint = Endpoint::resolve(addr, SHAPE, timeout, &GroupOffer::default())?;
         let mut conn = MessagePath::with_buffers(endpoint)?;
         let reply = conn.endpoint.connect(&HELLO)?;
         if reply.kind != PathKind::Messages {

@@ -15,7 +15,7 @@
 //! deregistered before the PD goes.
 
 use std::mem;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,10 +30,15 @@ use crate::rdma::hello::{Hello, PathKind};
 use crate::rdma::verbs::{
     self, Completion, Device, ProtectionDomain, QueuePair, SharedReceiveQueue, POLL_BATCH,
 };
+use crate::sys::port::ReservedPort;
 use crate::sys::{self, Deadline, WaitSource};
 
 /// Address and route resolution are local in practice; this bounds a lost reply.
 const RESOLVE_TIMEOUT_MS: i32 = 2000;
+/// Ports a client that named none tries when rdma_cm finds the one reserved
+/// for it taken (by an identifier that holds no TCP port: a listener of
+/// `Listener::bind` alone, another process's).
+const PORT_TRIES: u32 = 8;
 /// A reader that finds nothing looks for a disconnect once in this many times:
 /// each look is a syscall on a spinning reader's path (once in 64 cost a 64-byte
 /// round trip 12-15% under emulation); a sleeping reader learns of it at once.
@@ -173,12 +178,14 @@ impl Listener {
 /// a time and without waiting: a look (`advance`) when `event_fd` is
 /// readable takes the next step, and the last one opens the endpoint.
 pub(crate) struct Resolving {
-    // Declared before `events`: the identifier must go before its channel.
+    // Declared before `events` and `port`: the identifier must go first.
     /// Until it goes to the endpoint.
     id: Option<CmId>,
     /// Shared with the endpoint, so its fd stays the connect's from the
     /// first step to the last (a selector watches one fd).
     events: Arc<EventChannel>,
+    /// The TCP port the identifier's RDMA port is held by; goes to the endpoint.
+    port: Option<Arc<ReservedPort>>,
     addr: SocketAddr,
     shape: QpShape,
     deadline: Deadline,
@@ -186,21 +193,56 @@ pub(crate) struct Resolving {
 }
 
 impl Resolving {
-    /// Starts resolving `addr` (from `from`, a client's bind, when given).
+    /// Starts resolving `addr` from the port `from` holds (a client's bind),
+    /// or from one reserved here. rdma_cm's ports are a space of their own: a
+    /// port it picked alone could be the one the kernel gives the next TCP
+    /// bind, whose RDMA connect would then fail with `EADDRINUSE`. So every
+    /// client identifier is named by a port held in TCP's space, from before
+    /// it binds until it is destroyed (the endpoint holds it, through the
+    /// closer's wait too): a port means one connection whatever the medium.
     ///
     /// # Errors
     /// `NoDevice` on a host without RDMA; what rdma_cm reports at once.
     pub(crate) fn start(
-        from: Option<SocketAddr>,
+        from: Option<Arc<ReservedPort>>,
         addr: SocketAddr,
         shape: QpShape,
         deadline: Deadline,
     ) -> Result<Resolving> {
         verbs::device_names()?;
         let events = Arc::new(EventChannel::new()?);
-        let id = CmId::new(&events)?;
-        id.resolve_addr(from, addr, RESOLVE_TIMEOUT_MS)?;
-        Ok(Resolving { id: Some(id), events, addr, shape, deadline, route_asked: false })
+        let mut tries = 1;
+        loop {
+            let port = match &from {
+                Some(port) => Arc::clone(port),
+                None => Arc::new(ReservedPort::bind(SocketAddr::new(unspecified_like(addr), 0))?),
+            };
+            let id = CmId::new(&events)?;
+            match id.resolve_addr(Some(rdma_source(port.addr(), addr)), addr, RESOLVE_TIMEOUT_MS) {
+                Ok(()) => {
+                    let port = Some(port);
+                    return Ok(Resolving {
+                        id: Some(id),
+                        events,
+                        port,
+                        addr,
+                        shape,
+                        deadline,
+                        route_asked: false,
+                    });
+                }
+                // Taken in rdma_cm's space: EADDRNOTAVAIL where either
+                // holder's address is a wildcard (ours is), else EADDRINUSE.
+                Err(err)
+                    if from.is_none()
+                        && matches!(err.errno(), Some(libc::EADDRINUSE | libc::EADDRNOTAVAIL))
+                        && tries < PORT_TRIES =>
+                {
+                    tries += 1;
+                }
+                Err(err) => return Err(err),
+            }
+        }
     }
 
     /// The fd that becomes readable when the next step's event is pending.
@@ -242,14 +284,37 @@ impl Resolving {
             let id = self.id.take().ok_or_else(resolved_already)?;
             let events = Arc::clone(&self.events);
             let group = offer.current();
-            return Endpoint::open(events, id, self.shape, self.deadline, self.addr, None, group.as_deref())
-                .map(Some);
+            let mut endpoint =
+                Endpoint::open(events, id, self.shape, self.deadline, self.addr, None, group.as_deref())?;
+            endpoint.port = self.port.take();
+            return Ok(Some(endpoint));
         }
         match self.deadline.expired() {
             true => Err(self.deadline.timed_out(self.step_name())),
             false => Ok(None),
         }
     }
+}
+
+/// The unspecified address of `peer`'s family.
+fn unspecified_like(peer: SocketAddr) -> IpAddr {
+    match peer {
+        SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+    }
+}
+
+/// The source rdma_cm resolves `peer` from, for a client that holds the TCP
+/// address `held`: a wildcard (the kernel's is IPv6's, IPv4 mapped in) becomes
+/// the peer family's, and an IPv4-mapped address IPv4's, as rdma_cm takes no
+/// source of another family than the destination's.
+fn rdma_source(held: SocketAddr, peer: SocketAddr) -> SocketAddr {
+    let ip = match held.ip() {
+        ip if ip.is_unspecified() => unspecified_like(peer),
+        IpAddr::V6(v6) if peer.is_ipv4() => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        ip => ip,
+    };
+    SocketAddr::new(ip, held.port())
 }
 
 /// An RC queue pair connected (or being connected) through rdma_cm.
@@ -266,6 +331,9 @@ pub(crate) struct Endpoint {
     id: CmId,
     /// Its own, or shared with the `Resolving` that opened it.
     events: Arc<EventChannel>,
+    /// A client's: the TCP port its identifier's RDMA port is held by (see
+    /// `Resolving::start`), let go only after the identifier.
+    port: Option<Arc<ReservedPort>>,
     /// The peer disconnected, or we did (a close, a queue pair that failed).
     peer_closed: bool,
     /// The disconnect is complete: the peer's request came, or it answered
@@ -284,19 +352,17 @@ pub(crate) struct Endpoint {
 }
 
 impl Endpoint {
-    /// Client side: resolves `addr` (from the address and port `from`, a
-    /// client's bind, when given) and creates the queue pair (at the group
+    /// Client side: resolves `addr` and creates the queue pair (at the group
     /// `offer` holds by then, if any), ready for `connect` once the data path
     /// has registered and posted its memory. Blocks; `Resolving` is the
     /// same without waiting.
     pub(crate) fn resolve(
-        from: Option<SocketAddr>,
         addr: SocketAddr,
         shape: QpShape,
         timeout: Option<Duration>,
         offer: &GroupOffer,
     ) -> Result<Endpoint> {
-        let mut resolving = Resolving::start(from, addr, shape, Deadline::after(timeout))?;
+        let mut resolving = Resolving::start(None, addr, shape, Deadline::after(timeout))?;
         loop {
             if let Some(endpoint) = resolving.advance(offer)? {
                 return Ok(endpoint);
@@ -362,6 +428,7 @@ impl Endpoint {
             pd,
             id,
             events,
+            port: None,
             peer_closed: false,
             disconnected: false,
             max_inline,

@@ -315,6 +315,25 @@ public class SocketChannelConformanceTest extends EveryProvider {
     }
 
     /**
+     * A listener and a connection hold their ports in TCP's port space whatever their medium, as TCP's
+     * do: a client's bind cannot get a port a connection is named by. (rdma_cm's ports are a space of
+     * their own: an RDMA client's port was free for the kernel to give the next bind, whose connect
+     * then failed with "rdma_resolve_addr failed: Address already in use".)
+     */
+    @Test(timeout = 60_000)
+    public void aListenerAndAConnectionHoldTheirPortsInTcpsPortSpace() throws Exception {
+        try (Providers.Pair pair = new Providers.Pair(provider)) {
+            for (SocketChannel end : List.of(pair.client, pair.server)) {
+                InetSocketAddress local = (InetSocketAddress) end.getLocalAddress();
+                try (ServerSocket taken = new ServerSocket()) {
+                    assertThrows("the port of " + local + " was free", java.net.BindException.class,
+                            () -> taken.bind(new InetSocketAddress(local.getPort())));
+                }
+            }
+        }
+    }
+
+    /**
      * The adaptors speak java.net: a channel's unchecked exception for a bad
      * state is a SocketException, as OpenJDK's ExceptionTranslation test checks
      * (a second bind threw AlreadyBoundException).
