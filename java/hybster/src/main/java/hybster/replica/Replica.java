@@ -35,6 +35,7 @@ import hybster.wire.Message.Reply;
 import hybster.wire.Message.Request;
 import hybster.wire.Message.State;
 import hybster.wire.Message.StateRequest;
+import hybster.wire.Message.Suspicion;
 import hybster.wire.Message.ViewChange;
 
 /**
@@ -68,7 +69,11 @@ import hybster.wire.Message.ViewChange;
  *
  * <p>View change. A follower that knows a request from its client and sees it
  * unexecuted for {@code viewChangeMillis} (doubled after each view change that
- * brought no execution) sends VIEW-CHANGE(v+1) with every
+ * brought no execution) suspects the leader: it sends SUSPICION(v+1),
+ * certified by a counter of its own, and goes on in view v (MinBFT's
+ * REQ-VIEW-CHANGE: one slow or misled replica alone does not leave the view,
+ * where the others may need it to order). Once f+1 replicas suspect, each
+ * replica sends VIEW-CHANGE(v+1) with every
  * certified message it sent; the counter values prove the log complete. The
  * leader of v+1 collects f+1 of them (its own included) and sends NEW-VIEW with
  * them. Every replica derives the same requests from those logs: any request
@@ -146,10 +151,8 @@ import hybster.wire.Message.ViewChange;
  * it kept. One replica recovers at a time (a recovering replica is one of
  * the f faulty ones and answers no RECOVER); a recovery ends only when
  * checkpoints are made, so under load. While one recovers, ordering needs
- * every other replica: a follower that suspects its leader alone (a slow
- * host) stays in its view change, since its VIEW-CHANGE is certified at
- * once (MinBFT first asks with an uncertified REQ-VIEW-CHANGE and certifies
- * only once f+1 ask), and then ordering and the recovery wait for good.
+ * every other replica, a lone suspecting follower too: a suspicion leaves
+ * it in its view.
  */
 public final class Replica implements Closeable {
     private static final Logger LOG = Logger.getLogger(Replica.class.getName());
@@ -157,8 +160,10 @@ public final class Replica implements Closeable {
     static final int COUNTER = 0;
     /** The TrInX counter that certifies this replica's clock ticks (see {@link #tick}). */
     static final int TICK_COUNTER = 1;
+    /** The TrInX counter that certifies this replica's suspicions (see View change above). */
+    static final int SUSPICION_COUNTER = 2;
     /** The counters a replica's trusted subsystem needs. */
-    public static final int COUNTERS = 2;
+    public static final int COUNTERS = 3;
     /** Bytes of the certificate in front of a tick's operation: the counter's previous value and the tag. */
     private static final int TICK_CERTIFICATE_BYTES = 8 + 32;
     public static final long DEFAULT_VIEW_CHANGE_MILLIS = 2000;
@@ -251,6 +256,7 @@ public final class Replica implements Closeable {
     /** While recovering: the PREPAREs and COMMITs that came, in the order they came. */
     private final List<Message> keptWhileRecovering = new ArrayList<>();
     private final AtomicLong recoveries = new AtomicLong();
+    private final AtomicLong suspicionsSent = new AtomicLong();
 
     /** One order number's agreement. */
     private static final class Slot {
@@ -396,6 +402,11 @@ public final class Replica implements Closeable {
         return recoveries.get();
     }
 
+    /** The SUSPICIONs this replica sent since it started. */
+    public long suspicions() {
+        return suspicionsSent.get();
+    }
+
     /** Whether it restarted and has not recovered yet. */
     public boolean recovering() {
         return currentlyRecovering;
@@ -472,6 +483,8 @@ public final class Replica implements Closeable {
             onStateRequest(request);
         } else if (message instanceof State state) {
             onState(state);
+        } else if (message instanceof Suspicion suspicion) {
+            onSuspicion(suspicion);
         } else {
             String refusal = counterOrder.offer(message, this::handleInOrder);
             if (refusal != null) {
@@ -1117,7 +1130,7 @@ public final class Replica implements Closeable {
         LOG.info(() -> "replica " + id + ": replica " + from + " restarted; ordering went up to " + highestOrder);
         for (int instance = 0; instance < instances; instance++) {
             if (leader(instance, view) == from) {
-                startViewChange(Math.max(view, viewChanges.changingTo()) + 1); // it lost what it led
+                suspectView(); // it lost what it led
                 break;
             }
         }
@@ -1196,9 +1209,47 @@ public final class Replica implements Closeable {
                         && !isExecuted(p.request())
                         && leader(instanceOf(p.request()), view) != id);
         if (overdue) {
-            startViewChange(Math.max(view, viewChanges.changingTo()) + 1);
+            suspectView();
         }
         node.schedule(Math.max(1, viewChangeMillis / 2), this::watchRequests);
+    }
+
+    /**
+     * Asks to leave the view: SUSPICION of its leader while in it; once a view
+     * change is under way (it brought no execution), the next view's VIEW-CHANGE.
+     */
+    private void suspectView() {
+        if (viewChanges.underWay()) {
+            startViewChange(viewChanges.changingTo() + 1);
+            return;
+        }
+        int newView = view + 1;
+        if (viewChanges.suspects(newView)) {
+            return; // asked already: the others decide
+        }
+        LOG.info(() -> "replica " + id + ": suspects the leader of view " + view + "; " + progress());
+        Suspicion suspicion = new Suspicion(id, newView, trinx.certify(SUSPICION_COUNTER,
+                trinx.value(SUSPICION_COUNTER) + 1, Suspicion.certified(newView)));
+        suspicionsSent.incrementAndGet();
+        broadcast(suspicion);
+        onSuspicion(suspicion);
+    }
+
+    /** A replica suspects the leader: f+1 suspicions (its own too) start the view change here. */
+    private void onSuspicion(Suspicion suspicion) {
+        int sender = suspicion.sender();
+        Certificate certificate = suspicion.certificate();
+        if (sender < 0 || sender >= cluster.n() || certificate.counter() != SUSPICION_COUNTER
+                || !trinx.verify(sender, certificate, Suspicion.certified(suspicion.newView()))) {
+            reject(suspicion, "its certificate does not verify");
+            return;
+        }
+        if (recovering || suspicion.newView() <= view) {
+            return; // takes no part in a view change, or past that view
+        }
+        if (viewChanges.suspected(sender, suspicion.newView(), view)) {
+            startViewChange(view + 1);
+        }
     }
 
     /** Where execution stands: what the next order waits for (for the log of a suspicion). */
@@ -1217,8 +1268,7 @@ public final class Replica implements Closeable {
         if (!viewChanges.start(view, newView)) {
             return;
         }
-        LOG.info(() -> "replica " + id + ": suspects the leader of view " + view + ", asks for view " + newView
-                + "; " + progress());
+        LOG.info(() -> "replica " + id + ": asks for view " + newView + "; " + progress());
         List<Message> log = List.copyOf(sentLog);
         ViewChange viewChange = new ViewChange(id, newView, ownStableProof, log,
                 certify(ViewChange.certified(newView, ownStableProof, log)));

@@ -42,6 +42,8 @@ final class ViewChanges {
     /** How long a request may wait now: doubles with each view change that brings no progress. */
     private long suspectAfterMillis;
     private final Map<Integer, Map<Integer, ViewChange>> received = new HashMap<>();
+    /** The highest view each replica asked for by SUSPICION, while beyond the replica's view. */
+    private final Map<Integer, Integer> suspicions = new HashMap<>();
 
     ViewChanges(int self, Cluster cluster, TrustedCounter trinx, long viewChangeMillis) {
         this.self = self;
@@ -82,6 +84,23 @@ final class ViewChanges {
         return true;
     }
 
+    /** Whether this replica asked for {@code newView} (or a later view) already. */
+    boolean suspects(int newView) {
+        return suspicions.getOrDefault(self, 0) >= newView;
+    }
+
+    /**
+     * Takes {@code sender}'s SUSPICION asking for {@code newView} (verified by
+     * the caller); true once f+1 replicas asked to leave {@code view}: at
+     * least one of them is correct, so every replica changes view then. One
+     * replica's suspicion alone (a slow host, a request its leader never got)
+     * leaves the view as it is.
+     */
+    boolean suspected(int sender, int newView, int view) {
+        suspicions.merge(sender, newView, Math::max);
+        return suspicions.values().stream().filter(asked -> asked > view).count() >= cluster.f() + 1;
+    }
+
     /**
      * Takes a VIEW-CHANGE (its log checked by the caller, see {@link #logIsComplete})
      * for a view beyond the replica's, and says what the replica does next.
@@ -110,6 +129,7 @@ final class ViewChanges {
     void entered(int view) {
         changingTo = 0;
         received.keySet().removeIf(v -> v <= view);
+        suspicions.values().removeIf(asked -> asked <= view);
     }
 
     /**

@@ -217,6 +217,19 @@ public sealed interface Message {
         }
     }
 
+    /**
+     * A replica's suspicion of its view's leader: it asks for view
+     * {@code newView} and goes on in its view meanwhile (MinBFT's
+     * REQ-VIEW-CHANGE). Certified by a counter of its own (not the one that
+     * orders the replica's messages, which a VIEW-CHANGE ends the view on),
+     * so that no one else can suspect in the replica's name.
+     */
+    record Suspicion(int sender, int newView, Certificate certificate) implements Message {
+        public static byte[] certified(int newView) {
+            return Keys.digest(ByteBuffer.allocate(5).put((byte) 'S').putInt(newView).array());
+        }
+    }
+
     byte REQUEST = 1;
     byte PREPARE = 2;
     byte COMMIT = 3;
@@ -230,6 +243,7 @@ public sealed interface Message {
     byte STATE = 11;
     byte RECOVER = 12;
     byte RECOVERY_ANSWER = 13;
+    byte SUSPICION = 14;
 
     static byte[] encode(Message message) {
         Writer out = new Writer();
@@ -275,6 +289,8 @@ public sealed interface Message {
                     .putLong(a.highestOrder()).putInt(a.view().size());
             a.view().forEach(newView -> out.bytes(encode(newView)));
             out.certificate(a.certificate());
+        } else if (message instanceof Suspicion suspicion) {
+            out.type(SUSPICION, suspicion.sender()).putInt(suspicion.newView()).certificate(suspicion.certificate());
         }
         return out.toBytes();
     }
@@ -353,6 +369,7 @@ public sealed interface Message {
                     }
                     yield new RecoveryAnswer(sender, recovering, recoverValue, highestOrder, view, certificate(in));
                 }
+                case SUSPICION -> new Suspicion(sender, in.getInt(), certificate(in));
                 default -> throw new MalformedMessageException("unknown message type " + type);
             };
             if (in.hasRemaining()) {
