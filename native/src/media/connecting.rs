@@ -34,9 +34,10 @@ pub(crate) struct Connect {
     options: TransportOptions,
     timeout: Option<Duration>,
     deadline: Deadline,
-    /// A client's bind: TCP connects from its very socket, the other media
-    /// from its address. Dropped once connected (a TCP connection's socket
-    /// is then the stream's alone).
+    /// A client's bind: TCP connects from its very socket, shm from its
+    /// address, RDMA from its port (which the endpoint then holds too).
+    /// Dropped once connected (a TCP connection's socket is then the
+    /// stream's alone).
     from: Option<Arc<ReservedPort>>,
     /// The completion group an RDMA queue pair joins when it is made.
     offer: GroupOffer,

@@ -40,7 +40,7 @@ use crate::error::{Error, Result};
 use crate::media::ring::{RingConfig, RingReader, RingWriter, Violation};
 use crate::media::stream::{ops, ByteStream, Interest, ReadOutcome, WaitSource};
 use crate::rdma::closer::{Close, Closing, Settle, CLOSE_WAIT};
-use crate::rdma::completions::{CompletionChannel, GroupOffer};
+use crate::rdma::completions::CompletionChannel;
 use crate::rdma::endpoint::{DataPath, Endpoint, Listener, QpShape, Request, Resolving};
 use crate::rdma::hello::{Hello, PathKind, RingGrant};
 use crate::rdma::verbs::{Access, Completion, MemoryRegion, RemoteAddr, SendRequest};
@@ -146,7 +146,7 @@ impl RdmaStream {
         options: StreamOptions,
         timeout: Option<Duration>,
     ) -> Result<RdmaStream> {
-        let endpoint = Endpoint::resolve(addr, SHAPE, timeout, &GroupOffer::default())?;
+        let endpoint = Endpoint::resolve(addr, SHAPE, timeout)?;
         let mut connecting = RdmaStream::start_connect(endpoint, options)?;
         let reply = connecting.await_connected()?;
         connecting.finish(reply)

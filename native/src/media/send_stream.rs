@@ -36,7 +36,7 @@ use crate::media::receive_pool::ReceivePool;
 use crate::media::ring::Violation;
 use crate::media::stream::{ops, ByteStream, Interest, ReadOutcome, WaitSource};
 use crate::rdma::closer::{Close, Closing, Settle, CLOSE_WAIT};
-use crate::rdma::completions::{CompletionChannel, GroupOffer};
+use crate::rdma::completions::CompletionChannel;
 use crate::rdma::endpoint::{DataPath, Endpoint, QpShape, Request, Resolving};
 use crate::rdma::hello::{Hello, PathKind, SlotGrant};
 use crate::rdma::verbs::{Access, Completion, MemoryRegion, SendRequest, POLL_BATCH};
@@ -362,7 +362,7 @@ fn shape(sends: u32, own_receives: u32) -> QpShape {
 impl SendStream {
     /// Connects to a listener at `addr` over the two-sided path.
     pub fn connect(addr: SocketAddr, options: SendOptions, timeout: Option<Duration>) -> Result<SendStream> {
-        let endpoint = Endpoint::resolve(addr, connect_shape(&options)?, timeout, &GroupOffer::default())?;
+        let endpoint = Endpoint::resolve(addr, connect_shape(&options)?, timeout)?;
         let mut connecting = SendStream::start_connect(endpoint, options)?;
         let reply = connecting.await_connected()?;
         connecting.finish(reply)

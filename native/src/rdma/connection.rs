@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::rdma::closer::{Close, Closing, Settle, CLOSE_WAIT};
-use crate::rdma::completions::GroupOffer;
 use crate::rdma::endpoint::{DataPath, Endpoint, Listener, QpShape, Request};
 use crate::rdma::hello::{Hello, PathKind, RingGrant, SlotGrant};
 use crate::rdma::verbs::{Access, Completion, MemoryRegion, SendRequest};
@@ -70,7 +69,7 @@ impl Connection {
     /// `NoDevice`; `ConnectionRefused` when nothing listens there; `Unreachable`
     /// when no RDMA route leads there; `TimedOut` after `timeout`.
     pub fn connect(addr: SocketAddr, timeout: Option<Duration>) -> Result<Connection> {
-        let endpoint = Endpoint::resolve(addr, SHAPE, timeout, &GroupOffer::default())?;
+        let endpoint = Endpoint::resolve(addr, SHAPE, timeout)?;
         let mut conn = MessagePath::with_buffers(endpoint)?;
         let reply = conn.endpoint.connect(&HELLO)?;
         if reply.kind != PathKind::Messages {

@@ -352,19 +352,14 @@ pub(crate) struct Endpoint {
 }
 
 impl Endpoint {
-    /// Client side: resolves `addr` and creates the queue pair (at the group
-    /// `offer` holds by then, if any), ready for `connect` once the data path
+    /// Client side: resolves `addr` and creates the queue pair with a
+    /// completion queue of its own, ready for `connect` once the data path
     /// has registered and posted its memory. Blocks; `Resolving` is the
-    /// same without waiting.
-    pub(crate) fn resolve(
-        addr: SocketAddr,
-        shape: QpShape,
-        timeout: Option<Duration>,
-        offer: &GroupOffer,
-    ) -> Result<Endpoint> {
+    /// same without waiting (and can seat the queue pair at a selector's group).
+    pub(crate) fn resolve(addr: SocketAddr, shape: QpShape, timeout: Option<Duration>) -> Result<Endpoint> {
         let mut resolving = Resolving::start(None, addr, shape, Deadline::after(timeout))?;
         loop {
-            if let Some(endpoint) = resolving.advance(offer)? {
+            if let Some(endpoint) = resolving.advance(&GroupOffer::default())? {
                 return Ok(endpoint);
             }
             sys::wait_readable(resolving.step_name(), [resolving.event_fd()], resolving.deadline)?;
