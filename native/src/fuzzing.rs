@@ -9,12 +9,12 @@
 //! the peer's moves (publishing, crediting, rewriting memory it shares) with
 //! ours (reading, writing, looking).
 
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use crate::error::Error;
 use crate::media::ring::{RingConfig, RingReader, RingWriter};
 use crate::media::send_stream::{self, Admitted, Ledger};
-use crate::media::shm::{ShmFds, ShmStream};
+use crate::media::shm::{ShmFds, ShmStream, SEALS};
 use crate::media::stream::{ops, ByteStream};
 use crate::rdma::hello::{Hello, SlotGrant};
 use crate::sys;
@@ -186,10 +186,11 @@ pub fn shm_region(data: &[u8]) {
     stream.close();
 }
 
-/// A memfd of `len` bytes starting with `start`.
+/// A memfd of `len` bytes starting with `start`, sealed as a peer's region is.
 fn memfd(len: usize, start: &[u8]) -> std::io::Result<std::fs::File> {
     // SAFETY: a static NUL-terminated name; a new fd or -1.
-    let fd = unsafe { libc::memfd_create(c"rdma-nio-fuzz".as_ptr(), libc::MFD_CLOEXEC) };
+    let fd =
+        unsafe { libc::memfd_create(c"rdma-nio-fuzz".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -197,6 +198,10 @@ fn memfd(len: usize, start: &[u8]) -> std::io::Result<std::fs::File> {
     let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
     file.set_len(len as u64)?;
     std::os::unix::fs::FileExt::write_all_at(&file, start, 0)?;
+    // SAFETY: fcntl on the memfd we own; no memory is passed.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, SEALS) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
     Ok(file)
 }
 

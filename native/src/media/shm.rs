@@ -1,5 +1,7 @@
 //! The shared-memory medium: a byte stream between two processes on one host
-//! over the same rings as RDMA (see `ring`), in a memfd both map.
+//! over the same rings as RDMA (see `ring`), in a memfd both map. The memfd
+//! is sealed at its size before the peer gets it, and `open` refuses one that
+//! is not: a peer that shrank the region would make our next access fault.
 //!
 //! Region layout (each control word on its own cache line):
 //!
@@ -64,6 +66,9 @@ const RESET: u32 = 2;
 const WAITS_DATA: u32 = 1;
 /// A sleeper waits for the peer's head to move (credit for its writes, a close).
 const WAITS_CREDIT: u32 = 2;
+/// A region's seals: a fixed size for good (shrinking it would make the peer's
+/// accesses fault; growing it is refused too, so the size `open` checked stays).
+pub(crate) const SEALS: libc::c_int = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
 /// A read or write that finds nothing to do looks at the liveness channel
 /// once in this many times (a syscall: a spinning side must not pay it each time).
 const LIVENESS_CHECK_EVERY: u32 = 1024;
@@ -198,13 +203,19 @@ impl ShmStream {
     /// of the stream, with the fds the peer needs for side 1.
     pub fn create(config: RingConfig) -> Result<(ShmStream, ShmFds)> {
         // SAFETY: a static NUL-terminated name; a new fd or -1.
-        let fd = unsafe { libc::memfd_create(c"rdma-nio-shm".as_ptr(), libc::MFD_CLOEXEC) };
+        let fd = unsafe {
+            libc::memfd_create(c"rdma-nio-shm".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+        };
         check("memfd_create", fd)?;
         // SAFETY: fd is new and ours.
         let region = unsafe { OwnedFd::from_raw_fd(fd) };
         let len = CONTROL_LEN + 2 * config.capacity();
         // SAFETY: sizing the memfd we own.
         check("ftruncate(shm region)", unsafe { libc::ftruncate(fd, len as libc::off_t) })?;
+        // The peer gets this fd: sealed, it cannot shrink the region under our
+        // mapping (our next access would fault: SIGBUS, the JVM's end).
+        // SAFETY: fcntl on the memfd we own; no memory is passed.
+        check("fcntl(F_ADD_SEALS, shm region)", unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, SEALS) })?;
         let map = Mapping::new(fd, len)?;
         map.word32(4).store(VERSION, Ordering::Relaxed);
         map.word32(8).store(config.capacity() as u32, Ordering::Relaxed);
@@ -225,6 +236,14 @@ impl ShmStream {
     pub fn open(fds: ShmFds, side: usize) -> Result<ShmStream> {
         if side > 1 {
             return Err(Error::InvalidArgument(format!("shm side {side} is not 0 or 1")));
+        }
+        // Before its size is read: a region that can shrink would fault our accesses.
+        // SAFETY: fcntl on an fd we hold; no memory is passed.
+        let seals = unsafe { libc::fcntl(fds.region.as_raw_fd(), libc::F_GET_SEALS) };
+        if seals < 0 || seals & libc::F_SEAL_SHRINK == 0 {
+            return Err(Error::InvalidArgument(
+                "shm region is not sealed against shrinking (not a memfd of an rdma-nio peer)".into(),
+            ));
         }
         let mut stat: libc::stat = unsafe { std::mem::zeroed() };
         // SAFETY: stat is a valid out-struct.
@@ -778,16 +797,60 @@ mod tests {
         }
     }
 
+    /// A new memfd of `len` bytes, sealed against shrinking when `sealed`.
+    fn memfd(len: usize, sealed: bool) -> OwnedFd {
+        // SAFETY: a static name; a fresh fd or -1.
+        let fd = unsafe { libc::memfd_create(c"test".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+        assert!(fd >= 0);
+        // SAFETY: fd is new and ours.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: sizing and sealing our own memfd.
+        assert_eq!(unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) }, 0);
+        if sealed {
+            // SAFETY: as above.
+            assert_eq!(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK) }, 0);
+        }
+        fd
+    }
+
+    #[test]
+    fn a_peer_cannot_shrink_the_region_under_our_mapping() {
+        let (mut side0, fds) = ShmStream::create(config()).unwrap();
+        // What a peer holding the region's fd would do to make our next access fault (SIGBUS).
+        // SAFETY: ftruncate of an fd we hold.
+        let shrunk = unsafe { libc::ftruncate(fds.region.as_raw_fd(), 0) } == 0;
+        if shrunk {
+            std::mem::forget(side0); // its close would touch the vanished pages
+            panic!("the peer shrank the region");
+        }
+        assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EPERM));
+        let mut side1 = ShmStream::open(fds, 1).unwrap();
+        assert_eq!(side0.try_write(b"still here").unwrap(), 10);
+        let mut buf = [0u8; 16];
+        assert_eq!(side1.try_read(&mut buf).unwrap(), ReadOutcome::Data(10));
+    }
+
+    #[test]
+    fn a_region_the_peer_could_shrink_is_refused() {
+        let (_side0, fds) = ShmStream::create(config()).unwrap();
+        // The same header and size in a memfd without the seal.
+        let len = CONTROL_LEN + 2 * config().capacity();
+        let unsealed = memfd(len, false);
+        let mut header = [0u8; 64];
+        // SAFETY: reading and writing live buffers at offset 0 of fds we hold.
+        unsafe {
+            assert_eq!(libc::pread(fds.region.as_raw_fd(), header.as_mut_ptr().cast(), 64, 0), 64);
+            assert_eq!(libc::pwrite(unsealed.as_raw_fd(), header.as_ptr().cast(), 64, 0), 64);
+        }
+        let fds = ShmFds { region: unsealed, doorbells: fds.doorbells };
+        let err = ShmStream::open(fds, 1).err().expect("an unsealed region opened");
+        assert!(err.to_string().contains("not sealed against shrinking"), "{err}");
+    }
+
     #[test]
     fn foreign_regions_are_refused() {
-        // SAFETY: a new memfd; a fresh fd or -1.
-        let fd = unsafe { libc::memfd_create(c"not-ours".as_ptr(), libc::MFD_CLOEXEC) };
-        assert!(fd >= 0);
-        // SAFETY: sizing our own memfd.
-        assert_eq!(unsafe { libc::ftruncate(fd, 8192) }, 0);
         let fds = ShmFds {
-            // SAFETY: fd is ours.
-            region: unsafe { OwnedFd::from_raw_fd(fd) },
+            region: memfd(8192, true),
             doorbells: [sys::eventfd().unwrap(), sys::eventfd().unwrap()],
         };
         let err = ShmStream::open(fds, 1).err().expect("a foreign region opened");
