@@ -202,6 +202,16 @@ impl ShmStream {
     /// Creates a region with two rings shaped by `config` and returns side 0
     /// of the stream, with the fds the peer needs for side 1.
     pub fn create(config: RingConfig) -> Result<(ShmStream, ShmFds)> {
+        Self::create_with(config, ShmFds::try_clone)
+    }
+
+    /// Creates a region with two rings shaped by `config`, lets `hand_over`
+    /// give the peer side 1's fds (it sends them; no copy is made for it),
+    /// and returns side 0 of the stream with what `hand_over` returned.
+    pub fn create_with<T>(
+        config: RingConfig,
+        hand_over: impl FnOnce(&ShmFds) -> Result<T>,
+    ) -> Result<(ShmStream, T)> {
         // SAFETY: a static NUL-terminated name; a new fd or -1.
         let fd = unsafe {
             libc::memfd_create(c"rdma-nio-shm".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
@@ -222,10 +232,10 @@ impl ShmStream {
         map.word32(12).store(config.max_payload() as u32, Ordering::Relaxed);
         map.word32(16).store(config.seed(), Ordering::Relaxed);
         map.word32(0).store(MAGIC, Ordering::Release); // last: the header is complete
-        drop(map);
         let fds = ShmFds { region, doorbells: [sys::eventfd()?, sys::eventfd()?] };
-        let peer = fds.try_clone()?;
-        Ok((ShmStream::open(fds, 0)?, peer))
+        let handed = hand_over(&fds)?;
+        // The mapping outlives the memfd, which closes here.
+        Ok((ShmStream::on_mapping(map, config, fds.doorbells, 0), handed))
     }
 
     /// Opens `side` (0 or 1) of the stream whose fds these are.
@@ -269,17 +279,25 @@ impl ShmStream {
                 "shm region of {len} bytes does not hold two {capacity}-byte rings"
             )));
         }
+        // The mapping outlives the memfd, which closes here.
+        Ok(ShmStream::on_mapping(map, config, fds.doorbells, side))
+    }
+
+    /// `side` of the stream on `map`, a region of two rings shaped by `config`.
+    fn on_mapping(map: Mapping, config: RingConfig, doorbells: [OwnedFd; 2], side: usize) -> ShmStream {
+        let capacity = config.capacity();
+        debug_assert_eq!(map.len, CONTROL_LEN + 2 * capacity);
         let ring = |writer: usize| RingArea {
-            // SAFETY: in bounds: CONTROL_LEN + 2 * capacity == len.
+            // SAFETY: in bounds: CONTROL_LEN + 2 * capacity == the mapping's length.
             base: unsafe { map.base.as_ptr().add(CONTROL_LEN + writer * capacity) },
             len: capacity,
         };
         let (outgoing, incoming) = (ring(side), ring(1 - side));
-        let [first, second] = fds.doorbells;
+        let [first, second] = doorbells;
         let (doorbell, peer_doorbell) = if side == 0 { (first, second) } else { (second, first) };
-        Ok(ShmStream {
+        ShmStream {
             side,
-            map, // the mapping outlives the memfd, which closes here
+            map,
             doorbell,
             peer_doorbell,
             reader: RingReader::new(config),
@@ -295,7 +313,7 @@ impl ShmStream {
             ring_pending: false,
             addresses: None,
             _port: None,
-        })
+        }
     }
 
     /// Names the connection: `local` and `peer` addresses, and the port

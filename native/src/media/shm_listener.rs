@@ -114,13 +114,14 @@ impl ShmListener {
                 Err(source) => return Err(Error::Os { op: "accept(shm listener)", source }),
             }
         };
-        let (stream, peer) = ShmStream::create(self.config)?;
-        send_fds(
-            &client,
-            &[peer.region.as_raw_fd(), peer.doorbells[0].as_raw_fd(), peer.doorbells[1].as_raw_fd()],
-        )?;
-        // The client has its own copies now; ours close with `peer`. The socket
-        // stays, to tell of the client's death.
+        // The client gets its own copies of the fds from the kernel.
+        let (stream, ()) = ShmStream::create_with(self.config, |fds| {
+            send_fds(
+                &client,
+                &[fds.region.as_raw_fd(), fds.doorbells[0].as_raw_fd(), fds.doorbells[1].as_raw_fd()],
+            )
+        })?;
+        // The socket stays, to tell of the client's death.
         let stream = stream.with_liveness(client)?;
         // A client named by the address it holds (another process could claim
         // a port it does not hold: a local peer's port is a name, not a proof).
