@@ -329,12 +329,11 @@ impl ShmStream {
         self
     }
 
-    /// Keeps `socket`, connected to the peer's process, as the stream's
-    /// liveness channel: its hang-up says the peer is gone.
-    pub(crate) fn with_liveness(mut self, socket: UnixStream) -> Result<ShmStream> {
-        socket.set_nonblocking(true).map_err(|source| Error::Os { op: "fcntl(shm liveness)", source })?;
+    /// Keeps `socket` (non-blocking), connected to the peer's process, as
+    /// the stream's liveness channel: its hang-up says the peer is gone.
+    pub(crate) fn with_liveness(mut self, socket: UnixStream) -> ShmStream {
         self.liveness = Some(socket);
-        Ok(self)
+        self
     }
 
     /// A read or write found nothing to do: once in a while, look whether the peer is gone.

@@ -114,6 +114,7 @@ impl ShmListener {
                 Err(source) => return Err(Error::Os { op: "accept(shm listener)", source }),
             }
         };
+        client.set_nonblocking(true).map_err(|source| Error::Os { op: "fcntl(shm liveness)", source })?;
         // The client gets its own copies of the fds from the kernel.
         let (stream, ()) = ShmStream::create_with(self.config, |fds| {
             send_fds(
@@ -122,7 +123,7 @@ impl ShmListener {
             )
         })?;
         // The socket stays, to tell of the client's death.
-        let stream = stream.with_liveness(client)?;
+        let stream = stream.with_liveness(client);
         // A client named by the address it holds (another process could claim
         // a port it does not hold: a local peer's port is a name, not a proof).
         Ok(Some(match client_addr(&name) {
@@ -241,7 +242,7 @@ impl ShmHandover {
         };
         let stream = ShmStream::open(ShmFds { region, doorbells: [doorbell0, doorbell1] }, 1)?;
         let socket = self.socket.take().expect("looked at above");
-        Ok(Some(stream.with_liveness(socket)?.with_addresses(self.local, self.addr, self.port.take())))
+        Ok(Some(stream.with_liveness(socket).with_addresses(self.local, self.addr, self.port.take())))
     }
 }
 

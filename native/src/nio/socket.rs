@@ -267,6 +267,10 @@ impl Socket {
     /// the host has a device) it starts as `start_connect` and says false:
     /// `finish_connect` waits for it. The common blocking connects thus make
     /// no more syscalls than they need (a refused connect on the JDK is cheap).
+    /// No selector watches the socket meanwhile (a channel changes its
+    /// blocking mode only between operations, and only a non-blocking one
+    /// registers), so none is told of the connection's fds: a selector that
+    /// registers it later finds them.
     pub fn connect_here(
         &self,
         addr: SocketAddr,
@@ -317,8 +321,7 @@ impl Socket {
         let peer = stream.peer_addr().unwrap_or(addr);
         state.role =
             Role::Connected(Connected { medium: Medium::Shm, stream: Box::new(stream), local, peer });
-        // Selectors that watch this socket (made non-blocking meanwhile) look again.
-        sys::signal_eventfd(&self.kick)
+        Ok(())
     }
 
     /// Connects to `addr` over TCP in the calling thread, as a blocking
@@ -340,8 +343,7 @@ impl Socket {
         state.bound = None;
         state.role =
             Role::Connected(Connected { medium: Medium::Tcp, stream: Box::new(stream), local, peer });
-        // Selectors that watch this socket (made non-blocking meanwhile) look again.
-        sys::signal_eventfd(&self.kick)
+        Ok(())
     }
 
     /// Listens on `addr` on every medium `transport` allows; up to `backlog`

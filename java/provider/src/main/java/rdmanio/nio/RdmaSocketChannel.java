@@ -53,6 +53,12 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
     private final ReentrantLock readLock = new ReentrantLock();
     private final ReentrantLock writeLock = new ReentrantLock();
     private final Object stateLock = new Object();
+    /**
+     * The mode as {@link #implConfigureBlocking} left it under both locks; the
+     * superclass's {@code isBlocking} changes only after it returned, so a
+     * connect that chooses how to connect by it could race with a registration.
+     */
+    private volatile boolean blockingUnderLocks = true;
 
     // -- the fields below are guarded by stateLock
     private int state;
@@ -196,7 +202,8 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
             writeLock.lock();
             try {
                 // A blocking connect needs no helper thread where nothing in it blocks past a close.
-                boolean here = isBlocking() && !config.transport.equals("rdma");
+                boolean blocking = blockingUnderLocks;
+                boolean here = blocking && !config.transport.equals("rdma");
                 synchronized (stateLock) {
                     ensureOpenToConnect();
                     if (state == ST_CONNECTED) {
@@ -215,7 +222,7 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
                 if (here) {
                     connectHere(target.getHostAddress(), address.getPort(), receiveBufferSize, timeoutMillis);
                 }
-                return isBlocking() && completeConnect();
+                return blocking && completeConnect();
             } finally {
                 writeLock.unlock();
             }
@@ -713,7 +720,21 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
 
     @Override
     protected void implConfigureBlocking(boolean block) {
-        // Each native call says whether it may block.
+        // Each native call says whether it may block. The locks, as the JDK's:
+        // a blocking read, write or connect ends first, so no selector
+        // registers the channel while one is under way (the native blocking
+        // connect relies on it: it tells no selector of its new fds).
+        readLock.lock();
+        try {
+            writeLock.lock();
+            try {
+                blockingUnderLocks = block;
+            } finally {
+                writeLock.unlock();
+            }
+        } finally {
+            readLock.unlock();
+        }
     }
 
     @Override

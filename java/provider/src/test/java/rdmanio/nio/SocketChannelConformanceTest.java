@@ -67,6 +67,17 @@ public class SocketChannelConformanceTest extends EveryProvider {
         return crc.getValue();
     }
 
+    /** A read of up to 8 bytes from {@code channel} by another thread. */
+    private static CompletableFuture<Integer> readInAnotherThread(SocketChannel channel) {
+        return CompletableFuture.supplyAsync(() -> {
+            try {
+                return channel.read(ByteBuffer.allocate(8));
+            } catch (IOException e) {
+                throw new RuntimeException(e);
+            }
+        });
+    }
+
     /** Writes {@code data} in pieces of varying size through heap and direct buffers. */
     private static void writeInPieces(SocketChannel channel, byte[] data) throws IOException {
         ByteBuffer direct = ByteBuffer.allocateDirect(70_000);
@@ -330,6 +341,34 @@ public class SocketChannelConformanceTest extends EveryProvider {
                             () -> taken.bind(new InetSocketAddress(local.getPort())));
                 }
             }
+        }
+    }
+
+    /**
+     * A change of blocking mode waits for a blocking read to finish, as the
+     * JDK's (its configureBlocking takes the read and write locks): so no
+     * selector can register a channel that a blocking operation is under way
+     * in. (configureBlocking returned at once.)
+     */
+    @Test(timeout = 60_000)
+    public void aBlockingModeChangeWaitsForABlockingRead() throws Exception {
+        try (Providers.Pair pair = new Providers.Pair(provider)) {
+            CompletableFuture<Integer> read = readInAnotherThread(pair.client);
+            Thread.sleep(200); // the read is asleep by now (a later one would only make the test weaker)
+            CompletableFuture<Void> change = CompletableFuture.runAsync(() -> {
+                try {
+                    pair.client.configureBlocking(false);
+                } catch (IOException e) {
+                    throw new RuntimeException(e);
+                }
+            });
+            assertThrows("the change did not wait for the read", java.util.concurrent.TimeoutException.class,
+                    () -> change.get(300, TimeUnit.MILLISECONDS));
+            assertFalse(read.isDone());
+            pair.server.write(ByteBuffer.wrap(new byte[] {7}));
+            assertEquals(1, (int) read.get(20, TimeUnit.SECONDS));
+            change.get(20, TimeUnit.SECONDS);
+            assertFalse(pair.client.isBlocking());
         }
     }
 
@@ -617,13 +656,7 @@ public class SocketChannelConformanceTest extends EveryProvider {
     @Test(timeout = 30_000)
     public void closeFromAnotherThreadEndsABlockedRead() throws Exception {
         try (Providers.Pair pair = new Providers.Pair(provider)) {
-            CompletableFuture<Integer> read = CompletableFuture.supplyAsync(() -> {
-                try {
-                    return pair.client.read(ByteBuffer.allocate(8));
-                } catch (IOException e) {
-                    throw new RuntimeException(e);
-                }
-            });
+            CompletableFuture<Integer> read = readInAnotherThread(pair.client);
             Thread.sleep(300);
             assertFalse(read.isDone());
             pair.client.close();
