@@ -89,7 +89,10 @@ final class PipeSinkChannel extends Pipe.SinkChannel implements RdmaChannel {
 
     @Override
     protected void implConfigureBlocking(boolean block) {
-        // Each native call says whether it may block.
+        // Each native call says whether it may block; a blocking write ends
+        // first, as with the JDK's (its lock).
+        writeLock.lock();
+        writeLock.unlock();
     }
 
     @Override

@@ -96,7 +96,10 @@ final class PipeSourceChannel extends Pipe.SourceChannel implements RdmaChannel 
 
     @Override
     protected void implConfigureBlocking(boolean block) {
-        // Each native call says whether it may block.
+        // Each native call says whether it may block; a blocking read ends
+        // first, as with the JDK's (its lock).
+        readLock.lock();
+        readLock.unlock();
     }
 
     @Override

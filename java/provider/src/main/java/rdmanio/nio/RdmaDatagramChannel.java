@@ -778,7 +778,15 @@ final class RdmaDatagramChannel extends DatagramChannel implements RdmaChannel {
 
     @Override
     protected void implConfigureBlocking(boolean block) {
-        // Each native call says whether it may block.
+        // Each native call says whether it may block; a blocking receive or
+        // send ends first, as with the JDK's (its locks, in their order).
+        readLock.lock();
+        try {
+            writeLock.lock();
+            writeLock.unlock();
+        } finally {
+            readLock.unlock();
+        }
     }
 
     @Override

@@ -219,7 +219,10 @@ final class RdmaServerSocketChannel extends ServerSocketChannel implements RdmaC
 
     @Override
     protected void implConfigureBlocking(boolean block) {
-        // Each native call says whether it may block.
+        // Each native call says whether it may block; a blocking accept ends
+        // first, as with the JDK's (its lock).
+        acceptLock.lock();
+        acceptLock.unlock();
     }
 
     @Override

@@ -7,6 +7,7 @@ import static org.junit.Assert.assertSame;
 import static org.junit.Assert.assertThrows;
 import static org.junit.Assert.assertTrue;
 
+import java.io.IOException;
 import java.net.DatagramPacket;
 import java.net.DatagramSocket;
 import java.net.InetAddress;
@@ -49,6 +50,23 @@ public class DatagramConformanceTest extends EveryProvider {
 
     private static ByteBuffer text(String text) {
         return ByteBuffer.wrap(text.getBytes(StandardCharsets.UTF_8));
+    }
+
+    /** A change of blocking mode waits for a blocking receive, as the JDK's (it returned at once). */
+    @Test(timeout = 60_000)
+    public void aBlockingModeChangeWaitsForABlockingReceive() throws Exception {
+        try (DatagramChannel server = bound(); DatagramChannel client = bound()) {
+            CompletableFuture<SocketAddress> received = CompletableFuture.supplyAsync(() -> {
+                try {
+                    return server.receive(ByteBuffer.allocate(8));
+                } catch (IOException e) {
+                    throw new RuntimeException(e);
+                }
+            });
+            Providers.assertModeChangeWaitsFor(server, received,
+                    () -> client.send(text("ping"), server.getLocalAddress()));
+            assertEquals(client.getLocalAddress(), received.get());
+        }
     }
 
     @Test(timeout = 60_000)

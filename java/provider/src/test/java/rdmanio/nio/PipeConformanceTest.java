@@ -141,6 +141,23 @@ public class PipeConformanceTest extends EveryProvider {
         }
     }
 
+    /** A source's change of blocking mode waits for a blocking read, as the JDK's (it returned at once). */
+    @Test(timeout = 60_000)
+    public void aBlockingModeChangeWaitsForABlockingRead() throws Exception {
+        Pipe pipe = provider.openPipe();
+        try (Pipe.SinkChannel sink = pipe.sink(); Pipe.SourceChannel source = pipe.source()) {
+            CompletableFuture<Integer> read = CompletableFuture.supplyAsync(() -> {
+                try {
+                    return source.read(ByteBuffer.allocate(8));
+                } catch (IOException e) {
+                    throw new RuntimeException(e);
+                }
+            });
+            Providers.assertModeChangeWaitsFor(source, read, () -> sink.write(ByteBuffer.wrap(new byte[] {7})));
+            assertEquals(1, (int) read.get());
+        }
+    }
+
     @Test(timeout = 60_000)
     public void aBlockedReadEndsWithAnAsynchronousCloseOrAnInterrupt() throws Exception {
         Pipe pipe = provider.openPipe();

@@ -1,14 +1,21 @@
 package rdmanio.nio;
 
+import static org.junit.Assert.assertFalse;
+import static org.junit.Assert.assertNull;
+import static org.junit.Assert.assertThrows;
+
 import java.io.IOException;
 import java.net.InetSocketAddress;
 import java.nio.ByteBuffer;
+import java.nio.channels.SelectableChannel;
 import java.nio.channels.ServerSocketChannel;
 import java.nio.channels.SocketChannel;
 import java.nio.channels.spi.SelectorProvider;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
 
 /**
  * The providers every conformance test runs against. The JDK's own provider is
@@ -108,6 +115,25 @@ final class Providers {
                 return t;
             }
         });
+    }
+
+    /**
+     * Checks that a change of {@code channel}'s blocking mode waits for
+     * {@code blocked}, a blocking operation on it in another thread, as the
+     * JDK's does (its configureBlocking takes the operations' locks), and ends
+     * once {@code release} lets the operation finish.
+     */
+    static void assertModeChangeWaitsFor(SelectableChannel channel, CompletableFuture<?> blocked, Io release)
+            throws Exception {
+        Thread.sleep(200); // the operation is asleep by now (a later one would only make the check weaker)
+        CompletableFuture<Throwable> change = failureOf(() -> channel.configureBlocking(false));
+        assertThrows("the mode change did not wait for the blocked operation", TimeoutException.class,
+                () -> change.get(300, TimeUnit.MILLISECONDS));
+        assertFalse(blocked.isDone());
+        release.run();
+        blocked.get(20, TimeUnit.SECONDS);
+        assertNull(change.get(20, TimeUnit.SECONDS));
+        assertFalse(channel.isBlocking());
     }
 
     /** Bytes that differ from position to position, so a loss or a swap shows. */
