@@ -57,9 +57,18 @@ public class HybsterTest {
     /** Records every operation it executes; answers with how many it has executed. */
     static final class LogApplication implements Application {
         final List<String> log = Collections.synchronizedList(new ArrayList<>());
+        /** How long each execution takes (it holds up its replica's loop). */
+        volatile long executeMillis;
 
         @Override
         public byte[] execute(int client, byte[] operation) {
+            if (executeMillis > 0) {
+                try {
+                    Thread.sleep(executeMillis);
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                }
+            }
             log.add(client + ":" + new String(operation, StandardCharsets.UTF_8));
             return ByteBuffer.allocate(8).putLong(log.size()).array();
         }
@@ -1054,11 +1063,12 @@ public class HybsterTest {
         Cluster cluster = cluster(3);
         List<LogApplication> applications = startReplicas(cluster, SelectorProvider.provider(), 0, 1, 2);
         Client client = track(new Client(Cluster.FIRST_CLIENT, cluster, SelectorProvider.provider(), 1));
-        // A round trip takes about the 1 ms the client waits: go on until it retransmitted.
-        int sent = 0;
-        while (sent < 30 || (client.retransmissions() == 0 && sent < 1000)) {
-            sent++;
-            assertEquals(sent, count(client.invoke(op("r" + sent), TIMEOUT_MILLIS)));
+        // Each execution outlasts the 1 ms the client waits (a round trip on a
+        // fast host did not: the client of 1,000 requests retransmitted none).
+        applications.forEach(application -> application.executeMillis = 3);
+        int sent = 30;
+        for (int i = 1; i <= sent; i++) {
+            assertEquals(i, count(client.invoke(op("r" + i), TIMEOUT_MILLIS)));
         }
         assertTrue("the client retransmitted", client.retransmissions() > 0);
         awaitExecuted(applications, sent);
