@@ -61,8 +61,7 @@ fn another_process_echoes_a_mebibyte_intact() {
 /// reads what had arrived, then sees the end, within the timeout.
 #[test]
 fn a_killed_writer_process_ends_the_stream() {
-    let config = RingConfig::new(256 * 1024, 32 * 1024, 0).unwrap();
-    let listener = ShmListener::bind("127.0.0.1:0".parse().unwrap(), config).unwrap();
+    let listener = ShmListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let flooder = common::spawn_flooder("shm-flood", listener.local_addr());
     let mut server = listener.accept(Some(Duration::from_secs(30))).unwrap();
     let ended = common::read_through_the_kill(&mut server, flooder, Some(Duration::from_secs(10)));
@@ -74,8 +73,7 @@ fn a_killed_writer_process_ends_the_stream() {
 /// (as a TCP bind refuses them), and a TCP client is refused too.
 #[test]
 fn a_listener_holds_its_tcp_port() {
-    let config = RingConfig::new(64 * 1024, 16 * 1024, 0).unwrap();
-    let listener = ShmListener::bind("127.0.0.1:0".parse().unwrap(), config).unwrap();
+    let listener = ShmListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = listener.local_addr();
     assert_ne!(addr.port(), 0);
     let taken = std::net::TcpListener::bind(addr).unwrap_err();
@@ -84,10 +82,9 @@ fn a_listener_holds_its_tcp_port() {
     assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
 
     let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let err = ShmListener::bind(tcp.local_addr().unwrap(), config).err().expect("a port TCP holds");
+    let err = ShmListener::bind(tcp.local_addr().unwrap()).err().expect("a port TCP holds");
     assert_eq!(err.errno(), Some(libc::EADDRINUSE), "{err}");
-    let err =
-        ShmListener::bind("203.0.113.7:7000".parse().unwrap(), config).err().expect("a foreign address");
+    let err = ShmListener::bind("203.0.113.7:7000".parse().unwrap()).err().expect("a foreign address");
     assert_eq!(err.errno(), Some(libc::EADDRNOTAVAIL), "{err}");
 
     // The port is free again once the listener goes. (Another test's child,

@@ -37,7 +37,10 @@ fn main() -> ExitCode {
             .and_then(|addr| Ok(SendStream::connect(addr, SendOptions::default(), TIMEOUT)?))
             .and_then(flood),
         ["shm-flood", ip, port] => {
-            address(ip, port).and_then(|addr| Ok(ShmStream::connect(addr, None, TIMEOUT)?)).and_then(flood)
+            let rings = TransportOptions::default().shm;
+            address(ip, port)
+                .and_then(|addr| Ok(ShmStream::connect(addr, None, rings, TIMEOUT)?))
+                .and_then(flood)
         }
         ["idle", transport, ip, port] => idle(transport, ip, port),
         ["sends-clients", ip, port, count] => sends_clients(ip, port, count),

@@ -1,7 +1,7 @@
 //! A stream connect that never waits: each medium's setup is a state machine
 //! that a look (`Connect::advance`) moves on, without blocking, once the fd
 //! of its step (`Connect::source`) has something: a kernel TCP connect's
-//! socket, the shm listener's answer, rdma_cm's address, route and connect
+//! socket, room in the shm listener's backlog, rdma_cm's address, route and connect
 //! events. A selector watches that fd with the socket's others, so a
 //! connect takes no thread of its own, as a non-blocking connect on the
 //! JDK's provider takes none; a blocking connect waits for the same fd.
@@ -113,7 +113,7 @@ impl Connect {
     pub(crate) fn source(&self) -> (RawFd, libc::c_short) {
         match &self.step {
             Step::Tcp(socket) => (socket.as_ref().map_or(-1, AsRawFd::as_raw_fd), libc::POLLOUT),
-            Step::Shm(handover) => (handover.fd(), libc::POLLIN),
+            Step::Shm(handover) => (handover.fd(), libc::POLLOUT),
             Step::Resolving { resolving, .. } => (resolving.event_fd(), libc::POLLIN),
             Step::Rings(connecting) => (connecting.event_fd(), libc::POLLIN),
             Step::Sends(connecting) => (connecting.event_fd(), libc::POLLIN),
@@ -250,7 +250,7 @@ impl Connect {
 
     fn start_shm(&mut self) -> Result<Step> {
         let from = self.from.as_deref().map(ReservedPort::addr);
-        ShmHandover::start(self.addr, from, self.deadline).map(Step::Shm)
+        ShmHandover::start(self.addr, from, self.options.shm, self.deadline).map(Step::Shm)
     }
 
     /// Resolves the peer for a ring stream, or for a two-sided one.

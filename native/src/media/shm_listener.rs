@@ -1,32 +1,40 @@
 //! Rendezvous for the shm medium by address, as TCP and RDMA have it: a
-//! listener on IP:port is an abstract Unix socket named after the port (in the
-//! network namespace, so nothing on disk). The port alone, because every local
-//! address reaches a listener bound to the wildcard address, as with TCP; two
-//! listeners on one port and different local addresses cannot both offer shm.
-//! A listener alone on its address also holds its TCP port (`ReservedPort`),
-//! so that port 0 takes a port the kernel picks, a port TCP uses is refused,
-//! and so is an address that is not this host's.
-//! Accepting a client means
-//! creating a fresh region with its doorbells and handing the client its fds
-//! with SCM_RIGHTS. The listener chooses the rings' shape. A client holds a
-//! TCP port for the connection's life too and names its Unix socket after it
-//! (`client_name`), so both ends report the connection by the client's port,
-//! as over TCP.
+//! listener on IP:port is an abstract Unix datagram socket named after the
+//! port (in the network namespace, so nothing on disk). The port alone,
+//! because every local address reaches a listener bound to the wildcard
+//! address, as with TCP; two listeners on one port and different local
+//! addresses cannot both offer shm. A listener alone on its address also
+//! holds its TCP port (`ReservedPort`), so that port 0 takes a port the
+//! kernel picks, a port TCP uses is refused, and so is an address that is not
+//! this host's.
+//!
+//! A client connects without waiting for the listener, as a TCP client's
+//! connect completes in the kernel before any `accept`: it creates the
+//! region (sealed, its rings shaped by the client's options) with its
+//! doorbells and a stream socket pair, and sends the listener one datagram
+//! carrying the region, the doorbells and one end of the pair (SCM_RIGHTS).
+//! The listener's queue of such datagrams is its backlog; while it is full
+//! the client waits for room. Each side keeps its end of the pair as the
+//! connection's liveness channel: nothing is sent on it, and the kernel
+//! closes a dead process's end (or a listener's queue that goes unaccepted).
+//! A client holds a TCP port for the connection's life too and names its
+//! datagram socket after it (`client_name`), so both ends report the
+//! connection by the client's port, as over TCP.
 
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::linux::net::SocketAddrExt;
-use std::os::unix::net::{self, UnixListener, UnixStream};
+use std::os::unix::net::{self, UnixDatagram};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::media::ring::RingConfig;
 use crate::media::shm::{ShmFds, ShmStream};
 use crate::sys::port::ReservedPort;
-use crate::sys::{self, fd_passing, Deadline};
+use crate::sys::{self, fd_passing, unix_socket, Deadline};
 
-/// The first byte of a handover: the rendezvous protocol's version.
-const HANDOVER_VERSION: u8 = 1;
+/// The byte of a handover datagram: the rendezvous protocol's version.
+const HANDOVER_VERSION: u8 = 2;
 
 /// The abstract socket name of the shm listener on `addr`.
 fn listener_name(addr: SocketAddr) -> String {
@@ -42,45 +50,42 @@ fn client_name(local: SocketAddr) -> String {
 }
 
 /// The address a client's socket name gives (none for an unnamed or foreign one).
-fn client_addr(name: &net::SocketAddr) -> Option<SocketAddr> {
-    let name = std::str::from_utf8(name.as_abstract_name()?).ok()?;
-    name.strip_prefix(CLIENT_NAME_PREFIX)?.parse().ok()
+fn client_addr(name: &[u8]) -> Option<SocketAddr> {
+    std::str::from_utf8(name).ok()?.strip_prefix(CLIENT_NAME_PREFIX)?.parse().ok()
 }
 
-/// Hands out shared-memory streams to local clients that connect to an address.
+/// Takes local clients' shared-memory streams to an address.
 pub struct ShmListener {
-    socket: UnixListener,
+    socket: UnixDatagram,
     addr: SocketAddr,
-    config: RingConfig,
     /// The TCP port it holds, when no TCP listener beside it does.
     _port: Option<ReservedPort>,
 }
 
 impl ShmListener {
-    /// Listens for shm clients of `addr`, giving each a region of two rings
-    /// shaped by `config`, and holds the address's TCP port (port 0: one the
-    /// kernel picks).
+    /// Listens for shm clients of `addr`, and holds the address's TCP port
+    /// (port 0: one the kernel picks).
     ///
     /// # Errors
     /// `Os` naming `bind` when a TCP socket holds the port or the address is
     /// not this host's (`EADDRINUSE`, `EADDRNOTAVAIL`), and naming
     /// `bind(shm listener)` when another shm listener has the port.
-    pub fn bind(addr: SocketAddr, config: RingConfig) -> Result<ShmListener> {
+    pub fn bind(addr: SocketAddr) -> Result<ShmListener> {
         let port = ReservedPort::bind(addr)?;
-        let mut listener = ShmListener::bind_beside_tcp(port.addr(), config)?;
+        let mut listener = ShmListener::bind_beside_tcp(port.addr())?;
         listener._port = Some(port);
         Ok(listener)
     }
 
     /// Listens for shm clients of `addr`, whose TCP port a TCP listener of
     /// the same `StreamListener` holds.
-    pub(crate) fn bind_beside_tcp(addr: SocketAddr, config: RingConfig) -> Result<ShmListener> {
+    pub(crate) fn bind_beside_tcp(addr: SocketAddr) -> Result<ShmListener> {
         let name = net::SocketAddr::from_abstract_name(listener_name(addr).as_bytes())
             .map_err(|source| Error::Os { op: "shm socket name", source })?;
-        let socket = UnixListener::bind_addr(&name)
+        let socket = UnixDatagram::bind_addr(&name)
             .map_err(|source| Error::Os { op: "bind(shm listener)", source })?;
         socket.set_nonblocking(true).map_err(|source| Error::Os { op: "fcntl(shm listener)", source })?;
-        Ok(ShmListener { socket, addr, config, _port: None })
+        Ok(ShmListener { socket, addr, _port: None })
     }
 
     /// The address clients connect to.
@@ -88,7 +93,7 @@ impl ShmListener {
         self.addr
     }
 
-    /// Waits for a client, creates its region and hands it over.
+    /// Waits for a client and takes its stream.
     pub fn accept(&self, timeout: Option<Duration>) -> Result<ShmStream> {
         let deadline = Deadline::after(timeout);
         loop {
@@ -104,29 +109,34 @@ impl ShmListener {
         self.socket.as_raw_fd()
     }
 
-    /// Serves a waiting client, if there is one, without waiting.
+    /// Takes a waiting client's stream, if there is one, without waiting.
+    ///
+    /// # Errors
+    /// A handover that is not an rdma-nio shm client's of this version (it
+    /// is consumed: the next call takes the next client).
     pub(crate) fn try_accept(&self) -> Result<Option<ShmStream>> {
-        let (client, name) = loop {
-            match self.socket.accept() {
-                Ok(accepted) => break accepted,
-                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
-                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(source) => return Err(Error::Os { op: "accept(shm listener)", source }),
-            }
+        let received = match fd_passing::receive(&self.socket, 4) {
+            Ok(received) => received,
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
+            Err(source) => return Err(Error::Os { op: "recvmsg(shm listener)", source }),
         };
-        client.set_nonblocking(true).map_err(|source| Error::Os { op: "fcntl(shm liveness)", source })?;
-        // The client gets its own copies of the fds from the kernel.
-        let (stream, ()) = ShmStream::create_with(self.config, |fds| {
-            send_fds(
-                &client,
-                &[fds.region.as_raw_fd(), fds.doorbells[0].as_raw_fd(), fds.doorbells[1].as_raw_fd()],
-            )
-        })?;
-        // The socket stays, to tell of the client's death.
-        let stream = stream.with_liveness(client);
+        let invalid = |why: &str| Error::InvalidArgument(format!("shm handover: {why}"));
+        if received.byte != Some(HANDOVER_VERSION) {
+            return Err(invalid("not an rdma-nio shm client of this version"));
+        }
+        if received.truncated {
+            return Err(invalid("more fds than expected"));
+        }
+        let count = received.fds.len();
+        let Ok([region, doorbell0, doorbell1, liveness]) = <[OwnedFd; 4]>::try_from(received.fds) else {
+            return Err(invalid(&format!("{count} fds, expected 4")));
+        };
+        let liveness = unix_socket::as_unix_stream(liveness).ok_or_else(|| invalid("no liveness socket"))?;
+        let stream =
+            ShmStream::open(ShmFds { region, doorbells: [doorbell0, doorbell1] }, 1)?.with_liveness(liveness);
         // A client named by the address it holds (another process could claim
         // a port it does not hold: a local peer's port is a name, not a proof).
-        Ok(Some(match client_addr(&name) {
+        Ok(Some(match received.sender.as_deref().and_then(client_addr) {
             Some(client) => {
                 // A wildcard listener's connection is on the address the client reached.
                 let ip = if self.addr.ip().is_unspecified() { client.ip() } else { self.addr.ip() };
@@ -141,63 +151,66 @@ impl ShmStream {
     /// Connects to the shm listener on `addr` (a process on this host), from
     /// the TCP address `from` holds (a client's bind) or from a port held for
     /// the connection's life: a connection is named by a port of its own on
-    /// both ends, as over TCP.
+    /// both ends, as over TCP. The region's rings are shaped by `config`.
     ///
     /// # Errors
-    /// `ConnectionRefused` when no shm listener has the address.
+    /// `ConnectionRefused` when no shm listener has the address; `TimedOut`
+    /// when its backlog stays full until the timeout.
     pub fn connect(
         addr: SocketAddr,
         from: Option<SocketAddr>,
+        config: RingConfig,
         timeout: Option<Duration>,
     ) -> Result<ShmStream> {
-        Self::connect_wakeable(addr, from, timeout, None)
+        Self::connect_wakeable(addr, from, config, timeout, None)
     }
 
     /// `connect`, which a signal on `waker` (readable) ends with `Closed`
-    /// while it waits for the listener's answer: a blocking connect in the
-    /// caller's thread that a close must wake.
+    /// while it waits for room in the listener's backlog: a blocking connect
+    /// in the caller's thread that a close must wake.
     pub(crate) fn connect_wakeable(
         addr: SocketAddr,
         from: Option<SocketAddr>,
+        config: RingConfig,
         timeout: Option<Duration>,
         waker: Option<RawFd>,
     ) -> Result<ShmStream> {
-        let mut handover = ShmHandover::start(addr, from, Deadline::after(timeout))?;
+        let mut handover = ShmHandover::start(addr, from, config, Deadline::after(timeout))?;
         loop {
             if let Some(stream) = handover.try_finish()? {
                 return Ok(stream);
             }
-            let waiting = [handover.fd(), waker.unwrap_or(-1)];
-            let [answered, woken] = sys::wait_readable("shm handover", waiting, handover.deadline)?;
-            if woken && !answered {
+            let waiting = [(handover.fd(), libc::POLLOUT), (waker.unwrap_or(-1), libc::POLLIN)];
+            let [room, woken] = sys::wait_for("shm handover", waiting, handover.deadline)?;
+            if woken && !room {
                 return Err(Error::Closed("connect"));
             }
         }
     }
 }
 
-/// A client's connect to an shm listener whose answer (the region's fds)
-/// has not come yet: `try_finish` takes it without waiting once `fd` is
-/// readable, so a connect needs no thread to wait for it.
+/// A client's connect to an shm listener: done at once, unless the
+/// listener's backlog is full; `try_finish` then sends again, without
+/// waiting, once `fd` is writable, so a connect needs no thread to wait.
 pub(crate) struct ShmHandover {
-    /// Until it goes to the stream (its liveness socket: the fd a selector
-    /// watched stays the connection's).
-    socket: Option<UnixStream>,
-    local: SocketAddr,
+    /// Our side, named, with its liveness end; until `try_finish` hands it out.
+    stream: Option<ShmStream>,
+    /// The socket to the listener and what it has yet to carry (the region,
+    /// the doorbells, the listener's liveness end), while the backlog is full.
+    unsent: Option<(UnixDatagram, [OwnedFd; 4])>,
     addr: SocketAddr,
-    /// The port held for the connection's life, when the client had no bind.
-    port: Option<ReservedPort>,
     deadline: Deadline,
 }
 
 impl ShmHandover {
-    /// Connects to the listener on `addr` (see `ShmListener::connect`).
+    /// Connects to the listener on `addr` (see `ShmStream::connect`).
     ///
     /// # Errors
     /// `ConnectionRefused` when no shm listener has the address.
     pub(crate) fn start(
         addr: SocketAddr,
         from: Option<SocketAddr>,
+        config: RingConfig,
         deadline: Deadline,
     ) -> Result<ShmHandover> {
         let (local, port) = match from {
@@ -209,66 +222,72 @@ impl ShmHandover {
                 (port.addr(), Some(port))
             }
         };
-        let socket =
-            sys::unix_socket::connect_named(client_name(local).as_bytes(), listener_name(addr).as_bytes())
-                .map_err(|source| match source.kind() {
-                    std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound => {
-                        Error::ConnectionRefused(addr)
-                    }
-                    _ => Error::Os { op: "connect(shm listener)", source },
-                })?;
-        socket.set_nonblocking(true).map_err(|source| Error::Os { op: "fcntl(shm handover)", source })?;
-        Ok(ShmHandover { socket: Some(socket), local, addr, port, deadline })
+        // First what a refusal needs, so a refused connect costs little.
+        let socket = unix_socket::datagram_to(client_name(local).as_bytes(), listener_name(addr).as_bytes())
+            .map_err(|source| refusal_or(addr, "connect(shm listener)", source))?;
+        let (ours, theirs) = unix_socket::stream_pair()
+            .map_err(|source| Error::Os { op: "socketpair(shm liveness)", source })?;
+        let (stream, unsent) = ShmStream::create_with(config, |fds| {
+            let all = [fds.region.as_raw_fd(), fds.doorbells[0].as_raw_fd(), fds.doorbells[1].as_raw_fd()];
+            match send_handover(&socket, addr, [all[0], all[1], all[2], theirs.as_raw_fd()])? {
+                true => Ok(None),
+                // The backlog is full: keep copies to send once there is room.
+                false => {
+                    let peer = fds.try_clone()?;
+                    let theirs =
+                        OwnedFd::from(theirs.try_clone().map_err(|source| Error::Os { op: "dup", source })?);
+                    let [doorbell0, doorbell1] = peer.doorbells;
+                    Ok(Some((socket, [peer.region, doorbell0, doorbell1, theirs])))
+                }
+            }
+        })?;
+        let stream = stream.with_liveness(ours).with_addresses(local, addr, port);
+        Ok(ShmHandover { stream: Some(stream), unsent, addr, deadline })
     }
 
-    /// The fd that becomes readable when the listener has answered.
+    /// The fd that becomes writable when the listener's backlog has room
+    /// (-1 once the handover went).
     pub(crate) fn fd(&self) -> RawFd {
-        self.socket.as_ref().map_or(-1, AsRawFd::as_raw_fd)
+        self.unsent.as_ref().map_or(-1, |(socket, _)| socket.as_raw_fd())
     }
 
-    /// The stream once the listener's answer is there, `None` before.
+    /// The stream once the handover went, `None` while the backlog is full.
     ///
     /// # Errors
-    /// `TimedOut` once the deadline passed without an answer; an answer that
-    /// is not an rdma-nio shm listener's of this version.
+    /// `TimedOut` once the deadline passed with the backlog still full;
+    /// `ConnectionRefused` when the listener went meanwhile.
     pub(crate) fn try_finish(&mut self) -> Result<Option<ShmStream>> {
-        let socket =
-            self.socket.as_ref().ok_or_else(|| Error::InvalidArgument("the handover is done".into()))?;
-        let Some([region, doorbell0, doorbell1]) = receive_fds(socket)? else {
-            return match self.deadline.expired() {
-                true => Err(self.deadline.timed_out("shm handover")),
-                false => Ok(None),
-            };
-        };
-        let stream = ShmStream::open(ShmFds { region, doorbells: [doorbell0, doorbell1] }, 1)?;
-        let socket = self.socket.take().expect("looked at above");
-        Ok(Some(stream.with_liveness(socket).with_addresses(self.local, self.addr, self.port.take())))
+        if let Some((socket, fds)) = &self.unsent {
+            if !send_handover(socket, self.addr, fds.each_ref().map(AsRawFd::as_raw_fd))? {
+                return match self.deadline.expired() {
+                    true => Err(self.deadline.timed_out("shm handover")),
+                    false => Ok(None),
+                };
+            }
+            self.unsent = None;
+        }
+        self.stream.take().map(Some).ok_or_else(|| Error::InvalidArgument("the handover is done".into()))
     }
 }
 
-/// Sends the version byte with the region's and doorbells' `fds` attached.
-fn send_fds(socket: &UnixStream, fds: &[RawFd; 3]) -> Result<()> {
-    fd_passing::send(socket, HANDOVER_VERSION, fds)
-        .map_err(|source| Error::Os { op: "sendmsg(shm handover)", source })
+/// Sends the version byte with the handover's `fds` attached: false while
+/// the listener's backlog is full.
+fn send_handover(socket: &UnixDatagram, addr: SocketAddr, fds: [RawFd; 4]) -> Result<bool> {
+    match fd_passing::send(socket, HANDOVER_VERSION, &fds) {
+        Ok(()) => Ok(true),
+        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => Ok(false),
+        Err(source) => Err(refusal_or(addr, "sendmsg(shm handover)", source)),
+    }
 }
 
-/// Receives the version byte and exactly three fds: `None` while nothing
-/// came (the socket is non-blocking).
-fn receive_fds(socket: &UnixStream) -> Result<Option<[OwnedFd; 3]>> {
-    let invalid = |why: &str| Error::InvalidArgument(format!("shm handover: {why}"));
-    let received = match fd_passing::receive(socket, 3) {
-        Ok(received) => received,
-        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
-        Err(source) => return Err(Error::Os { op: "recvmsg(shm handover)", source }),
-    };
-    if received.byte != Some(HANDOVER_VERSION) {
-        return Err(invalid("not an rdma-nio shm listener of this version"));
+/// `ConnectionRefused` for a name no listener has (or had), else `Os` naming `op`.
+fn refusal_or(addr: SocketAddr, op: &'static str, source: std::io::Error) -> Error {
+    match source.kind() {
+        std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound => {
+            Error::ConnectionRefused(addr)
+        }
+        _ => Error::Os { op, source },
     }
-    if received.truncated {
-        return Err(invalid("more fds than expected"));
-    }
-    let fds = received.fds;
-    fds.try_into().map(Some).map_err(|fds: Vec<OwnedFd>| invalid(&format!("{} fds, expected 3", fds.len())))
 }
 
 #[cfg(test)]
@@ -279,6 +298,10 @@ mod tests {
 
     const TIMEOUT: Option<Duration> = Some(Duration::from_secs(20));
 
+    fn config() -> RingConfig {
+        RingConfig::new(64 * 1024, 8192, 3).unwrap()
+    }
+
     /// An address no other test uses (the names are per network namespace).
     fn addr(port: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], port))
@@ -286,7 +309,7 @@ mod tests {
 
     #[test]
     fn a_client_finds_the_listener_by_address_and_they_talk() {
-        let listener = ShmListener::bind(addr(40001), RingConfig::new(64 * 1024, 8192, 3).unwrap()).unwrap();
+        let listener = ShmListener::bind(addr(40001)).unwrap();
         let server = thread::spawn(move || {
             let mut stream = listener.accept(TIMEOUT).unwrap();
             let mut request = [0u8; 5];
@@ -294,7 +317,7 @@ mod tests {
             assert_eq!(&request, b"hello");
             stream.write_all(&vec![7u8; 300_000], TIMEOUT).unwrap();
         });
-        let mut client = ShmStream::connect(addr(40001), None, TIMEOUT).unwrap();
+        let mut client = ShmStream::connect(addr(40001), None, config(), TIMEOUT).unwrap();
         client.write_all(b"hello", TIMEOUT).unwrap();
         let mut reply = vec![0u8; 300_000];
         client.read_exact(&mut reply, TIMEOUT).unwrap();
@@ -308,7 +331,7 @@ mod tests {
     /// (both reported port 0, so a server could not tell local clients apart).
     #[test]
     fn a_connection_is_named_by_a_port_the_client_holds() {
-        let listener = ShmListener::bind(addr(40005), RingConfig::new(4096, 1024, 1).unwrap()).unwrap();
+        let listener = ShmListener::bind(addr(40005)).unwrap();
         let server = thread::spawn(move || {
             (0..3)
                 .map(|_| {
@@ -318,10 +341,10 @@ mod tests {
                 })
                 .collect::<Vec<_>>()
         });
-        let first = ShmStream::connect(addr(40005), None, TIMEOUT).unwrap();
-        let second = ShmStream::connect(addr(40005), None, TIMEOUT).unwrap();
+        let first = ShmStream::connect(addr(40005), None, config(), TIMEOUT).unwrap();
+        let second = ShmStream::connect(addr(40005), None, config(), TIMEOUT).unwrap();
         let from = ReservedPort::bind(addr(0)).unwrap();
-        let bound = ShmStream::connect(addr(40005), Some(from.addr()), TIMEOUT).unwrap();
+        let bound = ShmStream::connect(addr(40005), Some(from.addr()), config(), TIMEOUT).unwrap();
         let locals: Vec<_> = [&first, &second, &bound].iter().map(|s| s.local_addr().unwrap()).collect();
         assert_ne!(locals[0].port(), 0);
         assert_ne!(locals[0], locals[1]);
@@ -333,7 +356,7 @@ mod tests {
 
     #[test]
     fn nothing_listening_is_a_refusal() {
-        match ShmStream::connect(addr(40002), None, TIMEOUT) {
+        match ShmStream::connect(addr(40002), None, config(), TIMEOUT) {
             Err(Error::ConnectionRefused(refused)) => assert_eq!(refused, addr(40002)),
             other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
         }
@@ -341,19 +364,44 @@ mod tests {
 
     #[test]
     fn an_address_has_one_listener_and_accept_times_out() {
-        let config = RingConfig::new(4096, 1024, 1).unwrap();
-        let listener = ShmListener::bind(addr(40003), config).unwrap();
-        let err = ShmListener::bind(addr(40003), config).err().expect("a second listener bound");
+        let listener = ShmListener::bind(addr(40003)).unwrap();
+        let err = ShmListener::bind(addr(40003)).err().expect("a second listener bound");
         assert_eq!(err.errno(), Some(libc::EADDRINUSE), "{err}");
         let err = listener.accept(Some(Duration::from_millis(30))).err().expect("accepted nobody");
         assert!(matches!(err, Error::TimedOut { op: "shm accept", .. }), "{err}");
     }
 
-    /// A connect in a caller's thread that a close must be able to end: the
-    /// listener never answers (it accepts nobody), the waker does.
+    /// A connect completes without the listener, as a TCP connect completes
+    /// in the kernel: what the client writes waits in the ring for the
+    /// accept. (It waited for the listener's answer.)
     #[test]
-    fn a_wakeable_connect_the_listener_does_not_answer_ends_with_its_waker() {
-        let _listener = ShmListener::bind(addr(40006), RingConfig::new(4096, 1024, 1).unwrap()).unwrap();
+    fn a_connect_completes_before_the_listener_accepts() {
+        let listener = ShmListener::bind(addr(40007)).unwrap();
+        let mut client =
+            ShmStream::connect(addr(40007), None, config(), Some(Duration::from_millis(500))).unwrap();
+        client.write_all(b"early", TIMEOUT).unwrap();
+        let mut server = listener.accept(TIMEOUT).unwrap();
+        let mut got = [0u8; 5];
+        server.read_exact(&mut got, TIMEOUT).unwrap();
+        assert_eq!(&got, b"early");
+    }
+
+    /// While the listener's backlog is full a connect waits for room: a
+    /// waker or its timeout ends it, an accept makes room.
+    #[test]
+    fn a_connect_to_a_full_backlog_waits_for_room() {
+        let listener = ShmListener::bind(addr(40006)).unwrap();
+        let mut queued = Vec::new();
+        let mut waiting = loop {
+            let handover = ShmHandover::start(addr(40006), None, config(), Deadline::after(TIMEOUT)).unwrap();
+            match handover.fd() {
+                -1 => queued.push(handover),
+                _ => break handover,
+            }
+            assert!(queued.len() < 10_000, "the backlog never filled");
+        };
+        assert!(waiting.try_finish().unwrap().is_none(), "no room yet");
+
         let waker = std::sync::Arc::new(sys::eventfd().unwrap());
         let signaller = {
             let waker = std::sync::Arc::clone(&waker);
@@ -362,29 +410,31 @@ mod tests {
                 sys::signal_eventfd(&waker).unwrap();
             })
         };
-        let err = ShmStream::connect_wakeable(addr(40006), None, TIMEOUT, Some(waker.as_raw_fd()))
+        let err = ShmStream::connect_wakeable(addr(40006), None, config(), TIMEOUT, Some(waker.as_raw_fd()))
             .err()
-            .expect("connected to a listener that accepts nobody");
+            .expect("connected to a full backlog");
         assert!(matches!(err, Error::Closed("connect")), "{err}");
         signaller.join().unwrap();
-        let err = ShmStream::connect(addr(40006), None, Some(Duration::from_millis(50)))
+        let err = ShmStream::connect(addr(40006), None, config(), Some(Duration::from_millis(50)))
             .err()
-            .expect("connected to a listener that accepts nobody");
+            .expect("connected to a full backlog");
         assert!(matches!(err, Error::TimedOut { .. }), "without a waker the timeout ends it: {err}");
+
+        drop(listener.accept(TIMEOUT).unwrap());
+        assert!(waiting.try_finish().unwrap().is_some(), "an accept made room");
     }
 
+    /// A datagram that is not a client's handover fails that accept alone.
     #[test]
-    fn a_foreign_peer_is_refused() {
-        let name = net::SocketAddr::from_abstract_name(listener_name(addr(40004)).as_bytes()).unwrap();
-        let foreign = UnixListener::bind_addr(&name).unwrap();
-        let server = thread::spawn(move || {
-            let (client, _) = foreign.accept().unwrap();
-            use std::io::Write;
-            (&client).write_all(b"?").unwrap(); // a byte, no fds
-        });
-        let err =
-            ShmStream::connect(addr(40004), None, TIMEOUT).err().expect("connected to a foreign listener");
-        assert!(err.to_string().contains("not an rdma-nio shm listener"), "{err}");
-        server.join().unwrap();
+    fn a_foreign_client_is_refused_and_the_next_one_served() {
+        let listener = ShmListener::bind(addr(40004)).unwrap();
+        let foreign =
+            unix_socket::datagram_to(b"rdma-nio/test/foreign", listener_name(addr(40004)).as_bytes())
+                .unwrap();
+        fd_passing::send(&foreign, HANDOVER_VERSION, &[]).unwrap(); // the version, no fds
+        let _client = ShmStream::connect(addr(40004), None, config(), TIMEOUT).unwrap();
+        let err = listener.accept(TIMEOUT).err().expect("accepted a foreign client");
+        assert!(err.to_string().contains("0 fds, expected 4"), "{err}");
+        listener.accept(TIMEOUT).unwrap();
     }
 }

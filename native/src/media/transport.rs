@@ -145,7 +145,7 @@ pub struct TransportOptions {
     pub sends: SendOptions,
     /// A listener's ring peers (the others get the two-sided path).
     pub ring_peers: RingPeers,
-    /// The rings of a shared-memory region (set by the listener's side).
+    /// The rings of a shared-memory region (set by the connecting side).
     pub shm: RingConfig,
 }
 
@@ -238,7 +238,6 @@ impl StreamListener {
     /// # Errors
     /// Whatever binding a medium reports.
     pub fn bind(addr: SocketAddr, transport: Transport, options: TransportOptions) -> Result<StreamListener> {
-        let shm_rings = options.shm;
         let mut listener = StreamListener {
             addr,
             tcp: None,
@@ -275,8 +274,8 @@ impl StreamListener {
         }
         if matches!(transport, Transport::Shm | Transport::Auto) {
             let shm = match listener.tcp {
-                Some(_) => ShmListener::bind_beside_tcp(listener.addr, shm_rings)?,
-                None => ShmListener::bind(listener.addr, shm_rings)?,
+                Some(_) => ShmListener::bind_beside_tcp(listener.addr)?,
+                None => ShmListener::bind(listener.addr)?,
             };
             listener.addr = shm.local_addr(); // the port it picked, when shm is alone on port 0
             listener.shm = Some(shm);

@@ -36,6 +36,7 @@ use crate::error::{Error, Result};
 use crate::media::connecting::Connect;
 use crate::media::datagram::DatagramSocket;
 use crate::media::pipe::PipeEnd;
+use crate::media::ring::RingConfig;
 use crate::media::shm::ShmStream;
 use crate::media::stream::{ops, ByteStream, ReadOutcome, WaitSource};
 use crate::media::tcp::TcpByteStream;
@@ -262,7 +263,7 @@ impl Socket {
     }
 
     /// A blocking channel's connect, in the calling thread wherever nothing
-    /// in it can block past a close (TCP's connect and shm's handover watch
+    /// in it can block past a close (TCP's connect and shm's wait for backlog room watch
     /// the kick): true once connected. Else (RDMA, also as `auto`'s where
     /// the host has a device) it starts as `start_connect` and says false:
     /// `finish_connect` waits for it. The common blocking connects thus make
@@ -281,7 +282,7 @@ impl Socket {
         match transport {
             Transport::Tcp => self.connect_tcp_here(addr, timeout).map(|()| true),
             Transport::Shm | Transport::Auto if transport::is_local(addr.ip()) => {
-                match self.connect_shm_here(addr, timeout) {
+                match self.connect_shm_here(addr, options.shm, timeout) {
                     Err(Error::ConnectionRefused(_)) if transport == Transport::Auto => {
                         self.connect_past_shm_here(addr, options, timeout)
                     }
@@ -307,11 +308,12 @@ impl Socket {
         self.start_connect(addr, Transport::Auto, options, timeout).map(|()| false)
     }
 
-    /// Connects to `addr` over shm in the calling thread; a close wakes it with `Closed`.
-    fn connect_shm_here(&self, addr: SocketAddr, timeout: Option<Duration>) -> Result<()> {
+    /// Connects to `addr` over shm in the calling thread (it waits only
+    /// while the listener's backlog is full); a close wakes it with `Closed`.
+    fn connect_shm_here(&self, addr: SocketAddr, rings: RingConfig, timeout: Option<Duration>) -> Result<()> {
         // The reservation stays the socket's: it holds the connection's port for its life.
         let from = self.fresh_state()?.bound.as_deref().map(ReservedPort::addr);
-        let stream = ShmStream::connect_wakeable(addr, from, timeout, Some(self.kick.as_raw_fd()));
+        let stream = ShmStream::connect_wakeable(addr, from, rings, timeout, Some(self.kick.as_raw_fd()));
         let mut state = self.state.lock();
         if self.is_closed() {
             return Err(Error::Closed("connect"));

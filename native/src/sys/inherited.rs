@@ -32,10 +32,10 @@ pub(crate) fn stdin_socket() -> Result<Option<StdinSocket>> {
     }
     // SAFETY: fd is new and ours.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let Some(kind) = int_option(&fd, libc::SO_TYPE)? else {
+    let Some(kind) = super::socket_option(&fd, libc::SO_TYPE)? else {
         return Ok(None); // not a socket
     };
-    let family = int_option(&fd, libc::SO_DOMAIN)?.unwrap_or(libc::AF_UNSPEC);
+    let family = super::socket_option(&fd, libc::SO_DOMAIN)?.unwrap_or(libc::AF_UNSPEC);
     if family != libc::AF_INET && family != libc::AF_INET6 {
         return Ok(Some(StdinSocket::OtherFamily));
     }
@@ -45,29 +45,6 @@ pub(crate) fn stdin_socket() -> Result<Option<StdinSocket>> {
         libc::SOCK_DGRAM => Some(StdinSocket::Datagram { fd, ipv6: family == libc::AF_INET6 }),
         _ => None,
     })
-}
-
-/// A socket-level int option; `None` when the fd is not a socket.
-fn int_option(fd: &OwnedFd, name: libc::c_int) -> Result<Option<libc::c_int>> {
-    let mut value: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: a live fd and room for an int.
-    let done = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            name,
-            (&mut value as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    if done == 0 {
-        return Ok(Some(value));
-    }
-    match std::io::Error::last_os_error().raw_os_error() {
-        Some(libc::ENOTSOCK) => Ok(None),
-        _ => Err(Error::last_os("getsockopt(inherited fd)")),
-    }
 }
 
 fn has_peer(fd: &OwnedFd) -> Result<bool> {

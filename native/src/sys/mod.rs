@@ -26,6 +26,29 @@ pub(crate) fn set_nonblocking(op: &'static str, fd: RawFd) -> Result<()> {
     check(op, unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) })
 }
 
+/// A socket-level int option; `None` when the fd is not a socket.
+pub(crate) fn socket_option(fd: &OwnedFd, name: libc::c_int) -> Result<Option<libc::c_int>> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: a live fd and room for an int.
+    let done = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            name,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if done == 0 {
+        return Ok(Some(value));
+    }
+    match std::io::Error::last_os_error().raw_os_error() {
+        Some(libc::ENOTSOCK) => Ok(None),
+        _ => Err(Error::last_os("getsockopt")),
+    }
+}
+
 /// A new non-blocking eventfd (a doorbell, a wake-up or a completion signal).
 pub(crate) fn eventfd() -> Result<OwnedFd> {
     // SAFETY: no pointers; a new fd or -1.

@@ -1,11 +1,10 @@
-//! Unix stream sockets with abstract names on both ends: the shm medium's
-//! client names itself by the TCP address it holds, so the listener learns
-//! the client's port from `accept` (std connects only from an unnamed socket).
+//! Unix sockets for the shm medium's rendezvous: a client's datagram socket
+//! named by the TCP address it holds (so the listener learns the client's
+//! port from each message's sender) and connected to the listener's abstract
+//! name, and the stream pair whose ends tell each side of the other's death.
 
-use std::os::fd::{FromRawFd, OwnedFd};
-use std::os::unix::net::UnixStream;
-
-use crate::error::check;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::{UnixDatagram, UnixStream};
 
 /// A `sockaddr_un` for the abstract `name` (a leading NUL, no terminator).
 fn abstract_addr(name: &[u8]) -> std::io::Result<(libc::sockaddr_un, libc::socklen_t)> {
@@ -22,52 +21,86 @@ fn abstract_addr(name: &[u8]) -> std::io::Result<(libc::sockaddr_un, libc::sockl
     Ok((addr, len as libc::socklen_t))
 }
 
-/// Connects a socket bound to the abstract name `local` to the listener on
-/// the abstract name `remote`.
+/// A new non-blocking, close-on-exec Unix socket of `kind`.
+fn socket(kind: libc::c_int) -> std::io::Result<OwnedFd> {
+    // SAFETY: no pointers; a new fd or -1.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, kind | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is new and ours.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A non-blocking datagram socket bound to the abstract name `local` and
+/// connected to the socket bound to the abstract name `remote`.
 ///
 /// # Errors
 /// `bind`'s (`EADDRINUSE`: another socket has the name) and `connect`'s
-/// (`ECONNREFUSED`: no listener has the name).
-pub(crate) fn connect_named(local: &[u8], remote: &[u8]) -> std::io::Result<UnixStream> {
+/// (`ECONNREFUSED`: no socket has the name).
+pub(crate) fn datagram_to(local: &[u8], remote: &[u8]) -> std::io::Result<UnixDatagram> {
     let (local, local_len) = abstract_addr(local)?;
     let (remote, remote_len) = abstract_addr(remote)?;
-    // SAFETY: no pointers; a new fd or -1.
-    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    let as_io = |err: crate::error::Error| std::io::Error::other(err.to_string());
-    check("socket(AF_UNIX)", fd).map_err(as_io)?;
-    // SAFETY: fd is new and ours.
-    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    let socket = socket(libc::SOCK_DGRAM)?;
+    let fd = socket.as_raw_fd();
     // SAFETY: a live fd and socket addresses of the lengths given.
     if unsafe { libc::bind(fd, (&local as *const libc::sockaddr_un).cast(), local_len) } < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    loop {
-        // SAFETY: as above.
-        if unsafe { libc::connect(fd, (&remote as *const libc::sockaddr_un).cast(), remote_len) } == 0 {
-            return Ok(UnixStream::from(socket));
-        }
-        let err = std::io::Error::last_os_error();
-        if err.kind() != std::io::ErrorKind::Interrupted {
-            return Err(err);
-        }
+    // SAFETY: as above. A datagram connect does not wait.
+    if unsafe { libc::connect(fd, (&remote as *const libc::sockaddr_un).cast(), remote_len) } < 0 {
+        return Err(std::io::Error::last_os_error());
     }
+    Ok(UnixDatagram::from(socket))
+}
+
+/// A connected pair of non-blocking stream sockets.
+pub(crate) fn stream_pair() -> std::io::Result<(UnixStream, UnixStream)> {
+    let mut fds = [-1; 2];
+    let kind = libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK;
+    // SAFETY: fds has room for the two fds the call writes.
+    if unsafe { libc::socketpair(libc::AF_UNIX, kind, 0, fds.as_mut_ptr()) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both fds are new and ours.
+    Ok(unsafe { (UnixStream::from_raw_fd(fds[0]), UnixStream::from_raw_fd(fds[1])) })
+}
+
+/// `fd` as a Unix stream socket, if it is one (an fd a peer sent could be anything).
+pub(crate) fn as_unix_stream(fd: OwnedFd) -> Option<UnixStream> {
+    let option = |name| super::socket_option(&fd, name).ok().flatten();
+    (option(libc::SO_DOMAIN) == Some(libc::AF_UNIX) && option(libc::SO_TYPE) == Some(libc::SOCK_STREAM))
+        .then(|| UnixStream::from(fd))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::fd_passing;
     use std::os::linux::net::SocketAddrExt;
-    use std::os::unix::net::{SocketAddr, UnixListener};
+    use std::os::unix::net::SocketAddr;
 
     #[test]
-    fn the_listener_learns_the_clients_name() {
+    fn the_listener_learns_the_senders_name() {
         let listener =
-            UnixListener::bind_addr(&SocketAddr::from_abstract_name(b"rdma-nio/test/unix-listener").unwrap())
+            UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(b"rdma-nio/test/unix-listener").unwrap())
                 .unwrap();
-        let _client = connect_named(b"rdma-nio/test/unix-client", b"rdma-nio/test/unix-listener").unwrap();
-        let (_, from) = listener.accept().unwrap();
-        assert_eq!(from.as_abstract_name(), Some(&b"rdma-nio/test/unix-client"[..]));
-        let refused = connect_named(b"rdma-nio/test/unix-client-2", b"rdma-nio/test/nobody").unwrap_err();
+        let client = datagram_to(b"rdma-nio/test/unix-client", b"rdma-nio/test/unix-listener").unwrap();
+        fd_passing::send(&client, 7, &[]).unwrap();
+        let received = fd_passing::receive(&listener, 1).unwrap();
+        assert_eq!(received.byte, Some(7));
+        assert_eq!(received.sender.as_deref(), Some(&b"rdma-nio/test/unix-client"[..]));
+        let refused = datagram_to(b"rdma-nio/test/unix-client-2", b"rdma-nio/test/nobody").unwrap_err();
         assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+    }
+
+    #[test]
+    fn only_a_unix_stream_socket_passes_for_one() {
+        let (one, _other) = stream_pair().unwrap();
+        assert!(as_unix_stream(OwnedFd::from(one)).is_some());
+        let datagram = socket(libc::SOCK_DGRAM).unwrap();
+        assert!(as_unix_stream(datagram).is_none());
+        let eventfd = crate::sys::eventfd().unwrap();
+        assert!(as_unix_stream(eventfd).is_none());
     }
 }
