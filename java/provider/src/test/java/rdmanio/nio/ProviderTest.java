@@ -386,12 +386,11 @@ public class ProviderTest {
         }
     }
 
-    /** Connects to {@code target} until a connect hangs (its backlog is full); keeps the channels in {@code held}. */
     /**
      * A blocking connect over shm, and auto's to a local rdma-nio listener:
-     * when the listener does not answer (its backlog is full, so its acceptor
-     * waits) a close or an interrupt ends the connect as the JDK's, and a
-     * timeout bounds it.
+     * when the listener's backlog is full (its acceptor waits for room, and
+     * its datagram queue fills) a close or an interrupt ends the connect as
+     * the JDK's, and a timeout bounds it.
      */
     @Test(timeout = 120_000)
     public void aBlockingShmConnectEndsWithACloseOrAnInterrupt() throws Exception {
@@ -472,9 +471,14 @@ public class ProviderTest {
         assertFalse(what, interrupted.isOpen());
     }
 
+    /** Connects to {@code target} until a connect hangs (its backlog is full); keeps the channels in {@code held}. */
     private static void fillBacklog(SelectorProvider provider, InetSocketAddress target, List<SocketChannel> held)
             throws IOException {
-        for (int i = 0; i < 16; i++) {
+        // An shm listener's backlog is its Unix datagram queue too (the kernel's max_dgram_qlen, 10 by default).
+        java.nio.file.Path queue = java.nio.file.Path.of("/proc/sys/net/unix/max_dgram_qlen");
+        int attempts = 16 + (java.nio.file.Files.isReadable(queue)
+                ? Integer.parseInt(java.nio.file.Files.readString(queue).trim()) : 0);
+        for (int i = 0; i < attempts; i++) {
             SocketChannel channel = provider.openSocketChannel();
             held.add(channel);
             try {
