@@ -30,7 +30,8 @@
 //! A peer that dies sets no closed flag and rings no doorbell. A stream made
 //! through the rendezvous (`shm_listener`) keeps its end of a Unix socket
 //! pair for its life as a liveness channel: nothing is sent on it, and the
-//! kernel closes the dead process's end, which makes ours readable (`liveness_fd`). A sleeper
+//! kernel closes the dead process's end, which makes ours readable
+//! (`liveness_fd`). A sleeper
 //! watches it next to its doorbell, a selector watches it level-triggered;
 //! a reader or writer that never sleeps looks at it once in
 //! `LIVENESS_CHECK_EVERY` empty tries. A gone peer reads as closed.

@@ -228,8 +228,12 @@ impl ShmHandover {
         let (ours, theirs) = unix_socket::stream_pair()
             .map_err(|source| Error::Os { op: "socketpair(shm liveness)", source })?;
         let (stream, unsent) = ShmStream::create_with(config, |fds| {
-            let all = [fds.region.as_raw_fd(), fds.doorbells[0].as_raw_fd(), fds.doorbells[1].as_raw_fd()];
-            match send_handover(&socket, addr, [all[0], all[1], all[2], theirs.as_raw_fd()])? {
+            let [doorbell0, doorbell1] = fds.doorbells.each_ref().map(AsRawFd::as_raw_fd);
+            match send_handover(
+                &socket,
+                addr,
+                [fds.region.as_raw_fd(), doorbell0, doorbell1, theirs.as_raw_fd()],
+            )? {
                 true => Ok(None),
                 // The backlog is full: keep copies to send once there is room.
                 false => {
