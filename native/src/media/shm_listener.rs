@@ -390,6 +390,19 @@ mod tests {
         assert_eq!(&got, b"early");
     }
 
+    /// A listener that closes with a handover in its queue ends that
+    /// client's stream (its liveness end goes with the queue), as a TCP
+    /// listener's close resets the connections in its backlog: a read ends,
+    /// it does not hang.
+    #[test]
+    fn a_listener_that_closes_unaccepted_ends_its_clients_streams() {
+        let listener = ShmListener::bind(addr(40008)).unwrap();
+        let mut client = ShmStream::connect(addr(40008), None, config(), TIMEOUT).unwrap();
+        drop(listener);
+        let mut buf = [0u8; 8];
+        assert_eq!(client.read(&mut buf, TIMEOUT).unwrap(), 0, "end of stream");
+    }
+
     /// While the listener's backlog is full a connect waits for room: a
     /// waker or its timeout ends it, an accept makes room.
     #[test]
