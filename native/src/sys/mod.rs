@@ -26,8 +26,8 @@ pub(crate) fn set_nonblocking(op: &'static str, fd: RawFd) -> Result<()> {
     check(op, unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) })
 }
 
-/// A socket-level int option; `None` when the fd is not a socket.
-pub(crate) fn socket_option(fd: &OwnedFd, name: libc::c_int) -> Result<Option<libc::c_int>> {
+/// A socket-level int option (`getsockopt(SOL_SOCKET, name)`).
+pub(crate) fn int_socket_option(fd: &OwnedFd, name: libc::c_int) -> std::io::Result<libc::c_int> {
     let mut value: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: a live fd and room for an int.
@@ -40,12 +40,18 @@ pub(crate) fn socket_option(fd: &OwnedFd, name: libc::c_int) -> Result<Option<li
             &mut len,
         )
     };
-    if done == 0 {
-        return Ok(Some(value));
+    if done < 0 {
+        return Err(std::io::Error::last_os_error());
     }
-    match std::io::Error::last_os_error().raw_os_error() {
-        Some(libc::ENOTSOCK) => Ok(None),
-        _ => Err(Error::last_os("getsockopt")),
+    Ok(value)
+}
+
+/// A socket-level int option; `None` when the fd is not a socket.
+pub(crate) fn socket_option(fd: &OwnedFd, name: libc::c_int) -> Result<Option<libc::c_int>> {
+    match int_socket_option(fd, name) {
+        Ok(value) => Ok(Some(value)),
+        Err(err) if err.raw_os_error() == Some(libc::ENOTSOCK) => Ok(None),
+        Err(source) => Err(Error::Os { op: "getsockopt", source }),
     }
 }
 

@@ -82,22 +82,9 @@ pub(crate) fn start_tcp_connect(from: Option<&ReservedPort>, peer: SocketAddr) -
 
 /// How a connect `start_tcp_connect` began ended, once its socket is writable.
 pub(crate) fn connect_outcome(socket: &OwnedFd) -> std::io::Result<()> {
-    let mut error: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: a live fd and room for an int.
-    let got = unsafe {
-        libc::getsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_ERROR,
-            (&mut error as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    match (got, error) {
-        (got, _) if got < 0 => Err(std::io::Error::last_os_error()),
-        (_, 0) => Ok(()),
-        (_, error) => Err(std::io::Error::from_raw_os_error(error)),
+    match super::int_socket_option(socket, libc::SO_ERROR)? {
+        0 => Ok(()),
+        error => Err(std::io::Error::from_raw_os_error(error)),
     }
 }
 
