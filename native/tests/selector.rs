@@ -41,6 +41,14 @@ fn listen(transport: Transport) -> (Arc<Socket>, SocketAddr) {
     (socket, addr)
 }
 
+/// A listener in slot 0 of a blocking poller.
+fn selected_listener(transport: Transport) -> (Arc<Socket>, SocketAddr, Poller) {
+    let (listener, addr) = listen(transport);
+    let poller = Poller::new(PollMode::Blocking).unwrap();
+    poller.register(0, Arc::clone(&listener)).unwrap();
+    (listener, addr, poller)
+}
+
 /// Selects until `slot` reports `want` (other slots may report too); returns
 /// its ops, or 0 when it did not within `TIMEOUT` (for the caller's assertion
 /// to say which case failed).
@@ -61,9 +69,7 @@ fn select_for(poller: &Poller, interests: &[i32], slot: i32, want: u32) -> u32 {
 #[test]
 fn one_selector_sees_accept_connect_read_and_write() {
     for transport in transports() {
-        let (listener, addr) = listen(transport);
-        let poller = Poller::new(PollMode::Blocking).unwrap();
-        poller.register(0, Arc::clone(&listener)).unwrap();
+        let (listener, addr, poller) = selected_listener(transport);
         let client = Socket::connect(addr, transport, TransportOptions::default(), TIMEOUT).unwrap();
         poller.register(1, Arc::clone(&client)).unwrap();
         let mut interests = [ops::ACCEPT as i32, ops::CONNECT as i32, 0];
@@ -442,9 +448,7 @@ fn accepted_connections_share_their_selectors_completion_queue() {
     const ROUNDS: u32 = 200;
     const CONNECTIONS: usize = 10;
     for transport in transports() {
-        let (listener, addr) = listen(transport);
-        let poller = Poller::new(PollMode::Blocking).unwrap();
-        poller.register(0, Arc::clone(&listener)).unwrap();
+        let (listener, addr, poller) = selected_listener(transport);
         common::await_closes(); // the queues of streams closed earlier are gone
         let queues_before = rdmanio::completion_queues();
         // Enough connections that the shared queue must grow (an RDMA stream reserves 128 entries).
@@ -676,9 +680,7 @@ fn connecting_to_nobody_fails_through_finish_connect() {
 fn many_clients_connect_at_once_and_each_is_accepted() {
     const CLIENTS: usize = 8;
     for transport in transports() {
-        let (listener, addr) = listen(transport);
-        let poller = Poller::new(PollMode::Blocking).unwrap();
-        poller.register(0, Arc::clone(&listener)).unwrap();
+        let (listener, addr, poller) = selected_listener(transport);
         let clients: Vec<_> = (0..CLIENTS)
             .map(|i| {
                 thread::spawn(move || {
@@ -714,6 +716,76 @@ fn many_clients_connect_at_once_and_each_is_accepted() {
         for client in clients {
             client.join().unwrap();
         }
+    }
+}
+
+/// A listener is reported ready while a connection waits, and only then (a
+/// ready listener whose accept finds nothing would keep its selector
+/// spinning); closing it ends a connection the selector saw but nobody
+/// accepted (over TCP the selector's look takes it from the kernel).
+#[test]
+fn a_listener_is_ready_only_while_a_connection_waits_and_its_close_ends_the_rest() {
+    for transport in transports() {
+        let (listener, addr, poller) = selected_listener(transport);
+        let mut ready = [0i32; 4];
+        let connect = || {
+            let client = Socket::connect(addr, transport, TransportOptions::default(), TIMEOUT).unwrap();
+            assert!(client.finish_connect(true).unwrap(), "{transport:?}");
+            client
+        };
+        let _first = connect();
+        assert_eq!(select_for(&poller, &[ops::ACCEPT as i32], 0, ops::ACCEPT), ops::ACCEPT, "{transport:?}");
+        assert!(
+            listener.accept(false, None).unwrap().is_some(),
+            "{transport:?}: reported, nothing to accept"
+        );
+        assert!(listener.accept(false, None).unwrap().is_none(), "{transport:?}");
+        for _ in 0..3 {
+            let n =
+                poller.select(&[ops::ACCEPT as i32], &mut ready, Some(Duration::from_millis(50))).unwrap();
+            assert_eq!(n, 0, "{transport:?}: a drained listener was reported ready");
+        }
+        let second = connect();
+        assert_eq!(select_for(&poller, &[ops::ACCEPT as i32], 0, ops::ACCEPT), ops::ACCEPT, "{transport:?}");
+        poller.deregister(0);
+        listener.close();
+        let mut byte = [0u8; 1];
+        let read = second.read(&mut byte, true, TIMEOUT);
+        let ended = matches!(read, Ok(status::EOF) | Err(rdmanio::Error::ConnectionReset));
+        assert!(ended, "{transport:?}: the unaccepted connection read {read:?}");
+    }
+}
+
+/// A listener closed while a selector watches it keeps its fd numbers until
+/// it drops (its port is free at once): a socket made after the close cannot
+/// get one of them, so the selector's forgetting the listener cannot take
+/// that socket's fd out of its epoll set. (The listener's fds were closed at
+/// once: the next connection reused a number, and its data never showed.)
+#[test]
+fn a_closed_listener_keeps_its_fds_from_sockets_made_after() {
+    for transport in transports() {
+        let (listener, addr, poller) = selected_listener(transport);
+        let mut ready = [0i32; 4];
+        poller.select(&[ops::ACCEPT as i32], &mut ready, Some(Duration::ZERO)).unwrap();
+        let (next_listener, next_addr) = listen(transport);
+        let client = Socket::open(Spin::For(Duration::ZERO)).unwrap();
+        listener.close();
+        assert!(std::net::TcpListener::bind(addr).is_ok(), "{transport:?}: the port stayed taken");
+        // The lowest free fd number is the one a close freed: the client's connection takes it.
+        client.start_connect(next_addr, transport, TransportOptions::default(), TIMEOUT).unwrap();
+        let server = next_listener.accept(true, TIMEOUT).unwrap().expect("accepted");
+        assert!(client.finish_connect(true).unwrap(), "{transport:?}");
+        poller.register(1, Arc::clone(&client)).unwrap();
+        let interests = [0, ops::READ as i32];
+        // Nothing to read: the client is armed, and learns of data from its fds alone.
+        assert_eq!(poller.select(&interests, &mut ready, Some(Duration::ZERO)).unwrap(), 0);
+        poller.deregister(0);
+        assert_eq!(server.write(b"x", true).unwrap(), 1);
+        assert_eq!(
+            select_for(&poller, &interests, 1, ops::READ),
+            ops::READ,
+            "{transport:?}: data never showed"
+        );
     }
 }
 

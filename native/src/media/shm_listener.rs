@@ -13,8 +13,11 @@
 //! region (sealed, its rings shaped by the client's options) with its
 //! doorbells and a stream socket pair, and sends the listener one datagram
 //! carrying the region, the doorbells and one end of the pair (SCM_RIGHTS).
-//! The listener's queue of such datagrams is its backlog; while it is full
-//! the client waits for room. Each side keeps its end of the pair as the
+//! The listener's queue of such datagrams is its backlog. The kernel keeps
+//! it short (`net.unix.max_dgram_qlen`, 10 by default), so a client that
+//! finds it full nudges the listener (an empty datagram to a second socket,
+//! `overflow_name`), whose owner may then move handovers to a longer queue
+//! of its own, and waits for room. Each side keeps its end of the pair as the
 //! connection's liveness channel: nothing is sent on it, and the kernel
 //! closes a dead process's end (or a listener's queue that goes unaccepted).
 //! A client holds a TCP port for the connection's life too and names its
@@ -36,9 +39,18 @@ use crate::sys::{self, fd_passing, unix_socket, Deadline};
 /// The byte of a handover datagram: the rendezvous protocol's version.
 const HANDOVER_VERSION: u8 = 2;
 
+/// What the listener's receive failures name (as opposed to a handover's).
+const RECEIVE: &str = "recvmsg(shm listener)";
+
 /// The abstract socket name of the shm listener on `addr`.
 fn listener_name(addr: SocketAddr) -> String {
     format!("rdma-nio/shm/port/{}", addr.port())
+}
+
+/// The abstract socket name where clients that found the listener's queue
+/// full say so.
+fn overflow_name(addr: SocketAddr) -> String {
+    format!("{}/full", listener_name(addr))
 }
 
 /// The abstract socket name of a client that holds the TCP address `local`:
@@ -57,9 +69,11 @@ fn client_addr(name: &[u8]) -> Option<SocketAddr> {
 /// Takes local clients' shared-memory streams to an address.
 pub struct ShmListener {
     socket: UnixDatagram,
+    /// Where clients that found `socket`'s queue full nudge (see `take_nudges`).
+    overflow: UnixDatagram,
     addr: SocketAddr,
     /// The TCP port it holds, when no TCP listener beside it does.
-    _port: Option<ReservedPort>,
+    port: Option<ReservedPort>,
 }
 
 impl ShmListener {
@@ -73,19 +87,24 @@ impl ShmListener {
     pub fn bind(addr: SocketAddr) -> Result<ShmListener> {
         let port = ReservedPort::bind(addr)?;
         let mut listener = ShmListener::bind_beside_tcp(port.addr())?;
-        listener._port = Some(port);
+        listener.port = Some(port);
         Ok(listener)
     }
 
     /// Listens for shm clients of `addr`, whose TCP port a TCP listener of
     /// the same `StreamListener` holds.
     pub(crate) fn bind_beside_tcp(addr: SocketAddr) -> Result<ShmListener> {
-        let name = net::SocketAddr::from_abstract_name(listener_name(addr).as_bytes())
-            .map_err(|source| Error::Os { op: "shm socket name", source })?;
-        let socket = UnixDatagram::bind_addr(&name)
-            .map_err(|source| Error::Os { op: "bind(shm listener)", source })?;
-        socket.set_nonblocking(true).map_err(|source| Error::Os { op: "fcntl(shm listener)", source })?;
-        Ok(ShmListener { socket, addr, _port: None })
+        let bind = |name: String| {
+            let name = net::SocketAddr::from_abstract_name(name.as_bytes())
+                .map_err(|source| Error::Os { op: "shm socket name", source })?;
+            let socket = UnixDatagram::bind_addr(&name)
+                .map_err(|source| Error::Os { op: "bind(shm listener)", source })?;
+            socket.set_nonblocking(true).map_err(|source| Error::Os { op: "fcntl(shm listener)", source })?;
+            Ok::<_, Error>(socket)
+        };
+        let socket = bind(listener_name(addr))?;
+        let overflow = bind(overflow_name(addr))?;
+        Ok(ShmListener { socket, overflow, addr, port: None })
     }
 
     /// The address clients connect to.
@@ -109,6 +128,45 @@ impl ShmListener {
         self.socket.as_raw_fd()
     }
 
+    /// Closes both sockets while their fds stay open (see `sys::pre_close`):
+    /// the names and the port are free again, and the handovers queued are
+    /// dropped.
+    pub(crate) fn pre_close(&self) -> Result<()> {
+        sys::pre_close(self.socket.as_raw_fd())?;
+        sys::pre_close(self.overflow.as_raw_fd())?;
+        self.port.as_ref().map_or(Ok(()), ReservedPort::release)
+    }
+
+    /// The fd that becomes readable when a client found the queue full.
+    pub(crate) fn overflow_fd(&self) -> RawFd {
+        self.overflow.as_raw_fd()
+    }
+
+    /// Consumes the nudges of clients that found the queue full: true if there were any.
+    pub(crate) fn take_nudges(&self) -> bool {
+        let mut nudged = false;
+        let mut byte = [0u8; 1];
+        while self.overflow.recv(&mut byte).is_ok() {
+            nudged = true;
+        }
+        nudged
+    }
+
+    /// `try_accept`, skipping (and logging) a handover that fails: one local
+    /// client must not fail the server's accept.
+    pub(crate) fn try_take(&self) -> Option<ShmStream> {
+        loop {
+            match self.try_accept() {
+                Ok(stream) => return stream,
+                Err(err @ Error::Os { op: RECEIVE, .. }) => {
+                    log::warn!("shm listener {}: {err}", self.addr);
+                    return None; // the socket's own failure: the next call tries again
+                }
+                Err(err) => log::warn!("shm listener {}: a client's handover failed: {err}", self.addr),
+            }
+        }
+    }
+
     /// Takes a waiting client's stream, if there is one, without waiting.
     ///
     /// # Errors
@@ -118,7 +176,7 @@ impl ShmListener {
         let received = match fd_passing::receive(&self.socket, 4) {
             Ok(received) => received,
             Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
-            Err(source) => return Err(Error::Os { op: "recvmsg(shm listener)", source }),
+            Err(source) => return Err(Error::Os { op: RECEIVE, source }),
         };
         let invalid = |why: &str| Error::InvalidArgument(format!("shm handover: {why}"));
         if received.byte != Some(HANDOVER_VERSION) {
@@ -237,6 +295,7 @@ impl ShmHandover {
                 true => Ok(None),
                 // The backlog is full: keep copies to send once there is room.
                 false => {
+                    nudge(addr);
                     let peer = fds.try_clone()?;
                     let theirs =
                         OwnedFd::from(theirs.try_clone().map_err(|source| Error::Os { op: "dup", source })?);
@@ -263,6 +322,7 @@ impl ShmHandover {
     pub(crate) fn try_finish(&mut self) -> Result<Option<ShmStream>> {
         if let Some((socket, fds)) = &self.unsent {
             if !send_handover(socket, self.addr, fds.each_ref().map(AsRawFd::as_raw_fd))? {
+                nudge(self.addr);
                 return match self.deadline.expired() {
                     true => Err(self.deadline.timed_out("shm handover")),
                     false => Ok(None),
@@ -281,6 +341,14 @@ fn send_handover(socket: &UnixDatagram, addr: SocketAddr, fds: [RawFd; 4]) -> Re
         Ok(()) => Ok(true),
         Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => Ok(false),
         Err(source) => Err(refusal_or(addr, "sendmsg(shm handover)", source)),
+    }
+}
+
+/// Tells the listener on `addr` that its queue is full. A listener that
+/// went, or whose nudges are piling up already, needs no other.
+fn nudge(addr: SocketAddr) {
+    if let Err(err) = unix_socket::nudge(overflow_name(addr).as_bytes()) {
+        log::debug!("shm connect to {addr}: no nudge: {err}");
     }
 }
 

@@ -221,7 +221,8 @@ pub(crate) fn tcp_connect_error(
 pub struct StreamListener {
     addr: SocketAddr,
     tcp: Option<TcpListener>,
-    shm: Option<ShmListener>,
+    /// Shared with a listening socket's shm overflow thread (see `nio::backlog`).
+    shm: Option<Arc<ShmListener>>,
     rdma: Option<Listener>,
     /// RDMA's port held in TCP's port space, when no TCP listener holds it
     /// (see `Resolving::start`); declared after `rdma`, which goes first.
@@ -278,7 +279,7 @@ impl StreamListener {
                 None => ShmListener::bind(listener.addr)?,
             };
             listener.addr = shm.local_addr(); // the port it picked, when shm is alone on port 0
-            listener.shm = Some(shm);
+            listener.shm = Some(Arc::new(shm));
         }
         Ok(listener)
     }
@@ -336,7 +337,7 @@ impl StreamListener {
         let fd = |fd: Option<RawFd>| (fd.unwrap_or(-1), libc::POLLIN);
         [
             fd(self.rdma.as_ref().map(Listener::event_fd)),
-            fd(self.shm.as_ref().map(ShmListener::socket_fd)),
+            fd(self.shm.as_deref().map(ShmListener::socket_fd)),
             fd(self.tcp.as_ref().map(|tcp| tcp.as_raw_fd())),
         ]
     }
@@ -357,10 +358,44 @@ impl StreamListener {
                 }
             }
         }
+        self.try_accept_queued()
+    }
+
+    /// Whether its connects complete only when it answers (RDMA's
+    /// handshake): else they wait in the kernel for `try_accept_queued`.
+    pub(crate) fn answers_handshakes(&self) -> bool {
+        self.rdma.is_some()
+    }
+
+    /// Stops listening on shm and TCP: their ports and names are free again,
+    /// and the connections waiting in their queues are reset, while their
+    /// fds stay open until the listener drops (see `sys::pre_close`).
+    ///
+    /// # Errors
+    /// `Os` naming `dup3` or `eventfd`.
+    pub(crate) fn pre_close(&self) -> Result<()> {
         if let Some(shm) = &self.shm {
-            if let Some(stream) = shm.try_accept()? {
-                return Ok(Some((Medium::Shm, Box::new(stream))));
-            }
+            shm.pre_close()?;
+        }
+        match &self.tcp {
+            Some(tcp) => sys::pre_close(tcp.as_raw_fd()),
+            None => Ok(()),
+        }
+    }
+
+    /// Its shm listener, if it listens on shm.
+    pub(crate) fn shm(&self) -> Option<&Arc<ShmListener>> {
+        self.shm.as_ref()
+    }
+
+    /// Takes a connection that waits in the kernel (a shm client's handover,
+    /// as `ShmListener::try_take`; a TCP connection), if one does.
+    ///
+    /// # Errors
+    /// TCP's `accept` errors (`EMFILE`, ...), as the JDK's accept reports them.
+    pub(crate) fn try_accept_queued(&self) -> Result<Option<(Medium, Stream)>> {
+        if let Some(stream) = self.shm.as_ref().and_then(|shm| shm.try_take()) {
+            return Ok(Some((Medium::Shm, Box::new(stream))));
         }
         if let Some(tcp) = &self.tcp {
             match tcp.accept() {

@@ -2,9 +2,8 @@
 //!
 //! - `socket`: a channel's native half (connecting, connected or listening;
 //!   blocking waits; close);
-//! - `backlog`: a listener's acceptor thread and the connections it accepted
-//!   ahead of `accept`;
-//! - `connector`: the threads that make connections, kept for the next one;
+//! - `backlog`: where a listener's connections wait for `accept` (the
+//!   kernel's queue, or the one its acceptor thread fills);
 //! - `poller`: a selector's native half (the readiness of all its sockets in one call);
 //! - `spin`: when a waiter spins before it sleeps (adaptive polling).
 

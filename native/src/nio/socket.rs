@@ -16,7 +16,8 @@
 //! A blocking read of a kernel socket without a deadline sleeps in its `recv`
 //! instead (`read_in_kernel`), which `close` and `shutdown_input` end.
 //!
-//! Listening: an acceptor thread per listener completes connection handshakes
+//! Listening: `accept` takes a TCP connection from the kernel's queue; a
+//! listener on RDMA or shm has an acceptor thread that takes connections
 //! into a bounded backlog (`backlog`), as the kernel does for TCP.
 //!
 //! Resources: `close` shuts the stream down (the peer sees end of stream at
@@ -27,7 +28,6 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
@@ -41,7 +41,7 @@ use crate::media::shm::ShmStream;
 use crate::media::stream::{ops, ByteStream, ReadOutcome, WaitSource};
 use crate::media::tcp::TcpByteStream;
 use crate::media::transport::{self, Medium, Stream, StreamListener, Transport, TransportOptions};
-use crate::nio::backlog::Backlog;
+use crate::nio::backlog::Listening;
 use crate::nio::spin::AdaptiveSpin;
 use crate::rdma::closer::{self, Settle};
 use crate::rdma::completions::{CompletionChannel, CompletionGroup, GroupOffer};
@@ -73,10 +73,6 @@ pub enum Inherited {
     /// A socket of another family (a Unix domain socket), which the engine does not take.
     OtherFamily,
 }
-
-/// Connections an inherited listener accepts ahead of `accept` (its kernel
-/// backlog is the launcher's).
-const INHERITED_BACKLOG: usize = 50;
 
 /// Every source a socket can have (a stream has two).
 type Sources = [WaitSource; 3];
@@ -168,8 +164,7 @@ enum Role {
     Connected(Connected),
     Listening {
         addr: SocketAddr,
-        backlog: Arc<Backlog>,
-        acceptor: Option<JoinHandle<()>>,
+        listening: Listening,
     },
     /// Neither connecting nor listening yet, or a connect attempt failed (its
     /// error is then the pending failure).
@@ -349,7 +344,8 @@ impl Socket {
     }
 
     /// Listens on `addr` on every medium `transport` allows; up to `backlog`
-    /// connections are accepted ahead of `accept` (as a kernel backlog would).
+    /// connections are accepted ahead of `accept` (as a kernel backlog would;
+    /// over TCP alone the kernel's backlog).
     pub fn start_listen(
         &self,
         addr: SocketAddr,
@@ -362,18 +358,11 @@ impl Socket {
         self.accept_from(&mut state, listener, backlog)
     }
 
-    /// Starts the acceptor thread of `listener`: the socket listens.
+    /// Takes `listener`'s connections from now on: the socket listens.
     fn accept_from(&self, state: &mut State, listener: StreamListener, backlog: usize) -> Result<()> {
         let addr = listener.local_addr();
-        let backlog = Arc::new(Backlog::new(backlog, self.spin, self.completions.clone())?);
-        let acceptor = {
-            let backlog = Arc::clone(&backlog);
-            std::thread::Builder::new()
-                .name(format!("rdma-nio accept {addr}"))
-                .spawn(move || backlog.accept_connections(listener))
-                .map_err(|source| Error::Os { op: "spawn(acceptor thread)", source })?
-        };
-        state.role = Role::Listening { addr, backlog, acceptor: Some(acceptor) };
+        let listening = Listening::start(listener, backlog, self.spin, self.completions.clone())?;
+        state.role = Role::Listening { addr, listening };
         sys::signal_eventfd(&self.kick)
     }
 
@@ -449,7 +438,8 @@ impl Socket {
                 let listener =
                     StreamListener::over_tcp(std::net::TcpListener::from(fd), TransportOptions::default())?;
                 let socket = Socket::open(spin)?;
-                socket.accept_from(&mut socket.state.lock(), listener, INHERITED_BACKLOG)?;
+                // TCP alone: its connections wait in the launcher's kernel backlog.
+                socket.accept_from(&mut socket.state.lock(), listener, 0)?;
                 Inherited::Listener(socket)
             }
             Some(StdinSocket::Datagram { fd, ipv6 }) => {
@@ -567,10 +557,10 @@ impl Socket {
             if self.is_closed() {
                 return Err(Error::Closed("accept"));
             }
-            let Role::Listening { backlog, .. } = &state.role else {
+            let Role::Listening { listening, .. } = &mut state.role else {
                 return Err(Error::InvalidArgument("not a listening socket".into()));
             };
-            if let Some(socket) = backlog.pop()? {
+            if let Some(socket) = listening.take()? {
                 return Ok(Some(socket));
             }
             if !block {
@@ -801,10 +791,7 @@ impl Socket {
                 }
                 None
             }
-            Role::Listening { backlog, acceptor, .. } => {
-                backlog.stop();
-                acceptor.take()
-            }
+            Role::Listening { listening, .. } => listening.stop(),
             Role::Connecting { .. } | Role::Fresh => None,
         };
         drop(state);
@@ -814,8 +801,8 @@ impl Socket {
             if acceptor.join().is_err() {
                 log::error!("listener close: the acceptor thread panicked");
             }
-            if let Role::Listening { backlog, .. } = &self.state.lock().role {
-                backlog.clear();
+            if let Role::Listening { listening, .. } = &self.state.lock().role {
+                listening.clear();
             }
         }
     }
@@ -833,8 +820,10 @@ impl Socket {
 
     /// A selector's epoll set reported `events` for `fd`, one of `all_sources`.
     pub(crate) fn signalled(&self, fd: RawFd, events: u32) {
-        if let Role::Connected(connected) = &mut self.state.lock().role {
-            connected.stream.signalled(fd, events);
+        match &mut self.state.lock().role {
+            Role::Connected(connected) => connected.stream.signalled(fd, events),
+            Role::Listening { listening, .. } => listening.signalled(),
+            _ => {}
         }
     }
 
@@ -1149,7 +1138,9 @@ impl State {
                 let eof = if self.input_shut { ops::READ } else { 0 };
                 ready | connect | eof
             }),
-            Role::Listening { backlog, .. } => Ok(if backlog.is_empty() { 0 } else { ops::ACCEPT }),
+            Role::Listening { listening, .. } => {
+                Ok(if listening.has_waiting(ask_kernel) { ops::ACCEPT } else { 0 })
+            }
             Role::Fresh => Ok(0),
         };
         match ready {
@@ -1237,7 +1228,7 @@ impl State {
                 let [a, b] = connected.stream.sources(interest);
                 [a, b, NO_SOURCE]
             }
-            Role::Listening { backlog, .. } => [(backlog.waiting_fd(), libc::POLLIN), NO_SOURCE, NO_SOURCE],
+            Role::Listening { listening, .. } => listening.sources(),
             Role::Connecting { connect, .. } => [connect.source(), NO_SOURCE, NO_SOURCE],
             Role::Fresh => [NO_SOURCE; 3],
         }

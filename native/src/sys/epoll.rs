@@ -35,8 +35,11 @@ impl EpollSet {
     /// Stops watching each of `fds` (negative ones are skipped).
     pub(crate) fn unwatch(&self, fds: &[RawFd]) {
         for &fd in fds.iter().filter(|&&fd| fd >= 0) {
-            if let Err(err) = self.control(libc::EPOLL_CTL_DEL, fd, 0, 0) {
-                log::warn!("epoll: cannot stop watching fd {fd}: {err}");
+            match self.control(libc::EPOLL_CTL_DEL, fd, 0, 0) {
+                Ok(()) => {}
+                // A socket pre-closed under its fd left the set as it closed (see `sys::pre_close`).
+                Err(err) if err.errno() == Some(libc::ENOENT) => log::debug!("epoll: fd {fd} left by itself"),
+                Err(err) => log::warn!("epoll: cannot stop watching fd {fd}: {err}"),
             }
         }
     }

@@ -139,6 +139,20 @@ pub(crate) fn reset_tcp(socket: RawFd) -> Result<()> {
     })
 }
 
+/// Closes the open socket behind `fd` (its port or name is free again and
+/// its peers see it closed) while the fd number stays open, on a
+/// placeholder, until its owner closes it: so an epoll set that watches the
+/// number never sees it reused by another file, as the JDK's `preClose`
+/// keeps a registered channel's fd. The kernel drops the socket from every
+/// epoll set as it closes; a later `EPOLL_CTL_DEL` of the number finds
+/// nothing (`ENOENT`).
+pub(crate) fn pre_close(fd: RawFd) -> Result<()> {
+    let placeholder = eventfd()?;
+    // SAFETY: both fds are live; `fd` stays open, now on the placeholder's
+    // file, and its owner closes it as before.
+    check("dup3(pre-close)", unsafe { libc::dup3(placeholder.as_raw_fd(), fd, libc::O_CLOEXEC) })
+}
+
 /// `recv(2)` into `out`; with `libc::MSG_DONTWAIT` in `flags` it never
 /// sleeps, without it it sleeps on a blocking-mode socket until something
 /// arrives, the peer ends or the socket's reading is shut down.

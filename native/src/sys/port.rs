@@ -33,6 +33,11 @@ impl ReservedPort {
     pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
     }
+
+    /// Lets the port go now, before the reservation drops (see `sys::pre_close`).
+    pub(crate) fn release(&self) -> Result<()> {
+        sys::pre_close(self.socket.as_raw_fd())
+    }
 }
 
 /// Starts a non-blocking TCP connect to `peer` from the reserved socket of

@@ -54,6 +54,35 @@ pub(crate) fn datagram_to(local: &[u8], remote: &[u8]) -> std::io::Result<UnixDa
     Ok(UnixDatagram::from(socket))
 }
 
+/// Sends an empty datagram to the socket bound to the abstract name
+/// `remote`, from a socket of its own, without waiting: `Ok(false)` when its
+/// queue is full.
+///
+/// # Errors
+/// `sendto`'s (`ECONNREFUSED`: no socket has the name).
+pub(crate) fn nudge(remote: &[u8]) -> std::io::Result<bool> {
+    let (remote, remote_len) = abstract_addr(remote)?;
+    let socket = socket(libc::SOCK_DGRAM)?;
+    // SAFETY: a live fd, no payload, and a socket address of the length given.
+    let sent = unsafe {
+        libc::sendto(
+            socket.as_raw_fd(),
+            std::ptr::null(),
+            0,
+            0,
+            (&remote as *const libc::sockaddr_un).cast(),
+            remote_len,
+        )
+    };
+    match sent {
+        0.. => Ok(true),
+        _ => match std::io::Error::last_os_error() {
+            err if err.kind() == std::io::ErrorKind::WouldBlock => Ok(false),
+            err => Err(err),
+        },
+    }
+}
+
 /// A connected pair of non-blocking stream sockets.
 pub(crate) fn stream_pair() -> std::io::Result<(UnixStream, UnixStream)> {
     let mut fds = [-1; 2];

@@ -345,6 +345,37 @@ public class SocketChannelConformanceTest extends EveryProvider {
     }
 
     /**
+     * As many blocking connects as a listener's backlog holds complete before
+     * any accept, from one thread, as the JDK's do: over shm the kernel's
+     * handover queue holds ten, and the eleventh would have hung had nothing
+     * moved the handovers on (written for a listener without an acceptor thread).
+     */
+    @Test(timeout = 60_000)
+    public void connectsUpToTheBacklogCompleteBeforeAnyAccept() throws Exception {
+        int clients = 30;
+        List<SocketChannel> connected = new java.util.ArrayList<>();
+        try (ServerSocketChannel listener = provider.openServerSocketChannel().bind(Providers.anyPort(), 50)) {
+            for (int i = 0; i < clients; i++) {
+                SocketChannel client = provider.openSocketChannel();
+                connected.add(client);
+                client.socket().connect(listener.getLocalAddress(), 10_000);
+                client.write(ByteBuffer.wrap(new byte[] {(byte) i}));
+            }
+            for (int i = 0; i < clients; i++) {
+                try (SocketChannel server = listener.accept()) {
+                    ByteBuffer got = ByteBuffer.allocate(1);
+                    assertEquals(1, server.read(got));
+                    assertEquals("connections are accepted in the order they were made", i, got.get(0));
+                }
+            }
+        } finally {
+            for (SocketChannel client : connected) {
+                client.close();
+            }
+        }
+    }
+
+    /**
      * A change of blocking mode waits for a blocking read or accept to
      * finish, as the JDK's: so no selector can register a channel that a
      * blocking operation is under way in. (configureBlocking returned at once.)
