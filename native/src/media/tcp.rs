@@ -46,6 +46,8 @@ pub struct TcpByteStream {
     /// The peer reset the connection: every read fails so from now on, as
     /// the JDK's do (the kernel reports `ECONNRESET` once).
     reset: bool,
+    /// The peer's address, when `accept` gave it (else `getpeername` tells).
+    peer: Option<std::net::SocketAddr>,
 }
 
 /// What the kernel last told of one direction of the socket.
@@ -64,9 +66,18 @@ impl TcpByteStream {
     /// documentation) and disables Nagle (each write goes out at once, as
     /// RDMA writes do).
     pub fn new(socket: TcpStream) -> Result<TcpByteStream> {
-        let os = |op| move |source| Error::Os { op, source };
-        socket.set_nonblocking(false).map_err(os("fcntl(O_NONBLOCK)"))?;
-        socket.set_nodelay(true).map_err(os("setsockopt(TCP_NODELAY)"))?;
+        socket.set_nonblocking(false).map_err(|source| Error::Os { op: "fcntl(O_NONBLOCK)", source })?;
+        TcpByteStream::in_blocking_mode(socket, None)
+    }
+
+    /// Wraps a socket `accept` returned (in blocking mode: it does not
+    /// inherit the listener's `O_NONBLOCK`) from `peer`.
+    pub(crate) fn accepted(socket: TcpStream, peer: std::net::SocketAddr) -> Result<TcpByteStream> {
+        TcpByteStream::in_blocking_mode(socket, Some(unmapped(peer)))
+    }
+
+    fn in_blocking_mode(socket: TcpStream, peer: Option<std::net::SocketAddr>) -> Result<TcpByteStream> {
+        socket.set_nodelay(true).map_err(|source| Error::Os { op: "setsockopt(TCP_NODELAY)", source })?;
         Ok(TcpByteStream {
             socket,
             readable: Known::Unknown,
@@ -75,6 +86,7 @@ impl TcpByteStream {
             input_ended: false,
             peer_closed: false,
             reset: false,
+            peer,
         })
     }
 
@@ -225,7 +237,8 @@ impl ByteStream for TcpByteStream {
     /// bytes are left unread (the peer learns they were lost), else with a
     /// FIN after what was written.
     fn close(&mut self) {
-        if self.available().is_ok_and(|unread| unread > 0) {
+        // A read that met the end of stream took every byte there was.
+        if !self.peer_closed && self.available().is_ok_and(|unread| unread > 0) {
             self.abort();
             return;
         }
@@ -272,7 +285,7 @@ impl ByteStream for TcpByteStream {
     }
 
     fn peer_addr(&self) -> Option<std::net::SocketAddr> {
-        self.socket.peer_addr().ok().map(unmapped)
+        self.peer.or_else(|| self.socket.peer_addr().ok().map(unmapped))
     }
 
     /// What the kernel last reported (see the type's documentation): no

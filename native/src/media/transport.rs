@@ -399,7 +399,9 @@ impl StreamListener {
         }
         if let Some(tcp) = &self.tcp {
             match tcp.accept() {
-                Ok((socket, _)) => return Ok(Some((Medium::Tcp, Box::new(TcpByteStream::new(socket)?)))),
+                Ok((socket, peer)) => {
+                    return Ok(Some((Medium::Tcp, Box::new(TcpByteStream::accepted(socket, peer)?))))
+                }
                 Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(source) => return Err(Error::Os { op: "accept(tcp)", source }),
             }
