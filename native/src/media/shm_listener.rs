@@ -344,8 +344,8 @@ fn send_handover(socket: &UnixDatagram, addr: SocketAddr, fds: [RawFd; 4]) -> Re
     }
 }
 
-/// Tells the listener on `addr` that its queue is full. A listener that
-/// went, or whose nudges are piling up already, needs no other.
+/// Tells the listener on `addr` that its queue is full (a listener that
+/// went needs no telling).
 fn nudge(addr: SocketAddr) {
     if let Err(err) = unix_socket::nudge(overflow_name(addr).as_bytes()) {
         log::debug!("shm connect to {addr}: no nudge: {err}");
@@ -486,6 +486,8 @@ mod tests {
             assert!(queued.len() < 10_000, "the backlog never filled");
         };
         assert!(waiting.try_finish().unwrap().is_none(), "no room yet");
+        assert!(listener.take_nudges(), "the client that found no room said so");
+        assert!(!listener.take_nudges(), "the nudges were taken");
 
         let waker = std::sync::Arc::new(sys::eventfd().unwrap());
         let signaller = {

@@ -16,9 +16,10 @@
 //! A blocking read of a kernel socket without a deadline sleeps in its `recv`
 //! instead (`read_in_kernel`), which `close` and `shutdown_input` end.
 //!
-//! Listening: `accept` takes a TCP connection from the kernel's queue; a
-//! listener on RDMA or shm has an acceptor thread that takes connections
-//! into a bounded backlog (`backlog`), as the kernel does for TCP.
+//! Listening: `accept` takes a TCP or shm connection from the kernel's queue
+//! in the caller's thread; a listener on RDMA has an acceptor thread that
+//! answers handshakes into a bounded backlog, as the kernel does for TCP
+//! (`backlog`).
 //!
 //! Resources: `close` shuts the stream down (the peer sees end of stream at
 //! once), but the stream and its fds live until the last `Arc` goes. A selector
@@ -343,9 +344,9 @@ impl Socket {
         Ok(())
     }
 
-    /// Listens on `addr` on every medium `transport` allows; up to `backlog`
-    /// connections are accepted ahead of `accept` (as a kernel backlog would;
-    /// over TCP alone the kernel's backlog).
+    /// Listens on `addr` on every medium `transport` allows; a thread takes
+    /// up to `backlog` RDMA or shm connections ahead of `accept` (see
+    /// `backlog`), as a kernel backlog holds TCP's.
     pub fn start_listen(
         &self,
         addr: SocketAddr,
@@ -799,7 +800,7 @@ impl Socket {
         // connections accepted but never taken close with the backlog.
         if let Some(acceptor) = acceptor {
             if acceptor.join().is_err() {
-                log::error!("listener close: the acceptor thread panicked");
+                log::error!("listener close: its thread panicked");
             }
             if let Role::Listening { listening, .. } = &self.state.lock().role {
                 listening.clear();

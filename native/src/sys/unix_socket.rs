@@ -55,12 +55,12 @@ pub(crate) fn datagram_to(local: &[u8], remote: &[u8]) -> std::io::Result<UnixDa
 }
 
 /// Sends an empty datagram to the socket bound to the abstract name
-/// `remote`, from a socket of its own, without waiting: `Ok(false)` when its
-/// queue is full.
+/// `remote`, from a socket of its own, without waiting (a full queue of such
+/// nudges needs no other).
 ///
 /// # Errors
 /// `sendto`'s (`ECONNREFUSED`: no socket has the name).
-pub(crate) fn nudge(remote: &[u8]) -> std::io::Result<bool> {
+pub(crate) fn nudge(remote: &[u8]) -> std::io::Result<()> {
     let (remote, remote_len) = abstract_addr(remote)?;
     let socket = socket(libc::SOCK_DGRAM)?;
     // SAFETY: a live fd, no payload, and a socket address of the length given.
@@ -75,9 +75,9 @@ pub(crate) fn nudge(remote: &[u8]) -> std::io::Result<bool> {
         )
     };
     match sent {
-        0.. => Ok(true),
+        0.. => Ok(()),
         _ => match std::io::Error::last_os_error() {
-            err if err.kind() == std::io::ErrorKind::WouldBlock => Ok(false),
+            err if err.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
             err => Err(err),
         },
     }
