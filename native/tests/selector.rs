@@ -773,8 +773,9 @@ fn a_closed_listener_keeps_its_fds_from_sockets_made_after() {
         assert!(std::net::TcpListener::bind(addr).is_ok(), "{transport:?}: the port stayed taken");
         // The lowest free fd number is the one a close freed: the client's connection takes it.
         client.start_connect(next_addr, transport, TransportOptions::default(), TIMEOUT).unwrap();
-        let server = next_listener.accept(true, TIMEOUT).unwrap().expect("accepted");
+        // An RDMA connect moves on only while someone looks at it.
         assert!(client.finish_connect(true).unwrap(), "{transport:?}");
+        let server = next_listener.accept(true, TIMEOUT).unwrap().expect("accepted");
         poller.register(1, Arc::clone(&client)).unwrap();
         let interests = [0, ops::READ as i32];
         // Nothing to read: the client is armed, and learns of data from its fds alone.
