@@ -29,12 +29,10 @@ use crate::media::shm_listener::ShmListener;
 use crate::media::transport::{Medium, StreamListener};
 use crate::nio::socket::{Socket, Spin};
 use crate::rdma::completions::GroupOffer;
-use crate::sys::{self, Deadline, WaitSource};
+use crate::sys::{self, Deadline, WaitSource, NO_SOURCE};
 
 /// How long an RDMA accept waits for the client's side of the handshake.
 const ACCEPT_HANDSHAKE: Duration = Duration::from_secs(5);
-
-const NO_SOURCE: WaitSource = (-1, 0);
 
 /// How a listening socket's connections wait for `accept`.
 pub(crate) enum Listening {
@@ -322,9 +320,6 @@ impl Backlog {
         loop {
             self.sleep(addr, "shm overflow", [(shm.overflow_fd(), libc::POLLIN)]);
             shm.take_nudges();
-            if !self.wait_for_room() {
-                return;
-            }
             loop {
                 if !self.wait_for_room() {
                     return;

@@ -48,7 +48,7 @@ use crate::rdma::closer::{self, Settle};
 use crate::rdma::completions::{CompletionChannel, CompletionGroup, GroupOffer};
 use crate::sys::inherited::{self, StdinSocket};
 use crate::sys::port::ReservedPort;
-use crate::sys::{self, Deadline};
+use crate::sys::{self, Deadline, NO_SOURCE};
 
 /// Results of `read` and `write` that are not byte counts (as in the JDK's `IOStatus`).
 pub mod status {
@@ -77,7 +77,6 @@ pub enum Inherited {
 
 /// Every source a socket can have (a stream has two).
 type Sources = [WaitSource; 3];
-const NO_SOURCE: WaitSource = (-1, 0);
 
 /// What a look at a socket found (`Socket::look`).
 #[derive(Debug, Clone, Copy)]

@@ -115,6 +115,9 @@ pub(crate) fn load_file() -> &'static std::io::Result<std::fs::File> {
 /// An fd and the poll(2) events that make it worth waking for.
 pub type WaitSource = (RawFd, libc::c_short);
 
+/// A source that is not there: poll(2) skips a negative fd.
+pub(crate) const NO_SOURCE: WaitSource = (-1, 0);
+
 /// Resets a connected TCP socket (the peer sees `ECONNRESET`) and leaves the
 /// fd open: `SO_LINGER` 0, then a connect to `AF_UNSPEC`, which disconnects
 /// with a reset where a close would.
