@@ -25,7 +25,7 @@
 //! | 4      | `seq`   | record number; the reader demands each one in turn             |
 //! | 8      | `kind`  | 1: data; 2: padding up to the ring's end; 3: end of the stream; 4: one urgent byte |
 //! | 12     | `ack`   | carried for the connection (credit of the reverse direction)   |
-//! | 16     | `check` | CRC32C of the ring's seed, the fields above and the payload    |
+//! | 16     | `check` | CRC32C of the ring's seed, the fields above and the payload (zero on a ring without CRC: shm) |
 //! | 20     | zero    |                                                                |
 //! | 24     | payload, zero-padded to a multiple of 8                                  |
 //!
@@ -41,7 +41,7 @@
 //! a record out of the ring before it checks it, so the writer cannot change
 //! bytes between the check and their delivery; it reads each header field once;
 //! it bounds the length by the record limit, by the end of the ring and by the
-//! published tail; it demands the next sequence number and a matching check; and
+//! published tail; it demands the next sequence number and (where the ring has one) a matching CRC; and
 //! it accepts a tail or a credit only if it moves forward within the ring's
 //! capacity. A violation is an error that ends the connection. What the writer
 //! can still do is send bytes of its own stream, which it may anyway.
@@ -206,6 +206,8 @@ pub struct RingConfig {
     capacity: usize,
     max_payload: usize,
     seed: u32,
+    /// Whether records carry a CRC32C (see [`RingConfig::without_crc`]).
+    crc: bool,
 }
 
 impl RingConfig {
@@ -227,7 +229,37 @@ impl RingConfig {
                 "records of {max_payload} bytes do not fit in half of a {capacity}-byte ring"
             ));
         }
-        Ok(RingConfig { capacity, max_payload, seed })
+        Ok(RingConfig { capacity, max_payload, seed, crc: true })
+    }
+
+    /// The same ring with records that carry no CRC (their `check` is zero and
+    /// not read), for a medium whose writes cannot arrive torn: shm's stores
+    /// are in place before the tail's release store makes them visible. The
+    /// CRC is no MAC, so it stops no lying peer either; every other rule of the
+    /// reader still holds. Computing it took two passes over every byte.
+    pub fn without_crc(self) -> Self {
+        RingConfig { crc: false, ..self }
+    }
+
+    /// The `check` a record with `header`'s fields and `payload` carries.
+    fn check_of(&self, header: &Header, payload: &[u8]) -> u32 {
+        if self.crc {
+            header.compute_check(self.seed, payload)
+        } else {
+            0
+        }
+    }
+
+    /// Whether the record at `position` carries the check it must.
+    fn verify(&self, header: &Header, payload: &[u8], position: u64) -> Result<(), Violation> {
+        if !self.crc {
+            return Ok(());
+        }
+        let computed = header.compute_check(self.seed, payload);
+        if computed != header.check {
+            return Err(Violation::Check { position, found: header.check, computed });
+        }
+        Ok(())
     }
 
     /// The ring's size in bytes.
@@ -422,12 +454,12 @@ impl RingWriter {
                 ack,
                 check: 0,
             };
-            pad.check = pad.compute_check(self.config.seed, &[]);
+            pad.check = self.config.check_of(&pad, &[]);
             self.seq = self.seq.wrapping_add(1);
             (self.config.index(self.tail), pad.encode())
         });
         let mut header = Header { len: payload.len() as u32, seq: self.seq, kind, ack, check: 0 };
-        header.check = header.compute_check(self.config.seed, payload);
+        header.check = self.config.check_of(&header, payload);
         self.seq = self.seq.wrapping_add(1);
         self.tail = end;
         Some(Frame { padding, offset: self.config.index(start), header: header.encode(), tail: end })
@@ -680,10 +712,7 @@ impl RingReader {
         out: &mut [u8],
     ) -> Result<(), Violation> {
         ring.copy_out(self.config.index(position) + HEADER_LEN, out);
-        let computed = header.compute_check(self.config.seed, out);
-        if computed != header.check {
-            return Err(Violation::Check { position, found: header.check, computed });
-        }
+        self.config.verify(&header, out, position)?;
         self.seq = self.seq.wrapping_add(1);
         self.head = position + record_len(out.len()) as u64;
         self.ack = Some(header.ack);
@@ -740,10 +769,7 @@ impl RingReader {
                             expected: to_end - HEADER_LEN,
                         });
                     }
-                    let computed = header.compute_check(self.config.seed, &[]);
-                    if computed != header.check {
-                        return Err(Violation::Check { position, found: header.check, computed });
-                    }
+                    self.config.verify(&header, &[], position)?;
                     if published < to_end {
                         return Err(Violation::TailInsideRecord { tail: self.tail, position });
                     }
@@ -760,10 +786,7 @@ impl RingReader {
                     }
                     let mut byte = [0u8; 1];
                     ring.copy_out(self.config.index(position) + HEADER_LEN, &mut byte);
-                    let computed = header.compute_check(self.config.seed, &byte);
-                    if computed != header.check {
-                        return Err(Violation::Check { position, found: header.check, computed });
-                    }
+                    self.config.verify(&header, &byte, position)?;
                     self.seq = self.seq.wrapping_add(1);
                     self.head = position + record_len(1) as u64;
                     self.ack = Some(header.ack);
@@ -782,10 +805,7 @@ impl RingReader {
                     if header.len != 0 {
                         return Err(Violation::End { position, what: "end of stream with a payload" });
                     }
-                    let computed = header.compute_check(self.config.seed, &[]);
-                    if computed != header.check {
-                        return Err(Violation::Check { position, found: header.check, computed });
-                    }
+                    self.config.verify(&header, &[], position)?;
                     self.seq = self.seq.wrapping_add(1);
                     self.head = position + HEADER_LEN as u64;
                     self.ack = Some(header.ack);
@@ -1087,6 +1107,27 @@ mod tests {
             let err = pair.read_all().expect_err(what);
             assert!(expected(&err), "{what}: {err}");
         }
+    }
+
+    /// shm's rings: the check field is neither written nor read, and the
+    /// reader's other rules stand.
+    #[test]
+    fn a_ring_without_crc_ignores_the_check_and_keeps_every_other_rule() {
+        let config = RingConfig::new(256, 64, SEED).unwrap().without_crc();
+        let mut pair =
+            Pair { ring: vec![0; 256], writer: RingWriter::new(config), reader: RingReader::new(config) };
+        pair.send(b"abcd");
+        assert_eq!(Header::decode(pair.ring[..HEADER_LEN].try_into().unwrap()).check, 0, "no CRC written");
+        assert_eq!(pair.read_all().unwrap(), b"abcd");
+
+        forge(&mut pair, 32, Header { check: 0xbad, ..valid(4, 1, b"efgh") }, b"efgh");
+        pair.reader.publish(64).unwrap();
+        assert_eq!(pair.read_all().unwrap(), b"efgh", "the check is not read");
+
+        forge(&mut pair, 64, Header { check: 0, ..valid(4, 7, b"ijkl") }, b"ijkl");
+        pair.reader.publish(96).unwrap();
+        let err = pair.read_all().expect_err("a skipped sequence number");
+        assert!(matches!(err, Violation::Sequence { seq: 7, expected: 2, .. }), "{err}");
     }
 
     #[test]

@@ -50,7 +50,8 @@ use crate::sys::port::ReservedPort;
 use crate::sys::{self, Deadline};
 
 const MAGIC: u32 = u32::from_le_bytes(*b"rnsh");
-const VERSION: u32 = 2;
+/// 3: records carry no CRC (`RingConfig::without_crc`).
+const VERSION: u32 = 3;
 const CONTROL_LEN: usize = 4096;
 const SIDE_STRIDE: usize = 256;
 const TAIL: usize = 64;
@@ -228,6 +229,8 @@ impl ShmStream {
         // SAFETY: fcntl on the memfd we own; no memory is passed.
         check("fcntl(F_ADD_SEALS, shm region)", unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, SEALS) })?;
         let map = Mapping::new(fd, len)?;
+        // Plain stores land whole before the tail's release: no CRC to pay for.
+        let config = config.without_crc();
         map.word32(4).store(VERSION, Ordering::Relaxed);
         map.word32(8).store(config.capacity() as u32, Ordering::Relaxed);
         map.word32(12).store(config.max_payload() as u32, Ordering::Relaxed);
@@ -274,7 +277,8 @@ impl ShmStream {
             map.word32(12).load(Ordering::Relaxed) as usize,
             map.word32(16).load(Ordering::Relaxed),
         )
-        .map_err(Error::InvalidArgument)?;
+        .map_err(Error::InvalidArgument)?
+        .without_crc();
         if len != CONTROL_LEN + 2 * capacity {
             return Err(Error::InvalidArgument(format!(
                 "shm region of {len} bytes does not hold two {capacity}-byte rings"
@@ -812,6 +816,45 @@ mod tests {
         match side0.try_read(&mut buf) {
             Err(Error::Violation(Violation::TailBeyondCapacity { .. })) => {}
             other => panic!("expected a violation, got {other:?}"),
+        }
+    }
+
+    /// shm's records carry no CRC (two passes over every byte, and nothing a
+    /// torn write could need: see `RingConfig::without_crc`), while the
+    /// reader's other rules still hold against the peer.
+    #[test]
+    fn records_carry_no_crc_and_a_forged_sequence_still_ends_the_stream() {
+        let (mut side0, fds) = ShmStream::create(config()).unwrap();
+        let region = fds.region.try_clone().unwrap();
+        let mut side1 = ShmStream::open(fds, 1).unwrap();
+        let word = |at: usize| {
+            let mut bytes = [0u8; 4];
+            // SAFETY: reading into a live buffer from an fd we hold.
+            let read =
+                unsafe { libc::pread(region.as_raw_fd(), bytes.as_mut_ptr().cast(), 4, at as libc::off_t) };
+            assert_eq!(read, 4);
+            u32::from_le_bytes(bytes)
+        };
+        // Side 0 writes the ring at CONTROL_LEN; a record's check is its header's fifth word.
+        assert_eq!(side0.try_write(b"hello").unwrap(), 5);
+        assert_eq!(word(CONTROL_LEN + 16), 0, "the record carries a CRC");
+        let mut buf = [0u8; 16];
+        assert_eq!(side1.try_read(&mut buf).unwrap(), ReadOutcome::Data(5));
+        assert_eq!(&buf[..5], b"hello");
+
+        assert_eq!(side0.try_write(b"again").unwrap(), 5);
+        let second_seq = CONTROL_LEN + crate::media::ring::record_len(5) + 4;
+        assert_eq!(word(second_seq), 1);
+        // SAFETY: writing a live buffer to an fd we hold: the peer forges the record.
+        unsafe {
+            assert_eq!(
+                libc::pwrite(region.as_raw_fd(), [9u8, 0, 0, 0].as_ptr().cast(), 4, second_seq as i64),
+                4
+            )
+        };
+        match side1.try_read(&mut buf) {
+            Err(Error::Violation(Violation::Sequence { seq: 9, expected: 1, .. })) => {}
+            other => panic!("expected a sequence violation, got {other:?}"),
         }
     }
 
