@@ -913,6 +913,30 @@ fn a_selector_sees_a_killed_peer_process() {
     }
 }
 
+/// The other end of the liveness channel: a client whose connection waits in
+/// a listener's queue, asleep in a selector, sees the listener close without
+/// accepting it (the channel's end it handed over goes with the queue; over
+/// shm nothing else tells), and the read says end of stream.
+#[test]
+fn a_selector_sees_a_listener_close_with_the_connection_unaccepted() {
+    let (listener, addr) = listen(Transport::Shm);
+    let client = Socket::connect(addr, Transport::Shm, TransportOptions::default(), TIMEOUT).unwrap();
+    assert!(client.finish_connect(true).unwrap());
+    let poller = Poller::new(PollMode::Blocking).unwrap();
+    poller.register(0, Arc::clone(&client)).unwrap();
+    let interests = [ops::READ as i32];
+    let mut ready = [0i32; 4];
+    assert_eq!(poller.select(&interests, &mut ready, Some(Duration::ZERO)).unwrap(), 0);
+    let closer = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(200)); // the selector is asleep when the listener closes
+        listener.close();
+    });
+    assert_eq!(select_for(&poller, &interests, 0, ops::READ), ops::READ, "the close never showed");
+    closer.join().unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(client.read(&mut buf, false, None).unwrap(), status::EOF);
+}
+
 /// The same for a thread blocked in a read.
 #[test]
 fn a_blocked_reader_sees_a_killed_peer_process() {

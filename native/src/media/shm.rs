@@ -28,10 +28,9 @@
 //! not ring is not read. The doorbell fd fits an epoll set next to any other fd.
 //!
 //! A peer that dies sets no closed flag and rings no doorbell. A stream made
-//! through the rendezvous (`shm_listener`) keeps its end of a Unix socket
-//! pair for its life as a liveness channel: nothing is sent on it, and the
-//! kernel closes the dead process's end, which makes ours readable
-//! (`liveness_fd`). A sleeper
+//! through the rendezvous (`shm_listener`) keeps its end of a pipe for its
+//! life as a liveness channel (`sys::liveness`): the kernel closes the dead
+//! process's end, which makes ours signal (`liveness_fd`). A sleeper
 //! watches it next to its doorbell, a selector watches it level-triggered;
 //! a reader or writer that never sleeps looks at it once in
 //! `LIVENESS_CHECK_EVERY` empty tries. A gone peer reads as closed.
@@ -39,7 +38,6 @@
 use std::mem;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::net::UnixStream;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -47,7 +45,7 @@ use crate::error::{check, Error, Result};
 use crate::media::ring::{RingConfig, RingMemory, RingReader, RingWriter};
 use crate::media::stream::{ops, ByteStream, Interest, ReadOutcome, WaitSource};
 use crate::sys::port::ReservedPort;
-use crate::sys::{self, Deadline};
+use crate::sys::{self, liveness, Deadline};
 
 const MAGIC: u32 = u32::from_le_bytes(*b"rnsh");
 /// 3: records carry no CRC (`RingConfig::without_crc`).
@@ -178,8 +176,8 @@ pub struct ShmStream {
     /// `shutdown_output` was called; the end record may still wait for room.
     output_shut: bool,
     end_pending: bool,
-    /// The rendezvous socket, kept to learn of the peer's death (see the module comment).
-    liveness: Option<UnixStream>,
+    /// Our end of the liveness channel, to learn of the peer's death (see the module comment).
+    liveness: Option<OwnedFd>,
     /// The peer is gone without closing: it reads as closed.
     peer_gone: bool,
     /// Reads and writes that found nothing to do (see `LIVENESS_CHECK_EVERY`).
@@ -334,10 +332,10 @@ impl ShmStream {
         self
     }
 
-    /// Keeps `socket` (non-blocking), connected to the peer's process, as
-    /// the stream's liveness channel: its hang-up says the peer is gone.
-    pub(crate) fn with_liveness(mut self, socket: UnixStream) -> ShmStream {
-        self.liveness = Some(socket);
+    /// Keeps `end`, our end of a `sys::liveness` channel with the peer's
+    /// process, as the stream's liveness channel: its hang-up says the peer is gone.
+    pub(crate) fn with_liveness(mut self, end: OwnedFd) -> ShmStream {
+        self.liveness = Some(end);
         self
     }
 
@@ -485,7 +483,8 @@ impl ShmStream {
             if refresh(self)? {
                 return Ok(());
             }
-            let [_, gone] = sys::wait_readable(op, [self.doorbell_fd(), self.liveness_fd()], deadline)?;
+            let watched = [(self.doorbell_fd(), libc::POLLIN), (self.liveness_fd(), liveness::EVENTS)];
+            let [_, gone] = sys::wait_for(op, watched, deadline)?;
             if gone {
                 self.check_liveness()?;
             }
@@ -643,14 +642,14 @@ impl ByteStream for ShmStream {
 
     fn liveness_fd(&self) -> RawFd {
         match &self.liveness {
-            Some(socket) if !self.peer_gone => socket.as_raw_fd(),
+            Some(end) if !self.peer_gone => end.as_raw_fd(),
             _ => -1,
         }
     }
 
     fn check_liveness(&mut self) -> Result<()> {
-        if let Some(socket) = &self.liveness {
-            if !self.peer_gone && sys::peer_hung_up(socket.as_raw_fd())? {
+        if let Some(end) = &self.liveness {
+            if !self.peer_gone && liveness::hung_up(end.as_raw_fd())? {
                 log::debug!("shm peer gone without closing its stream");
                 self.peer_gone = true;
             }

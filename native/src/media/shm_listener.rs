@@ -11,15 +11,16 @@
 //! A client connects without waiting for the listener, as a TCP client's
 //! connect completes in the kernel before any `accept`: it creates the
 //! region (sealed, its rings shaped by the client's options) with its
-//! doorbells and a stream socket pair, and sends the listener one datagram
-//! carrying the region, the doorbells and one end of the pair (SCM_RIGHTS).
+//! doorbells and a liveness channel (a pipe, `sys::liveness`), and sends the
+//! listener one datagram carrying the region, the doorbells and one end of
+//! the channel (SCM_RIGHTS).
 //! The listener's queue of such datagrams is its backlog. The kernel keeps
 //! it short (`net.unix.max_dgram_qlen`, 10 by default), so a client that
 //! finds it full nudges the listener (an empty datagram to a second socket,
 //! `overflow_name`), whose owner may then move handovers to a longer queue
-//! of its own, and waits for room. Each side keeps its end of the pair as the
-//! connection's liveness channel: nothing is sent on it, and the kernel
-//! closes a dead process's end (or a listener's queue that goes unaccepted).
+//! of its own, and waits for room. Each side keeps its end of the channel
+//! for the connection's life: the kernel closes a dead process's end (or a
+//! listener's queue that goes unaccepted), and the other end signals.
 //! A client holds a TCP port for the connection's life too and names its
 //! datagram socket after it (`client_name`), so both ends report the
 //! connection by the client's port, as over TCP.
@@ -34,10 +35,11 @@ use crate::error::{Error, Result};
 use crate::media::ring::RingConfig;
 use crate::media::shm::{ShmFds, ShmStream};
 use crate::sys::port::ReservedPort;
-use crate::sys::{self, fd_passing, unix_socket, Deadline};
+use crate::sys::{self, fd_passing, liveness, unix_socket, Deadline};
 
-/// The byte of a handover datagram: the rendezvous protocol's version.
-const HANDOVER_VERSION: u8 = 2;
+/// The byte of a handover datagram: the rendezvous protocol's version
+/// (3: the liveness channel is a pipe).
+const HANDOVER_VERSION: u8 = 3;
 
 /// What the listener's receive failures name (as opposed to a handover's).
 const RECEIVE: &str = "recvmsg(shm listener)";
@@ -189,7 +191,8 @@ impl ShmListener {
         let Ok([region, doorbell0, doorbell1, liveness]) = <[OwnedFd; 4]>::try_from(received.fds) else {
             return Err(invalid(&format!("{count} fds, expected 4")));
         };
-        let liveness = unix_socket::as_unix_stream(liveness).ok_or_else(|| invalid("no liveness socket"))?;
+        let liveness =
+            liveness::from_peer(liveness).ok_or_else(|| invalid("the liveness channel is no pipe"))?;
         let stream =
             ShmStream::open(ShmFds { region, doorbells: [doorbell0, doorbell1] }, 1)?.with_liveness(liveness);
         // A client named by the address it holds (another process could claim
@@ -283,8 +286,7 @@ impl ShmHandover {
         // First what a refusal needs, so a refused connect costs little.
         let socket = unix_socket::datagram_to(client_name(local).as_bytes(), listener_name(addr).as_bytes())
             .map_err(|source| refusal_or(addr, "connect(shm listener)", source))?;
-        let (ours, theirs) = unix_socket::stream_pair()
-            .map_err(|source| Error::Os { op: "socketpair(shm liveness)", source })?;
+        let (ours, theirs) = liveness::pair()?;
         let (stream, unsent) = ShmStream::create_with(config, |fds| {
             let [doorbell0, doorbell1] = fds.doorbells.each_ref().map(AsRawFd::as_raw_fd);
             match send_handover(
@@ -297,8 +299,7 @@ impl ShmHandover {
                 false => {
                     nudge(addr);
                     let peer = fds.try_clone()?;
-                    let theirs =
-                        OwnedFd::from(theirs.try_clone().map_err(|source| Error::Os { op: "dup", source })?);
+                    let theirs = theirs.try_clone().map_err(|source| Error::Os { op: "dup", source })?;
                     let [doorbell0, doorbell1] = peer.doorbells;
                     Ok(Some((socket, [peer.region, doorbell0, doorbell1, theirs])))
                 }
@@ -469,6 +470,26 @@ mod tests {
         drop(listener);
         let mut buf = [0u8; 8];
         assert_eq!(client.read(&mut buf, TIMEOUT).unwrap(), 0, "end of stream");
+    }
+
+    /// A handover carries no Unix socket: one in flight over a Unix socket
+    /// made the kernel run its collector of in-flight sockets at later
+    /// closes, host-wide (more than one run per connect cycle).
+    #[test]
+    fn a_handover_carries_no_socket() {
+        let name = listener_name(addr(40010));
+        let impostor =
+            UnixDatagram::bind_addr(&net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap()).unwrap();
+        let _client = ShmStream::connect(addr(40010), None, config(), TIMEOUT).unwrap();
+        let received = fd_passing::receive(&impostor, 4).unwrap();
+        assert_eq!(received.fds.len(), 4);
+        for (i, fd) in received.fds.iter().enumerate() {
+            assert_eq!(
+                sys::socket_option(fd, libc::SO_TYPE).unwrap(),
+                None,
+                "fd {i} of the handover is a socket"
+            );
+        }
     }
 
     /// While the listener's backlog is full a connect waits for room: a

@@ -184,8 +184,9 @@ pub trait ByteStream {
     /// source `fd`: what the medium keeps of the kernel's readiness is updated.
     fn signalled(&mut self, _fd: RawFd, _events: u32) {}
 
-    /// An fd that becomes readable, and stays so (watch it level-triggered),
-    /// once the peer may be gone without closing: its process died. -1 when
+    /// An fd that reports a hang-up or an error, and stays so (watch it
+    /// level-triggered, for nothing else), once the peer may be gone without
+    /// closing: its process died. -1 when
     /// the medium has none (its other sources report a dead peer) or the
     /// peer is known to be gone already.
     fn liveness_fd(&self) -> RawFd {

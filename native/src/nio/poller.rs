@@ -87,7 +87,8 @@ const LIVENESS_TOKEN: u64 = 1 << 61;
 const SOURCE_SHIFT: u32 = 32;
 /// Level-triggered: a peer's death may come while its socket is hot (asked,
 /// not armed), when an edge would be dropped; the fd goes once it is handled.
-const LIVENESS_EVENTS: u32 = (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
+/// Nothing asked: epoll reports a hang-up or an error anyway (`sys::liveness`).
+const LIVENESS_EVENTS: u32 = 0;
 /// How long a spinning selector keeps asking an idle socket before it arms
 /// it: long enough that a connection in steady use is never armed (arming, and
 /// consuming the signal after, cost syscalls on its next message).

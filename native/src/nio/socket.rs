@@ -945,7 +945,7 @@ impl Socket {
         debug_assert!(state.sleeper.is_none(), "one sleeper per socket");
         state.sleeper = Some(watch);
         let kick = (self.kick.as_raw_fd(), libc::POLLIN);
-        let liveness = (state.liveness_fd(), libc::POLLIN | libc::POLLRDHUP);
+        let liveness = (state.liveness_fd(), sys::liveness::EVENTS);
         // Which woke it: (the kick, the liveness fd).
         let woke = match state.completion_channel() {
             None => MutexGuard::unlocked(state, || {

@@ -12,6 +12,7 @@ use crate::error::{check, Error, Result};
 pub(crate) mod epoll;
 pub(crate) mod fd_passing;
 pub(crate) mod inherited;
+pub(crate) mod liveness;
 pub(crate) mod port;
 pub(crate) mod random;
 pub(crate) mod sockaddr;
@@ -208,25 +209,6 @@ pub(crate) fn interface_index(name: &str) -> Result<u32> {
     }
 }
 
-/// Whether the peer of a connected Unix stream socket is gone: it closed its
-/// end (its process died) or reset it. Non-blocking; the peer sends nothing
-/// on the socket (it is only watched), so any byte there means "not gone".
-pub(crate) fn peer_hung_up(socket: RawFd) -> Result<bool> {
-    let mut byte = 0u8;
-    // SAFETY: peeking at most one byte into a live buffer; the socket stays as it is.
-    let n =
-        unsafe { libc::recv(socket, (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
-    match n {
-        0 => Ok(true),
-        1.. => Ok(false),
-        _ => match std::io::Error::last_os_error().raw_os_error() {
-            Some(libc::EAGAIN | libc::EINTR) => Ok(false),
-            Some(libc::ECONNRESET | libc::EPIPE) => Ok(true),
-            _ => Err(Error::last_os("recv(liveness)")),
-        },
-    }
-}
-
 /// When a blocking operation must give up.
 #[derive(Clone, Copy, Debug)]
 pub struct Deadline {
@@ -325,14 +307,6 @@ pub(crate) fn set_int_option(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_unix_socket_tells_when_its_peer_hangs_up() {
-        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
-        assert!(!peer_hung_up(ours.as_raw_fd()).unwrap(), "an open peer");
-        drop(theirs);
-        assert!(peer_hung_up(ours.as_raw_fd()).unwrap(), "a closed peer");
-    }
 
     #[test]
     fn wait_readable_times_out_on_a_silent_fd() {

@@ -4,7 +4,7 @@
 //! name, and the stream pair whose ends tell each side of the other's death.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::os::unix::net::UnixDatagram;
 
 /// A `sockaddr_un` for the abstract `name` (a leading NUL, no terminator).
 fn abstract_addr(name: &[u8]) -> std::io::Result<(libc::sockaddr_un, libc::socklen_t)> {
@@ -83,25 +83,6 @@ pub(crate) fn nudge(remote: &[u8]) -> std::io::Result<()> {
     }
 }
 
-/// A connected pair of non-blocking stream sockets.
-pub(crate) fn stream_pair() -> std::io::Result<(UnixStream, UnixStream)> {
-    let mut fds = [-1; 2];
-    let kind = libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK;
-    // SAFETY: fds has room for the two fds the call writes.
-    if unsafe { libc::socketpair(libc::AF_UNIX, kind, 0, fds.as_mut_ptr()) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: both fds are new and ours.
-    Ok(unsafe { (UnixStream::from_raw_fd(fds[0]), UnixStream::from_raw_fd(fds[1])) })
-}
-
-/// `fd` as a Unix stream socket, if it is one (an fd a peer sent could be anything).
-pub(crate) fn as_unix_stream(fd: OwnedFd) -> Option<UnixStream> {
-    let option = |name| super::socket_option(&fd, name).ok().flatten();
-    (option(libc::SO_DOMAIN) == Some(libc::AF_UNIX) && option(libc::SO_TYPE) == Some(libc::SOCK_STREAM))
-        .then(|| UnixStream::from(fd))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,15 +102,5 @@ mod tests {
         assert_eq!(received.sender.as_deref(), Some(&b"rdma-nio/test/unix-client"[..]));
         let refused = datagram_to(b"rdma-nio/test/unix-client-2", b"rdma-nio/test/nobody").unwrap_err();
         assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
-    }
-
-    #[test]
-    fn only_a_unix_stream_socket_passes_for_one() {
-        let (one, _other) = stream_pair().unwrap();
-        assert!(as_unix_stream(OwnedFd::from(one)).is_some());
-        let datagram = socket(libc::SOCK_DGRAM).unwrap();
-        assert!(as_unix_stream(datagram).is_none());
-        let eventfd = crate::sys::eventfd().unwrap();
-        assert!(as_unix_stream(eventfd).is_none());
     }
 }
