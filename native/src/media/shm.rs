@@ -769,6 +769,27 @@ mod tests {
         assert!(!rung(&side0));
     }
 
+    /// The doorbell is one open file shared with the peer: a peer that clears
+    /// its `O_NONBLOCK` and then claims to have rung (clears our sleep word)
+    /// without ringing must not make our sleep's end wait for good.
+    #[test]
+    fn a_peer_that_makes_our_doorbell_blocking_cannot_hang_the_end_of_a_sleep() {
+        let (mut side0, fds) = ShmStream::create(config()).unwrap();
+        let side1 = ShmStream::open(fds, 1).unwrap();
+        // SAFETY: fcntl on an fd the stream holds; no memory is passed.
+        assert_eq!(unsafe { libc::fcntl(side0.doorbell_fd(), libc::F_SETFL, 0) }, 0);
+        side0.arm(ops::READ).unwrap();
+        side1.map.word32(SLEEPING).store(0, Ordering::SeqCst); // side 0's word: "rang"
+        let (done, ended) = std::sync::mpsc::channel();
+        let sleeper = thread::spawn(move || {
+            let disarmed = side0.disarm();
+            done.send(()).unwrap();
+            disarmed
+        });
+        ended.recv_timeout(Duration::from_secs(5)).expect("the end of the sleep waited on the doorbell");
+        sleeper.join().unwrap().unwrap();
+    }
+
     #[test]
     fn blocking_reads_and_writes_wake_each_other() {
         let (mut side0, fds) = ShmStream::create(RingConfig::new(4096, 1000, 7).unwrap()).unwrap();

@@ -5,6 +5,7 @@
 //! (`random`).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::{check, Error, Result};
@@ -77,11 +78,30 @@ pub(crate) fn signal_eventfd(fd: &OwnedFd) -> Result<()> {
     Ok(())
 }
 
-/// Makes a non-blocking eventfd unreadable again; says whether it was readable.
+/// Makes an eventfd unreadable again; says whether it was readable. Never
+/// waits, whatever the fd's flags say: an shm doorbell is one open file
+/// shared with the peer, which can clear its `O_NONBLOCK` (`RWF_NOWAIT` asks
+/// per call; a kernel before 5.12, whose eventfds refuse it, gets a plain read).
 pub(crate) fn drain_eventfd(fd: &OwnedFd) -> Result<bool> {
+    static NOWAIT_REFUSED: AtomicBool = AtomicBool::new(false);
     let mut count = [0u8; 8];
-    // SAFETY: reading 8 bytes into a live buffer from a non-blocking eventfd.
-    let n = unsafe { libc::read(fd.as_raw_fd(), count.as_mut_ptr().cast(), 8) };
+    let iov = libc::iovec { iov_base: count.as_mut_ptr().cast(), iov_len: 8 };
+    let read = || {
+        // SAFETY: reading 8 bytes into a live buffer.
+        unsafe { libc::read(fd.as_raw_fd(), count.as_ptr().cast_mut().cast(), 8) }
+    };
+    let n = if NOWAIT_REFUSED.load(Ordering::Relaxed) {
+        read()
+    } else {
+        // SAFETY: one live iovec of 8 bytes; offset -1: the file's position (none for an eventfd).
+        match unsafe { libc::preadv2(fd.as_raw_fd(), &iov, 1, -1, libc::RWF_NOWAIT) } {
+            -1 if std::io::Error::last_os_error().raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                NOWAIT_REFUSED.store(true, Ordering::Relaxed);
+                read()
+            }
+            n => n,
+        }
+    };
     if n != 8 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EAGAIN) {
         return Err(Error::last_os("read(eventfd)"));
     }
