@@ -158,10 +158,13 @@ pub fn shm_region(data: &[u8]) {
         if capacity.is_power_of_two() && (128..=4096).contains(&capacity) { capacity } else { 4096 };
     let len = CONTROL + 2 * ring_len;
     let Ok(region) = memfd(len, header) else { return };
-    let (Ok(ours), Ok(first), Ok(second)) = (region.try_clone(), sys::eventfd(), sys::eventfd()) else {
+    // The peer's ends of the doorbells stay open (a write end opens only while its pipe has a reader).
+    let (Ok(ours), Ok((_peer_side, peer_doorbell)), Ok((doorbell, _peer_rings))) =
+        (region.try_clone(), sys::pipe(), sys::pipe())
+    else {
         return;
     };
-    let fds = ShmFds { region: OwnedFd::from(ours), doorbells: [first, second] };
+    let fds = ShmFds { region: OwnedFd::from(ours), doorbells: [peer_doorbell, doorbell] };
     let Ok(mut stream) = ShmStream::open(fds, 1) else { return };
     let mut buffer = [0u8; 8192];
     for (op, arg) in steps(script) {

@@ -14,7 +14,7 @@
 //! | 256 + 256 * side  | side's `closed` flag: `CLOSED_CLEANLY`, `RESET`        |
 //! | 4096 + cap * side | the ring that `side` writes and the other side reads   |
 //!
-//! Each side has a doorbell eventfd that the other side rings after it moves a
+//! Each side has a doorbell, a pipe, that the other side rings (a byte) after it moves a
 //! tail (data), a head (credit) or its closed flag, but only while the owner
 //! says it sleeps for that: a reader waiting for data is not woken by the
 //! credit its own peer hands back, and the data path makes no syscall while
@@ -26,6 +26,11 @@
 //! takes one ring however much is published meanwhile, and the waiter, which
 //! finds the bit cleared, knows there is a ring to consume: a doorbell that did
 //! not ring is not read. The doorbell fd fits an epoll set next to any other fd.
+//! The creator makes both pipes; the side that opens reopens the two ends it
+//! was given (`/proc/self/fd`), so that every doorbell end in use is an open
+//! file of its user's own: the flags of an open file, `O_NONBLOCK` among them,
+//! are shared by its copies, and a peer that kept copies could otherwise make
+//! our reads or writes of it block for good. A full doorbell is a rung one.
 //!
 //! A peer that dies sets no closed flag and rings no doorbell. A stream made
 //! through the rendezvous (`shm_listener`) keeps its end of a pipe for its
@@ -146,7 +151,8 @@ impl RingArea {
 pub struct ShmFds {
     /// The memfd of the region.
     pub region: OwnedFd,
-    /// The doorbells of side 0 and side 1.
+    /// The doorbells (pipes) of side 0 and side 1, as one side holds them:
+    /// the read end of its own, the write end of the other's.
     pub doorbells: [OwnedFd; 2],
 }
 
@@ -234,10 +240,14 @@ impl ShmStream {
         map.word32(12).store(config.max_payload() as u32, Ordering::Relaxed);
         map.word32(16).store(config.seed(), Ordering::Relaxed);
         map.word32(0).store(MAGIC, Ordering::Release); // last: the header is complete
-        let fds = ShmFds { region, doorbells: [sys::eventfd()?, sys::eventfd()?] };
-        let handed = hand_over(&fds)?;
-        // The mapping outlives the memfd, which closes here.
-        Ok((ShmStream::on_mapping(map, config, fds.doorbells, 0), handed))
+        let (doorbell, peer_rings) = sys::pipe()?;
+        let (peer_doorbell, peer_doorbell_read) = {
+            let (read, write) = sys::pipe()?;
+            (write, read)
+        };
+        let handed = hand_over(&ShmFds { region, doorbells: [peer_rings, peer_doorbell_read] })?;
+        // The mapping outlives the memfd, and our copies of the peer's ends close here.
+        Ok((ShmStream::on_mapping(map, config, doorbell, peer_doorbell, 0), handed))
     }
 
     /// Opens `side` (0 or 1) of the stream whose fds these are.
@@ -282,12 +292,25 @@ impl ShmStream {
                 "shm region of {len} bytes does not hold two {capacity}-byte rings"
             )));
         }
+        // Open files of our own: the peer may have kept copies of these, and
+        // could otherwise make our reads or writes of them block.
+        let [first, second] = fds.doorbells;
+        let (own, peers) = if side == 0 { (first, second) } else { (second, first) };
+        let doorbell = sys::reopen_pipe_end(own, false)?;
+        let peer_doorbell = sys::reopen_pipe_end(peers, true)?;
         // The mapping outlives the memfd, which closes here.
-        Ok(ShmStream::on_mapping(map, config, fds.doorbells, side))
+        Ok(ShmStream::on_mapping(map, config, doorbell, peer_doorbell, side))
     }
 
-    /// `side` of the stream on `map`, a region of two rings shaped by `config`.
-    fn on_mapping(map: Mapping, config: RingConfig, doorbells: [OwnedFd; 2], side: usize) -> ShmStream {
+    /// `side` of the stream on `map`, a region of two rings shaped by
+    /// `config`, with the read end of its doorbell and the write end of the peer's.
+    fn on_mapping(
+        map: Mapping,
+        config: RingConfig,
+        doorbell: OwnedFd,
+        peer_doorbell: OwnedFd,
+        side: usize,
+    ) -> ShmStream {
         let capacity = config.capacity();
         debug_assert_eq!(map.len, CONTROL_LEN + 2 * capacity);
         let ring = |writer: usize| RingArea {
@@ -296,8 +319,6 @@ impl ShmStream {
             len: capacity,
         };
         let (outgoing, incoming) = (ring(side), ring(1 - side));
-        let [first, second] = doorbells;
-        let (doorbell, peer_doorbell) = if side == 0 { (first, second) } else { (second, first) };
         ShmStream {
             side,
             map,
@@ -370,7 +391,7 @@ impl ShmStream {
         if sleeping.load(Ordering::SeqCst) & what != 0
             && sleeping.fetch_and(!what, Ordering::SeqCst) & what != 0
         {
-            sys::signal_eventfd(&self.peer_doorbell)?;
+            sys::signal_pipe(&self.peer_doorbell)?;
         }
         Ok(())
     }
@@ -450,7 +471,7 @@ impl ShmStream {
         let rang = left != mem::take(&mut self.sleeping_for);
         if rang || self.ring_pending {
             // A ring whose write has not landed yet is consumed next time.
-            self.ring_pending = !sys::drain_eventfd(&self.doorbell)?;
+            self.ring_pending = !sys::drain_pipe(&self.doorbell)?;
         }
         Ok(())
     }
@@ -769,25 +790,57 @@ mod tests {
         assert!(!rung(&side0));
     }
 
-    /// The doorbell is one open file shared with the peer: a peer that clears
-    /// its `O_NONBLOCK` and then claims to have rung (clears our sleep word)
-    /// without ringing must not make our sleep's end wait for good.
+    /// The doorbell we sleep on came from the peer: a peer that kept a copy
+    /// of it as it handed it over, cleared that copy's `O_NONBLOCK` and then
+    /// claimed to have rung (cleared our sleep word) without ringing must not
+    /// make the end of our sleep wait for good (it did with a shared eventfd:
+    /// one open file for both).
     #[test]
     fn a_peer_that_makes_our_doorbell_blocking_cannot_hang_the_end_of_a_sleep() {
-        let (mut side0, fds) = ShmStream::create(config()).unwrap();
-        let side1 = ShmStream::open(fds, 1).unwrap();
-        // SAFETY: fcntl on an fd the stream holds; no memory is passed.
-        assert_eq!(unsafe { libc::fcntl(side0.doorbell_fd(), libc::F_SETFL, 0) }, 0);
-        side0.arm(ops::READ).unwrap();
-        side1.map.word32(SLEEPING).store(0, Ordering::SeqCst); // side 0's word: "rang"
+        let (side0, fds) = ShmStream::create(config()).unwrap();
+        let kept = fds.doorbells[1].try_clone().unwrap(); // side 1's doorbell, as side 1 sleeps on it
+        let mut side1 = ShmStream::open(fds, 1).unwrap();
+        // SAFETY: fcntl on an fd we hold; no memory is passed.
+        assert_eq!(unsafe { libc::fcntl(kept.as_raw_fd(), libc::F_SETFL, 0) }, 0);
+        side1.arm(ops::READ).unwrap();
+        side0.map.word32(side1.own(SLEEPING)).store(0, Ordering::SeqCst); // "rang"
         let (done, ended) = std::sync::mpsc::channel();
-        let sleeper = thread::spawn(move || {
-            let disarmed = side0.disarm();
-            done.send(()).unwrap();
-            disarmed
+        thread::spawn(move || {
+            let disarmed = side1.disarm().map_err(|err| err.to_string());
+            done.send(disarmed).unwrap();
         });
-        ended.recv_timeout(Duration::from_secs(5)).expect("the end of the sleep waited on the doorbell");
-        sleeper.join().unwrap().unwrap();
+        let disarmed =
+            ended.recv_timeout(Duration::from_secs(5)).expect("the end of the sleep waited on the doorbell");
+        disarmed.unwrap();
+    }
+
+    /// The doorbell we ring is the peer's: a peer that kept a copy of it as it
+    /// handed it over, cleared that copy's `O_NONBLOCK` and filled the
+    /// doorbell must not make our ring wait for good (it did with a shared
+    /// eventfd: one open file for both).
+    #[test]
+    fn a_peer_that_fills_its_doorbell_cannot_hang_our_ring() {
+        let (mut side0, fds) = ShmStream::create(config()).unwrap();
+        let kept = fds.doorbells[0].try_clone().unwrap(); // side 0's doorbell, as side 1 rings it
+        let mut side1 = ShmStream::open(fds, 1).unwrap();
+        let set_flags = |flags: libc::c_int| {
+            // SAFETY: fcntl on an fd we hold; no memory is passed.
+            assert_eq!(unsafe { libc::fcntl(kept.as_raw_fd(), libc::F_SETFL, flags) }, 0);
+        };
+        set_flags(libc::O_NONBLOCK);
+        let most = (u64::MAX - 1).to_ne_bytes();
+        // SAFETY: writing a live 8-byte buffer, until the doorbell is full.
+        while unsafe { libc::write(kept.as_raw_fd(), most.as_ptr().cast(), 8) } == 8 {}
+        set_flags(0);
+        side0.arm(ops::READ).unwrap(); // side 0 asks to be rung for data
+        let (done, rang) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            let written = side1.try_write(b"x");
+            done.send(written.map_err(|err| err.to_string())).unwrap();
+        });
+        let written =
+            rang.recv_timeout(Duration::from_secs(5)).expect("ringing the peer's full doorbell waited");
+        assert_eq!(written.unwrap(), 1);
     }
 
     #[test]
@@ -930,10 +983,8 @@ mod tests {
 
     #[test]
     fn foreign_regions_are_refused() {
-        let fds = ShmFds {
-            region: memfd(8192, true),
-            doorbells: [sys::eventfd().unwrap(), sys::eventfd().unwrap()],
-        };
+        let fds =
+            ShmFds { region: memfd(8192, true), doorbells: [sys::pipe().unwrap().1, sys::pipe().unwrap().0] };
         let err = ShmStream::open(fds, 1).err().expect("a foreign region opened");
         assert!(err.to_string().contains("not an rdma-nio shm region"), "{err}");
     }

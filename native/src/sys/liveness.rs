@@ -11,17 +11,13 @@
 //! later closes of Unix sockets, host-wide (a kernel worker's wake-up; 5,189
 //! runs in 3,600 shm connect cycles, when the channel was a socket pair).
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
-use crate::error::{check, Error, Result};
+use crate::error::{Error, Result};
 
 /// A new channel: (the end to keep, the end to hand to the peer).
 pub(crate) fn pair() -> Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [-1; 2];
-    // SAFETY: fds has room for the two fds the call writes.
-    check("pipe2(liveness)", unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) })?;
-    // SAFETY: both fds are new and ours.
-    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (read, write) = super::pipe()?;
     Ok((write, read))
 }
 

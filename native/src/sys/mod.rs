@@ -5,7 +5,6 @@
 //! (`random`).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::{check, Error, Result};
@@ -66,6 +65,62 @@ pub(crate) fn eventfd() -> Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// A new pipe, both ends non-blocking: (read end, write end).
+pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [-1; 2];
+    // SAFETY: fds has room for the two fds the call writes.
+    check("pipe2", unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) })?;
+    // SAFETY: both fds are new and ours.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// An open file of our own for the pipe end `fd`, which a peer sent (it may
+/// have kept a copy, and the flags of an open file are shared by all its
+/// copies: it could make our reads or writes block). Opened through
+/// `/proc/self/fd` as a named pipe is, non-blocking; `write` for the write end.
+///
+/// # Errors
+/// `InvalidArgument` when `fd` is no pipe; `ENXIO` when `write` and the pipe has no reader left.
+pub(crate) fn reopen_pipe_end(fd: OwnedFd, write: bool) -> Result<OwnedFd> {
+    // SAFETY: an all-zero stat is a valid out-struct.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat of an fd we hold into a live struct.
+    check("fstat(pipe)", unsafe { libc::fstat(fd.as_raw_fd(), &mut stat) })?;
+    if stat.st_mode & libc::S_IFMT != libc::S_IFIFO {
+        return Err(Error::InvalidArgument(format!("fd {} is no pipe", fd.as_raw_fd())));
+    }
+    let path = std::ffi::CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .expect("no NUL in a path of digits");
+    let access = if write { libc::O_WRONLY } else { libc::O_RDONLY };
+    // SAFETY: a NUL-terminated path that lives for the call; a new fd or -1.
+    let own = unsafe { libc::open(path.as_ptr(), access | libc::O_NONBLOCK | libc::O_CLOEXEC) };
+    check("open(/proc/self/fd, pipe)", own)?;
+    // SAFETY: own is new and ours.
+    Ok(unsafe { OwnedFd::from_raw_fd(own) })
+}
+
+/// Makes a pipe readable (one byte); full, it is readable already.
+pub(crate) fn signal_pipe(fd: &OwnedFd) -> Result<()> {
+    // SAFETY: writing 1 byte from a live buffer.
+    let n = unsafe { libc::write(fd.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
+    if n != 1 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EAGAIN) {
+        return Err(Error::last_os("write(pipe)"));
+    }
+    Ok(())
+}
+
+/// Empties a non-blocking pipe (of what one read takes: rings are one byte
+/// each, and one is due per sleep); says whether it held anything.
+pub(crate) fn drain_pipe(fd: &OwnedFd) -> Result<bool> {
+    let mut bytes = [0u8; 64];
+    // SAFETY: reading into a live buffer of its length.
+    let n = unsafe { libc::read(fd.as_raw_fd(), bytes.as_mut_ptr().cast(), bytes.len()) };
+    if n < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EAGAIN) {
+        return Err(Error::last_os("read(pipe)"));
+    }
+    Ok(n > 0)
+}
+
 /// Makes an eventfd readable.
 pub(crate) fn signal_eventfd(fd: &OwnedFd) -> Result<()> {
     let one = 1u64.to_ne_bytes();
@@ -78,30 +133,11 @@ pub(crate) fn signal_eventfd(fd: &OwnedFd) -> Result<()> {
     Ok(())
 }
 
-/// Makes an eventfd unreadable again; says whether it was readable. Never
-/// waits, whatever the fd's flags say: an shm doorbell is one open file
-/// shared with the peer, which can clear its `O_NONBLOCK` (`RWF_NOWAIT` asks
-/// per call; a kernel before 5.12, whose eventfds refuse it, gets a plain read).
+/// Makes a non-blocking eventfd unreadable again; says whether it was readable.
 pub(crate) fn drain_eventfd(fd: &OwnedFd) -> Result<bool> {
-    static NOWAIT_REFUSED: AtomicBool = AtomicBool::new(false);
     let mut count = [0u8; 8];
-    let iov = libc::iovec { iov_base: count.as_mut_ptr().cast(), iov_len: 8 };
-    let read = || {
-        // SAFETY: reading 8 bytes into a live buffer.
-        unsafe { libc::read(fd.as_raw_fd(), count.as_ptr().cast_mut().cast(), 8) }
-    };
-    let n = if NOWAIT_REFUSED.load(Ordering::Relaxed) {
-        read()
-    } else {
-        // SAFETY: one live iovec of 8 bytes; offset -1: the file's position (none for an eventfd).
-        match unsafe { libc::preadv2(fd.as_raw_fd(), &iov, 1, -1, libc::RWF_NOWAIT) } {
-            -1 if std::io::Error::last_os_error().raw_os_error() == Some(libc::EOPNOTSUPP) => {
-                NOWAIT_REFUSED.store(true, Ordering::Relaxed);
-                read()
-            }
-            n => n,
-        }
-    };
+    // SAFETY: reading 8 bytes into a live buffer from a non-blocking eventfd.
+    let n = unsafe { libc::read(fd.as_raw_fd(), count.as_mut_ptr().cast(), 8) };
     if n != 8 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EAGAIN) {
         return Err(Error::last_os("read(eventfd)"));
     }
