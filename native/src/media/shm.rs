@@ -167,14 +167,25 @@ impl ShmFds {
     }
 }
 
+/// A side's ends of the two doorbells, each an open file of its own.
+struct Doorbells {
+    /// Read end of ours, which the peer rings.
+    own: OwnedFd,
+    /// Write end of the peer's, which we ring.
+    peers: OwnedFd,
+    /// A read end of the peer's, never read: with it open the pipe we ring
+    /// always has a reader, so a ring after the peer is gone finds the pipe
+    /// full at worst, never `EPIPE` (nor `SIGPIPE`, which ends a process that
+    /// does not ignore it).
+    #[allow(dead_code)] // held open, never read
+    peers_reader: OwnedFd,
+}
+
 /// One end of a shared-memory byte stream.
 pub struct ShmStream {
     side: usize,
     map: Mapping,
-    /// Rung by the peer for us.
-    doorbell: OwnedFd,
-    /// Rung by us for the peer.
-    peer_doorbell: OwnedFd,
+    doorbells: Doorbells,
     reader: RingReader,
     writer: RingWriter,
     incoming: RingArea,
@@ -241,13 +252,14 @@ impl ShmStream {
         map.word32(16).store(config.seed(), Ordering::Relaxed);
         map.word32(0).store(MAGIC, Ordering::Release); // last: the header is complete
         let (doorbell, peer_rings) = sys::pipe()?;
-        let (peer_doorbell, peer_doorbell_read) = {
-            let (read, write) = sys::pipe()?;
-            (write, read)
-        };
-        let handed = hand_over(&ShmFds { region, doorbells: [peer_rings, peer_doorbell_read] })?;
-        // The mapping outlives the memfd, and our copies of the peer's ends close here.
-        Ok((ShmStream::on_mapping(map, config, doorbell, peer_doorbell, 0), handed))
+        let (peer_doorbell_read, peer_doorbell) = sys::pipe()?;
+        let theirs = ShmFds { region, doorbells: [peer_rings, peer_doorbell_read] };
+        let handed = hand_over(&theirs)?;
+        // Our copy of the read end of the peer's doorbell stays open: see `Doorbells`.
+        let [_, reader] = theirs.doorbells;
+        let doorbells = Doorbells { own: doorbell, peers: peer_doorbell, peers_reader: reader };
+        // The mapping outlives the memfd, which closes here, with our copy of the peer's write end.
+        Ok((ShmStream::on_mapping(map, config, doorbells, 0), handed))
     }
 
     /// Opens `side` (0 or 1) of the stream whose fds these are.
@@ -294,23 +306,19 @@ impl ShmStream {
         }
         // Open files of our own: the peer may have kept copies of these, and
         // could otherwise make our reads or writes of them block.
-        let [first, second] = fds.doorbells;
+        let [first, second] = &fds.doorbells;
         let (own, peers) = if side == 0 { (first, second) } else { (second, first) };
-        let doorbell = sys::reopen_pipe_end(own, false)?;
-        let peer_doorbell = sys::reopen_pipe_end(peers, true)?;
-        // The mapping outlives the memfd, which closes here.
-        Ok(ShmStream::on_mapping(map, config, doorbell, peer_doorbell, side))
+        let doorbells = Doorbells {
+            own: sys::reopen_pipe_end(own, false)?,
+            peers: sys::reopen_pipe_end(peers, true)?,
+            peers_reader: sys::reopen_pipe_end(peers, false)?,
+        };
+        // The mapping outlives the memfd, which closes here with the ends as they came.
+        Ok(ShmStream::on_mapping(map, config, doorbells, side))
     }
 
-    /// `side` of the stream on `map`, a region of two rings shaped by
-    /// `config`, with the read end of its doorbell and the write end of the peer's.
-    fn on_mapping(
-        map: Mapping,
-        config: RingConfig,
-        doorbell: OwnedFd,
-        peer_doorbell: OwnedFd,
-        side: usize,
-    ) -> ShmStream {
+    /// `side` of the stream on `map`, a region of two rings shaped by `config`.
+    fn on_mapping(map: Mapping, config: RingConfig, doorbells: Doorbells, side: usize) -> ShmStream {
         let capacity = config.capacity();
         debug_assert_eq!(map.len, CONTROL_LEN + 2 * capacity);
         let ring = |writer: usize| RingArea {
@@ -322,8 +330,7 @@ impl ShmStream {
         ShmStream {
             side,
             map,
-            doorbell,
-            peer_doorbell,
+            doorbells,
             reader: RingReader::new(config),
             writer: RingWriter::new(config),
             incoming,
@@ -380,7 +387,7 @@ impl ShmStream {
     /// The fd that becomes readable when the peer moved something while we
     /// slept (see `arm`).
     pub fn doorbell_fd(&self) -> RawFd {
-        self.doorbell.as_raw_fd()
+        self.doorbells.own.as_raw_fd()
     }
 
     /// Rings the peer's doorbell if it sleeps for `what` (`WAITS_DATA`,
@@ -391,7 +398,7 @@ impl ShmStream {
         if sleeping.load(Ordering::SeqCst) & what != 0
             && sleeping.fetch_and(!what, Ordering::SeqCst) & what != 0
         {
-            sys::signal_pipe(&self.peer_doorbell)?;
+            sys::signal_pipe(&self.doorbells.peers)?;
         }
         Ok(())
     }
@@ -471,7 +478,7 @@ impl ShmStream {
         let rang = left != mem::take(&mut self.sleeping_for);
         if rang || self.ring_pending {
             // A ring whose write has not landed yet is consumed next time.
-            self.ring_pending = !sys::drain_pipe(&self.doorbell)?;
+            self.ring_pending = !sys::drain_pipe(&self.doorbells.own)?;
         }
         Ok(())
     }
@@ -841,6 +848,21 @@ mod tests {
         let written =
             rang.recv_timeout(Duration::from_secs(5)).expect("ringing the peer's full doorbell waited");
         assert_eq!(written.unwrap(), 1);
+    }
+
+    /// A peer that died asleep (its sleep word asks for a ring) has no read
+    /// end of its doorbell left: our ring must still succeed, not fail with
+    /// `EPIPE` (nor raise `SIGPIPE`, which ends a process that does not ignore it).
+    #[test]
+    fn ringing_a_peer_that_died_asleep_fails_nothing() {
+        let (mut side0, fds) = ShmStream::create(config()).unwrap();
+        let mut side1 = ShmStream::open(fds, 1).unwrap();
+        side0.arm(ops::READ).unwrap();
+        // Side 0's process dies: the kernel closes its fds, no close of the stream runs.
+        // SAFETY: closing side 0's doorbell; `forget` below keeps it from being closed again.
+        assert_eq!(unsafe { libc::close(side0.doorbell_fd()) }, 0);
+        std::mem::forget(side0);
+        assert_eq!(side1.try_write(b"x").unwrap(), 1);
     }
 
     #[test]

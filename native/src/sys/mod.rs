@@ -74,14 +74,15 @@ pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// An open file of our own for the pipe end `fd`, which a peer sent (it may
-/// have kept a copy, and the flags of an open file are shared by all its
-/// copies: it could make our reads or writes block). Opened through
-/// `/proc/self/fd` as a named pipe is, non-blocking; `write` for the write end.
+/// An open file of our own on the pipe that `fd`, an end a peer sent, is an
+/// end of (the peer may have kept a copy of `fd`, and the flags of an open
+/// file are shared by all its copies: it could make our reads or writes
+/// block). Opened through `/proc/self/fd` as a named pipe is, non-blocking;
+/// the write end when `write`, else the read end (whichever `fd` is).
 ///
 /// # Errors
 /// `InvalidArgument` when `fd` is no pipe; `ENXIO` when `write` and the pipe has no reader left.
-pub(crate) fn reopen_pipe_end(fd: OwnedFd, write: bool) -> Result<OwnedFd> {
+pub(crate) fn reopen_pipe_end(fd: &OwnedFd, write: bool) -> Result<OwnedFd> {
     // SAFETY: an all-zero stat is a valid out-struct.
     let mut stat: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: fstat of an fd we hold into a live struct.
@@ -99,7 +100,9 @@ pub(crate) fn reopen_pipe_end(fd: OwnedFd, write: bool) -> Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(own) })
 }
 
-/// Makes a pipe readable (one byte); full, it is readable already.
+/// Makes a pipe readable (one byte); full, it is readable already. The
+/// caller keeps a read end open: a pipe without a reader would fail the write
+/// with `EPIPE` and raise `SIGPIPE`, which ends a process that does not ignore it.
 pub(crate) fn signal_pipe(fd: &OwnedFd) -> Result<()> {
     // SAFETY: writing 1 byte from a live buffer.
     let n = unsafe { libc::write(fd.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
