@@ -14,20 +14,20 @@
 //! | 256 + 256 * side  | side's `closed` flag: `CLOSED_CLEANLY`, `RESET`        |
 //! | 4096 + cap * side | the ring that `side` writes and the other side reads   |
 //!
-//! Each side has a doorbell, a pipe, that the other side rings (a byte) after it moves a
-//! tail (data), a head (credit) or its closed flag, but only while the owner
-//! says it sleeps for that: a reader waiting for data is not woken by the
-//! credit its own peer hands back, and the data path makes no syscall while
-//! both sides are busy. A waiter announces what it sleeps for, looks once
-//! more, and only then waits on its doorbell; the peer publishes, then looks at
-//! the announcement. With sequentially consistent order on both sides, either
-//! the waiter sees the new value or the peer sees the announcement: no wakeup
-//! is lost. The peer that rings clears the bit it rang for first, so one sleep
+//! Each side has a doorbell, a pipe, that the other side rings (a byte) after
+//! it moves a tail (data), a head (credit) or its closed flag, but only while
+//! the owner says it sleeps for that: a reader waiting for data is not woken by
+//! the credit its own peer hands back, and the data path makes no syscall while
+//! both sides are busy. A waiter announces what it sleeps for, looks once more,
+//! and only then waits on its doorbell; the peer publishes, then looks at the
+//! announcement. With sequentially consistent order on both sides, either the
+//! waiter sees the new value or the peer sees the announcement: no wakeup is
+//! lost. The peer that rings clears the bit it rang for first, so one sleep
 //! takes one ring however much is published meanwhile, and the waiter, which
 //! finds the bit cleared, knows there is a ring to consume: a doorbell that did
-//! not ring is not read. The doorbell fd fits an epoll set next to any other fd.
-//! The creator makes both pipes; the side that opens reopens the two ends it
-//! was given (`/proc/self/fd`), so that every doorbell end in use is an open
+//! not ring is not read. The doorbell fd fits an epoll set next to any other
+//! fd. The creator makes both pipes; the side that opens reopens the two ends
+//! it was given (`/proc/self/fd`), so that every doorbell end in use is an open
 //! file of its user's own: the flags of an open file, `O_NONBLOCK` among them,
 //! are shared by its copies, and a peer that kept copies could otherwise make
 //! our reads or writes of it block for good. A full doorbell is a rung one.

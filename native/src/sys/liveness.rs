@@ -11,7 +11,7 @@
 //! later closes of Unix sockets, host-wide (a kernel worker's wake-up; 5,189
 //! runs in 3,600 shm connect cycles, when the channel was a socket pair).
 
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 
 use crate::error::{Error, Result};
 
@@ -23,11 +23,7 @@ pub(crate) fn pair() -> Result<(OwnedFd, OwnedFd)> {
 
 /// `fd`, the end a peer sent, if it is an end of a pipe (it could be anything).
 pub(crate) fn from_peer(fd: OwnedFd) -> Option<OwnedFd> {
-    // SAFETY: an all-zero stat is a valid out-struct.
-    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: fstat of an fd we hold into a live struct.
-    let ok = unsafe { libc::fstat(fd.as_raw_fd(), &mut stat) } == 0;
-    (ok && stat.st_mode & libc::S_IFMT == libc::S_IFIFO).then_some(fd)
+    super::is_pipe(&fd).then_some(fd)
 }
 
 /// The poll(2) events of an end to watch: none, so that only a hang-up or an
@@ -50,6 +46,7 @@ pub(crate) fn hung_up(fd: RawFd) -> Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsRawFd;
 
     #[test]
     fn each_end_tells_when_the_other_closes_and_bytes_do_not_signal() {

@@ -83,11 +83,7 @@ pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd)> {
 /// # Errors
 /// `InvalidArgument` when `fd` is no pipe; `ENXIO` when `write` and the pipe has no reader left.
 pub(crate) fn reopen_pipe_end(fd: &OwnedFd, write: bool) -> Result<OwnedFd> {
-    // SAFETY: an all-zero stat is a valid out-struct.
-    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: fstat of an fd we hold into a live struct.
-    check("fstat(pipe)", unsafe { libc::fstat(fd.as_raw_fd(), &mut stat) })?;
-    if stat.st_mode & libc::S_IFMT != libc::S_IFIFO {
+    if !is_pipe(fd) {
         return Err(Error::InvalidArgument(format!("fd {} is no pipe", fd.as_raw_fd())));
     }
     let path = std::ffi::CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd()))
@@ -98,6 +94,15 @@ pub(crate) fn reopen_pipe_end(fd: &OwnedFd, write: bool) -> Result<OwnedFd> {
     check("open(/proc/self/fd, pipe)", own)?;
     // SAFETY: own is new and ours.
     Ok(unsafe { OwnedFd::from_raw_fd(own) })
+}
+
+/// Whether `fd` (one a peer sent could be anything) is an end of a pipe.
+pub(crate) fn is_pipe(fd: &OwnedFd) -> bool {
+    // SAFETY: an all-zero stat is a valid out-struct.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat of an fd we hold into a live struct.
+    let known = unsafe { libc::fstat(fd.as_raw_fd(), &mut stat) } == 0;
+    known && stat.st_mode & libc::S_IFMT == libc::S_IFIFO
 }
 
 /// Makes a pipe readable (one byte); full, it is readable already. The

@@ -1,7 +1,7 @@
 //! Unix sockets for the shm medium's rendezvous: a client's datagram socket
 //! named by the TCP address it holds (so the listener learns the client's
 //! port from each message's sender) and connected to the listener's abstract
-//! name, and the stream pair whose ends tell each side of the other's death.
+//! name, and the nudge a client sends when the listener's queue is full.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixDatagram;
