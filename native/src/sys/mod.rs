@@ -56,7 +56,7 @@ pub(crate) fn socket_option(fd: &OwnedFd, name: libc::c_int) -> Result<Option<li
     }
 }
 
-/// A new non-blocking eventfd (a doorbell, a wake-up or a completion signal).
+/// A new non-blocking eventfd (a kick, a wake-up or a completion signal).
 pub(crate) fn eventfd() -> Result<OwnedFd> {
     // SAFETY: no pointers; a new fd or -1.
     let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
