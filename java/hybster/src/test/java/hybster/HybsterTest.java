@@ -874,6 +874,69 @@ public class HybsterTest {
     }
 
     /**
+     * A follower that enters a view behind the stable checkpoint its NEW-VIEW
+     * proves fetches that checkpoint's state and then executes the orders the
+     * NEW-VIEW carries past it: the others executed them, and nobody orders
+     * them again (it waited for them for good: the recovery test's rare stall).
+     * The test plays replicas 0 and 1 with their trusted subsystems: both
+     * checkpointed order 2, replica 0 prepared order 3 in view 0 and replica 1
+     * committed it, then replica 1 leads view 1 with their two VIEW-CHANGEs;
+     * replica 2 executed nothing yet.
+     */
+    @Test(timeout = 60_000)
+    public void aFollowerBehindANewViewsCheckpointExecutesWhatTheNewViewCarriesPastIt() throws Exception {
+        Cluster cluster = cluster(3);
+        List<LogApplication> applications = new ArrayList<>();
+        Replica follower = start(cluster, SelectorProvider.provider(),
+                Replica.Options.DEFAULTS.withViewChangeMillis(600_000), applications, 2).get(0);
+        LogApplication stable = new LogApplication(); // the state of checkpoint 2: two orders of one request each
+        stable.execute(Cluster.FIRST_CLIENT, op("r1"));
+        stable.execute(Cluster.FIRST_CLIENT + 1, op("r2"));
+        byte[] appState = stable.snapshot();
+        byte[] snapshot = ByteBuffer.allocate(32 + 4 + 4 + appState.length)
+                .put(new byte[32]).putInt(0).putInt(appState.length).put(appState).array();
+        byte[] digest = Keys.digest(snapshot);
+        TrustedCounter trinx0 = new SoftwareTrinx(0, TRINX_KEY, Replica.COUNTERS);
+        TrustedCounter trinx1 = new SoftwareTrinx(1, TRINX_KEY, Replica.COUNTERS);
+        Message.Checkpoint checkpoint0 = new Message.Checkpoint(0, 2, digest,
+                trinx0.certify(0, 1, Message.Checkpoint.certified(2, digest)));
+        Message.Checkpoint checkpoint1 = new Message.Checkpoint(1, 2, digest,
+                trinx1.certify(0, 1, Message.Checkpoint.certified(2, digest)));
+        List<Message.Checkpoint> proof = List.of(checkpoint0, checkpoint1);
+        List<Request> batch = List.of(new Request(Cluster.FIRST_CLIENT, 3, op("carried")));
+        byte[] batchDigest = Prepare.batchDigest(batch);
+        Prepare prepare = new Prepare(0, 0, 3, batch, trinx0.certify(0, 2, Prepare.certified(0, 3, batchDigest)));
+        Commit commit = new Commit(1, 0, 3, prepare, trinx1.certify(0, 2, Commit.certified(0, 3, batchDigest)));
+        List<Message> log0 = List.of(prepare);
+        List<Message> log1 = List.of(commit);
+        Message.ViewChange viewChange0 = new Message.ViewChange(0, 1, proof, log0,
+                trinx0.certify(0, 3, Message.ViewChange.certified(1, proof, log0)));
+        Message.ViewChange viewChange1 = new Message.ViewChange(1, 1, proof, log1,
+                trinx1.certify(0, 3, Message.ViewChange.certified(1, proof, log1)));
+        List<Message.ViewChange> proofs = List.of(viewChange0, viewChange1);
+        Message.NewView newView = new Message.NewView(1, 1, proofs,
+                trinx1.certify(0, 4, Message.NewView.certified(1, proofs)));
+
+        Node leader = track(new Node(1, cluster.replicas().get(1), cluster.addresses(), cluster.keys(),
+                SelectorProvider.provider()));
+        AtomicLong stateRequests = new AtomicLong();
+        leader.start(message -> {
+            if (message instanceof Message.StateRequest request && request.order() == 2) {
+                stateRequests.incrementAndGet();
+                leader.send(2, new Message.State(1, 2, snapshot, proof, List.of(newView)));
+            }
+        });
+        leader.execute(() -> List.of(checkpoint1, commit, viewChange1, newView).forEach(m -> leader.send(2, m)));
+        awaitCount(stateRequests::get, 1);
+        awaitCount(follower::stateTransfers, 1);
+        awaitCount(() -> applications.get(0).log.size(), 3);
+        assertEquals(List.of(Cluster.FIRST_CLIENT + ":r1", (Cluster.FIRST_CLIENT + 1) + ":r2",
+                Cluster.FIRST_CLIENT + ":carried"), applications.get(0).log);
+        assertEquals(1, follower.view());
+        assertEquals("nothing refused", 0, follower.rejected());
+    }
+
+    /**
      * Recovery: under a client's steady load, a follower and then the leader
      * are stopped (nothing is written on the way out, as with kill -9: what
      * survives is the sealed trusted counter) and started again from their

@@ -237,6 +237,12 @@ public final class Replica implements Closeable {
     private volatile byte[] stableSnapshot = new byte[0];
     /** A stable checkpoint is beyond what this replica executed: it needs the state from others. */
     private boolean needsStateTransfer;
+    /**
+     * The orders a NEW-VIEW carried past what this replica executed, when it
+     * entered that view needing a state: each order's batch (empty where no
+     * log mentions it), executed once the state is in. Nobody orders them again.
+     */
+    private final TreeMap<Long, List<Request>> carriedPastState = new TreeMap<>();
     /** The stable checkpoint whose state this replica fetches, and its proof (0 and empty: none). */
     private long fetching;
     private List<Checkpoint> fetchProof = List.of();
@@ -1090,6 +1096,13 @@ public final class Replica implements Closeable {
         if (recovering) {
             endRecovery(order, snapshot);
         }
+        for (Map.Entry<Long, List<Request>> carried : carriedPastState.tailMap(order, false).entrySet()) {
+            if (carried.getKey() != lastExecuted + 1) {
+                break;
+            }
+            execute(carried.getKey(), carried.getValue());
+        }
+        carriedPastState.clear();
         executeCommitted();
     }
 
@@ -1352,10 +1365,16 @@ public final class Replica implements Closeable {
             }
         }
         long last = carried.isEmpty() ? lastExecuted : Math.max(lastExecuted, carried.lastKey());
-        for (long order = lastExecuted + 1; order <= last && !needsStateTransfer; order++) {
+        carriedPastState.clear();
+        for (long order = Math.max(lastExecuted, stableInProofs) + 1; order <= last; order++) {
             Prepare prepare = carried.get(order);
             // An order no log mentions: nothing committed there, it executes as nothing.
-            execute(order, prepare == null ? List.of() : prepare.batch());
+            List<Request> batch = prepare == null ? List.of() : prepare.batch();
+            if (needsStateTransfer) {
+                carriedPastState.put(order, batch);
+            } else {
+                execute(order, batch);
+            }
         }
         view = newView;
         currentView = newView;
