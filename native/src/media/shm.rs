@@ -697,6 +697,7 @@ mod tests {
     use super::*;
     use crate::error::Error;
     use crate::media::ring::Violation;
+    use crate::sys::epoll::EpollSet;
     use std::thread;
     use std::time::Duration;
 
@@ -795,6 +796,30 @@ mod tests {
         }
         side0.disarm().unwrap();
         assert!(!rung(&side0));
+    }
+
+    /// A selector's sleeps (an edge-triggered epoll set watches the doorbell,
+    /// `disarm_watched` reads nothing) outnumber the bytes a pipe holds many
+    /// times over: a ring must still wake the selector after every one of
+    /// them. Once the pipe is full the ring's write fails with `EAGAIN`, and
+    /// only the kernel's wake-up of a polled pipe's waiters on every write,
+    /// full or not (Linux 5.14 on), makes the edge: this pins that.
+    #[test]
+    fn a_selector_is_woken_after_more_sleeps_than_its_doorbell_holds() {
+        let (mut side0, fds) = ShmStream::create(config()).unwrap();
+        let mut side1 = ShmStream::open(fds, 1).unwrap();
+        let epoll = EpollSet::new().unwrap();
+        epoll.watch(&[side1.doorbell_fd()], (libc::EPOLLIN | libc::EPOLLET) as u32, 1).unwrap();
+        let mut events = Vec::new();
+        let mut buf = [0u8; 8];
+        for sleep in 0..150_000 {
+            side1.arm(ops::READ).unwrap();
+            assert_eq!(side1.ready(ops::READ).unwrap(), 0);
+            assert_eq!(side0.try_write(b"x").unwrap(), 1);
+            assert_eq!(epoll.wait(&mut events, 5_000).unwrap(), 1, "sleep {sleep} was never woken");
+            side1.disarm_watched().unwrap();
+            assert_eq!(side1.try_read(&mut buf).unwrap(), ReadOutcome::Data(1));
+        }
     }
 
     /// The doorbell we sleep on came from the peer: a peer that kept a copy

@@ -105,7 +105,8 @@ pub(crate) fn is_pipe(fd: &OwnedFd) -> bool {
     known && stat.st_mode & libc::S_IFMT == libc::S_IFIFO
 }
 
-/// Makes a pipe readable (one byte); full, it is readable already. The
+/// Makes a pipe readable (one byte); full, it is readable already (and the
+/// failed write still wakes an edge-triggered epoll set that watches it). The
 /// caller keeps a read end open: a pipe without a reader would fail the write
 /// with `EPIPE` and raise `SIGPIPE`, which ends a process that does not ignore it.
 pub(crate) fn signal_pipe(fd: &OwnedFd) -> Result<()> {
