@@ -308,11 +308,9 @@ impl ShmStream {
         // could otherwise make our reads or writes of them block.
         let [first, second] = &fds.doorbells;
         let (own, peers) = if side == 0 { (first, second) } else { (second, first) };
-        let doorbells = Doorbells {
-            own: sys::reopen_pipe_end(own, false)?,
-            peers: sys::reopen_pipe_end(peers, true)?,
-            peers_reader: sys::reopen_pipe_end(peers, false)?,
-        };
+        let [own] = sys::reopen_pipe_ends(own, [false])?;
+        let [peers, peers_reader] = sys::reopen_pipe_ends(peers, [true, false])?;
+        let doorbells = Doorbells { own, peers, peers_reader };
         // The mapping outlives the memfd, which closes here with the ends as they came.
         Ok(ShmStream::on_mapping(map, config, doorbells, side))
     }

@@ -74,26 +74,31 @@ pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// An open file of our own on the pipe that `fd`, an end a peer sent, is an
+/// Open files of our own on the pipe that `fd`, an end a peer sent, is an
 /// end of (the peer may have kept a copy of `fd`, and the flags of an open
 /// file are shared by all its copies: it could make our reads or writes
 /// block). Opened through `/proc/self/fd` as a named pipe is, non-blocking;
-/// the write end when `write`, else the read end (whichever `fd` is).
+/// for each of `writes`, the write end when true, else the read end
+/// (whichever `fd` is). One check that `fd` is a pipe serves them all.
 ///
 /// # Errors
-/// `InvalidArgument` when `fd` is no pipe; `ENXIO` when `write` and the pipe has no reader left.
-pub(crate) fn reopen_pipe_end(fd: &OwnedFd, write: bool) -> Result<OwnedFd> {
+/// `InvalidArgument` when `fd` is no pipe; `ENXIO` for a write end when the pipe has no reader left.
+pub(crate) fn reopen_pipe_ends<const N: usize>(fd: &OwnedFd, writes: [bool; N]) -> Result<[OwnedFd; N]> {
     if !is_pipe(fd) {
         return Err(Error::InvalidArgument(format!("fd {} is no pipe", fd.as_raw_fd())));
     }
     let path = std::ffi::CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd()))
         .expect("no NUL in a path of digits");
-    let access = if write { libc::O_WRONLY } else { libc::O_RDONLY };
-    // SAFETY: a NUL-terminated path that lives for the call; a new fd or -1.
-    let own = unsafe { libc::open(path.as_ptr(), access | libc::O_NONBLOCK | libc::O_CLOEXEC) };
-    check("open(/proc/self/fd, pipe)", own)?;
-    // SAFETY: own is new and ours.
-    Ok(unsafe { OwnedFd::from_raw_fd(own) })
+    let mut ends = Vec::with_capacity(N);
+    for write in writes {
+        let access = if write { libc::O_WRONLY } else { libc::O_RDONLY };
+        // SAFETY: a NUL-terminated path that lives for the call; a new fd or -1.
+        let end = unsafe { libc::open(path.as_ptr(), access | libc::O_NONBLOCK | libc::O_CLOEXEC) };
+        check("open(/proc/self/fd, pipe)", end)?;
+        // SAFETY: end is new and ours.
+        ends.push(unsafe { OwnedFd::from_raw_fd(end) });
+    }
+    Ok(ends.try_into().expect("one end per entry of writes"))
 }
 
 /// Whether `fd` (one a peer sent could be anything) is an end of a pipe.
