@@ -77,8 +77,10 @@ fn non_blocking_connects_and_tcp_listeners_start_no_thread() {
         let options = TransportOptions::default();
         let before_listen = threads();
         let listener = Socket::listen(SocketAddr::new(ip(), 0), transport, options, CONNECTS + 1).unwrap();
+        // At most as many: a thread of the last round's listener (shm's
+        // backlog thread, which its drop stops) may end meanwhile.
         if transport == Transport::Tcp {
-            assert_eq!(threads(), before_listen, "{transport:?}: the listener took a thread");
+            assert!(threads() <= before_listen, "{transport:?}: the listener took a thread");
         }
         let (addr, _) = listener.addresses().unwrap();
         // The first connection starts what a medium starts once per process
@@ -86,7 +88,10 @@ fn non_blocking_connects_and_tcp_listeners_start_no_thread() {
         let (_, first) = connect_at_once(transport, addr, 1);
         let before = threads();
         let (during, sockets) = connect_at_once(transport, addr, CONNECTS);
-        assert_eq!(during, before, "{transport:?}: {CONNECTS} connects under way took threads");
+        assert!(
+            during <= before,
+            "{transport:?}: {CONNECTS} connects under way took threads: {before} -> {during}"
+        );
         let accepted = (0..=CONNECTS).filter(|_| listener.accept(true, TIMEOUT).unwrap().is_some()).count();
         assert_eq!(accepted, CONNECTS + 1, "{transport:?}");
         drop((first, sockets));
