@@ -1000,6 +1000,46 @@ fn a_blocking_tcp_read_sleeps_in_recv_and_every_end_wakes_it() {
     }
 }
 
+/// A blocking reader of shm that sleeps again and again (a ping-pong
+/// client) sleeps in the epoll set its connection keeps, where the doorbell
+/// is watched edge-triggered: waking costs no read of the doorbell, where
+/// poll(2) needed one per wake-up to clear it.
+#[test]
+fn a_blocking_shm_reader_that_sleeps_again_and_again_reads_no_doorbell() {
+    const ROUNDS: u64 = 50;
+    let (listener, addr) = listen(Transport::Shm);
+    let (client, server) = connected_pair(&listener, addr, Transport::Shm);
+    let echo = thread::spawn(move || {
+        let mut buf = [0u8; 8];
+        while server.read(&mut buf, true, TIMEOUT).unwrap() == 4 {
+            thread::sleep(Duration::from_millis(2)); // the reader is asleep by now
+            assert_eq!(server.write(&buf[..4], true).unwrap(), 4);
+        }
+    });
+    let reads_so_far = || {
+        let io = std::fs::read_to_string("/proc/thread-self/io").unwrap();
+        let line = io.lines().find(|line| line.starts_with("syscr:")).expect("syscr in /proc/thread-self/io");
+        line["syscr:".len()..].trim().parse::<u64>().unwrap()
+    };
+    let mut buf = [0u8; 8];
+    let mut round_trip = || {
+        assert_eq!(client.write(b"ping", true).unwrap(), 4);
+        assert_eq!(client.read(&mut buf, true, TIMEOUT).unwrap(), 4);
+    };
+    round_trip(); // the first sleep polls; the set is made at the second
+    round_trip();
+    let look = reads_so_far();
+    let before = reads_so_far();
+    let looking = before - look; // what reading /proc/thread-self/io takes itself
+    for _ in 0..ROUNDS {
+        round_trip();
+    }
+    let reads = reads_so_far() - before - looking;
+    client.close();
+    echo.join().unwrap();
+    assert!(reads <= 2, "{reads} read syscalls in {ROUNDS} round trips, each of which slept");
+}
+
 /// The syscall thread `tid` of this process sleeps in, once it sleeps in
 /// the same one at two looks 20 ms apart (its number, as
 /// `/proc/self/task/TID/syscall` gives it); -1 if it never did within `TIMEOUT`.

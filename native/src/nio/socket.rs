@@ -8,8 +8,9 @@
 //! Blocking: a thread that must wait first polls for the socket's `Spin` (an
 //! adaptive one only while spinning pays: `spin`; never on a medium that
 //! signals by itself), then becomes the socket's sleeper if there is none.
-//! The sleeper sleeps in poll(2) on the socket's sources (for the interests
-//! of every waiting thread) and on the socket's kick eventfd; the
+//! The sleeper sleeps on the socket's sources (for the interests of every
+//! waiting thread) and on the socket's kick eventfd: in poll(2) the first
+//! time, then in an epoll set the connection keeps (`take_wait_set`); the
 //! others wait on `turn`, which the sleeper signals when it wakes. So a
 //! completion that one thread consumes never leaves another asleep. `close`
 //! sets `closed` and writes the kick fd, which stays readable from then on.
@@ -46,6 +47,7 @@ use crate::nio::backlog::Listening;
 use crate::nio::spin::AdaptiveSpin;
 use crate::rdma::closer::{self, Settle};
 use crate::rdma::completions::{CompletionChannel, CompletionGroup, GroupOffer};
+use crate::sys::epoll::WaitSet;
 use crate::sys::inherited::{self, StdinSocket};
 use crate::sys::port::ReservedPort;
 use crate::sys::{self, Deadline, NO_SOURCE};
@@ -153,6 +155,11 @@ struct State {
     bound: Option<Arc<ReservedPort>>,
     /// How long a blocked operation spins, when `Socket::spin` is a time.
     spin: AdaptiveSpin,
+    /// The epoll set a connection's blocking waits sleep in from its second
+    /// sleep on (see `take_wait_set`); out of here while a thread sleeps in it.
+    wait_set: Option<Box<WaitSet<5>>>,
+    /// A blocking wait of the connection slept already.
+    slept: bool,
 }
 
 enum Role {
@@ -198,6 +205,8 @@ impl Socket {
                     Spin::For(spin) => spin,
                     Spin::Forever => Duration::ZERO,
                 }),
+                wait_set: None,
+                slept: false,
             }),
             turn: Condvar::new(),
             kick,
@@ -946,18 +955,30 @@ impl Socket {
         state.sleeper = Some(watch);
         let kick = (self.kick.as_raw_fd(), libc::POLLIN);
         let liveness = (state.liveness_fd(), sys::liveness::EVENTS);
+        let channel = state.completion_channel();
+        let mut wait_set = if channel.is_none() { state.take_wait_set() } else { None };
+        let edge_triggered = wait_set.is_some();
         // Which woke it: (the kick, the liveness fd).
-        let woke = match state.completion_channel() {
-            None => MutexGuard::unlocked(state, || {
+        let woke = match (channel, &mut wait_set) {
+            (None, Some(set)) => MutexGuard::unlocked(state, || {
+                // poll(2)'s event bits are epoll's. The kick and the liveness
+                // fd stay level-triggered: a kick is consumed below, a hang-up never.
+                let level = |(fd, events): WaitSource| (fd, events as u16 as u32);
+                let edge = |source: WaitSource| (source.0, level(source).1 | libc::EPOLLET as u32);
+                set.wait(op, [edge(a), edge(b), edge(c), level(kick), level(liveness)], deadline)
+                    .map(|[.., kick, gone]| (kick, gone))
+            }),
+            (None, None) => MutexGuard::unlocked(state, || {
                 sys::wait_for(op, [a, b, c, kick, liveness], deadline).map(|[.., kick, gone]| (kick, gone))
             }),
-            Some(channel) => MutexGuard::unlocked(state, || {
+            (Some(channel), _) => MutexGuard::unlocked(state, || {
                 channel.sleep_through(|fd| {
                     sys::wait_for(op, [a, b, c, kick, liveness, (fd, libc::POLLIN)], deadline)
                         .map(|[.., kick, gone, _]| (kick, gone))
                 })
             }),
         };
+        state.wait_set = wait_set;
         if let Ok((_, true)) = woke {
             state.check_liveness();
         }
@@ -967,7 +988,11 @@ impl Socket {
         if matches!(woke, Ok((true, _))) && !self.is_closed() {
             sys::drain_eventfd(&self.kick)?;
         }
-        state.disarm()?;
+        if edge_triggered {
+            state.disarm_watched()?; // what a level-triggered wait would see again need not be consumed
+        } else {
+            state.disarm()?;
+        }
         woke.map(drop)
     }
 }
@@ -1204,6 +1229,33 @@ impl State {
             Role::Connected(connected) => connected.stream.completion_channel(),
             _ => None,
         }
+    }
+
+    /// The epoll set for a blocking wait of a connection that slept before,
+    /// taken out for the sleep. Sleeping in it, the sources are watched
+    /// edge-triggered, as a selector watches them: shm then reads no doorbell
+    /// after a wake-up. None (poll(2)) for its first sleep (a connection that
+    /// blocks once, as in a connect-echo-close cycle, pays no set up); for a
+    /// socket not connected (a connect's or listener's fds change; a
+    /// connection's stay open as long as the socket); and for a medium that
+    /// signals by itself (a kernel socket: its sleeper looks with
+    /// `known_ready`, which may miss data that came before, and counts on a
+    /// level-triggered sleep to return at once for it).
+    /// A set that cannot be made (no fd left) leaves the sleep to poll(2).
+    fn take_wait_set(&mut self) -> Option<Box<WaitSet<5>>> {
+        if !matches!(self.role, Role::Connected(_)) || self.signals_by_itself() {
+            return None;
+        }
+        if let Some(set) = self.wait_set.take() {
+            return Some(set);
+        }
+        if !std::mem::replace(&mut self.slept, true) {
+            return None;
+        }
+        WaitSet::new()
+            .map_err(|err| log::debug!("socket: blocking waits go on in poll(2): {err}"))
+            .ok()
+            .map(Box::new)
     }
 
     fn liveness_fd(&self) -> RawFd {

@@ -1,8 +1,10 @@
-//! An epoll set: the fds a selector sleeps on, each under a token of its choosing.
+//! An epoll set: the fds a selector sleeps on, each under a token of its
+//! choosing; and `WaitSet`, the set a socket's blocking waits keep.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use crate::error::{check, Error, Result};
+use crate::sys::Deadline;
 
 /// An epoll fd.
 pub(crate) struct EpollSet {
@@ -67,5 +69,69 @@ impl EpollSet {
             return Ok(0);
         }
         Err(Error::last_os("epoll_wait"))
+    }
+}
+
+/// One thread's wait on a few fds, kept set up between waits: an epoll set
+/// changed only where an fd or its events changed since the last wait, so a
+/// socket that blocks again and again sleeps in one syscall, and its sources
+/// can be watched edge-triggered (`EPOLLET` in their events), as a selector
+/// watches them, where poll(2) is level-triggered only. The fds must stay
+/// open while they are watched (a closed fd leaves the set by itself, and a
+/// reused number would then look watched while it is not).
+pub(crate) struct WaitSet<const N: usize> {
+    epoll: EpollSet,
+    /// What each slot watches: the fd (-1: nothing) and its events.
+    watched: [(RawFd, u32); N],
+    events: Vec<libc::epoll_event>,
+}
+
+impl<const N: usize> WaitSet<N> {
+    pub(crate) fn new() -> Result<WaitSet<N>> {
+        Ok(WaitSet {
+            epoll: EpollSet::new()?,
+            watched: [(-1, 0); N],
+            events: vec![libc::epoll_event { events: 0, u64: 0 }; N],
+        })
+    }
+
+    /// Waits until one of `fds` (each with its epoll events; -1: none)
+    /// signals; returns which did. Fails with `TimedOut` (naming `op`) once
+    /// the deadline passes.
+    pub(crate) fn wait(
+        &mut self,
+        op: &'static str,
+        fds: [(RawFd, u32); N],
+        deadline: Deadline,
+    ) -> Result<[bool; N]> {
+        for (slot, &(fd, events)) in fds.iter().enumerate() {
+            let (old, old_events) = self.watched[slot];
+            if (fd, events) == (old, old_events) {
+                continue;
+            }
+            if old >= 0 && old != fd {
+                self.epoll.unwatch(&[old]);
+                self.watched[slot] = (-1, 0);
+            }
+            if fd >= 0 {
+                let how = if old == fd { libc::EPOLL_CTL_MOD } else { libc::EPOLL_CTL_ADD };
+                self.epoll.control(how, fd, events, slot as u64)?;
+            }
+            self.watched[slot] = (fd, events); // only once it holds: a failure leaves the set as it says
+        }
+        loop {
+            let millis = deadline.poll_millis();
+            match self.epoll.wait(&mut self.events, millis)? {
+                0 if millis == 0 => return Err(deadline.timed_out(op)),
+                0 => continue, // a signal, or rounding: the deadline is not quite there yet
+                n => {
+                    let mut woke = [false; N];
+                    for event in &self.events[..n] {
+                        woke[event.u64 as usize] = true;
+                    }
+                    return Ok(woke);
+                }
+            }
+        }
     }
 }
