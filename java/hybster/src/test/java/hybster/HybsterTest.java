@@ -460,9 +460,14 @@ public class HybsterTest {
                 startWithInstances(cluster, SelectorProvider.provider(), VIEW_CHANGE_MILLIS, 2, 0, 2);
         Client even = track(new Client(Cluster.FIRST_CLIENT, cluster, SelectorProvider.provider(), 1000));
         Client odd = track(new Client(Cluster.FIRST_CLIENT + 1, cluster, SelectorProvider.provider(), 1000));
+        // The first requests wait for two view changes: a suspicion after a
+        // timeout and up to half one more (the watch's period), view 1 failing
+        // (its primary is replica 1) after twice that, then view 2. In the VM
+        // (5 s timeouts) that came to the 20 s of TIMEOUT_MILLIS.
+        long viewChanges = TIMEOUT_MILLIS + 8 * VIEW_CHANGE_MILLIS;
         for (int i = 1; i <= 3; i++) {
-            even.invoke(op("even" + i), TIMEOUT_MILLIS);
-            odd.invoke(op("odd" + i), TIMEOUT_MILLIS);
+            even.invoke(op("even" + i), viewChanges);
+            odd.invoke(op("odd" + i), viewChanges);
         }
         awaitExecuted(applications, 6);
         assertEquals(applications.get(0).log, applications.get(1).log);
