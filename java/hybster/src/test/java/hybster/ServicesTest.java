@@ -40,6 +40,7 @@ import hybster.coordination.CoordinationService.Kind;
 import hybster.coordination.CoordinationService.Operation;
 import hybster.coordination.CoordinationService.WatchedEvent;
 import hybster.ordering.Block;
+import hybster.ordering.BlockStore;
 import hybster.ordering.OrderingClient;
 import hybster.ordering.OrderingService;
 import hybster.ordering.SignedBlock;
@@ -88,6 +89,12 @@ public class ServicesTest {
         Client client = new Client(Cluster.FIRST_CLIENT, cluster, provider, 2000);
         running.add(client);
         return client;
+    }
+
+    /** An Ed25519 key pair for each of the three replicas. */
+    private static List<KeyPair> replicaKeyPairs() throws Exception {
+        KeyPairGenerator generator = KeyPairGenerator.getInstance("Ed25519");
+        return List.of(generator.generateKeyPair(), generator.generateKeyPair(), generator.generateKeyPair());
     }
 
     /** rdma-nio as these tests run it: over shm on the host, over rdma in the VM. */
@@ -218,10 +225,8 @@ public class ServicesTest {
     }
 
     private void orderingBlocksCarrySignaturesAThirdPartyChecks(SelectorProvider provider) throws Exception {
-        KeyPairGenerator generator = KeyPairGenerator.getInstance("Ed25519");
-        List<KeyPair> pairs = List.of(generator.generateKeyPair(), generator.generateKeyPair(),
-                generator.generateKeyPair());
-        KeyPair impostor = generator.generateKeyPair();
+        List<KeyPair> pairs = replicaKeyPairs();
+        KeyPair impostor = KeyPairGenerator.getInstance("Ed25519").generateKeyPair();
         List<PublicKey> publicKeys = pairs.stream().map(KeyPair::getPublic).toList();
         OrderingClient orderer = new OrderingClient(
                 cluster(provider, id -> new OrderingService(4, (id == 2 ? impostor : pairs.get(id)).getPrivate())),
@@ -274,10 +279,8 @@ public class ServicesTest {
 
     private void orderingSubscribersGetEveryBlockInOrder(SelectorProvider provider) throws Exception {
         for (boolean silentReplica : new boolean[] {false, true}) {
-            KeyPairGenerator generator = KeyPairGenerator.getInstance("Ed25519");
-            List<KeyPair> pairs = List.of(generator.generateKeyPair(), generator.generateKeyPair(),
-                    generator.generateKeyPair());
-            PrivateKey impostor = generator.generateKeyPair().getPrivate();
+            List<KeyPair> pairs = replicaKeyPairs();
+            PrivateKey impostor = KeyPairGenerator.getInstance("Ed25519").generateKeyPair().getPrivate();
             List<PublicKey> publicKeys = pairs.stream().map(KeyPair::getPublic).toList();
             Client client = cluster(provider, id -> {
                 OrderingService service = new OrderingService(2, id == 2 ? impostor : pairs.get(id).getPrivate());
@@ -309,6 +312,72 @@ public class ServicesTest {
             stopAll();
             running.clear();
         }
+    }
+
+    /**
+     * A replica restarted over its block store serves the blocks it had
+     * before it executed anything again: replica 2 restarts from its seal (it
+     * recovers, so it executes nothing until a stable checkpoint past what it
+     * may have agreed to), replica 1 stops, and with nothing ordered any more,
+     * blocks still come with f+1 valid signatures, replica 0's and the
+     * restarted replica's, read from its store. On the JDK's provider and on
+     * rdma-nio (shm here, rdma in the VM).
+     */
+    @Test(timeout = 120_000)
+    public void aRestartedReplicaServesTheBlocksItStored() throws Exception {
+        aRestartedReplicaServesTheBlocksItStored(SelectorProvider.provider());
+        aRestartedReplicaServesTheBlocksItStored(rdmaNio());
+    }
+
+    private void aRestartedReplicaServesTheBlocksItStored(SelectorProvider provider) throws Exception {
+        List<KeyPair> pairs = replicaKeyPairs();
+        List<PublicKey> publicKeys = pairs.stream().map(KeyPair::getPublic).toList();
+        java.nio.file.Path disk = java.nio.file.Files.createTempDirectory("hybster-replicas");
+        cluster = HybsterTest.cluster(3);
+        Replica[] started = new Replica[3];
+        for (int id = 0; id < 3; id++) {
+            started[id] = startWithStore(id, pairs.get(id).getPrivate(), disk, provider);
+        }
+        Client client = new Client(Cluster.FIRST_CLIENT, cluster, provider, 2000);
+        running.add(client);
+        OrderingClient orderer = new OrderingClient(client, publicKeys, HybsterTest.TIMEOUT_MILLIS);
+        for (int i = 0; i < 6; i++) {
+            orderer.submit(bytes("tx" + i)); // blocks 0, 1 and 2
+        }
+        List<SignedBlock> before = new ArrayList<>();
+        for (long n = 0; n < 3; n++) {
+            before.add(orderer.block(n).orElseThrow());
+        }
+        HybsterTest.awaitCount(started[2]::executed, 6); // its blocks are stored
+
+        started[2].close();
+        started[2] = startWithStore(2, pairs.get(2).getPrivate(), disk, provider);
+        assertTrue("replica 2 restarted from its seal", started[2].recovering());
+        started[1].close();
+        for (long n = 0; n < 3; n++) {
+            SignedBlock block = orderer.block(n).orElseThrow();
+            assertArrayEquals(before.get((int) n).block().encode(), block.block().encode());
+            assertEquals("signed by replica 0 and the restarted replica 2", Set.of(0, 2),
+                    block.signatures().keySet());
+            assertTrue(block.verify(publicKeys));
+        }
+        assertTrue("replica 2 executed nothing since its restart", started[2].recovering());
+        stopAll();
+        running.clear();
+    }
+
+    /** Starts replica {@code id} of the ordering service with its seal and its blocks in {@code disk}. */
+    private Replica startWithStore(int id, PrivateKey key, java.nio.file.Path disk, SelectorProvider provider)
+            throws Exception {
+        BlockStore store = BlockStore.open(disk.resolve("replica-" + id + ".blocks"));
+        running.add(store);
+        Replica replica = new Replica(id, cluster,
+                SoftwareTrinx.sealed(id, HybsterTest.TRINX_KEY, Replica.COUNTERS,
+                        disk.resolve("replica-" + id + ".seal")),
+                new OrderingService(2, key, store), provider);
+        running.add(replica);
+        replica.start();
+        return replica;
     }
 
     /** {@code service}, but the notices it sends go nowhere (a replica that withholds them). */

@@ -6,8 +6,10 @@ import java.nio.channels.spi.SelectorProvider;
 import java.util.Arrays;
 import java.util.Collection;
 import java.util.HashMap;
+import java.util.HashSet;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 import java.util.TreeMap;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutionException;
@@ -56,6 +58,8 @@ public final class Client implements Closeable {
     private Predicate<Reply> acceptable;
     private CompletableFuture<Proven> result;
     private final Map<Integer, Reply> replies = new HashMap<>();
+    /** The replicas that replied to the current message, acceptably or not. */
+    private final Set<Integer> answered = new HashSet<>();
     private Node.Timer retransmit;
     private volatile Consumer<Notice> notices = notice -> { };
 
@@ -143,6 +147,26 @@ public final class Client implements Closeable {
         return invoke(operation, Math.max(1, left));
     }
 
+    /**
+     * Reads with {@code operation}, whose result proves itself: a replica's
+     * reply is taken only when {@code acceptable} holds (its proof verifies,
+     * say a signature over a value that never changes once it exists), and
+     * f+1 matching acceptable replies are the result, without ordering, from
+     * whatever state each replica reached. Returns null when every replica
+     * answered without that, or not all within the retransmission interval:
+     * the caller then orders the operation. Counted as neither kind of read above.
+     */
+    public synchronized Proven readProven(byte[] operation, Predicate<Reply> acceptable, long timeoutMillis)
+            throws IOException, InterruptedException {
+        long stamp = ++timestamp;
+        try {
+            return call(new Read(id, stamp, operation.clone()), stamp, cluster.f() + 1, acceptable,
+                    Math.min(timeoutMillis, retransmitMillis));
+        } catch (TimeoutException e) {
+            return null;
+        }
+    }
+
     /** Reads that all replicas answered alike, without ordering (see {@link #read}). */
     public synchronized long unorderedReads() {
         return unorderedReads;
@@ -169,6 +193,7 @@ public final class Client implements Closeable {
             this.acceptable = acceptable;
             result = done;
             replies.clear();
+            answered.clear();
             send();
         });
         try {
@@ -226,7 +251,15 @@ public final class Client implements Closeable {
             return;
         }
         if (!(message instanceof Reply reply) || current == null || reply.timestamp() != currentTimestamp
-                || reply.sender() < 0 || reply.sender() >= cluster.n() || !acceptable.test(reply)) {
+                || reply.sender() < 0 || reply.sender() >= cluster.n()) {
+            return;
+        }
+        answered.add(reply.sender());
+        if (!acceptable.test(reply)) {
+            if (answered.size() == cluster.n() && current instanceof Read) {
+                finish(); // all answered, not enough acceptably alike: the read is ordered instead
+                result.complete(null);
+            }
             return;
         }
         replies.put(reply.sender(), reply);
@@ -235,7 +268,7 @@ public final class Client implements Closeable {
         if (proofs.size() >= needed) {
             finish(); // here, on the loop: the caller returns without handing the loop more work
             result.complete(new Proven(reply.result(), proofs));
-        } else if (replies.size() == cluster.n() && current instanceof Read) {
+        } else if (answered.size() == cluster.n() && current instanceof Read) {
             finish(); // all answered, not alike: the read is ordered instead
             result.complete(null);
         }

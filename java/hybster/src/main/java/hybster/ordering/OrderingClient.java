@@ -14,6 +14,7 @@ import java.util.function.Consumer;
 
 import hybster.client.Client;
 import hybster.wire.Keys;
+import hybster.wire.Message;
 import hybster.wire.Message.Notice;
 
 /**
@@ -45,16 +46,30 @@ public final class OrderingClient {
         return number(client.invoke(OrderingService.cutOperation(), timeoutMillis));
     }
 
-    /** Block {@code number} with f+1 valid signatures, or empty while it is not cut. */
+    /**
+     * Block {@code number} with f+1 valid signatures, or empty while it is not
+     * cut. Read without ordering first: f+1 replicas' valid signatures prove a
+     * block whatever each of them executed, a replica that restarted answering
+     * from its {@link BlockStore}; only when they do not come (the block is not
+     * cut, or too few replicas have it) is the read ordered.
+     */
     public Optional<SignedBlock> block(long number) throws IOException, TimeoutException, InterruptedException {
-        Client.Proven proven = client.invoke(OrderingService.getBlock(number), timeoutMillis,
-                reply -> reply.result().length == 0 || reply.sender() < replicaKeys.size()
-                        && SignedBlock.signedBy(replicaKeys.get(reply.sender()), Keys.digest(reply.result()),
-                                reply.proof()));
+        byte[] operation = OrderingService.getBlock(number);
+        Client.Proven proven = client.readProven(operation, reply -> reply.result().length > 0 && signed(reply),
+                timeoutMillis);
+        if (proven == null) {
+            proven = client.invoke(operation, timeoutMillis, reply -> reply.result().length == 0 || signed(reply));
+        }
         if (proven.result().length == 0) {
             return Optional.empty();
         }
         return Optional.of(new SignedBlock(Block.decode(proven.result()), proven.proofs()));
+    }
+
+    /** Whether {@code reply}'s proof is its sender's valid signature of its result. */
+    private boolean signed(Message.Reply reply) {
+        return reply.sender() < replicaKeys.size() && SignedBlock.signedBy(replicaKeys.get(reply.sender()),
+                Keys.digest(reply.result()), reply.proof());
     }
 
     /**

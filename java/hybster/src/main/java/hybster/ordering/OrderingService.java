@@ -13,6 +13,8 @@ import java.util.Arrays;
 import java.util.List;
 import java.util.Set;
 import java.util.TreeSet;
+import java.util.logging.Level;
+import java.util.logging.Logger;
 
 import hybster.replica.Application;
 import hybster.wire.Keys;
@@ -37,8 +39,14 @@ import hybster.wire.Keys;
  * <p>A replica given its Ed25519 key signs each block it returns (see
  * {@link #prove}): f+1 signatures make a {@link SignedBlock} that anyone with
  * the replicas' public keys checks ({@link OrderingClient#block} collects them).
+ *
+ * <p>A replica given a {@link BlockStore} writes each block there as it is cut
+ * (and the blocks a state transfer brings), and answers a get-block read
+ * without ordering ({@link #read}) from its chain or, for a block it had
+ * before it restarted and has not executed again yet, from the store.
  */
 public final class OrderingService implements Application {
+    private static final Logger LOG = Logger.getLogger(OrderingService.class.getName());
     public static final byte SUBMIT = 1;
     public static final byte CUT = 2;
     public static final byte GET_BLOCK = 3;
@@ -52,6 +60,12 @@ public final class OrderingService implements Application {
     /** Clients that get each block as it is cut, in the order of their ids (the same on every replica). */
     private final Set<Integer> subscribers = new TreeSet<>();
     private Notices notices = (client, payload, proof) -> { };
+    /** Where this replica keeps its blocks, or null. */
+    private final BlockStore store;
+    /** Blocks of the chain known to be in the store as they are in the chain (the store may hold more). */
+    private long stored;
+    /** Set once the store failed: the chain goes on in memory, the store is left as it was. */
+    private boolean storeFailed;
 
     /** A service whose blocks this replica does not sign. */
     public OrderingService(int blockSize) {
@@ -60,11 +74,24 @@ public final class OrderingService implements Application {
 
     /** A service whose blocks this replica signs with {@code signingKey} (its own Ed25519 key). */
     public OrderingService(int blockSize, PrivateKey signingKey) {
+        this(blockSize, signingKey, null);
+    }
+
+    /**
+     * A service whose blocks this replica signs with {@code signingKey} (null:
+     * it does not sign) and keeps in {@code store} (null: in memory only).
+     * The store may hold blocks from before a restart: the state starts empty
+     * all the same (the replica executes or fetches the chain again, and the
+     * store then checks against it), and reads serve the stored blocks meanwhile,
+     * signed: the store must be this replica's own, of this cluster.
+     */
+    public OrderingService(int blockSize, PrivateKey signingKey, BlockStore store) {
         if (blockSize < 1) {
             throw new IllegalArgumentException("blocks hold at least one transaction");
         }
         this.blockSize = blockSize;
         this.signingKey = signingKey;
+        this.store = store;
     }
 
     /** This replica's signature of a block that a get-block operation returned. */
@@ -142,6 +169,37 @@ public final class OrderingService implements Application {
         } catch (IOException e) {
             throw new IllegalArgumentException("not an ordering snapshot", e);
         }
+        stored = 0; // the store is checked against the new chain from its start
+        persist();
+    }
+
+    /**
+     * Brings the store in line with the chain: each block not known to be
+     * stored alike is compared with the stored one, or appended. A stored block
+     * that differs from the executed chain's (a store from another cluster's
+     * history, or one a state transfer overrules) is dropped with all after it.
+     */
+    private void persist() {
+        if (store == null || storeFailed) {
+            return;
+        }
+        try {
+            for (; stored < chain.size(); stored++) {
+                Block block = chain.get((int) stored);
+                if (stored < store.size()) {
+                    if (Arrays.equals(store.encoded(stored).orElseThrow(), block.encode())) {
+                        continue;
+                    }
+                    LOG.warning(store + ": block " + stored + " differs from the chain executed; dropping it"
+                            + " and the " + (store.size() - stored - 1) + " after it");
+                    store.truncate(stored);
+                }
+                store.append(block);
+            }
+        } catch (IOException e) {
+            storeFailed = true;
+            LOG.log(Level.SEVERE, store + " failed: blocks from " + stored + " on are kept in memory only", e);
+        }
     }
 
     private static int count(DataInputStream in) throws IOException {
@@ -202,12 +260,41 @@ public final class OrderingService implements Application {
         Block block = new Block(chain.size(), previous, pending);
         chain.add(block);
         pending.clear();
+        persist();
         if (!subscribers.isEmpty()) {
             byte[] encoded = block.encode();
             byte[] signature = sign(encoded);
             subscribers.forEach(client -> notices.send(client, encoded, signature));
         }
         return block.number();
+    }
+
+    /**
+     * A get-block operation answered without ordering: the block from the
+     * chain, or from the store while the chain does not reach it yet (a
+     * replica that restarted serves what it had); empty when this replica has
+     * no such block. A block never changes once cut, and its signature (see
+     * {@link #prove}) vouches for it, so f+1 signed copies prove it whatever
+     * each replica executed so far ({@link OrderingClient#block}). Other
+     * operations are not reads: null.
+     */
+    @Override
+    public byte[] read(byte[] operation) {
+        if (operation.length != 9 || operation[0] != GET_BLOCK) {
+            return null;
+        }
+        long n = ByteBuffer.wrap(operation, 1, 8).getLong();
+        if (n >= 0 && n < chain.size()) {
+            return chain.get((int) n).encode();
+        }
+        if (store != null && !storeFailed) {
+            try {
+                return store.encoded(n).orElse(new byte[0]);
+            } catch (IOException e) {
+                LOG.log(Level.WARNING, store + ": block " + n + " not served", e);
+            }
+        }
+        return new byte[0];
     }
 
     private static byte[] number(long value) {

@@ -552,7 +552,10 @@ public final class Replica implements Closeable {
         return trinx.verify(sender, certificate, Keys.digest(operationOf(request)));
     }
 
-    /** Answers a client's unordered read from the state executed so far (the client checks that all agree). */
+    /**
+     * Answers a client's unordered read from the state executed so far (the
+     * client checks that all agree, or the proofs), recovering or not.
+     */
     private void onRead(Read read) {
         if (read.sender() < Cluster.FIRST_CLIENT) {
             reject(read, "a read from a replica");
@@ -560,7 +563,8 @@ public final class Replica implements Closeable {
         }
         byte[] result = application.read(read.operation());
         if (result != null) {
-            node.send(read.sender(), new Reply(id, view, read.timestamp(), result, new byte[0]));
+            node.send(read.sender(),
+                    new Reply(id, view, read.timestamp(), result, application.prove(read.operation(), result)));
         }
     }
 
