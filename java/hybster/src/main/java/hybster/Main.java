@@ -7,6 +7,15 @@ import java.nio.ByteBuffer;
 import java.nio.channels.spi.SelectorProvider;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.nio.file.attribute.PosixFilePermissions;
+import java.security.GeneralSecurityException;
+import java.security.KeyFactory;
+import java.security.KeyPair;
+import java.security.KeyPairGenerator;
+import java.security.PrivateKey;
+import java.security.PublicKey;
+import java.security.spec.PKCS8EncodedKeySpec;
+import java.security.spec.X509EncodedKeySpec;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.HexFormat;
@@ -18,6 +27,8 @@ import java.util.stream.Collectors;
 
 import hybster.client.Client;
 import hybster.coordination.CoordinationService;
+import hybster.ordering.BlockStore;
+import hybster.ordering.OrderingService;
 import hybster.replica.Application;
 import hybster.replica.Replica;
 import hybster.trinx.SoftwareTrinx;
@@ -29,6 +40,7 @@ import hybster.trinx.TrustedCounter;
  * <pre>
  * java hybster.Main replica CONFIG ID
  * java hybster.Main client CONFIG ID REQUESTS [BYTES]
+ * java hybster.Main keys CONFIG
  * </pre>
  *
  * The configuration is a properties file: {@code replicas} (host:port of each
@@ -40,8 +52,13 @@ import hybster.trinx.TrustedCounter;
  * instances, default 1; the same on every replica), {@code maxBatch} (requests
  * a PREPARE orders at most, default 64; 1 orders each request alone, without
  * waiting for the last batch; the same on every replica), and {@code application}:
- * {@code counter} (default: each operation adds its length to a total) or
- * {@code coordination} (the coordination service), and {@code sealDirectory}:
+ * {@code counter} (default: each operation adds its length to a total),
+ * {@code coordination} (the coordination service) or {@code ordering} (the
+ * ordering service, {@code blockSize} transactions a block, default 100, its
+ * blocks kept in {@code blockDirectory} as {@code replica-ID.blocks} when
+ * given, and signed with {@code replica-ID.key} from {@code keyDirectory} when
+ * given: {@code keys} writes each replica's key pair there, the public key as
+ * {@code replica-ID.pub}, for clients), and {@code sealDirectory}:
  * where each replica seals its trusted counters ({@code replica-ID.seal}), so
  * that one killed and started again recovers (see {@code Replica}); without
  * it a restarted replica's counter starts at 0 and its peers refuse it. A replica runs
@@ -56,7 +73,7 @@ public final class Main {
 
     /** A deployment read from a configuration file (also for drivers that run clients of it). */
     public record Config(Cluster cluster, SelectorProvider provider, String providerName, Replica.Options options,
-            String application, Path sealDirectory) {
+            String application, Path sealDirectory, Ordering ordering) {
         public static Config read(Path file) throws IOException {
             Properties properties = new Properties();
             try (Reader reader = Files.newBufferedReader(file)) {
@@ -79,16 +96,20 @@ public final class Main {
                     .withInstances((int) number(properties, "instances", 1, file))
                     .withMaxBatch((int) number(properties, "maxBatch", Replica.DEFAULT_MAX_BATCH, file));
             String application = properties.getProperty("application", "counter").trim();
-            if (!application.equals("counter") && !application.equals("coordination")) {
+            if (!List.of("counter", "coordination", "ordering").contains(application)) {
                 throw new IllegalArgumentException(file + ": application '" + application
-                        + "' is not counter or coordination");
+                        + "' is not counter, coordination or ordering");
             }
-            String sealing = properties.getProperty("sealDirectory");
-            Path seals = sealing == null ? null : Path.of(sealing.trim());
+            Path seals = directory(properties, "sealDirectory");
+            Ordering ordering = new Ordering((int) number(properties, "blockSize", Ordering.DEFAULT_BLOCK_SIZE, file),
+                    directory(properties, "blockDirectory"), directory(properties, "keyDirectory"));
+            if (ordering.blockSize() < 1) {
+                throw new IllegalArgumentException(file + ": blockSize " + ordering.blockSize() + " is below 1");
+            }
             String provider = properties.getProperty("provider", "jdk");
             return switch (provider) {
                 case "jdk" -> new Config(cluster, SelectorProvider.provider(), "jdk", options, application,
-                        seals);
+                        seals, ordering);
                 case "rdma-nio" -> {
                     String transport = properties.getProperty("transport", "auto");
                     // Only replicas get a ring of a replica's memory; clients get two-sided sends.
@@ -102,7 +123,7 @@ public final class Main {
                             })
                             .distinct().collect(Collectors.joining(","));
                     yield new Config(cluster, rdmaNio(transport, ringPeers), "rdma-nio (" + transport + ")",
-                            options, application, seals);
+                            options, application, seals, ordering);
                 }
                 default -> throw new IllegalArgumentException(file + ": provider '" + provider
                         + "' is not jdk or rdma-nio");
@@ -132,12 +153,89 @@ public final class Main {
             }
         }
 
+        private static Path directory(Properties properties, String key) {
+            String value = properties.getProperty(key);
+            return value == null || value.isBlank() ? null : Path.of(value.trim());
+        }
+
         private static String required(Properties properties, String key, Path file) {
             String value = properties.getProperty(key);
             if (value == null || value.isBlank()) {
                 throw new IllegalArgumentException(file + ": '" + key + "' is missing");
             }
             return value.trim();
+        }
+    }
+
+    /**
+     * The ordering service's settings: transactions a block, where each
+     * replica keeps its blocks and finds its signing key (either null: none).
+     */
+    public record Ordering(int blockSize, Path blockDirectory, Path keyDirectory) {
+        static final int DEFAULT_BLOCK_SIZE = 100;
+
+        /** Replica {@code id}'s block store, or null. */
+        Path blocks(int id) {
+            return blockDirectory == null ? null : blockDirectory.resolve("replica-" + id + ".blocks");
+        }
+
+        /** Replica {@code id}'s private key (PKCS#8), or null. */
+        Path privateKey(int id) {
+            return keyDirectory == null ? null : keyDirectory.resolve("replica-" + id + ".key");
+        }
+
+        /** Replica {@code id}'s public key (X.509), for clients. */
+        public Path publicKey(int id) {
+            if (keyDirectory == null) {
+                throw new IllegalStateException("no keyDirectory: the replicas sign no blocks");
+            }
+            return keyDirectory.resolve("replica-" + id + ".pub");
+        }
+
+        /** Every replica's public key, by index (see {@link Main#writeKeys}). */
+        public List<PublicKey> publicKeys(int replicas) throws IOException, GeneralSecurityException {
+            List<PublicKey> keys = new ArrayList<>();
+            for (int id = 0; id < replicas; id++) {
+                keys.add(KeyFactory.getInstance("Ed25519")
+                        .generatePublic(new X509EncodedKeySpec(Files.readAllBytes(publicKey(id)))));
+            }
+            return keys;
+        }
+
+        /** The ordering service replica {@code id} runs, its store opened. */
+        OrderingService service(int id) throws IOException, GeneralSecurityException {
+            PrivateKey key = privateKey(id) == null ? null : KeyFactory.getInstance("Ed25519")
+                    .generatePrivate(new PKCS8EncodedKeySpec(Files.readAllBytes(privateKey(id))));
+            if (blockDirectory != null) {
+                Files.createDirectories(blockDirectory);
+            }
+            return new OrderingService(blockSize, key, blocks(id) == null ? null : BlockStore.open(blocks(id)));
+        }
+    }
+
+    /**
+     * Writes an Ed25519 key pair for each replica into the configuration's
+     * {@code keyDirectory}: {@code replica-ID.key} (PKCS#8, readable by its
+     * owner alone) and {@code replica-ID.pub} (X.509). Refuses to replace a key.
+     */
+    static void writeKeys(Config config) throws IOException, GeneralSecurityException {
+        Ordering ordering = config.ordering();
+        if (ordering.keyDirectory() == null) {
+            throw new IllegalArgumentException("the configuration names no keyDirectory");
+        }
+        Files.createDirectories(ordering.keyDirectory());
+        for (int id = 0; id < config.cluster().n(); id++) {
+            if (Files.exists(ordering.privateKey(id))) {
+                throw new IOException(ordering.privateKey(id) + " exists: keys are not replaced");
+            }
+        }
+        KeyPairGenerator generator = KeyPairGenerator.getInstance("Ed25519");
+        for (int id = 0; id < config.cluster().n(); id++) {
+            KeyPair pair = generator.generateKeyPair();
+            Files.createFile(ordering.privateKey(id),
+                    PosixFilePermissions.asFileAttribute(PosixFilePermissions.fromString("rw-------")));
+            Files.write(ordering.privateKey(id), pair.getPrivate().getEncoded());
+            Files.write(ordering.publicKey(id), pair.getPublic().getEncoded());
         }
     }
 
@@ -166,8 +264,13 @@ public final class Main {
     }
 
     public static void main(String[] args) throws Exception {
+        if (args.length == 2 && args[0].equals("keys")) {
+            writeKeys(Config.read(Path.of(args[1])));
+            return;
+        }
         if (args.length < 3) {
-            System.err.println("usage: hybster.Main replica CONFIG ID | client CONFIG ID REQUESTS [BYTES]");
+            System.err.println(
+                    "usage: hybster.Main replica CONFIG ID | client CONFIG ID REQUESTS [BYTES] | keys CONFIG");
             System.exit(2);
         }
         Config config = Config.read(Path.of(args[1]));
@@ -182,8 +285,11 @@ public final class Main {
 
     private static void runReplica(Config config, int id) throws Exception {
         Cluster cluster = config.cluster();
-        Application application =
-                config.application().equals("coordination") ? new CoordinationService(cluster.n()) : new Counter();
+        Application application = switch (config.application()) {
+            case "coordination" -> new CoordinationService(cluster.n());
+            case "ordering" -> config.ordering().service(id);
+            default -> new Counter();
+        };
         TrustedCounter trinx = config.sealDirectory() == null
                 ? new SoftwareTrinx(id, cluster.trinxKey(), Replica.COUNTERS)
                 : SoftwareTrinx.sealed(id, cluster.trinxKey(), Replica.COUNTERS,

@@ -1,5 +1,6 @@
 package hybster;
 
+import static org.junit.Assert.assertArrayEquals;
 import static org.junit.Assert.assertEquals;
 import static org.junit.Assert.assertTrue;
 
@@ -21,11 +22,15 @@ import org.junit.After;
 import org.junit.Test;
 
 import hybster.client.Client;
+import hybster.ordering.BlockStore;
+import hybster.ordering.OrderingClient;
+import hybster.ordering.SignedBlock;
 
 /**
  * Replica processes of {@code hybster.Main}, killed with SIGKILL (kill -9)
  * under a client's load and started again from the same configuration: their
- * trusted counters survive in the seal directory, and they recover.
+ * trusted counters survive in the seal directory, and they recover; the
+ * ordering service's blocks survive in each replica's block store.
  */
 public class KilledReplicasTest {
     private static final long TIMEOUT_MILLIS = HybsterTest.IN_VM ? 240_000 : 60_000;
@@ -71,6 +76,39 @@ public class KilledReplicasTest {
         }
     }
 
+    /** A client's requests, one after the other on a thread of their own, until stopped. */
+    private static final class Load {
+        /** One request; {@code done}: how many completed before it. */
+        interface Step {
+            void run(long done) throws Exception;
+        }
+
+        final AtomicLong done = new AtomicLong();
+        final AtomicReference<Throwable> failure = new AtomicReference<>();
+        private final AtomicBoolean stop = new AtomicBoolean();
+        private final Thread thread;
+
+        Load(Step step) {
+            thread = new Thread(() -> {
+                try {
+                    while (!stop.get()) {
+                        step.run(done.get());
+                        done.incrementAndGet();
+                    }
+                } catch (Throwable e) {
+                    failure.set(e);
+                }
+            }, "load");
+            thread.start();
+        }
+
+        /** Stops after the request under way and waits for that. */
+        void stop() throws InterruptedException {
+            stop.set(true);
+            thread.join();
+        }
+    }
+
     @After
     public void killAll() {
         processes.forEach(replica -> replica.process.destroyForcibly());
@@ -89,6 +127,107 @@ public class KilledReplicasTest {
     @Test(timeout = 600_000)
     public void killedReplicasRecoverUnderLoadAndEveryRequestExecutesOnce() throws Exception {
         Path directory = Files.createTempDirectory("hybster-killed");
+        Path config = writeConfig(directory, "");
+        Cluster cluster = Main.Config.read(config).cluster();
+        ReplicaProcess[] replica = startAll(config);
+        Client client = new Client(Cluster.FIRST_CLIENT, cluster, SelectorProvider.provider(), 300);
+        Load load = new Load(done -> {
+            long total = HybsterTest.count(client.invoke(new byte[] {1}, TIMEOUT_MILLIS));
+            assertEquals("the counter after request " + (done + 1), done + 1, total);
+        });
+        try {
+            for (int killed : new int[] {2, 0}) { // a follower, then the leader of view 0
+                awaitDone(load, load.done.get() + 50);
+                replica[killed].process.destroyForcibly().waitFor(); // SIGKILL
+                if (killed == 2) {
+                    awaitDone(load, load.done.get() + 50); // the others go on without it
+                }
+                replica[killed] = start(config, killed);
+                await(replica[killed], "recovered at checkpoint", 0);
+            }
+            awaitDone(load, load.done.get() + 50);
+            replica[1].process.destroyForcibly().waitFor(); // the leader of the view the others moved to
+            int[] from = {replica[0].lineCount(), 0, replica[2].lineCount()};
+            awaitDone(load, load.done.get() + 250); // past a checkpoint (one every 100 orders)
+            for (int id : new int[] {0, 2}) {
+                await(replica[id], " stable, log truncated", from[id]);
+            }
+        } finally {
+            load.stop();
+            client.close();
+        }
+        assertEquals("the load's client failed; " + outputs(), null, load.failure.get());
+    }
+
+    /**
+     * The ordering service's replica processes, each keeping its blocks in its
+     * store and signing them with the key {@code Main keys} wrote: a follower
+     * killed under load (perhaps in the middle of an append) and started again
+     * recovers, its store holds what it had and grows on from there, and every
+     * store holds the same chain as far as it reaches, the longest at least
+     * the blocks of every transaction submitted.
+     */
+    @Test(timeout = 600_000)
+    public void aKilledOrderingReplicaKeepsItsBlocksAndItsStoreGoesOnWithTheChain() throws Exception {
+        Path directory = Files.createTempDirectory("hybster-killed-ordering");
+        Path blocks = directory.resolve("blocks");
+        Path config = writeConfig(directory, "application=ordering\nblockSize=2\nblockDirectory=" + blocks
+                + "\nkeyDirectory=" + directory.resolve("keys") + "\n");
+        Main.Config read = Main.Config.read(config);
+        Main.writeKeys(read);
+        ReplicaProcess[] replica = startAll(config);
+        Client client = new Client(Cluster.FIRST_CLIENT, read.cluster(), SelectorProvider.provider(), 300);
+        OrderingClient orderer = new OrderingClient(client, read.ordering().publicKeys(3), TIMEOUT_MILLIS);
+        Load load = new Load(done -> assertEquals("the block of transaction " + done, done / 2,
+                orderer.submit(("tx" + done).getBytes(StandardCharsets.UTF_8))));
+        long hadBeforeItsRestart;
+        try {
+            awaitDone(load, 50);
+            replica[2].process.destroyForcibly().waitFor(); // SIGKILL
+            try (BlockStore store = BlockStore.open(blocks.resolve("replica-2.blocks"))) {
+                hadBeforeItsRestart = store.size();
+            }
+            awaitDone(load, load.done.get() + 50);
+            replica[2] = start(config, 2);
+            await(replica[2], "recovered at checkpoint", 0);
+            awaitDone(load, load.done.get() + 50);
+            SignedBlock first = orderer.block(0).orElseThrow();
+            assertTrue("block 0 verifies with the keys Main wrote", first.verify(read.ordering().publicKeys(3)));
+        } finally {
+            load.stop();
+            client.close();
+        }
+        assertEquals("the load's client failed; " + outputs(), null, load.failure.get());
+        long done = load.done.get();
+        for (ReplicaProcess process : processes) {
+            process.process.destroyForcibly().waitFor();
+        }
+        List<BlockStore> stores = new ArrayList<>();
+        try {
+            for (int id = 0; id < 3; id++) {
+                stores.add(BlockStore.open(blocks.resolve("replica-" + id + ".blocks")));
+            }
+            long longest = stores.stream().mapToLong(BlockStore::size).max().orElseThrow();
+            assertTrue(longest + " blocks stored for " + done + " transactions", longest >= done / 2);
+            assertTrue("replica 2 had blocks before its restart", hadBeforeItsRestart > 0);
+            assertTrue("replica 2's store went on past its " + hadBeforeItsRestart + " blocks: "
+                    + stores.get(2).size(), stores.get(2).size() > hadBeforeItsRestart);
+            BlockStore reference = stores.stream().filter(store -> store.size() == longest).findFirst().orElseThrow();
+            for (int id = 0; id < 3; id++) {
+                for (long n = 0; n < stores.get(id).size(); n++) {
+                    assertArrayEquals("replica " + id + "'s block " + n, reference.encoded(n).orElseThrow(),
+                            stores.get(id).encoded(n).orElseThrow());
+                }
+            }
+        } finally {
+            for (BlockStore store : stores) {
+                store.close();
+            }
+        }
+    }
+
+    /** A configuration of three replicas on free ports, on the JDK's provider, sealing in {@code directory}. */
+    private static Path writeConfig(Path directory, String extra) throws IOException {
         StringBuilder replicas = new StringBuilder();
         for (int id = 0; id < 3; id++) {
             try (ServerSocket probe = new ServerSocket(0)) {
@@ -97,8 +236,13 @@ public class KilledReplicasTest {
         }
         Path config = directory.resolve("cluster.properties");
         Files.writeString(config, "replicas=" + replicas + "\nmasterSecret=00112233445566778899aabbccddeeff\n"
-                + "trinxKey=ffeeddccbbaa99887766554433221100\nprovider=jdk\nsealDirectory=" + directory + "\n");
-        Cluster cluster = Main.Config.read(config).cluster();
+                + "trinxKey=ffeeddccbbaa99887766554433221100\nprovider=jdk\nsealDirectory=" + directory + "\n"
+                + extra);
+        return config;
+    }
+
+    /** Starts the three replicas of {@code config} and waits until each listens. */
+    private ReplicaProcess[] startAll(Path config) throws IOException, InterruptedException {
         ReplicaProcess[] replica = new ReplicaProcess[3];
         for (int id = 0; id < 3; id++) {
             replica[id] = start(config, id);
@@ -106,45 +250,7 @@ public class KilledReplicasTest {
         for (int id = 0; id < 3; id++) {
             await(replica[id], "replica " + id + " on jdk at", 0); // before the first request's timeout runs
         }
-        Client client = new Client(Cluster.FIRST_CLIENT, cluster, SelectorProvider.provider(), 300);
-        AtomicLong done = new AtomicLong();
-        AtomicBoolean stop = new AtomicBoolean();
-        AtomicReference<Throwable> failure = new AtomicReference<>();
-        Thread load = new Thread(() -> {
-            try {
-                while (!stop.get()) {
-                    long total = HybsterTest.count(client.invoke(new byte[] {1}, TIMEOUT_MILLIS));
-                    assertEquals("the counter after request " + (done.get() + 1), done.get() + 1, total);
-                    done.incrementAndGet();
-                }
-            } catch (Throwable e) {
-                failure.set(e);
-            }
-        }, "load");
-        load.start();
-        try {
-            for (int killed : new int[] {2, 0}) { // a follower, then the leader of view 0
-                awaitDone(done, failure, done.get() + 50);
-                replica[killed].process.destroyForcibly().waitFor(); // SIGKILL
-                if (killed == 2) {
-                    awaitDone(done, failure, done.get() + 50); // the others go on without it
-                }
-                replica[killed] = start(config, killed);
-                await(replica[killed], "recovered at checkpoint", 0);
-            }
-            awaitDone(done, failure, done.get() + 50);
-            replica[1].process.destroyForcibly().waitFor(); // the leader of the view the others moved to
-            int[] from = {replica[0].lineCount(), 0, replica[2].lineCount()};
-            awaitDone(done, failure, done.get() + 250); // past a checkpoint (one every 100 orders)
-            for (int id : new int[] {0, 2}) {
-                await(replica[id], " stable, log truncated", from[id]);
-            }
-        } finally {
-            stop.set(true);
-            load.join();
-            client.close();
-        }
-        assertEquals("the load's client failed; " + outputs(), null, failure.get());
+        return replica;
     }
 
     /** Waits until {@code replica} printed a line with {@code text} from its line {@code from} on. */
@@ -162,12 +268,11 @@ public class KilledReplicasTest {
         return started;
     }
 
-    private void awaitDone(AtomicLong done, AtomicReference<Throwable> failure, long atLeast)
-            throws InterruptedException {
+    private void awaitDone(Load load, long atLeast) throws InterruptedException {
         long deadline = System.currentTimeMillis() + TIMEOUT_MILLIS;
-        while (done.get() < atLeast) {
-            assertEquals("the load's client failed; " + outputs(), null, failure.get());
-            assertTrue("requests done stayed at " + done.get() + "; " + outputs(),
+        while (load.done.get() < atLeast) {
+            assertEquals("the load's client failed; " + outputs(), null, load.failure.get());
+            assertTrue("requests done stayed at " + load.done.get() + "; " + outputs(),
                     System.currentTimeMillis() < deadline);
             Thread.sleep(5);
         }

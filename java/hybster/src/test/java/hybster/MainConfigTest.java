@@ -7,6 +7,7 @@ import static org.junit.Assert.assertTrue;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.nio.file.attribute.PosixFilePermissions;
 
 import org.junit.After;
 import org.junit.Test;
@@ -38,6 +39,31 @@ public class MainConfigTest {
     public void theApplicationIsTheCounterUnlessTheFileNamesTheCoordinationService() throws IOException {
         assertEquals("counter", read("").application());
         assertEquals("coordination", read("application=coordination\n").application());
+    }
+
+    @Test
+    public void theOrderingServiceTakesItsBlockSizeAndWhereItKeepsBlocksAndKeys() throws Exception {
+        Main.Config defaults = read("application=ordering\n");
+        assertEquals("ordering", defaults.application());
+        assertEquals(100, defaults.ordering().blockSize());
+        assertEquals(null, defaults.ordering().blockDirectory());
+        assertThrows(IllegalStateException.class, () -> defaults.ordering().publicKey(0));
+
+        Path directory = Files.createTempDirectory("hybster-config");
+        Main.Config config = read("application=ordering\nblockSize=7\nblockDirectory=" + directory.resolve("b")
+                + "\nkeyDirectory=" + directory.resolve("k") + "\n");
+        assertEquals(7, config.ordering().blockSize());
+        assertEquals(directory.resolve("b"), config.ordering().blockDirectory());
+        Main.writeKeys(config);
+        assertEquals(3, config.ordering().publicKeys(3).size());
+        assertEquals("the private key is its owner's alone", "rw-------", PosixFilePermissions.toString(
+                Files.getPosixFilePermissions(directory.resolve("k").resolve("replica-0.key"))));
+        IOException again = assertThrows(IOException.class, () -> Main.writeKeys(config));
+        assertTrue(again.getMessage(), again.getMessage().contains("keys are not replaced"));
+
+        IllegalArgumentException refused =
+                assertThrows(IllegalArgumentException.class, () -> read("application=ordering\nblockSize=0\n"));
+        assertTrue(refused.getMessage(), refused.getMessage().contains("blockSize 0 is below 1"));
     }
 
     @Test
