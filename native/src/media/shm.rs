@@ -23,10 +23,14 @@
 //! announcement. With sequentially consistent order on both sides, either the
 //! waiter sees the new value or the peer sees the announcement: no wakeup is
 //! lost. The peer that rings clears the bit it rang for first, so one sleep
-//! takes one ring however much is published meanwhile, and the waiter, which
-//! finds the bit cleared, knows there is a ring to consume: a doorbell that did
-//! not ring is not read. The doorbell fd fits an epoll set next to any other
-//! fd. The creator makes both pipes; the side that opens reopens the two ends
+//! takes one ring however much is published meanwhile. A waiter that sleeps
+//! level-triggered (poll(2): the stream's own blocking calls, a connection's
+//! first socket-level sleep) finds the bit cleared, knows there is a ring to
+//! consume, and reads it: a doorbell that did not ring is not read. One that
+//! sleeps edge-triggered (a selector, a connection's later sleeps in its
+//! `WaitSet`) reads none and leaves the bytes in the pipe: an edge comes with
+//! every write, a full pipe's too (`signal_pipe`). The doorbell fd fits an
+//! epoll set next to any other fd. The creator makes both pipes; the side that opens reopens the two ends
 //! it was given (`/proc/self/fd`), so that every doorbell end in use is an open
 //! file of its user's own: the flags of an open file, `O_NONBLOCK` among them,
 //! are shared by its copies, and a peer that kept copies could otherwise make

@@ -119,19 +119,14 @@ impl<const N: usize> WaitSet<N> {
             }
             self.watched[slot] = (fd, events); // only once it holds: a failure leaves the set as it says
         }
-        loop {
-            let millis = deadline.poll_millis();
-            match self.epoll.wait(&mut self.events, millis)? {
-                0 if millis == 0 => return Err(deadline.timed_out(op)),
-                0 => continue, // a signal, or rounding: the deadline is not quite there yet
-                n => {
-                    let mut woke = [false; N];
-                    for event in &self.events[..n] {
-                        woke[event.u64 as usize] = true;
-                    }
-                    return Ok(woke);
-                }
+        let (epoll, events) = (&self.epoll, &mut self.events);
+        deadline.sleep_until(op, |millis| {
+            let n = epoll.wait(events, millis)?;
+            let mut woke = [false; N];
+            for event in &events[..n] {
+                woke[event.u64 as usize] = true;
             }
-        }
+            Ok((n > 0).then_some(woke))
+        })
     }
 }

@@ -320,6 +320,26 @@ impl Deadline {
     pub(crate) fn timed_out(&self, op: &'static str) -> Error {
         Error::TimedOut { op, timeout: self.timeout }
     }
+
+    /// Calls `sleep` with the poll(2) or epoll timeout left until it returns
+    /// what woke it. `None` is a wake-up for nothing (a signal, or a timeout
+    /// that rounding made end early), which fails with `TimedOut` (naming
+    /// `op`) once no time is left.
+    pub(crate) fn sleep_until<T>(
+        &self,
+        op: &'static str,
+        mut sleep: impl FnMut(libc::c_int) -> Result<Option<T>>,
+    ) -> Result<T> {
+        loop {
+            let millis = self.poll_millis();
+            if let Some(woke) = sleep(millis)? {
+                return Ok(woke);
+            }
+            if millis == 0 {
+                return Err(self.timed_out(op));
+            }
+        }
+    }
 }
 
 /// Waits until at least one of `fds` is readable; returns which are.
@@ -340,18 +360,15 @@ pub(crate) fn wait_for<const N: usize>(
     deadline: Deadline,
 ) -> Result<[bool; N]> {
     let mut pollfds = fds.map(|(fd, events)| libc::pollfd { fd, events, revents: 0 });
-    loop {
-        let millis = deadline.poll_millis();
+    deadline.sleep_until(op, |millis| {
         // SAFETY: pollfds is a live array of N pollfd structs.
-        let n = unsafe { libc::poll(pollfds.as_mut_ptr(), N as libc::nfds_t, millis) };
-        match n {
-            -1 if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) => continue,
-            -1 => return Err(Error::last_os("poll")),
-            0 if millis == 0 => return Err(deadline.timed_out(op)),
-            0 => continue, // rounding: the deadline is not quite there yet
-            _ => return Ok(pollfds.map(|p| p.revents != 0)),
+        match unsafe { libc::poll(pollfds.as_mut_ptr(), N as libc::nfds_t, millis) } {
+            -1 if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) => Ok(None),
+            -1 => Err(Error::last_os("poll")),
+            0 => Ok(None),
+            _ => Ok(Some(pollfds.map(|p| p.revents != 0))),
         }
-    }
+    })
 }
 
 /// Sets the int socket option `name` of `level` on `fd` to `value`; `op` names it in errors.
