@@ -162,12 +162,16 @@ impl Default for TransportOptions {
 
 impl TransportOptions {
     /// The options for connections whose receive buffer (`SO_RCVBUF`) is
-    /// `bytes` (0 for the default): rings of that size rounded up to a power of
-    /// two within 4 KiB..64 MiB, records of at most a quarter of it (32 KiB at most).
+    /// `bytes` (0 for the default): rings of twice that size rounded up to a
+    /// power of two within 4 KiB..64 MiB, records of at most a quarter of it
+    /// (32 KiB at most). Twice, as Linux doubles the value for its own
+    /// bookkeeping (socket(7)): a record's header and alignment cost a ring
+    /// as much, and an application that sized its buffers for TCP must find
+    /// room for as many small writes a peer has not read yet.
     pub fn with_receive_buffer(bytes: usize) -> Result<TransportOptions> {
         let mut options = TransportOptions::default();
         if bytes > 0 {
-            let capacity = bytes.next_power_of_two().clamp(4096, 1 << 26);
+            let capacity = bytes.saturating_mul(2).next_power_of_two().clamp(4096, 1 << 26);
             let max_record = (capacity / 4).min(32 * 1024);
             options.rdma = StreamOptions { ring_capacity: capacity, max_record };
             options.shm = RingConfig::new(capacity, max_record, 0).map_err(Error::InvalidArgument)?;

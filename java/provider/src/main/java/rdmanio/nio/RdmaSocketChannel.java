@@ -571,6 +571,23 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
     }
 
     /**
+     * The address a connect named, from the moment it starts, or null; after
+     * a close too (the socket adaptor's getters: the JDK's keep answering).
+     */
+    InetSocketAddress remoteAddress() {
+        synchronized (stateLock) {
+            return remoteAddress;
+        }
+    }
+
+    /** The local address once bound or connected, or null; after a close too (see {@link #remoteAddress()}). */
+    InetSocketAddress localAddress() {
+        synchronized (stateLock) {
+            return localAddress;
+        }
+    }
+
+    /**
      * The socket adaptor's {@code setOOBInline}: urgent data the peer sends is
      * read in line, else dropped (as the JDK's); a connection made later
      * takes it too. TCP and shm carry urgent data.

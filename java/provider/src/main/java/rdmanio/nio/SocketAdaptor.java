@@ -71,54 +71,44 @@ final class SocketAdaptor extends Socket {
         AdaptorExceptions.translated(() -> channel.bind(local));
     }
 
-    private InetSocketAddress remote() {
-        try {
-            return (InetSocketAddress) channel.getRemoteAddress();
-        } catch (IOException closed) {
-            return null;
-        }
-    }
-
-    private InetSocketAddress local() {
-        try {
-            return (InetSocketAddress) channel.getLocalAddress();
-        } catch (IOException closed) {
-            return null;
-        }
-    }
+    // The addresses as the JDK's adaptor gives them: the peer's from the start
+    // of a connect on (a TLS engine made for a pending connect names its peer
+    // by it), and both after a close ("a socket connected before it was
+    // closed goes on returning the connected address"); only the local
+    // address reads as the wildcard once closed.
 
     @Override
     public InetAddress getInetAddress() {
-        InetSocketAddress remote = isConnected() ? remote() : null;
+        InetSocketAddress remote = channel.remoteAddress();
         return remote == null ? null : remote.getAddress();
     }
 
     @Override
     public int getPort() {
-        InetSocketAddress remote = isConnected() ? remote() : null;
+        InetSocketAddress remote = channel.remoteAddress();
         return remote == null ? 0 : remote.getPort();
     }
 
     @Override
     public InetAddress getLocalAddress() {
-        InetSocketAddress local = local();
+        InetSocketAddress local = channel.isOpen() ? channel.localAddress() : null;
         return local == null ? new InetSocketAddress(0).getAddress() : local.getAddress();
     }
 
     @Override
     public int getLocalPort() {
-        InetSocketAddress local = local();
+        InetSocketAddress local = channel.localAddress();
         return local == null ? -1 : local.getPort();
     }
 
     @Override
     public SocketAddress getRemoteSocketAddress() {
-        return isConnected() ? remote() : null;
+        return channel.remoteAddress();
     }
 
     @Override
     public SocketAddress getLocalSocketAddress() {
-        return local();
+        return channel.localAddress();
     }
 
     /** As the JDK's: the stream needs blocking mode only when it is read (IllegalBlockingModeException). */
@@ -390,7 +380,7 @@ final class SocketAdaptor extends Socket {
 
     @Override
     public boolean isBound() {
-        return local() != null;
+        return channel.localAddress() != null; // a close does not unbind
     }
 
     @Override

@@ -18,6 +18,7 @@ import java.net.InetAddress;
 import java.net.InetSocketAddress;
 import java.net.ServerSocket;
 import java.net.Socket;
+import java.net.SocketAddress;
 import java.net.SocketException;
 import java.net.SocketTimeoutException;
 import java.net.StandardSocketOptions;
@@ -496,6 +497,42 @@ public class SocketChannelConformanceTest extends EveryProvider {
                 assertTrue(each.getOption(StandardSocketOptions.SO_RCVBUF) > 0);
                 assertThrows(IllegalArgumentException.class, () -> each.setOption(StandardSocketOptions.SO_RCVBUF, -1));
             }
+        }
+    }
+
+    /**
+     * The socket adaptor names the peer from the start of a connect (Kafka
+     * makes its TLS engine for a pending connect and names the peer by
+     * {@code socket().getInetAddress()}: rdma-nio gave null, and hostname
+     * verification failed), and keeps both addresses after a close, as the
+     * JDK's does; only the local address reads as the wildcard once closed.
+     */
+    @Test(timeout = 30_000)
+    public void theSocketAdaptorNamesThePeerFromTheConnectOnAndAfterTheClose() throws Exception {
+        try (ServerSocketChannel listener = provider.openServerSocketChannel().bind(Providers.anyPort());
+                SocketChannel client = provider.openSocketChannel()) {
+            InetSocketAddress target = (InetSocketAddress) listener.getLocalAddress();
+            client.configureBlocking(false);
+            client.connect(target); // pending or done: the peer is named either way
+            Socket socket = client.socket();
+            assertEquals(target.getAddress(), socket.getInetAddress());
+            assertEquals(target.getPort(), socket.getPort());
+            assertEquals(target, socket.getRemoteSocketAddress());
+            while (!client.finishConnect()) {
+                Thread.sleep(1);
+            }
+            int localPort = socket.getLocalPort();
+            SocketAddress local = socket.getLocalSocketAddress();
+            listener.accept().close();
+
+            closeMidway(client);
+            assertEquals(target.getAddress(), socket.getInetAddress());
+            assertEquals(target.getPort(), socket.getPort());
+            assertEquals(target, socket.getRemoteSocketAddress());
+            assertEquals(localPort, socket.getLocalPort());
+            assertEquals(local, socket.getLocalSocketAddress());
+            assertTrue("a close does not unbind", socket.isBound());
+            assertTrue(socket.getLocalAddress().isAnyLocalAddress());
         }
     }
 
