@@ -270,7 +270,10 @@ final class RdmaSelector extends AbstractSelector {
         for (int i = 0; i < found; i++) {
             RdmaSelectionKey key = keysBySlot[ready.getInt(8 * i)];
             int ops = ready.getInt(8 * i + 4);
-            if (key == null || !key.isValid()) {
+            // A channel closing now is not selected: its closer cancels the key
+            // next (the JDK's selector does not wake for the close of a
+            // non-blocking channel at all; this one may, by the socket's kick).
+            if (key == null || !key.isValid() || !key.channel().isOpen()) {
                 continue;
             }
             ops &= key.currentInterestOps(); // the interest may have shrunk during the wait

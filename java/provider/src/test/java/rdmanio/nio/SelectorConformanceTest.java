@@ -42,6 +42,42 @@ public class SelectorConformanceTest extends EveryProvider {
         }
     }
 
+    /**
+     * A channel closed while its selector waits is not selected: the JDK's
+     * selector does not wake for the close of a non-blocking channel, and the
+     * key is cancelled before the select ends. rdma-nio's woke for the close
+     * (it rings the socket's kick for blocked threads) and selected the key,
+     * which the closer then cancelled: Kafka's acceptor threads died of
+     * {@code CancelledKeyException} in {@code isAcceptable} at every close.
+     */
+    @Test(timeout = 60_000)
+    public void aChannelClosedDuringASelectIsNotSelected() throws Exception {
+        int rounds = 100;
+        int selectedClosed = 0;
+        try (Selector selector = provider.openSelector()) {
+            for (int round = 0; round < rounds; round++) {
+                ServerSocketChannel listener = provider.openServerSocketChannel().bind(Providers.anyPort());
+                listener.configureBlocking(false);
+                SelectionKey key = listener.register(selector, SelectionKey.OP_ACCEPT);
+                CompletableFuture<Integer> select = CompletableFuture.supplyAsync(() -> {
+                    try {
+                        return selector.select(50);
+                    } catch (IOException e) {
+                        throw new RuntimeException(e);
+                    }
+                });
+                Thread.sleep(1); // mostly asleep in the select by now
+                listener.close();
+                select.get(10, TimeUnit.SECONDS);
+                if (selector.selectedKeys().remove(key) && !key.isValid()) {
+                    selectedClosed++;
+                }
+                selector.selectNow(); // the cancelled key leaves the selector
+            }
+        }
+        assertEquals("rounds whose select handed back the key of the channel closed meanwhile", 0, selectedClosed);
+    }
+
     @Test(timeout = 30_000)
     public void aWakeupBeforeSelectEndsTheNextSelectOnly() throws IOException {
         try (Selector selector = provider.openSelector()) {
