@@ -120,6 +120,13 @@ public class BlockStoreTest {
                 && refused.getMessage().contains("the 1 blocks before it are intact"));
 
         bytes[inBlockOne] ^= 1;
+        int lengthOfBlockOne = 12 + 12 + chain("tx", 1).get(0).encode().length; // the magic and version, record 0
+        bytes[lengthOfBlockOne + 1] ^= 1; // a length that would run past the end: damage, not a cut append
+        Files.write(path, bytes);
+        refused = assertThrows(IOException.class, () -> BlockStore.open(path));
+        assertTrue(refused.getMessage(), refused.getMessage().contains("the record of block 1 at offset"));
+
+        bytes[lengthOfBlockOne + 1] ^= 1;
         bytes[indexOf(bytes, bytes("tx2"))] ^= 1; // the last record: as a write the crash tore
         Files.write(path, bytes);
         assertEquals(2, open(path).size());

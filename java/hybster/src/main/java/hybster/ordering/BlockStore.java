@@ -21,15 +21,19 @@ import java.util.zip.CRC32C;
  * {@link OrderingService#read}), and a record of the chain it executed.
  *
  * <p>Layout: an 8-byte magic and a version (int), then one record per block,
- * block 0 first: the encoded block's length (int), the encoded block, and a
- * CRC-32C of the length and the block (int). Each append is forced to the
- * device before it returns.
+ * block 0 first: the encoded block's length (int) and a CRC-32C of it (int),
+ * the encoded block, and a CRC-32C of the length and the block (int). Each
+ * append is one write, forced to the device before it returns.
  *
  * <p>Opening checks every record and that the blocks form a chain. A crash
- * while appending leaves a last record cut short (or, on some file systems,
- * zeros where it was to be): opening drops it, as it was never acknowledged.
- * A damaged record with more behind it is no crash's doing: opening refuses
- * the file, naming the record, rather than serve a chain with a hole.
+ * while appending leaves a prefix of the last record (or, on some file
+ * systems, zeros where it was to be): opening drops it, as it was never
+ * acknowledged. The length's own checksum tells that apart from damage: a
+ * record whose checked length runs past the end, or ends there with its block
+ * failing its checksum, is such a prefix; anything else that fails (a damaged
+ * length, a damaged block with more behind it) is no crash's doing, and
+ * opening refuses the file, naming the record, rather than serve a chain with
+ * a hole or drop the blocks after it.
  *
  * <p>Not thread-safe: the replica's event loop uses it alone.
  */
@@ -38,8 +42,10 @@ public final class BlockStore implements Closeable {
     private static final byte[] MAGIC = {'H', 'Y', 'B', 'S', 'T', 'B', 'L', 'K'};
     private static final int VERSION = 1;
     private static final int HEADER_BYTES = MAGIC.length + 4;
-    /** Length and checksum around each block. */
-    private static final int FRAME_BYTES = 4 + 4;
+    /** The length and its checksum before a block. */
+    private static final int HEAD_BYTES = 4 + 4;
+    /** The length, its checksum and the record's checksum around a block. */
+    private static final int FRAME_BYTES = HEAD_BYTES + 4;
     /** A longer record is damage, not a block (a block's transactions fit in a replica's messages). */
     private static final int MAX_BLOCK_BYTES = 256 << 20;
 
@@ -99,7 +105,7 @@ public final class BlockStore implements Closeable {
         while (offset < size) {
             Optional<byte[]> encoded = record(offset, size);
             if (encoded.isEmpty()) {
-                if (isCrashTail(offset, size)) {
+                if (isAppendCutShort(offset, size)) {
                     LOG.warning(() -> path + ": dropping a last record cut short at offset " + offsets.size()
                             + " blocks in (a crash while appending)");
                     file.truncate(offset);
@@ -127,21 +133,16 @@ public final class BlockStore implements Closeable {
         end = offset;
     }
 
-    /** The block whose record starts at {@code offset}, or empty when the record is cut short or fails its checksum. */
+    /** The block whose record starts at {@code offset}, or empty when the record is cut short or fails a checksum. */
     private Optional<byte[]> record(long offset, long size) throws IOException {
-        if (size - offset < FRAME_BYTES) {
-            return Optional.empty();
-        }
-        ByteBuffer length = ByteBuffer.allocate(4);
-        readFully(length, offset);
-        int bytes = length.getInt(0);
-        if (bytes < 0 || bytes > MAX_BLOCK_BYTES || bytes > size - offset - FRAME_BYTES) {
+        int bytes = checkedLength(offset, size);
+        if (bytes < 0 || bytes > size - offset - FRAME_BYTES) {
             return Optional.empty();
         }
         ByteBuffer body = ByteBuffer.allocate(bytes + 4);
-        readFully(body, offset + 4);
+        readFully(body, offset + HEAD_BYTES);
         CRC32C crc = new CRC32C();
-        crc.update(length.array());
+        crc.update(ByteBuffer.allocate(4).putInt(0, bytes).array());
         crc.update(body.array(), 0, bytes);
         if ((int) crc.getValue() != body.getInt(bytes)) {
             return Optional.empty();
@@ -149,18 +150,32 @@ public final class BlockStore implements Closeable {
         return Optional.of(Arrays.copyOf(body.array(), bytes));
     }
 
+    /** The length at {@code offset} if its checksum holds and it is a block's, else -1. */
+    private int checkedLength(long offset, long size) throws IOException {
+        if (size - offset < HEAD_BYTES) {
+            return -1;
+        }
+        ByteBuffer head = ByteBuffer.allocate(HEAD_BYTES);
+        readFully(head, offset);
+        CRC32C crc = new CRC32C();
+        crc.update(head.array(), 0, 4);
+        int bytes = head.getInt(0);
+        boolean checked = (int) crc.getValue() == head.getInt(4) && bytes >= 0 && bytes <= MAX_BLOCK_BYTES;
+        return checked ? bytes : -1;
+    }
+
     /**
      * Whether a bad record at {@code offset} is what a crash while appending
-     * leaves: a record running past the end or ending at it, or zeros to the end.
+     * leaves (see the class comment): less than a length and its checksum,
+     * a checked length whose record runs past the end or ends at it, or zeros
+     * to the end.
      */
-    private boolean isCrashTail(long offset, long size) throws IOException {
-        if (size - offset < FRAME_BYTES) {
+    private boolean isAppendCutShort(long offset, long size) throws IOException {
+        if (size - offset < HEAD_BYTES) {
             return true;
         }
-        ByteBuffer length = ByteBuffer.allocate(4);
-        readFully(length, offset);
-        long recordEnd = offset + FRAME_BYTES + (length.getInt(0) & 0xffffffffL);
-        if (recordEnd >= size) {
+        int bytes = checkedLength(offset, size);
+        if (bytes >= 0 && offset + FRAME_BYTES + bytes >= size) {
             return true;
         }
         ByteBuffer rest = ByteBuffer.allocate((int) Math.min(size - offset, 1 << 20));
@@ -192,10 +207,13 @@ public final class BlockStore implements Closeable {
                     + offsets.size() + " blocks in " + path);
         }
         byte[] encoded = block.encode();
-        ByteBuffer record = ByteBuffer.allocate(FRAME_BYTES + encoded.length).putInt(encoded.length).put(encoded);
+        ByteBuffer record = ByteBuffer.allocate(FRAME_BYTES + encoded.length);
         CRC32C crc = new CRC32C();
-        crc.update(record.array(), 0, 4 + encoded.length);
-        record.putInt((int) crc.getValue()).flip();
+        record.putInt(encoded.length);
+        crc.update(record.array(), 0, 4);
+        record.putInt((int) crc.getValue());
+        crc.update(encoded); // the record's checksum covers the length and the block
+        record.put(encoded).putInt((int) crc.getValue()).flip();
         writeFully(record, end);
         file.force(false);
         offsets.add(end);
