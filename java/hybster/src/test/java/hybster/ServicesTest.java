@@ -61,6 +61,8 @@ public class ServicesTest {
     private Cluster cluster;
     private SelectorProvider provider;
     private final List<Replica> replicas = new ArrayList<>();
+    /** The block store each replica started last (see {@link #startWithStore}). */
+    private final Map<Integer, BlockStore> blockStores = new java.util.HashMap<>();
 
     @After
     public void stopAll() throws Exception {
@@ -369,7 +371,12 @@ public class ServicesTest {
     /** Starts replica {@code id} of the ordering service with its seal and its blocks in {@code disk}. */
     private Replica startWithStore(int id, PrivateKey key, java.nio.file.Path disk, SelectorProvider provider)
             throws Exception {
+        BlockStore previous = blockStores.get(id);
+        if (previous != null) {
+            previous.close(); // the stopped replica's: its file opens once at a time, as a restarted process's
+        }
         BlockStore store = BlockStore.open(disk.resolve("replica-" + id + ".blocks"));
+        blockStores.put(id, store);
         running.add(store);
         Replica replica = new Replica(id, cluster,
                 SoftwareTrinx.sealed(id, HybsterTest.TRINX_KEY, Replica.COUNTERS,

@@ -11,6 +11,7 @@ import java.security.PrivateKey;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
+import java.util.OptionalLong;
 import java.util.Set;
 import java.util.TreeSet;
 import java.util.logging.Level;
@@ -243,10 +244,11 @@ public final class OrderingService implements Application {
                 return number(subscribers.remove(client) ? 0 : -1);
             }
             case GET_BLOCK -> {
-                if (operation.length != 9) {
+                OptionalLong asked = blockNumber(operation);
+                if (asked.isEmpty()) {
                     return number(-2);
                 }
-                long n = ByteBuffer.wrap(operation, 1, 8).getLong();
+                long n = asked.getAsLong();
                 return n >= 0 && n < chain.size() ? chain.get((int) n).encode() : new byte[0];
             }
             default -> {
@@ -280,10 +282,11 @@ public final class OrderingService implements Application {
      */
     @Override
     public byte[] read(byte[] operation) {
-        if (operation.length != 9 || operation[0] != GET_BLOCK) {
+        OptionalLong asked = blockNumber(operation);
+        if (asked.isEmpty()) {
             return null;
         }
-        long n = ByteBuffer.wrap(operation, 1, 8).getLong();
+        long n = asked.getAsLong();
         if (n >= 0 && n < chain.size()) {
             return chain.get((int) n).encode();
         }
@@ -295,6 +298,14 @@ public final class OrderingService implements Application {
             }
         }
         return new byte[0];
+    }
+
+    /** The block a get-block operation asks for; empty for anything else, a malformed get-block too. */
+    private static OptionalLong blockNumber(byte[] operation) {
+        if (operation.length != 9 || operation[0] != GET_BLOCK) {
+            return OptionalLong.empty();
+        }
+        return OptionalLong.of(ByteBuffer.wrap(operation, 1, 8).getLong());
     }
 
     private static byte[] number(long value) {
