@@ -20,6 +20,7 @@ pub mod ring;
 pub mod send_stream;
 pub mod shm;
 pub mod shm_listener;
+pub mod shm_reuse;
 pub mod stream;
 pub mod tcp;
 pub mod transport;

@@ -47,11 +47,13 @@
 use std::mem;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixDatagram;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::error::{check, Error, Result};
 use crate::media::ring::{RingConfig, RingMemory, RingReader, RingWriter};
+use crate::media::shm_reuse;
 use crate::media::stream::{ops, ByteStream, Interest, ReadOutcome, WaitSource};
 use crate::sys::port::ReservedPort;
 use crate::sys::{self, liveness, Deadline};
@@ -83,7 +85,7 @@ pub(crate) const SEALS: libc::c_int = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | 
 const LIVENESS_CHECK_EVERY: u32 = 1024;
 
 /// A mapping of a memfd, unmapped on drop.
-struct Mapping {
+pub(super) struct Mapping {
     base: NonNull<u8>,
     len: usize,
 }
@@ -104,6 +106,15 @@ impl Mapping {
         Ok(Mapping { base: NonNull::new(base.cast()).expect("mmap returned null"), len })
     }
 
+    /// No mapping: what a stream holds once its region went to `shm_reuse`.
+    fn none() -> Mapping {
+        Mapping { base: NonNull::dangling(), len: 0 }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
     fn word32(&self, offset: usize) -> &AtomicU32 {
         debug_assert!(offset + 4 <= CONTROL_LEN);
         // SAFETY: in bounds, 4-aligned (page-aligned base), and only ever accessed atomically.
@@ -119,8 +130,10 @@ impl Mapping {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        // SAFETY: the mapping came from mmap with this length and is unmapped once.
-        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+        if self.len > 0 {
+            // SAFETY: the mapping came from mmap with this length and is unmapped once.
+            unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+        }
     }
 }
 
@@ -214,6 +227,22 @@ pub struct ShmStream {
     /// The TCP port a client holds for the connection's life, when it was
     /// not bound by its owner.
     _port: Option<ReservedPort>,
+    /// The rings' shape.
+    config: RingConfig,
+    /// Where the region goes when the stream does.
+    keep: Keep,
+}
+
+/// Where a stream's region goes when the stream does (see `shm_reuse`).
+enum Keep {
+    /// Unmapped: a region of a pair made in one process (`create`).
+    Nothing,
+    /// A client's region, parked with the socket it went to the listener
+    /// on, for the next connect to that listener.
+    ForListener { region: OwnedFd, link: UnixDatagram, listener: SocketAddr },
+    /// A region a peer made: its mapping is kept by the region's file, for
+    /// the peer's next handover of it.
+    ByFile(shm_reuse::FileId),
 }
 
 // SAFETY: the raw ring pointers point into `map`, which the stream owns.
@@ -233,6 +262,50 @@ impl ShmStream {
         config: RingConfig,
         hand_over: impl FnOnce(&ShmFds) -> Result<T>,
     ) -> Result<(ShmStream, T)> {
+        // The mapping outlives the memfd, which closes here.
+        Self::create_in(None, config, hand_over).map(|(stream, handed, _region)| (stream, handed))
+    }
+
+    /// `create_with` on `parked`, a region of this shape kept from a
+    /// connection before (its control area is reset), or on a new region;
+    /// returns the region's memfd too.
+    pub(super) fn create_in<T>(
+        parked: Option<(OwnedFd, Mapping)>,
+        config: RingConfig,
+        hand_over: impl FnOnce(&ShmFds) -> Result<T>,
+    ) -> Result<(ShmStream, T, OwnedFd)> {
+        // Plain stores land whole before the tail's release: no CRC to pay for.
+        let config = config.without_crc();
+        let (region, map) = match parked {
+            Some((region, map)) => {
+                debug_assert_eq!(map.len, CONTROL_LEN + 2 * config.capacity());
+                // Every word a side reads starts at zero, as in a new memfd;
+                // the rings' bytes need no reset: only what a tail covers is read.
+                for offset in (0..CONTROL_LEN).step_by(8) {
+                    map.word64(offset).store(0, Ordering::Relaxed);
+                }
+                (region, map)
+            }
+            None => Self::new_region(config)?,
+        };
+        map.word32(4).store(VERSION, Ordering::Relaxed);
+        map.word32(8).store(config.capacity() as u32, Ordering::Relaxed);
+        map.word32(12).store(config.max_payload() as u32, Ordering::Relaxed);
+        map.word32(16).store(config.seed(), Ordering::Relaxed);
+        map.word32(0).store(MAGIC, Ordering::Release); // last: the header is complete
+        let (doorbell, peer_rings) = sys::pipe()?;
+        let (peer_doorbell_read, peer_doorbell) = sys::pipe()?;
+        let theirs = ShmFds { region, doorbells: [peer_rings, peer_doorbell_read] };
+        let handed = hand_over(&theirs)?;
+        // Our copy of the read end of the peer's doorbell stays open: see
+        // `Doorbells`; our copy of the peer's write end closes here.
+        let ShmFds { region, doorbells: [_, reader] } = theirs;
+        let doorbells = Doorbells { own: doorbell, peers: peer_doorbell, peers_reader: reader };
+        Ok((ShmStream::on_mapping(map, config, doorbells, 0), handed, region))
+    }
+
+    /// A new region for two rings shaped by `config`, sealed, and mapped.
+    fn new_region(config: RingConfig) -> Result<(OwnedFd, Mapping)> {
         // SAFETY: a static NUL-terminated name; a new fd or -1.
         let fd = unsafe {
             libc::memfd_create(c"rdma-nio-shm".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
@@ -248,22 +321,7 @@ impl ShmStream {
         // SAFETY: fcntl on the memfd we own; no memory is passed.
         check("fcntl(F_ADD_SEALS, shm region)", unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, SEALS) })?;
         let map = Mapping::new(fd, len)?;
-        // Plain stores land whole before the tail's release: no CRC to pay for.
-        let config = config.without_crc();
-        map.word32(4).store(VERSION, Ordering::Relaxed);
-        map.word32(8).store(config.capacity() as u32, Ordering::Relaxed);
-        map.word32(12).store(config.max_payload() as u32, Ordering::Relaxed);
-        map.word32(16).store(config.seed(), Ordering::Relaxed);
-        map.word32(0).store(MAGIC, Ordering::Release); // last: the header is complete
-        let (doorbell, peer_rings) = sys::pipe()?;
-        let (peer_doorbell_read, peer_doorbell) = sys::pipe()?;
-        let theirs = ShmFds { region, doorbells: [peer_rings, peer_doorbell_read] };
-        let handed = hand_over(&theirs)?;
-        // Our copy of the read end of the peer's doorbell stays open: see `Doorbells`.
-        let [_, reader] = theirs.doorbells;
-        let doorbells = Doorbells { own: doorbell, peers: peer_doorbell, peers_reader: reader };
-        // The mapping outlives the memfd, which closes here, with our copy of the peer's write end.
-        Ok((ShmStream::on_mapping(map, config, doorbells, 0), handed))
+        Ok((region, map))
     }
 
     /// Opens `side` (0 or 1) of the stream whose fds these are.
@@ -290,7 +348,11 @@ impl ShmStream {
         if len < CONTROL_LEN {
             return Err(Error::InvalidArgument(format!("shm region of {len} bytes is too small")));
         }
-        let map = Mapping::new(fds.region.as_raw_fd(), len)?;
+        let file = shm_reuse::FileId { device: stat.st_dev, inode: stat.st_ino };
+        let map = match shm_reuse::take_mapping(file, len) {
+            Some(map) => map,
+            None => Mapping::new(fds.region.as_raw_fd(), len)?,
+        };
         if map.word32(0).load(Ordering::Acquire) != MAGIC || map.word32(4).load(Ordering::Relaxed) != VERSION
         {
             return Err(Error::InvalidArgument("not an rdma-nio shm region of this version".into()));
@@ -316,7 +378,9 @@ impl ShmStream {
         let [peers, peers_reader] = sys::reopen_pipe_ends(peers, [true, false])?;
         let doorbells = Doorbells { own, peers, peers_reader };
         // The mapping outlives the memfd, which closes here with the ends as they came.
-        Ok(ShmStream::on_mapping(map, config, doorbells, side))
+        let mut stream = ShmStream::on_mapping(map, config, doorbells, side);
+        stream.keep = Keep::ByFile(file);
+        Ok(stream)
     }
 
     /// `side` of the stream on `map`, a region of two rings shaped by `config`.
@@ -346,6 +410,8 @@ impl ShmStream {
             ring_pending: false,
             addresses: None,
             _port: None,
+            config,
+            keep: Keep::Nothing,
         }
     }
 
@@ -360,6 +426,23 @@ impl ShmStream {
         self.addresses = Some((local, peer));
         self._port = port;
         self
+    }
+
+    /// Parks the region, when the stream goes, for the next connect to the
+    /// listener on `listener`: `region` is its memfd, `link` the socket it
+    /// was handed over on (see `shm_reuse`). For a side 0 from `create_in`.
+    pub(super) fn keep_for_listener(&mut self, region: OwnedFd, link: UnixDatagram, listener: SocketAddr) {
+        debug_assert_eq!(self.side, 0);
+        self.keep = Keep::ForListener { region, link, listener };
+    }
+
+    /// The file of the region, for a stream on a region a peer made.
+    #[cfg(test)]
+    pub(super) fn region_file(&self) -> Option<shm_reuse::FileId> {
+        match self.keep {
+            Keep::ByFile(file) => Some(file),
+            _ => None,
+        }
     }
 
     /// Keeps `end`, our end of a `sys::liveness` channel with the peer's
@@ -691,6 +774,24 @@ impl ByteStream for ShmStream {
 impl Drop for ShmStream {
     fn drop(&mut self) {
         self.close();
+        // Before the liveness end closes (a field, dropped after this): its
+        // close tells a client that we released the region.
+        match mem::replace(&mut self.keep, Keep::Nothing) {
+            Keep::Nothing => {}
+            Keep::ByFile(file) => shm_reuse::keep_mapping(file, mem::replace(&mut self.map, Mapping::none())),
+            Keep::ForListener { region, link, listener } => {
+                if let Some(last_peer) = self.liveness.take() {
+                    shm_reuse::park(shm_reuse::Parked {
+                        listener,
+                        config: self.config,
+                        link,
+                        region,
+                        map: mem::replace(&mut self.map, Mapping::none()),
+                        last_peer,
+                    });
+                }
+            }
+        }
     }
 }
 

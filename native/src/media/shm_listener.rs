@@ -10,10 +10,12 @@
 //!
 //! A client connects without waiting for the listener, as a TCP client's
 //! connect completes in the kernel before any `accept`: it creates the
-//! region (sealed, its rings shaped by the client's options) with its
-//! doorbells and a liveness channel (a pipe, `sys::liveness`), and sends the
-//! listener one datagram carrying the region, the doorbells and one end of
-//! the channel (SCM_RIGHTS).
+//! region (sealed, its rings shaped by the client's options), or takes one
+//! it parked after an earlier connection to the same listener
+//! (`shm_reuse`), with its doorbells and a liveness channel (a pipe,
+//! `sys::liveness`), and sends the listener one datagram carrying its
+//! address and, attached (SCM_RIGHTS), the region, the doorbells and one
+//! end of the channel.
 //! The listener's queue of such datagrams is its backlog. The kernel keeps
 //! it short (`net.unix.max_dgram_qlen`, 10 by default), so a client that
 //! finds it full nudges the listener (an empty datagram to a second socket,
@@ -21,9 +23,10 @@
 //! of its own, and waits for room. Each side keeps its end of the channel
 //! for the connection's life: the kernel closes a dead process's end (or a
 //! listener's queue that goes unaccepted), and the other end signals.
-//! A client holds a TCP port for the connection's life too and names its
-//! datagram socket after it (`client_name`), so both ends report the
-//! connection by the client's port, as over TCP.
+//! A client holds a TCP port for the connection's life too and sends its
+//! address with the handover, so both ends report the connection by the
+//! client's port, as over TCP (a name, not a proof: another local process
+//! could claim a port it does not hold).
 
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -33,13 +36,18 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::media::ring::RingConfig;
-use crate::media::shm::{ShmFds, ShmStream};
+use crate::media::shm::{Mapping, ShmFds, ShmStream};
+use crate::media::shm_reuse::{self, Parked};
 use crate::sys::port::ReservedPort;
 use crate::sys::{self, fd_passing, liveness, unix_socket, Deadline};
 
-/// The byte of a handover datagram: the rendezvous protocol's version
-/// (3: the liveness channel is a pipe).
-const HANDOVER_VERSION: u8 = 3;
+/// The first byte of a handover datagram: the rendezvous protocol's version
+/// (3: the liveness channel is a pipe; 4: the client's address follows, as
+/// text, not in the sender's name, so a client's socket outlives its port).
+const HANDOVER_VERSION: u8 = 4;
+/// The longest handover datagram: the version and an IPv6 address with a
+/// scope and a port, as text.
+const HANDOVER_MAX_LEN: usize = 64;
 
 /// What the listener's receive failures name (as opposed to a handover's).
 const RECEIVE: &str = "recvmsg(shm listener)";
@@ -55,17 +63,16 @@ fn overflow_name(addr: SocketAddr) -> String {
     format!("{}/full", listener_name(addr))
 }
 
-/// The abstract socket name of a client that holds the TCP address `local`:
-/// the listener reads the client's address from it.
-const CLIENT_NAME_PREFIX: &str = "rdma-nio/shm/client/";
-
-fn client_name(local: SocketAddr) -> String {
-    format!("{CLIENT_NAME_PREFIX}{local}")
+/// A client's handover datagram: the version, then the address it holds.
+fn handover_bytes(local: SocketAddr) -> Vec<u8> {
+    let mut bytes = vec![HANDOVER_VERSION];
+    bytes.extend_from_slice(local.to_string().as_bytes());
+    bytes
 }
 
-/// The address a client's socket name gives (none for an unnamed or foreign one).
-fn client_addr(name: &[u8]) -> Option<SocketAddr> {
-    std::str::from_utf8(name).ok()?.strip_prefix(CLIENT_NAME_PREFIX)?.parse().ok()
+/// The client's address a handover's bytes after the version give.
+fn client_addr(text: &[u8]) -> Option<SocketAddr> {
+    std::str::from_utf8(text).ok()?.parse().ok()
 }
 
 /// Takes local clients' shared-memory streams to an address.
@@ -175,17 +182,17 @@ impl ShmListener {
     /// A handover that is not an rdma-nio shm client's of this version (it
     /// is consumed: the next call takes the next client).
     pub(crate) fn try_accept(&self) -> Result<Option<ShmStream>> {
-        let received = match fd_passing::receive(&self.socket, 4) {
+        let received = match fd_passing::receive(&self.socket, HANDOVER_MAX_LEN, 4) {
             Ok(received) => received,
             Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
             Err(source) => return Err(Error::Os { op: RECEIVE, source }),
         };
         let invalid = |why: &str| Error::InvalidArgument(format!("shm handover: {why}"));
-        if received.byte != Some(HANDOVER_VERSION) {
+        if received.bytes.first() != Some(&HANDOVER_VERSION) {
             return Err(invalid("not an rdma-nio shm client of this version"));
         }
         if received.truncated {
-            return Err(invalid("more fds than expected"));
+            return Err(invalid("more bytes or fds than expected"));
         }
         let count = received.fds.len();
         let Ok([region, doorbell0, doorbell1, liveness]) = <[OwnedFd; 4]>::try_from(received.fds) else {
@@ -197,7 +204,7 @@ impl ShmListener {
             ShmStream::open(ShmFds { region, doorbells: [doorbell0, doorbell1] }, 1)?.with_liveness(liveness);
         // A client named by the address it holds (another process could claim
         // a port it does not hold: a local peer's port is a name, not a proof).
-        Ok(Some(match received.sender.as_deref().and_then(client_addr) {
+        Ok(Some(match client_addr(&received.bytes[1..]) {
             Some(client) => {
                 // A wildcard listener's connection is on the address the client reached.
                 let ip = if self.addr.ip().is_unspecified() { client.ip() } else { self.addr.ip() };
@@ -250,15 +257,25 @@ impl ShmStream {
     }
 }
 
+/// A handover waiting for room in the listener's backlog.
+struct Unsent {
+    /// The socket connected to the listener.
+    link: UnixDatagram,
+    /// What it carries: the region, the doorbells, the listener's liveness end.
+    fds: [OwnedFd; 4],
+    bytes: Vec<u8>,
+    /// Our copy of the region's memfd, kept with the link once it went.
+    region: OwnedFd,
+}
+
 /// A client's connect to an shm listener: done at once, unless the
 /// listener's backlog is full; `try_finish` then sends again, without
 /// waiting, once `fd` is writable, so a connect needs no thread to wait.
 pub(crate) struct ShmHandover {
     /// Our side, named, with its liveness end; until `try_finish` hands it out.
     stream: Option<ShmStream>,
-    /// The socket to the listener and what it has yet to carry (the region,
-    /// the doorbells, the listener's liveness end), while the backlog is full.
-    unsent: Option<(UnixDatagram, [OwnedFd; 4])>,
+    /// What the listener has yet to get, while its backlog is full.
+    unsent: Option<Unsent>,
     addr: SocketAddr,
     deadline: Deadline,
 }
@@ -283,36 +300,69 @@ impl ShmHandover {
                 (port.addr(), Some(port))
             }
         };
-        // First what a refusal needs, so a refused connect costs little.
-        let socket = unix_socket::datagram_to(client_name(local).as_bytes(), listener_name(addr).as_bytes())
-            .map_err(|source| refusal_or(addr, "connect(shm listener)", source))?;
+        // A region parked after a connection to this listener, if it released one.
+        let parked = if from.is_none() { shm_reuse::take_parked(addr, config) } else { None };
+        match parked {
+            Some(parked) => {
+                let Parked { link, region, map, .. } = parked;
+                match Self::hand_over(link, Some((region, map)), addr, local, port, config, deadline) {
+                    // That listener closed (another may have its port now): start afresh.
+                    Err(Error::ConnectionRefused(_)) => {}
+                    done => return done,
+                }
+                Self::start(addr, from, config, deadline)
+            }
+            None => {
+                // First what a refusal needs, so a refused connect costs little.
+                let link = unix_socket::datagram_to(listener_name(addr).as_bytes())
+                    .map_err(|source| refusal_or(addr, "connect(shm listener)", source))?;
+                Self::hand_over(link, None, addr, local, port, config, deadline)
+            }
+        }
+    }
+
+    /// Hands the listener on `addr` a region (`parked`, or a new one) over
+    /// `link`, a socket connected to it, from `local`.
+    fn hand_over(
+        link: UnixDatagram,
+        parked: Option<(OwnedFd, Mapping)>,
+        addr: SocketAddr,
+        local: SocketAddr,
+        port: Option<ReservedPort>,
+        config: RingConfig,
+        deadline: Deadline,
+    ) -> Result<ShmHandover> {
+        let bytes = handover_bytes(local);
         let (ours, theirs) = liveness::pair()?;
-        let (stream, unsent) = ShmStream::create_with(config, |fds| {
-            let [doorbell0, doorbell1] = fds.doorbells.each_ref().map(AsRawFd::as_raw_fd);
-            match send_handover(
-                &socket,
-                addr,
-                [fds.region.as_raw_fd(), doorbell0, doorbell1, theirs.as_raw_fd()],
-            )? {
+        let (stream, unsent, region) = ShmStream::create_in(parked, config, |fds| {
+            let [doorbell0, doorbell1] = &fds.doorbells;
+            let handed = [&fds.region, doorbell0, doorbell1, &theirs];
+            match send_handover(&link, addr, &bytes, handed.map(AsRawFd::as_raw_fd))? {
                 true => Ok(None),
                 // The backlog is full: keep copies to send once there is room.
                 false => {
                     nudge(addr);
-                    let peer = fds.try_clone()?;
-                    let theirs = theirs.try_clone().map_err(|source| Error::Os { op: "dup", source })?;
-                    let [doorbell0, doorbell1] = peer.doorbells;
-                    Ok(Some((socket, [peer.region, doorbell0, doorbell1, theirs])))
+                    let dup = |fd: &OwnedFd| fd.try_clone().map_err(|source| Error::Os { op: "dup", source });
+                    let [region, doorbell0, doorbell1, theirs] = handed.map(dup);
+                    Ok(Some([region?, doorbell0?, doorbell1?, theirs?]))
                 }
             }
         })?;
-        let stream = stream.with_liveness(ours).with_addresses(local, addr, port);
+        let mut stream = stream.with_liveness(ours).with_addresses(local, addr, port);
+        let unsent = match unsent {
+            None => {
+                stream.keep_for_listener(region, link, addr);
+                None
+            }
+            Some(fds) => Some(Unsent { link, fds, bytes, region }),
+        };
         Ok(ShmHandover { stream: Some(stream), unsent, addr, deadline })
     }
 
     /// The fd that becomes writable when the listener's backlog has room
     /// (-1 once the handover went).
     pub(crate) fn fd(&self) -> RawFd {
-        self.unsent.as_ref().map_or(-1, |(socket, _)| socket.as_raw_fd())
+        self.unsent.as_ref().map_or(-1, |unsent| unsent.link.as_raw_fd())
     }
 
     /// The stream once the handover went, `None` while the backlog is full.
@@ -321,24 +371,29 @@ impl ShmHandover {
     /// `TimedOut` once the deadline passed with the backlog still full;
     /// `ConnectionRefused` when the listener went meanwhile.
     pub(crate) fn try_finish(&mut self) -> Result<Option<ShmStream>> {
-        if let Some((socket, fds)) = &self.unsent {
-            if !send_handover(socket, self.addr, fds.each_ref().map(AsRawFd::as_raw_fd))? {
+        if let Some(unsent) = &self.unsent {
+            let fds = unsent.fds.each_ref().map(AsRawFd::as_raw_fd);
+            if !send_handover(&unsent.link, self.addr, &unsent.bytes, fds)? {
                 nudge(self.addr);
                 return match self.deadline.expired() {
                     true => Err(self.deadline.timed_out("shm handover")),
                     false => Ok(None),
                 };
             }
-            self.unsent = None;
         }
-        self.stream.take().map(Some).ok_or_else(|| Error::InvalidArgument("the handover is done".into()))
+        let mut stream =
+            self.stream.take().ok_or_else(|| Error::InvalidArgument("the handover is done".into()))?;
+        if let Some(Unsent { link, region, .. }) = self.unsent.take() {
+            stream.keep_for_listener(region, link, self.addr);
+        }
+        Ok(Some(stream))
     }
 }
 
-/// Sends the version byte with the handover's `fds` attached: false while
-/// the listener's backlog is full.
-fn send_handover(socket: &UnixDatagram, addr: SocketAddr, fds: [RawFd; 4]) -> Result<bool> {
-    match fd_passing::send(socket, HANDOVER_VERSION, &fds) {
+/// Sends the handover's `bytes` with its `fds` attached: false while the
+/// listener's backlog is full.
+fn send_handover(socket: &UnixDatagram, addr: SocketAddr, bytes: &[u8], fds: [RawFd; 4]) -> Result<bool> {
+    match fd_passing::send(socket, bytes, &fds) {
         Ok(()) => Ok(true),
         Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => Ok(false),
         Err(source) => Err(refusal_or(addr, "sendmsg(shm handover)", source)),
@@ -368,6 +423,7 @@ mod tests {
     use super::*;
     use crate::media::stream::ByteStream;
     use std::thread;
+    use std::time::Instant;
 
     const TIMEOUT: Option<Duration> = Some(Duration::from_secs(20));
 
@@ -481,7 +537,7 @@ mod tests {
         let impostor =
             UnixDatagram::bind_addr(&net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap()).unwrap();
         let _client = ShmStream::connect(addr(40010), None, config(), TIMEOUT).unwrap();
-        let received = fd_passing::receive(&impostor, 4).unwrap();
+        let received = fd_passing::receive(&impostor, HANDOVER_MAX_LEN, 4).unwrap();
         assert_eq!(received.fds.len(), 4);
         for (i, fd) in received.fds.iter().enumerate() {
             assert_eq!(
@@ -496,6 +552,7 @@ mod tests {
     /// waker or its timeout ends it, an accept makes room.
     #[test]
     fn a_connect_to_a_full_backlog_waits_for_room() {
+        let _serial = shm_reuse::SERIAL.lock(); // its thousands of regions would crowd out the others'
         let listener = ShmListener::bind(addr(40006)).unwrap();
         let mut queued = Vec::new();
         let mut waiting = loop {
@@ -536,13 +593,97 @@ mod tests {
     #[test]
     fn a_foreign_client_is_refused_and_the_next_one_served() {
         let listener = ShmListener::bind(addr(40004)).unwrap();
-        let foreign =
-            unix_socket::datagram_to(b"rdma-nio/test/foreign", listener_name(addr(40004)).as_bytes())
-                .unwrap();
-        fd_passing::send(&foreign, HANDOVER_VERSION, &[]).unwrap(); // the version, no fds
+        let foreign = unix_socket::datagram_to(listener_name(addr(40004)).as_bytes()).unwrap();
+        fd_passing::send(&foreign, &[HANDOVER_VERSION], &[]).unwrap(); // the version, no fds
         let _client = ShmStream::connect(addr(40004), None, config(), TIMEOUT).unwrap();
         let err = listener.accept(TIMEOUT).err().expect("accepted a foreign client");
         assert!(err.to_string().contains("0 fds, expected 4"), "{err}");
         listener.accept(TIMEOUT).unwrap();
+    }
+
+    /// One round of the connect cycle on `listener`: connect, a message
+    /// each way, both close; the file of the region the server saw.
+    fn cycle(listener: &ShmListener, message: &[u8]) -> shm_reuse::FileId {
+        let mut client = ShmStream::connect(listener.local_addr(), None, config(), TIMEOUT).unwrap();
+        client.write_all(message, TIMEOUT).unwrap();
+        let mut server = listener.accept(TIMEOUT).unwrap();
+        let file = server.region_file().expect("a listener's stream knows its region's file");
+        let mut got = vec![0u8; message.len()];
+        server.read_exact(&mut got, TIMEOUT).unwrap();
+        assert_eq!(got, message, "the server read what this connection's client wrote");
+        server.write_all(&got, TIMEOUT).unwrap();
+        drop(server);
+        let mut echoed = vec![0u8; message.len() + 1];
+        client.read_exact(&mut echoed[..message.len()], TIMEOUT).unwrap();
+        assert_eq!(&echoed[..message.len()], message);
+        assert_eq!(client.read(&mut echoed, TIMEOUT).unwrap(), 0, "the end of stream after the echo");
+        file
+    }
+
+    /// A closed connection's region serves the next connect to the same
+    /// listener (no mapping made or unmapped on either side), and the
+    /// connection on it reads only what is written on it, not what the
+    /// region held from before.
+    #[test]
+    fn the_next_connect_to_a_listener_takes_the_region_of_a_closed_connection() {
+        let _serial = shm_reuse::SERIAL.lock();
+        let listener = ShmListener::bind(addr(40011)).unwrap();
+        let first = cycle(&listener, &[1u8; 50_000]);
+        let second = cycle(&listener, b"short");
+        assert_eq!(second, first, "the second connection has a region of its own");
+        assert_eq!(cycle(&listener, &[3u8; 40_000]), first);
+    }
+
+    /// A parked region goes back only to the listener it was shared with: a
+    /// listener that took the port since gets a new one (the old listener's
+    /// process could still read the parked region).
+    #[test]
+    fn a_parked_region_goes_to_no_other_listener_on_the_port() {
+        let _serial = shm_reuse::SERIAL.lock();
+        let listener = ShmListener::bind(addr(40012)).unwrap();
+        let first = cycle(&listener, b"to the first listener");
+        drop(listener);
+        let successor = ShmListener::bind(addr(40012)).unwrap();
+        let next = cycle(&successor, b"to its successor");
+        assert_ne!(next, first, "the region shared with a closed listener went to its successor");
+        assert_eq!(cycle(&successor, b"again"), next, "the successor's own region is reused");
+    }
+
+    /// A region goes to a new connection only once the listener let go of
+    /// it: while the listener's stream on it lives, a connect makes another.
+    #[test]
+    fn a_region_the_listener_still_holds_is_not_taken() {
+        let _serial = shm_reuse::SERIAL.lock();
+        let listener = ShmListener::bind(addr(40013)).unwrap();
+        let client = ShmStream::connect(addr(40013), None, config(), TIMEOUT).unwrap();
+        let held = listener.accept(TIMEOUT).unwrap();
+        let first = held.region_file().unwrap();
+        drop(client);
+        let _second = ShmStream::connect(addr(40013), None, config(), TIMEOUT).unwrap();
+        let second = listener.accept(TIMEOUT).unwrap();
+        assert_ne!(
+            second.region_file().unwrap(),
+            first,
+            "a region still mapped by the listener's stream was taken"
+        );
+    }
+
+    /// A process that stops connecting holds no kept region after a while,
+    /// nor the thread that lets them go.
+    #[test]
+    fn kept_regions_go_after_a_while_and_so_does_their_thread() {
+        let _serial = shm_reuse::SERIAL.lock();
+        let listener = ShmListener::bind(addr(40014)).unwrap();
+        cycle(&listener, b"once");
+        let (parked, mapped, expiring) = shm_reuse::kept();
+        assert!(
+            parked > 0 && mapped > 0 && expiring,
+            "kept: {parked} parked, {mapped} mapped, thread {expiring}"
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while shm_reuse::kept() != (0, 0, false) {
+            assert!(Instant::now() < deadline, "still kept after 20 s: {:?}", shm_reuse::kept());
+            thread::sleep(Duration::from_millis(100));
+        }
     }
 }

@@ -1,24 +1,21 @@
 //! Passing fds between processes over a Unix socket (SCM_RIGHTS), each
-//! message one byte with the fds attached. Neither call waits (`MSG_DONTWAIT`).
+//! message a few bytes with the fds attached. Neither call waits (`MSG_DONTWAIT`).
 
 use std::io::IoSlice;
 use std::mem;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-/// What `receive` took: the byte (none at end of stream or on a longer
-/// message), every fd that came with it, whether more were cut off, and the
-/// sender's abstract socket name (none for an unnamed sender or a connected stream).
+/// What `receive` took: the message's bytes, every fd that came with it, and
+/// whether bytes or fds were cut off.
 pub(crate) struct Received {
-    pub byte: Option<u8>,
+    pub bytes: Vec<u8>,
     pub fds: Vec<OwnedFd>,
     pub truncated: bool,
-    pub sender: Option<Vec<u8>>,
 }
 
-/// Sends `byte` with `fds` attached (`WouldBlock` when the receiver has no room).
-pub(crate) fn send(socket: &impl AsRawFd, byte: u8, fds: &[RawFd]) -> std::io::Result<()> {
-    let payload = [byte];
-    let iov = [IoSlice::new(&payload)];
+/// Sends `bytes` with `fds` attached (`WouldBlock` when the receiver has no room).
+pub(crate) fn send(socket: &impl AsRawFd, bytes: &[u8], fds: &[RawFd]) -> std::io::Result<()> {
+    let iov = [IoSlice::new(bytes)];
     // SAFETY: CMSG_SPACE is a pure size computation.
     let space = unsafe { libc::CMSG_SPACE(mem::size_of_val(fds) as u32) } as usize;
     let mut control = vec![0u8; space];
@@ -37,26 +34,25 @@ pub(crate) fn send(socket: &impl AsRawFd, byte: u8, fds: &[RawFd]) -> std::io::R
         std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(cmsg).cast::<RawFd>(), fds.len());
     }
     // SAFETY: msg describes live buffers.
-    if unsafe { libc::sendmsg(socket.as_raw_fd(), &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) } != 1 {
+    let sent = unsafe { libc::sendmsg(socket.as_raw_fd(), &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
+    if sent < 0 {
         return Err(std::io::Error::last_os_error());
     }
+    debug_assert_eq!(sent as usize, bytes.len(), "a datagram goes whole or not at all");
     Ok(())
 }
 
-/// Receives one byte and up to `max_fds` fds (close-on-exec). Every fd that
-/// arrives is owned before anything is judged, so none leaks on a refusal.
-pub(crate) fn receive(socket: &impl AsRawFd, max_fds: usize) -> std::io::Result<Received> {
-    let mut payload = [0u8; 1];
-    let mut iov = [libc::iovec { iov_base: payload.as_mut_ptr().cast(), iov_len: 1 }];
+/// Receives a message of up to `max_bytes` bytes and up to `max_fds` fds
+/// (close-on-exec). Every fd that arrives is owned before anything is
+/// judged, so none leaks on a refusal.
+pub(crate) fn receive(socket: &impl AsRawFd, max_bytes: usize, max_fds: usize) -> std::io::Result<Received> {
+    let mut bytes = vec![0u8; max_bytes];
+    let mut iov = [libc::iovec { iov_base: bytes.as_mut_ptr().cast(), iov_len: max_bytes }];
     // SAFETY: CMSG_SPACE is a pure size computation.
     let space = unsafe { libc::CMSG_SPACE((max_fds * mem::size_of::<RawFd>()) as u32) } as usize;
     let mut control = vec![0u8; space];
     // SAFETY: all-zero is a valid msghdr; the pointers set below outlive the call.
     let mut msg: libc::msghdr = unsafe { mem::zeroed() };
-    // SAFETY: all-zero is a valid sockaddr_un.
-    let mut name: libc::sockaddr_un = unsafe { mem::zeroed() };
-    msg.msg_name = (&mut name as *mut libc::sockaddr_un).cast();
-    msg.msg_namelen = mem::size_of_val(&name) as libc::socklen_t;
     msg.msg_iov = iov.as_mut_ptr();
     msg.msg_iovlen = 1;
     msg.msg_control = control.as_mut_ptr().cast();
@@ -80,10 +76,7 @@ pub(crate) fn receive(socket: &impl AsRawFd, max_fds: usize) -> std::io::Result<
             cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
         }
     }
-    let byte = (n == 1).then_some(payload[0]);
-    // An abstract name: a NUL, then the name's bytes up to the length given.
-    let path_len = (msg.msg_namelen as usize).saturating_sub(mem::size_of::<libc::sa_family_t>());
-    let sender = (path_len > 1 && name.sun_path[0] == 0)
-        .then(|| name.sun_path[1..path_len.min(name.sun_path.len())].iter().map(|&c| c as u8).collect());
-    Ok(Received { byte, fds, truncated: msg.msg_flags & libc::MSG_CTRUNC != 0, sender })
+    bytes.truncate(n as usize);
+    let truncated = msg.msg_flags & (libc::MSG_CTRUNC | libc::MSG_TRUNC) != 0;
+    Ok(Received { bytes, fds, truncated })
 }

@@ -1,7 +1,6 @@
 //! Unix sockets for the shm medium's rendezvous: a client's datagram socket
-//! named by the TCP address it holds (so the listener learns the client's
-//! port from each message's sender) and connected to the listener's abstract
-//! name, and the nudge a client sends when the listener's queue is full.
+//! connected to the listener's abstract name, and the nudge a client sends
+//! when the listener's queue is full.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixDatagram;
@@ -32,23 +31,20 @@ fn socket(kind: libc::c_int) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// A non-blocking datagram socket bound to the abstract name `local` and
-/// connected to the socket bound to the abstract name `remote`.
+/// A non-blocking, unnamed datagram socket connected to the socket bound to
+/// the abstract name `remote`. Connected, it sends to that socket (the
+/// object, not the name) for good: once that socket closes, a send fails
+/// with `ECONNREFUSED`, even if another socket took the name since.
 ///
 /// # Errors
-/// `bind`'s (`EADDRINUSE`: another socket has the name) and `connect`'s
-/// (`ECONNREFUSED`: no socket has the name).
-pub(crate) fn datagram_to(local: &[u8], remote: &[u8]) -> std::io::Result<UnixDatagram> {
-    let (local, local_len) = abstract_addr(local)?;
+/// `connect`'s (`ECONNREFUSED`: no socket has the name).
+pub(crate) fn datagram_to(remote: &[u8]) -> std::io::Result<UnixDatagram> {
     let (remote, remote_len) = abstract_addr(remote)?;
     let socket = socket(libc::SOCK_DGRAM)?;
-    let fd = socket.as_raw_fd();
-    // SAFETY: a live fd and socket addresses of the lengths given.
-    if unsafe { libc::bind(fd, (&local as *const libc::sockaddr_un).cast(), local_len) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: as above. A datagram connect does not wait.
-    if unsafe { libc::connect(fd, (&remote as *const libc::sockaddr_un).cast(), remote_len) } < 0 {
+    // SAFETY: a live fd and a socket address of the length given. A datagram connect does not wait.
+    if unsafe { libc::connect(socket.as_raw_fd(), (&remote as *const libc::sockaddr_un).cast(), remote_len) }
+        < 0
+    {
         return Err(std::io::Error::last_os_error());
     }
     Ok(UnixDatagram::from(socket))
@@ -91,16 +87,32 @@ mod tests {
     use std::os::unix::net::SocketAddr;
 
     #[test]
-    fn the_listener_learns_the_senders_name() {
-        let listener =
-            UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(b"rdma-nio/test/unix-listener").unwrap())
-                .unwrap();
-        let client = datagram_to(b"rdma-nio/test/unix-client", b"rdma-nio/test/unix-listener").unwrap();
-        fd_passing::send(&client, 7, &[]).unwrap();
-        let received = fd_passing::receive(&listener, 1).unwrap();
-        assert_eq!(received.byte, Some(7));
-        assert_eq!(received.sender.as_deref(), Some(&b"rdma-nio/test/unix-client"[..]));
-        let refused = datagram_to(b"rdma-nio/test/unix-client-2", b"rdma-nio/test/nobody").unwrap_err();
+    fn a_connected_socket_reaches_the_socket_it_connected_to_and_no_other() {
+        let name = b"rdma-nio/test/unix-listener";
+        let bind = || UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name).unwrap()).unwrap();
+        let listener = bind();
+        let client = datagram_to(name).unwrap();
+        fd_passing::send(&client, b"hello", &[]).unwrap();
+        let received = fd_passing::receive(&listener, 16, 1).unwrap();
+        assert_eq!(received.bytes, b"hello");
+        assert!(!received.truncated);
+        fd_passing::send(&client, b"too long", &[]).unwrap();
+        assert!(
+            fd_passing::receive(&listener, 4, 1).unwrap().truncated,
+            "a longer message is cut and says so"
+        );
+
+        // Another socket takes the name: the connected client does not reach it.
+        drop(listener);
+        let successor = bind();
+        let err = fd_passing::send(&client, b"again", &[]).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+        assert_eq!(
+            fd_passing::receive(&successor, 16, 1).err().map(|e| e.kind()),
+            Some(std::io::ErrorKind::WouldBlock)
+        );
+
+        let refused = datagram_to(b"rdma-nio/test/nobody").unwrap_err();
         assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
     }
 }
