@@ -291,6 +291,18 @@ impl ShmHandover {
         config: RingConfig,
         deadline: Deadline,
     ) -> Result<ShmHandover> {
+        // A region parked after a connection to this listener, if it released
+        // one; else first what a refusal needs, so a refused connect costs little.
+        let parked = if from.is_none() { shm_reuse::take_parked(addr, config) } else { None };
+        let (link, region) = match parked {
+            Some(Parked { link, region, map, .. }) => (link, Some((region, map))),
+            None => {
+                let link = unix_socket::datagram_to(listener_name(addr).as_bytes())
+                    .map_err(|source| refusal_or(addr, "connect(shm listener)", source))?;
+                (link, None)
+            }
+        };
+        let reused = region.is_some();
         let (local, port) = match from {
             // Bound to a wildcard address: the connection is on the one it reached.
             Some(from) if from.ip().is_unspecified() => (SocketAddr::new(addr.ip(), from.port()), None),
@@ -300,24 +312,10 @@ impl ShmHandover {
                 (port.addr(), Some(port))
             }
         };
-        // A region parked after a connection to this listener, if it released one.
-        let parked = if from.is_none() { shm_reuse::take_parked(addr, config) } else { None };
-        match parked {
-            Some(parked) => {
-                let Parked { link, region, map, .. } = parked;
-                match Self::hand_over(link, Some((region, map)), addr, local, port, config, deadline) {
-                    // That listener closed (another may have its port now): start afresh.
-                    Err(Error::ConnectionRefused(_)) => {}
-                    done => return done,
-                }
-                Self::start(addr, from, config, deadline)
-            }
-            None => {
-                // First what a refusal needs, so a refused connect costs little.
-                let link = unix_socket::datagram_to(listener_name(addr).as_bytes())
-                    .map_err(|source| refusal_or(addr, "connect(shm listener)", source))?;
-                Self::hand_over(link, None, addr, local, port, config, deadline)
-            }
+        match Self::hand_over(link, region, addr, local, port, config, deadline) {
+            // The listener the region was parked for closed (another may have its port now).
+            Err(Error::ConnectionRefused(_)) if reused => Self::start(addr, from, config, deadline),
+            done => done,
         }
     }
 
