@@ -132,9 +132,10 @@ pub(super) fn take_parked(listener: SocketAddr, config: RingConfig) -> Option<Pa
     let mut parked = PARKED.lock();
     let gone = expire(&mut parked);
     let released = |p: &Parked| liveness::hung_up(p.last_peer.as_raw_fd()).unwrap_or(false);
+    // The oldest first: the likeliest to be released (each look is a syscall).
     let found = parked
         .iter()
-        .rposition(|k| k.what.listener == listener && k.what.config == config && released(&k.what))
+        .position(|k| k.what.listener == listener && k.what.config == config && released(&k.what))
         .map(|i| parked.remove(i).what);
     drop(parked);
     drop(gone);
