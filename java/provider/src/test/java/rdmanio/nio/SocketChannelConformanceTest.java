@@ -536,6 +536,45 @@ public class SocketChannelConformanceTest extends EveryProvider {
         }
     }
 
+    /**
+     * Connections made one after another to one listener each carry their own
+     * bytes and end where they end: none reads what an earlier one wrote (a
+     * closed shm connection's memory serves the next connect).
+     */
+    @Test(timeout = 120_000)
+    public void successiveConnectionsToOneListenerCarryOnlyTheirOwnBytes() throws Exception {
+        try (ServerSocketChannel listener = provider.openServerSocketChannel().bind(Providers.anyPort())) {
+            SocketAddress target = listener.getLocalAddress();
+            for (int i = 0; i < 40; i++) {
+                int round = i;
+                // Long and short by turns: what a long one left must not show in a short one.
+                int length = round % 2 == 0 ? 30_000 + round : 10 + round;
+                byte[] request = Providers.pattern(length, round);
+                byte[] reply = Providers.pattern(length / 2 + 1, -round);
+                try (SocketChannel client = provider.openSocketChannel()) {
+                    client.connect(target);
+                    SocketChannel accepted = listener.accept();
+                    CompletableFuture<byte[]> served = CompletableFuture.supplyAsync(() -> {
+                        try (SocketChannel server = accepted) {
+                            byte[] got = Providers.readFully(server, request.length);
+                            assertEquals("round " + round + ": the request ends there", -1,
+                                    server.read(ByteBuffer.allocate(1)));
+                            server.write(ByteBuffer.wrap(reply));
+                            return got;
+                        } catch (IOException e) {
+                            throw new RuntimeException(e);
+                        }
+                    });
+                    client.write(ByteBuffer.wrap(request));
+                    client.shutdownOutput();
+                    assertArrayEquals("round " + round, request, served.get(30, TimeUnit.SECONDS));
+                    assertArrayEquals("round " + round, reply, Providers.readFully(client, reply.length));
+                    assertEquals("round " + round + ": the reply ends there", -1, client.read(ByteBuffer.allocate(1)));
+                }
+            }
+        }
+    }
+
     @Test(timeout = 60_000)
     public void shortWritesAndWritabilityWhenThePeerDoesNotRead() throws Exception {
         try (Providers.Pair pair = new Providers.Pair(provider); Selector selector = provider.openSelector()) {
