@@ -942,6 +942,68 @@ public class HybsterTest {
     }
 
     /**
+     * A follower that enters a view behind the stable checkpoint its NEW-VIEW
+     * proves takes the new leader's next PREPARE while it fetches that
+     * checkpoint's state: the view goes on after the checkpoint, whatever
+     * this replica executed (it rejected the PREPARE as not following what it
+     * had executed, and since a leader sends each PREPARE once, it waited for
+     * good: the recovery test's stall after its last view change). The test
+     * plays replicas 0 and 1 with their trusted subsystems: both checkpointed
+     * order 2 with nothing after it, replica 1 leads view 1 and prepares order
+     * 3 (an empty batch) when replica 2, which executed nothing, asks for the
+     * state.
+     */
+    @Test(timeout = 60_000)
+    public void aFollowerFetchingTheStateTakesTheNewLeadersNextPrepare() throws Exception {
+        Cluster cluster = cluster(3);
+        List<LogApplication> applications = new ArrayList<>();
+        Replica follower = start(cluster, SelectorProvider.provider(),
+                Replica.Options.DEFAULTS.withViewChangeMillis(600_000), applications, 2).get(0);
+        LogApplication stable = new LogApplication();
+        stable.execute(Cluster.FIRST_CLIENT, op("r1"));
+        stable.execute(Cluster.FIRST_CLIENT + 1, op("r2"));
+        byte[] appState = stable.snapshot();
+        byte[] snapshot = ByteBuffer.allocate(32 + 4 + 4 + appState.length)
+                .put(new byte[32]).putInt(0).putInt(appState.length).put(appState).array();
+        byte[] digest = Keys.digest(snapshot);
+        TrustedCounter trinx0 = new SoftwareTrinx(0, TRINX_KEY, Replica.COUNTERS);
+        TrustedCounter trinx1 = new SoftwareTrinx(1, TRINX_KEY, Replica.COUNTERS);
+        Message.Checkpoint checkpoint0 = new Message.Checkpoint(0, 2, digest,
+                trinx0.certify(0, 1, Message.Checkpoint.certified(2, digest)));
+        Message.Checkpoint checkpoint1 = new Message.Checkpoint(1, 2, digest,
+                trinx1.certify(0, 1, Message.Checkpoint.certified(2, digest)));
+        List<Message.Checkpoint> proof = List.of(checkpoint0, checkpoint1);
+        Message.ViewChange viewChange0 = new Message.ViewChange(0, 1, proof, List.of(),
+                trinx0.certify(0, 2, Message.ViewChange.certified(1, proof, List.of())));
+        Message.ViewChange viewChange1 = new Message.ViewChange(1, 1, proof, List.of(),
+                trinx1.certify(0, 2, Message.ViewChange.certified(1, proof, List.of())));
+        List<Message.ViewChange> proofs = List.of(viewChange0, viewChange1);
+        Message.NewView newView = new Message.NewView(1, 1, proofs,
+                trinx1.certify(0, 3, Message.NewView.certified(1, proofs)));
+        List<Request> empty = List.of();
+        Prepare next = new Prepare(1, 1, 3, empty,
+                trinx1.certify(0, 4, Prepare.certified(1, 3, Prepare.batchDigest(empty))));
+
+        Node leader = track(new Node(1, cluster.replicas().get(1), cluster.addresses(), cluster.keys(),
+                SelectorProvider.provider()));
+        AtomicLong commits = new AtomicLong();
+        leader.start(message -> {
+            if (message instanceof Message.StateRequest request && request.order() == 2) {
+                // The PREPARE first: it comes while the follower still fetches the state.
+                leader.send(2, next);
+                leader.send(2, new Message.State(1, 2, snapshot, proof, List.of(newView)));
+            } else if (message instanceof Commit commit && commit.order() == 3 && commit.view() == 1) {
+                commits.incrementAndGet();
+            }
+        });
+        leader.execute(() -> List.of(checkpoint1, viewChange1, newView).forEach(m -> leader.send(2, m)));
+        awaitCount(follower::stateTransfers, 1);
+        awaitCount(commits::get, 1);
+        assertEquals(1, follower.view());
+        assertEquals("nothing refused", 0, follower.rejected());
+    }
+
+    /**
      * Recovery: under a client's steady load, a follower and then the leader
      * are stopped (nothing is written on the way out, as with kill -9: what
      * survives is the sealed trusted counter) and started again from their

@@ -1368,7 +1368,9 @@ public final class Replica implements Closeable {
                 }
             }
         }
-        long last = carried.isEmpty() ? lastExecuted : Math.max(lastExecuted, carried.lastKey());
+        // The view goes on after the stable checkpoint and what the NEW-VIEW carries, as its
+        // leader's does, also where this replica has executed less (it fetches the state).
+        long last = Math.max(Math.max(lastExecuted, stableInProofs), carried.isEmpty() ? 0 : carried.lastKey());
         carriedPastState.clear();
         for (long order = Math.max(lastExecuted, stableInProofs) + 1; order <= last; order++) {
             Prepare prepare = carried.get(order);
