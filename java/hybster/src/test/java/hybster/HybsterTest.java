@@ -879,6 +879,31 @@ public class HybsterTest {
     }
 
     /**
+     * Replicas 0 and 1 as a test plays them, with their trusted subsystems:
+     * both checkpointed order 2 (two orders of one request each), the first
+     * value of each one's counter in its CHECKPOINT.
+     */
+    private static final class CheckpointAtTwo {
+        final byte[] snapshot;
+        final TrustedCounter trinx0 = new SoftwareTrinx(0, TRINX_KEY, Replica.COUNTERS);
+        final TrustedCounter trinx1 = new SoftwareTrinx(1, TRINX_KEY, Replica.COUNTERS);
+        final List<Message.Checkpoint> proof;
+
+        CheckpointAtTwo() throws Exception {
+            LogApplication stable = new LogApplication();
+            stable.execute(Cluster.FIRST_CLIENT, op("r1"));
+            stable.execute(Cluster.FIRST_CLIENT + 1, op("r2"));
+            byte[] appState = stable.snapshot();
+            snapshot = ByteBuffer.allocate(32 + 4 + 4 + appState.length)
+                    .put(new byte[32]).putInt(0).putInt(appState.length).put(appState).array();
+            byte[] digest = Keys.digest(snapshot);
+            byte[] certified = Message.Checkpoint.certified(2, digest);
+            proof = List.of(new Message.Checkpoint(0, 2, digest, trinx0.certify(0, 1, certified)),
+                    new Message.Checkpoint(1, 2, digest, trinx1.certify(0, 1, certified)));
+        }
+    }
+
+    /**
      * A follower that enters a view behind the stable checkpoint its NEW-VIEW
      * proves fetches that checkpoint's state and then executes the orders the
      * NEW-VIEW carries past it: the others executed them, and nobody orders
@@ -894,33 +919,22 @@ public class HybsterTest {
         List<LogApplication> applications = new ArrayList<>();
         Replica follower = start(cluster, SelectorProvider.provider(),
                 Replica.Options.DEFAULTS.withViewChangeMillis(600_000), applications, 2).get(0);
-        LogApplication stable = new LogApplication(); // the state of checkpoint 2: two orders of one request each
-        stable.execute(Cluster.FIRST_CLIENT, op("r1"));
-        stable.execute(Cluster.FIRST_CLIENT + 1, op("r2"));
-        byte[] appState = stable.snapshot();
-        byte[] snapshot = ByteBuffer.allocate(32 + 4 + 4 + appState.length)
-                .put(new byte[32]).putInt(0).putInt(appState.length).put(appState).array();
-        byte[] digest = Keys.digest(snapshot);
-        TrustedCounter trinx0 = new SoftwareTrinx(0, TRINX_KEY, Replica.COUNTERS);
-        TrustedCounter trinx1 = new SoftwareTrinx(1, TRINX_KEY, Replica.COUNTERS);
-        Message.Checkpoint checkpoint0 = new Message.Checkpoint(0, 2, digest,
-                trinx0.certify(0, 1, Message.Checkpoint.certified(2, digest)));
-        Message.Checkpoint checkpoint1 = new Message.Checkpoint(1, 2, digest,
-                trinx1.certify(0, 1, Message.Checkpoint.certified(2, digest)));
-        List<Message.Checkpoint> proof = List.of(checkpoint0, checkpoint1);
+        CheckpointAtTwo checkpointed = new CheckpointAtTwo();
         List<Request> batch = List.of(new Request(Cluster.FIRST_CLIENT, 3, op("carried")));
         byte[] batchDigest = Prepare.batchDigest(batch);
-        Prepare prepare = new Prepare(0, 0, 3, batch, trinx0.certify(0, 2, Prepare.certified(0, 3, batchDigest)));
-        Commit commit = new Commit(1, 0, 3, prepare, trinx1.certify(0, 2, Commit.certified(0, 3, batchDigest)));
+        Prepare prepare =
+                new Prepare(0, 0, 3, batch, checkpointed.trinx0.certify(0, 2, Prepare.certified(0, 3, batchDigest)));
+        Commit commit =
+                new Commit(1, 0, 3, prepare, checkpointed.trinx1.certify(0, 2, Commit.certified(0, 3, batchDigest)));
         List<Message> log0 = List.of(prepare);
         List<Message> log1 = List.of(commit);
-        Message.ViewChange viewChange0 = new Message.ViewChange(0, 1, proof, log0,
-                trinx0.certify(0, 3, Message.ViewChange.certified(1, proof, log0)));
-        Message.ViewChange viewChange1 = new Message.ViewChange(1, 1, proof, log1,
-                trinx1.certify(0, 3, Message.ViewChange.certified(1, proof, log1)));
+        Message.ViewChange viewChange0 = new Message.ViewChange(0, 1, checkpointed.proof, log0,
+                checkpointed.trinx0.certify(0, 3, Message.ViewChange.certified(1, checkpointed.proof, log0)));
+        Message.ViewChange viewChange1 = new Message.ViewChange(1, 1, checkpointed.proof, log1,
+                checkpointed.trinx1.certify(0, 3, Message.ViewChange.certified(1, checkpointed.proof, log1)));
         List<Message.ViewChange> proofs = List.of(viewChange0, viewChange1);
         Message.NewView newView = new Message.NewView(1, 1, proofs,
-                trinx1.certify(0, 4, Message.NewView.certified(1, proofs)));
+                checkpointed.trinx1.certify(0, 4, Message.NewView.certified(1, proofs)));
 
         Node leader = track(new Node(1, cluster.replicas().get(1), cluster.addresses(), cluster.keys(),
                 SelectorProvider.provider()));
@@ -928,10 +942,11 @@ public class HybsterTest {
         leader.start(message -> {
             if (message instanceof Message.StateRequest request && request.order() == 2) {
                 stateRequests.incrementAndGet();
-                leader.send(2, new Message.State(1, 2, snapshot, proof, List.of(newView)));
+                leader.send(2, new Message.State(1, 2, checkpointed.snapshot, checkpointed.proof, List.of(newView)));
             }
         });
-        leader.execute(() -> List.of(checkpoint1, commit, viewChange1, newView).forEach(m -> leader.send(2, m)));
+        leader.execute(() -> List.of(checkpointed.proof.get(1), commit, viewChange1, newView)
+                .forEach(m -> leader.send(2, m)));
         awaitCount(stateRequests::get, 1);
         awaitCount(follower::stateTransfers, 1);
         awaitCount(() -> applications.get(0).log.size(), 3);
@@ -959,30 +974,17 @@ public class HybsterTest {
         List<LogApplication> applications = new ArrayList<>();
         Replica follower = start(cluster, SelectorProvider.provider(),
                 Replica.Options.DEFAULTS.withViewChangeMillis(600_000), applications, 2).get(0);
-        LogApplication stable = new LogApplication();
-        stable.execute(Cluster.FIRST_CLIENT, op("r1"));
-        stable.execute(Cluster.FIRST_CLIENT + 1, op("r2"));
-        byte[] appState = stable.snapshot();
-        byte[] snapshot = ByteBuffer.allocate(32 + 4 + 4 + appState.length)
-                .put(new byte[32]).putInt(0).putInt(appState.length).put(appState).array();
-        byte[] digest = Keys.digest(snapshot);
-        TrustedCounter trinx0 = new SoftwareTrinx(0, TRINX_KEY, Replica.COUNTERS);
-        TrustedCounter trinx1 = new SoftwareTrinx(1, TRINX_KEY, Replica.COUNTERS);
-        Message.Checkpoint checkpoint0 = new Message.Checkpoint(0, 2, digest,
-                trinx0.certify(0, 1, Message.Checkpoint.certified(2, digest)));
-        Message.Checkpoint checkpoint1 = new Message.Checkpoint(1, 2, digest,
-                trinx1.certify(0, 1, Message.Checkpoint.certified(2, digest)));
-        List<Message.Checkpoint> proof = List.of(checkpoint0, checkpoint1);
-        Message.ViewChange viewChange0 = new Message.ViewChange(0, 1, proof, List.of(),
-                trinx0.certify(0, 2, Message.ViewChange.certified(1, proof, List.of())));
-        Message.ViewChange viewChange1 = new Message.ViewChange(1, 1, proof, List.of(),
-                trinx1.certify(0, 2, Message.ViewChange.certified(1, proof, List.of())));
+        CheckpointAtTwo checkpointed = new CheckpointAtTwo();
+        Message.ViewChange viewChange0 = new Message.ViewChange(0, 1, checkpointed.proof, List.of(),
+                checkpointed.trinx0.certify(0, 2, Message.ViewChange.certified(1, checkpointed.proof, List.of())));
+        Message.ViewChange viewChange1 = new Message.ViewChange(1, 1, checkpointed.proof, List.of(),
+                checkpointed.trinx1.certify(0, 2, Message.ViewChange.certified(1, checkpointed.proof, List.of())));
         List<Message.ViewChange> proofs = List.of(viewChange0, viewChange1);
         Message.NewView newView = new Message.NewView(1, 1, proofs,
-                trinx1.certify(0, 3, Message.NewView.certified(1, proofs)));
+                checkpointed.trinx1.certify(0, 3, Message.NewView.certified(1, proofs)));
         List<Request> empty = List.of();
         Prepare next = new Prepare(1, 1, 3, empty,
-                trinx1.certify(0, 4, Prepare.certified(1, 3, Prepare.batchDigest(empty))));
+                checkpointed.trinx1.certify(0, 4, Prepare.certified(1, 3, Prepare.batchDigest(empty))));
 
         Node leader = track(new Node(1, cluster.replicas().get(1), cluster.addresses(), cluster.keys(),
                 SelectorProvider.provider()));
@@ -991,12 +993,12 @@ public class HybsterTest {
             if (message instanceof Message.StateRequest request && request.order() == 2) {
                 // The PREPARE first: it comes while the follower still fetches the state.
                 leader.send(2, next);
-                leader.send(2, new Message.State(1, 2, snapshot, proof, List.of(newView)));
+                leader.send(2, new Message.State(1, 2, checkpointed.snapshot, checkpointed.proof, List.of(newView)));
             } else if (message instanceof Commit commit && commit.order() == 3 && commit.view() == 1) {
                 commits.incrementAndGet();
             }
         });
-        leader.execute(() -> List.of(checkpoint1, viewChange1, newView).forEach(m -> leader.send(2, m)));
+        leader.execute(() -> List.of(checkpointed.proof.get(1), viewChange1, newView).forEach(m -> leader.send(2, m)));
         awaitCount(follower::stateTransfers, 1);
         awaitCount(commits::get, 1);
         assertEquals(1, follower.view());
