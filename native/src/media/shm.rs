@@ -11,7 +11,7 @@
 //! | 64 + 256 * side   | side's `tail` of the ring it writes                    |
 //! | 128 + 256 * side  | side's `head` of the ring it reads (credit)            |
 //! | 192 + 256 * side  | what side sleeps for: `WAITS_DATA`, `WAITS_CREDIT`     |
-//! | 256 + 256 * side  | side's `closed` flag: `CLOSED_CLEANLY`, `RESET`        |
+//! | 256 + 256 * side  | side's `closed` flags: `CLOSED_CLEANLY`, `RESET`, `RELEASED` |
 //! | 4096 + cap * side | the ring that `side` writes and the other side reads   |
 //!
 //! Each side has a doorbell, a pipe, that the other side rings (a byte) after
@@ -69,10 +69,21 @@ const SLEEPING: usize = 192;
 const CLOSED: usize = 256;
 /// The closed flag of a side that closed: its reader sees the end after the data.
 const CLOSED_CLEANLY: u32 = 1;
-/// The closed flag of a side that closed abortively: its peer reads what had
-/// arrived, then every read fails with `ConnectionReset` (writes with
-/// `Disconnected`), as over TCP.
+/// The closed flag of a side that closed abortively, or went with bytes
+/// unread: its peer reads what had arrived, then every read fails with
+/// `ConnectionReset` (writes with `Disconnected`), as over TCP.
 const RESET: u32 = 2;
+/// Set beside the closed flag once the side's stream is gone (dropped), as a
+/// TCP socket's file closes. A socket closed while a selector holds it stays
+/// until the selector's next select (`close_while_held`), and till then its
+/// peer's writes go into the ring, as into the JDK's socket, which shuts down
+/// only its output then. Gone with bytes unread, a side sets `RESET` too, and
+/// the peer's writes fail; gone with none, the peer's first write is taken
+/// and dropped and the later ones fail (a closed socket answers data with a
+/// reset). So a peer writing while our last bytes and close are on their way
+/// learns of the close from its next read, as over TCP (Kafka's TLS client
+/// reads the server's alert only after writes that did not fail).
+const RELEASED: u32 = 4;
 /// A sleeper waits for the peer's tail to move (data, the end, a close).
 const WAITS_DATA: u32 = 1;
 /// A sleeper waits for the peer's head to move (credit for its writes, a close).
@@ -214,6 +225,8 @@ pub struct ShmStream {
     liveness: Option<OwnedFd>,
     /// The peer is gone without closing: it reads as closed.
     peer_gone: bool,
+    /// A write met the peer's stream gone and was taken (see `RELEASED`).
+    wrote_after_release: bool,
     /// Reads and writes that found nothing to do (see `LIVENESS_CHECK_EVERY`).
     idle_tries: u32,
     /// What the current sleep announced (0: none).
@@ -405,6 +418,7 @@ impl ShmStream {
             end_pending: false,
             liveness: None,
             peer_gone: false,
+            wrote_after_release: false,
             idle_tries: 0,
             sleeping_for: 0,
             ring_pending: false,
@@ -512,16 +526,31 @@ impl ShmStream {
         self.notify_peer(WAITS_DATA)
     }
 
-    /// Fails a write that cannot be made (after a half close, to a closed
-    /// peer) and takes the credit the peer returned.
-    fn writable(&mut self) -> Result<()> {
+    /// Fails a write that cannot be made (after a half close, to a peer that
+    /// reset or died, the second to a peer whose stream is gone) and takes
+    /// the credit the peer returned; false: the write is taken and dropped,
+    /// the first after the peer's stream went (see `RELEASED`).
+    fn writable(&mut self) -> Result<bool> {
         if self.output_shut {
             return Err(Error::InvalidArgument("write after shutdown_output".into()));
         }
-        if self.peer_gone || self.map.word32(self.peer(CLOSED)).load(Ordering::Acquire) != 0 {
+        let flags = self.map.word32(self.peer(CLOSED)).load(Ordering::Acquire);
+        if self.peer_gone || flags & RESET != 0 {
             return Err(Error::Disconnected);
         }
-        self.take_credit()
+        if flags & RELEASED != 0 {
+            return match mem::replace(&mut self.wrote_after_release, true) {
+                true => Err(Error::Disconnected),
+                false => Ok(false),
+            };
+        }
+        self.take_credit().map(|()| true)
+    }
+
+    /// A write would not wait for credit: the peer reset, died or let its
+    /// stream go (see `RELEASED`).
+    fn peer_refuses_writes(&self) -> bool {
+        self.peer_gone || self.map.word32(self.peer(CLOSED)).load(Ordering::SeqCst) & (RESET | RELEASED) != 0
     }
 
     /// Publishes what a write placed in the ring, or counts a write that found
@@ -546,6 +575,18 @@ impl ShmStream {
             if let Err(err) = self.notify_peer(WAITS_DATA | WAITS_CREDIT) {
                 log::warn!("shm close: cannot ring the peer's doorbell: {err}");
             }
+        }
+    }
+
+    /// Tells the peer that the stream is gone (`RELEASED`), with a reset if
+    /// bytes it wrote wait unread, as a TCP socket's file closing does;
+    /// wakes the peer whatever it sleeps for.
+    fn set_released(&mut self) {
+        let unread = self.available().map_or(true, |unread| unread > 0);
+        let flags = if unread { RELEASED | RESET } else { RELEASED };
+        self.map.word32(self.own(CLOSED)).fetch_or(flags, Ordering::SeqCst);
+        if let Err(err) = self.notify_peer(WAITS_DATA | WAITS_CREDIT) {
+            log::warn!("shm release: cannot ring the peer's doorbell: {err}");
         }
     }
 
@@ -614,10 +655,13 @@ impl ByteStream for ShmStream {
     /// (0: would block until the reader returns credit).
     ///
     /// # Errors
-    /// `Disconnected` once the peer has closed; a protocol violation when the
-    /// peer's credit is impossible.
+    /// `Disconnected` once the peer has reset, died, or closed and took the
+    /// one write it takes; a protocol violation when the peer's credit is
+    /// impossible.
     fn try_write(&mut self, data: &[u8]) -> Result<usize> {
-        self.writable()?;
+        if !self.writable()? {
+            return Ok(data.len());
+        }
         let outgoing = &self.outgoing;
         let written = self.writer.write(data, 0, |at, bytes| outgoing.copy_in(at, bytes));
         self.written(written > 0, data.is_empty())?;
@@ -627,7 +671,9 @@ impl ByteStream for ShmStream {
     /// Urgent data is a record of its own in the ring (see `ring`), which the
     /// peer reads in line or drops, as its `SO_OOBINLINE` says.
     fn try_send_urgent(&mut self, byte: u8) -> Result<bool> {
-        self.writable()?;
+        if !self.writable()? {
+            return Ok(true);
+        }
         let outgoing = &self.outgoing;
         let sent = self.writer.write_urgent(byte, 0, |at, bytes| outgoing.copy_in(at, bytes));
         self.written(sent, false)?;
@@ -658,7 +704,7 @@ impl ByteStream for ShmStream {
         self.flush_end()?;
         Ok(match n {
             // What arrived before a reset is read first, as from a TCP socket.
-            0 if flag == RESET && !self.reader.has_data() => return Err(Error::ConnectionReset),
+            0 if flag & RESET != 0 && !self.reader.has_data() => return Err(Error::ConnectionReset),
             0 if self.reader.ended() || (closed && !self.reader.has_data()) => ReadOutcome::EndOfStream,
             0 => {
                 self.idle_try()?;
@@ -677,7 +723,7 @@ impl ByteStream for ShmStream {
     fn wait(&mut self, interest: Interest, deadline: Deadline) -> Result<()> {
         match interest {
             Interest::Write => self.sleep_until("shm write", WAITS_CREDIT, deadline, |s| {
-                s.writer.fits(1) || s.peer_closed_now()
+                s.writer.fits(1) || s.peer_refuses_writes()
             }),
             Interest::Read => {
                 self.sleep_until("shm read", WAITS_DATA, deadline, |s| s.incoming_moved() || s.reader.ended())
@@ -700,6 +746,12 @@ impl ByteStream for ShmStream {
         self.set_closed(if unread { RESET } else { CLOSED_CLEANLY });
     }
 
+    /// The peer reads the end after what was written; bytes left unread
+    /// when the stream goes reset the connection then (`set_released`).
+    fn close_while_held(&mut self) {
+        self.set_closed(CLOSED_CLEANLY);
+    }
+
     fn abort(&mut self) {
         self.set_closed(RESET);
     }
@@ -711,7 +763,7 @@ impl ByteStream for ShmStream {
         if self.incoming_moved() || self.reader.has_data() || self.reader.ended() {
             ready |= ops::READ;
         }
-        if self.writer.fits(1) || self.output_shut || self.peer_closed_now() {
+        if self.writer.fits(1) || self.output_shut || self.peer_refuses_writes() {
             ready |= ops::WRITE;
         }
         Ok(ready & interest)
@@ -774,6 +826,7 @@ impl ByteStream for ShmStream {
 impl Drop for ShmStream {
     fn drop(&mut self) {
         self.close();
+        self.set_released();
         // Before the liveness end closes (a field, dropped after this): its
         // close tells a client that we released the region.
         match mem::replace(&mut self.keep, Keep::Nothing) {
@@ -1020,13 +1073,42 @@ mod tests {
         assert!(matches!(err, Error::TimedOut { op: "shm read", .. }), "{err}");
     }
 
+    /// As over TCP: a closed peer takes one write (its kernel would answer
+    /// it with a reset), one that reset takes none.
     #[test]
-    fn writing_to_a_closed_peer_fails() {
+    fn a_closed_peer_takes_one_write_and_one_that_reset_none() {
         let (mut side0, fds) = ShmStream::create(config()).unwrap();
         drop(ShmStream::open(fds, 1).unwrap());
+        assert_eq!(side0.try_write(b"xy").unwrap(), 2);
         assert!(matches!(side0.try_write(b"x"), Err(Error::Disconnected)));
         let mut buf = [0u8; 8];
         assert_eq!(side0.try_read(&mut buf).unwrap(), ReadOutcome::EndOfStream);
+
+        let (mut side0, fds) = ShmStream::create(config()).unwrap();
+        let side1 = ShmStream::open(fds, 1).unwrap();
+        assert_eq!(side0.try_write(b"unread").unwrap(), 6);
+        drop(side1);
+        assert!(matches!(side0.try_write(b"x"), Err(Error::Disconnected)));
+    }
+
+    /// A peer closed while a selector still holds its stream takes writes
+    /// until its ring is full, as a TCP socket that only shut its output
+    /// down; its stream gone with them unread, it has reset.
+    #[test]
+    fn a_closed_peer_still_held_takes_writes_till_its_ring_is_full() {
+        let (mut side0, fds) = ShmStream::create(config()).unwrap();
+        let mut side1 = ShmStream::open(fds, 1).unwrap();
+        side1.close();
+        let chunk = [7u8; 4096];
+        let mut taken = 0;
+        while side0.try_write(&chunk).unwrap() > 0 {
+            taken += 1;
+            assert!(taken < 1000, "the ring never filled");
+        }
+        assert_eq!(side0.ready(ops::WRITE).unwrap(), 0, "a full ring to a held peer is not writable");
+        drop(side1);
+        assert_eq!(side0.ready(ops::WRITE).unwrap(), ops::WRITE);
+        assert!(matches!(side0.try_write(b"x"), Err(Error::Disconnected)));
     }
 
     #[test]

@@ -57,8 +57,9 @@ pub trait ByteStream {
     /// Writes as much of `data` as there is room for; 0 means it would block.
     ///
     /// # Errors
-    /// `Disconnected` once the peer has closed; a protocol violation by the
-    /// peer; a failure of the medium.
+    /// `Disconnected` once the peer has closed (shm: after the one write a
+    /// peer whose stream is gone takes, as over TCP); a protocol violation by
+    /// the peer; a failure of the medium.
     fn try_write(&mut self, data: &[u8]) -> Result<usize>;
 
     /// Reads what has arrived, up to `out.len()` bytes.
@@ -103,6 +104,15 @@ pub trait ByteStream {
     /// written. The resources stay until the stream drops, so its fds remain
     /// valid for whoever watches them.
     fn close(&mut self);
+
+    /// Closes while a selector still holds the socket, whose stream then goes
+    /// at the selector's next select: as the JDK's channel closed while
+    /// registered, only the output ends now, so the peer reads the end and
+    /// its writes are taken till then; bytes left unread when the stream
+    /// goes reset the connection. Elsewhere as `close`.
+    fn close_while_held(&mut self) {
+        self.close();
+    }
 
     /// Moves a close on without waiting; true once it is complete. Only an
     /// RDMA stream may have more to do after `close` (`rdma::closer`).
@@ -288,6 +298,10 @@ macro_rules! forward_byte_stream {
 
         fn close(&mut self) {
             (**self).close()
+        }
+
+        fn close_while_held(&mut self) {
+            (**self).close_while_held()
         }
 
         fn close_complete(&mut self) -> bool {

@@ -246,6 +246,13 @@ impl ByteStream for TcpByteStream {
         let _ = self.socket.shutdown(std::net::Shutdown::Both);
     }
 
+    /// A FIN after what was written; the file's close when the stream goes
+    /// resets the connection if bytes are left unread then, as the kernel's
+    /// close of the JDK's file does.
+    fn close_while_held(&mut self) {
+        let _ = self.socket.shutdown(std::net::Shutdown::Write);
+    }
+
     /// Resets the connection now (the fd stays open until the stream drops,
     /// as a selector may still watch it): the peer's next read fails.
     fn abort(&mut self) {

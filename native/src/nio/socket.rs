@@ -753,14 +753,16 @@ impl Socket {
     /// with `Closed`), shuts the stream down, and drops connections accepted
     /// but not taken. Idempotent.
     pub fn close(&self) {
-        self.close_as(false);
+        self.close_as(Ending::Close);
     }
 
     /// Closes as `close` does, and leaves what the stream's close could not
     /// finish at once to the closer (`rdma::closer`), which holds the socket
     /// till then: a selector may hold it too, until its next select.
-    pub fn close_handing_over(self: &Arc<Self>) {
-        self.close();
+    /// `held`: a selector's key still holds the socket, which then goes at
+    /// its next select (`ByteStream::close_while_held`).
+    pub fn close_handing_over(self: &Arc<Self>, held: bool) {
+        self.close_as(if held { Ending::WhileHeld } else { Ending::Close });
         if !self.close_complete() {
             closer::adopt(Box::new(Closed(Arc::clone(self))));
         }
@@ -777,10 +779,10 @@ impl Socket {
     /// Closes abortively (`SO_LINGER` 0): as `close`, but the peer's
     /// connection is reset where the medium can tell it (`ByteStream::abort`).
     pub fn abort(&self) {
-        self.close_as(true);
+        self.close_as(Ending::Abort);
     }
 
-    fn close_as(&self, abortive: bool) {
+    fn close_as(&self, ending: Ending) {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -793,10 +795,10 @@ impl Socket {
         self.wake_kernel_reader(&mut state);
         let acceptor = match &mut state.role {
             Role::Connected(connected) => {
-                if abortive {
-                    connected.stream.abort();
-                } else {
-                    connected.stream.close();
+                match ending {
+                    Ending::Close => connected.stream.close(),
+                    Ending::WhileHeld => connected.stream.close_while_held(),
+                    Ending::Abort => connected.stream.abort(),
                 }
                 None
             }
@@ -995,6 +997,17 @@ impl Socket {
         }
         woke.map(drop)
     }
+}
+
+/// How `Socket::close_as` ends a connection's stream.
+#[derive(Debug, Clone, Copy)]
+enum Ending {
+    /// `ByteStream::close`.
+    Close,
+    /// `ByteStream::close_while_held`: a selector's key still holds the socket.
+    WhileHeld,
+    /// `ByteStream::abort` (`SO_LINGER` 0).
+    Abort,
 }
 
 /// A closed socket the closer holds until its stream's close is complete.

@@ -322,14 +322,15 @@ export! {
 
 export! {
     /// Wakes the socket's blocked threads and shuts it down, resetting the
-    /// connection when `abortive` (`SO_LINGER` 0); the handle stays valid.
-    fn Java_rdmanio_nio_SocketNative_close<'l>(_, handle: jlong, abortive: jboolean) {
+    /// connection when `abortive` (`SO_LINGER` 0); `held`: a selector's key
+    /// still holds it (`Socket::close_handing_over`). The handle stays valid.
+    fn Java_rdmanio_nio_SocketNative_close<'l>(_, handle: jlong, abortive: jboolean, held: jboolean) {
         if abortive {
             // SAFETY: as above.
             unsafe { socket(handle)? }.abort();
         } else {
             // SAFETY: as above; the closer may keep the reference.
-            unsafe { shared_socket(handle)? }.close_handing_over();
+            unsafe { shared_socket(handle)? }.close_handing_over(held);
         }
         Ok(())
     }

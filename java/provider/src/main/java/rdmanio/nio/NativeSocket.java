@@ -60,12 +60,20 @@ final class NativeSocket {
      * resetting the connection when {@code abortive} ({@code SO_LINGER} 0);
      * the handle goes now or when the last operation ends. Idempotent.
      */
-    synchronized void close(boolean abortive) {
+    void close(boolean abortive) {
+        close(abortive, false);
+    }
+
+    /**
+     * {@link #close(boolean)}, for a socket a selector's key holds when
+     * {@code held} (it goes when the key does: see {@link RdmaChannel#holdForKey}).
+     */
+    synchronized void close(boolean abortive, boolean held) {
         if (closing) {
             return;
         }
         closing = true; // from now on no selector registers the socket
-        SocketNative.close(handle, abortive);
+        SocketNative.close(handle, abortive, held);
         if (detachesStdStreams) {
             try {
                 SocketNative.detachStdStreams();

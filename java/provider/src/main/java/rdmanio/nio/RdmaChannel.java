@@ -21,4 +21,20 @@ interface RdmaChannel {
      * then, and goes with the next selection).
      */
     boolean registerNative(long poller, int slot) throws IOException;
+
+    /**
+     * Makes a selector's new key hold the channel's native socket until the
+     * key goes ({@link #keyGone}); false when it does not (the channel is
+     * closed already, or its kind is released at its close). A socket channel
+     * closed while registered so keeps its connection until the selector's
+     * next select, as the JDK's keeps its file: till then the peer's writes
+     * are taken, and only then do they meet a reset.
+     */
+    default boolean holdForKey() {
+        return false;
+    }
+
+    /** The key that held the native socket ({@link #holdForKey}) went. */
+    default void keyGone() {
+    }
 }

@@ -29,6 +29,8 @@ final class RdmaSelectionKey extends AbstractSelectionKey {
     private volatile int readyOps;
     /** The poller slot, or -1 before the selecting thread registered the channel (its thread only). */
     int slot = -1;
+    /** The key holds its channel's native socket (see {@link RdmaChannel#holdForKey}). */
+    volatile boolean holdsSocket;
 
     RdmaSelectionKey(SelectableChannel channel, RdmaSelector selector) {
         this.channel = channel;

@@ -95,6 +95,7 @@ final class RdmaSelector extends AbstractSelector {
         key.attach(attachment);
         synchronized (publicKeys) {
             ensureOpen();
+            key.holdsSocket = ((RdmaChannel) channel).holdForKey();
             keys.add(key);
         }
         queueInterestUpdate(key); // registers natively, even with an empty interest set
@@ -102,6 +103,10 @@ final class RdmaSelector extends AbstractSelector {
             key.interestOps(ops);
         } catch (ClosedSelectorException e) {
             keys.remove(key);
+            if (key.holdsSocket) {
+                key.holdsSocket = false;
+                ((RdmaChannel) channel).keyGone();
+            }
             throw e;
         }
         return key;
@@ -263,6 +268,10 @@ final class RdmaSelector extends AbstractSelector {
         keys.remove(key);
         selectedKeys.remove(key);
         deregister(key);
+        if (key.holdsSocket) {
+            key.holdsSocket = false;
+            ((RdmaChannel) key.channel()).keyGone();
+        }
     }
 
     private int processReadyEvents(int found, Consumer<SelectionKey> action) {

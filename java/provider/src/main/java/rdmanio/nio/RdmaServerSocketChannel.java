@@ -112,7 +112,7 @@ final class RdmaServerSocketChannel extends ServerSocketChannel implements RdmaC
             try {
                 return new RdmaSocketChannel(provider, new NativeSocket(accepted));
             } catch (IOException | RuntimeException e) {
-                SocketNative.close(accepted, false); // the connection goes, and its socket with it
+                SocketNative.close(accepted, false, false); // the connection goes, and its socket with it
                 SocketNative.release(accepted);
                 throw e;
             }

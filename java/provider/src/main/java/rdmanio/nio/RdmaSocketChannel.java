@@ -730,8 +730,9 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
         synchronized (stateLock) {
             state = ST_CLOSED;
             // Blocked threads wake and fail; the peer sees end of stream, or a
-            // reset with SO_LINGER 0.
-            socket.close(linger == 0);
+            // reset with SO_LINGER 0. A channel still registered keeps its
+            // connection until its keys go (holdForKey), as the JDK's its file.
+            socket.close(linger == 0, isRegistered());
         }
     }
 
@@ -757,6 +758,16 @@ final class RdmaSocketChannel extends SocketChannel implements RdmaChannel {
     @Override
     public boolean registerNative(long poller, int slot) throws IOException {
         return socket.registerWith(poller, slot);
+    }
+
+    @Override
+    public boolean holdForKey() {
+        return socket.begin();
+    }
+
+    @Override
+    public void keyGone() {
+        socket.end();
     }
 
     @Override

@@ -141,9 +141,11 @@ final class SocketNative {
 
     /**
      * Wakes the socket's blocked threads and shuts it down, resetting the
-     * connection when {@code abortive} ({@code SO_LINGER} 0); the handle stays valid.
+     * connection when {@code abortive} ({@code SO_LINGER} 0); {@code held}: a
+     * selector's key still holds it (see {@link RdmaChannel#holdForKey}), so
+     * only its output ends now. The handle stays valid.
      */
-    static native void close(long socket, boolean abortive);
+    static native void close(long socket, boolean abortive, boolean held);
 
     /** Drops the channel's reference to the socket. */
     static native void release(long socket);

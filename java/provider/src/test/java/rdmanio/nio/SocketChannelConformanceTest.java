@@ -62,6 +62,11 @@ public class SocketChannelConformanceTest extends EveryProvider {
         channel.close();
     }
 
+    /** The provider runs over RDMA (rdma or rdma-sends), in the VM. */
+    private boolean isRdma() {
+        return name.startsWith("rdma-nio/rdma");
+    }
+
     private static long crc(byte[] bytes) {
         CRC32C crc = new CRC32C();
         crc.update(bytes);
@@ -193,7 +198,7 @@ public class SocketChannelConformanceTest extends EveryProvider {
             pair.client.setOption(StandardSocketOptions.SO_LINGER, 0);
             pair.client.close();
             ByteBuffer buffer = ByteBuffer.allocate(16);
-            if (name.startsWith("rdma-nio/rdma")) {
+            if (isRdma()) {
                 assertEquals(-1, pair.server.read(buffer));
                 return;
             }
@@ -201,6 +206,70 @@ public class SocketChannelConformanceTest extends EveryProvider {
                 SocketException e = assertThrows(SocketException.class, () -> pair.server.read(buffer));
                 assertEquals("Connection reset", e.getMessage());
             }
+        }
+    }
+
+    /**
+     * A write to a peer that closed is taken once, as over TCP (the peer's
+     * kernel drops its bytes and answers with a reset), and the writes after
+     * it fail; the peer's last bytes are read before its end. Kafka's TLS
+     * client reads the peer's alert only after a write that did not fail
+     * (SslTransportLayerTest#testListenerConfigOverride lost the alert over
+     * shm, whose writes failed as soon as the peer had closed). The RDMA
+     * media cannot tell a clean close from a reset (a disconnect is all
+     * that comes): their writes fail from the disconnect on.
+     */
+    @Test(timeout = 30_000)
+    public void aWriteToAPeerThatClosedIsTakenOnceAndTheWritesAfterItFail() throws Exception {
+        try (Providers.Pair pair = new Providers.Pair(provider)) {
+            pair.server.write(ByteBuffer.wrap(new byte[] {1, 2, 3}));
+            pair.server.close();
+            if (!isRdma()) {
+                assertEquals("the first write after the peer's close", 4,
+                        pair.client.write(ByteBuffer.wrap(new byte[] {4, 5, 6, 7})));
+            }
+            assertArrayEquals("the peer's last bytes", new byte[] {1, 2, 3}, Providers.readFully(pair.client, 3));
+            assertEquals(-1, pair.client.read(ByteBuffer.allocate(4)));
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+            assertThrows("a later write fails", IOException.class, () -> {
+                while (System.nanoTime() < deadline) {
+                    pair.client.write(ByteBuffer.wrap(new byte[] {8}));
+                    Thread.sleep(1);
+                }
+            });
+        }
+    }
+
+    /**
+     * A channel closed while a selector holds it takes the peer's writes until
+     * the selector's next select, as the JDK's does: it shuts only its output
+     * down at the close, and its socket closes with the key. Kafka's TLS
+     * server closes so after a failed handshake, while its client may still
+     * be writing its last handshake records. The RDMA media disconnect at the
+     * close, so the peer's writes fail from the disconnect on.
+     */
+    @Test(timeout = 30_000)
+    public void aChannelClosedWhileRegisteredTakesThePeersWritesUntilItsKeyGoes() throws Exception {
+        try (Providers.Pair pair = new Providers.Pair(provider); Selector selector = provider.openSelector()) {
+            pair.server.configureBlocking(false);
+            pair.server.register(selector, SelectionKey.OP_READ);
+            pair.server.write(ByteBuffer.wrap(new byte[] {1, 2, 3}));
+            pair.server.close();
+            int taken = isRdma() ? 0 : 3;
+            for (int write = 0; write < taken; write++) {
+                assertEquals("write " + write + " after the close", 2,
+                        pair.client.write(ByteBuffer.wrap(new byte[] {4, 5})));
+            }
+            assertArrayEquals("the peer's last bytes", new byte[] {1, 2, 3}, Providers.readFully(pair.client, 3));
+            assertEquals(-1, pair.client.read(ByteBuffer.allocate(4)));
+            selector.selectNow(); // the key goes, and the socket with it
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+            assertThrows("a write after the key went fails", IOException.class, () -> {
+                while (System.nanoTime() < deadline) {
+                    pair.client.write(ByteBuffer.wrap(new byte[] {6}));
+                    Thread.sleep(1);
+                }
+            });
         }
     }
 
