@@ -222,21 +222,13 @@ public class SocketChannelConformanceTest extends EveryProvider {
     @Test(timeout = 30_000)
     public void aWriteToAPeerThatClosedIsTakenOnceAndTheWritesAfterItFail() throws Exception {
         try (Providers.Pair pair = new Providers.Pair(provider)) {
-            pair.server.write(ByteBuffer.wrap(new byte[] {1, 2, 3}));
-            pair.server.close();
+            closeAfterLastBytes(pair.server);
             if (!isRdma()) {
                 assertEquals("the first write after the peer's close", 4,
                         pair.client.write(ByteBuffer.wrap(new byte[] {4, 5, 6, 7})));
             }
-            assertArrayEquals("the peer's last bytes", new byte[] {1, 2, 3}, Providers.readFully(pair.client, 3));
-            assertEquals(-1, pair.client.read(ByteBuffer.allocate(4)));
-            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
-            assertThrows("a later write fails", IOException.class, () -> {
-                while (System.nanoTime() < deadline) {
-                    pair.client.write(ByteBuffer.wrap(new byte[] {8}));
-                    Thread.sleep(1);
-                }
-            });
+            readLastBytesAndEnd(pair.client);
+            writesSoonFail(pair.client, "a later write");
         }
     }
 
@@ -253,24 +245,39 @@ public class SocketChannelConformanceTest extends EveryProvider {
         try (Providers.Pair pair = new Providers.Pair(provider); Selector selector = provider.openSelector()) {
             pair.server.configureBlocking(false);
             pair.server.register(selector, SelectionKey.OP_READ);
-            pair.server.write(ByteBuffer.wrap(new byte[] {1, 2, 3}));
-            pair.server.close();
+            closeAfterLastBytes(pair.server);
             int taken = isRdma() ? 0 : 3;
             for (int write = 0; write < taken; write++) {
                 assertEquals("write " + write + " after the close", 2,
                         pair.client.write(ByteBuffer.wrap(new byte[] {4, 5})));
             }
-            assertArrayEquals("the peer's last bytes", new byte[] {1, 2, 3}, Providers.readFully(pair.client, 3));
-            assertEquals(-1, pair.client.read(ByteBuffer.allocate(4)));
+            readLastBytesAndEnd(pair.client);
             selector.selectNow(); // the key goes, and the socket with it
-            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
-            assertThrows("a write after the key went fails", IOException.class, () -> {
-                while (System.nanoTime() < deadline) {
-                    pair.client.write(ByteBuffer.wrap(new byte[] {6}));
-                    Thread.sleep(1);
-                }
-            });
+            writesSoonFail(pair.client, "a write after the key went");
         }
+    }
+
+    /** Writes the bytes 1, 2, 3 and closes: the peer's last bytes. */
+    private static void closeAfterLastBytes(SocketChannel channel) throws IOException {
+        channel.write(ByteBuffer.wrap(new byte[] {1, 2, 3}));
+        channel.close();
+    }
+
+    /** Reads what {@link #closeAfterLastBytes} wrote, then the end. */
+    private static void readLastBytesAndEnd(SocketChannel channel) throws IOException {
+        assertArrayEquals("the peer's last bytes", new byte[] {1, 2, 3}, Providers.readFully(channel, 3));
+        assertEquals(-1, channel.read(ByteBuffer.allocate(4)));
+    }
+
+    /** Writes a byte at a time until one fails, as one must within 10 s (the peer's reset came). */
+    private static void writesSoonFail(SocketChannel channel, String what) {
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+        assertThrows(what + " fails", IOException.class, () -> {
+            while (System.nanoTime() < deadline) {
+                channel.write(ByteBuffer.wrap(new byte[] {6}));
+                Thread.sleep(1);
+            }
+        });
     }
 
     /**
