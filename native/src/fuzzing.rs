@@ -113,7 +113,7 @@ pub fn send_messages(data: &[u8]) {
                         assert!(len as usize + send_stream::HEADER_LEN == byte_len && len > 0);
                         unread += 1;
                     }
-                    Ok(Admitted::Control | Admitted::End) => {}
+                    Ok(Admitted::Control | Admitted::End | Admitted::Closed(_)) => {}
                     Err(_) => return, // a violation ends the connection
                 }
             }

@@ -125,7 +125,36 @@ fn closing_delivers_everything_then_end_of_stream() {
     }
     assert_eq!(got.len(), data.len());
     assert!(got == data, "the stream differs");
-    assert!(matches!(server.try_write(b"late"), Err(Error::Disconnected)));
+}
+
+/// A close that read everything is clean: the peer's first write after it is
+/// taken and the later ones fail, as over TCP (all failed: a disconnect was
+/// all the peer learned).
+#[test]
+fn a_clean_close_takes_one_write_more() {
+    if no_device_here() {
+        return;
+    }
+    common::assert_a_clean_close_takes_one_write_more(|| pair(SMALL, SMALL));
+}
+
+/// A close that leaves bytes unread resets the connection: the peer's reads
+/// fail with `ConnectionReset` once it read what came before (they ended).
+#[test]
+fn a_close_with_bytes_unread_resets() {
+    if no_device_here() {
+        return;
+    }
+    common::assert_a_close_that_loses_bytes_resets(|| pair(SMALL, SMALL), false);
+}
+
+/// So does an abortive close (`SO_LINGER` 0).
+#[test]
+fn an_abortive_close_resets() {
+    if no_device_here() {
+        return;
+    }
+    common::assert_a_close_that_loses_bytes_resets(|| pair(SMALL, SMALL), true);
 }
 
 #[test]

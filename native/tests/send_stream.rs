@@ -304,6 +304,19 @@ fn a_reader_that_leaves_fails_a_blocked_writer() {
     });
 }
 
+/// A clean close, a close with bytes unread and an abortive one end the
+/// peer's stream as TCP's do (see `rdma_stream`'s tests of the same).
+#[test]
+fn a_close_tells_the_peer_whether_it_is_clean_or_a_reset() {
+    if no_device_here() {
+        return;
+    }
+    let pair = || pair(sends_only(SendOptions::default()), Medium::RdmaSends);
+    common::assert_a_clean_close_takes_one_write_more(pair);
+    common::assert_a_close_that_loses_bytes_resets(pair, false);
+    common::assert_a_close_that_loses_bytes_resets(pair, true);
+}
+
 /// Two-sided connection churn leaks no fd, queue pair, memory or receive slot:
 /// the listener's pool has room for one connection only, so a cycle whose
 /// slots did not come back would refuse the next client.

@@ -26,6 +26,12 @@
 //!   its slot just before a credit landed, and the reader may never be called
 //!   again (it read what it wanted), so no credit may land without waking it.
 //!
+//! - Close: the disconnect says only that the peer is gone; just before it, a
+//!   close writes a CLOSED immediate, or a RESET one when bytes it received
+//!   wait unread or it closes abortively (TCP's FIN and RST), where the
+//!   peer's receives allow. A close while a selector holds the socket writes
+//!   the end record only; the rest comes when the stream drops.
+//!
 //! Sends are signaled every `SIGNAL_EVERY` work requests, completions are
 //! drained in batches.
 
@@ -38,8 +44,8 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::media::ring::{RingConfig, RingReader, RingWriter, Violation};
-use crate::media::stream::{ops, ByteStream, Interest, ReadOutcome, WaitSource};
-use crate::rdma::closer::{Close, Closing, Settle, CLOSE_WAIT};
+use crate::media::stream::{ops, ByteStream, Interest, PeerClose, ReadOutcome, WaitSource};
+use crate::rdma::closer::{Close, Closing, Settle};
 use crate::rdma::completions::CompletionChannel;
 use crate::rdma::endpoint::{DataPath, Endpoint, Listener, QpShape, Request, Resolving};
 use crate::rdma::hello::{Hello, PathKind, RingGrant};
@@ -69,6 +75,9 @@ const SHAPE: QpShape = QpShape {
 const IMM_CONTROL: u32 = 1 << 31;
 const IMM_REQUEST: u32 = IMM_CONTROL | 1;
 const IMM_WAKE: u32 = IMM_CONTROL | 2;
+/// The writer's close, clean or a reset (see `PeerClose`), just before its disconnect.
+const IMM_CLOSED: u32 = IMM_CONTROL | 3;
+const IMM_RESET: u32 = IMM_CONTROL | 4;
 
 /// Work request ids: the kind in the low byte, and for signaled sends the
 /// number of send work requests their completion retires.
@@ -130,6 +139,11 @@ pub struct RingPath {
     credit_requested: bool,
     /// `close` was called: the disconnect follows once the writes landed.
     closing: bool,
+    /// `close_while_held` was called: the drop closes.
+    closed_while_held: bool,
+    /// How the peer said it closed, and whether a write came after its disconnect.
+    peer_close: PeerClose,
+    wrote_after_disconnect: bool,
     /// The last write found no room: until one succeeds, every wake-up that
     /// brings too little credit is followed by a new request (see `progress`).
     write_blocked: bool,
@@ -255,6 +269,9 @@ impl RingPath {
             peer_wants_credit: false,
             credit_requested: false,
             closing: false,
+            closed_while_held: false,
+            peer_close: PeerClose::Unsaid,
+            wrote_after_disconnect: false,
             write_blocked: false,
             output_shut: false,
             end_pending: false,
@@ -288,6 +305,45 @@ impl RingPath {
     /// Every write posted was acknowledged, or none will be.
     fn writes_landed(&self) -> bool {
         self.sq_outstanding == 0 || self.endpoint.peer_closed()
+    }
+
+    /// The peer disconnected, or reset the connection.
+    fn peer_gone(&self) -> bool {
+        self.endpoint.peer_closed() || self.peer_close == PeerClose::Reset
+    }
+
+    /// Closes (see `close`): a reset when `abortive` or bytes wait unread.
+    fn close_telling(&mut self, abortive: bool) {
+        if self.closing || self.endpoint.peer_closed() {
+            return;
+        }
+        self.tell_how_it_closes(abortive);
+        self.closing = true;
+        // A signaled empty write retires everything before it.
+        if self.sq_outstanding > 0 {
+            if let Err(err) = self.post(WR_DATA, 0, 0, 0, None, true) {
+                log::warn!("rdma stream close: the last writes may be lost: {err}");
+                self.endpoint.disconnect();
+                return;
+            }
+        }
+        self.disconnect_once_landed("rdma stream close", Self::writes_landed);
+    }
+
+    /// Writes the CLOSED or RESET immediate, where the peer's receives allow
+    /// (a peer told nothing fails its writes from the disconnect on).
+    fn tell_how_it_closes(&mut self, abortive: bool) {
+        let unread = self.drain_completions().and_then(|()| {
+            let capacity = self.reader_capacity();
+            Ok(self.reader.available(&self.incoming.bytes()[..capacity])?)
+        });
+        let imm = if abortive || unread.map_or(true, |unread| unread > 0) { IMM_RESET } else { IMM_CLOSED };
+        if !self.can_post(1, 0) {
+            return;
+        }
+        if let Err(err) = self.post(WR_CONTROL, 0, 0, 0, Some(imm), false) {
+            log::debug!("rdma stream close: the peer is not told how: {err}");
+        }
     }
 
     fn reader_capacity(&self) -> usize {
@@ -497,8 +553,16 @@ impl RingPath {
             return Err(Error::InvalidArgument("write after shutdown_output".into()));
         }
         self.progress()?;
-        if self.endpoint.peer_closed() {
+        if self.peer_close == PeerClose::Reset {
             return Err(Error::Disconnected);
+        }
+        if self.endpoint.peer_closed() {
+            let room = self.peer.max_payload as usize; // a record
+            return self.peer_close.write_after_disconnect(
+                &mut self.wrote_after_disconnect,
+                data.len(),
+                room,
+            );
         }
         if !self.can_send_data() {
             self.write_blocked = true;
@@ -533,6 +597,10 @@ impl RingPath {
             return self.read_some(out); // once more with what arrived before the disconnect
         }
         Ok(match n {
+            // What arrived before a reset is read first, as from a TCP socket.
+            0 if self.peer_close == PeerClose::Reset && !self.reader.has_data() => {
+                return Err(Error::ConnectionReset)
+            }
             0 if self.reader.ended() || (self.endpoint.peer_closed() && !self.reader.has_data()) => {
                 ReadOutcome::EndOfStream
             }
@@ -546,7 +614,7 @@ impl RingPath {
         if !self.reader.has_data() && self.endpoint.learn_of_disconnect()? {
             self.progress()?;
         }
-        let closed = self.endpoint.peer_closed();
+        let closed = self.endpoint.peer_closed() || self.peer_close == PeerClose::Reset;
         let mut ready = 0;
         if self.reader.has_data() || self.reader.ended() || closed {
             ready |= ops::READ;
@@ -592,11 +660,9 @@ impl ByteStream for RingPath {
 
     fn wait(&mut self, interest: Interest, deadline: Deadline) -> Result<()> {
         self.revoking_on_violation(|s| match interest {
-            Interest::Write => {
-                s.wait_until("rdma stream write", deadline, |s| s.writable() || s.endpoint.peer_closed())
-            }
+            Interest::Write => s.wait_until("rdma stream write", deadline, |s| s.writable() || s.peer_gone()),
             Interest::Read => s.wait_until("rdma stream read", deadline, |s| {
-                s.reader.has_data() || s.reader.ended() || s.endpoint.peer_closed()
+                s.reader.has_data() || s.reader.ended() || s.peer_gone()
             }),
         })
     }
@@ -609,29 +675,34 @@ impl ByteStream for RingPath {
         self.revoking_on_violation(Self::flush_end)
     }
 
-    /// Disconnects once the writes in flight landed (a signaled empty write
-    /// retires everything before it), waiting up to `CLOSE_WAIT`; a stream
-    /// whose writes take longer is disconnected by the closer (see `Closing`).
+    /// Tells the peer how it closes, and disconnects once the writes in
+    /// flight landed (`DataPath::disconnect_once_landed`).
     fn close(&mut self) {
-        if self.closing || self.endpoint.peer_closed() {
-            return;
-        }
-        self.closing = true;
-        if self.sq_outstanding > 0 {
-            let landed = self.post(WR_DATA, 0, 0, 0, None, true).and_then(|()| {
-                self.wait_until("rdma stream close", Deadline::after(Some(CLOSE_WAIT)), Self::writes_landed)
-            });
-            match landed {
-                Ok(()) => {}
-                Err(Error::TimedOut { .. }) => return,
-                Err(err) => log::warn!("rdma stream close: the last writes may be lost: {err}"),
+        self.close_telling(false);
+    }
+
+    /// As `close`, telling the peer of a reset whatever was read.
+    fn abort(&mut self) {
+        self.close_telling(true);
+    }
+
+    /// Sends the end record only: the peer reads the end, and its writes
+    /// land in our ring, unread, until the stream drops, whose close
+    /// (`Closing`) disconnects; from then on they fail, as a TCP peer's do
+    /// once the JDK's channel closed its file.
+    fn close_while_held(&mut self) {
+        match self.shutdown_output() {
+            Ok(()) => self.closed_while_held = true,
+            Err(err) => {
+                log::warn!("rdma stream close: cannot end the stream ({err}); disconnecting");
+                self.close();
             }
         }
-        self.endpoint.disconnect();
     }
 
     fn close_complete(&mut self) -> bool {
-        self.settle()
+        // Closed while held, the drop closes, and leaves to the closer what it cannot finish.
+        (self.closed_while_held && !self.closing) || self.settle()
     }
 
     fn local_addr(&self) -> Option<SocketAddr> {
@@ -706,6 +777,8 @@ impl DataPath for RingPath {
             match wc.imm {
                 IMM_REQUEST => self.peer_wants_credit = true,
                 IMM_WAKE => self.credit_requested = false,
+                IMM_CLOSED => self.peer_close = PeerClose::Clean,
+                IMM_RESET => self.peer_close = PeerClose::Reset,
                 imm if imm & IMM_CONTROL == 0 => self.reader.publish_low31(imm)?,
                 imm => return Err(Violation::Notification { imm }.into()),
             }

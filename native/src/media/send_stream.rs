@@ -20,6 +20,9 @@
 //!   between two reports of the peer there is at most one grant of it. A third
 //!   (and one staged send) stays reserved for the end, so a half close never
 //!   waits, as TCP's FIN does not.
+//! - Close: just before its disconnect a close sends CLOSED, or RESET when
+//!   messages it received wait unread or it closes abortively (TCP's FIN and
+//!   RST), where a control credit allows (see `PeerClose`).
 //! - Checks: a message shorter than a header, of an unknown kind, beyond its
 //!   grant, or with consumption counts that go back or past what was sent is
 //!   a protocol violation that ends the connection.
@@ -34,8 +37,8 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::media::receive_pool::ReceivePool;
 use crate::media::ring::Violation;
-use crate::media::stream::{ops, ByteStream, Interest, ReadOutcome, WaitSource};
-use crate::rdma::closer::{Close, Closing, Settle, CLOSE_WAIT};
+use crate::media::stream::{ops, ByteStream, Interest, PeerClose, ReadOutcome, WaitSource};
+use crate::rdma::closer::{Close, Closing, Settle};
 use crate::rdma::completions::CompletionChannel;
 use crate::rdma::endpoint::{DataPath, Endpoint, QpShape, Request, Resolving};
 use crate::rdma::hello::{Hello, PathKind, SlotGrant};
@@ -49,6 +52,10 @@ pub(crate) const KIND_DATA: u32 = 1;
 pub(crate) const KIND_CONTROL: u32 = 2;
 /// The writer's last message (a half close): empty, a control message.
 const KIND_END: u32 = 3;
+/// The writer's close, clean or a reset (see `PeerClose`), just before its
+/// disconnect: empty, control messages.
+const KIND_CLOSED: u32 = 4;
+const KIND_RESET: u32 = 5;
 /// The slot of an end arrival, which holds none.
 const NO_SLOT: u32 = u32::MAX;
 /// The most sends a peer's credits may allow (see `check_grant`): a connecting
@@ -146,6 +153,8 @@ pub(crate) enum Admitted {
     Control,
     /// The end of the peer's stream (a control message too).
     End,
+    /// How the peer closes (a control message too).
+    Closed(PeerClose),
 }
 
 /// The message accounting of a two-sided stream, apart from the verbs: how
@@ -258,7 +267,7 @@ impl Ledger {
                 self.data_received = self.data_received.wrapping_add(1);
                 Ok(Admitted::Data(len))
             }
-            KIND_CONTROL | KIND_END => {
+            KIND_CONTROL | KIND_END | KIND_CLOSED | KIND_RESET => {
                 if payload != 0 || (kind == KIND_END && self.end_received) {
                     return Err(
                         Violation::Message { what: "a control message with bytes, or a second end" }.into()
@@ -274,7 +283,12 @@ impl Ledger {
                 self.control_received = self.control_received.wrapping_add(1);
                 self.control_consumed = self.control_consumed.wrapping_add(1);
                 self.end_received |= kind == KIND_END;
-                Ok(if kind == KIND_END { Admitted::End } else { Admitted::Control })
+                Ok(match kind {
+                    KIND_END => Admitted::End,
+                    KIND_CLOSED => Admitted::Closed(PeerClose::Clean),
+                    KIND_RESET => Admitted::Closed(PeerClose::Reset),
+                    _ => Admitted::Control,
+                })
             }
             _ => Err(Violation::Message { what: "an unknown kind" }.into()),
         }
@@ -350,6 +364,11 @@ pub struct SendPath {
     end_pending: bool,
     /// `close` was called: the disconnect follows once the sends landed.
     closing: bool,
+    /// `close_while_held` was called: the drop closes.
+    closed_while_held: bool,
+    /// How the peer said it closed, and whether a write came after its disconnect.
+    peer_close: PeerClose,
+    wrote_after_disconnect: bool,
     busy_poll: Duration,
 }
 
@@ -485,6 +504,9 @@ impl SendPath {
             output_shut: false,
             end_pending: false,
             closing: false,
+            closed_while_held: false,
+            peer_close: PeerClose::Unsaid,
+            wrote_after_disconnect: false,
             busy_poll: Duration::ZERO,
         }
     }
@@ -527,6 +549,35 @@ impl SendPath {
             if let Err(err) = self.send(KIND_CONTROL, &[], true) {
                 log::debug!("send stream close: {err}");
             }
+        }
+    }
+
+    /// The peer disconnected, or reset the connection.
+    fn peer_gone(&self) -> bool {
+        self.endpoint.peer_closed() || self.peer_close == PeerClose::Reset
+    }
+
+    /// Closes (see `close`): a reset when `abortive` or messages wait unread.
+    fn close_telling(&mut self, abortive: bool) {
+        if self.closing || self.endpoint.peer_closed() {
+            return;
+        }
+        self.tell_how_it_closes(abortive);
+        self.closing = true;
+        self.retire_unsignaled();
+        self.disconnect_once_landed("send stream close", Self::sends_landed);
+    }
+
+    /// Sends CLOSED or RESET, where a control credit allows (a peer told
+    /// nothing fails its writes from the disconnect on).
+    fn tell_how_it_closes(&mut self, abortive: bool) {
+        let unread = self.drain_completions().map_or(true, |()| self.has_data());
+        let kind = if abortive || unread { KIND_RESET } else { KIND_CLOSED };
+        if !self.can_send(true, 0) {
+            return;
+        }
+        if let Err(err) = self.send(kind, &[], true) {
+            log::debug!("send stream close: the peer is not told how: {err}");
         }
     }
 
@@ -636,6 +687,10 @@ impl SendPath {
         match self.ledger.admit(&header[..known], byte_len)? {
             Admitted::Data(len) => self.arrivals.push_back(Arrival { slot, len, end: false }),
             Admitted::Control => self.repost(slot)?,
+            Admitted::Closed(how) => {
+                self.repost(slot)?;
+                self.peer_close = how;
+            }
             Admitted::End => {
                 self.repost(slot)?;
                 self.arrivals.push_back(Arrival { slot: NO_SLOT, len: 0, end: true });
@@ -672,8 +727,16 @@ impl SendPath {
             return Err(Error::InvalidArgument("write after shutdown_output".into()));
         }
         self.progress()?;
-        if self.endpoint.peer_closed() {
+        if self.peer_close == PeerClose::Reset {
             return Err(Error::Disconnected);
+        }
+        if self.endpoint.peer_closed() {
+            let room = self.message_len - HEADER_LEN; // a message
+            return self.peer_close.write_after_disconnect(
+                &mut self.wrote_after_disconnect,
+                data.len(),
+                room,
+            );
         }
         let chunk = self.message_len - HEADER_LEN;
         let mut written = 0;
@@ -703,6 +766,10 @@ impl SendPath {
             self.send_control_if_due()?;
             return Ok(ReadOutcome::Data(done));
         }
+        // What arrived before a reset is read first, as from a TCP socket.
+        if self.peer_close == PeerClose::Reset {
+            return Err(Error::ConnectionReset);
+        }
         if self.at_end()? {
             return Ok(ReadOutcome::EndOfStream);
         }
@@ -717,7 +784,7 @@ impl SendPath {
         if self.arrivals.is_empty() && self.endpoint.learn_of_disconnect()? {
             self.progress()?;
         }
-        let closed = self.endpoint.peer_closed();
+        let closed = self.peer_gone();
         let mut ready = 0;
         if self.has_data() || self.at_end()? || closed {
             ready |= ops::READ;
@@ -769,11 +836,9 @@ impl ByteStream for SendPath {
 
     fn wait(&mut self, interest: Interest, deadline: Deadline) -> Result<()> {
         self.revoking_on_violation(|s| match interest {
-            Interest::Write => {
-                s.wait_until("send stream write", deadline, |s| s.writable() || s.endpoint.peer_closed())
-            }
+            Interest::Write => s.wait_until("send stream write", deadline, |s| s.writable() || s.peer_gone()),
             Interest::Read => s.wait_until("send stream read", deadline, |s| {
-                !s.arrivals.is_empty() || s.ended || s.endpoint.peer_closed()
+                !s.arrivals.is_empty() || s.ended || s.peer_gone()
             }),
         })
     }
@@ -786,28 +851,31 @@ impl ByteStream for SendPath {
         self.revoking_on_violation(Self::flush_end)
     }
 
-    /// As `RdmaStream`'s close; the last unsignaled sends are retired by a
-    /// signaled credit update when a control credit allows.
+    /// As `RdmaStream`'s close; the last unsignaled sends are retired by the
+    /// signaled CLOSED or RESET, or a credit update, when a control credit allows.
     fn close(&mut self) {
-        if self.closing || self.endpoint.peer_closed() {
-            return;
-        }
-        self.closing = true;
-        self.retire_unsignaled();
-        if !self.sends_landed() {
-            let landed =
-                self.wait_until("send stream close", Deadline::after(Some(CLOSE_WAIT)), Self::sends_landed);
-            match landed {
-                Ok(()) => {}
-                Err(Error::TimedOut { .. }) => return,
-                Err(err) => log::warn!("send stream close: the last sends may be lost: {err}"),
+        self.close_telling(false);
+    }
+
+    /// As `close`, telling the peer of a reset whatever was read.
+    fn abort(&mut self) {
+        self.close_telling(true);
+    }
+
+    /// As `RdmaStream`'s: the end message only; the peer's messages wait,
+    /// unread, until the stream drops and its close disconnects.
+    fn close_while_held(&mut self) {
+        match self.shutdown_output() {
+            Ok(()) => self.closed_while_held = true,
+            Err(err) => {
+                log::warn!("send stream close: cannot end the stream ({err}); disconnecting");
+                self.close();
             }
         }
-        self.endpoint.disconnect();
     }
 
     fn close_complete(&mut self) -> bool {
-        self.settle()
+        (self.closed_while_held && !self.closing) || self.settle()
     }
 
     fn local_addr(&self) -> Option<SocketAddr> {

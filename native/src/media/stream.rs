@@ -47,6 +47,34 @@ pub mod ops {
 
 pub use crate::sys::WaitSource;
 
+/// How an RDMA peer said it closed, before it disconnected: the disconnect
+/// alone cannot tell a clean close from a reset, as TCP's FIN and RST do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum PeerClose {
+    /// Nothing said (yet, or ever: a peer that died, a failed queue pair).
+    #[default]
+    Unsaid,
+    /// It closed having read everything sent to it.
+    Clean,
+    /// It closed abortively, or leaving bytes unread: reads fail once what
+    /// came before is read, writes fail.
+    Reset,
+}
+
+impl PeerClose {
+    /// What a write of `len` bytes does once the peer disconnected: after its
+    /// clean close the first is taken and dropped, up to `room` bytes (a TCP
+    /// peer answers it with a reset, and a send buffer takes no more), and the
+    /// later ones fail, as all do after a reset or a disconnect that said
+    /// nothing. `wrote` remembers the first.
+    pub(crate) fn write_after_disconnect(self, wrote: &mut bool, len: usize, room: usize) -> Result<usize> {
+        match self {
+            PeerClose::Clean if !std::mem::replace(wrote, true) => Ok(len.min(room)),
+            _ => Err(Error::Disconnected),
+        }
+    }
+}
+
 /// A byte stream to one peer.
 ///
 /// Besides reads and writes, a stream can be waited for from outside, many at

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use rdma_sys::*;
 
 use crate::error::{Error, Result};
+use crate::rdma::closer::CLOSE_WAIT;
 use crate::rdma::cm::{CmEvent, CmId, EventChannel};
 use crate::rdma::completions::{CompletionGroup, Completions, GroupOffer};
 use crate::rdma::device_events::{self, Watched, DRAIN_WR_ID, PROBE_WR_ID};
@@ -763,6 +764,23 @@ pub(crate) trait DataPath {
                 return Ok(());
             }
         }
+    }
+
+    /// Disconnects once `landed` holds, waiting for it up to `CLOSE_WAIT`
+    /// (a round trip on a working link); a connection whose last writes take
+    /// longer is disconnected by the closer (`settle_when`).
+    fn disconnect_once_landed(&mut self, op: &'static str, landed: impl Fn(&Self) -> bool)
+    where
+        Self: Sized,
+    {
+        if !landed(self) {
+            match self.wait_until(op, Deadline::after(Some(CLOSE_WAIT)), landed) {
+                Ok(()) => {}
+                Err(Error::TimedOut { .. }) => return,
+                Err(err) => log::warn!("{op}: the last writes may be lost: {err}"),
+            }
+        }
+        self.endpoint().disconnect();
     }
 
     /// Moves a close on without waiting (`media::closing`): handles the

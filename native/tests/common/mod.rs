@@ -164,6 +164,61 @@ pub fn assert_a_leaving_reader_fails_a_blocked_writer<S: ByteStream + Send + 'st
     }
 }
 
+/// A close that left nothing unread is clean, as TCP's: the peer reads the
+/// last bytes and the end, its first write after that is taken (a TCP peer's
+/// reset answers it) and the later ones fail.
+pub fn assert_a_clean_close_takes_one_write_more<S: ByteStream>(pair: impl Fn() -> (S, S)) {
+    let (mut client, mut server) = pair();
+    client.write_all(b"last", TIMEOUT).expect("write");
+    drop(client);
+    assert_eq!(read_to_end(&mut server), b"last");
+    assert_eq!(server.try_write(b"late").expect("the first write after the close"), 4);
+    assert!(matches!(server.try_write(b"later"), Err(Error::Disconnected)));
+}
+
+/// A close that leaves received bytes unread, or an abortive one (`abort`),
+/// resets the connection, as TCP's: the peer reads what came before, then
+/// its reads fail with `ConnectionReset`, and its writes fail.
+pub fn assert_a_close_that_loses_bytes_resets<S: ByteStream>(pair: impl Fn() -> (S, S), abort: bool) {
+    let (mut client, mut server) = pair();
+    client.write_all(b"last", TIMEOUT).expect("write");
+    let mut last = [0u8; 4];
+    if abort {
+        server.read_exact(&mut last, TIMEOUT).expect("read");
+        client.abort();
+    } else {
+        server.write_all(b"unread", TIMEOUT).expect("write");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while client.available().expect("available") == 0 {
+            assert!(Instant::now() < deadline, "the bytes never arrived");
+            thread::sleep(Duration::from_millis(1));
+        }
+        drop(client);
+        server.read_exact(&mut last, TIMEOUT).expect("the bytes before the reset");
+    }
+    assert_eq!(&last, b"last");
+    let mut buf = [0u8; 16];
+    for read in 0..2 {
+        match server.read(&mut buf, TIMEOUT) {
+            Err(Error::ConnectionReset) => {}
+            other => panic!("read {read} after the reset: expected ConnectionReset, got {other:?}"),
+        }
+    }
+    assert!(matches!(server.try_write(b"late"), Err(Error::Disconnected)));
+}
+
+/// Everything `stream` delivers until its end.
+fn read_to_end(stream: &mut impl ByteStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf, TIMEOUT).expect("read") {
+            0 => return got,
+            n => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
 /// Resident memory of this process, in KiB.
 pub fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();

@@ -63,10 +63,6 @@ public class SocketChannelConformanceTest extends EveryProvider {
     }
 
     /** The provider runs over RDMA (rdma or rdma-sends), in the VM. */
-    private boolean isRdma() {
-        return name.startsWith("rdma-nio/rdma");
-    }
-
     private static long crc(byte[] bytes) {
         CRC32C crc = new CRC32C();
         crc.update(bytes);
@@ -187,8 +183,8 @@ public class SocketChannelConformanceTest extends EveryProvider {
     /**
      * A peer that closes with SO_LINGER 0 resets the connection: every later
      * read fails with the JDK's SocketException "Connection reset" (it was an
-     * RdmaException once, then end of stream). RDMA has no reset: there an
-     * abortive close ends the stream, as documented.
+     * RdmaException once, then end of stream; over RDMA end of stream until
+     * the close told the peer it was a reset).
      */
     @Test(timeout = 30_000)
     public void anAbortiveCloseResetsTheConnection() throws Exception {
@@ -198,10 +194,6 @@ public class SocketChannelConformanceTest extends EveryProvider {
             pair.client.setOption(StandardSocketOptions.SO_LINGER, 0);
             pair.client.close();
             ByteBuffer buffer = ByteBuffer.allocate(16);
-            if (isRdma()) {
-                assertEquals(-1, pair.server.read(buffer));
-                return;
-            }
             for (int read = 0; read < 2; read++) {
                 SocketException e = assertThrows(SocketException.class, () -> pair.server.read(buffer));
                 assertEquals("Connection reset", e.getMessage());
@@ -215,19 +207,16 @@ public class SocketChannelConformanceTest extends EveryProvider {
      * it fail; the peer's last bytes are read before its end. Kafka's TLS
      * client reads the peer's alert only after a write that did not fail
      * (SslTransportLayerTest#testListenerConfigOverride lost the alert over
-     * shm, whose writes failed as soon as the peer had closed). The RDMA
-     * media cannot tell a clean close from a reset (a disconnect is all
-     * that comes): their writes fail from the disconnect on.
+     * shm, whose writes failed as soon as the peer had closed, and over
+     * RDMA, where a disconnect was all the peer learned of the close).
      */
     @Test(timeout = 30_000)
     public void aWriteToAPeerThatClosedIsTakenOnceAndTheWritesAfterItFail() throws Exception {
         try (Providers.Pair pair = new Providers.Pair(provider)) {
             closeAfterLastBytes(pair.server);
-            if (!isRdma()) {
-                assertEquals("the first write after the peer's close", 4,
-                        pair.client.write(ByteBuffer.wrap(new byte[] {4, 5, 6, 7})));
-            }
             readLastBytesAndEnd(pair.client);
+            assertEquals("the first write after the peer's end", 4,
+                    pair.client.write(ByteBuffer.wrap(new byte[] {4, 5, 6, 7})));
             writesSoonFail(pair.client, "a later write");
         }
     }
@@ -237,8 +226,10 @@ public class SocketChannelConformanceTest extends EveryProvider {
      * the selector's next select, as the JDK's does: it shuts only its output
      * down at the close, and its socket closes with the key. Kafka's TLS
      * server closes so after a failed handshake, while its client may still
-     * be writing its last handshake records. The RDMA media disconnect at the
-     * close, so the peer's writes fail from the disconnect on.
+     * be writing its last handshake records. The writes are taken even once
+     * the peer has read the end (the RDMA media disconnected at the close, so
+     * such writes failed). The RDMA media send the end at the close and
+     * disconnect when the key goes.
      */
     @Test(timeout = 30_000)
     public void aChannelClosedWhileRegisteredTakesThePeersWritesUntilItsKeyGoes() throws Exception {
@@ -246,12 +237,11 @@ public class SocketChannelConformanceTest extends EveryProvider {
             pair.server.configureBlocking(false);
             pair.server.register(selector, SelectionKey.OP_READ);
             closeAfterLastBytes(pair.server);
-            int taken = isRdma() ? 0 : 3;
-            for (int write = 0; write < taken; write++) {
-                assertEquals("write " + write + " after the close", 2,
+            readLastBytesAndEnd(pair.client);
+            for (int write = 0; write < 3; write++) {
+                assertEquals("write " + write + " after the end", 2,
                         pair.client.write(ByteBuffer.wrap(new byte[] {4, 5})));
             }
-            readLastBytesAndEnd(pair.client);
             selector.selectNow(); // the key goes, and the socket with it
             writesSoonFail(pair.client, "a write after the key went");
         }
