@@ -26,7 +26,8 @@
 //! takes one ring however much is published meanwhile. A waiter that sleeps
 //! level-triggered (poll(2): the stream's own blocking calls, a connection's
 //! first socket-level sleep) finds the bit cleared, knows there is a ring to
-//! consume, and reads it: a doorbell that did not ring is not read. One that
+//! consume, and reads it (and whatever else the pipe holds, or its next poll
+//! would not sleep): a doorbell that did not ring is not read. One that
 //! sleeps edge-triggered (a selector, a connection's later sleeps in its
 //! `WaitSet`) reads none and leaves the bytes in the pipe: an edge comes with
 //! every write, a full pipe's too (`signal_pipe`). The doorbell fd fits an
@@ -638,11 +639,17 @@ impl ShmStream {
                 return Ok(());
             }
             let watched = [(self.doorbell_fd(), libc::POLLIN), (self.liveness_fd(), liveness::EVENTS)];
-            let [_, gone] = sys::wait_for(op, watched, deadline)?;
+            let [rung, gone] = sys::wait_for(op, watched, deadline)?;
             if gone {
                 self.check_liveness()?;
             }
+            // A readable doorbell is emptied whoever rang (rings a selector
+            // left, a peer's stray ones), or the next poll would not sleep.
+            self.ring_pending |= rung;
             self.end_sleep()?;
+            if deadline.expired() && !refresh(self)? {
+                return Err(deadline.timed_out(op));
+            }
             self.announce_sleep(what);
         })();
         self.end_sleep()?;
@@ -976,6 +983,42 @@ mod tests {
             side1.disarm_watched().unwrap();
             assert_eq!(side1.try_read(&mut buf).unwrap(), ReadOutcome::Data(1));
         }
+    }
+
+    /// A blocking wait after many selector sleeps (whose rings stay in the
+    /// doorbell: `disarm_watched` reads nothing) sleeps, rather than finding
+    /// the doorbell readable for ever and spinning: its first sleep's end
+    /// empties the doorbell, however many rings it holds.
+    #[test]
+    fn a_blocking_wait_after_many_selector_sleeps_sleeps() {
+        let (mut side0, fds) = ShmStream::create(config()).unwrap();
+        let mut side1 = ShmStream::open(fds, 1).unwrap();
+        let mut buf = [0u8; 8];
+        for _ in 0..1_000 {
+            side1.arm(ops::READ).unwrap();
+            assert_eq!(side0.try_write(b"x").unwrap(), 1); // rings
+            side1.disarm_watched().unwrap();
+            assert_eq!(side1.try_read(&mut buf).unwrap(), ReadOutcome::Data(1));
+        }
+        let (done, ended) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            let cpu = thread_cpu_time();
+            let waited = side1.wait(Interest::Read, Deadline::after(Some(Duration::from_millis(300))));
+            done.send((waited.map_err(|err| err.to_string()), thread_cpu_time() - cpu)).unwrap();
+            drop(side0);
+        });
+        let (waited, cpu) =
+            ended.recv_timeout(Duration::from_secs(10)).expect("the wait outlived its deadline");
+        assert!(waited.as_ref().is_err_and(|err| err.contains("timed out")), "nothing was sent: {waited:?}");
+        assert!(cpu < Duration::from_millis(100), "the wait spun: {cpu:?} of CPU in 300 ms");
+    }
+
+    /// CPU time this thread has used.
+    fn thread_cpu_time() -> Duration {
+        let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: a valid timespec to fill.
+        assert_eq!(unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) }, 0);
+        Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
     }
 
     /// The doorbell we sleep on came from the peer: a peer that kept a copy

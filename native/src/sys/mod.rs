@@ -123,16 +123,25 @@ pub(crate) fn signal_pipe(fd: &OwnedFd) -> Result<()> {
     Ok(())
 }
 
-/// Empties a non-blocking pipe (of what one read takes: rings are one byte
-/// each, and one is due per sleep); says whether it held anything.
+/// Empties a non-blocking pipe; says whether it held anything. Rings are one
+/// byte each, and a selector's sleeps leave theirs (see `ShmStream::disarm_watched`),
+/// so a doorbell may hold up to a pipe's capacity: reads go on while they fill
+/// the buffer (a bound keeps a peer that rings without pause from holding us).
 pub(crate) fn drain_pipe(fd: &OwnedFd) -> Result<bool> {
-    let mut bytes = [0u8; 64];
-    // SAFETY: reading into a live buffer of its length.
-    let n = unsafe { libc::read(fd.as_raw_fd(), bytes.as_mut_ptr().cast(), bytes.len()) };
-    if n < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EAGAIN) {
-        return Err(Error::last_os("read(pipe)"));
+    let mut bytes = [0u8; 4096];
+    let mut drained = false;
+    for _ in 0..64 {
+        // SAFETY: reading into a live buffer of its length.
+        let n = unsafe { libc::read(fd.as_raw_fd(), bytes.as_mut_ptr().cast(), bytes.len()) };
+        if n < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EAGAIN) {
+            return Err(Error::last_os("read(pipe)"));
+        }
+        drained |= n > 0;
+        if n < bytes.len() as isize {
+            break;
+        }
     }
-    Ok(n > 0)
+    Ok(drained)
 }
 
 /// Makes an eventfd readable.
