@@ -36,6 +36,7 @@
 //! file of its user's own: the flags of an open file, `O_NONBLOCK` among them,
 //! are shared by its copies, and a peer that kept copies could otherwise make
 //! our reads or writes of it block for good. A full doorbell is a rung one.
+//! The doorbells go with a kept region to its next connection (`shm_reuse`).
 //!
 //! A peer that dies sets no closed flag and rings no doorbell. A stream made
 //! through the rendezvous (`shm_listener`) keeps its end of a pipe for its
@@ -196,8 +197,9 @@ impl ShmFds {
     }
 }
 
-/// A side's ends of the two doorbells, each an open file of its own.
-struct Doorbells {
+/// A side's ends of the two doorbells, each an open file of its own. They
+/// go with the region to the next connection on it (see `shm_reuse`).
+pub(super) struct Doorbells {
     /// Read end of ours, which the peer rings.
     own: OwnedFd,
     /// Write end of the peer's, which we ring.
@@ -205,16 +207,32 @@ struct Doorbells {
     /// A read end of the peer's, never read: with it open the pipe we ring
     /// always has a reader, so a ring after the peer is gone finds the pipe
     /// full at worst, never `EPIPE` (nor `SIGPIPE`, which ends a process that
-    /// does not ignore it).
-    #[allow(dead_code)] // held open, never read
+    /// does not ignore it). The side that made the pipes hands it over.
     peers_reader: OwnedFd,
+    /// The side that made the pipes: the write end of ours, which it hands over.
+    own_writer: Option<OwnedFd>,
 }
+
+impl Doorbells {
+    /// Doorbells kept from a connection before: the rings its peer left are
+    /// read, so that our next sleep sleeps.
+    fn reused(self) -> Result<Doorbells> {
+        sys::drain_pipe(&self.own)?;
+        Ok(self)
+    }
+}
+
+/// The pipes of a region's two doorbells, as its maker handed them over: a
+/// listener's doorbells serve the next connection on the region if the same
+/// pipes come with it.
+pub(super) type PipeIds = [Option<(u64, u64)>; 2];
 
 /// One end of a shared-memory byte stream.
 pub struct ShmStream {
     side: usize,
     map: Mapping,
-    doorbells: Doorbells,
+    /// Taken only by the drop, which keeps them with the region.
+    doorbells: Option<Doorbells>,
     reader: RingReader,
     writer: RingWriter,
     incoming: RingArea,
@@ -254,9 +272,9 @@ enum Keep {
     /// A client's region, parked with the socket it went to the listener
     /// on, for the next connect to that listener.
     ForListener { region: OwnedFd, link: UnixDatagram, listener: SocketAddr },
-    /// A region a peer made: its mapping is kept by the region's file, for
-    /// the peer's next handover of it.
-    ByFile(shm_reuse::FileId),
+    /// A region a peer made: its mapping and our doorbells are kept by the
+    /// region's file, for the peer's next handover of it with the same pipes.
+    ByFile(shm_reuse::FileId, PipeIds),
 }
 
 // SAFETY: the raw ring pointers point into `map`, which the stream owns.
@@ -281,40 +299,51 @@ impl ShmStream {
     }
 
     /// `create_with` on `parked`, a region of this shape kept from a
-    /// connection before (its control area is reset), or on a new region;
-    /// returns the region's memfd too.
+    /// connection before (its control area is reset) with its doorbells, or
+    /// on a new region; returns the region's memfd too.
     pub(super) fn create_in<T>(
-        parked: Option<(OwnedFd, Mapping)>,
+        parked: Option<(OwnedFd, Mapping, Doorbells)>,
         config: RingConfig,
         hand_over: impl FnOnce(&ShmFds) -> Result<T>,
     ) -> Result<(ShmStream, T, OwnedFd)> {
         // Plain stores land whole before the tail's release: no CRC to pay for.
         let config = config.without_crc();
-        let (region, map) = match parked {
-            Some((region, map)) => {
+        let (region, map, doorbells) = match parked {
+            Some((region, map, doorbells)) => {
                 debug_assert_eq!(map.len, CONTROL_LEN + 2 * config.capacity());
                 // Every word a side reads starts at zero, as in a new memfd;
                 // the rings' bytes need no reset: only what a tail covers is read.
                 for offset in (0..CONTROL_LEN).step_by(8) {
                     map.word64(offset).store(0, Ordering::Relaxed);
                 }
-                (region, map)
+                (region, map, Some(doorbells.reused()?))
             }
-            None => Self::new_region(config)?,
+            None => {
+                let (region, map) = Self::new_region(config)?;
+                (region, map, None)
+            }
         };
         map.word32(4).store(VERSION, Ordering::Relaxed);
         map.word32(8).store(config.capacity() as u32, Ordering::Relaxed);
         map.word32(12).store(config.max_payload() as u32, Ordering::Relaxed);
         map.word32(16).store(config.seed(), Ordering::Relaxed);
         map.word32(0).store(MAGIC, Ordering::Release); // last: the header is complete
-        let (doorbell, peer_rings) = sys::pipe()?;
-        let (peer_doorbell_read, peer_doorbell) = sys::pipe()?;
-        let theirs = ShmFds { region, doorbells: [peer_rings, peer_doorbell_read] };
+        let (own, peers, handed_ends) = match doorbells {
+            Some(Doorbells { own, peers, peers_reader, own_writer: Some(own_writer) }) => {
+                (own, peers, [own_writer, peers_reader])
+            }
+            _ => {
+                let (own, own_writer) = sys::pipe()?;
+                let (peers_reader, peers) = sys::pipe()?;
+                (own, peers, [own_writer, peers_reader])
+            }
+        };
+        let theirs = ShmFds { region, doorbells: handed_ends };
         let handed = hand_over(&theirs)?;
-        // Our copy of the read end of the peer's doorbell stays open: see
-        // `Doorbells`; our copy of the peer's write end closes here.
-        let ShmFds { region, doorbells: [_, reader] } = theirs;
-        let doorbells = Doorbells { own: doorbell, peers: peer_doorbell, peers_reader: reader };
+        // Our copies of what went stay: the read end of the peer's doorbell
+        // (see `Doorbells`), and the write end of ours for the next handover.
+        let ShmFds { region, doorbells: [own_writer, peers_reader] } = theirs;
+        let doorbells = Doorbells { own, peers, peers_reader, own_writer: Some(own_writer) };
         Ok((ShmStream::on_mapping(map, config, doorbells, 0), handed, region))
     }
 
@@ -363,9 +392,13 @@ impl ShmStream {
             return Err(Error::InvalidArgument(format!("shm region of {len} bytes is too small")));
         }
         let file = shm_reuse::FileId { device: stat.st_dev, inode: stat.st_ino };
-        let map = match shm_reuse::take_mapping(file, len) {
-            Some(map) => map,
-            None => Mapping::new(fds.region.as_raw_fd(), len)?,
+        let pipes = fds.doorbells.each_ref().map(sys::pipe_id);
+        let (map, kept_doorbells) = match shm_reuse::take_mapping(file, len) {
+            Some((map, kept)) => {
+                let same_pipes = kept.0 == side && kept.1 == pipes && pipes.iter().all(Option::is_some);
+                (map, same_pipes.then_some(kept))
+            }
+            None => (Mapping::new(fds.region.as_raw_fd(), len)?, None),
         };
         if map.word32(0).load(Ordering::Acquire) != MAGIC || map.word32(4).load(Ordering::Relaxed) != VERSION
         {
@@ -384,16 +417,22 @@ impl ShmStream {
                 "shm region of {len} bytes does not hold two {capacity}-byte rings"
             )));
         }
-        // Open files of our own: the peer may have kept copies of these, and
-        // could otherwise make our reads or writes of them block.
-        let [first, second] = &fds.doorbells;
-        let (own, peers) = if side == 0 { (first, second) } else { (second, first) };
-        let [own] = sys::reopen_pipe_ends(own, [false])?;
-        let [peers, peers_reader] = sys::reopen_pipe_ends(peers, [true, false])?;
-        let doorbells = Doorbells { own, peers, peers_reader };
+        let doorbells = match kept_doorbells {
+            // The same pipes as on the region's connection before: our ends of them.
+            Some((_, _, doorbells)) => doorbells.reused()?,
+            None => {
+                // Open files of our own: the peer may have kept copies of these, and
+                // could otherwise make our reads or writes of them block.
+                let [first, second] = &fds.doorbells;
+                let (own, peers) = if side == 0 { (first, second) } else { (second, first) };
+                let [own] = sys::reopen_pipe_ends(own, [false])?;
+                let [peers, peers_reader] = sys::reopen_pipe_ends(peers, [true, false])?;
+                Doorbells { own, peers, peers_reader, own_writer: None }
+            }
+        };
         // The mapping outlives the memfd, which closes here with the ends as they came.
         let mut stream = ShmStream::on_mapping(map, config, doorbells, side);
-        stream.keep = Keep::ByFile(file);
+        stream.keep = Keep::ByFile(file, pipes);
         Ok(stream)
     }
 
@@ -410,7 +449,7 @@ impl ShmStream {
         ShmStream {
             side,
             map,
-            doorbells,
+            doorbells: Some(doorbells),
             reader: RingReader::new(config),
             writer: RingWriter::new(config),
             incoming,
@@ -455,9 +494,15 @@ impl ShmStream {
     #[cfg(test)]
     pub(super) fn region_file(&self) -> Option<shm_reuse::FileId> {
         match self.keep {
-            Keep::ByFile(file) => Some(file),
+            Keep::ByFile(file, _) => Some(file),
             _ => None,
         }
+    }
+
+    /// The pipe of our doorbell.
+    #[cfg(test)]
+    pub(super) fn doorbell_pipe(&self) -> Option<(u64, u64)> {
+        sys::pipe_id(&self.doorbells().own)
     }
 
     /// Keeps `end`, our end of a `sys::liveness` channel with the peer's
@@ -484,10 +529,14 @@ impl ShmStream {
         word + SIDE_STRIDE * (1 - self.side)
     }
 
+    fn doorbells(&self) -> &Doorbells {
+        self.doorbells.as_ref().expect("the doorbells are taken only by the drop")
+    }
+
     /// The fd that becomes readable when the peer moved something while we
     /// slept (see `arm`).
     pub fn doorbell_fd(&self) -> RawFd {
-        self.doorbells.own.as_raw_fd()
+        self.doorbells().own.as_raw_fd()
     }
 
     /// Rings the peer's doorbell if it sleeps for `what` (`WAITS_DATA`,
@@ -498,7 +547,7 @@ impl ShmStream {
         if sleeping.load(Ordering::SeqCst) & what != 0
             && sleeping.fetch_and(!what, Ordering::SeqCst) & what != 0
         {
-            sys::signal_pipe(&self.doorbells.peers)?;
+            sys::signal_pipe(&self.doorbells().peers)?;
         }
         Ok(())
     }
@@ -605,7 +654,7 @@ impl ShmStream {
         let rang = left != mem::take(&mut self.sleeping_for);
         if rang || self.ring_pending {
             // A ring whose write has not landed yet is consumed next time.
-            self.ring_pending = !sys::drain_pipe(&self.doorbells.own)?;
+            self.ring_pending = !sys::drain_pipe(&self.doorbells().own)?;
         }
         Ok(())
     }
@@ -836,21 +885,26 @@ impl Drop for ShmStream {
         self.set_released();
         // Before the liveness end closes (a field, dropped after this): its
         // close tells a client that we released the region.
-        match mem::replace(&mut self.keep, Keep::Nothing) {
-            Keep::Nothing => {}
-            Keep::ByFile(file) => shm_reuse::keep_mapping(file, mem::replace(&mut self.map, Mapping::none())),
-            Keep::ForListener { region, link, listener } => {
+        match (mem::replace(&mut self.keep, Keep::Nothing), self.doorbells.take()) {
+            (Keep::ByFile(file, pipes), Some(doorbells)) => {
+                let map = mem::replace(&mut self.map, Mapping::none());
+                shm_reuse::keep_mapping(file, map, (self.side, pipes, doorbells));
+            }
+            (Keep::ForListener { region, link, listener }, Some(doorbells)) => {
                 if let Some(last_peer) = self.liveness.take() {
+                    let (config, map) = (self.config, mem::replace(&mut self.map, Mapping::none()));
                     shm_reuse::park(shm_reuse::Parked {
                         listener,
-                        config: self.config,
+                        config,
                         link,
                         region,
-                        map: mem::replace(&mut self.map, Mapping::none()),
+                        map,
+                        doorbells,
                         last_peer,
                     });
                 }
             }
+            _ => {}
         }
     }
 }

@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::media::ring::RingConfig;
-use crate::media::shm::{Mapping, ShmFds, ShmStream};
+use crate::media::shm::{Doorbells, Mapping, ShmFds, ShmStream};
 use crate::media::shm_reuse::{self, Parked};
 use crate::sys::port::ReservedPort;
 use crate::sys::{self, fd_passing, liveness, unix_socket, Deadline};
@@ -295,7 +295,7 @@ impl ShmHandover {
         // one; else first what a refusal needs, so a refused connect costs little.
         let parked = if from.is_none() { shm_reuse::take_parked(addr, config) } else { None };
         let (link, region) = match parked {
-            Some(Parked { link, region, map, .. }) => (link, Some((region, map))),
+            Some(Parked { link, region, map, doorbells, .. }) => (link, Some((region, map, doorbells))),
             None => {
                 let link = unix_socket::datagram_to(listener_name(addr).as_bytes())
                     .map_err(|source| refusal_or(addr, "connect(shm listener)", source))?;
@@ -323,7 +323,7 @@ impl ShmHandover {
     /// `link`, a socket connected to it, from `local`.
     fn hand_over(
         link: UnixDatagram,
-        parked: Option<(OwnedFd, Mapping)>,
+        parked: Option<(OwnedFd, Mapping, Doorbells)>,
         addr: SocketAddr,
         local: SocketAddr,
         port: Option<ReservedPort>,
@@ -602,10 +602,20 @@ mod tests {
     /// One round of the connect cycle on `listener`: connect, a message
     /// each way, both close; the file of the region the server saw.
     fn cycle(listener: &ShmListener, message: &[u8]) -> shm_reuse::FileId {
+        cycle_seeing_doorbells(listener, message).0
+    }
+
+    /// `cycle`, which also says what pipes the client's and the server's
+    /// doorbells were.
+    fn cycle_seeing_doorbells(
+        listener: &ShmListener,
+        message: &[u8],
+    ) -> (shm_reuse::FileId, crate::media::shm::PipeIds) {
         let mut client = ShmStream::connect(listener.local_addr(), None, config(), TIMEOUT).unwrap();
         client.write_all(message, TIMEOUT).unwrap();
         let mut server = listener.accept(TIMEOUT).unwrap();
         let file = server.region_file().expect("a listener's stream knows its region's file");
+        let doorbells = [client.doorbell_pipe(), server.doorbell_pipe()];
         let mut got = vec![0u8; message.len()];
         server.read_exact(&mut got, TIMEOUT).unwrap();
         assert_eq!(got, message, "the server read what this connection's client wrote");
@@ -615,21 +625,22 @@ mod tests {
         client.read_exact(&mut echoed[..message.len()], TIMEOUT).unwrap();
         assert_eq!(&echoed[..message.len()], message);
         assert_eq!(client.read(&mut echoed, TIMEOUT).unwrap(), 0, "the end of stream after the echo");
-        file
+        (file, doorbells)
     }
 
     /// A closed connection's region serves the next connect to the same
-    /// listener (no mapping made or unmapped on either side), and the
-    /// connection on it reads only what is written on it, not what the
-    /// region held from before.
+    /// listener, with its doorbells (no mapping made or unmapped, no pipe
+    /// made or opened on either side), and the connection on it reads only
+    /// what is written on it, not what the region held from before.
     #[test]
     fn the_next_connect_to_a_listener_takes_the_region_of_a_closed_connection() {
         let _serial = shm_reuse::SERIAL.lock();
         let listener = ShmListener::bind(addr(40011)).unwrap();
-        let first = cycle(&listener, &[1u8; 50_000]);
-        let second = cycle(&listener, b"short");
-        assert_eq!(second, first, "the second connection has a region of its own");
-        assert_eq!(cycle(&listener, &[3u8; 40_000]), first);
+        let first = cycle_seeing_doorbells(&listener, &[1u8; 50_000]);
+        let second = cycle_seeing_doorbells(&listener, b"short");
+        assert_eq!(second.0, first.0, "the second connection has a region of its own");
+        assert_eq!(second.1, first.1, "the second connection has doorbells of its own (client's, server's)");
+        assert_eq!(cycle_seeing_doorbells(&listener, &[3u8; 40_000]), first);
     }
 
     /// A parked region goes back only to the listener it was shared with: a

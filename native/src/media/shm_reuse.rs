@@ -18,7 +18,12 @@
 //!   the mapping.
 //! - A listener keeps its mapping by the region's file (`FileId`); the
 //!   mapping holds the file, so no other file takes its inode meanwhile. A
-//!   handover of the same file maps nothing. A region handed over while the
+//!   handover of the same file maps nothing.
+//! - The doorbells go with the region: the client parks its pipes and hands
+//!   the same ones over again; the listener keeps its own ends of them with
+//!   the mapping, and takes them again when the pipes handed over are the
+//!   ones it kept them for (else it opens the new ones, as for a new region).
+//!   Each side first reads the rings left in its own. A region handed over while the
 //!   listener still uses it (a client that sends one region twice) is
 //!   mapped again, as any other.
 //!
@@ -35,7 +40,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{const_mutex, Mutex};
 
 use crate::media::ring::RingConfig;
-use crate::media::shm::Mapping;
+use crate::media::shm::{Doorbells, Mapping, PipeIds};
 use crate::sys::liveness;
 
 /// How many regions each side keeps, at most.
@@ -49,9 +54,10 @@ pub(super) struct Parked {
     pub config: RingConfig,
     /// The socket the region went to the listener on, connected to it.
     pub link: UnixDatagram,
-    /// The region's memfd, to hand over again, and our mapping of it.
+    /// The region's memfd, to hand over again, our mapping of it, and our doorbells.
     pub region: OwnedFd,
     pub map: Mapping,
+    pub doorbells: Doorbells,
     /// Our end of the last connection's liveness channel: it signals once
     /// the listener's end closed.
     pub last_peer: OwnedFd,
@@ -70,7 +76,10 @@ struct Kept<T> {
 }
 
 static PARKED: Mutex<Vec<Kept<Parked>>> = const_mutex(Vec::new());
-static MAPPINGS: Mutex<Vec<Kept<(FileId, Mapping)>>> = const_mutex(Vec::new());
+/// A listener's doorbells kept with a region: the side, and the pipes they are ends of.
+pub(super) type KeptDoorbells = (usize, PipeIds, Doorbells);
+
+static MAPPINGS: Mutex<Vec<Kept<(FileId, Mapping, KeptDoorbells)>>> = const_mutex(Vec::new());
 /// Whether the thread that lets old regions go runs (`expire_while_kept`).
 static EXPIRING: AtomicBool = AtomicBool::new(false);
 
@@ -142,18 +151,21 @@ pub(super) fn take_parked(listener: SocketAddr, config: RingConfig) -> Option<Pa
     found
 }
 
-/// Keeps a listener's mapping of a region made by a peer, by its file.
-pub(super) fn keep_mapping(file: FileId, map: Mapping) {
-    let gone = keep(&mut MAPPINGS.lock(), (file, map));
+/// Keeps a listener's mapping of a region made by a peer, by its file, with its doorbells.
+pub(super) fn keep_mapping(file: FileId, map: Mapping, doorbells: KeptDoorbells) {
+    let gone = keep(&mut MAPPINGS.lock(), (file, map, doorbells));
     drop(gone);
 }
 
-/// The mapping kept for `file`, if there is one of `len` bytes.
-pub(super) fn take_mapping(file: FileId, len: usize) -> Option<Mapping> {
+/// The mapping kept for `file`, if there is one of `len` bytes, and its doorbells.
+pub(super) fn take_mapping(file: FileId, len: usize) -> Option<(Mapping, KeptDoorbells)> {
     let mut kept = MAPPINGS.lock();
     let gone = expire(&mut kept);
-    let found =
-        kept.iter().position(|k| k.what.0 == file && k.what.1.len() == len).map(|i| kept.remove(i).what.1);
+    let found = kept
+        .iter()
+        .position(|k| k.what.0 == file && k.what.1.len() == len)
+        .map(|i| kept.remove(i).what)
+        .map(|(_, map, doorbells)| (map, doorbells));
     drop(kept);
     drop(gone);
     found

@@ -103,11 +103,16 @@ pub(crate) fn reopen_pipe_ends<const N: usize>(fd: &OwnedFd, writes: [bool; N]) 
 
 /// Whether `fd` (one a peer sent could be anything) is an end of a pipe.
 pub(crate) fn is_pipe(fd: &OwnedFd) -> bool {
+    pipe_id(fd).is_some()
+}
+
+/// The pipe `fd` is an end of, by its device and inode; `None` for no pipe.
+pub(crate) fn pipe_id(fd: &OwnedFd) -> Option<(u64, u64)> {
     // SAFETY: an all-zero stat is a valid out-struct.
     let mut stat: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: fstat of an fd we hold into a live struct.
     let known = unsafe { libc::fstat(fd.as_raw_fd(), &mut stat) } == 0;
-    known && stat.st_mode & libc::S_IFMT == libc::S_IFIFO
+    (known && stat.st_mode & libc::S_IFMT == libc::S_IFIFO).then_some((stat.st_dev, stat.st_ino))
 }
 
 /// Makes a pipe readable (one byte); full, it is readable already (and the
