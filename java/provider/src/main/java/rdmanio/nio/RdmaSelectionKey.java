@@ -37,6 +37,14 @@ final class RdmaSelectionKey extends AbstractSelectionKey {
         this.selector = selector;
     }
 
+    /** Gives the channel's native socket back, once, if the key holds it. */
+    void releaseSocket() {
+        if (holdsSocket) {
+            holdsSocket = false;
+            ((RdmaChannel) channel).keyGone();
+        }
+    }
+
     @Override
     public SelectableChannel channel() {
         return channel;

@@ -103,10 +103,7 @@ final class RdmaSelector extends AbstractSelector {
             key.interestOps(ops);
         } catch (ClosedSelectorException e) {
             keys.remove(key);
-            if (key.holdsSocket) {
-                key.holdsSocket = false;
-                ((RdmaChannel) channel).keyGone();
-            }
+            key.releaseSocket();
             throw e;
         }
         return key;
@@ -268,10 +265,7 @@ final class RdmaSelector extends AbstractSelector {
         keys.remove(key);
         selectedKeys.remove(key);
         deregister(key);
-        if (key.holdsSocket) {
-            key.holdsSocket = false;
-            ((RdmaChannel) key.channel()).keyGone();
-        }
+        key.releaseSocket();
     }
 
     private int processReadyEvents(int found, Consumer<SelectionKey> action) {
