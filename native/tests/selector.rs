@@ -171,6 +171,26 @@ fn connected_pair(listener: &Socket, addr: SocketAddr, transport: Transport) -> 
     (client, server)
 }
 
+/// A connect started without blocking writes the socket's kick for the
+/// selectors that watch it, which read nothing (edge-triggered): the next
+/// blocking read still sleeps once, not once for the kick and again (it woke
+/// at once for the kick, and its second sleep made the connection's epoll set).
+#[test]
+fn a_blocking_read_after_a_connect_started_for_selectors_sleeps_once() {
+    let (listener, addr) = listen(Transport::Shm);
+    let client = Socket::connect(addr, Transport::Shm, TransportOptions::default(), TIMEOUT).unwrap();
+    assert!(client.finish_connect(true).unwrap());
+    let server = listener.accept(true, None).unwrap().expect("an accepted connection");
+    let late = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(200));
+        server.write(b"late", false).unwrap()
+    });
+    let mut buf = [0u8; 8];
+    assert_eq!(client.read(&mut buf, true, TIMEOUT).unwrap(), 4);
+    assert_eq!(late.join().unwrap(), 4);
+    assert_eq!(client.sleeps(), 1, "the read slept more than once for one message");
+}
+
 /// Many registered connections, one of them busy: once the poller armed the
 /// idle ones, a select asks the busy one only, and an idle one that gets data
 /// is still found (its fds signal).

@@ -26,6 +26,7 @@
 //! once), but the stream and its fds live until the last `Arc` goes. A selector
 //! that still watches the fds never sees them closed and reused under it.
 
+use std::mem;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -160,6 +161,12 @@ struct State {
     wait_set: Option<Box<WaitSet<5>>>,
     /// A blocking wait of the connection slept already.
     slept: bool,
+    /// The kick was written for the watchers (`State::kick_watchers`), and
+    /// the selectors among them read nothing (they watch it edge-triggered):
+    /// the next blocking wait reads it first, or its poll would end at once.
+    kick_unread: bool,
+    /// How many times a blocking wait slept (see `Socket::sleeps`).
+    sleeps: u64,
 }
 
 enum Role {
@@ -207,6 +214,8 @@ impl Socket {
                 }),
                 wait_set: None,
                 slept: false,
+                kick_unread: false,
+                sleeps: 0,
             }),
             turn: Condvar::new(),
             kick,
@@ -263,7 +272,7 @@ impl Socket {
             Err(err) => state.pending_failure = Some(err),
         }
         // Selectors that watch this socket look again and find its new fds.
-        sys::signal_eventfd(&self.kick)
+        state.kick_watchers()
     }
 
     /// A blocking channel's connect, in the calling thread wherever nothing
@@ -372,7 +381,7 @@ impl Socket {
         let addr = listener.local_addr();
         let listening = Listening::start(listener, backlog, self.spin, self.completions.clone())?;
         state.role = Role::Listening { addr, listening };
-        sys::signal_eventfd(&self.kick)
+        state.kick_watchers()
     }
 
     /// Binds a socket that is to connect to `addr` (port 0: one the kernel
@@ -707,8 +716,7 @@ impl Socket {
         let shut = state.connected()?.stream.shutdown_output();
         self.check(&mut state, shut)?;
         // Writes now fail at once: the socket is writable, unsignalled.
-        self.kick_watchers();
-        Ok(())
+        state.kick_watchers()
     }
 
     /// Ends reading: reads, also those blocked now, report end of stream and
@@ -719,7 +727,7 @@ impl Socket {
         state.input_shut = true;
         self.wake_kernel_reader(&mut state);
         self.turn.notify_all();
-        sys::signal_eventfd(&self.kick)
+        state.kick_watchers()
     }
 
     /// How many bytes a read returns now without waiting, at least
@@ -732,6 +740,12 @@ impl Socket {
         }
         let available = state.connected()?.stream.available();
         self.check(&mut state, available)
+    }
+
+    /// How many times a blocking operation slept on the socket's sources:
+    /// what blocking calls cost, for tests and benchmarks.
+    pub fn sleeps(&self) -> u64 {
+        self.state.lock().sleeps
     }
 
     /// The local and the peer's address of a connection; a listener's address twice.
@@ -947,6 +961,9 @@ impl Socket {
             };
             return if timed_out { Err(deadline.timed_out(op)) } else { Ok(()) };
         }
+        if mem::take(&mut state.kick_unread) {
+            sys::drain_eventfd(&self.kick)?; // before the look at `closed` below: a close's kick is not missed
+        }
         let watch = state.waiting_interest();
         state.arm(watch)?;
         if state.known_ready(interest) != 0 || self.is_closed() {
@@ -955,6 +972,7 @@ impl Socket {
         let [a, b, c] = state.sources(watch);
         debug_assert!(state.sleeper.is_none(), "one sleeper per socket");
         state.sleeper = Some(watch);
+        state.sleeps += 1;
         let kick = (self.kick.as_raw_fd(), libc::POLLIN);
         let liveness = (state.liveness_fd(), sys::liveness::EVENTS);
         let channel = state.completion_channel();
@@ -1033,20 +1051,14 @@ impl Socket {
                 && !matches!(err, Error::Disconnected | Error::ConnectionReset | Error::InvalidArgument(_))
             {
                 if state.failed.is_none() {
-                    self.kick_watchers();
+                    if let Err(err) = state.kick_watchers() {
+                        log::error!("socket: cannot signal a change to its watchers: {err}");
+                    }
                 }
                 state.failed = Some(err.to_string());
             }
             err
         })
-    }
-
-    /// Makes the sleeper and every selector that armed the socket look again,
-    /// after a change its medium raises no signal for.
-    fn kick_watchers(&self) {
-        if let Err(err) = sys::signal_eventfd(&self.kick) {
-            log::error!("socket: cannot signal a change to its watchers: {err}");
-        }
     }
 
     /// Polls for `interest` for `spin` (letting other threads in between
@@ -1076,6 +1088,13 @@ impl Socket {
 }
 
 impl State {
+    /// Makes the sleeper and every selector that armed the socket look again,
+    /// after a change its medium raises no signal for.
+    fn kick_watchers(&mut self) -> Result<()> {
+        self.kick_unread = true;
+        sys::signal_eventfd(&self.kick)
+    }
+
     fn connected(&mut self) -> Result<&mut Connected> {
         self.take_failure()?;
         match &mut self.role {
@@ -1142,7 +1161,7 @@ impl State {
                     Ok(None) => {
                         if connect.source() != watched {
                             // Selectors look again and watch the new fd.
-                            sys::signal_eventfd(&self.kick).map(|()| 0)
+                            self.kick_watchers().map(|()| 0)
                         } else {
                             Ok(0)
                         }
