@@ -18,14 +18,14 @@
 //!   the mapping.
 //! - A listener keeps its mapping by the region's file (`FileId`); the
 //!   mapping holds the file, so no other file takes its inode meanwhile. A
-//!   handover of the same file maps nothing.
+//!   handover of the same file maps nothing. A region handed over while the
+//!   listener still uses it (a client that sends one region twice) is
+//!   mapped again, as any other.
 //! - The doorbells go with the region: the client parks its pipes and hands
 //!   the same ones over again; the listener keeps its own ends of them with
 //!   the mapping, and takes them again when the pipes handed over are the
 //!   ones it kept them for (else it opens the new ones, as for a new region).
-//!   Each side first reads the rings left in its own. A region handed over while the
-//!   listener still uses it (a client that sends one region twice) is
-//!   mapped again, as any other.
+//!   Each side first reads the rings left in its own.
 //!
 //! Each side keeps at most `KEPT` regions, none much longer than `IDLE`: a
 //! thread that runs while anything is kept lets the old ones go, so a
@@ -161,11 +161,10 @@ pub(super) fn keep_mapping(file: FileId, map: Mapping, doorbells: KeptDoorbells)
 pub(super) fn take_mapping(file: FileId, len: usize) -> Option<(Mapping, KeptDoorbells)> {
     let mut kept = MAPPINGS.lock();
     let gone = expire(&mut kept);
-    let found = kept
-        .iter()
-        .position(|k| k.what.0 == file && k.what.1.len() == len)
-        .map(|i| kept.remove(i).what)
-        .map(|(_, map, doorbells)| (map, doorbells));
+    let found = kept.iter().position(|k| k.what.0 == file && k.what.1.len() == len).map(|i| {
+        let (_, map, doorbells) = kept.remove(i).what;
+        (map, doorbells)
+    });
     drop(kept);
     drop(gone);
     found
