@@ -614,7 +614,7 @@ impl RingPath {
         if !self.reader.has_data() && self.endpoint.learn_of_disconnect()? {
             self.progress()?;
         }
-        let closed = self.endpoint.peer_closed() || self.peer_close == PeerClose::Reset;
+        let closed = self.peer_gone();
         let mut ready = 0;
         if self.reader.has_data() || self.reader.ended() || closed {
             ready |= ops::READ;

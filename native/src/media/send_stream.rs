@@ -730,15 +730,14 @@ impl SendPath {
         if self.peer_close == PeerClose::Reset {
             return Err(Error::Disconnected);
         }
+        let chunk = self.message_len - HEADER_LEN;
         if self.endpoint.peer_closed() {
-            let room = self.message_len - HEADER_LEN; // a message
             return self.peer_close.write_after_disconnect(
                 &mut self.wrote_after_disconnect,
                 data.len(),
-                room,
+                chunk,
             );
         }
-        let chunk = self.message_len - HEADER_LEN;
         let mut written = 0;
         while written < data.len() && self.writable() {
             let piece = &data[written..data.len().min(written + chunk)];
