@@ -429,14 +429,28 @@ mod tests {
         RingConfig::new(64 * 1024, 8192, 3).unwrap()
     }
 
-    /// An address no other test uses (the names are per network namespace).
     fn addr(port: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], port))
     }
 
+    /// A listener on a port of its own (a fixed port of the ephemeral range
+    /// may be anyone's connection's), and its address.
+    fn listening() -> (ShmListener, SocketAddr) {
+        let listener = ShmListener::bind(addr(0)).unwrap();
+        let at = listener.local_addr();
+        (listener, at)
+    }
+
+    /// An address whose port this process holds and where nobody listens.
+    fn unused() -> (ReservedPort, SocketAddr) {
+        let port = ReservedPort::bind(addr(0)).unwrap();
+        let at = port.addr();
+        (port, at)
+    }
+
     #[test]
     fn a_client_finds_the_listener_by_address_and_they_talk() {
-        let listener = ShmListener::bind(addr(40001)).unwrap();
+        let (listener, at) = listening();
         let server = thread::spawn(move || {
             let mut stream = listener.accept(TIMEOUT).unwrap();
             let mut request = [0u8; 5];
@@ -444,7 +458,7 @@ mod tests {
             assert_eq!(&request, b"hello");
             stream.write_all(&vec![7u8; 300_000], TIMEOUT).unwrap();
         });
-        let mut client = ShmStream::connect(addr(40001), None, config(), TIMEOUT).unwrap();
+        let mut client = ShmStream::connect(at, None, config(), TIMEOUT).unwrap();
         client.write_all(b"hello", TIMEOUT).unwrap();
         let mut reply = vec![0u8; 300_000];
         client.read_exact(&mut reply, TIMEOUT).unwrap();
@@ -458,41 +472,42 @@ mod tests {
     /// (both reported port 0, so a server could not tell local clients apart).
     #[test]
     fn a_connection_is_named_by_a_port_the_client_holds() {
-        let listener = ShmListener::bind(addr(40005)).unwrap();
+        let (listener, at) = listening();
         let server = thread::spawn(move || {
             (0..3)
                 .map(|_| {
                     let served = listener.accept(TIMEOUT).unwrap();
-                    assert_eq!(served.local_addr(), Some(addr(40005)));
+                    assert_eq!(served.local_addr(), Some(at));
                     served.peer_addr().unwrap()
                 })
                 .collect::<Vec<_>>()
         });
-        let first = ShmStream::connect(addr(40005), None, config(), TIMEOUT).unwrap();
-        let second = ShmStream::connect(addr(40005), None, config(), TIMEOUT).unwrap();
+        let first = ShmStream::connect(at, None, config(), TIMEOUT).unwrap();
+        let second = ShmStream::connect(at, None, config(), TIMEOUT).unwrap();
         let from = ReservedPort::bind(addr(0)).unwrap();
-        let bound = ShmStream::connect(addr(40005), Some(from.addr()), config(), TIMEOUT).unwrap();
+        let bound = ShmStream::connect(at, Some(from.addr()), config(), TIMEOUT).unwrap();
         let locals: Vec<_> = [&first, &second, &bound].iter().map(|s| s.local_addr().unwrap()).collect();
         assert_ne!(locals[0].port(), 0);
         assert_ne!(locals[0], locals[1]);
         assert_eq!(locals[2], from.addr());
         assert!(std::net::TcpListener::bind(locals[0]).is_err(), "the port is held");
-        assert_eq!(first.peer_addr(), Some(addr(40005)));
+        assert_eq!(first.peer_addr(), Some(at));
         assert_eq!(server.join().unwrap(), locals, "the server names each client by its port");
     }
 
     #[test]
     fn nothing_listening_is_a_refusal() {
-        match ShmStream::connect(addr(40002), None, config(), TIMEOUT) {
-            Err(Error::ConnectionRefused(refused)) => assert_eq!(refused, addr(40002)),
+        let (_held, at) = unused();
+        match ShmStream::connect(at, None, config(), TIMEOUT) {
+            Err(Error::ConnectionRefused(refused)) => assert_eq!(refused, at),
             other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
         }
     }
 
     #[test]
     fn an_address_has_one_listener_and_accept_times_out() {
-        let listener = ShmListener::bind(addr(40003)).unwrap();
-        let err = ShmListener::bind(addr(40003)).err().expect("a second listener bound");
+        let (listener, at) = listening();
+        let err = ShmListener::bind(at).err().expect("a second listener bound");
         assert_eq!(err.errno(), Some(libc::EADDRINUSE), "{err}");
         let err = listener.accept(Some(Duration::from_millis(30))).err().expect("accepted nobody");
         assert!(matches!(err, Error::TimedOut { op: "shm accept", .. }), "{err}");
@@ -503,9 +518,8 @@ mod tests {
     /// accept. (It waited for the listener's answer.)
     #[test]
     fn a_connect_completes_before_the_listener_accepts() {
-        let listener = ShmListener::bind(addr(40007)).unwrap();
-        let mut client =
-            ShmStream::connect(addr(40007), None, config(), Some(Duration::from_millis(500))).unwrap();
+        let (listener, at) = listening();
+        let mut client = ShmStream::connect(at, None, config(), Some(Duration::from_millis(500))).unwrap();
         client.write_all(b"early", TIMEOUT).unwrap();
         let mut server = listener.accept(TIMEOUT).unwrap();
         let mut got = [0u8; 5];
@@ -519,8 +533,8 @@ mod tests {
     /// it does not hang.
     #[test]
     fn a_listener_that_closes_unaccepted_ends_its_clients_streams() {
-        let listener = ShmListener::bind(addr(40008)).unwrap();
-        let mut client = ShmStream::connect(addr(40008), None, config(), TIMEOUT).unwrap();
+        let (listener, at) = listening();
+        let mut client = ShmStream::connect(at, None, config(), TIMEOUT).unwrap();
         drop(listener);
         let mut buf = [0u8; 8];
         assert_eq!(client.read(&mut buf, TIMEOUT).unwrap(), 0, "end of stream");
@@ -531,10 +545,11 @@ mod tests {
     /// closes, host-wide (more than one run per connect cycle).
     #[test]
     fn a_handover_carries_no_socket() {
-        let name = listener_name(addr(40010));
+        let (_held, at) = unused();
+        let name = listener_name(at);
         let impostor =
             UnixDatagram::bind_addr(&net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap()).unwrap();
-        let _client = ShmStream::connect(addr(40010), None, config(), TIMEOUT).unwrap();
+        let _client = ShmStream::connect(at, None, config(), TIMEOUT).unwrap();
         let received = fd_passing::receive(&impostor, HANDOVER_MAX_LEN, 4).unwrap();
         assert_eq!(received.fds.len(), 4);
         for (i, fd) in received.fds.iter().enumerate() {
@@ -551,10 +566,10 @@ mod tests {
     #[test]
     fn a_connect_to_a_full_backlog_waits_for_room() {
         let _serial = shm_reuse::SERIAL.lock(); // its thousands of regions would crowd out the others'
-        let listener = ShmListener::bind(addr(40006)).unwrap();
+        let (listener, at) = listening();
         let mut queued = Vec::new();
         let mut waiting = loop {
-            let handover = ShmHandover::start(addr(40006), None, config(), Deadline::after(TIMEOUT)).unwrap();
+            let handover = ShmHandover::start(at, None, config(), Deadline::after(TIMEOUT)).unwrap();
             match handover.fd() {
                 -1 => queued.push(handover),
                 _ => break handover,
@@ -573,12 +588,12 @@ mod tests {
                 sys::signal_eventfd(&waker).unwrap();
             })
         };
-        let err = ShmStream::connect_wakeable(addr(40006), None, config(), TIMEOUT, Some(waker.as_raw_fd()))
+        let err = ShmStream::connect_wakeable(at, None, config(), TIMEOUT, Some(waker.as_raw_fd()))
             .err()
             .expect("connected to a full backlog");
         assert!(matches!(err, Error::Closed("connect")), "{err}");
         signaller.join().unwrap();
-        let err = ShmStream::connect(addr(40006), None, config(), Some(Duration::from_millis(50)))
+        let err = ShmStream::connect(at, None, config(), Some(Duration::from_millis(50)))
             .err()
             .expect("connected to a full backlog");
         assert!(matches!(err, Error::TimedOut { .. }), "without a waker the timeout ends it: {err}");
@@ -590,10 +605,10 @@ mod tests {
     /// A datagram that is not a client's handover fails that accept alone.
     #[test]
     fn a_foreign_client_is_refused_and_the_next_one_served() {
-        let listener = ShmListener::bind(addr(40004)).unwrap();
-        let foreign = unix_socket::datagram_to(listener_name(addr(40004)).as_bytes()).unwrap();
+        let (listener, at) = listening();
+        let foreign = unix_socket::datagram_to(listener_name(at).as_bytes()).unwrap();
         fd_passing::send(&foreign, &[HANDOVER_VERSION], &[]).unwrap(); // the version, no fds
-        let _client = ShmStream::connect(addr(40004), None, config(), TIMEOUT).unwrap();
+        let _client = ShmStream::connect(at, None, config(), TIMEOUT).unwrap();
         let err = listener.accept(TIMEOUT).err().expect("accepted a foreign client");
         assert!(err.to_string().contains("0 fds, expected 4"), "{err}");
         listener.accept(TIMEOUT).unwrap();
@@ -635,7 +650,7 @@ mod tests {
     #[test]
     fn the_next_connect_to_a_listener_takes_the_region_of_a_closed_connection() {
         let _serial = shm_reuse::SERIAL.lock();
-        let listener = ShmListener::bind(addr(40011)).unwrap();
+        let (listener, _) = listening();
         let first = cycle_seeing_doorbells(&listener, &[1u8; 50_000]);
         let second = cycle_seeing_doorbells(&listener, b"short");
         assert_eq!(second.0, first.0, "the second connection has a region of its own");
@@ -649,10 +664,10 @@ mod tests {
     #[test]
     fn a_parked_region_goes_to_no_other_listener_on_the_port() {
         let _serial = shm_reuse::SERIAL.lock();
-        let listener = ShmListener::bind(addr(40012)).unwrap();
+        let (listener, at) = listening();
         let first = cycle(&listener, b"to the first listener");
         drop(listener);
-        let successor = ShmListener::bind(addr(40012)).unwrap();
+        let successor = ShmListener::bind(at).unwrap();
         let next = cycle(&successor, b"to its successor");
         assert_ne!(next, first, "the region shared with a closed listener went to its successor");
         assert_eq!(cycle(&successor, b"again"), next, "the successor's own region is reused");
@@ -663,12 +678,12 @@ mod tests {
     #[test]
     fn a_region_the_listener_still_holds_is_not_taken() {
         let _serial = shm_reuse::SERIAL.lock();
-        let listener = ShmListener::bind(addr(40013)).unwrap();
-        let client = ShmStream::connect(addr(40013), None, config(), TIMEOUT).unwrap();
+        let (listener, at) = listening();
+        let client = ShmStream::connect(at, None, config(), TIMEOUT).unwrap();
         let held = listener.accept(TIMEOUT).unwrap();
         let first = held.region_file().unwrap();
         drop(client);
-        let _second = ShmStream::connect(addr(40013), None, config(), TIMEOUT).unwrap();
+        let _second = ShmStream::connect(at, None, config(), TIMEOUT).unwrap();
         let second = listener.accept(TIMEOUT).unwrap();
         assert_ne!(
             second.region_file().unwrap(),
@@ -682,7 +697,7 @@ mod tests {
     #[test]
     fn kept_regions_go_after_a_while_and_so_does_their_thread() {
         let _serial = shm_reuse::SERIAL.lock();
-        let listener = ShmListener::bind(addr(40014)).unwrap();
+        let (listener, _) = listening();
         cycle(&listener, b"once");
         let (parked, mapped, expiring) = shm_reuse::kept();
         assert!(
