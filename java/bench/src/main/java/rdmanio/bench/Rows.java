@@ -41,10 +41,11 @@ import rdmanio.nio.RdmaSelectorProvider;
 public final class Rows {
     private static final int WARM_UP_MINIMUM = 2000;
     /**
-     * Echoes before an echo row is measured, over all its connections: a
-     * selector loop needs about this many before the JIT has compiled it (with
-     * 400, a fifth of one connection's 2,000, the row measured the compiler:
-     * p50 15-20 us where a warm loop takes 5-8).
+     * Echoes before an echo row is measured, at least, over all its
+     * connections (and each connection at least a fifth of what it measures):
+     * a selector loop needs about this many before the JIT has compiled it
+     * (with 400, a fifth of one connection's 2,000, the row measured the
+     * compiler: p50 15-20 us where a warm loop takes 5-8).
      */
     private static final int ECHO_WARM_UP = 10_000;
 
