@@ -46,3 +46,12 @@ settle() {
   echo "$name: $passed passed, $failed failed"
   SUITE_PASSED=$passed SUITE_FAILED=$failed
 }
+
+# failed_tests LOG...: the lines in which the runners name a test that failed
+# (cargo, Gradle, JUnit's console runner, the external suites, the fuzz
+# targets, the C test, settle's own), at most 30: a CI record that keeps only
+# a run's last lines still says which tests failed.
+failed_tests() {
+  grep -hE '^test .* \.\.\. FAILED$|^[A-Za-z0-9_.$]+ > .+ FAILED$|^[0-9]+\) [A-Za-z_]|^[A-Za-z0-9_-]+: (FAILED|Error|Skipped)\b|^[A-Za-z0-9_-]+: [0-9]+ tests not run$|^FAIL |without a failed test: counted as one failure$' "$@" 2>/dev/null |
+    awk '!seen[$0]++' | head -n 30
+}
