@@ -395,7 +395,8 @@ impl ShmStream {
         let pipes = fds.doorbells.each_ref().map(sys::pipe_id);
         let (map, kept_doorbells) = match shm_reuse::take_mapping(file, len) {
             Some((map, kept)) => {
-                let same_pipes = kept.0 == side && kept.1 == pipes && pipes.iter().all(Option::is_some);
+                let same_pipes =
+                    kept.side == side && kept.pipes == pipes && pipes.iter().all(Option::is_some);
                 (map, same_pipes.then_some(kept))
             }
             None => (Mapping::new(fds.region.as_raw_fd(), len)?, None),
@@ -419,7 +420,7 @@ impl ShmStream {
         }
         let doorbells = match kept_doorbells {
             // The same pipes as on the region's connection before: our ends of them.
-            Some((_, _, doorbells)) => doorbells.reused()?,
+            Some(kept) => kept.doorbells.reused()?,
             None => {
                 // Open files of our own: the peer may have kept copies of these, and
                 // could otherwise make our reads or writes of them block.
@@ -888,7 +889,11 @@ impl Drop for ShmStream {
         match (mem::replace(&mut self.keep, Keep::Nothing), self.doorbells.take()) {
             (Keep::ByFile(file, pipes), Some(doorbells)) => {
                 let map = mem::replace(&mut self.map, Mapping::none());
-                shm_reuse::keep_mapping(file, map, (self.side, pipes, doorbells));
+                shm_reuse::keep_mapping(
+                    file,
+                    map,
+                    shm_reuse::KeptDoorbells { side: self.side, pipes, doorbells },
+                );
             }
             (Keep::ForListener { region, link, listener }, Some(doorbells)) => {
                 if let Some(last_peer) = self.liveness.take() {

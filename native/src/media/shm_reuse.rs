@@ -76,8 +76,14 @@ struct Kept<T> {
 }
 
 static PARKED: Mutex<Vec<Kept<Parked>>> = const_mutex(Vec::new());
-/// A listener's doorbells kept with a region: the side, and the pipes they are ends of.
-pub(super) type KeptDoorbells = (usize, PipeIds, Doorbells);
+/// A listener's doorbells kept with a region.
+pub(super) struct KeptDoorbells {
+    /// The listener's side of the region.
+    pub side: usize,
+    /// The pipes the client handed over, which the doorbells are ends of.
+    pub pipes: PipeIds,
+    pub doorbells: Doorbells,
+}
 
 static MAPPINGS: Mutex<Vec<Kept<(FileId, Mapping, KeptDoorbells)>>> = const_mutex(Vec::new());
 /// Whether the thread that lets old regions go runs (`expire_while_kept`).
