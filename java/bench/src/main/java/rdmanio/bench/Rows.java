@@ -48,6 +48,14 @@ public final class Rows {
      * compiler: p50 15-20 us where a warm loop takes 5-8).
      */
     private static final int ECHO_WARM_UP = 10_000;
+    /**
+     * A row warms up for this long at least, whatever its count: the JIT
+     * compiles on its own threads, which take a core from the row while they
+     * do; a fast variant's count passes in milliseconds (shm: 10,000
+     * ping-pong round trips in 35 ms), and then its row measured the compiler
+     * (16 B p50 3.2-3.8 us where a warm one takes 1.2-1.4).
+     */
+    private static final long WARM_UP_NANOS = 1_000_000_000L;
 
     private Rows() {}
 
@@ -110,7 +118,9 @@ public final class Rows {
             client.connect(server.address());
             ByteBuffer message = ByteBuffer.allocateDirect(bytes);
             ByteBuffer reply = ByteBuffer.allocateDirect(bytes);
-            for (int i = 0; i < Math.max(WARM_UP_MINIMUM, trips / 5); i++) {
+            long warmingSince = System.nanoTime();
+            for (int i = 0; i < Math.max(WARM_UP_MINIMUM, trips / 5)
+                    || System.nanoTime() - warmingSince < WARM_UP_NANOS; i++) {
                 roundTrip(client, message, reply);
             }
             phase.start();
@@ -200,8 +210,13 @@ public final class Rows {
                 channel.register(selector, SelectionKey.OP_WRITE, flow);
                 flows.add(flow);
             }
-            int warmUp = Math.max(messages / 5, (ECHO_WARM_UP + connections - 1) / connections);
-            drive(selector, flows, warmUp, null, server);
+            int warmUpStep = Math.max(messages / 5, (ECHO_WARM_UP + connections - 1) / connections);
+            int warmUp = 0;
+            long warmingSince = System.nanoTime();
+            do {
+                warmUp += warmUpStep;
+                drive(selector, flows, warmUp, null, server);
+            } while (System.nanoTime() - warmingSince < WARM_UP_NANOS);
             phase.start();
             drive(selector, flows, warmUp + messages, phase, server);
             phase.end((long) connections * messages);
@@ -300,7 +315,8 @@ public final class Rows {
             SocketAddress target = server.address();
             ByteBuffer message = ByteBuffer.allocateDirect(64);
             ByteBuffer reply = ByteBuffer.allocateDirect(64);
-            for (int i = 0; i < Math.max(200, cycles / 5); i++) {
+            long warmingSince = System.nanoTime();
+            for (int i = 0; i < Math.max(200, cycles / 5) || System.nanoTime() - warmingSince < WARM_UP_NANOS; i++) {
                 cycle(provider, selector, target, message, reply);
             }
             phase.start();
@@ -344,7 +360,8 @@ public final class Rows {
             port = free.getLocalPort(); // free again once closed: nobody listens there
         }
         SocketAddress target = new InetSocketAddress(address, port);
-        for (int i = 0; i < Math.max(200, cycles / 5); i++) {
+        long warmingSince = System.nanoTime();
+        for (int i = 0; i < Math.max(200, cycles / 5) || System.nanoTime() - warmingSince < WARM_UP_NANOS; i++) {
             refusedOnce(provider, target);
         }
         phase.start();
