@@ -40,6 +40,8 @@ import rdmanio.nio.RdmaSelectorProvider;
  */
 public final class Rows {
     private static final int WARM_UP_MINIMUM = 2000;
+    /** Connects (refused or not) before a connect row is measured, at least. */
+    private static final int CONNECT_WARM_UP_MINIMUM = 200;
     /**
      * Echoes before an echo row is measured, at least, over all its
      * connections (and each connection at least a fifth of what it measures):
@@ -118,20 +120,34 @@ public final class Rows {
             client.connect(server.address());
             ByteBuffer message = ByteBuffer.allocateDirect(bytes);
             ByteBuffer reply = ByteBuffer.allocateDirect(bytes);
-            long warmingSince = System.nanoTime();
-            for (int i = 0; i < Math.max(WARM_UP_MINIMUM, trips / 5)
-                    || System.nanoTime() - warmingSince < WARM_UP_NANOS; i++) {
-                roundTrip(client, message, reply);
-            }
-            phase.start();
-            for (int i = 0; i < trips; i++) {
-                long start = System.nanoTime();
-                roundTrip(client, message, reply);
-                phase.record(System.nanoTime() - start);
-            }
-            phase.end(trips);
+            measure(trips, WARM_UP_MINIMUM, phase, () -> roundTrip(client, message, reply));
             server.check();
         }
+    }
+
+    /** One operation of a row, timed on its own. */
+    @FunctionalInterface
+    private interface Operation {
+        void run() throws IOException;
+    }
+
+    /**
+     * Warms up on `operation` (at least `warmUpAtLeast` times, a fifth of
+     * `count`, and `WARM_UP_NANOS`), then times it `count` times into `phase`.
+     */
+    private static void measure(int count, int warmUpAtLeast, Phase phase, Operation operation) throws IOException {
+        long warmingSince = System.nanoTime();
+        for (int i = 0; i < Math.max(warmUpAtLeast, count / 5) || System.nanoTime() - warmingSince < WARM_UP_NANOS;
+                i++) {
+            operation.run();
+        }
+        phase.start();
+        for (int i = 0; i < count; i++) {
+            long start = System.nanoTime();
+            operation.run();
+            phase.record(System.nanoTime() - start);
+        }
+        phase.end(count);
     }
 
     /** Writes all of `message` and reads a reply of its size into `reply` (both cleared first). */
@@ -315,17 +331,7 @@ public final class Rows {
             SocketAddress target = server.address();
             ByteBuffer message = ByteBuffer.allocateDirect(64);
             ByteBuffer reply = ByteBuffer.allocateDirect(64);
-            long warmingSince = System.nanoTime();
-            for (int i = 0; i < Math.max(200, cycles / 5) || System.nanoTime() - warmingSince < WARM_UP_NANOS; i++) {
-                cycle(provider, selector, target, message, reply);
-            }
-            phase.start();
-            for (int i = 0; i < cycles; i++) {
-                long start = System.nanoTime();
-                cycle(provider, selector, target, message, reply);
-                phase.record(System.nanoTime() - start);
-            }
-            phase.end(cycles);
+            measure(cycles, CONNECT_WARM_UP_MINIMUM, phase, () -> cycle(provider, selector, target, message, reply));
             server.check();
         }
     }
@@ -360,17 +366,7 @@ public final class Rows {
             port = free.getLocalPort(); // free again once closed: nobody listens there
         }
         SocketAddress target = new InetSocketAddress(address, port);
-        long warmingSince = System.nanoTime();
-        for (int i = 0; i < Math.max(200, cycles / 5) || System.nanoTime() - warmingSince < WARM_UP_NANOS; i++) {
-            refusedOnce(provider, target);
-        }
-        phase.start();
-        for (int i = 0; i < cycles; i++) {
-            long start = System.nanoTime();
-            refusedOnce(provider, target);
-            phase.record(System.nanoTime() - start);
-        }
-        phase.end(cycles);
+        measure(cycles, CONNECT_WARM_UP_MINIMUM, phase, () -> refusedOnce(provider, target));
     }
 
     private static void refusedOnce(SelectorProvider provider, SocketAddress target) throws IOException {
