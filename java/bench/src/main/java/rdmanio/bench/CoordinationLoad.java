@@ -6,6 +6,7 @@ import java.util.List;
 import java.util.SplittableRandom;
 import java.util.concurrent.CyclicBarrier;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicLong;
 
 import hybster.Main;
@@ -19,9 +20,11 @@ import hybster.coordination.CoordinationService.CreateMode;
  * with its own connections, send REQUESTS requests one after the other: 90%
  * reads ({@code getData}) and 10% writes ({@code setData}) of 64-byte values
  * on 16 nodes, all ordered ({@code -Dbench.unorderedReads=true}: reads skip
- * ordering while every replica answers alike, {@code Client.read}). Each
- * client warms up for {@code -Dbench.warmUpSeconds} (15) and at least a fifth of
- * REQUESTS before the measured phase.
+ * ordering while every replica answers alike, {@code Client.read}). The
+ * clients warm up for {@code -Dbench.warmUpSeconds} (15), each on a fifth of
+ * REQUESTS at least, and then until the JIT compilers of all the cluster's JVMs
+ * are quiet ({@link JitQuiet}; at most {@code -Dbench.warmUpMaxSeconds}, 180)
+ * before the measured phase.
  *
  * <pre>
  * java rdmanio.bench.CoordinationLoad CONFIG CLIENTS REQUESTS HISTOGRAM_FILE
@@ -57,9 +60,10 @@ public final class CoordinationLoad {
         }
         Phase phase = new Phase();
         int warmUp = Math.max(50, requests / 5);
-        // Four JVMs on two cores: the replicas' JIT compilers take seconds more than
-        // a few hundred requests, and a phase that measures them measures the compiler.
-        long warmUpEnd = System.nanoTime() + TimeUnit.SECONDS.toNanos(Long.getLong("bench.warmUpSeconds", 15));
+        // Four JVMs on two cores: their JIT compilers still work after 15 s of load
+        // (with 20 clients for about a minute more), and a phase that measures
+        // them measures the compiler. Set once they are quiet.
+        AtomicBoolean warm = new AtomicBoolean();
         CyclicBarrier measuring = new CyclicBarrier(clients, () -> {
             try {
                 phase.start();
@@ -77,7 +81,7 @@ public final class CoordinationLoad {
                 try (Client client = new Client(id, config.cluster(), config.provider(), 2000)) {
                     CoordinationClient coordination = new CoordinationClient(client, TIMEOUT_MILLIS, UNORDERED_READS);
                     SplittableRandom random = new SplittableRandom(id);
-                    for (int i = 0; i < warmUp || System.nanoTime() < warmUpEnd; i++) {
+                    for (int i = 0; i < warmUp || !warm.get(); i++) {
                         request(coordination, random, value);
                     }
                     measuring.await();
@@ -98,6 +102,11 @@ public final class CoordinationLoad {
             thread.start();
             threads.add(thread);
         }
+        Thread.sleep(TimeUnit.SECONDS.toMillis(Long.getLong("bench.warmUpSeconds", 15)));
+        long quietAfter = new JitQuiet(System.getProperty("bench.otherPids", ""))
+                .await(TimeUnit.SECONDS.toMillis(Long.getLong("bench.warmUpMaxSeconds", 180)));
+        System.err.printf("warm-up: the JIT compilers quiet after %d s more%n", quietAfter / 1000);
+        warm.set(true);
         for (Thread thread : threads) {
             thread.join();
         }

@@ -87,10 +87,7 @@ final class Phase {
         String others = System.getProperty("bench.otherPids", "");
         for (String pid : others.split(",")) {
             if (!pid.isBlank()) {
-                // utime and stime, fields 14 and 15, after the parenthesised command name.
-                String stat = Files.readString(Path.of("/proc", pid.trim(), "stat"));
-                String[] fields = stat.substring(stat.lastIndexOf(')') + 2).split(" ");
-                nanos += (Long.parseLong(fields[11]) + Long.parseLong(fields[12])) * NANOS_PER_TICK;
+                nanos += JitQuiet.cpuTicks(Path.of("/proc", pid.trim(), "stat")) * NANOS_PER_TICK;
             }
         }
         return nanos;
