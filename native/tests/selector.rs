@@ -939,6 +939,45 @@ fn a_selector_sees_a_killed_peer_process() {
     }
 }
 
+/// A connection's peer closes while the socket is hot (asked on every look:
+/// it is ready to write) and selects collect the signals first (a
+/// `selectNow` loop, an idle listener armed beside it): the signal of the
+/// close comes while the socket is not armed, and it must keep what it said,
+/// so that a select for reading alone, which arms it and sleeps, still sees it
+/// readable. Over RDMA a close held by a selector tells the peer by the
+/// disconnect alone, a connection event whose fd signals once; a stream that
+/// ignored that signal learnt of it only on every 1024th empty look, and the
+/// armed socket slept through the close.
+#[test]
+fn a_selector_sees_a_close_that_came_while_the_socket_was_hot() {
+    for transport in transports() {
+        let (listener, addr, poller) = selected_listener(transport);
+        let client = Socket::connect(addr, transport, TransportOptions::default(), TIMEOUT).unwrap();
+        assert!(client.finish_connect(true).unwrap());
+        let server = listener.accept(true, None).unwrap().expect("an accepted connection");
+        poller.register(1, Arc::clone(&client)).unwrap(); // held: its close is the disconnect alone
+        poller.register(2, Arc::clone(&server)).unwrap();
+        let mut ready = [0i32; 8];
+        let both = [ops::ACCEPT as i32, 0, (ops::READ | ops::WRITE) as i32];
+        assert_eq!(poller.select(&both, &mut ready, Some(Duration::ZERO)).unwrap(), 1, "{transport:?}");
+        assert_eq!(ready[..2], [2, ops::WRITE as i32], "{transport:?}: only writable while the peer is open");
+
+        client.close();
+        thread::sleep(Duration::from_millis(500)); // the close's signals come
+        for _ in 0..3 {
+            assert_eq!(poller.select(&both, &mut ready, Some(Duration::ZERO)).unwrap(), 1, "{transport:?}");
+        }
+        let interests = [ops::ACCEPT as i32, 0, ops::READ as i32];
+        assert_eq!(
+            select_for(&poller, &interests, 2, ops::READ),
+            ops::READ,
+            "{transport:?}: the close went unseen"
+        );
+        let mut buf = [0u8; 16];
+        assert_eq!(server.read(&mut buf, false, None).unwrap(), status::EOF, "{transport:?}");
+    }
+}
+
 /// The other end of the liveness channel: a client whose connection waits in
 /// a listener's queue, asleep in a selector, sees the listener close without
 /// accepting it (the channel's end it handed over goes with the queue; over

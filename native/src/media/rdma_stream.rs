@@ -729,6 +729,10 @@ impl ByteStream for RingPath {
         self.endpoint.sources()
     }
 
+    fn signalled(&mut self, fd: RawFd, _events: u32) {
+        self.endpoint.signalled(fd);
+    }
+
     fn completion_channel(&self) -> Option<CompletionChannel> {
         Some(self.endpoint.completions().channel())
     }

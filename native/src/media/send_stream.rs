@@ -901,6 +901,10 @@ impl ByteStream for SendPath {
         self.endpoint.sources()
     }
 
+    fn signalled(&mut self, fd: RawFd, _events: u32) {
+        self.endpoint.signalled(fd);
+    }
+
     fn completion_channel(&self) -> Option<CompletionChannel> {
         Some(self.endpoint.completions().channel())
     }

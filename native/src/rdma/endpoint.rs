@@ -348,6 +348,10 @@ pub(crate) struct Endpoint {
     peer: SocketAddr,
     /// Looks that found nothing to read (see `learn_of_disconnect`).
     empty_looks: u32,
+    /// The connection events' fd signalled in a selector's epoll set while
+    /// the stream was not armed (edge-triggered: once), so the next look
+    /// reads the events (see `learn_of_disconnect`).
+    events_signalled: bool,
     /// The queue pair as the device's event thread sees it (`device_events`).
     watched: Arc<Watched>,
 }
@@ -431,6 +435,7 @@ impl Endpoint {
             deadline,
             peer,
             empty_looks: 0,
+            events_signalled: false,
             watched,
         };
         endpoint.completions.bind(endpoint.qp_num())?;
@@ -648,21 +653,34 @@ impl Endpoint {
     }
 
     /// Looks for a disconnect while nothing is readable (a reader that never
-    /// sleeps would not learn of it otherwise), on every `DISCONNECT_CHECK_EVERY`th
-    /// empty look: it costs a syscall, which a spinning reader must not pay
-    /// each time. True when the peer just went. Completions that arrived
-    /// before the disconnect still wait in the CQ: the caller polls once more
-    /// before it reports end of stream.
+    /// sleeps would not learn of it otherwise): at once after `signalled`
+    /// said the connection events' fd signalled, else on every
+    /// `DISCONNECT_CHECK_EVERY`th empty look (it costs a syscall, which a
+    /// spinning reader must not pay each time). True when the peer just went.
+    /// Completions that arrived before the disconnect still wait in the CQ:
+    /// the caller polls once more before it reports end of stream.
     pub(crate) fn learn_of_disconnect(&mut self) -> Result<bool> {
         if self.peer_closed {
             return Ok(false);
         }
         self.empty_looks = self.empty_looks.wrapping_add(1);
-        if self.empty_looks % DISCONNECT_CHECK_EVERY != 0 {
+        let signalled = mem::take(&mut self.events_signalled);
+        if !signalled && self.empty_looks % DISCONNECT_CHECK_EVERY != 0 {
             return Ok(false);
         }
         self.handle_connection_events()?;
         Ok(self.peer_closed)
+    }
+
+    /// A selector's epoll set reported `fd`, one of `sources`. The signal of
+    /// the connection events' fd comes once, also while the stream is not
+    /// armed (asked on every look, which does not read the events), so it is
+    /// kept for the next look: a stream armed after it would sleep through a
+    /// disconnect otherwise.
+    pub(crate) fn signalled(&mut self, fd: RawFd) {
+        if fd == self.events.fd() {
+            self.events_signalled = true;
+        }
     }
 
     /// Disconnects: the peer sees end of stream, and so do we from now on
