@@ -231,6 +231,39 @@ fn idle_sockets_are_armed_and_asked_again_only_when_they_signal() {
     }
 }
 
+/// While a busy socket keeps every select returning at its first look, an
+/// armed socket's data is still reported soon: its signal is collected once
+/// 200 us have passed since the last collect, not only on every 16th look
+/// (16 selects of a selector busy with many connections take milliseconds).
+#[test]
+fn an_armed_socket_is_reported_while_a_busy_socket_keeps_the_selector_returning() {
+    for transport in transports() {
+        let (listener, addr) = listen(transport);
+        let (busy_client, busy_server) = connected_pair(&listener, addr, transport);
+        let (idle_client, idle_server) = connected_pair(&listener, addr, transport);
+        // Blocking mode arms a socket as soon as it is not ready; the busy one
+        // stays ready (its data is never read), so no select sleeps.
+        let poller = Poller::new(PollMode::Blocking).unwrap();
+        poller.register(0, Arc::clone(&busy_server)).unwrap();
+        poller.register(1, Arc::clone(&idle_server)).unwrap();
+        assert_eq!(busy_client.write(b"busy", true).unwrap(), 4);
+        let interests = [ops::READ as i32; 2];
+        let mut ready = [0i32; 4];
+        assert_eq!(select_for(&poller, &interests, 0, ops::READ), ops::READ, "{transport:?}");
+
+        assert_eq!(idle_client.write(b"late", true).unwrap(), 4);
+        thread::sleep(Duration::from_millis(20)); // landed, and longer than the interval
+        let reported = (0..2).any(|_| {
+            let found = poller.select(&interests, &mut ready, TIMEOUT).unwrap();
+            ready[..2 * found].chunks(2).any(|pair| pair[0] == 1)
+        });
+        assert!(reported, "{transport:?}: the armed socket's data went unreported in two selects");
+        let mut buf = [0u8; 8];
+        assert_eq!(idle_server.read(&mut buf, false, None).unwrap(), 4);
+        assert_eq!(busy_server.read(&mut buf, false, None).unwrap(), 4);
+    }
+}
+
 /// A selector that never sleeps arms the sockets that stay idle past its
 /// cool-down, then no longer asks them, and still sees data that arrives for
 /// any of them: with no hot socket left, only their signals can tell it.

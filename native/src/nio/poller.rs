@@ -22,10 +22,12 @@
 //! - While any socket is armed, an `epoll_wait(0)` collects the signalled ones
 //!   on every `LOOKS_PER_COLLECT`th look, counted across selects (a syscall on
 //!   every look, or on every select, measurably slows a busy connection down
-//!   for the sake of idle ones), before the one look of a `select` with a zero
-//!   timeout, which must see what arrived before it, and, in busy mode, before
-//!   each look when the last one left no socket hot. So an armed socket's news
-//!   waits at most that many looks while hot sockets keep the selector busy.
+//!   for the sake of idle ones), or sooner once `COLLECT_ARMED_AFTER` has
+//!   passed since the last collect; before the one look of a `select` with a
+//!   zero timeout, which must see what arrived before it; and, in busy mode,
+//!   before each look when the last one left no socket hot. So an armed
+//!   socket's news waits at most that many looks, and not much longer than
+//!   that time, while hot sockets keep the selector busy.
 //!   A hot socket that is ready for part of its interest and learns of the
 //!   rest from signals (a kernel socket ready to write and waiting for data)
 //!   has its signals collected before every look: the select returns with it
@@ -95,8 +97,17 @@ const LIVENESS_EVENTS: u32 = 0;
 /// consuming the signal after, cost syscalls on its next message).
 const SPIN_COOL_DOWN: Duration = Duration::from_millis(10);
 /// While hot sockets are asked, the armed ones' signals are collected on every
-/// this many looks.
+/// this many looks...
 const LOOKS_PER_COLLECT: u32 = 16;
+/// ...or once this long has passed since the last collect, when looks are
+/// long: a selector serving 256 kernel sockets takes up to milliseconds for
+/// 16 looks, and a socket whose data came meanwhile waited that long (the tcp
+/// 256-connection echo's p99 3-4x the JDK's). Looks alone, not time alone:
+/// an armed shm socket's news waits for the next collect while its peer
+/// rings, and a 256-connection echo over shm whose selectors collected every
+/// 200 us instead of every 16 short looks fell into lockstep, each selector
+/// sleeping through the other's batch (5x the syscalls, 20-30% slower).
+const COLLECT_ARMED_AFTER: Duration = Duration::from_micros(200);
 
 /// An adaptive select spins this much longer for each socket its sleep would
 /// arm: the peer of an armed shm socket rings its doorbell (a syscall) on its
@@ -205,6 +216,8 @@ struct Slots {
     hot_partly_ready: usize,
     /// Looks since the armed sockets' signals were last collected.
     looks_since_collect: u32,
+    /// When they were last collected.
+    collected_at: Instant,
     /// How long an adaptive select spins (see `spin`).
     spin: AdaptiveSpin,
     /// The completion channels the registered sockets share, each in the
@@ -260,6 +273,7 @@ impl Poller {
                 hot_polled: 0,
                 hot_partly_ready: 0,
                 looks_since_collect: 0,
+                collected_at: Instant::now(),
                 spin: AdaptiveSpin::new(match mode {
                     PollMode::Adaptive(spin) => spin,
                     _ => Duration::ZERO,
@@ -386,10 +400,10 @@ impl Poller {
 
 impl Slots {
     /// Asks the hot sockets, after collecting the signals of the armed ones
-    /// (every `LOOKS_PER_COLLECT`th look, or each when `collect_if_cold` and
-    /// the last look left none hot to poll) and of the hot ones that learn
-    /// their readiness from them (each look); arms those idle for at least
-    /// `cool_down` at `now`.
+    /// (every `LOOKS_PER_COLLECT`th look or `COLLECT_ARMED_AFTER`, or each
+    /// look when `collect_if_cold` and the last look left none hot to poll)
+    /// and of the hot ones that learn their readiness from them (each look);
+    /// arms those idle for at least `cool_down` at `now`.
     fn look(
         &mut self,
         epoll: &EpollSet,
@@ -401,7 +415,9 @@ impl Slots {
     ) -> Result<usize> {
         self.looks_since_collect += 1;
         let cold = self.hot_polled == 0 && collect_if_cold;
-        let due = cold || self.looks_since_collect >= LOOKS_PER_COLLECT;
+        let due = cold
+            || self.looks_since_collect >= LOOKS_PER_COLLECT
+            || now.duration_since(self.collected_at) >= COLLECT_ARMED_AFTER;
         if self.hot_partly_ready > 0 || (self.armed > 0 && due) {
             self.take_signals(epoll, 0)?;
         }
@@ -548,6 +564,7 @@ impl Slots {
         // Signals written while routing (for sockets other waiters watch too) are collected next look.
         self.looks_since_collect = if watcher.wrote { LOOKS_PER_COLLECT } else { 0 };
         let now = Instant::now();
+        self.collected_at = now;
         for &slot in woken.iter() {
             self.make_hot(slot, now);
         }
