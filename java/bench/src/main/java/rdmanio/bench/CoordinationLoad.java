@@ -8,6 +8,7 @@ import java.util.concurrent.CyclicBarrier;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicLong;
+import java.util.function.BooleanSupplier;
 
 import hybster.Main;
 import hybster.client.Client;
@@ -102,11 +103,24 @@ public final class CoordinationLoad {
             thread.start();
             threads.add(thread);
         }
-        Thread.sleep(TimeUnit.SECONDS.toMillis(Long.getLong("bench.warmUpSeconds", 15)));
+        // A client that failed fails the run: no waiting for the compilers then.
+        BooleanSupplier aClientFailed = () -> {
+            synchronized (failures) {
+                return !failures.isEmpty();
+            }
+        };
+        long warmUpEnds = System.nanoTime() + TimeUnit.SECONDS.toNanos(Long.getLong("bench.warmUpSeconds", 15));
+        while (System.nanoTime() < warmUpEnds && !aClientFailed.getAsBoolean()) {
+            Thread.sleep(100);
+        }
         long quietAfter = new JitQuiet(System.getProperty("bench.otherPids", ""))
-                .await(TimeUnit.SECONDS.toMillis(Long.getLong("bench.warmUpMaxSeconds", 180)));
+                .await(TimeUnit.SECONDS.toMillis(Long.getLong("bench.warmUpMaxSeconds", 180)), aClientFailed);
         System.err.printf("warm-up: the JIT compilers quiet after %d s more%n", quietAfter / 1000);
         warm.set(true);
+        if (aClientFailed.getAsBoolean()) {
+            // The others would wait at the barrier for it: an interrupted thread breaks it.
+            threads.forEach(Thread::interrupt);
+        }
         for (Thread thread : threads) {
             thread.join();
         }

@@ -7,6 +7,7 @@ import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.function.BooleanSupplier;
 import java.util.stream.Stream;
 
 /**
@@ -40,14 +41,20 @@ final class JitQuiet {
     }
 
     /**
-     * Waits until the compilers are quiet, or `maxMillis` has passed (then
-     * says so on stderr). Returns how long it waited.
+     * Waits until the compilers are quiet, `maxMillis` has passed (then says
+     * so on stderr) or `giveUp` says the wait is pointless (checked every
+     * tenth of a second). Returns how long it waited.
      */
-    long await(long maxMillis) throws InterruptedException {
+    long await(long maxMillis, BooleanSupplier giveUp) throws InterruptedException {
         long start = System.currentTimeMillis();
         long before = compilerTicks();
         while (true) {
-            Thread.sleep(WINDOW_MILLIS);
+            for (long slept = 0; slept < WINDOW_MILLIS; slept += 100) {
+                if (giveUp.getAsBoolean()) {
+                    return System.currentTimeMillis() - start;
+                }
+                Thread.sleep(100);
+            }
             long now = compilerTicks();
             long waited = System.currentTimeMillis() - start;
             if (now - before <= QUIET_TICKS) {
