@@ -977,10 +977,10 @@ fn a_selector_sees_a_killed_peer_process() {
 /// `selectNow` loop, an idle listener armed beside it): the signal of the
 /// close comes while the socket is not armed, and it must keep what it said,
 /// so that a select for reading alone, which arms it and sleeps, still sees it
-/// readable. Over RDMA a close held by a selector tells the peer by the
-/// disconnect alone, a connection event whose fd signals once; a stream that
-/// ignored that signal learnt of it only on every 1024th empty look, and the
-/// armed socket slept through the close.
+/// readable. Over RDMA a close makes the peer readable by its disconnect
+/// alone (its CLOSED message only says how it closed), a connection event
+/// whose fd signals once; a stream that ignored that signal learnt of it only
+/// on every 1024th empty look, and the armed socket slept through the close.
 #[test]
 fn a_selector_sees_a_close_that_came_while_the_socket_was_hot() {
     for transport in transports() {
@@ -988,7 +988,7 @@ fn a_selector_sees_a_close_that_came_while_the_socket_was_hot() {
         let client = Socket::connect(addr, transport, TransportOptions::default(), TIMEOUT).unwrap();
         assert!(client.finish_connect(true).unwrap());
         let server = listener.accept(true, None).unwrap().expect("an accepted connection");
-        poller.register(1, Arc::clone(&client)).unwrap(); // held: its close is the disconnect alone
+        poller.register(1, Arc::clone(&client)).unwrap(); // as in a selector serving both ends
         poller.register(2, Arc::clone(&server)).unwrap();
         let mut ready = [0i32; 8];
         let both = [ops::ACCEPT as i32, 0, (ops::READ | ops::WRITE) as i32];
