@@ -264,6 +264,52 @@ fn an_armed_socket_is_reported_while_a_busy_socket_keeps_the_selector_returning(
     }
 }
 
+/// A spinning selector with a quiet armed socket (a listener) beside a hot
+/// one collects the armed one's signals about every 200 us, not on every 16th
+/// of its looks, which take tens of nanoseconds while it spins: a
+/// busy-polling ping-pong's server made two `epoll_wait`s per round trip for
+/// its idle listener. It still sees the listener's news. Memory media only:
+/// a kernel socket is armed at once, and a busy selector of armed sockets
+/// alone can only spin on collecting.
+#[test]
+fn a_spinning_selector_collects_a_quiet_armed_socket_about_every_200_us() {
+    const SPINS: u32 = 10;
+    for transport in transports().into_iter().filter(|&transport| transport != Transport::Tcp) {
+        let (listener, addr) = listen(transport);
+        let (client, server) = connected_pair(&listener, addr, transport);
+        let poller = Poller::new(PollMode::Busy).unwrap();
+        poller.register(0, Arc::clone(&listener)).unwrap();
+        poller.register(1, Arc::clone(&server)).unwrap();
+        let interests = [ops::ACCEPT as i32, ops::READ as i32];
+        let mut ready = [0i32; 4];
+        let mut buf = [0u8; 8];
+        let began = Instant::now();
+        let collects_before = poller.collects();
+        for _ in 0..SPINS {
+            // Data keeps the connection hot (a busy selector arms it after 10 ms idle)...
+            assert_eq!(client.write(b"ping", true).unwrap(), 4);
+            assert_eq!(select_for(&poller, &interests, 1, ops::READ), ops::READ, "{transport:?}");
+            assert_eq!(server.read(&mut buf, false, None).unwrap(), 4);
+            // ...and a select that finds nothing spins 2 ms on it.
+            assert_eq!(poller.select(&interests, &mut ready, Some(Duration::from_millis(2))).unwrap(), 0);
+        }
+        let collects = poller.collects() - collects_before;
+        let elapsed = began.elapsed();
+        // One a 200 us, one or two a select (its first look may find 200 us
+        // passed), and a few while the interval grows.
+        let most = elapsed.as_micros() as u64 / 200 + 4 * u64::from(SPINS) + 16;
+        assert!(
+            collects <= most,
+            "{transport:?}: {collects} collects in {elapsed:?} of spinning (at most {most} expected)"
+        );
+
+        // Yet it sees what the armed socket waits for.
+        let late = Socket::connect(addr, transport, TransportOptions::default(), TIMEOUT).unwrap();
+        assert!(late.finish_connect(true).unwrap());
+        assert_eq!(select_for(&poller, &interests, 0, ops::ACCEPT), ops::ACCEPT, "{transport:?}");
+    }
+}
+
 /// A selector that never sleeps arms the sockets that stay idle past its
 /// cool-down, then no longer asks them, and still sees data that arrives for
 /// any of them: with no hot socket left, only their signals can tell it.

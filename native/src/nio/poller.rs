@@ -20,9 +20,12 @@
 //!   whose last reported readiness its stream keeps: `signalled`) is armed as
 //!   soon as it is not ready, which costs it nothing.
 //! - While any socket is armed, an `epoll_wait(0)` collects the signalled ones
-//!   on every `LOOKS_PER_COLLECT`th look, counted across selects (a syscall on
-//!   every look, or on every select, measurably slows a busy connection down
-//!   for the sake of idle ones), or sooner once `COLLECT_ARMED_AFTER` has
+//!   on every `LOOKS_PER_COLLECT`th select (a syscall on every select
+//!   measurably slows a busy connection down for the sake of idle ones), and
+//!   on every `LOOKS_PER_COLLECT`th later look of a select (a spin's), twice as
+//!   many after each collect that found nothing (a spin's looks take tens of
+//!   nanoseconds: a busy-polling ping-pong's server collected twice per round
+//!   trip for its idle listener), or sooner once `COLLECT_ARMED_AFTER` has
 //!   passed since the last collect; before the one look of a `select` with a
 //!   zero timeout, which must see what arrived before it; and, in busy mode,
 //!   before each look when the last one left no socket hot. So an armed
@@ -97,8 +100,12 @@ const LIVENESS_EVENTS: u32 = 0;
 /// consuming the signal after, cost syscalls on its next message).
 const SPIN_COOL_DOWN: Duration = Duration::from_millis(10);
 /// While hot sockets are asked, the armed ones' signals are collected on every
-/// this many looks...
+/// this many selects, and on every this many looks of a spin...
 const LOOKS_PER_COLLECT: u32 = 16;
+/// ...a spin's twice as many after each collect that found nothing, up to
+/// this many (then `COLLECT_ARMED_AFTER` decides); a collect that brings news
+/// starts again from `LOOKS_PER_COLLECT`.
+const SPIN_LOOKS_PER_COLLECT_AT_MOST: u32 = 1 << 16;
 /// ...or once this long has passed since the last collect, when looks are
 /// long: a selector serving 256 kernel sockets takes up to milliseconds for
 /// 16 looks, and a socket whose data came meanwhile waited that long (the tcp
@@ -214,8 +221,14 @@ struct Slots {
     /// learn of the rest from their signals (a kernel socket ready to write,
     /// waiting for data too): while any is, each look collects signals first.
     hot_partly_ready: usize,
-    /// Looks since the armed sockets' signals were last collected.
-    looks_since_collect: u32,
+    /// Selects (their first looks) since the armed sockets' signals were last collected.
+    selects_since_collect: u32,
+    /// A spin's later looks since then.
+    spin_looks_since_collect: u32,
+    /// How many of those make a collect due: see `SPIN_LOOKS_PER_COLLECT_AT_MOST`.
+    spin_looks_per_collect: u32,
+    /// How many collects (`epoll_wait(0)`) selects made.
+    collects: u64,
     /// When they were last collected.
     collected_at: Instant,
     /// How long an adaptive select spins (see `spin`).
@@ -233,6 +246,18 @@ struct WatchedChannel {
     channel: CompletionChannel,
     /// Registered sockets at its queue.
     users: usize,
+}
+
+/// How one look of a select goes (see `Slots::look`).
+#[derive(Clone, Copy)]
+struct Pass {
+    now: Instant,
+    /// The sockets idle for this long are armed.
+    cool_down: Duration,
+    /// Collect before the look when the last left no socket hot to poll.
+    collect_if_cold: bool,
+    /// A later look of the select: counted as a spin's.
+    spin: bool,
 }
 
 /// The `armed_for` of a free slot: it covers every interest, so no look stops there.
@@ -272,7 +297,10 @@ impl Poller {
                 asks: 0,
                 hot_polled: 0,
                 hot_partly_ready: 0,
-                looks_since_collect: 0,
+                selects_since_collect: 0,
+                spin_looks_since_collect: 0,
+                spin_looks_per_collect: LOOKS_PER_COLLECT,
+                collects: 0,
                 collected_at: Instant::now(),
                 spin: AdaptiveSpin::new(match mode {
                     PollMode::Adaptive(spin) => spin,
@@ -348,6 +376,12 @@ impl Poller {
         self.slots.lock().asks
     }
 
+    /// How many times `select` collected signals without sleeping (an
+    /// `epoll_wait(0)` each), since the poller was made: for tests and benchmarks.
+    pub fn collects(&self) -> u64 {
+        self.slots.lock().collects
+    }
+
     /// Waits until a socket is ready for its interest (`interests[slot]`), the
     /// timeout passes (`None` waits forever; zero only looks) or `wakeup` is
     /// called. Writes `(slot, ready ops)` pairs into `ready` and returns how
@@ -356,7 +390,7 @@ impl Poller {
         let mut slots = self.slots.lock();
         if timeout == Some(Duration::ZERO) {
             // Its one look sees every signal that came before it.
-            slots.looks_since_collect = LOOKS_PER_COLLECT;
+            slots.collect_at_next_look();
         }
         let deadline = Deadline::after(timeout);
         let began = Instant::now();
@@ -372,11 +406,15 @@ impl Poller {
         loop {
             let now = Instant::now();
             let spinning = spin_until.is_none_or(|until| now < until);
-            // Before a sleep every idle socket is armed, while spinning those idle for the cool-down.
-            let cool_down = if spinning { self.mode.cool_down_while_spinning() } else { Duration::ZERO };
-            // A busy poller with nothing hot spins on collecting; the others sleep to collect.
-            let collect_if_cold = self.mode == PollMode::Busy;
-            let found = slots.look(&self.epoll, interests, ready, now, cool_down, collect_if_cold)?;
+            let pass = Pass {
+                now,
+                // Before a sleep every idle socket is armed, while spinning those idle for the cool-down.
+                cool_down: if spinning { self.mode.cool_down_while_spinning() } else { Duration::ZERO },
+                // A busy poller with nothing hot spins on collecting; the others sleep to collect.
+                collect_if_cold: self.mode == PollMode::Busy,
+                spin: waited,
+            };
+            let found = slots.look(&self.epoll, interests, ready, pass)?;
             if found > 0 || timeout == Some(Duration::ZERO) || self.woken.load(Ordering::Acquire) {
                 if waited {
                     slots.spin.waited(budget, began.elapsed(), true);
@@ -400,24 +438,19 @@ impl Poller {
 
 impl Slots {
     /// Asks the hot sockets, after collecting the signals of the armed ones
-    /// (every `LOOKS_PER_COLLECT`th look or `COLLECT_ARMED_AFTER`, or each
-    /// look when `collect_if_cold` and the last look left none hot to poll)
-    /// and of the hot ones that learn their readiness from them (each look);
-    /// arms those idle for at least `cool_down` at `now`.
-    fn look(
-        &mut self,
-        epoll: &EpollSet,
-        interests: &[i32],
-        ready: &mut [i32],
-        now: Instant,
-        cool_down: Duration,
-        collect_if_cold: bool,
-    ) -> Result<usize> {
-        self.looks_since_collect += 1;
+    /// (when due: see the module's documentation and `Pass`) and of the hot
+    /// ones that learn their readiness from them (each look); arms those idle
+    /// for at least the pass's `cool_down`.
+    fn look(&mut self, epoll: &EpollSet, interests: &[i32], ready: &mut [i32], pass: Pass) -> Result<usize> {
+        let Pass { now, cool_down, collect_if_cold, spin } = pass;
+        let counted = match spin {
+            false => (&mut self.selects_since_collect, LOOKS_PER_COLLECT),
+            true => (&mut self.spin_looks_since_collect, self.spin_looks_per_collect),
+        };
+        *counted.0 += 1;
         let cold = self.hot_polled == 0 && collect_if_cold;
-        let due = cold
-            || self.looks_since_collect >= LOOKS_PER_COLLECT
-            || now.duration_since(self.collected_at) >= COLLECT_ARMED_AFTER;
+        let due =
+            cold || *counted.0 >= counted.1 || now.duration_since(self.collected_at) >= COLLECT_ARMED_AFTER;
         if self.hot_partly_ready > 0 || (self.armed > 0 && due) {
             self.take_signals(epoll, 0)?;
         }
@@ -454,6 +487,11 @@ impl Slots {
             }
         }
         Ok(found)
+    }
+
+    fn collect_at_next_look(&mut self) {
+        self.selects_since_collect = LOOKS_PER_COLLECT;
+        self.spin_looks_since_collect = self.spin_looks_per_collect;
     }
 
     /// How long an adaptive select may spin: see `spin_with_hot_sockets`.
@@ -544,6 +582,7 @@ impl Slots {
             for watched in self.group_channels() {
                 watched.channel.route(&mut watcher)?;
             }
+            self.collects += 1;
             epoll.wait(&mut self.events, 0)?
         } else {
             self.sleep(epoll, timeout_ms, &mut watcher)?
@@ -561,8 +600,17 @@ impl Slots {
                 }
             }
         }
-        // Signals written while routing (for sockets other waiters watch too) are collected next look.
-        self.looks_since_collect = if watcher.wrote { LOOKS_PER_COLLECT } else { 0 };
+        let wrote = watcher.wrote;
+        self.spin_looks_per_collect = match n == 0 && woken.is_empty() {
+            true => (self.spin_looks_per_collect * 2).min(SPIN_LOOKS_PER_COLLECT_AT_MOST),
+            false => LOOKS_PER_COLLECT,
+        };
+        self.selects_since_collect = 0;
+        self.spin_looks_since_collect = 0;
+        if wrote {
+            // Signals written while routing (for sockets other waiters watch too).
+            self.collect_at_next_look();
+        }
         let now = Instant::now();
         self.collected_at = now;
         for &slot in woken.iter() {
