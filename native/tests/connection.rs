@@ -63,6 +63,39 @@ fn the_device_list_matches_the_environment() {
     }
 }
 
+/// A process with no fd left is told so, not that the host has no RDMA:
+/// libibverbs reports ENOSYS for both (an RDMA benchmark with 1,000
+/// connections under the VM's fd limit of 1,024 was told "this kernel has no
+/// RDMA support"). The test runs itself again in a child process, which uses
+/// up its fds.
+#[test]
+fn a_process_out_of_fds_is_told_so_not_that_rdma_is_missing() {
+    const CHILD: &str = "RDMANIO_TEST_OUT_OF_FDS";
+    const NAME: &str = "a_process_out_of_fds_is_told_so_not_that_rdma_is_missing";
+    if std::env::var_os(CHILD).is_some() {
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: a valid rlimit to fill, then to set.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) }, 0);
+        limit.rlim_cur = limit.rlim_cur.min(256);
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+        let mut held = Vec::new();
+        while let Ok(file) = std::fs::File::open("/dev/null") {
+            held.push(file);
+        }
+        let err = device_names().expect_err("a device list with no fd left");
+        assert_eq!(err.errno(), Some(libc::EMFILE), "{err}");
+        return;
+    }
+    // Its output stays here: its "test result" line would count a test twice.
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", NAME, "--test-threads=1"])
+        .env(CHILD, "1")
+        .output()
+        .expect("the test binary runs again");
+    let said = String::from_utf8_lossy(&child.stderr);
+    assert!(child.status.success(), "the child process failed ({}): {said}", child.status);
+}
+
 #[test]
 fn messages_are_echoed_intact_over_rdma() {
     echo_round_trips(Duration::ZERO);

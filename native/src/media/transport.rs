@@ -199,10 +199,11 @@ pub fn connect(
     Connect::start(addr, transport, options.clone(), timeout, GroupOffer::default(), None)?.finish_blocking()
 }
 
-/// Whether the host has an RDMA device at all (a few syscalls: no cache, so
-/// a device added later is found). Without one, `auto` goes straight to TCP.
+/// Whether the host has an RDMA device at all (`check_device`: asked until
+/// one is found, so a device added later is). Without one, `auto` goes
+/// straight to TCP.
 pub(crate) fn host_has_rdma() -> bool {
-    crate::rdma::verbs::device_names().is_ok()
+    crate::rdma::verbs::check_device().is_ok()
 }
 
 /// A failed TCP connect to `addr` as the engine reports it.

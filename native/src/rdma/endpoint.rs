@@ -116,7 +116,7 @@ impl Listener {
     /// `NoDevice` on a host without RDMA; `Os` naming `rdma_bind_addr` when no
     /// RDMA device has the address or the port is taken.
     pub fn bind(addr: SocketAddr, backlog: i32) -> Result<Listener> {
-        verbs::device_names()?; // "no device" is reported as such, not as a cm failure
+        verbs::check_device()?; // "no device" is reported as such, not as a cm failure
         let events = EventChannel::new()?;
         let id = CmId::new(&events)?;
         id.bind(addr)?;
@@ -210,7 +210,7 @@ impl Resolving {
         shape: QpShape,
         deadline: Deadline,
     ) -> Result<Resolving> {
-        verbs::device_names()?;
+        verbs::check_device()?;
         let events = Arc::new(EventChannel::new()?);
         let mut tries = 1;
         loop {
