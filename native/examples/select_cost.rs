@@ -106,10 +106,16 @@ fn echo_round_trips(
     Ok(measured[measured.len() / 2].as_secs_f64() * 1e6)
 }
 
-/// Two fds per connection and side, both sides in this process.
+/// Room for `connections` pairs: an RDMA endpoint holds five fds (ten a pair:
+/// 1,000 pairs ran out of a limit of 8 a pair), never less than the limit was.
 fn raise_fd_limit(connections: usize) {
-    let want = (connections as u64 * 8 + 1024).max(4096);
-    let limit = libc::rlimit { rlim_cur: want, rlim_max: want };
-    // SAFETY: plain setrlimit on a valid struct; failing leaves the old limit.
-    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+    let want = connections as u64 * 16 + 1024;
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain getrlimit and setrlimit on a valid struct; failing leaves the old limit.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        limit.rlim_cur = limit.rlim_cur.max(want);
+        limit.rlim_max = limit.rlim_max.max(want);
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+    }
 }
