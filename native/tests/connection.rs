@@ -77,6 +77,7 @@ fn a_process_out_of_fds_is_told_so_not_that_rdma_is_missing() {
         // SAFETY: a valid rlimit to fill, then to set.
         assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) }, 0);
         limit.rlim_cur = limit.rlim_cur.min(256);
+        // SAFETY: the limit just read, lowered.
         assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
         let mut held = Vec::new();
         while let Ok(file) = std::fs::File::open("/dev/null") {

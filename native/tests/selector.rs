@@ -267,8 +267,8 @@ fn an_armed_socket_is_reported_while_a_busy_socket_keeps_the_selector_returning(
 /// A spinning selector with a quiet armed socket (a listener) beside a hot
 /// one collects the armed one's signals about every 200 us, not on every 16th
 /// of its looks, which take tens of nanoseconds while it spins: a
-/// busy-polling ping-pong's server made two `epoll_wait`s per round trip for
-/// its idle listener. It still sees the listener's news. Memory media only:
+/// busy-polling ping-pong's server made an `epoll_wait` every other round
+/// trip for its idle listener. It still sees the listener's news. Memory media only:
 /// a kernel socket is armed at once, and a busy selector of armed sockets
 /// alone can only spin on collecting.
 #[test]

@@ -24,12 +24,12 @@
 //!   measurably slows a busy connection down for the sake of idle ones), and
 //!   on every `LOOKS_PER_COLLECT`th later look of a select (a spin's), twice as
 //!   many after each collect that found nothing (a spin's looks take tens of
-//!   nanoseconds: a busy-polling ping-pong's server collected twice per round
-//!   trip for its idle listener), or sooner once `COLLECT_ARMED_AFTER` has
+//!   nanoseconds: a busy-polling ping-pong's server collected every other
+//!   round trip for its idle listener), or sooner once `COLLECT_ARMED_AFTER` has
 //!   passed since the last collect; before the one look of a `select` with a
 //!   zero timeout, which must see what arrived before it; and, in busy mode,
 //!   before each look when the last one left no socket hot. So an armed
-//!   socket's news waits at most that many looks, and not much longer than
+//!   socket's news waits at most that many selects, and not much longer than
 //!   that time, while hot sockets keep the selector busy.
 //!   A hot socket that is ready for part of its interest and learns of the
 //!   rest from signals (a kernel socket ready to write and waiting for data)
