@@ -443,14 +443,15 @@ impl Slots {
     /// for at least the pass's `cool_down`.
     fn look(&mut self, epoll: &EpollSet, interests: &[i32], ready: &mut [i32], pass: Pass) -> Result<usize> {
         let Pass { now, cool_down, collect_if_cold, spin } = pass;
-        let counted = match spin {
-            false => (&mut self.selects_since_collect, LOOKS_PER_COLLECT),
-            true => (&mut self.spin_looks_since_collect, self.spin_looks_per_collect),
+        let counted_out = if spin {
+            self.spin_looks_since_collect += 1;
+            self.spin_looks_since_collect >= self.spin_looks_per_collect
+        } else {
+            self.selects_since_collect += 1;
+            self.selects_since_collect >= LOOKS_PER_COLLECT
         };
-        *counted.0 += 1;
         let cold = self.hot_polled == 0 && collect_if_cold;
-        let due =
-            cold || *counted.0 >= counted.1 || now.duration_since(self.collected_at) >= COLLECT_ARMED_AFTER;
+        let due = cold || counted_out || now.duration_since(self.collected_at) >= COLLECT_ARMED_AFTER;
         if self.hot_partly_ready > 0 || (self.armed > 0 && due) {
             self.take_signals(epoll, 0)?;
         }
