@@ -392,10 +392,11 @@ impl Poller {
             // Its one look sees every signal that came before it.
             slots.collect_at_next_look();
         }
-        let deadline = Deadline::after(timeout);
+        // One reading of the clock serves until the next wait: a sleep's end, a spin's turn.
         let began = Instant::now();
+        let deadline = Deadline::after_from(began, timeout);
         let budget = match self.mode {
-            PollMode::Adaptive(_) => slots.spin_budget(),
+            PollMode::Adaptive(_) => slots.spin_budget(began),
             _ => Duration::ZERO,
         };
         let spin_until = match self.mode {
@@ -403,8 +404,8 @@ impl Poller {
             _ => Some(began + budget),
         };
         let mut waited = false;
+        let mut now = began;
         loop {
-            let now = Instant::now();
             let spinning = spin_until.is_none_or(|until| now < until);
             let pass = Pass {
                 now,
@@ -417,21 +418,23 @@ impl Poller {
             let found = slots.look(&self.epoll, interests, ready, pass)?;
             if found > 0 || timeout == Some(Duration::ZERO) || self.woken.load(Ordering::Acquire) {
                 if waited {
-                    slots.spin.waited(budget, began.elapsed(), true);
+                    slots.spin.waited(budget, now.duration_since(began), true);
                 }
                 return Ok(found);
             }
-            if deadline.expired() {
-                slots.spin.waited(budget, began.elapsed(), false);
+            if deadline.expired_at(now) {
+                slots.spin.waited(budget, now.duration_since(began), false);
                 return Ok(0);
             }
             waited = true;
             // Spinning asks the hot sockets; with none, only a signal brings news.
-            if spinning && (self.mode == PollMode::Busy || slots.hot_polled > 0) {
+            now = if spinning && (self.mode == PollMode::Busy || slots.hot_polled > 0) {
                 std::hint::spin_loop();
+                Instant::now()
             } else {
-                slots.take_signals(&self.epoll, deadline.poll_millis())?;
-            }
+                // Not expired at `now`, so at least 1 ms: a sleep, after which the clock is read.
+                slots.take_signals(&self.epoll, deadline.poll_millis_at(now), now)?
+            };
         }
     }
 }
@@ -453,7 +456,7 @@ impl Slots {
         let cold = self.hot_polled == 0 && collect_if_cold;
         let due = cold || counted_out || now.duration_since(self.collected_at) >= COLLECT_ARMED_AFTER;
         if self.hot_partly_ready > 0 || (self.armed > 0 && due) {
-            self.take_signals(epoll, 0)?;
+            self.take_signals(epoll, 0, now)?;
         }
         let mut found = 0;
         self.hot_polled = 0;
@@ -496,8 +499,8 @@ impl Slots {
     }
 
     /// How long an adaptive select may spin: see `spin_with_hot_sockets`.
-    fn spin_budget(&self) -> Duration {
-        spin_with_hot_sockets(self.spin.budget(), self.hot_polled)
+    fn spin_budget(&self, now: Instant) -> Duration {
+        spin_with_hot_sockets(self.spin.budget(now), self.hot_polled)
     }
 
     fn ask(&mut self, slot: usize, interest: u32) -> Look {
@@ -576,7 +579,10 @@ impl Slots {
     /// Waits up to `timeout_ms` (-1: forever) for signals; the armed sockets
     /// that signalled become hot. The shared completion queues are routed
     /// first, which signals the armed sockets that have completions.
-    fn take_signals(&mut self, epoll: &EpollSet, timeout_ms: libc::c_int) -> Result<()> {
+    ///
+    /// Returns when it collected: `now` (the caller's reading of the clock)
+    /// when it did not wait, the clock's after a wait.
+    fn take_signals(&mut self, epoll: &EpollSet, timeout_ms: libc::c_int, now: Instant) -> Result<Instant> {
         let mut woken = mem::take(&mut self.woken);
         let mut watcher = Watcher { id: self.id, woken: &mut woken, wrote: false };
         let n = if timeout_ms == 0 {
@@ -612,7 +618,7 @@ impl Slots {
             // Signals written while routing (for sockets other waiters watch too).
             self.collect_at_next_look();
         }
-        let now = Instant::now();
+        let now = if timeout_ms == 0 { now } else { Instant::now() };
         self.collected_at = now;
         for &slot in woken.iter() {
             self.make_hot(slot, now);
@@ -632,7 +638,7 @@ impl Slots {
         }
         woken.clear();
         self.woken = woken;
-        Ok(())
+        Ok(now)
     }
 
     /// The channels of group queues (see `completions`): routed on every

@@ -919,7 +919,7 @@ impl Socket {
         let began = Instant::now();
         let spin = match self.spin {
             _ if state.signals_by_itself() => Spin::For(Duration::ZERO),
-            Spin::For(_) => Spin::For(state.spin.budget()),
+            Spin::For(_) => Spin::For(state.spin.budget(began)),
             Spin::Forever => Spin::Forever,
         };
         let result = self.wait_as_waiter(state, op, interest, deadline, spin);

@@ -62,10 +62,10 @@ impl AdaptiveSpin {
         AdaptiveSpin { max, within: WHOLE, resting: 0, next_rest: FIRST_REST }
     }
 
-    /// How long the wait about to start may spin: `max` while most waits end
-    /// within it and the host's cores are not oversubscribed, else zero.
-    pub(crate) fn budget(&self) -> Duration {
-        if self.max.is_zero() || self.resting > 0 || cores_oversubscribed() {
+    /// How long the wait about to start (`now`) may spin: `max` while most waits
+    /// end within it and the host's cores are not oversubscribed, else zero.
+    pub(crate) fn budget(&self, now: Instant) -> Duration {
+        if self.max.is_zero() || self.resting > 0 || cores_oversubscribed(now) {
             Duration::ZERO
         } else {
             self.max
@@ -102,16 +102,16 @@ impl AdaptiveSpin {
 /// Whether more threads are runnable on the host than the process has cores,
 /// on average over the last few samples: a spinner would then keep someone
 /// off a core. Sampled at most every `PRESSURE_EVERY` by whichever thread
-/// asks first.
-pub(crate) fn cores_oversubscribed() -> bool {
+/// asks first. `now` is the caller's reading of the clock (see `Deadline::after_from`).
+pub(crate) fn cores_oversubscribed(now: Instant) -> bool {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     static CORES: OnceLock<u32> = OnceLock::new();
     static SAMPLED_AT_MICROS: AtomicU64 = AtomicU64::new(0);
     /// The average of the samples, in 1/`WHOLE` of a thread.
     static RUNNABLE: AtomicU64 = AtomicU64::new(0);
     static OVERSUBSCRIBED: AtomicBool = AtomicBool::new(false);
-    let epoch = *EPOCH.get_or_init(Instant::now);
-    let now = epoch.elapsed().as_micros() as u64 + 1;
+    let epoch = *EPOCH.get_or_init(|| now);
+    let now = now.saturating_duration_since(epoch).as_micros() as u64 + 1;
     let last = SAMPLED_AT_MICROS.load(Ordering::Relaxed);
     if (last == 0 || now.saturating_sub(last) >= PRESSURE_EVERY.as_micros() as u64)
         && SAMPLED_AT_MICROS.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
@@ -203,7 +203,7 @@ mod tests {
 
     #[test]
     fn a_zero_spin_never_spins() {
-        assert_eq!(AdaptiveSpin::new(Duration::ZERO).budget(), Duration::ZERO);
+        assert_eq!(AdaptiveSpin::new(Duration::ZERO).budget(Instant::now()), Duration::ZERO);
     }
 
     #[test]

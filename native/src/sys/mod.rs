@@ -304,24 +304,48 @@ impl Deadline {
     /// `None` waits forever.
     pub(crate) fn after(timeout: Option<Duration>) -> Self {
         match timeout {
-            Some(t) => Deadline { at: Instant::now().checked_add(t), timeout: t },
-            None => Deadline { at: None, timeout: Duration::MAX },
+            Some(_) => Deadline::after_from(Instant::now(), timeout),
+            None => Deadline::FOREVER,
         }
     }
+
+    /// As `after`, from `now`: a reading of the clock the caller has anyway
+    /// (a read costs 40 ns on a virtual machine's TSC, a tenth of an empty `selectNow`).
+    pub(crate) fn after_from(now: Instant, timeout: Option<Duration>) -> Self {
+        match timeout {
+            Some(t) => Deadline { at: now.checked_add(t), timeout: t },
+            None => Deadline::FOREVER,
+        }
+    }
+
+    const FOREVER: Deadline = Deadline { at: None, timeout: Duration::MAX };
 
     /// Whether it has passed.
     pub(crate) fn expired(&self) -> bool {
         self.at.is_some_and(|at| Instant::now() >= at)
     }
 
+    /// Whether it had passed at `now`.
+    pub(crate) fn expired_at(&self, now: Instant) -> bool {
+        self.at.is_some_and(|at| now >= at)
+    }
+
     /// The poll(2) timeout that is left: -1 for forever, 0 once expired.
     pub(crate) fn poll_millis(&self) -> libc::c_int {
         match self.at {
             None => -1,
+            Some(_) => self.poll_millis_at(Instant::now()),
+        }
+    }
+
+    /// The poll(2) timeout that was left at `now`.
+    pub(crate) fn poll_millis_at(&self, now: Instant) -> libc::c_int {
+        match self.at {
+            None => -1,
             Some(at) => {
-                let left = at.saturating_duration_since(Instant::now());
-                // Round up so a sub-millisecond remainder still waits.
-                left.as_micros().div_ceil(1000).min(libc::c_int::MAX as u128) as libc::c_int
+                let left = at.saturating_duration_since(now);
+                // Round up so a sub-millisecond remainder still waits: 0 only once expired.
+                left.as_nanos().div_ceil(1_000_000).min(libc::c_int::MAX as u128) as libc::c_int
             }
         }
     }
@@ -429,5 +453,19 @@ mod tests {
             libc::close(fds[0]);
             libc::close(fds[1])
         };
+    }
+
+    /// A select loop reads the clock only after a sleep: with a remainder left
+    /// at its last reading it must sleep, not poll with a zero timeout and
+    /// see the same reading again.
+    #[test]
+    fn a_deadline_not_yet_passed_leaves_at_least_a_millisecond_to_wait() {
+        let now = Instant::now();
+        let deadline = Deadline::after_from(now, Some(Duration::from_nanos(500)));
+        assert!(!deadline.expired_at(now));
+        assert_eq!(deadline.poll_millis_at(now), 1);
+        assert_eq!(deadline.poll_millis_at(now + Duration::from_nanos(500)), 0);
+        assert_eq!(Deadline::after_from(now, Some(Duration::from_micros(1500))).poll_millis_at(now), 2);
+        assert_eq!(Deadline::after_from(now, None).poll_millis_at(now), -1);
     }
 }
