@@ -28,7 +28,8 @@ import java.util.function.Consumer;
  * interest sets changed from other threads are queued and applied before the
  * next wait, as in the JDK's selectors. Interests cross to native code in a
  * direct buffer indexed by slot, and ready (slot, ops) pairs come back in
- * another; a select allocates nothing in steady state.
+ * another; the poller holds both from its opening (and again after they grow),
+ * so a select passes neither, and allocates nothing in steady state.
  *
  * <p>Locks, in order: this selector, the selected-key set, then
  * {@code updateLock} or {@code interruptLock}.
@@ -61,7 +62,7 @@ final class RdmaSelector extends AbstractSelector {
     RdmaSelector(RdmaSelectorProvider provider) throws IOException {
         super(provider);
         Config config = provider.config();
-        this.poller = SocketNative.pollerOpen(config.pollMode, config.spinMicros);
+        this.poller = SocketNative.pollerOpen(config.pollMode, config.spinMicros, interests, ready);
     }
 
     private static ByteBuffer directInts(int count) {
@@ -181,7 +182,7 @@ final class RdmaSelector extends AbstractSelector {
             if (blocking) {
                 begin(); // an interrupt becomes a wakeup
             }
-            found = SocketNative.pollerSelect(poller, interests, slotsInUse, ready, timeout);
+            found = SocketNative.pollerSelect(poller, slotsInUse, timeout);
         } finally {
             if (blocking) {
                 end();
@@ -228,14 +229,16 @@ final class RdmaSelector extends AbstractSelector {
         return true;
     }
 
-    private void grow() {
+    private void grow() throws IOException {
         int capacity = 2 * keysBySlot.length;
+        ByteBuffer wider = directInts(capacity);
+        wider.put(interests.clear()).clear();
+        ByteBuffer widerReady = directInts(2 * capacity);
+        SocketNative.pollerBuffers(poller, wider, widerReady); // first: a failure leaves all as it was
+        interests = wider;
+        ready = widerReady;
         keysBySlot = Arrays.copyOf(keysBySlot, capacity);
         freeSlots = Arrays.copyOf(freeSlots, capacity);
-        ByteBuffer wider = directInts(capacity);
-        wider.put(interests.clear());
-        interests = wider.clear();
-        ready = directInts(2 * capacity);
     }
 
     /** Forgets the keys cancelled since the last selection (and their channels' registrations). */

@@ -150,21 +150,27 @@ final class SocketNative {
     /** Drops the channel's reference to the socket. */
     static native void release(long socket);
 
-    /** {@code mode}: "busy", "blocking" or "adaptive" (spinning {@code spinMicros} before sleeping). */
-    static native long pollerOpen(String mode, long spinMicros) throws IOException;
+    /**
+     * {@code mode}: "busy", "blocking" or "adaptive" (spinning {@code spinMicros} before sleeping).
+     * {@code interests} and {@code ready} are the buffers of {@link #pollerSelect}.
+     */
+    static native long pollerOpen(String mode, long spinMicros, ByteBuffer interests, ByteBuffer ready)
+            throws IOException;
+
+    /** Replaces the buffers of {@link #pollerSelect} (the poller holds them until then). */
+    static native void pollerBuffers(long poller, ByteBuffer interests, ByteBuffer ready) throws IOException;
 
     static native void pollerRegister(long poller, long socket, int slot) throws IOException;
 
     static native void pollerDeregister(long poller, int slot);
 
     /**
-     * Waits for readiness of the registered sockets with the interests in
-     * {@code interests} (native-order ints by slot); writes (slot, ready ops)
-     * int pairs into {@code ready} and returns their number. A negative
-     * timeout waits forever, zero only looks.
+     * Waits for readiness of the registered sockets with the interests in the
+     * poller's interest buffer (native-order ints by slot, the first
+     * {@code slots}); writes (slot, ready ops) int pairs into its ready buffer
+     * and returns their number. A negative timeout waits forever, zero only looks.
      */
-    static native int pollerSelect(long poller, ByteBuffer interests, int slots, ByteBuffer ready,
-            long timeoutMillis) throws IOException;
+    static native int pollerSelect(long poller, int slots, long timeoutMillis) throws IOException;
 
     static native void pollerWakeup(long poller) throws IOException;
 

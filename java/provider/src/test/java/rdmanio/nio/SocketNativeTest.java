@@ -4,9 +4,13 @@ import static org.junit.Assert.assertEquals;
 import static org.junit.Assert.assertThrows;
 import static org.junit.Assert.assertTrue;
 
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
 import java.nio.channels.SelectionKey;
 
 import org.junit.Test;
+
+import rdmanio.RdmaException;
 
 /** What the provider and the engine share: the constants the Java side reads from it, and the names it parses. */
 public class SocketNativeTest {
@@ -37,5 +41,45 @@ public class SocketNativeTest {
                 assertThrows(IllegalArgumentException.class, () -> SocketNative.checkName("carrier-pigeon", false));
         assertEquals("invalid argument: unknown transport 'carrier-pigeon': use rdma, shm, tcp or auto", e.getMessage());
         assertThrows(IllegalArgumentException.class, () -> SocketNative.checkName("tcp", true));
+    }
+
+    // Read, write and select skip the jni crate's frame (export_lean!): what
+    // fails in them must still arrive as the JDK's exceptions, never crash the JVM.
+
+    @Test
+    public void aReadOrWriteOfABufferThatIsNotDirectOrTooShortIsAnIllegalArgument() throws Exception {
+        long socket = SocketNative.open(0);
+        try {
+            IllegalArgumentException heap = assertThrows(IllegalArgumentException.class,
+                    () -> SocketNative.read(socket, ByteBuffer.allocate(8), 0, 8, false, -1));
+            assertTrue(heap.getMessage(), heap.getMessage().contains("not a direct buffer"));
+            IllegalArgumentException none = assertThrows(IllegalArgumentException.class,
+                    () -> SocketNative.write(socket, null, 0, 8, false));
+            assertTrue(none.getMessage(), none.getMessage().contains("no buffer"));
+            IllegalArgumentException beyond = assertThrows(IllegalArgumentException.class,
+                    () -> SocketNative.write(socket, ByteBuffer.allocateDirect(8), 4, 8, false));
+            assertTrue(beyond.getMessage(), beyond.getMessage().contains("range 4+8 exceeds the buffer's capacity 8"));
+        } finally {
+            SocketNative.close(socket, true, false);
+            SocketNative.release(socket);
+        }
+    }
+
+    @Test
+    public void aPanicInASelectIsAnRdmaExceptionAndThePollerWorksOn() throws Exception {
+        ByteBuffer interests = ByteBuffer.allocateDirect(64).order(ByteOrder.nativeOrder());
+        ByteBuffer ready = ByteBuffer.allocateDirect(128).order(ByteOrder.nativeOrder());
+        long poller = SocketNative.pollerOpen("blocking", 0, interests, ready);
+        try {
+            // Interests at an odd address: the engine's alignment assertion panics inside the select.
+            ByteBuffer misaligned = ByteBuffer.allocateDirect(65).position(1).slice();
+            SocketNative.pollerBuffers(poller, misaligned, ready);
+            RdmaException e = assertThrows(RdmaException.class, () -> SocketNative.pollerSelect(poller, 1, 0));
+            assertTrue(e.getMessage(), e.getMessage().contains("rdma-nio internal error"));
+            SocketNative.pollerBuffers(poller, interests, ready);
+            assertEquals(0, SocketNative.pollerSelect(poller, 1, 0));
+        } finally {
+            SocketNative.pollerClose(poller);
+        }
     }
 }
