@@ -33,6 +33,8 @@ import rdmanio.nio.RdmaSelectorProvider;
  *   connect CYCLES                 connect, 64 B echo, close
  *   connect-nb CYCLES              the same with a non-blocking connect through a selector
  *   refused CYCLES                 connect to a port with no listener
+ *   calls COUNT                    an empty non-blocking read and an empty selectNow on an
+ *                                  idle connection: what a provider adds to a call
  * </pre>
  *
  * PROVIDER is {@code jdk} or {@code rdma-nio} (its transport and polling from
@@ -95,6 +97,10 @@ public final class Rows {
                 refused(provider, address, first, phase);
                 param = "-";
             }
+            case "calls" -> {
+                calls(provider, address, first, phase);
+                param = "read+selectNow";
+            }
             default -> throw new IllegalArgumentException("unknown row '" + row + "'");
         }
         phase.report(System.out, row, args[1], param, histogram);
@@ -121,6 +127,31 @@ public final class Rows {
             ByteBuffer message = ByteBuffer.allocateDirect(bytes);
             ByteBuffer reply = ByteBuffer.allocateDirect(bytes);
             measure(trips, WARM_UP_MINIMUM, phase, () -> roundTrip(client, message, reply));
+            server.check();
+        }
+    }
+
+    /**
+     * A non-blocking read and a selectNow that find nothing, on a connection
+     * whose peer stays silent: no wait and no wake-up, so the time is the
+     * provider's own per call (its Java side, JNI, its engine, one syscall
+     * each; and the two clock readings the row takes around each pair).
+     */
+    private static void calls(SelectorProvider provider, InetAddress address, int count, Phase phase)
+            throws IOException {
+        try (EchoServer server = new EchoServer(provider, address, 64);
+             SocketChannel client = provider.openSocketChannel();
+             Selector selector = provider.openSelector()) {
+            client.connect(server.address());
+            client.configureBlocking(false);
+            client.register(selector, SelectionKey.OP_READ);
+            ByteBuffer buffer = ByteBuffer.allocateDirect(64);
+            measure(count, WARM_UP_MINIMUM, phase, () -> {
+                buffer.clear();
+                if (client.read(buffer) != 0 || selector.selectNow() != 0) {
+                    throw new IllegalStateException("the silent connection had something to read");
+                }
+            });
             server.check();
         }
     }
